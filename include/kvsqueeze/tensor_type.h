@@ -1,0 +1,42 @@
+#pragma once
+// GGML tensor element types as numbered in the GGUF format, with their block layout.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace kvsqueeze {
+
+enum class TensorType : uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  BF16 = 30,
+};
+
+struct TensorTypeInfo {
+  const char* name;
+  int64_t block_size;   // elements per block
+  size_t block_bytes;   // bytes per block
+  bool supported;       // whether kernels can dequantize / multiply it
+};
+
+// Info for a raw GGUF type number; nullopt when the number is not a known GGML type.
+std::optional<TensorTypeInfo> tensor_type_info(uint32_t raw_type);
+const TensorTypeInfo& tensor_type_info(TensorType type);
+std::string tensor_type_name(uint32_t raw_type);
+// Bytes of one row of n elements; n must be a multiple of the block size.
+size_t tensor_row_bytes(TensorType type, int64_t n);
+
+}  // namespace kvsqueeze

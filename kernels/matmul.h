@@ -1,0 +1,31 @@
+#pragma once
+// Matrix products against GGUF weight matrices of any supported type. Knows nothing of models.
+#include <cstddef>
+#include <cstdint>
+
+#include "kvsqueeze/tensor_type.h"
+
+namespace kvsqueeze::kernels {
+
+// A row-major weight matrix as stored in GGUF: `rows` rows of `cols` elements, each row
+// `row_bytes` bytes of blocks of `type`.
+struct WeightMatrix {
+  TensorType type = TensorType::F32;
+  const uint8_t* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_bytes = 0;
+};
+
+// y[t * ldy + r] = sum_c x[t * cols + c] * W[r][c] for t < n_tokens, r < rows.
+// Parallel over OpenMP threads (the caller sets the thread count). Chooses the decode
+// (quantized-activation dot products) or prefill (tiled GEMM) path by n_tokens.
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy);
+inline void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) {
+  matmul(w, x, n_tokens, y, w.rows);
+}
+
+// Dequantized copy of row `row` into dst[cols] (embedding lookup).
+void get_row(const WeightMatrix& w, int64_t row, float* dst);
+
+}  // namespace kvsqueeze::kernels
