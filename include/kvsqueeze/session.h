@@ -1,0 +1,52 @@
+#pragma once
+// A session: one sequence being processed by a model, with its KV cache.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kvsqueeze/kv_cache.h"
+#include "kvsqueeze/model.h"
+
+namespace kvsqueeze {
+
+struct SessionOptions {
+  int64_t ctx_size = 0;  // most positions this session may use; 0: the model's trained context
+  int64_t chunk = 512;   // prefill is processed in chunks of this many tokens
+  int threads = 0;       // 0: one per core
+  KvType kv_type = KvType::F16;
+};
+
+class ForwardPass;
+
+class Session {
+ public:
+  Session(const Model& model, const SessionOptions& options);
+  ~Session();
+
+  // Runs tokens at the next positions, appending their keys and values to the cache, and
+  // returns the logits of the last one. With all_logits, every token's logits are written
+  // there (tokens x n_vocab). Throws kvsqueeze::Error if the context would exceed ctx_size.
+  const std::vector<float>& eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits = nullptr);
+
+  int32_t next_position() const { return next_pos_; }
+  // Forgets every token at or after pos (cache slots included), e.g. after answering a question.
+  void rollback_to(int32_t pos);
+
+  const Model& model() const { return model_; }
+  const SessionOptions& options() const { return options_; }
+  KvCache& cache() { return *cache_; }
+  const KvCache& cache() const { return *cache_; }
+  const std::vector<float>& last_logits() const { return logits_; }
+  // What an uncompressed fp16 cache of the positions seen so far would hold.
+  size_t kv_bytes_full() const;
+
+ private:
+  const Model& model_;
+  SessionOptions options_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<ForwardPass> forward_;
+  int32_t next_pos_ = 0;
+  std::vector<float> logits_;
+};
+
+}  // namespace kvsqueeze

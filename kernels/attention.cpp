@@ -1,0 +1,263 @@
+#include "kernels/attention.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/fp16.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace kvsqueeze::kernels {
+namespace {
+
+constexpr int64_t kQueryBlock = 64;  // queries per work item in prefill
+constexpr int64_t kKeyTile = 128;    // keys converted to fp32 at a time for the GEMM path
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t d, KvElement type, float* dst) {
+  switch (type) {
+    case KvElement::F32: {
+      const float* src = static_cast<const float*>(base) + index * stride;
+      std::copy(src, src + d, dst);
+      return;
+    }
+    case KvElement::F16: {
+      const uint16_t* src = static_cast<const uint16_t*>(base) + index * stride;
+      int64_t i = 0;
+#if defined(__AVX512F__)
+      for (; i + 16 <= d; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+#endif
+      for (; i < d; ++i) dst[i] = fp16_to_fp32(src[i]);
+      return;
+    }
+    case KvElement::BF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(base) + index * stride;
+      for (int64_t i = 0; i < d; ++i) dst[i] = bf16_to_fp32(src[i]);
+      return;
+    }
+  }
+}
+
+// q . k for one cached row, converting the key on the fly.
+float dot_row(const float* q, const void* base, int64_t index, int64_t stride, int64_t d, KvElement type) {
+#if defined(__AVX512F__)
+  if (d % 16 == 0 && type != KvElement::BF16) {
+    __m512 acc = _mm512_setzero_ps();
+    if (type == KvElement::F16) {
+      const uint16_t* k = static_cast<const uint16_t*>(base) + index * stride;
+      for (int64_t i = 0; i < d; i += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i),
+                              _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + i))), acc);
+    } else {
+      const float* k = static_cast<const float*>(base) + index * stride;
+      for (int64_t i = 0; i < d; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(k + i), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+  }
+#endif
+  float sum = 0.0f;
+  for (int64_t i = 0; i < d; ++i) {
+    float k;
+    if (type == KvElement::F32) k = static_cast<const float*>(base)[index * stride + i];
+    else if (type == KvElement::F16) k = fp16_to_fp32(static_cast<const uint16_t*>(base)[index * stride + i]);
+    else k = bf16_to_fp32(static_cast<const uint16_t*>(base)[index * stride + i]);
+    sum += q[i] * k;
+  }
+  return sum;
+}
+
+// o += p * v_row
+void axpy_row(float* o, float p, const void* base, int64_t index, int64_t stride, int64_t d, KvElement type) {
+#if defined(__AVX512F__)
+  if (d % 16 == 0 && type == KvElement::F16) {
+    const uint16_t* v = static_cast<const uint16_t*>(base) + index * stride;
+    const __m512 pv = _mm512_set1_ps(p);
+    for (int64_t i = 0; i < d; i += 16)
+      _mm512_storeu_ps(o + i, _mm512_fmadd_ps(pv, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i))),
+                                              _mm512_loadu_ps(o + i)));
+    return;
+  }
+#endif
+  if (type == KvElement::F32) {
+    const float* v = static_cast<const float*>(base) + index * stride;
+    for (int64_t i = 0; i < d; ++i) o[i] += p * v[i];
+    return;
+  }
+  const uint16_t* v = static_cast<const uint16_t*>(base) + index * stride;
+  for (int64_t i = 0; i < d; ++i) o[i] += p * (type == KvElement::F16 ? fp16_to_fp32(v[i]) : bf16_to_fp32(v[i]));
+}
+
+// Slots [lo, hi) of a run visible to a query at position p (positions ascending).
+void visible_range(const KvRun& run, int32_t p, int32_t window, int64_t& lo, int64_t& hi) {
+  hi = std::upper_bound(run.pos, run.pos + run.len, p) - run.pos;
+  lo = 0;
+  if (window > 0) lo = std::lower_bound(run.pos, run.pos + hi, p - window + 1) - run.pos;
+}
+
+// Running state of an online softmax for one query: max, sum of weights, weighted values.
+struct OnlineSoftmax {
+  float m = kNegInf;
+  float l = 0.0f;
+};
+
+// Single query, slot range [lo, hi): direct loops, keys converted on the fly.
+void attend_one(const AttentionShape& s, const float* q, const KvRun& run, int64_t lo, int64_t hi,
+                std::vector<float>& scores, float* o, OnlineSoftmax& st) {
+  const int64_t n = hi - lo;
+  std::fill(o, o + s.head_dim_v, 0.0f);
+  st = OnlineSoftmax{};
+  if (n <= 0) return;
+  scores.resize(static_cast<size_t>(n));
+  float m = kNegInf;
+  for (int64_t j = 0; j < n; ++j) {
+    scores[static_cast<size_t>(j)] = s.scale * dot_row(q, run.k, lo + j, run.k_stride, s.head_dim_k, run.type);
+    m = std::max(m, scores[static_cast<size_t>(j)]);
+  }
+  float l = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float p = std::exp(scores[static_cast<size_t>(j)] - m);
+    l += p;
+    axpy_row(o, p, run.v, lo + j, run.v_stride, s.head_dim_v, run.type);
+  }
+  st.m = m;
+  st.l = l;
+}
+
+// A block of queries of one head against its run: tiles of keys converted to fp32 and two
+// GEMMs per tile with an online softmax (flash-attention style).
+void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, const int32_t* q_pos, int64_t nb,
+                  const KvRun& run, float* out_rows, int64_t out_ld) {
+  const int64_t dk = s.head_dim_k, dv = s.head_dim_v;
+  std::vector<int64_t> lo(static_cast<size_t>(nb)), hi(static_cast<size_t>(nb));
+  int64_t range_lo = run.len, range_hi = 0;
+  for (int64_t t = 0; t < nb; ++t) {
+    visible_range(run, q_pos[t], s.window, lo[static_cast<size_t>(t)], hi[static_cast<size_t>(t)]);
+    range_lo = std::min(range_lo, lo[static_cast<size_t>(t)]);
+    range_hi = std::max(range_hi, hi[static_cast<size_t>(t)]);
+  }
+  std::vector<float> qb(static_cast<size_t>(nb * dk)), kt(static_cast<size_t>(kKeyTile * dk)),
+      vt(static_cast<size_t>(kKeyTile * dv)), sc(static_cast<size_t>(nb * kKeyTile)), acc(static_cast<size_t>(nb * dv), 0.0f);
+  std::vector<float> m(static_cast<size_t>(nb), kNegInf), l(static_cast<size_t>(nb), 0.0f);
+  for (int64_t t = 0; t < nb; ++t)
+    for (int64_t i = 0; i < dk; ++i) qb[static_cast<size_t>(t * dk + i)] = q_rows[t * q_ld + i] * s.scale;
+
+  for (int64_t j0 = range_lo; j0 < range_hi; j0 += kKeyTile) {
+    const int64_t nt = std::min(kKeyTile, range_hi - j0);
+    for (int64_t j = 0; j < nt; ++j) {
+      row_to_f32(run.k, j0 + j, run.k_stride, dk, run.type, kt.data() + j * dk);
+      row_to_f32(run.v, j0 + j, run.v_stride, dv, run.type, vt.data() + j * dv);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nb), static_cast<int>(nt), static_cast<int>(dk), 1.0f,
+                qb.data(), static_cast<int>(dk), kt.data(), static_cast<int>(dk), 0.0f, sc.data(), static_cast<int>(nt));
+    for (int64_t t = 0; t < nb; ++t) {
+      float* row = sc.data() + t * nt;
+      const int64_t a = std::max<int64_t>(lo[static_cast<size_t>(t)] - j0, 0);
+      const int64_t b = std::min<int64_t>(hi[static_cast<size_t>(t)] - j0, nt);
+      float tile_max = kNegInf;
+      for (int64_t j = 0; j < nt; ++j) {
+        if (j < a || j >= b) row[j] = kNegInf;
+        else tile_max = std::max(tile_max, row[j]);
+      }
+      float& mt = m[static_cast<size_t>(t)];
+      if (tile_max == kNegInf) {  // nothing visible in this tile
+        std::fill(row, row + nt, 0.0f);
+        continue;
+      }
+      const float new_m = std::max(mt, tile_max);
+      const float alpha = mt == kNegInf ? 0.0f : std::exp(mt - new_m);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < nt; ++j) {
+        row[j] = row[j] == kNegInf ? 0.0f : std::exp(row[j] - new_m);
+        sum += row[j];
+      }
+      l[static_cast<size_t>(t)] = l[static_cast<size_t>(t)] * alpha + sum;
+      mt = new_m;
+      float* a_row = acc.data() + t * dv;
+      for (int64_t i = 0; i < dv; ++i) a_row[i] *= alpha;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nb), static_cast<int>(dv), static_cast<int>(nt), 1.0f,
+                sc.data(), static_cast<int>(nt), vt.data(), static_cast<int>(dv), 1.0f, acc.data(), static_cast<int>(dv));
+  }
+  for (int64_t t = 0; t < nb; ++t) {
+    const float inv = l[static_cast<size_t>(t)] > 0.0f ? 1.0f / l[static_cast<size_t>(t)] : 0.0f;
+    for (int64_t i = 0; i < dv; ++i) out_rows[t * out_ld + i] = acc[static_cast<size_t>(t * dv + i)] * inv;
+  }
+}
+
+}  // namespace
+
+void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, int64_t n_q, const KvRun* runs, float* out) {
+  const int64_t group = s.n_head / s.n_head_kv;
+  const int64_t q_ld = s.n_head * s.head_dim_k, out_ld = s.n_head * s.head_dim_v;
+
+  if (n_q >= 8) {
+    const int64_t n_blocks = (n_q + kQueryBlock - 1) / kQueryBlock;
+    const int64_t items = s.n_head * n_blocks;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t h = it % s.n_head, blk = it / s.n_head;
+      const int64_t t0 = blk * kQueryBlock, nb = std::min(kQueryBlock, n_q - t0);
+      attend_block(s, q + t0 * q_ld + h * s.head_dim_k, q_ld, q_pos + t0, nb, runs[h / group],
+                   out + t0 * out_ld + h * s.head_dim_v, out_ld);
+    }
+    return;
+  }
+
+  // Few queries (decode): split each head's key range so every thread has work, then merge
+  // the partial softmaxes by their maxima and sums.
+  const int threads = omp_get_max_threads();
+  const int64_t longest = [&] {
+    int64_t n = 0;
+    for (int64_t h = 0; h < s.n_head_kv; ++h) n = std::max(n, runs[h].len);
+    return n;
+  }();
+  int64_t splits = std::max<int64_t>(1, (2 * threads + s.n_head * n_q - 1) / (s.n_head * n_q));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, longest / 512));
+  const int64_t items = n_q * s.n_head * splits;
+  std::vector<float> part_o(static_cast<size_t>(items * s.head_dim_v));
+  std::vector<OnlineSoftmax> part_st(static_cast<size_t>(items));
+#pragma omp parallel
+  {
+    std::vector<float> scores;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t sp = it % splits, h = (it / splits) % s.n_head, t = it / (splits * s.n_head);
+      const KvRun& run = runs[h / group];
+      int64_t lo, hi;
+      visible_range(run, q_pos[t], s.window, lo, hi);
+      const int64_t span = (hi - lo + splits - 1) / splits;
+      const int64_t a = std::min(hi, lo + sp * span), b = std::min(hi, a + span);
+      attend_one(s, q + t * q_ld + h * s.head_dim_k, run, a, b, scores, part_o.data() + it * s.head_dim_v,
+                 part_st[static_cast<size_t>(it)]);
+    }
+  }
+  for (int64_t t = 0; t < n_q; ++t)
+    for (int64_t h = 0; h < s.n_head; ++h) {
+      const int64_t base = (t * s.n_head + h) * splits;
+      float m = kNegInf;
+      for (int64_t sp = 0; sp < splits; ++sp) m = std::max(m, part_st[static_cast<size_t>(base + sp)].m);
+      float* o = out + t * out_ld + h * s.head_dim_v;
+      std::fill(o, o + s.head_dim_v, 0.0f);
+      float l = 0.0f;
+      for (int64_t sp = 0; sp < splits; ++sp) {
+        const auto& st = part_st[static_cast<size_t>(base + sp)];
+        if (st.m == kNegInf) continue;
+        const float w = std::exp(st.m - m);
+        l += st.l * w;
+        const float* po = part_o.data() + (base + sp) * s.head_dim_v;
+        for (int64_t i = 0; i < s.head_dim_v; ++i) o[i] += w * po[i];
+      }
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      for (int64_t i = 0; i < s.head_dim_v; ++i) o[i] *= inv;
+    }
+}
+
+}  // namespace kvsqueeze::kernels

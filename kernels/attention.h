@@ -1,0 +1,37 @@
+#pragma once
+// Attention of a block of queries over per-KV-head runs of cached keys and values.
+// Works on any set of kept slots: visibility is decided by the slots' original positions,
+// which must be ascending within a run. Never materialises an L x L matrix.
+#include <cstdint>
+#include <vector>
+
+namespace kvsqueeze::kernels {
+
+enum class KvElement { F32, F16, BF16 };
+
+// One KV head's cached slots: row i of K/V at k + i*k_stride (elements), position pos[i].
+struct KvRun {
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const int32_t* pos = nullptr;
+  int64_t len = 0;
+  int64_t k_stride = 0;
+  int64_t v_stride = 0;
+  KvElement type = KvElement::F16;
+};
+
+struct AttentionShape {
+  int64_t n_head = 0;     // query heads
+  int64_t n_head_kv = 0;  // KV heads; query head q uses KV head q / (n_head / n_head_kv)
+  int64_t head_dim_k = 0;
+  int64_t head_dim_v = 0;
+  float scale = 1.0f;     // multiplies q.k
+  int32_t window = 0;     // > 0: a query at p sees keys at p' with p - p' < window (sliding layers)
+};
+
+// q: n_q rows of n_head*head_dim_k floats; q_pos: their positions; runs: n_head_kv runs.
+// out: n_q rows of n_head*head_dim_v floats. A query sees slots with pos <= its own position.
+void attention(const AttentionShape& shape, const float* q, const int32_t* q_pos, int64_t n_q,
+               const KvRun* runs, float* out);
+
+}  // namespace kvsqueeze::kernels

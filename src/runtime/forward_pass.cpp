@@ -1,0 +1,111 @@
+#include "runtime/forward_pass.h"
+
+#include <algorithm>
+
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace kvsqueeze {
+namespace {
+
+void add_bias(float* rows, const std::vector<float>& bias, int64_t n) {
+  if (bias.empty()) return;
+  const int64_t width = static_cast<int64_t>(bias.size());
+  for (int64_t t = 0; t < n; ++t) kernels::add_inplace(rows + t * width, bias.data(), width);
+}
+
+}  // namespace
+
+void ForwardPass::ensure_scratch(int64_t n) {
+  if (n <= scratch_rows_) return;
+  const auto rows = static_cast<size_t>(n);
+  x_.resize(rows * static_cast<size_t>(cfg_.n_embd));
+  h_.resize(x_.size());
+  proj_.resize(x_.size());
+  q_.resize(rows * static_cast<size_t>(cfg_.n_head * cfg_.head_dim_k));
+  k_.resize(rows * static_cast<size_t>(cfg_.n_head_kv * cfg_.head_dim_k));
+  v_.resize(rows * static_cast<size_t>(cfg_.n_head_kv * cfg_.head_dim_v));
+  att_.resize(rows * static_cast<size_t>(cfg_.n_head * cfg_.head_dim_v));
+  gate_.resize(rows * static_cast<size_t>(cfg_.n_ff));
+  up_.resize(gate_.size());
+  scratch_rows_ = n;
+}
+
+void ForwardPass::attention_block(int64_t l, const int32_t* pos, int64_t n, KvCache& cache) {
+  const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
+  const int64_t D = cfg_.n_embd, dk = cfg_.head_dim_k, Hq = cfg_.n_head, Hkv = cfg_.n_head_kv;
+  const bool sliding = cfg_.layer_sliding[static_cast<size_t>(l)];
+
+  kernels::rms_norm_rows(x_.data(), L.attn_norm.data(), h_.data(), n, D, cfg_.rms_eps);
+  kernels::matmul(L.wq, h_.data(), n, q_.data());
+  kernels::matmul(L.wk, h_.data(), n, k_.data());
+  kernels::matmul(L.wv, h_.data(), n, v_.data());
+  add_bias(q_.data(), L.bq, n);
+  add_bias(k_.data(), L.bk, n);
+  add_bias(v_.data(), L.bv, n);
+
+  const float* inv_freq = sliding ? w_.inv_freq_local.data() : w_.inv_freq_global.data();
+  const auto style = cfg_.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+  for (int64_t t = 0; t < n; ++t) {
+    float* qt = q_.data() + t * Hq * dk;
+    float* kt = k_.data() + t * Hkv * dk;
+    if (cfg_.qk_norm) {
+      kernels::rms_norm_rows(qt, L.q_norm.data(), qt, Hq, dk, cfg_.rms_eps);
+      kernels::rms_norm_rows(kt, L.k_norm.data(), kt, Hkv, dk, cfg_.rms_eps);
+    }
+    for (int64_t h = 0; h < Hq; ++h) kernels::rope(qt + h * dk, dk, static_cast<float>(pos[t]), inv_freq, style);
+    for (int64_t h = 0; h < Hkv; ++h) kernels::rope(kt + h * dk, dk, static_cast<float>(pos[t]), inv_freq, style);
+  }
+
+  // Keys are cached after RoPE; the chunk then attends to the cache (its past plus itself).
+  cache.append(l, n, k_.data(), v_.data(), pos);
+  std::vector<kernels::KvRun> runs;
+  for (int64_t h = 0; h < Hkv; ++h) runs.push_back(cache.run(l, h));
+  kernels::AttentionShape shape;
+  shape.n_head = Hq;
+  shape.n_head_kv = Hkv;
+  shape.head_dim_k = dk;
+  shape.head_dim_v = cfg_.head_dim_v;
+  shape.scale = cfg_.attn_scale;
+  shape.window = sliding ? cfg_.sliding_window : 0;
+  kernels::attention(shape, q_.data(), pos, n, runs.data(), att_.data());
+
+  kernels::matmul(L.wo, att_.data(), n, proj_.data());
+  if (cfg_.post_norms) kernels::rms_norm_rows(proj_.data(), L.post_attn_norm.data(), proj_.data(), n, D, cfg_.rms_eps);
+  kernels::add_inplace(x_.data(), proj_.data(), n * D);
+}
+
+void ForwardPass::ffn_block(int64_t l, int64_t n) {
+  const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
+  const int64_t D = cfg_.n_embd, F = cfg_.n_ff;
+  kernels::rms_norm_rows(x_.data(), L.ffn_norm.data(), h_.data(), n, D, cfg_.rms_eps);
+  kernels::matmul(L.w_gate, h_.data(), n, gate_.data());
+  kernels::matmul(L.w_up, h_.data(), n, up_.data());
+  if (cfg_.activation == Activation::GeluTanhGated) kernels::gelu_tanh_mul(gate_.data(), up_.data(), n * F);
+  else kernels::silu_mul(gate_.data(), up_.data(), n * F);
+  kernels::matmul(L.w_down, gate_.data(), n, proj_.data());
+  if (cfg_.post_norms) kernels::rms_norm_rows(proj_.data(), L.post_ffw_norm.data(), proj_.data(), n, D, cfg_.rms_eps);
+  kernels::add_inplace(x_.data(), proj_.data(), n * D);
+}
+
+void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits) {
+  ensure_scratch(n);
+  const int64_t D = cfg_.n_embd;
+  for (int64_t t = 0; t < n; ++t) {
+    kernels::get_row(w_.token_embd, tokens[t], x_.data() + t * D);
+    if (cfg_.embed_scale != 1.0f) kernels::scale_inplace(x_.data() + t * D, cfg_.embed_scale, D);
+  }
+  for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+    attention_block(l, pos, n, cache);
+    ffn_block(l, n);
+  }
+  // The LM head is the largest matrix: during prefill only the last row needs it, and chunks
+  // before the last need none.
+  if (!logits) return;
+  const int64_t first = all_rows ? 0 : n - 1, rows = n - first;
+  kernels::rms_norm_rows(x_.data() + first * D, w_.output_norm.data(), h_.data(), rows, D, cfg_.rms_eps);
+  kernels::matmul(w_.output, h_.data(), rows, logits);
+}
+
+}  // namespace kvsqueeze

@@ -1,0 +1,32 @@
+#pragma once
+// The transformer forward pass over one chunk of tokens (llama family and gemma3).
+#include <vector>
+
+#include "kvsqueeze/kv_cache.h"
+#include "kvsqueeze/model.h"
+#include "model/model_weights.h"
+
+namespace kvsqueeze {
+
+class ForwardPass {
+ public:
+  explicit ForwardPass(const Model& model) : model_(model), cfg_(model.config()), w_(model.weights()) {}
+
+  // tokens[n] at positions pos[n]: appends to the cache and writes logits (n_vocab floats per
+  // row) for the last token only, or for every token when all_rows is set; none when null.
+  void run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits);
+
+ private:
+  void ensure_scratch(int64_t n);
+  void attention_block(int64_t layer, const int32_t* pos, int64_t n, KvCache& cache);
+  void ffn_block(int64_t layer, int64_t n);
+
+  const Model& model_;
+  const ModelConfig& cfg_;
+  const ModelWeights& w_;
+  int64_t scratch_rows_ = 0;
+  // Activations of the chunk, row-major [n x width].
+  std::vector<float> x_, h_, q_, k_, v_, att_, proj_, gate_, up_;
+};
+
+}  // namespace kvsqueeze

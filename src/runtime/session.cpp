@@ -1,0 +1,65 @@
+#include "kvsqueeze/session.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "kernels/threading.h"
+#include "kvsqueeze/error.h"
+#include "runtime/forward_pass.h"
+
+namespace kvsqueeze {
+
+Session::Session(const Model& model, const SessionOptions& options) : model_(model), options_(options) {
+  const ModelConfig& c = model.config();
+  if (options_.ctx_size <= 0) options_.ctx_size = c.n_ctx_train;
+  if (options_.chunk <= 0) throw Error("--chunk must be positive, got " + std::to_string(options_.chunk));
+  kernels::set_num_threads(options_.threads);
+  KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type};
+  cache_ = std::make_unique<KvCache>(shape, std::min<int64_t>(options_.ctx_size, 256));
+  forward_ = std::make_unique<ForwardPass>(model);
+}
+
+Session::~Session() = default;
+
+const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) throw Error("nothing to evaluate: empty token list");
+  if (next_pos_ + n > options_.ctx_size)
+    throw Error("context of " + std::to_string(next_pos_ + n) + " tokens exceeds the context size " +
+                std::to_string(options_.ctx_size) + " (raise --ctx-size, at most the model's " +
+                std::to_string(model_.config().n_ctx_train) + ")");
+  const int32_t vocab_id_limit = static_cast<int32_t>(model_.config().n_vocab);
+  for (int32_t id : tokens)
+    if (id < 0 || id >= vocab_id_limit)
+      throw Error("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(vocab_id_limit) + ")");
+  kernels::set_num_threads(options_.threads);
+  cache_->reserve(n);
+
+  const int64_t V = model_.config().n_vocab;
+  logits_.resize(static_cast<size_t>(V));
+  if (all_logits) all_logits->resize(static_cast<size_t>(n * V));
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  std::iota(pos.begin(), pos.end(), next_pos_);
+  for (int64_t start = 0; start < n; start += options_.chunk) {
+    const int64_t len = std::min(options_.chunk, n - start);
+    const bool last_chunk = start + len == n;
+    float* out = all_logits ? all_logits->data() + start * V : logits_.data();
+    if (!all_logits && !last_chunk) out = nullptr;
+    forward_->run(tokens.data() + start, pos.data() + start, len, *cache_, all_logits != nullptr, out);
+  }
+  if (all_logits) std::copy(all_logits->end() - V, all_logits->end(), logits_.begin());
+  next_pos_ += static_cast<int32_t>(n);
+  return logits_;
+}
+
+void Session::rollback_to(int32_t pos) {
+  if (pos < 0 || pos > next_pos_) throw Error("cannot roll back to position " + std::to_string(pos));
+  cache_->truncate_from_position(pos);
+  next_pos_ = pos;
+}
+
+size_t Session::kv_bytes_full() const {
+  return static_cast<size_t>(next_pos_) * static_cast<size_t>(model_.config().kv_bytes_per_token_f16());
+}
+
+}  // namespace kvsqueeze
