@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/fp16.h"
+#include "kernels/vec_math.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -121,12 +122,8 @@ void attend_one(const AttentionShape& s, const float* q, const KvRun& run, int64
     scores[static_cast<size_t>(j)] = s.scale * dot_row(q, run.k, lo + j, run.k_stride, s.head_dim_k, run.type);
     m = std::max(m, scores[static_cast<size_t>(j)]);
   }
-  float l = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    const float p = std::exp(scores[static_cast<size_t>(j)] - m);
-    l += p;
-    axpy_row(o, p, run.v, lo + j, run.v_stride, s.head_dim_v, run.type);
-  }
+  const float l = exp_shift_sum(scores.data(), n, m);
+  for (int64_t j = 0; j < n; ++j) axpy_row(o, scores[static_cast<size_t>(j)], run.v, lo + j, run.v_stride, s.head_dim_v, run.type);
   st.m = m;
   st.l = l;
 }
@@ -173,11 +170,7 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
       }
       const float new_m = std::max(mt, tile_max);
       const float alpha = mt == kNegInf ? 0.0f : std::exp(mt - new_m);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < nt; ++j) {
-        row[j] = row[j] == kNegInf ? 0.0f : std::exp(row[j] - new_m);
-        sum += row[j];
-      }
+      const float sum = exp_shift_sum(row, nt, new_m);  // masked -inf entries become 0
       l[static_cast<size_t>(t)] = l[static_cast<size_t>(t)] * alpha + sum;
       mt = new_m;
       float* a_row = acc.data() + t * dv;

@@ -14,9 +14,11 @@ enum class RopeStyle {
   Neox,    // rotate (x[i], x[i+d/2]): llama.cpp "neox" (qwen2, qwen3, gemma3)
 };
 
-// Rotary embedding of one head vector x[d] at absolute position pos.
-// inv_freq[i] = theta_i for the d/2 channel pairs (already including any frequency scaling).
-void rope(float* x, int64_t d, float pos, const float* inv_freq, RopeStyle style);
+// Rotary embedding tables: cos/sin of pos[t] * inv_freq[i] for t < n, i < d/2, row-major.
+// inv_freq already includes any frequency scaling. Computed once per chunk, shared by heads.
+void rope_tables(const int32_t* pos, int64_t n, const float* inv_freq, int64_t d, float* cos_out, float* sin_out);
+// Rotates one head vector x[d] with one row of the tables.
+void rope_apply(float* x, int64_t d, const float* cos, const float* sin, RopeStyle style);
 
 void silu_mul(float* gate, const float* up, int64_t n);       // gate = silu(gate) * up
 void gelu_tanh_mul(float* gate, const float* up, int64_t n);  // gate = gelu_tanh(gate) * up

@@ -29,6 +29,8 @@ void ForwardPass::ensure_scratch(int64_t n) {
   att_.resize(rows * static_cast<size_t>(cfg_.n_head * cfg_.head_dim_v));
   gate_.resize(rows * static_cast<size_t>(cfg_.n_ff));
   up_.resize(gate_.size());
+  for (auto* table : {&rope_cos_global_, &rope_sin_global_, &rope_cos_local_, &rope_sin_local_})
+    table->resize(rows * static_cast<size_t>(cfg_.head_dim_k / 2));
   scratch_rows_ = n;
 }
 
@@ -45,17 +47,21 @@ void ForwardPass::attention_block(int64_t l, const int32_t* pos, int64_t n, KvCa
   add_bias(k_.data(), L.bk, n);
   add_bias(v_.data(), L.bv, n);
 
-  const float* inv_freq = sliding ? w_.inv_freq_local.data() : w_.inv_freq_global.data();
+  const auto& cos = sliding ? rope_cos_local_ : rope_cos_global_;
+  const auto& sin = sliding ? rope_sin_local_ : rope_sin_global_;
   const auto style = cfg_.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+  const int64_t half = dk / 2;
   for (int64_t t = 0; t < n; ++t) {
+    const float* ct = cos.data() + t * half;
+    const float* st = sin.data() + t * half;
     float* qt = q_.data() + t * Hq * dk;
     float* kt = k_.data() + t * Hkv * dk;
     if (cfg_.qk_norm) {
       kernels::rms_norm_rows(qt, L.q_norm.data(), qt, Hq, dk, cfg_.rms_eps);
       kernels::rms_norm_rows(kt, L.k_norm.data(), kt, Hkv, dk, cfg_.rms_eps);
     }
-    for (int64_t h = 0; h < Hq; ++h) kernels::rope(qt + h * dk, dk, static_cast<float>(pos[t]), inv_freq, style);
-    for (int64_t h = 0; h < Hkv; ++h) kernels::rope(kt + h * dk, dk, static_cast<float>(pos[t]), inv_freq, style);
+    for (int64_t h = 0; h < Hq; ++h) kernels::rope_apply(qt + h * dk, dk, ct, st, style);
+    for (int64_t h = 0; h < Hkv; ++h) kernels::rope_apply(kt + h * dk, dk, ct, st, style);
   }
 
   // Keys are cached after RoPE; the chunk then attends to the cache (its past plus itself).
@@ -92,6 +98,9 @@ void ForwardPass::ffn_block(int64_t l, int64_t n) {
 void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits) {
   ensure_scratch(n);
   const int64_t D = cfg_.n_embd;
+  // RoPE tables for this chunk's positions, shared by every head and layer.
+  kernels::rope_tables(pos, n, w_.inv_freq_global.data(), cfg_.head_dim_k, rope_cos_global_.data(), rope_sin_global_.data());
+  kernels::rope_tables(pos, n, w_.inv_freq_local.data(), cfg_.head_dim_k, rope_cos_local_.data(), rope_sin_local_.data());
   for (int64_t t = 0; t < n; ++t) {
     kernels::get_row(w_.token_embd, tokens[t], x_.data() + t * D);
     if (cfg_.embed_scale != 1.0f) kernels::scale_inplace(x_.data() + t * D, cfg_.embed_scale, D);

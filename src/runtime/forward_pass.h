@@ -27,6 +27,7 @@ class ForwardPass {
   int64_t scratch_rows_ = 0;
   // Activations of the chunk, row-major [n x width].
   std::vector<float> x_, h_, q_, k_, v_, att_, proj_, gate_, up_;
+  std::vector<float> rope_cos_global_, rope_sin_global_, rope_cos_local_, rope_sin_local_;  // [n x d/2]
 };
 
 }  // namespace kvsqueeze

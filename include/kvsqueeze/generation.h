@@ -1,0 +1,30 @@
+#pragma once
+// The decode loop shared by the CLI, benchmarks and (later) the server.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kvsqueeze/sampler.h"
+#include "kvsqueeze/session.h"
+
+namespace kvsqueeze {
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // generated ids, the end-of-generation token excluded
+  std::string text;
+  bool stopped_at_eog = false;
+  int64_t prompt_tokens = 0;
+  double prefill_ms = 0.0;
+  double decode_ms = 0.0;  // sampling and evaluating the generated tokens
+};
+
+// Evaluates `prompt` at the session's next positions, then samples up to max_new tokens,
+// stopping at an end-of-generation token. on_text receives text as it completes (UTF-8 safe).
+GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, int64_t max_new, Sampler& sampler,
+                          const std::function<void(const std::string&)>& on_text = {});
+
+// Peak resident set size of this process in bytes.
+size_t peak_rss_bytes();
+
+}  // namespace kvsqueeze

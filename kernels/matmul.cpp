@@ -1,0 +1,838 @@
+// Matrix products y = x * W^T against GGUF weight matrices.
+//
+// Quantized weights (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K) use integer dot products:
+//   * Activations are quantized once per call, per token, in blocks of 32 to int8 with a float
+//     scale dx = amax/127 (round to nearest) -- the same precision as llama.cpp's Q8_0.
+//   * Every weight type is "unpacked" to one common form: per sub-block j of SB elements
+//     (SB = 32, or 16 for Q6_K), unsigned 8-bit codes u (0..255), a float scale s_j and either a
+//     fixed integer offset (w = s_j * (u - off), "symmetric") or a float bias (w = s_j*u + m_j).
+//     So  dot(w, x) = sum_j s_j * dx_j * (sum_i u_i q_i - off * sum_i q_i) [+ m_j * dx_j * sum_i q_i],
+//     where sum u*q is an unsigned-by-signed byte dot product (AVX-512 VNNI vpdpbusd) and the
+//     activation block sums come from the activation quantization. The offset correction is
+//     exact integer arithmetic.
+//   * Decode path (few tokens): each weight row is unpacked into an L1-resident buffer and dotted
+//     with every token (2 sub-blocks per 512-bit vpdpbusd, scale applied per sub-block in fp32).
+//   * Prefill path (many tokens): panels of 16 rows are unpacked and transposed so that one
+//     512-bit vector holds 4 consecutive codes of 16 rows; one vpdpbusd against a broadcast
+//     4-byte group of a token then advances 16 row-dots at once, and the fp32 scale work is
+//     amortized over a whole sub-block (8 vpdpbusd per cvt+mul+fma instead of 1). A tile is
+//     16 rows x 8 tokens in registers; groups of 4 panels reuse each token tile from L1.
+// Float weights (F32 F16 BF16) use fp32 FMA: row dots for few tokens, and for many tokens the
+// same 16-row transposed panels (in fp32) with a 16x12 register tile (an sgemm microkernel).
+// (OpenBLAS 0.3.21 as packaged here runs its Haswell AVX2 sgemm on this CPU, ~60 GFLOPS/core,
+// below what these kernels reach, so it is not used.)
+//
+// Threads: one OpenMP parallel region per call; weight rows (16-row panels on the prefill path)
+// are split statically and contiguously among omp_get_max_threads() threads.
+// GCC 12 reports false -W(maybe-)uninitialized inside avx512fintrin.h (_mm512_undefined_*
+// self-initialisation); it must be silenced before the intrinsics headers are first included.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include "kernels/matmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "kernels/dequantize.h"
+#include "kernels/quant_blocks.h"
+
+namespace kvsqueeze::kernels {
+namespace detail {
+namespace {
+
+constexpr int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// ---------------------------------------------------------------------------------------------
+// Scratch memory: 64-byte aligned, grown on demand, one set per thread.
+struct Scratch {
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, Free> mem;
+  size_t cap = 0;
+  void* get(size_t bytes) {
+    if (bytes > cap) {
+      size_t n = static_cast<size_t>(round_up(static_cast<int64_t>(std::max<size_t>(bytes, 4096)), 64));
+      mem.reset(static_cast<uint8_t*>(std::aligned_alloc(64, n)));
+      if (!mem) throw Error("matmul: out of memory for " + std::to_string(n) + " bytes of scratch");
+      cap = n;
+    }
+    return mem.get();
+  }
+};
+// Carves several arrays out of one Scratch.
+struct Carver {
+  uint8_t* base;
+  size_t off = 0;
+  template <class T>
+  T* take(int64_t count) {
+    T* p = reinterpret_cast<T*>(base + off);
+    off += static_cast<size_t>(round_up(static_cast<int64_t>(sizeof(T)) * count, 64));
+    return p;
+  }
+};
+template <class T>
+constexpr size_t bytes_of(int64_t count) {
+  return static_cast<size_t>(round_up(static_cast<int64_t>(sizeof(T)) * count, 64));
+}
+
+thread_local Scratch tl_act;    // activations (caller thread)
+thread_local Scratch tl_work;   // per-thread unpack / panel buffers
+
+// ---------------------------------------------------------------------------------------------
+// Unpacking weights to (u, s, m). All unpackers write cols codes to u, cols/sb scales to s and,
+// for asymmetric types, cols/sb biases to m.
+struct QuantKind {
+  int sb;      // sub-block size
+  int off;     // symmetric offset (0 for the asymmetric types)
+  bool asym;   // per-sub-block bias m_j
+};
+
+bool quant_kind(TensorType t, QuantKind& k) {
+  switch (t) {
+    case TensorType::Q4_0: k = {32, 8, false}; return true;
+    case TensorType::Q5_0: k = {32, 16, false}; return true;
+    case TensorType::Q8_0: k = {32, 128, false}; return true;
+    case TensorType::Q4_1: k = {32, 0, true}; return true;
+    case TensorType::Q5_1: k = {32, 0, true}; return true;
+    case TensorType::Q4_K: k = {32, 0, true}; return true;
+    case TensorType::Q5_K: k = {32, 0, true}; return true;
+    case TensorType::Q6_K: k = {16, 32, false}; return true;
+    default: return false;
+  }
+}
+
+void unpack_scalar(TensorType t, const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) {
+  switch (t) {
+    case TensorType::Q4_0:
+    case TensorType::Q4_1:
+    case TensorType::Q5_0:
+    case TensorType::Q5_1: {
+      const bool has_m = t == TensorType::Q4_1 || t == TensorType::Q5_1;
+      const bool has_h = t == TensorType::Q5_0 || t == TensorType::Q5_1;
+      const size_t bytes = block_layout(t).bytes;
+      for (int64_t i = 0; i < cols / 32; ++i, b += bytes, u += 32) {
+        s[i] = load_f16(b);
+        size_t o = 2;
+        if (has_m) m[i] = load_f16(b + 2), o = 4;
+        uint32_t qh = 0;
+        if (has_h) qh = load_u32(b + o), o += 4;
+        for (int l = 0; l < 16; ++l) {
+          u[l] = static_cast<uint8_t>((b[o + l] & 15) | (((qh >> l) & 1) << 4));
+          u[l + 16] = static_cast<uint8_t>((b[o + l] >> 4) | (((qh >> (l + 16)) & 1) << 4));
+        }
+      }
+      return;
+    }
+    case TensorType::Q8_0:
+      for (int64_t i = 0; i < cols / 32; ++i, b += 34, u += 32) {
+        s[i] = load_f16(b);
+        for (int l = 0; l < 32; ++l) u[l] = static_cast<uint8_t>(b[2 + l] ^ 0x80);
+      }
+      return;
+    case TensorType::Q4_K:
+    case TensorType::Q5_K: {
+      const bool q5 = t == TensorType::Q5_K;
+      for (int64_t i = 0; i < cols / 256; ++i, b += q5 ? 176 : 144, u += 256, s += 8, m += 8) {
+        const float d = load_f16(b), dmin = load_f16(b + 2);
+        const uint8_t* qh = b + 16;
+        const uint8_t* qs = b + (q5 ? 48 : 16);
+        for (int j = 0; j < 8; ++j) {
+          int sc, mn;
+          k_scale_min(b + 4, j, sc, mn);
+          s[j] = d * static_cast<float>(sc);
+          m[j] = -(dmin * static_cast<float>(mn));
+          for (int l = 0; l < 32; ++l) {
+            int v = (qs[32 * (j / 2) + l] >> (4 * (j & 1))) & 15;
+            if (q5) v |= ((qh[l] >> j) & 1) << 4;
+            u[32 * j + l] = static_cast<uint8_t>(v);
+          }
+        }
+      }
+      return;
+    }
+    case TensorType::Q6_K:
+      for (int64_t i = 0; i < cols / 256; ++i, b += 210, u += 256, s += 16) {
+        const float d = load_f16(b + 208);
+        for (int j = 0; j < 16; ++j) s[j] = d * static_cast<float>(static_cast<int8_t>(b[192 + j]));
+        for (int e = 0; e < 256; ++e) u[e] = static_cast<uint8_t>(q6k_value(b, e));
+      }
+      return;
+    default: throw_unsupported(t, "matmul");
+  }
+}
+
+#if defined(KVSQ_AVX512VNNI)
+// Vectorized unpackers (same output as unpack_scalar).
+inline __m256i nibbles_32(const uint8_t* qs16) {  // 16 packed bytes -> 32 codes (lo then hi)
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs16));
+  const __m256i w = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+  return _mm256_and_si256(w, _mm256_set1_epi8(15));
+}
+
+template <TensorType T>
+void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) {
+  if constexpr (T == TensorType::Q4_0 || T == TensorType::Q4_1 || T == TensorType::Q5_0 ||
+                T == TensorType::Q5_1) {
+    constexpr bool has_m = T == TensorType::Q4_1 || T == TensorType::Q5_1;
+    constexpr bool has_h = T == TensorType::Q5_0 || T == TensorType::Q5_1;
+    constexpr size_t bytes = has_m ? (has_h ? 24 : 20) : (has_h ? 22 : 18);
+    constexpr size_t qo = (has_m ? 4 : 2) + (has_h ? 4 : 0);
+    for (int64_t i = 0; i < cols / 32; ++i, b += bytes, u += 32) {
+      s[i] = load_f16(b);
+      if constexpr (has_m) m[i] = load_f16(b + 2);
+      __m256i q = nibbles_32(b + qo);
+      if constexpr (has_h)
+        q = _mm256_mask_add_epi8(q, static_cast<__mmask32>(load_u32(b + qo - 4)), q, _mm256_set1_epi8(16));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), q);
+    }
+  } else if constexpr (T == TensorType::Q8_0) {
+    for (int64_t i = 0; i < cols / 32; ++i, b += 34, u += 32) {
+      s[i] = load_f16(b);
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
+    }
+  } else if constexpr (T == TensorType::Q4_K || T == TensorType::Q5_K) {
+    constexpr bool q5 = T == TensorType::Q5_K;
+    for (int64_t i = 0; i < cols / 256; ++i, b += q5 ? 176 : 144, u += 256, s += 8, m += 8) {
+      const float d = load_f16(b), dmin = load_f16(b + 2);
+      for (int j = 0; j < 8; ++j) {
+        int sc, mn;
+        k_scale_min(b + 4, j, sc, mn);
+        s[j] = d * static_cast<float>(sc);
+        m[j] = -(dmin * static_cast<float>(mn));
+      }
+      const uint8_t* qs = b + (q5 ? 48 : 16);
+      __m256i qh;
+      if constexpr (q5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+      for (int p = 0; p < 4; ++p) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * p));
+        __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(15));
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
+        if constexpr (q5) {
+          const __mmask32 klo = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * p))));
+          const __mmask32 khi =
+              _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * p + 1))));
+          lo = _mm256_mask_add_epi8(lo, klo, lo, _mm256_set1_epi8(16));
+          hi = _mm256_mask_add_epi8(hi, khi, hi, _mm256_set1_epi8(16));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 64 * p), lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 64 * p + 32), hi);
+      }
+    }
+  } else if constexpr (T == TensorType::Q6_K) {
+    const __m512i cnt_a = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i cnt_b = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    const __m512i k15 = _mm512_set1_epi8(15), k3 = _mm512_set1_epi8(3);
+    for (int64_t i = 0; i < cols / 256; ++i, b += 210, u += 256, s += 16) {
+      const float d = load_f16(b + 208);
+      const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+      _mm512_storeu_ps(s, _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8))));
+      for (int h = 0; h < 2; ++h) {
+        const __m512i ql = _mm512_loadu_si512(b + 64 * h);
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+        const __m512i lo = _mm512_and_si512(ql, k15);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(ql, 4), k15);
+        const __m512i ha = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, cnt_a), k3), 4);
+        const __m512i hb = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, cnt_b), k3), 4);
+        _mm512_storeu_si512(u + 128 * h, _mm512_or_si512(lo, ha));
+        _mm512_storeu_si512(u + 128 * h + 64, _mm512_or_si512(hi, hb));
+      }
+    }
+  }
+}
+#endif
+
+using UnpackFn = void (*)(const uint8_t*, int64_t, uint8_t*, float*, float*);
+
+UnpackFn unpacker(TensorType t) {
+#if defined(KVSQ_AVX512VNNI)
+  switch (t) {
+    case TensorType::Q4_0: return unpack_avx<TensorType::Q4_0>;
+    case TensorType::Q4_1: return unpack_avx<TensorType::Q4_1>;
+    case TensorType::Q5_0: return unpack_avx<TensorType::Q5_0>;
+    case TensorType::Q5_1: return unpack_avx<TensorType::Q5_1>;
+    case TensorType::Q8_0: return unpack_avx<TensorType::Q8_0>;
+    case TensorType::Q4_K: return unpack_avx<TensorType::Q4_K>;
+    case TensorType::Q5_K: return unpack_avx<TensorType::Q5_K>;
+    case TensorType::Q6_K: return unpack_avx<TensorType::Q6_K>;
+    default: break;
+  }
+#endif
+  switch (t) {
+    case TensorType::Q4_0:
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q4_0, b, n, u, s, m); };
+    case TensorType::Q4_1:
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q4_1, b, n, u, s, m); };
+    case TensorType::Q5_0:
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q5_0, b, n, u, s, m); };
+    case TensorType::Q5_1:
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q5_1, b, n, u, s, m); };
+    case TensorType::Q8_0:
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q8_0, b, n, u, s, m); };
+    case TensorType::Q4_K:
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q4_K, b, n, u, s, m); };
+    case TensorType::Q5_K:
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q5_K, b, n, u, s, m); };
+    case TensorType::Q6_K:
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q6_K, b, n, u, s, m); };
+    default: throw_unsupported(t, "matmul");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantized activations for one call. Per token t:
+//   q   [kp]     int8 codes, zero padded to kp = cols rounded up to 64
+//   dxs [nsp]    activation scale of each weight sub-block (nsp = sub-blocks rounded up to 16)
+//   corr[nsp]    -off * (sum of codes in the sub-block)          (symmetric types)
+//   X   [nsp]    dx * (sum of codes in the sub-block)              (asymmetric types)
+//   c64 [kp/64 x 16] corr laid out per 64-code chunk for the row-dot kernel: lane SB/4 * i holds
+//                sub-block i of the chunk, other lanes 0                  (symmetric, decode path)
+struct Acts {
+  int64_t kp = 0, nsp = 0, nsub = 0;
+  int8_t* q = nullptr;
+  float* dxs = nullptr;
+  int32_t* corr = nullptr;
+  float* X = nullptr;
+  int32_t* c64 = nullptr;
+  const int8_t* tq(int64_t t) const { return q + t * kp; }
+  const float* tdxs(int64_t t) const { return dxs + t * nsp; }
+  const int32_t* tcorr(int64_t t) const { return corr + t * nsp; }
+  const float* tX(int64_t t) const { return X + t * nsp; }
+  const int32_t* tc64(int64_t t) const { return c64 + t * kp / 64 * 16; }
+};
+
+// Quantizes token t of x (cols floats) into acts.
+void quantize_token(const float* x, int64_t cols, const QuantKind& k, bool want_c64, Acts& a, int64_t t) {
+  int8_t* q = a.q + t * a.kp;
+  float* dxs = a.dxs + t * a.nsp;
+  int32_t* corr = a.corr ? a.corr + t * a.nsp : nullptr;
+  float* X = a.X ? a.X + t * a.nsp : nullptr;
+  int32_t sums16[2];
+  const int sub_per_block = 32 / k.sb;
+  for (int64_t blk = 0; blk < cols / 32; ++blk) {
+    const float* xb = x + 32 * blk;
+    int8_t* qb = q + 32 * blk;
+    float d;
+#if defined(KVSQ_AVX512VNNI)
+    const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    d = amax / 127.0f;
+    const __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qb), _mm512_cvtsepi32_epi8(i0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16), _mm512_cvtsepi32_epi8(i1));
+    sums16[0] = _mm512_reduce_add_epi32(i0);
+    sums16[1] = _mm512_reduce_add_epi32(i1);
+#else
+    float amax = 0.0f;
+    for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(xb[l]));
+    d = amax / 127.0f;
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    sums16[0] = sums16[1] = 0;
+    for (int l = 0; l < 32; ++l) {
+      int v = static_cast<int>(std::nearbyint(xb[l] * id));
+      v = std::clamp(v, -127, 127);
+      qb[l] = static_cast<int8_t>(v);
+      sums16[l / 16] += v;
+    }
+#endif
+    for (int i = 0; i < sub_per_block; ++i) {
+      const int64_t j = blk * sub_per_block + i;
+      const int32_t sum = k.sb == 16 ? sums16[i] : sums16[0] + sums16[1];
+      dxs[j] = d;
+      if (corr) corr[j] = -k.off * sum;
+      if (X) X[j] = d * static_cast<float>(sum);
+    }
+  }
+  std::memset(q + cols, 0, static_cast<size_t>(a.kp - cols));
+  for (int64_t j = a.nsub; j < a.nsp; ++j) {
+    dxs[j] = 0.0f;
+    if (corr) corr[j] = 0;
+    if (X) X[j] = 0.0f;
+  }
+  if (want_c64 && corr) {
+    int32_t* c = a.c64 + t * a.kp / 64 * 16;
+    const int per_chunk = 64 / k.sb;
+    for (int64_t ch = 0; ch < a.kp / 64; ++ch) {
+      for (int l = 0; l < 16; ++l) c[16 * ch + l] = 0;
+      for (int i = 0; i < per_chunk; ++i) {
+        const int64_t j = ch * per_chunk + i;
+        c[16 * ch + i * (16 / per_chunk)] = j < a.nsub ? corr[j] : 0;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portable row-dot for quantized weights (the fallback path; also the reference for the
+// vector kernels' arithmetic).
+float dot_unpacked_scalar(const uint8_t* u, const float* s, const float* m, const QuantKind& k,
+                          const Acts& a, int64_t t, int64_t cols) {
+  const int8_t* q = a.tq(t);
+  const float* dxs = a.tdxs(t);
+  float acc = 0.0f;
+  for (int64_t j = 0; j < cols / k.sb; ++j) {
+    int32_t isum = k.asym ? 0 : a.tcorr(t)[j];
+    for (int l = 0; l < k.sb; ++l) isum += static_cast<int32_t>(u[j * k.sb + l]) * q[j * k.sb + l];
+    acc += s[j] * dxs[j] * static_cast<float>(isum);
+    if (k.asym) acc += m[j] * a.tX(t)[j];
+  }
+  return acc;
+}
+
+#if defined(KVSQ_AVX512VNNI)
+// ---------------------------------------------------------------------------------------------
+// Decode kernel: one unpacked row against NT tokens.
+alignas(64) constexpr int32_t kPermIdx32[8][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},         {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},         {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},         {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13}, {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+alignas(64) constexpr int32_t kPermIdx16[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+                                                   {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+                                                   {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+                                                   {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
+
+template <int SB, bool ASYM, int NT>
+void dot_row(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t t0, float* y,
+             int64_t ldy) {
+  constexpr int kChunksPerGroup = SB == 32 ? 8 : 4;  // 16 sub-blocks
+  const int64_t nchunks = a.kp / 64;
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t g = 0, c0 = 0; c0 < nchunks; ++g, c0 += kChunksPerGroup) {
+    const __m512 sv = _mm512_loadu_ps(s + 16 * g);
+    __m512 ss[NT];
+    for (int t = 0; t < NT; ++t) ss[t] = _mm512_mul_ps(sv, _mm512_loadu_ps(a.tdxs(t0 + t) + 16 * g));
+    const int cn = static_cast<int>(std::min<int64_t>(kChunksPerGroup, nchunks - c0));
+    for (int c = 0; c < cn; ++c) {
+      const int64_t ch = c0 + c;
+      const __m512i w = _mm512_loadu_si512(u + 64 * ch);
+      const __m512i idx = _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i init = ASYM ? _mm512_setzero_si512() : _mm512_loadu_si512(a.tc64(t0 + t) + 16 * ch);
+        const __m512i isum = _mm512_dpbusd_epi32(init, w, _mm512_loadu_si512(a.tq(t0 + t) + 64 * ch));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_permutexvar_ps(idx, ss[t]), acc[t]);
+      }
+    }
+    if constexpr (ASYM) {
+      const __m512 mv = _mm512_loadu_ps(m + 16 * g);
+      for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.tX(t0 + t) + 16 * g), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) y[(t0 + t) * ldy] = _mm512_reduce_add_ps(acc[t]);
+}
+
+template <int SB, bool ASYM>
+void dot_row_tokens(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t n_tokens,
+                    float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= n_tokens; t += 4) dot_row<SB, ASYM, 4>(u, s, m, a, t, y, ldy);
+  switch (n_tokens - t) {
+    case 3: dot_row<SB, ASYM, 3>(u, s, m, a, t, y, ldy); break;
+    case 2: dot_row<SB, ASYM, 2>(u, s, m, a, t, y, ldy); break;
+    case 1: dot_row<SB, ASYM, 1>(u, s, m, a, t, y, ldy); break;
+    default: break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill kernel: a packed panel of 16 rows against NT tokens.
+// Panel layout: P[kg][r][4] = codes 4kg..4kg+3 of row r (64 bytes per kg); S[j][r], M[j][r].
+constexpr int kLaneNT = 8;
+constexpr int kPanelGroup = 4;
+
+inline int32_t load_i32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+template <int SB, bool ASYM, int NT>
+void lane_tile(const uint8_t* P, const float* S, const float* M, int64_t nsub, const Acts& a, int64_t t0,
+               float* y, int64_t ldy, __mmask16 rmask) {
+  __m512 fa[NT];
+  for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
+  const int8_t* q[NT];
+  for (int t = 0; t < NT; ++t) q[t] = a.tq(t0 + t);
+  for (int64_t j = 0; j < nsub; ++j) {
+    __m512i ia[NT];
+    for (int t = 0; t < NT; ++t) ia[t] = ASYM ? _mm512_setzero_si512() : _mm512_set1_epi32(a.tcorr(t0 + t)[j]);
+    const uint8_t* pj = P + j * SB * 16;
+#pragma GCC unroll 8
+    for (int g = 0; g < SB / 4; ++g) {
+      const __m512i w = _mm512_load_si512(pj + 64 * g);
+      for (int t = 0; t < NT; ++t)
+        ia[t] = _mm512_dpbusd_epi32(ia[t], w, _mm512_set1_epi32(load_i32(q[t] + j * SB + 4 * g)));
+    }
+    const __m512 sv = _mm512_load_ps(S + 16 * j);
+    for (int t = 0; t < NT; ++t)
+      fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), _mm512_mul_ps(sv, _mm512_set1_ps(a.tdxs(t0 + t)[j])), fa[t]);
+    if constexpr (ASYM) {
+      const __m512 mv = _mm512_load_ps(M + 16 * j);
+      for (int t = 0; t < NT; ++t) fa[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.tX(t0 + t)[j]), fa[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, fa[t]);
+}
+
+template <int SB, bool ASYM>
+void lane_tile_n(int nt, const uint8_t* P, const float* S, const float* M, int64_t nsub, const Acts& a,
+                 int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+  switch (nt) {
+    case 8: lane_tile<SB, ASYM, 8>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+    case 7: lane_tile<SB, ASYM, 7>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+    case 6: lane_tile<SB, ASYM, 6>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+    case 5: lane_tile<SB, ASYM, 5>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+    case 4: lane_tile<SB, ASYM, 4>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+    case 3: lane_tile<SB, ASYM, 3>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+    case 2: lane_tile<SB, ASYM, 2>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+    default: lane_tile<SB, ASYM, 1>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+  }
+}
+
+// Transposes 16 rows of codes (row stride ld bytes, kp codes each) into panel layout.
+void transpose_codes(const uint8_t* rows, int64_t ld, int64_t kp, uint8_t* P) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                         _mm512_set1_epi32(static_cast<int32_t>(ld)));
+  for (int64_t kg = 0; kg < kp / 4; ++kg)
+    _mm512_store_si512(P + 64 * kg, _mm512_i32gather_epi32(idx, rows + 4 * kg, 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float weights.
+template <TensorType T>
+inline __m512 load16_as_f32(const uint8_t* row, int64_t k) {
+  if constexpr (T == TensorType::F32) return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
+  else if constexpr (T == TensorType::F16)
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k)));
+  else
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k))), 16));
+}
+template <TensorType T>
+inline __m512 maskload16_as_f32(const uint8_t* row, int64_t k, __mmask16 mk) {
+  if constexpr (T == TensorType::F32) return _mm512_maskz_loadu_ps(mk, reinterpret_cast<const float*>(row) + k);
+  else if constexpr (T == TensorType::F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, row + 2 * k));
+  else
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, row + 2 * k)), 16));
+}
+
+template <TensorType T, int NT>
+void float_dot_row(const uint8_t* row, const float* x, int64_t cols, int64_t t0, float* y, int64_t ldy) {
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= cols; k += 16) {
+    const __m512 w = load16_as_f32<T>(row, k);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + (t0 + t) * cols + k), acc[t]);
+  }
+  if (k < cols) {
+    const __mmask16 mk = static_cast<__mmask16>((1u << (cols - k)) - 1);
+    const __m512 w = maskload16_as_f32<T>(row, k, mk);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mk, x + (t0 + t) * cols + k), acc[t]);
+  }
+  for (int t = 0; t < NT; ++t) y[(t0 + t) * ldy] = _mm512_reduce_add_ps(acc[t]);
+}
+
+template <TensorType T>
+void float_dot_row_tokens(const uint8_t* row, const float* x, int64_t cols, int64_t n_tokens, float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= n_tokens; t += 4) float_dot_row<T, 4>(row, x, cols, t, y, ldy);
+  switch (n_tokens - t) {
+    case 3: float_dot_row<T, 3>(row, x, cols, t, y, ldy); break;
+    case 2: float_dot_row<T, 2>(row, x, cols, t, y, ldy); break;
+    case 1: float_dot_row<T, 1>(row, x, cols, t, y, ldy); break;
+    default: break;
+  }
+}
+
+constexpr int kFloatNT = 12;
+
+// Panel PF[k][16] (fp32) against NT tokens.
+template <int NT>
+void float_tile(const float* PF, const float* x, int64_t cols, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const float* xt = x + t0 * cols;
+  for (int64_t k = 0; k < cols; ++k) {
+    const __m512 w = _mm512_load_ps(PF + 16 * k);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(w, _mm512_set1_ps(xt[t * cols + k]), acc[t]);
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, acc[t]);
+}
+
+template <int N = kFloatNT>
+void float_tile_n(int nt, const float* PF, const float* x, int64_t cols, int64_t t0, float* y, int64_t ldy,
+                  __mmask16 rmask) {
+  if constexpr (N >= 1) {
+    if (nt == N) return float_tile<N>(PF, x, cols, t0, y, ldy, rmask);
+    if constexpr (N > 1) float_tile_n<N - 1>(nt, PF, x, cols, t0, y, ldy, rmask);
+  }
+}
+#endif  // KVSQ_AVX512VNNI
+
+// Token counts from which the panel (prefill) kernels are used; measured with
+// bench/matmul_bench.cpp on Zen 5 (see there).
+constexpr int64_t kQuantPanelMinTokens = 6;
+constexpr int64_t kFloatPanelMinTokens = 8;
+
+void validate(const WeightMatrix& w, const char* what) {
+  const auto layout = block_layout(w.type);
+  if (layout.elems == 0) throw_unsupported(w.type, what);
+  if (w.rows < 0 || w.cols < 0)
+    throw Error(std::string(what) + ": negative weight shape " + std::to_string(w.rows) + "x" + std::to_string(w.cols));
+  if (w.cols % layout.elems != 0)
+    throw Error(std::string(what) + ": " + std::to_string(w.cols) + " columns is not a multiple of the " +
+                type_label(w.type) + " block size " + std::to_string(layout.elems));
+  const size_t need = static_cast<size_t>(w.cols / layout.elems) * layout.bytes;
+  if (w.row_bytes < need)
+    throw Error(std::string(what) + ": row_bytes " + std::to_string(w.row_bytes) + " is less than the " +
+                std::to_string(need) + " bytes of a " + type_label(w.type) + " row of " + std::to_string(w.cols));
+  if (w.rows > 0 && w.cols > 0 && w.data == nullptr) throw Error(std::string(what) + ": weight data is null");
+}
+
+// Contiguous share [begin, end) of n items for thread `id` of `nth`.
+inline void split(int64_t n, int id, int nth, int64_t& begin, int64_t& end) {
+  begin = n * id / nth;
+  end = n * (id + 1) / nth;
+}
+
+inline int threads_for(double work) {
+  const int maxt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (work < 2.0e5) return 1;  // not worth waking threads
+  return std::max(1, maxt);
+}
+
+// ------------------------------------------------------------------------------------------------
+void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, int64_t ldy, bool portable) {
+  QuantKind k{};
+  quant_kind(w.type, k);
+  const int64_t cols = w.cols, rows = w.rows;
+  const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
+#if defined(KVSQ_AVX512VNNI)
+  const bool panel = !portable && T >= kQuantPanelMinTokens;
+#else
+  const bool panel = false;
+  portable = true;
+#endif
+  Acts a;
+  a.kp = round_up(cols, 64);
+  a.nsub = cols / k.sb;
+  a.nsp = round_up(a.nsub, 16);
+  const bool want_c64 = !k.asym && !panel && !portable;
+  const size_t act_bytes = bytes_of<int8_t>(T * a.kp) + bytes_of<float>(T * a.nsp) +
+                           (k.asym ? bytes_of<float>(T * a.nsp) : bytes_of<int32_t>(T * a.nsp)) +
+                           (want_c64 ? bytes_of<int32_t>(T * a.kp / 64 * 16) : 0);
+  Carver ac{static_cast<uint8_t*>(tl_act.get(act_bytes))};
+  a.q = ac.take<int8_t>(T * a.kp);
+  a.dxs = ac.take<float>(T * a.nsp);
+  if (k.asym) a.X = ac.take<float>(T * a.nsp);
+  else a.corr = ac.take<int32_t>(T * a.nsp);
+  if (want_c64) a.c64 = ac.take<int32_t>(T * a.kp / 64 * 16);
+
+  const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
+#pragma omp parallel num_threads(nth)
+  {
+    const int id = omp_get_thread_num(), n = omp_get_num_threads();
+    int64_t tb, te;
+    split(T, id, n, tb, te);
+    for (int64_t t = tb; t < te; ++t) quantize_token(x + t * cols, cols, k, want_c64, a, t);
+#pragma omp barrier
+    if (!panel) {
+      // Row dots: unpack one row, dot it with every token.
+      int64_t rb, re;
+      split(rows, id, n, rb, re);
+      Carver wc{static_cast<uint8_t*>(tl_work.get(bytes_of<uint8_t>(a.kp) + 2 * bytes_of<float>(a.nsp)))};
+      uint8_t* u = wc.take<uint8_t>(a.kp);
+      float* s = wc.take<float>(a.nsp);
+      float* m = wc.take<float>(a.nsp);
+      std::memset(u + cols, 0, static_cast<size_t>(a.kp - cols));
+      for (int64_t j = a.nsub; j < a.nsp; ++j) s[j] = m[j] = 0.0f;
+      for (int64_t r = rb; r < re; ++r) {
+        const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+        if (portable) {
+          unpack_scalar(w.type, row, cols, u, s, m);
+          for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = dot_unpacked_scalar(u, s, m, k, a, t, cols);
+          continue;
+        }
+        unpack(row, cols, u, s, m);
+#if defined(KVSQ_AVX512VNNI)
+        if (k.sb == 16) dot_row_tokens<16, false>(u, s, m, a, T, y + r, ldy);
+        else if (k.asym) dot_row_tokens<32, true>(u, s, m, a, T, y + r, ldy);
+        else dot_row_tokens<32, false>(u, s, m, a, T, y + r, ldy);
+#endif
+      }
+    }
+#if defined(KVSQ_AVX512VNNI)
+    else {
+      // Panels of 16 rows, in groups of kPanelGroup sharing each token tile.
+      const int64_t npanels = (rows + 15) / 16;
+      int64_t pb, pe;
+      split(npanels, id, n, pb, pe);
+      const size_t panel_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);
+      const size_t rows_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);
+      Carver wc{static_cast<uint8_t*>(tl_work.get(kPanelGroup * panel_bytes + rows_bytes))};
+      uint8_t* P[kPanelGroup];
+      float* S[kPanelGroup];
+      float* M[kPanelGroup];
+      for (int g = 0; g < kPanelGroup; ++g) {
+        P[g] = wc.take<uint8_t>(16 * a.kp);
+        S[g] = wc.take<float>(16 * a.nsp);
+        M[g] = wc.take<float>(16 * a.nsp);
+      }
+      uint8_t* ru = wc.take<uint8_t>(16 * a.kp);
+      float* rs = wc.take<float>(16 * a.nsp);
+      float* rm = wc.take<float>(16 * a.nsp);
+      for (int64_t p0 = pb; p0 < pe; p0 += kPanelGroup) {
+        const int np = static_cast<int>(std::min<int64_t>(kPanelGroup, pe - p0));
+        for (int g = 0; g < np; ++g) {
+          const int64_t r0 = (p0 + g) * 16;
+          const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
+          for (int r = 0; r < 16; ++r) {
+            uint8_t* u = ru + r * a.kp;
+            float* s = rs + r * a.nsp;
+            float* m = rm + r * a.nsp;
+            if (r < nr) {
+              unpack(w.data + static_cast<size_t>(r0 + r) * w.row_bytes, cols, u, s, m);
+              std::memset(u + cols, 0, static_cast<size_t>(a.kp - cols));
+            } else {
+              std::memset(u, 0, static_cast<size_t>(a.kp));
+              for (int64_t j = 0; j < a.nsub; ++j) s[j] = m[j] = 0.0f;
+            }
+            if (!k.asym)
+              for (int64_t j = 0; j < a.nsub; ++j) m[j] = 0.0f;
+          }
+          transpose_codes(ru, a.kp, a.kp, P[g]);
+          for (int64_t j = 0; j < a.nsub; ++j)
+            for (int r = 0; r < 16; ++r) {
+              S[g][16 * j + r] = rs[r * a.nsp + j];
+              M[g][16 * j + r] = rm[r * a.nsp + j];
+            }
+        }
+        for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {
+          const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
+          for (int g = 0; g < np; ++g) {
+            const int64_t r0 = (p0 + g) * 16;
+            const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
+            const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
+            if (k.sb == 16) lane_tile_n<16, false>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
+            else if (k.asym) lane_tile_n<32, true>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
+            else lane_tile_n<32, false>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
+          }
+        }
+      }
+    }
+#endif
+  }
+}
+
+void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, int64_t ldy, bool portable) {
+  const int64_t cols = w.cols, rows = w.rows;
+#if defined(KVSQ_AVX512VNNI)
+  const bool panel = !portable && T >= kFloatPanelMinTokens;
+#else
+  const bool panel = false;
+  portable = true;
+#endif
+  const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
+#pragma omp parallel num_threads(nth)
+  {
+    const int id = omp_get_thread_num(), n = omp_get_num_threads();
+    if (!panel) {
+      int64_t rb, re;
+      split(rows, id, n, rb, re);
+      float* buf = portable ? static_cast<float*>(tl_work.get(bytes_of<float>(cols))) : nullptr;
+      for (int64_t r = rb; r < re; ++r) {
+        const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+        if (portable) {
+          dequantize_row_scalar(w.type, row, buf, cols);
+          for (int64_t t = 0; t < T; ++t) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < cols; ++c) acc += buf[c] * x[t * cols + c];
+            y[t * ldy + r] = acc;
+          }
+          continue;
+        }
+#if defined(KVSQ_AVX512VNNI)
+        if (w.type == TensorType::F32) float_dot_row_tokens<TensorType::F32>(row, x, cols, T, y + r, ldy);
+        else if (w.type == TensorType::F16) float_dot_row_tokens<TensorType::F16>(row, x, cols, T, y + r, ldy);
+        else float_dot_row_tokens<TensorType::BF16>(row, x, cols, T, y + r, ldy);
+#endif
+      }
+    }
+#if defined(KVSQ_AVX512VNNI)
+    else {
+      const int64_t npanels = (rows + 15) / 16;
+      int64_t pb, pe;
+      split(npanels, id, n, pb, pe);
+      Carver wc{static_cast<uint8_t*>(tl_work.get(2 * bytes_of<float>(16 * cols)))};
+      float* PF = wc.take<float>(16 * cols);
+      float* rowsf = wc.take<float>(16 * cols);
+      for (int64_t p = pb; p < pe; ++p) {
+        const int64_t r0 = p * 16;
+        const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
+        for (int r = 0; r < 16; ++r) {
+          if (r < nr) dequantize_row(w.type, w.data + static_cast<size_t>(r0 + r) * w.row_bytes, rowsf + r * cols, cols);
+          else std::memset(rowsf + r * cols, 0, static_cast<size_t>(cols) * 4);
+        }
+        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(static_cast<int32_t>(cols)));
+        for (int64_t c = 0; c < cols; ++c) _mm512_store_ps(PF + 16 * c, _mm512_i32gather_ps(idx, rowsf + c, 4));
+        const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
+        for (int64_t t0 = 0; t0 < T; t0 += kFloatNT) {
+          const int nt = static_cast<int>(std::min<int64_t>(kFloatNT, T - t0));
+          float_tile_n(nt, PF, x, cols, t0, y + r0, ldy, rmask);
+        }
+      }
+    }
+#endif
+  }
+}
+
+void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool portable) {
+  validate(w, "matmul");
+  if (n_tokens < 0) throw Error("matmul: negative n_tokens " + std::to_string(n_tokens));
+  if (ldy < w.rows && n_tokens > 1) throw Error("matmul: ldy " + std::to_string(ldy) + " < rows " + std::to_string(w.rows));
+  if (n_tokens == 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int64_t r = 0; r < w.rows; ++r) y[t * ldy + r] = 0.0f;
+    return;
+  }
+  QuantKind k{};
+  if (quant_kind(w.type, k)) matmul_quant(w, x, n_tokens, y, ldy, portable);
+  else matmul_float(w, x, n_tokens, y, ldy, portable);
+}
+
+}  // namespace
+
+void matmul_portable(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy) {
+  matmul_impl(w, x, n_tokens, y, ldy, true);
+}
+
+}  // namespace detail
+
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy) {
+  detail::matmul_impl(w, x, n_tokens, y, ldy, false);
+}
+
+void get_row(const WeightMatrix& w, int64_t row, float* dst) {
+  detail::validate(w, "get_row");
+  if (row < 0 || row >= w.rows)
+    throw Error("get_row: row " + std::to_string(row) + " out of range [0, " + std::to_string(w.rows) + ")");
+  dequantize_row(w.type, w.data + static_cast<size_t>(row) * w.row_bytes, dst, w.cols);
+}
+
+}  // namespace kvsqueeze::kernels

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: set-up, a warnings-as-errors build, every test, the
+# same tests under ASan/UBSan, and a short libFuzzer run of the GGUF parser.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export KVSQ_CACHE="${KVSQ_CACHE:-$HOME/.cache/kvsqueeze}"
+export KVSQ_PYTHON="$KVSQ_CACHE/venv/bin/python"
+JOBS="${KVSQ_JOBS:-$(nproc)}"
+
+KVSQ_CMAKE_ARGS="-DKVSQ_WERROR=ON" scripts/setup.sh
+export KVSQ_DEFAULT_MODEL="$(scripts/get_default_model.sh)"
+
+echo "== tests (Release, -Werror)"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_SANITIZE=ON -DKVSQ_WERROR=ON \
+  -DKVSQ_BUILD_BENCH=OFF >/dev/null
+ninja -C build-asan >/dev/null
+# The slowest end-to-end checks on the default model run only in the optimised build.
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$JOBS" -E "DefaultModel"
+
+echo "== fuzzing the GGUF parser and tokenizer builder (libFuzzer, ${KVSQ_FUZZ_SECONDS:-60}s)"
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_FUZZ=ON \
+  -DKVSQ_BUILD_TESTS=OFF -DKVSQ_BUILD_BENCH=OFF -DKVSQ_SANITIZE=ON >/dev/null
+ninja -C build-fuzz gguf_fuzz >/dev/null
+corpus="$(mktemp -d)"
+cp ../shared/models/stories260K.gguf "$corpus/" 2>/dev/null || true
+build-fuzz/fuzz/gguf_fuzz -max_total_time="${KVSQ_FUZZ_SECONDS:-60}" -max_len=65536 -rss_limit_mb=4096 \
+  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
+rm -rf "$corpus"
+echo "== all test stages passed"

@@ -1,0 +1,51 @@
+#include "kvsqueeze/generation.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+
+namespace kvsqueeze {
+namespace {
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, int64_t max_new, Sampler& sampler,
+                          const std::function<void(const std::string&)>& on_text) {
+  GenerationResult r;
+  r.prompt_tokens = static_cast<int64_t>(prompt.size());
+  const Tokenizer& tok = session.model().tokenizer();
+  StreamingDetokenizer detok(tok);
+  auto emit = [&](const std::string& piece) {
+    r.text += piece;
+    if (on_text && !piece.empty()) on_text(piece);
+  };
+
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<float> logits = session.eval(prompt);
+  r.prefill_ms = ms_since(t0);
+
+  t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < max_new; ++i) {
+    const int32_t id = sampler.sample(logits);
+    if (tok.is_end_of_generation(id)) {
+      r.stopped_at_eog = true;
+      break;
+    }
+    r.tokens.push_back(id);
+    emit(detok.feed(id));
+    logits = session.eval({id});  // keep the cache complete so the text can be continued
+  }
+  emit(detok.flush());
+  r.decode_ms = ms_since(t0);
+  return r;
+}
+
+size_t peak_rss_bytes() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<size_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+}  // namespace kvsqueeze

@@ -1,0 +1,84 @@
+// Bad input to the CLI: one clear line on stderr, a non-zero exit, nothing on stdout, no crash.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cli_runner.h"
+
+namespace {
+
+std::string write_bytes(const std::string& name, const std::string& bytes) {
+  const std::string path = test_paths::scratch_dir() + "/" + name;
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
+
+void expect_clean_error(const CliResult& r, const std::string& needle) {
+  EXPECT_NE(r.status, 0);
+  EXPECT_LT(r.status, 128) << "killed by a signal: " << r.err;
+  EXPECT_EQ(r.err_lines(), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+  EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
+}
+
+const std::string kStories = test_paths::stories260k();
+
+}  // namespace
+
+TEST(CliErrors, MissingModelFile) { expect_clean_error(run_cli("inspect /nonexistent/model.gguf"), "cannot open"); }
+
+TEST(CliErrors, WrongMagic) {
+  expect_clean_error(run_cli("inspect " + write_bytes("magic.gguf", std::string(4096, 'x'))), "wrong magic");
+}
+
+TEST(CliErrors, TruncatedModel) {
+  const std::string whole = slurp(kStories);
+  for (size_t cut : {size_t{10}, size_t{300}, whole.size() / 2, whole.size() - 1}) {
+    SCOPED_TRACE(cut);
+    expect_clean_error(run_cli("inspect " + write_bytes("cut.gguf", whole.substr(0, cut))), "truncated");
+  }
+}
+
+TEST(CliErrors, UnknownArchitecture) {
+  std::string bytes = slurp(kStories);
+  const std::string key = "general.architecture";
+  const size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const size_t value = bytes.find("llama", at + key.size());
+  ASSERT_NE(value, std::string::npos);
+  bytes.replace(value, 5, "llamb");
+  expect_clean_error(run_cli("inspect " + write_bytes("arch.gguf", bytes)), "unknown architecture 'llamb'");
+}
+
+TEST(CliErrors, MissingTensor) {
+  std::string bytes = slurp(kStories);
+  const size_t at = bytes.find("blk.2.ffn_up.weight");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, 5, "blk.9");  // same length: the file stays well formed
+  expect_clean_error(run_cli("inspect " + write_bytes("tensor.gguf", bytes)), "missing tensor 'blk.2.ffn_up.weight'");
+}
+
+TEST(CliErrors, UnknownPress) {
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi --press nosuchpress"), "unknown press 'nosuchpress'");
+}
+
+TEST(CliErrors, RatioOutOfRange) {
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi --ratio 1.5"), "--ratio must be in [0, 1)");
+}
+
+TEST(CliErrors, ContextLongerThanAllowed) {
+  expect_clean_error(run_cli("generate -m " + kStories + " -p 'Once upon a time there was a dog' --ctx-size 4 -n 1"),
+                     "exceeds the context size 4");
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi --ctx-size 999999"), "--ctx-size must be between");
+}
+
+TEST(CliErrors, BadFlagsAndValues) {
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi --no-such-flag"), "no-such-flag");
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi --temp -1"), "--temp");
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi --kv-type q2"), "unknown KV cache type 'q2'");
+  expect_clean_error(run_cli("generate -m " + kStories), "exactly one of -p TEXT or -f FILE");
+  expect_clean_error(run_cli("generate -m " + kStories + " -f /nonexistent.txt"), "cannot read prompt file");
+  expect_clean_error(run_cli("bench -m " + kStories + " --ctx 12,abc"), "--ctx expects");
+  expect_clean_error(run_cli("nosuchcommand"), "nosuchcommand");
+}

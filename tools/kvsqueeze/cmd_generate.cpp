@@ -1,0 +1,169 @@
+// kvsqueeze generate: text generation, optionally as context + questions (only the context
+// is meant to be compressed; each question is answered from it and then rolled back).
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.h"
+#include "kernels/threading.h"
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/generation.h"
+#include "kvsqueeze/model.h"
+
+namespace kvsqueeze::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model, prompt, prompt_file, press = "none", kv_type = "f16";
+  std::vector<std::string> questions, press_opts;
+  int64_t n_predict = 128, chunk = 512, ctx_size = 0;
+  int threads = 0;
+  double ratio = 0.0;
+  bool json = false, chat = false;
+  SamplerOptions sampling;
+};
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read prompt file '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Presses arrive with the press library; until then only "none" is valid.
+void check_press(const GenerateArgs& a) {
+  if (a.press != "none") throw Error("unknown press '" + a.press + "' (valid: none)");
+  if (!(a.ratio >= 0.0 && a.ratio < 1.0)) throw Error("--ratio must be in [0, 1) (the fraction removed), got " + std::to_string(a.ratio));
+  if (a.ratio != 0.0) throw Error("--ratio " + std::to_string(a.ratio) + " needs a press; --press none compresses nothing");
+  if (!a.press_opts.empty()) throw Error("press 'none' has no options (got --press-opt " + a.press_opts[0] + ")");
+}
+
+nlohmann::json timings_json(const GenerationResult& r) {
+  const double n_decoded = static_cast<double>(r.tokens.size());  // each was evaluated once
+  return {{"prefill_ms", r.prefill_ms},
+          {"decode_ms", r.decode_ms},
+          {"prefill_tok_s", r.prefill_ms > 0 ? r.prompt_tokens * 1000.0 / r.prefill_ms : 0.0},
+          {"decode_tok_s", r.decode_ms > 0 ? n_decoded * 1000.0 / r.decode_ms : 0.0}};
+}
+
+int run(GenerateArgs& a) {
+  if (a.prompt.empty() == a.prompt_file.empty()) throw Error("give exactly one of -p TEXT or -f FILE");
+  if (a.n_predict < 0) throw Error("-n must be >= 0, got " + std::to_string(a.n_predict));
+  check_press(a);
+  Sampler::validate(a.sampling);
+  const std::string context = a.prompt_file.empty() ? a.prompt : read_text_file(a.prompt_file);
+
+  auto model = Model::load(a.model);
+  const ModelConfig& cfg = model->config();
+  if (a.ctx_size < 0 || a.ctx_size > cfg.n_ctx_train)
+    throw Error("--ctx-size must be between 1 and the model's trained context " + std::to_string(cfg.n_ctx_train) + ", got " +
+                std::to_string(a.ctx_size));
+  SessionOptions so;
+  so.ctx_size = a.ctx_size;
+  so.chunk = a.chunk;
+  so.threads = a.threads;
+  so.kv_type = parse_kv_type(a.kv_type);
+  Session session(*model, so);
+  const Tokenizer& tok = model->tokenizer();
+  const ChatTemplate& tmpl = model->chat_template();
+  Sampler sampler(a.sampling);
+  auto stream = [&](const std::string& s) {
+    if (!a.json) {
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+    }
+  };
+
+  std::vector<int32_t> prompt_ids;
+  std::vector<GenerationResult> answers;
+  GenerationResult main_result;
+  if (a.questions.empty()) {
+    const std::string text = a.chat ? tmpl.apply({{"user", context}}, true) : context;
+    prompt_ids = tok.encode(text, tok.add_bos_by_default());
+    if (!a.json && !a.chat) stream(context);
+    main_result = generate(session, prompt_ids, a.n_predict, sampler, stream);
+  } else {
+    // Context first, then each question from the same cache, rolled back after its answer.
+    const auto split = tmpl.split(context, a.questions[0]);
+    prompt_ids = tok.encode(split.context_part, tok.add_bos_by_default());
+    auto t0 = std::chrono::steady_clock::now();
+    session.eval(prompt_ids);
+    const double context_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const int32_t context_end = session.next_position();
+    for (const auto& q : a.questions) {
+      const auto ids = tok.encode(tmpl.split(context, q).question_part, false);
+      if (!a.json) stream("\n[Q] " + q + "\n[A] ");
+      GenerationResult r = generate(session, ids, a.n_predict, sampler, stream);
+      r.prefill_ms += context_ms;
+      r.prompt_tokens += static_cast<int64_t>(prompt_ids.size());
+      answers.push_back(r);
+      session.rollback_to(context_end);
+    }
+    main_result = answers[0];
+  }
+  if (!a.json) {
+    std::printf("\n");
+    const auto t = timings_json(main_result);
+    std::fprintf(stderr, "[kvsqueeze] prompt %zu tokens, %.1f tok/s prefill; %zu generated, %.1f tok/s decode; KV held %.2f MiB\n",
+                 prompt_ids.size(), t["prefill_tok_s"].get<double>(), main_result.tokens.size(), t["decode_tok_s"].get<double>(),
+                 session.cache().bytes_held() / 1048576.0);
+    return 0;
+  }
+  nlohmann::json j;
+  j["model"] = a.model;
+  j["press"] = a.press;
+  j["ratio"] = a.ratio;
+  j["prompt_tokens"] = prompt_ids;
+  j["output_tokens"] = main_result.tokens;
+  j["text"] = main_result.text;
+  j["kv_bytes_held"] = session.cache().bytes_held();
+  j["kv_bytes_used"] = session.cache().bytes_used();
+  j["kv_bytes_full"] = session.kv_bytes_full();
+  j["kv_type"] = a.kv_type;
+  j["kv_lengths"] = session.cache().lengths();
+  j["timings"] = timings_json(main_result);
+  j["peak_rss_bytes"] = peak_rss_bytes();
+  j["threads"] = kernels::num_threads();
+  if (!answers.empty()) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (size_t i = 0; i < answers.size(); ++i)
+      arr.push_back({{"question", a.questions[i]}, {"output_tokens", answers[i].tokens}, {"text", answers[i].text},
+                     {"timings", timings_json(answers[i])}});
+    j["answers"] = arr;
+  }
+  std::cout << j.dump() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+Runner add_generate(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  auto* sub = app.add_subcommand("generate", "Generate text, optionally answering questions about a context");
+  sub->add_option("-m,--model", a->model, "GGUF model file")->required();
+  sub->add_option("-p,--prompt", a->prompt, "Prompt (the context when -q is given)");
+  sub->add_option("-f,--file", a->prompt_file, "Read the prompt / context from a file");
+  sub->add_option("-q,--question", a->questions, "A question about the context (repeatable)");
+  sub->add_option("-n,--n-predict", a->n_predict, "Most tokens to generate per answer")->capture_default_str();
+  sub->add_option("--temp", a->sampling.temperature, "Sampling temperature; 0 is greedy")->capture_default_str();
+  sub->add_option("--seed", a->sampling.seed, "Sampling seed")->capture_default_str();
+  sub->add_option("--top-k", a->sampling.top_k, "Top-k filter (0: off)")->capture_default_str();
+  sub->add_option("--top-p", a->sampling.top_p, "Top-p filter (1: off)")->capture_default_str();
+  sub->add_option("--min-p", a->sampling.min_p, "Min-p filter (0: off)")->capture_default_str();
+  sub->add_option("--press", a->press, "Compression method (none)")->capture_default_str();
+  sub->add_option("--ratio", a->ratio, "Fraction of the context cache removed, in [0, 1)")->capture_default_str();
+  sub->add_option("--press-opt", a->press_opts, "Press option KEY=VALUE (repeatable)");
+  sub->add_option("--chunk", a->chunk, "Prefill chunk size in tokens")->capture_default_str();
+  sub->add_option("--ctx-size", a->ctx_size, "Context size in tokens (0: the model's trained context)")->capture_default_str();
+  sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
+  sub->add_option("--kv-type", a->kv_type, "KV cache element type: f16, bf16, f32")->capture_default_str();
+  sub->add_flag("--chat", a->chat, "Wrap the prompt in the model's chat template");
+  sub->add_flag("--json", a->json, "Print one JSON object instead of streaming text");
+  return [a] { return run(*a); };
+}
+
+}  // namespace kvsqueeze::cli
