@@ -186,7 +186,28 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
     constexpr bool has_h = T == TensorType::Q5_0 || T == TensorType::Q5_1;
     constexpr size_t bytes = has_m ? (has_h ? 24 : 20) : (has_h ? 22 : 18);
     constexpr size_t qo = (has_m ? 4 : 2) + (has_h ? 4 : 0);
-    for (int64_t i = 0; i < cols / 32; ++i, b += bytes, u += 32) {
+    const int64_t nb = cols / 32;
+    int64_t i = 0;
+    // Two blocks per step: [A.qs | B.qs] -> [A.lo A.hi B.lo B.hi] in one 512-bit vector.
+    for (; i + 2 <= nb; i += 2, b += 2 * bytes, u += 64) {
+      s[i] = load_f16(b);
+      s[i + 1] = load_f16(b + bytes);
+      if constexpr (has_m) {
+        m[i] = load_f16(b + 2);
+        m[i + 1] = load_f16(b + bytes + 2);
+      }
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + bytes + qo)), 1);
+      __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);  // A.q B.q A.q>>4 B.q>>4
+      w = _mm512_and_si512(_mm512_shuffle_i64x2(w, w, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(15));
+      if constexpr (has_h) {
+        const uint64_t qh = load_u32(b + qo - 4) | (static_cast<uint64_t>(load_u32(b + bytes + qo - 4)) << 32);
+        w = _mm512_mask_add_epi8(w, _cvtu64_mask64(qh), w, _mm512_set1_epi8(16));
+      }
+      _mm512_storeu_si512(u, w);
+    }
+    for (; i < nb; ++i, b += bytes, u += 32) {
       s[i] = load_f16(b);
       if constexpr (has_m) m[i] = load_f16(b + 2);
       __m256i q = nibbles_32(b + qo);
@@ -203,13 +224,16 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
   } else if constexpr (T == TensorType::Q4_K || T == TensorType::Q5_K) {
     constexpr bool q5 = T == TensorType::Q5_K;
     for (int64_t i = 0; i < cols / 256; ++i, b += q5 ? 176 : 144, u += 256, s += 8, m += 8) {
-      const float d = load_f16(b), dmin = load_f16(b + 2);
-      for (int j = 0; j < 8; ++j) {
-        int sc, mn;
-        k_scale_min(b + 4, j, sc, mn);
-        s[j] = d * static_cast<float>(sc);
-        m[j] = -(dmin * static_cast<float>(mn));
-      }
+      // 8 six-bit scales and mins from 12 bytes, as two 8-byte vectors (see k_scale_min).
+      const uint32_t w0 = load_u32(b + 4), w1 = load_u32(b + 8), w2 = load_u32(b + 12);
+      const uint64_t sc8 = (w0 & 0x3f3f3f3fu) |
+                           (static_cast<uint64_t>((w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u)) << 32);
+      const uint64_t mn8 = (w1 & 0x3f3f3f3fu) |
+                           (static_cast<uint64_t>(((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u)) << 32);
+      const __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(sc8))));
+      const __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(mn8))));
+      _mm256_storeu_ps(s, _mm256_mul_ps(_mm256_set1_ps(load_f16(b)), scf));
+      _mm256_storeu_ps(m, _mm256_mul_ps(_mm256_set1_ps(-load_f16(b + 2)), mnf));
       const uint8_t* qs = b + (q5 ? 48 : 16);
       __m256i qh;
       if constexpr (q5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
@@ -404,33 +428,94 @@ alignas(64) constexpr int32_t kPermIdx16[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2
                                                    {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
 
 template <int SB, bool ASYM, int NT>
+inline void dot_chunk(int64_t ch, const __m512i idx, const uint8_t* u, const __m512* ss, const Acts& a, int64_t t0,
+                      __m512* acc) {
+  const __m512i w = _mm512_loadu_si512(u + 64 * ch);
+  for (int t = 0; t < NT; ++t) {
+    const __m512i init = ASYM ? _mm512_setzero_si512() : _mm512_loadu_si512(a.tc64(t0 + t) + 16 * ch);
+    const __m512i isum = _mm512_dpbusd_epi32(init, w, _mm512_loadu_si512(a.tq(t0 + t) + 64 * ch));
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_permutexvar_ps(idx, ss[t]), acc[t]);
+  }
+}
+
+template <int SB, bool ASYM, int NT>
 void dot_row(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t t0, float* y,
              int64_t ldy) {
-  constexpr int kChunksPerGroup = SB == 32 ? 8 : 4;  // 16 sub-blocks
+  constexpr int kCPG = SB == 32 ? 8 : 4;  // 64-code chunks per group of 16 sub-blocks
   const int64_t nchunks = a.kp / 64;
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t g = 0, c0 = 0; c0 < nchunks; ++g, c0 += kChunksPerGroup) {
+  // Two accumulator sets (even / odd chunks) so that consecutive FMAs do not wait on each other.
+  __m512 acc0[NT], acc1[NT];
+  for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  int64_t g = 0, c0 = 0;
+  for (; c0 < nchunks; ++g, c0 += kCPG) {
     const __m512 sv = _mm512_loadu_ps(s + 16 * g);
     __m512 ss[NT];
     for (int t = 0; t < NT; ++t) ss[t] = _mm512_mul_ps(sv, _mm512_loadu_ps(a.tdxs(t0 + t) + 16 * g));
-    const int cn = static_cast<int>(std::min<int64_t>(kChunksPerGroup, nchunks - c0));
-    for (int c = 0; c < cn; ++c) {
-      const int64_t ch = c0 + c;
-      const __m512i w = _mm512_loadu_si512(u + 64 * ch);
-      const __m512i idx = _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]);
-      for (int t = 0; t < NT; ++t) {
-        const __m512i init = ASYM ? _mm512_setzero_si512() : _mm512_loadu_si512(a.tc64(t0 + t) + 16 * ch);
-        const __m512i isum = _mm512_dpbusd_epi32(init, w, _mm512_loadu_si512(a.tq(t0 + t) + 64 * ch));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_permutexvar_ps(idx, ss[t]), acc[t]);
+    if (c0 + kCPG <= nchunks) {
+#pragma GCC unroll 8
+      for (int c = 0; c < kCPG; c += 2) {
+        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0, acc0);
+        dot_chunk<SB, ASYM, NT>(c0 + c + 1, _mm512_load_si512(SB == 32 ? kPermIdx32[c + 1] : kPermIdx16[c + 1]), u, ss, a,
+                                t0, acc1);
       }
+    } else {
+      const int cn = static_cast<int>(nchunks - c0);
+      int c = 0;
+      for (; c + 2 <= cn; c += 2) {
+        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0, acc0);
+        dot_chunk<SB, ASYM, NT>(c0 + c + 1, _mm512_load_si512(SB == 32 ? kPermIdx32[c + 1] : kPermIdx16[c + 1]), u, ss, a,
+                                t0, acc1);
+      }
+      if (c < cn)
+        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0, acc0);
     }
     if constexpr (ASYM) {
       const __m512 mv = _mm512_loadu_ps(m + 16 * g);
-      for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.tX(t0 + t) + 16 * g), acc[t]);
+      for (int t = 0; t < NT; ++t) acc1[t] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.tX(t0 + t) + 16 * g), acc1[t]);
     }
   }
-  for (int t = 0; t < NT; ++t) y[(t0 + t) * ldy] = _mm512_reduce_add_ps(acc[t]);
+  for (int t = 0; t < NT; ++t) y[(t0 + t) * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
+}
+
+// Horizontal sums of four vectors -> one 4-float vector.
+inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  auto half = [](__m512 v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); };
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(half(a), half(b)), _mm256_hadd_ps(half(c), half(d)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// Decode kernel for one token: 4 unpacked rows (u + r*kp, s + r*nsp, m + r*nsp) at once, sharing
+// the activation loads and the final reduction; writes y[0..3].
+template <int SB, bool ASYM>
+void dot_rows4(const uint8_t* u, const float* s, const float* m, const Acts& a, float* y) {
+  constexpr int kCPG = SB == 32 ? 8 : 4;
+  const int64_t nchunks = a.kp / 64, kp = a.kp, nsp = a.nsp;
+  const int8_t* q = a.tq(0);
+  const int32_t* c64 = ASYM ? nullptr : a.tc64(0);
+  const float* dxs = a.tdxs(0);
+  __m512 acc[4];
+  for (int r = 0; r < 4; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0, c0 = 0; c0 < nchunks; ++g, c0 += kCPG) {
+    const __m512 dx = _mm512_loadu_ps(dxs + 16 * g);
+    __m512 ss[4];
+    for (int r = 0; r < 4; ++r) ss[r] = _mm512_mul_ps(_mm512_loadu_ps(s + r * nsp + 16 * g), dx);
+    const int cn = static_cast<int>(std::min<int64_t>(kCPG, nchunks - c0));
+    for (int c = 0; c < cn; ++c) {
+      const int64_t ch = c0 + c;
+      const __m512i xv = _mm512_loadu_si512(q + 64 * ch);
+      const __m512i init = ASYM ? _mm512_setzero_si512() : _mm512_loadu_si512(c64 + 16 * ch);
+      const __m512i idx = _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]);
+      for (int r = 0; r < 4; ++r) {
+        const __m512i isum = _mm512_dpbusd_epi32(init, _mm512_loadu_si512(u + r * kp + 64 * ch), xv);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_permutexvar_ps(idx, ss[r]), acc[r]);
+      }
+    }
+    if constexpr (ASYM) {
+      const __m512 xv = _mm512_loadu_ps(a.tX(0) + 16 * g);
+      for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(m + r * nsp + 16 * g), xv, acc[r]);
+    }
+  }
+  _mm_storeu_ps(y, reduce4(acc[0], acc[1], acc[2], acc[3]));
 }
 
 template <int SB, bool ASYM>
@@ -501,12 +586,36 @@ void lane_tile_n(int nt, const uint8_t* P, const float* S, const float* M, int64
   }
 }
 
-// Transposes 16 rows of codes (row stride ld bytes, kp codes each) into panel layout.
-void transpose_codes(const uint8_t* rows, int64_t ld, int64_t kp, uint8_t* P) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                         _mm512_set1_epi32(static_cast<int32_t>(ld)));
-  for (int64_t kg = 0; kg < kp / 4; ++kg)
-    _mm512_store_si512(P + 64 * kg, _mm512_i32gather_epi32(idx, rows + 4 * kg, 1));
+// 16x16 transpose of 32-bit elements: row r = 64 bytes at src + r*ld; writes 16 vectors of
+// 64 bytes to dst, vector k holding element k of every row. 64 shuffles, no gathers.
+inline void transpose16x16(const uint8_t* src, size_t ld, uint8_t* dst) {
+  __m512i r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + static_cast<size_t>(i) * ld);
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: [a4L b4L a4L+1 b4L+1], [a4L+2 b4L+2 ...]
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int j = 0; j < 4; ++j) {  // r[4j+c] lane L = rows 4j..4j+3 at column 4L+c
+    r[4 * j + 0] = _mm512_unpacklo_epi64(t[4 * j], t[4 * j + 2]);
+    r[4 * j + 1] = _mm512_unpackhi_epi64(t[4 * j], t[4 * j + 2]);
+    r[4 * j + 2] = _mm512_unpacklo_epi64(t[4 * j + 1], t[4 * j + 3]);
+    r[4 * j + 3] = _mm512_unpackhi_epi64(t[4 * j + 1], t[4 * j + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {  // 4x4 transpose of 128-bit lanes
+    const __m512i v0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44);
+    const __m512i v1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
+    const __m512i v2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
+    _mm512_store_si512(dst + 64 * (0 + c), _mm512_shuffle_i32x4(v0, v2, 0x88));
+    _mm512_store_si512(dst + 64 * (4 + c), _mm512_shuffle_i32x4(v0, v2, 0xdd));
+    _mm512_store_si512(dst + 64 * (8 + c), _mm512_shuffle_i32x4(v1, v3, 0x88));
+    _mm512_store_si512(dst + 64 * (12 + c), _mm512_shuffle_i32x4(v1, v3, 0xdd));
+  }
+}
+
+// 16 rows of `width` 32-bit elements (width a multiple of 16, row stride ld bytes) -> dst[k][16].
+inline void transpose_rows16(const uint8_t* src, size_t ld, int64_t width, uint8_t* dst) {
+  for (int64_t c = 0; c < width; c += 16) transpose16x16(src + 4 * c, ld, dst + 64 * c);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,6 +655,33 @@ void float_dot_row(const uint8_t* row, const float* x, int64_t cols, int64_t t0,
   for (int t = 0; t < NT; ++t) y[(t0 + t) * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
 
+// Four rows, one token (the float decode case); writes y[0..3].
+template <TensorType T>
+void float_dot_rows4(const uint8_t* row0, size_t row_bytes, const float* x, int64_t cols, float* y) {
+  __m512 acc[4], acc2[4];  // two chains per row to cover the FMA latency
+  for (int r = 0; r < 4; ++r) acc[r] = acc2[r] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= cols; k += 32) {
+    const __m512 xv = _mm512_loadu_ps(x + k), xv2 = _mm512_loadu_ps(x + k + 16);
+    for (int r = 0; r < 4; ++r) {
+      acc[r] = _mm512_fmadd_ps(load16_as_f32<T>(row0 + r * row_bytes, k), xv, acc[r]);
+      acc2[r] = _mm512_fmadd_ps(load16_as_f32<T>(row0 + r * row_bytes, k + 16), xv2, acc2[r]);
+    }
+  }
+  for (int r = 0; r < 4; ++r) acc[r] = _mm512_add_ps(acc[r], acc2[r]);
+  for (; k + 16 <= cols; k += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + k);
+    for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(load16_as_f32<T>(row0 + r * row_bytes, k), xv, acc[r]);
+  }
+  if (k < cols) {
+    const __mmask16 mk = static_cast<__mmask16>((1u << (cols - k)) - 1);
+    const __m512 xv = _mm512_maskz_loadu_ps(mk, x + k);
+    for (int r = 0; r < 4; ++r)
+      acc[r] = _mm512_fmadd_ps(maskload16_as_f32<T>(row0 + r * row_bytes, k, mk), xv, acc[r]);
+  }
+  _mm_storeu_ps(y, reduce4(acc[0], acc[1], acc[2], acc[3]));
+}
+
 template <TensorType T>
 void float_dot_row_tokens(const uint8_t* row, const float* x, int64_t cols, int64_t n_tokens, float* y, int64_t ldy) {
   int64_t t = 0;
@@ -583,9 +719,12 @@ void float_tile_n(int nt, const float* PF, const float* x, int64_t cols, int64_t
 }
 #endif  // KVSQ_AVX512VNNI
 
-// Token counts from which the panel (prefill) kernels are used; measured with
-// bench/matmul_bench.cpp on Zen 5 (see there).
-constexpr int64_t kQuantPanelMinTokens = 6;
+// Token counts from which the panel (prefill) kernels are used instead of row dots. Measured
+// with bench/matmul_bench.cpp on Zen 5 (1 thread, CPU time): with 2 tokens the panel path is
+// already 5-15% faster for the 32-element sub-block types; Q6_K (16-element sub-blocks, more
+// fp32 work per vpdpbusd) breaks even at 4; fp32 panels pay off from about 8 tokens.
+constexpr int64_t kQuantPanelMinTokens = 2;
+constexpr int64_t kQ6KPanelMinTokens = 4;
 constexpr int64_t kFloatPanelMinTokens = 8;
 
 void validate(const WeightMatrix& w, const char* what) {
@@ -622,7 +761,7 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   const int64_t cols = w.cols, rows = w.rows;
   const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
 #if defined(KVSQ_AVX512VNNI)
-  const bool panel = !portable && T >= kQuantPanelMinTokens;
+  const bool panel = !portable && T >= (k.sb == 16 ? kQ6KPanelMinTokens : kQuantPanelMinTokens);
 #else
   const bool panel = false;
   portable = true;
@@ -654,13 +793,33 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       // Row dots: unpack one row, dot it with every token.
       int64_t rb, re;
       split(rows, id, n, rb, re);
-      Carver wc{static_cast<uint8_t*>(tl_work.get(bytes_of<uint8_t>(a.kp) + 2 * bytes_of<float>(a.nsp)))};
-      uint8_t* u = wc.take<uint8_t>(a.kp);
-      float* s = wc.take<float>(a.nsp);
-      float* m = wc.take<float>(a.nsp);
-      std::memset(u + cols, 0, static_cast<size_t>(a.kp - cols));
-      for (int64_t j = a.nsub; j < a.nsp; ++j) s[j] = m[j] = 0.0f;
-      for (int64_t r = rb; r < re; ++r) {
+      // Unpack buffers for 4 rows (u, s, m of row i at u4 + i*kp, s4 + i*nsp, m4 + i*nsp); the
+      // padding past cols / nsub stays zero.
+      Carver wc{static_cast<uint8_t*>(tl_work.get(bytes_of<uint8_t>(4 * a.kp) + 2 * bytes_of<float>(4 * a.nsp)))};
+      uint8_t* u4 = wc.take<uint8_t>(4 * a.kp);
+      float* s4 = wc.take<float>(4 * a.nsp);
+      float* m4 = wc.take<float>(4 * a.nsp);
+      std::memset(u4, 0, static_cast<size_t>(4 * a.kp));
+      std::memset(s4, 0, static_cast<size_t>(4 * a.nsp) * sizeof(float));
+      std::memset(m4, 0, static_cast<size_t>(4 * a.nsp) * sizeof(float));
+      uint8_t* u = u4;
+      float* s = s4;
+      float* m = m4;
+      int64_t r = rb;
+#if defined(KVSQ_AVX512VNNI)
+      if (T == 1 && !portable) {
+        // Four rows at a time (the single-token decode case).
+        for (; r + 4 <= re; r += 4) {
+          for (int i = 0; i < 4; ++i)
+            unpack(w.data + static_cast<size_t>(r + i) * w.row_bytes, cols, u4 + i * a.kp, s4 + i * a.nsp,
+                   m4 + i * a.nsp);
+          if (k.sb == 16) dot_rows4<16, false>(u4, s4, m4, a, y + r);
+          else if (k.asym) dot_rows4<32, true>(u4, s4, m4, a, y + r);
+          else dot_rows4<32, false>(u4, s4, m4, a, y + r);
+        }
+      }
+#endif
+      for (; r < re; ++r) {
         const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
         if (portable) {
           unpack_scalar(w.type, row, cols, u, s, m);
@@ -681,7 +840,7 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       const int64_t npanels = (rows + 15) / 16;
       int64_t pb, pe;
       split(npanels, id, n, pb, pe);
-      const size_t panel_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);
+      const size_t panel_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);  // P, S, M
       const size_t rows_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);
       Carver wc{static_cast<uint8_t*>(tl_work.get(kPanelGroup * panel_bytes + rows_bytes))};
       uint8_t* P[kPanelGroup];
@@ -707,19 +866,19 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
             if (r < nr) {
               unpack(w.data + static_cast<size_t>(r0 + r) * w.row_bytes, cols, u, s, m);
               std::memset(u + cols, 0, static_cast<size_t>(a.kp - cols));
+              for (int64_t j = a.nsub; j < a.nsp; ++j) s[j] = m[j] = 0.0f;
             } else {
               std::memset(u, 0, static_cast<size_t>(a.kp));
-              for (int64_t j = 0; j < a.nsub; ++j) s[j] = m[j] = 0.0f;
+              for (int64_t j = 0; j < a.nsp; ++j) s[j] = m[j] = 0.0f;
             }
-            if (!k.asym)
-              for (int64_t j = 0; j < a.nsub; ++j) m[j] = 0.0f;
           }
-          transpose_codes(ru, a.kp, a.kp, P[g]);
-          for (int64_t j = 0; j < a.nsub; ++j)
-            for (int r = 0; r < 16; ++r) {
-              S[g][16 * j + r] = rs[r * a.nsp + j];
-              M[g][16 * j + r] = rm[r * a.nsp + j];
-            }
+          // codes: 4-byte groups as 32-bit elements; kp/4 is a multiple of 16.
+          transpose_rows16(ru, static_cast<size_t>(a.kp), a.kp / 4, P[g]);
+          transpose_rows16(reinterpret_cast<const uint8_t*>(rs), 4 * static_cast<size_t>(a.nsp), a.nsp,
+                           reinterpret_cast<uint8_t*>(S[g]));
+          if (k.asym)
+            transpose_rows16(reinterpret_cast<const uint8_t*>(rm), 4 * static_cast<size_t>(a.nsp), a.nsp,
+                             reinterpret_cast<uint8_t*>(M[g]));
         }
         for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {
           const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
@@ -754,7 +913,17 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       int64_t rb, re;
       split(rows, id, n, rb, re);
       float* buf = portable ? static_cast<float*>(tl_work.get(bytes_of<float>(cols))) : nullptr;
-      for (int64_t r = rb; r < re; ++r) {
+      int64_t r = rb;
+#if defined(KVSQ_AVX512VNNI)
+      if (T == 1 && !portable)
+        for (; r + 4 <= re; r += 4) {
+          const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+          if (w.type == TensorType::F32) float_dot_rows4<TensorType::F32>(row, w.row_bytes, x, cols, y + r);
+          else if (w.type == TensorType::F16) float_dot_rows4<TensorType::F16>(row, w.row_bytes, x, cols, y + r);
+          else float_dot_rows4<TensorType::BF16>(row, w.row_bytes, x, cols, y + r);
+        }
+#endif
+      for (; r < re; ++r) {
         const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
         if (portable) {
           dequantize_row_scalar(w.type, row, buf, cols);
@@ -777,19 +946,24 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       const int64_t npanels = (rows + 15) / 16;
       int64_t pb, pe;
       split(npanels, id, n, pb, pe);
-      Carver wc{static_cast<uint8_t*>(tl_work.get(2 * bytes_of<float>(16 * cols)))};
-      float* PF = wc.take<float>(16 * cols);
-      float* rowsf = wc.take<float>(16 * cols);
+      const int64_t cp = round_up(cols, 16);
+      Carver wc{static_cast<uint8_t*>(tl_work.get(2 * bytes_of<float>(16 * cp)))};
+      float* PF = wc.take<float>(16 * cp);
+      float* rowsf = wc.take<float>(16 * cp);
       for (int64_t p = pb; p < pe; ++p) {
         const int64_t r0 = p * 16;
         const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
         for (int r = 0; r < 16; ++r) {
-          if (r < nr) dequantize_row(w.type, w.data + static_cast<size_t>(r0 + r) * w.row_bytes, rowsf + r * cols, cols);
-          else std::memset(rowsf + r * cols, 0, static_cast<size_t>(cols) * 4);
+          float* dst = rowsf + r * cp;
+          if (r < nr) {
+            dequantize_row(w.type, w.data + static_cast<size_t>(r0 + r) * w.row_bytes, dst, cols);
+            std::memset(dst + cols, 0, static_cast<size_t>(cp - cols) * 4);
+          } else {
+            std::memset(dst, 0, static_cast<size_t>(cp) * 4);
+          }
         }
-        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                               _mm512_set1_epi32(static_cast<int32_t>(cols)));
-        for (int64_t c = 0; c < cols; ++c) _mm512_store_ps(PF + 16 * c, _mm512_i32gather_ps(idx, rowsf + c, 4));
+        transpose_rows16(reinterpret_cast<const uint8_t*>(rowsf), 4 * static_cast<size_t>(cp), cp,
+                         reinterpret_cast<uint8_t*>(PF));
         const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
         for (int64_t t0 = 0; t0 < T; t0 += kFloatNT) {
           const int nt = static_cast<int>(std::min<int64_t>(kFloatNT, T - t0));

@@ -32,9 +32,13 @@ TEST(CliErrors, WrongMagic) {
   expect_clean_error(run_cli("inspect " + write_bytes("magic.gguf", std::string(4096, 'x'))), "wrong magic");
 }
 
+TEST(CliErrors, TooShortToBeGguf) {
+  expect_clean_error(run_cli("inspect " + write_bytes("short.gguf", "GGUF\x03")), "not a GGUF file");
+}
+
 TEST(CliErrors, TruncatedModel) {
   const std::string whole = slurp(kStories);
-  for (size_t cut : {size_t{10}, size_t{300}, whole.size() / 2, whole.size() - 1}) {
+  for (size_t cut : {size_t{30}, size_t{300}, whole.size() / 2, whole.size() - 1}) {
     SCOPED_TRACE(cut);
     expect_clean_error(run_cli("inspect " + write_bytes("cut.gguf", whole.substr(0, cut))), "truncated");
   }
@@ -80,5 +84,5 @@ TEST(CliErrors, BadFlagsAndValues) {
   expect_clean_error(run_cli("generate -m " + kStories), "exactly one of -p TEXT or -f FILE");
   expect_clean_error(run_cli("generate -m " + kStories + " -f /nonexistent.txt"), "cannot read prompt file");
   expect_clean_error(run_cli("bench -m " + kStories + " --ctx 12,abc"), "--ctx expects");
-  expect_clean_error(run_cli("nosuchcommand"), "nosuchcommand");
+  expect_clean_error(run_cli("nosuchcommand"), "unknown command 'nosuchcommand'");
 }

@@ -17,13 +17,24 @@ class Tokenizer {
   static std::unique_ptr<Tokenizer> from_gguf(const GgufFile& file);
   virtual ~Tokenizer() = default;
 
-  // add_bos: prepend BOS when the vocabulary asks for it (tokenizer.ggml.add_bos_token).
-  // parse_special: text such as "<start_of_turn>" maps to its control token.
+  // add_bos: prepend BOS (callers pass add_bos_by_default(), i.e. tokenizer.ggml.add_bos_token).
+  // Nothing is prepended when the vocabulary has no BOS or when the text itself already starts
+  // with the BOS token (a chat template that renders "<bos>"), so BOS is never doubled.
+  // parse_special: text such as "<start_of_turn>" maps to its control token. User-defined tokens
+  // (token_type 4, e.g. Gemma's "\n" or "<table>") are always matched whole, as in HF and llama.cpp.
+  // The ids equal those of the HF tokenizer transformers builds from the same GGUF (encode with
+  // add_special_tokens=False); text that is not valid UTF-8 is first sanitized (U+FFFD).
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special = true) const = 0;
   // Concatenated token bytes; with skip_special, control tokens (BOS, EOS, ...) are dropped.
+  // SentencePiece vocabularies with a space prefix drop the one leading space of the result, as
+  // SentencePiece and HF do. Ill-formed UTF-8 (a cut multi-byte character) becomes U+FFFD.
   virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const = 0;
   // The raw bytes one token stands for (may be part of a UTF-8 character).
   virtual std::string token_bytes(int32_t id) const = 0;
+  // True when decode() drops one leading space of its output (SentencePiece with a space prefix).
+  virtual bool decode_strips_leading_space() const { return false; }
+  // True for the tokens decode(ids, skip_special=true) drops: control tokens, BOS/EOS/UNK/PAD.
+  virtual bool is_skipped_special(int32_t id) const { return is_control(id); }
 
   virtual const std::string& model_type() const = 0;  // "llama" or "gpt2"
   virtual int32_t vocab_size() const = 0;
@@ -35,15 +46,20 @@ class Tokenizer {
   virtual const std::string& token_text(int32_t id) const = 0;  // as stored in the vocabulary
 };
 
-// Turns a stream of token ids into text that only ever emits whole UTF-8 characters.
+// Turns a stream of token ids into text that only ever emits whole UTF-8 characters. The
+// concatenation of everything feed() and flush() return equals tokenizer.decode(ids, skip_special)
+// of the same ids (including the leading-space rule and U+FFFD for ill-formed bytes).
 class StreamingDetokenizer {
  public:
-  explicit StreamingDetokenizer(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  explicit StreamingDetokenizer(const Tokenizer& tokenizer, bool skip_special = false)
+      : tokenizer_(tokenizer), skip_special_(skip_special) {}
   std::string feed(int32_t id);   // newly completed text, possibly empty
   std::string flush();            // what is left, invalid bytes replaced by U+FFFD
 
  private:
   const Tokenizer& tokenizer_;
+  bool skip_special_ = false;
+  bool at_start_ = true;  // nothing emitted yet (for the leading-space rule)
   std::string pending_;
 };
 

@@ -246,7 +246,7 @@ def position_records(logits: np.ndarray, positions: list[int], probes: list[int]
     return recs
 
 
-def prompt_entry(m, name, ids, probes, text=None, positions=None, fixture=""):
+def prompt_entry(m, name, ids, probes, text=None, positions=None, fixture="", tok=None):
     logits = run_logits(m, ids)
     check_sane(f"{fixture}/{name}", logits)
     if positions is None:
@@ -256,6 +256,8 @@ def prompt_entry(m, name, ids, probes, text=None, positions=None, fixture=""):
         e["text"] = text
     e["n_tokens"] = len(ids)
     e["ids"] = [int(i) for i in ids]
+    if tok is not None and len(ids) <= 100:
+        e["tokens"] = tok.convert_ids_to_tokens(list(ids))
     e["positions_stored"] = "all" if len(positions) == len(ids) else positions
     e["logit_std_over_vocab_min"] = rnd(float(logits.std(axis=-1).min()))
     e["per_position"] = position_records(logits, positions, probes)
@@ -314,7 +316,7 @@ def fx_stories(vers):
     fx["prompts"] = []
     for pname, text in STORIES_PROMPTS:
         ids = tok(text).input_ids
-        fx["prompts"].append(prompt_entry(m, pname, ids, probes, text=text, fixture="stories260k"))
+        fx["prompts"].append(prompt_entry(m, pname, ids, probes, text=text, fixture="stories260k", tok=tok))
     write_fixture("stories260k", fx)
 
     # greedy continuation
@@ -343,7 +345,7 @@ GEMMA_NOTES = [
     "Prompt ids from HF's GGUF Gemma tokenizer, BOS (2) prepended (tokenizer.ggml.add_bos_token = true).",
     "HF config: query_pre_attn_scalar 256 (= head_dim, so scale 1/16 as llama.cpp), sliding_window 512, "
     "layer il sliding iff (il+1) % 6 != 0, rope theta 1e6 global / 10000 sliding, no softcapping, "
-    "gelu_pytorch_tanh, embeddings * sqrt(640) (in float32: 25.298221).",
+    "gelu_pytorch_tanh, embeddings * sqrt(640) (float32 25.298222).",
     "Long prompt: only every 25th position and the last 10 are stored.",
 ]
 
@@ -362,7 +364,7 @@ def fx_gemma(vers):
     fx["prompts"] = []
     for pname, text in GEMMA_PROMPTS:
         ids = tok(text).input_ids
-        fx["prompts"].append(prompt_entry(m, pname, ids, probes, text=text, fixture="gemma"))
+        fx["prompts"].append(prompt_entry(m, pname, ids, probes, text=text, fixture="gemma", tok=tok))
     ids = tok(LONG_TEXT).input_ids
     n = len(ids)
     pos = sorted(set(list(range(0, n, 25)) + list(range(n - 10, n))))

@@ -91,8 +91,7 @@ TINY = {
 }
 REALISTIC = {
     "qwen2.5-0.5b": dict(vocab="bpe", n_vocab=151936, n_embd=896, n_layer=24, n_head=14, n_head_kv=2,
-                         head_dim=64, n_ff=4864, n_ctx=32768, eps=1e-6, rope_base=1000000.0, tied=True,
-                         swa=512),
+                         head_dim=64, n_ff=4864, n_ctx=32768, eps=1e-6, rope_base=1000000.0, tied=True),
     "gemma3-270m": dict(vocab="spm-synth", n_vocab=262144, n_embd=640, n_layer=18, n_head=4, n_head_kv=1,
                         head_dim=256, n_ff=2048, n_ctx=32768, eps=1e-6, rope_base=1000000.0, tied=True,
                         swa=512),

@@ -35,6 +35,7 @@ GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, 
     }
     r.tokens.push_back(id);
     emit(detok.feed(id));
+    if (session.next_position() >= session.options().ctx_size) break;  // context full: stop cleanly
     logits = session.eval({id});  // keep the cache complete so the text can be continued
   }
   emit(detok.flush());

@@ -1,5 +1,6 @@
 // kvsqueeze generate: text generation, optionally as context + questions (only the context
 // is meant to be compressed; each question is answered from it and then rolled back).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -40,6 +41,14 @@ void check_press(const GenerateArgs& a) {
   if (!(a.ratio >= 0.0 && a.ratio < 1.0)) throw Error("--ratio must be in [0, 1) (the fraction removed), got " + std::to_string(a.ratio));
   if (a.ratio != 0.0) throw Error("--ratio " + std::to_string(a.ratio) + " needs a press; --press none compresses nothing");
   if (!a.press_opts.empty()) throw Error("press 'none' has no options (got --press-opt " + a.press_opts[0] + ")");
+}
+
+// The prompt must fit before anything is printed; generation itself stops at the context end.
+void check_fits(const Session& session, size_t prompt_tokens) {
+  const int64_t limit = session.options().ctx_size;
+  if (static_cast<int64_t>(prompt_tokens) > limit)
+    throw Error("prompt of " + std::to_string(prompt_tokens) + " tokens exceeds the context size " + std::to_string(limit) +
+                " (raise --ctx-size, at most the model's " + std::to_string(session.model().config().n_ctx_train) + ")");
 }
 
 nlohmann::json timings_json(const GenerationResult& r) {
@@ -84,12 +93,17 @@ int run(GenerateArgs& a) {
   if (a.questions.empty()) {
     const std::string text = a.chat ? tmpl.apply({{"user", context}}, true) : context;
     prompt_ids = tok.encode(text, tok.add_bos_by_default());
+    check_fits(session, prompt_ids.size());
     if (!a.json && !a.chat) stream(context);
     main_result = generate(session, prompt_ids, a.n_predict, sampler, stream);
   } else {
     // Context first, then each question from the same cache, rolled back after its answer.
     const auto split = tmpl.split(context, a.questions[0]);
     prompt_ids = tok.encode(split.context_part, tok.add_bos_by_default());
+    size_t longest_question = 0;
+    for (const auto& q : a.questions)
+      longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
+    check_fits(session, prompt_ids.size() + longest_question);
     auto t0 = std::chrono::steady_clock::now();
     session.eval(prompt_ids);
     const double context_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

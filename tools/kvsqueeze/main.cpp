@@ -4,6 +4,7 @@
 #include <exception>
 #include <map>
 #include <new>
+#include <string>
 
 #include "commands.h"
 #include "kvsqueeze/error.h"
@@ -20,6 +21,16 @@ int main(int argc, char** argv) {
   add(kvsqueeze::cli::add_inspect);
   add(kvsqueeze::cli::add_generate);
   add(kvsqueeze::cli::add_bench);
+  std::string valid;
+  bool known = false;
+  for (const auto* sub : app.get_subcommands({})) {
+    valid += (valid.empty() ? "" : ", ") + sub->get_name();
+    known = known || (argc > 1 && sub->get_name() == argv[1]);
+  }
+  if (argc > 1 && argv[1][0] != '-' && !known) {
+    std::fprintf(stderr, "kvsqueeze: error: unknown command '%s' (valid: %s)\n", argv[1], valid.c_str());
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

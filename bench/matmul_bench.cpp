@@ -1,0 +1,180 @@
+// Micro-benchmarks of kernels::matmul on the weight shapes of Gemma-3-270M and Qwen2.5-0.5B.
+// Names: matmul/<type>/<cols>x<rows>/t<n_tokens>/th<threads>. Counters: GFLOPS (2*rows*cols*
+// n_tokens per second) and GB/s of weight bytes read (meaningful for decode, n_tokens = 1).
+//
+//   build-kernels/bench/kvsq_microbench --benchmark_filter='matmul/Q4_K'
+//   KVSQ_BENCH_ALL_TYPES=1 ...   also runs every type on the Qwen shapes (else a representative set)
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/fp16.h"
+#include "kernels/matmul.h"
+#include "kvsqueeze/tensor_type.h"
+
+using namespace kvsqueeze;
+using namespace kvsqueeze::kernels;
+
+namespace {
+
+struct Layout {
+  int64_t elems;
+  size_t bytes;
+};
+Layout layout_of(TensorType t) {
+  switch (t) {
+    case TensorType::F32: return {1, 4};
+    case TensorType::F16: case TensorType::BF16: return {1, 2};
+    case TensorType::Q4_0: return {32, 18};
+    case TensorType::Q4_1: return {32, 20};
+    case TensorType::Q5_0: return {32, 22};
+    case TensorType::Q5_1: return {32, 24};
+    case TensorType::Q8_0: return {32, 34};
+    case TensorType::Q4_K: return {256, 144};
+    case TensorType::Q5_K: return {256, 176};
+    case TensorType::Q6_K: return {256, 210};
+    default: return {0, 0};
+  }
+}
+const char* name_of(TensorType t) {
+  switch (t) {
+    case TensorType::F32: return "F32";
+    case TensorType::F16: return "F16";
+    case TensorType::BF16: return "BF16";
+    case TensorType::Q4_0: return "Q4_0";
+    case TensorType::Q4_1: return "Q4_1";
+    case TensorType::Q5_0: return "Q5_0";
+    case TensorType::Q5_1: return "Q5_1";
+    case TensorType::Q8_0: return "Q8_0";
+    case TensorType::Q4_K: return "Q4_K";
+    case TensorType::Q5_K: return "Q5_K";
+    case TensorType::Q6_K: return "Q6_K";
+    default: return "?";
+  }
+}
+
+uint64_t g_state = 0x9e3779b97f4a7c15ull;
+uint64_t next_rand() {
+  g_state ^= g_state << 13;
+  g_state ^= g_state >> 7;
+  g_state ^= g_state << 17;
+  return g_state;
+}
+
+// Random weights with small finite scales (every fp16 field at its type's offsets).
+struct Weights {
+  std::vector<uint8_t> data;
+  WeightMatrix w;
+};
+const Weights& weights(TensorType t, int64_t rows, int64_t cols) {
+  static std::map<std::tuple<int, int64_t, int64_t>, std::unique_ptr<Weights>> cache;
+  auto key = std::make_tuple(static_cast<int>(t), rows, cols);
+  auto& slot = cache[key];
+  if (slot) return *slot;
+  if (cache.size() > 3) {  // keep memory bounded (the LM head alone is 178 MB)
+    for (auto it = cache.begin(); it != cache.end();)
+      it = it->first == key ? std::next(it) : cache.erase(it);
+  }
+  slot = std::make_unique<Weights>();
+  const Layout l = layout_of(t);
+  const size_t row_bytes = static_cast<size_t>(cols / l.elems) * l.bytes;
+  auto& d = slot->data;
+  d.resize(row_bytes * static_cast<size_t>(rows));
+  for (size_t i = 0; i + 8 <= d.size(); i += 8) {
+    uint64_t v = next_rand();
+    std::memcpy(&d[i], &v, 8);
+  }
+  auto f16 = [&](size_t off, float v) {
+    uint16_t h = fp32_to_fp16(v);
+    std::memcpy(&d[off], &h, 2);
+  };
+  const size_t nb = d.size() / l.bytes;
+  for (size_t b = 0; b < nb; ++b) {
+    const size_t o = b * l.bytes;
+    const float s = 0.001f * static_cast<float>(next_rand() % 1000) / 1000.0f;
+    switch (t) {
+      case TensorType::F16: f16(o, s - 0.0005f); break;
+      case TensorType::BF16: d[o + 1] = static_cast<uint8_t>(0x3c + (d[o + 1] & 1)); break;
+      case TensorType::F32: {
+        float v = s - 0.0005f;
+        std::memcpy(&d[o], &v, 4);
+        break;
+      }
+      case TensorType::Q4_1: case TensorType::Q5_1: case TensorType::Q4_K: case TensorType::Q5_K:
+        f16(o, s);
+        f16(o + 2, s);
+        break;
+      case TensorType::Q6_K: f16(o + 208, s); break;
+      default: f16(o, s); break;
+    }
+  }
+  slot->w = WeightMatrix{t, d.data(), rows, cols, row_bytes};
+  return *slot;
+}
+
+void bm_matmul(benchmark::State& state, TensorType t, int64_t rows, int64_t cols, int64_t tokens, int threads) {
+  const auto& W = weights(t, rows, cols);
+  std::vector<float> x(static_cast<size_t>(tokens * cols));
+  for (auto& v : x) v = static_cast<float>(static_cast<int64_t>(next_rand() % 2001) - 1000) / 1000.0f;
+  std::vector<float> y(static_cast<size_t>(tokens * rows));
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  matmul(W.w, x.data(), tokens, y.data());  // warm-up (scratch allocation, page faults)
+  for (auto _ : state) {
+    matmul(W.w, x.data(), tokens, y.data());
+    benchmark::ClobberMemory();
+  }
+  omp_set_num_threads(saved);
+  const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(tokens);
+  state.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(W.data.size()) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+struct Shape {
+  TensorType type;
+  int64_t cols, rows;  // GGUF order: ne0 = cols (input features), ne1 = rows (outputs)
+};
+
+int register_all() {
+  std::vector<Shape> shapes = {
+      // Gemma-3-270M (Q4_K_M file): attn_q, attn_output, ffn_up/gate, ffn_down, LM head (token_embd)
+      {TensorType::Q5_0, 640, 1024},  {TensorType::Q4_K, 1024, 640}, {TensorType::Q5_0, 640, 2048},
+      {TensorType::Q6_K, 2048, 640},  {TensorType::Q8_0, 640, 262144},
+  };
+  const bool all = std::getenv("KVSQ_BENCH_ALL_TYPES") != nullptr;
+  std::vector<TensorType> qwen_types =
+      all ? std::vector<TensorType>{TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1,
+                                    TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K,
+                                    TensorType::F16,  TensorType::BF16, TensorType::F32}
+          : std::vector<TensorType>{TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K,
+                                    TensorType::F16};
+  // Qwen2.5-0.5B: attn_q/o (896x896), ffn_up/gate (896 -> 4864), ffn_down (4864 -> 896)
+  for (auto t : qwen_types)
+    for (auto [c, r] : {std::pair<int64_t, int64_t>{896, 896}, {896, 4864}, {4864, 896}}) {
+      if (layout_of(t).elems == 256 && c % 256 != 0) continue;  // 896 is not a K-quant row length
+      shapes.push_back({t, c, r});
+    }
+  for (const auto& s : shapes)
+    for (int64_t tokens : {1, 512})
+      for (int threads : {1, 2}) {
+        if (s.rows >= 100000 && tokens > 1 && threads == 1) continue;  // LM head prefill: 2 threads only
+        const std::string name = std::string("matmul/") + name_of(s.type) + "/" + std::to_string(s.cols) + "x" +
+                                 std::to_string(s.rows) + "/t" + std::to_string(tokens) + "/th" +
+                                 std::to_string(threads);
+        auto* b = benchmark::RegisterBenchmark(name.c_str(), bm_matmul, s.type, s.rows, s.cols, tokens, threads);
+        b->UseRealTime()->Unit(benchmark::kMicrosecond);
+        if (s.rows >= 100000 && tokens > 1) b->Iterations(2);
+      }
+  return 0;
+}
+const int registered = register_all();
+
+}  // namespace
