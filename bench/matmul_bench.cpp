@@ -31,7 +31,8 @@ struct Layout {
 Layout layout_of(TensorType t) {
   switch (t) {
     case TensorType::F32: return {1, 4};
-    case TensorType::F16: case TensorType::BF16: return {1, 2};
+    case TensorType::F16:
+    case TensorType::BF16: return {1, 2};
     case TensorType::Q4_0: return {32, 18};
     case TensorType::Q4_1: return {32, 20};
     case TensorType::Q5_0: return {32, 22};
@@ -79,8 +80,7 @@ const Weights& weights(TensorType t, int64_t rows, int64_t cols) {
   auto& slot = cache[key];
   if (slot) return *slot;
   if (cache.size() > 3) {  // keep memory bounded (the LM head alone is 178 MB)
-    for (auto it = cache.begin(); it != cache.end();)
-      it = it->first == key ? std::next(it) : cache.erase(it);
+    for (auto it = cache.begin(); it != cache.end();) it = it->first == key ? std::next(it) : cache.erase(it);
   }
   slot = std::make_unique<Weights>();
   const Layout l = layout_of(t);
@@ -107,7 +107,10 @@ const Weights& weights(TensorType t, int64_t rows, int64_t cols) {
         std::memcpy(&d[o], &v, 4);
         break;
       }
-      case TensorType::Q4_1: case TensorType::Q5_1: case TensorType::Q4_K: case TensorType::Q5_K:
+      case TensorType::Q4_1:
+      case TensorType::Q5_1:
+      case TensorType::Q4_K:
+      case TensorType::Q5_K:
         f16(o, s);
         f16(o + 2, s);
         break;
@@ -134,8 +137,8 @@ void bm_matmul(benchmark::State& state, TensorType t, int64_t rows, int64_t cols
   omp_set_num_threads(saved);
   const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(tokens);
   state.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(W.data.size()) / 1e9,
-                                              benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(static_cast<double>(W.data.size()) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 struct Shape {
@@ -146,8 +149,8 @@ struct Shape {
 int register_all() {
   std::vector<Shape> shapes = {
       // Gemma-3-270M (Q4_K_M file): attn_q, attn_output, ffn_up/gate, ffn_down, LM head (token_embd)
-      {TensorType::Q5_0, 640, 1024},  {TensorType::Q4_K, 1024, 640}, {TensorType::Q5_0, 640, 2048},
-      {TensorType::Q6_K, 2048, 640},  {TensorType::Q8_0, 640, 262144},
+      {TensorType::Q5_0, 640, 1024}, {TensorType::Q4_K, 1024, 640},   {TensorType::Q5_0, 640, 2048},
+      {TensorType::Q6_K, 2048, 640}, {TensorType::Q8_0, 640, 262144},
   };
   const bool all = std::getenv("KVSQ_BENCH_ALL_TYPES") != nullptr;
   std::vector<TensorType> qwen_types =

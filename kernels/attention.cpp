@@ -128,11 +128,12 @@ void attend_one(const AttentionShape& s, const float* q, const KvRun& run, int64
   st.l = l;
 }
 
-// A block of queries of one head against its run: tiles of keys converted to fp32 and two
-// GEMMs per tile with an online softmax (flash-attention style).
-void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, const int32_t* q_pos, int64_t nb,
+// A block of queries of all G heads sharing one KV head, against its run: tiles of keys are
+// converted to fp32 once for the whole group, then two GEMMs per tile with an online softmax
+// (flash-attention style). Row r = g * nb + t is query t of the group's head g.
+void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, const int32_t* q_pos, int64_t nb, int64_t group,
                   const KvRun& run, float* out_rows, int64_t out_ld) {
-  const int64_t dk = s.head_dim_k, dv = s.head_dim_v;
+  const int64_t dk = s.head_dim_k, dv = s.head_dim_v, rows = nb * group;
   std::vector<int64_t> lo(static_cast<size_t>(nb)), hi(static_cast<size_t>(nb));
   int64_t range_lo = run.len, range_hi = 0;
   for (int64_t t = 0; t < nb; ++t) {
@@ -140,11 +141,12 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
     range_lo = std::min(range_lo, lo[static_cast<size_t>(t)]);
     range_hi = std::max(range_hi, hi[static_cast<size_t>(t)]);
   }
-  std::vector<float> qb(static_cast<size_t>(nb * dk)), kt(static_cast<size_t>(kKeyTile * dk)),
-      vt(static_cast<size_t>(kKeyTile * dv)), sc(static_cast<size_t>(nb * kKeyTile)), acc(static_cast<size_t>(nb * dv), 0.0f);
-  std::vector<float> m(static_cast<size_t>(nb), kNegInf), l(static_cast<size_t>(nb), 0.0f);
-  for (int64_t t = 0; t < nb; ++t)
-    for (int64_t i = 0; i < dk; ++i) qb[static_cast<size_t>(t * dk + i)] = q_rows[t * q_ld + i] * s.scale;
+  std::vector<float> qb(static_cast<size_t>(rows * dk)), kt(static_cast<size_t>(kKeyTile * dk)),
+      vt(static_cast<size_t>(kKeyTile * dv)), sc(static_cast<size_t>(rows * kKeyTile)), acc(static_cast<size_t>(rows * dv), 0.0f);
+  std::vector<float> m(static_cast<size_t>(rows), kNegInf), l(static_cast<size_t>(rows), 0.0f);
+  for (int64_t g = 0; g < group; ++g)
+    for (int64_t t = 0; t < nb; ++t)
+      for (int64_t i = 0; i < dk; ++i) qb[static_cast<size_t>((g * nb + t) * dk + i)] = q_rows[t * q_ld + g * dk + i] * s.scale;
 
   for (int64_t j0 = range_lo; j0 < range_hi; j0 += kKeyTile) {
     const int64_t nt = std::min(kKeyTile, range_hi - j0);
@@ -152,37 +154,40 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
       row_to_f32(run.k, j0 + j, run.k_stride, dk, run.type, kt.data() + j * dk);
       row_to_f32(run.v, j0 + j, run.v_stride, dv, run.type, vt.data() + j * dv);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nb), static_cast<int>(nt), static_cast<int>(dk), 1.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(nt), static_cast<int>(dk), 1.0f,
                 qb.data(), static_cast<int>(dk), kt.data(), static_cast<int>(dk), 0.0f, sc.data(), static_cast<int>(nt));
-    for (int64_t t = 0; t < nb; ++t) {
-      float* row = sc.data() + t * nt;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t t = r % nb;
+      float* row = sc.data() + r * nt;
       const int64_t a = std::max<int64_t>(lo[static_cast<size_t>(t)] - j0, 0);
       const int64_t b = std::min<int64_t>(hi[static_cast<size_t>(t)] - j0, nt);
-      float tile_max = kNegInf;
-      for (int64_t j = 0; j < nt; ++j) {
-        if (j < a || j >= b) row[j] = kNegInf;
-        else tile_max = std::max(tile_max, row[j]);
-      }
-      float& mt = m[static_cast<size_t>(t)];
-      if (tile_max == kNegInf) {  // nothing visible in this tile
+      if (a >= b) {  // nothing visible to this query in this tile
         std::fill(row, row + nt, 0.0f);
         continue;
       }
-      const float new_m = std::max(mt, tile_max);
-      const float alpha = mt == kNegInf ? 0.0f : std::exp(mt - new_m);
+      std::fill(row, row + a, kNegInf);
+      std::fill(row + b, row + nt, kNegInf);
+      const float tile_max = *std::max_element(row + a, row + b);
+      float& mr = m[static_cast<size_t>(r)];
+      const float new_m = std::max(mr, tile_max);
+      const float alpha = mr == kNegInf ? 0.0f : std::exp(mr - new_m);
       const float sum = exp_shift_sum(row, nt, new_m);  // masked -inf entries become 0
-      l[static_cast<size_t>(t)] = l[static_cast<size_t>(t)] * alpha + sum;
-      mt = new_m;
-      float* a_row = acc.data() + t * dv;
-      for (int64_t i = 0; i < dv; ++i) a_row[i] *= alpha;
+      l[static_cast<size_t>(r)] = l[static_cast<size_t>(r)] * alpha + sum;
+      mr = new_m;
+      if (alpha != 1.0f) {
+        float* a_row = acc.data() + r * dv;
+        for (int64_t i = 0; i < dv; ++i) a_row[i] *= alpha;
+      }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nb), static_cast<int>(dv), static_cast<int>(nt), 1.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(dv), static_cast<int>(nt), 1.0f,
                 sc.data(), static_cast<int>(nt), vt.data(), static_cast<int>(dv), 1.0f, acc.data(), static_cast<int>(dv));
   }
-  for (int64_t t = 0; t < nb; ++t) {
-    const float inv = l[static_cast<size_t>(t)] > 0.0f ? 1.0f / l[static_cast<size_t>(t)] : 0.0f;
-    for (int64_t i = 0; i < dv; ++i) out_rows[t * out_ld + i] = acc[static_cast<size_t>(t * dv + i)] * inv;
-  }
+  for (int64_t g = 0; g < group; ++g)
+    for (int64_t t = 0; t < nb; ++t) {
+      const int64_t r = g * nb + t;
+      const float inv = l[static_cast<size_t>(r)] > 0.0f ? 1.0f / l[static_cast<size_t>(r)] : 0.0f;
+      for (int64_t i = 0; i < dv; ++i) out_rows[t * out_ld + g * dv + i] = acc[static_cast<size_t>(r * dv + i)] * inv;
+    }
 }
 
 }  // namespace
@@ -192,14 +197,15 @@ void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, in
   const int64_t q_ld = s.n_head * s.head_dim_k, out_ld = s.n_head * s.head_dim_v;
 
   if (n_q >= 8) {
+    // Work items: (KV head, block of queries), later blocks first since causal ones cost more.
     const int64_t n_blocks = (n_q + kQueryBlock - 1) / kQueryBlock;
-    const int64_t items = s.n_head * n_blocks;
+    const int64_t items = s.n_head_kv * n_blocks;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
-      const int64_t h = it % s.n_head, blk = it / s.n_head;
+      const int64_t h = it % s.n_head_kv, blk = n_blocks - 1 - it / s.n_head_kv;
       const int64_t t0 = blk * kQueryBlock, nb = std::min(kQueryBlock, n_q - t0);
-      attend_block(s, q + t0 * q_ld + h * s.head_dim_k, q_ld, q_pos + t0, nb, runs[h / group],
-                   out + t0 * out_ld + h * s.head_dim_v, out_ld);
+      attend_block(s, q + t0 * q_ld + h * group * s.head_dim_k, q_ld, q_pos + t0, nb, group, runs[h],
+                   out + t0 * out_ld + h * group * s.head_dim_v, out_ld);
     }
     return;
   }

@@ -87,8 +87,7 @@ void scalar_q4_k(const uint8_t* b, float* y, int64_t nb) {
       const float ds = d * static_cast<float>(s), dm = dmin * static_cast<float>(m);
       const uint8_t* q = qs + 32 * (j / 2);
       const int shift = 4 * (j & 1);
-      for (int l = 0; l < 32; ++l)
-        y[32 * j + l] = no_fma(ds * static_cast<float>((q[l] >> shift) & 15)) - dm;
+      for (int l = 0; l < 32; ++l) y[32 * j + l] = no_fma(ds * static_cast<float>((q[l] >> shift) & 15)) - dm;
     }
   }
 }
@@ -200,8 +199,7 @@ void avx_qk45(const uint8_t* b, float* y, int64_t nb) {
     const uint8_t* qh = b + 16;
     const uint8_t* qs = b + (Q5 ? 48 : 16);
     const __m512i qh0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh)));
-    const __m512i qh1 =
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 16)));
+    const __m512i qh1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 16)));
     for (int j = 0; j < 8; ++j) {
       int s, m;
       k_scale_min(sc, j, s, m);
@@ -230,13 +228,11 @@ void avx_q6_k(const uint8_t* b, float* y, int64_t nb) {
       for (int c4 = 0; c4 < 4; ++c4) {
         for (int half = 0; half < 2; ++half) {
           const int l0 = 16 * half;
-          __m512i lo = _mm512_cvtepu8_epi32(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + (c4 & 1) * 32 + l0)));
+          __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + (c4 & 1) * 32 + l0)));
           lo = _mm512_and_si512(_mm512_srli_epi32(lo, 4 * (c4 >> 1)), _mm512_set1_epi32(15));
           __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l0)));
           hi = _mm512_and_si512(_mm512_srli_epi32(hi, 2 * c4), _mm512_set1_epi32(3));
-          const __m512i q = _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
-                                             _mm512_set1_epi32(32));
+          const __m512i q = _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)), _mm512_set1_epi32(32));
           const int e = 128 * h + 32 * c4 + l0;
           const __m512 ds = _mm512_set1_ps(d * static_cast<float>(sc[e / 16]));
           _mm512_storeu_ps(y + e, mul_r(ds, _mm512_cvtepi32_ps(q)));

@@ -35,6 +35,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -84,16 +85,16 @@ constexpr size_t bytes_of(int64_t count) {
   return static_cast<size_t>(round_up(static_cast<int64_t>(sizeof(T)) * count, 64));
 }
 
-thread_local Scratch tl_act;    // activations (caller thread)
-thread_local Scratch tl_work;   // per-thread unpack / panel buffers
+thread_local Scratch tl_act;   // activations (caller thread)
+thread_local Scratch tl_work;  // per-thread unpack / panel buffers
 
 // ---------------------------------------------------------------------------------------------
 // Unpacking weights to (u, s, m). All unpackers write cols codes to u, cols/sb scales to s and,
 // for asymmetric types, cols/sb biases to m.
 struct QuantKind {
-  int sb;      // sub-block size
-  int off;     // symmetric offset (0 for the asymmetric types)
-  bool asym;   // per-sub-block bias m_j
+  int sb;     // sub-block size
+  int off;    // symmetric offset (0 for the asymmetric types)
+  bool asym;  // per-sub-block bias m_j
 };
 
 bool quant_kind(TensorType t, QuantKind& k) {
@@ -180,8 +181,7 @@ inline __m256i nibbles_32(const uint8_t* qs16) {  // 16 packed bytes -> 32 codes
 
 template <TensorType T>
 void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) {
-  if constexpr (T == TensorType::Q4_0 || T == TensorType::Q4_1 || T == TensorType::Q5_0 ||
-                T == TensorType::Q5_1) {
+  if constexpr (T == TensorType::Q4_0 || T == TensorType::Q4_1 || T == TensorType::Q5_0 || T == TensorType::Q5_1) {
     constexpr bool has_m = T == TensorType::Q4_1 || T == TensorType::Q5_1;
     constexpr bool has_h = T == TensorType::Q5_0 || T == TensorType::Q5_1;
     constexpr size_t bytes = has_m ? (has_h ? 24 : 20) : (has_h ? 22 : 18);
@@ -196,9 +196,9 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
         m[i] = load_f16(b + 2);
         m[i + 1] = load_f16(b + bytes + 2);
       }
-      const __m256i v = _mm256_inserti128_si256(
-          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo))),
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + bytes + qo)), 1);
+      const __m256i v =
+          _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo))),
+                                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + bytes + qo)), 1);
       __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);  // A.q B.q A.q>>4 B.q>>4
       w = _mm512_and_si512(_mm512_shuffle_i64x2(w, w, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(15));
       if constexpr (has_h) {
@@ -226,10 +226,10 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
     for (int64_t i = 0; i < cols / 256; ++i, b += q5 ? 176 : 144, u += 256, s += 8, m += 8) {
       // 8 six-bit scales and mins from 12 bytes, as two 8-byte vectors (see k_scale_min).
       const uint32_t w0 = load_u32(b + 4), w1 = load_u32(b + 8), w2 = load_u32(b + 12);
-      const uint64_t sc8 = (w0 & 0x3f3f3f3fu) |
-                           (static_cast<uint64_t>((w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u)) << 32);
-      const uint64_t mn8 = (w1 & 0x3f3f3f3fu) |
-                           (static_cast<uint64_t>(((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u)) << 32);
+      const uint64_t sc8 =
+          (w0 & 0x3f3f3f3fu) | (static_cast<uint64_t>((w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u)) << 32);
+      const uint64_t mn8 =
+          (w1 & 0x3f3f3f3fu) | (static_cast<uint64_t>(((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u)) << 32);
       const __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(sc8))));
       const __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(mn8))));
       _mm256_storeu_ps(s, _mm256_mul_ps(_mm256_set1_ps(load_f16(b)), scf));
@@ -243,8 +243,7 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
         __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
         if constexpr (q5) {
           const __mmask32 klo = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * p))));
-          const __mmask32 khi =
-              _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * p + 1))));
+          const __mmask32 khi = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * p + 1))));
           lo = _mm256_mask_add_epi8(lo, klo, lo, _mm256_set1_epi8(16));
           hi = _mm256_mask_add_epi8(hi, khi, hi, _mm256_set1_epi8(16));
         }
@@ -262,7 +261,8 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
       _mm512_storeu_ps(s, _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8))));
       for (int h = 0; h < 2; ++h) {
         const __m512i ql = _mm512_loadu_si512(b + 64 * h);
-        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+        const __m512i qh =
+            _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
         const __m512i lo = _mm512_and_si512(ql, k15);
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(ql, 4), k15);
         const __m512i ha = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, cnt_a), k3), 4);
@@ -293,21 +293,37 @@ UnpackFn unpacker(TensorType t) {
 #endif
   switch (t) {
     case TensorType::Q4_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q4_0, b, n, u, s, m); };
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+        unpack_scalar(TensorType::Q4_0, b, n, u, s, m);
+      };
     case TensorType::Q4_1:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q4_1, b, n, u, s, m); };
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+        unpack_scalar(TensorType::Q4_1, b, n, u, s, m);
+      };
     case TensorType::Q5_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q5_0, b, n, u, s, m); };
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+        unpack_scalar(TensorType::Q5_0, b, n, u, s, m);
+      };
     case TensorType::Q5_1:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q5_1, b, n, u, s, m); };
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+        unpack_scalar(TensorType::Q5_1, b, n, u, s, m);
+      };
     case TensorType::Q8_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q8_0, b, n, u, s, m); };
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+        unpack_scalar(TensorType::Q8_0, b, n, u, s, m);
+      };
     case TensorType::Q4_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q4_K, b, n, u, s, m); };
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+        unpack_scalar(TensorType::Q4_K, b, n, u, s, m);
+      };
     case TensorType::Q5_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q5_K, b, n, u, s, m); };
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+        unpack_scalar(TensorType::Q5_K, b, n, u, s, m);
+      };
     case TensorType::Q6_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) { unpack_scalar(TensorType::Q6_K, b, n, u, s, m); };
+      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+        unpack_scalar(TensorType::Q6_K, b, n, u, s, m);
+      };
     default: throw_unsupported(t, "matmul");
   }
 }
@@ -400,8 +416,8 @@ void quantize_token(const float* x, int64_t cols, const QuantKind& k, bool want_
 // ---------------------------------------------------------------------------------------------
 // Portable row-dot for quantized weights (the fallback path; also the reference for the
 // vector kernels' arithmetic).
-float dot_unpacked_scalar(const uint8_t* u, const float* s, const float* m, const QuantKind& k,
-                          const Acts& a, int64_t t, int64_t cols) {
+float dot_unpacked_scalar(const uint8_t* u, const float* s, const float* m, const QuantKind& k, const Acts& a,
+                          int64_t t, int64_t cols) {
   const int8_t* q = a.tq(t);
   const float* dxs = a.tdxs(t);
   float acc = 0.0f;
@@ -417,11 +433,14 @@ float dot_unpacked_scalar(const uint8_t* u, const float* s, const float* m, cons
 #if defined(KVSQ_AVX512VNNI)
 // ---------------------------------------------------------------------------------------------
 // Decode kernel: one unpacked row against NT tokens.
-alignas(64) constexpr int32_t kPermIdx32[8][16] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},         {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},         {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},         {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13}, {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+alignas(64) constexpr int32_t kPermIdx32[8][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                                   {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+                                                   {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+                                                   {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+                                                   {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
+                                                   {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+                                                   {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
+                                                   {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
 alignas(64) constexpr int32_t kPermIdx16[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
                                                    {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
                                                    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
@@ -439,8 +458,7 @@ inline void dot_chunk(int64_t ch, const __m512i idx, const uint8_t* u, const __m
 }
 
 template <int SB, bool ASYM, int NT>
-void dot_row(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t t0, float* y,
-             int64_t ldy) {
+void dot_row(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t t0, float* y, int64_t ldy) {
   constexpr int kCPG = SB == 32 ? 8 : 4;  // 64-code chunks per group of 16 sub-blocks
   const int64_t nchunks = a.kp / 64;
   // Two accumulator sets (even / odd chunks) so that consecutive FMAs do not wait on each other.
@@ -454,20 +472,23 @@ void dot_row(const uint8_t* u, const float* s, const float* m, const Acts& a, in
     if (c0 + kCPG <= nchunks) {
 #pragma GCC unroll 8
       for (int c = 0; c < kCPG; c += 2) {
-        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0, acc0);
-        dot_chunk<SB, ASYM, NT>(c0 + c + 1, _mm512_load_si512(SB == 32 ? kPermIdx32[c + 1] : kPermIdx16[c + 1]), u, ss, a,
-                                t0, acc1);
+        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0,
+                                acc0);
+        dot_chunk<SB, ASYM, NT>(c0 + c + 1, _mm512_load_si512(SB == 32 ? kPermIdx32[c + 1] : kPermIdx16[c + 1]), u, ss,
+                                a, t0, acc1);
       }
     } else {
       const int cn = static_cast<int>(nchunks - c0);
       int c = 0;
       for (; c + 2 <= cn; c += 2) {
-        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0, acc0);
-        dot_chunk<SB, ASYM, NT>(c0 + c + 1, _mm512_load_si512(SB == 32 ? kPermIdx32[c + 1] : kPermIdx16[c + 1]), u, ss, a,
-                                t0, acc1);
+        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0,
+                                acc0);
+        dot_chunk<SB, ASYM, NT>(c0 + c + 1, _mm512_load_si512(SB == 32 ? kPermIdx32[c + 1] : kPermIdx16[c + 1]), u, ss,
+                                a, t0, acc1);
       }
       if (c < cn)
-        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0, acc0);
+        dot_chunk<SB, ASYM, NT>(c0 + c, _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]), u, ss, a, t0,
+                                acc0);
     }
     if constexpr (ASYM) {
       const __m512 mv = _mm512_loadu_ps(m + 16 * g);
@@ -519,8 +540,8 @@ void dot_rows4(const uint8_t* u, const float* s, const float* m, const Acts& a, 
 }
 
 template <int SB, bool ASYM>
-void dot_row_tokens(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t n_tokens,
-                    float* y, int64_t ldy) {
+void dot_row_tokens(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t n_tokens, float* y,
+                    int64_t ldy) {
   int64_t t = 0;
   for (; t + 4 <= n_tokens; t += 4) dot_row<SB, ASYM, 4>(u, s, m, a, t, y, ldy);
   switch (n_tokens - t) {
@@ -544,8 +565,8 @@ inline int32_t load_i32(const int8_t* p) {
 }
 
 template <int SB, bool ASYM, int NT>
-void lane_tile(const uint8_t* P, const float* S, const float* M, int64_t nsub, const Acts& a, int64_t t0,
-               float* y, int64_t ldy, __mmask16 rmask) {
+void lane_tile(const uint8_t* P, const float* S, const float* M, int64_t nsub, const Acts& a, int64_t t0, float* y,
+               int64_t ldy, __mmask16 rmask) {
   __m512 fa[NT];
   for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
   const int8_t* q[NT];
@@ -572,8 +593,8 @@ void lane_tile(const uint8_t* P, const float* S, const float* M, int64_t nsub, c
 }
 
 template <int SB, bool ASYM>
-void lane_tile_n(int nt, const uint8_t* P, const float* S, const float* M, int64_t nsub, const Acts& a,
-                 int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+void lane_tile_n(int nt, const uint8_t* P, const float* S, const float* M, int64_t nsub, const Acts& a, int64_t t0,
+                 float* y, int64_t ldy, __mmask16 rmask) {
   switch (nt) {
     case 8: lane_tile<SB, ASYM, 8>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
     case 7: lane_tile<SB, ASYM, 7>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
@@ -622,7 +643,8 @@ inline void transpose_rows16(const uint8_t* src, size_t ld, int64_t width, uint8
 // Float weights.
 template <TensorType T>
 inline __m512 load16_as_f32(const uint8_t* row, int64_t k) {
-  if constexpr (T == TensorType::F32) return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
+  if constexpr (T == TensorType::F32)
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
   else if constexpr (T == TensorType::F16)
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k)));
   else
@@ -631,8 +653,10 @@ inline __m512 load16_as_f32(const uint8_t* row, int64_t k) {
 }
 template <TensorType T>
 inline __m512 maskload16_as_f32(const uint8_t* row, int64_t k, __mmask16 mk) {
-  if constexpr (T == TensorType::F32) return _mm512_maskz_loadu_ps(mk, reinterpret_cast<const float*>(row) + k);
-  else if constexpr (T == TensorType::F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, row + 2 * k));
+  if constexpr (T == TensorType::F32)
+    return _mm512_maskz_loadu_ps(mk, reinterpret_cast<const float*>(row) + k);
+  else if constexpr (T == TensorType::F16)
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, row + 2 * k));
   else
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, row + 2 * k)), 16));
 }
@@ -676,8 +700,7 @@ void float_dot_rows4(const uint8_t* row0, size_t row_bytes, const float* x, int6
   if (k < cols) {
     const __mmask16 mk = static_cast<__mmask16>((1u << (cols - k)) - 1);
     const __m512 xv = _mm512_maskz_loadu_ps(mk, x + k);
-    for (int r = 0; r < 4; ++r)
-      acc[r] = _mm512_fmadd_ps(maskload16_as_f32<T>(row0 + r * row_bytes, k, mk), xv, acc[r]);
+    for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(maskload16_as_f32<T>(row0 + r * row_bytes, k, mk), xv, acc[r]);
   }
   _mm_storeu_ps(y, reduce4(acc[0], acc[1], acc[2], acc[3]));
 }
@@ -748,6 +771,25 @@ inline void split(int64_t n, int id, int nth, int64_t& begin, int64_t& end) {
   end = n * (id + 1) / nth;
 }
 
+// Hands out contiguous ranges of `total` items, `chunk` at a time, to whichever thread asks next.
+// Dynamic rather than a static split: on a shared machine a thread that loses its core for a
+// while would otherwise hold up the whole call; on an idle machine it costs one atomic per chunk.
+struct WorkQueue {
+  std::atomic<int64_t> next{0};
+  int64_t total, chunk;
+  WorkQueue(int64_t total_, int64_t chunk_) : total(total_), chunk(std::max<int64_t>(1, chunk_)) {}
+  bool get(int64_t& begin, int64_t& end) {
+    begin = next.fetch_add(chunk, std::memory_order_relaxed);
+    if (begin >= total) return false;
+    end = std::min(total, begin + chunk);
+    return true;
+  }
+};
+// Row chunk for the row-dot paths: about 8 chunks per thread, a multiple of 4, at least 16 rows.
+inline int64_t row_chunk(int64_t rows, int nth) {
+  return std::max<int64_t>(16, round_up(rows / (8 * static_cast<int64_t>(nth)) + 1, 4));
+}
+
 inline int threads_for(double work) {
   const int maxt = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (work < 2.0e5) return 1;  // not worth waking threads
@@ -777,11 +819,15 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   Carver ac{static_cast<uint8_t*>(tl_act.get(act_bytes))};
   a.q = ac.take<int8_t>(T * a.kp);
   a.dxs = ac.take<float>(T * a.nsp);
-  if (k.asym) a.X = ac.take<float>(T * a.nsp);
-  else a.corr = ac.take<int32_t>(T * a.nsp);
+  if (k.asym)
+    a.X = ac.take<float>(T * a.nsp);
+  else
+    a.corr = ac.take<int32_t>(T * a.nsp);
   if (want_c64) a.c64 = ac.take<int32_t>(T * a.kp / 64 * 16);
 
   const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
+  WorkQueue rows_q(rows, row_chunk(rows, nth));
+  WorkQueue panels_q((rows + 15) / 16, kPanelGroup);
 #pragma omp parallel num_threads(nth)
   {
     const int id = omp_get_thread_num(), n = omp_get_num_threads();
@@ -791,8 +837,6 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
 #pragma omp barrier
     if (!panel) {
       // Row dots: unpack one row, dot it with every token.
-      int64_t rb, re;
-      split(rows, id, n, rb, re);
       // Unpack buffers for 4 rows (u, s, m of row i at u4 + i*kp, s4 + i*nsp, m4 + i*nsp); the
       // padding past cols / nsub stays zero.
       Carver wc{static_cast<uint8_t*>(tl_work.get(bytes_of<uint8_t>(4 * a.kp) + 2 * bytes_of<float>(4 * a.nsp)))};
@@ -805,41 +849,47 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       uint8_t* u = u4;
       float* s = s4;
       float* m = m4;
-      int64_t r = rb;
+      int64_t rb, re;
+      while (rows_q.get(rb, re)) {
+        int64_t r = rb;
 #if defined(KVSQ_AVX512VNNI)
-      if (T == 1 && !portable) {
-        // Four rows at a time (the single-token decode case).
-        for (; r + 4 <= re; r += 4) {
-          for (int i = 0; i < 4; ++i)
-            unpack(w.data + static_cast<size_t>(r + i) * w.row_bytes, cols, u4 + i * a.kp, s4 + i * a.nsp,
-                   m4 + i * a.nsp);
-          if (k.sb == 16) dot_rows4<16, false>(u4, s4, m4, a, y + r);
-          else if (k.asym) dot_rows4<32, true>(u4, s4, m4, a, y + r);
-          else dot_rows4<32, false>(u4, s4, m4, a, y + r);
+        if (T == 1 && !portable) {
+          // Four rows at a time (the single-token decode case).
+          for (; r + 4 <= re; r += 4) {
+            for (int i = 0; i < 4; ++i)
+              unpack(w.data + static_cast<size_t>(r + i) * w.row_bytes, cols, u4 + i * a.kp, s4 + i * a.nsp,
+                     m4 + i * a.nsp);
+            if (k.sb == 16)
+              dot_rows4<16, false>(u4, s4, m4, a, y + r);
+            else if (k.asym)
+              dot_rows4<32, true>(u4, s4, m4, a, y + r);
+            else
+              dot_rows4<32, false>(u4, s4, m4, a, y + r);
+          }
         }
-      }
 #endif
-      for (; r < re; ++r) {
-        const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
-        if (portable) {
-          unpack_scalar(w.type, row, cols, u, s, m);
-          for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = dot_unpacked_scalar(u, s, m, k, a, t, cols);
-          continue;
-        }
-        unpack(row, cols, u, s, m);
+        for (; r < re; ++r) {
+          const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+          if (portable) {
+            unpack_scalar(w.type, row, cols, u, s, m);
+            for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = dot_unpacked_scalar(u, s, m, k, a, t, cols);
+            continue;
+          }
+          unpack(row, cols, u, s, m);
 #if defined(KVSQ_AVX512VNNI)
-        if (k.sb == 16) dot_row_tokens<16, false>(u, s, m, a, T, y + r, ldy);
-        else if (k.asym) dot_row_tokens<32, true>(u, s, m, a, T, y + r, ldy);
-        else dot_row_tokens<32, false>(u, s, m, a, T, y + r, ldy);
+          if (k.sb == 16)
+            dot_row_tokens<16, false>(u, s, m, a, T, y + r, ldy);
+          else if (k.asym)
+            dot_row_tokens<32, true>(u, s, m, a, T, y + r, ldy);
+          else
+            dot_row_tokens<32, false>(u, s, m, a, T, y + r, ldy);
 #endif
+        }
       }
     }
 #if defined(KVSQ_AVX512VNNI)
     else {
       // Panels of 16 rows, in groups of kPanelGroup sharing each token tile.
-      const int64_t npanels = (rows + 15) / 16;
-      int64_t pb, pe;
-      split(npanels, id, n, pb, pe);
       const size_t panel_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);  // P, S, M
       const size_t rows_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);
       Carver wc{static_cast<uint8_t*>(tl_work.get(kPanelGroup * panel_bytes + rows_bytes))};
@@ -854,8 +904,9 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       uint8_t* ru = wc.take<uint8_t>(16 * a.kp);
       float* rs = wc.take<float>(16 * a.nsp);
       float* rm = wc.take<float>(16 * a.nsp);
-      for (int64_t p0 = pb; p0 < pe; p0 += kPanelGroup) {
-        const int np = static_cast<int>(std::min<int64_t>(kPanelGroup, pe - p0));
+      int64_t p0, pe;
+      while (panels_q.get(p0, pe)) {
+        const int np = static_cast<int>(pe - p0);
         for (int g = 0; g < np; ++g) {
           const int64_t r0 = (p0 + g) * 16;
           const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
@@ -886,9 +937,12 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
             const int64_t r0 = (p0 + g) * 16;
             const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
             const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
-            if (k.sb == 16) lane_tile_n<16, false>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
-            else if (k.asym) lane_tile_n<32, true>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
-            else lane_tile_n<32, false>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
+            if (k.sb == 16)
+              lane_tile_n<16, false>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
+            else if (k.asym)
+              lane_tile_n<32, true>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
+            else
+              lane_tile_n<32, false>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
           }
         }
       }
@@ -906,51 +960,57 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   portable = true;
 #endif
   const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
+  WorkQueue rows_q(rows, row_chunk(rows, nth));
+  WorkQueue panels_q((rows + 15) / 16, 1);
 #pragma omp parallel num_threads(nth)
   {
-    const int id = omp_get_thread_num(), n = omp_get_num_threads();
     if (!panel) {
-      int64_t rb, re;
-      split(rows, id, n, rb, re);
       float* buf = portable ? static_cast<float*>(tl_work.get(bytes_of<float>(cols))) : nullptr;
-      int64_t r = rb;
+      int64_t rb, re;
+      while (rows_q.get(rb, re)) {
+        int64_t r = rb;
 #if defined(KVSQ_AVX512VNNI)
-      if (T == 1 && !portable)
-        for (; r + 4 <= re; r += 4) {
-          const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
-          if (w.type == TensorType::F32) float_dot_rows4<TensorType::F32>(row, w.row_bytes, x, cols, y + r);
-          else if (w.type == TensorType::F16) float_dot_rows4<TensorType::F16>(row, w.row_bytes, x, cols, y + r);
-          else float_dot_rows4<TensorType::BF16>(row, w.row_bytes, x, cols, y + r);
-        }
-#endif
-      for (; r < re; ++r) {
-        const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
-        if (portable) {
-          dequantize_row_scalar(w.type, row, buf, cols);
-          for (int64_t t = 0; t < T; ++t) {
-            float acc = 0.0f;
-            for (int64_t c = 0; c < cols; ++c) acc += buf[c] * x[t * cols + c];
-            y[t * ldy + r] = acc;
+        if (T == 1 && !portable)
+          for (; r + 4 <= re; r += 4) {
+            const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+            if (w.type == TensorType::F32)
+              float_dot_rows4<TensorType::F32>(row, w.row_bytes, x, cols, y + r);
+            else if (w.type == TensorType::F16)
+              float_dot_rows4<TensorType::F16>(row, w.row_bytes, x, cols, y + r);
+            else
+              float_dot_rows4<TensorType::BF16>(row, w.row_bytes, x, cols, y + r);
           }
-          continue;
-        }
-#if defined(KVSQ_AVX512VNNI)
-        if (w.type == TensorType::F32) float_dot_row_tokens<TensorType::F32>(row, x, cols, T, y + r, ldy);
-        else if (w.type == TensorType::F16) float_dot_row_tokens<TensorType::F16>(row, x, cols, T, y + r, ldy);
-        else float_dot_row_tokens<TensorType::BF16>(row, x, cols, T, y + r, ldy);
 #endif
+        for (; r < re; ++r) {
+          const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+          if (portable) {
+            dequantize_row_scalar(w.type, row, buf, cols);
+            for (int64_t t = 0; t < T; ++t) {
+              float acc = 0.0f;
+              for (int64_t c = 0; c < cols; ++c) acc += buf[c] * x[t * cols + c];
+              y[t * ldy + r] = acc;
+            }
+            continue;
+          }
+#if defined(KVSQ_AVX512VNNI)
+          if (w.type == TensorType::F32)
+            float_dot_row_tokens<TensorType::F32>(row, x, cols, T, y + r, ldy);
+          else if (w.type == TensorType::F16)
+            float_dot_row_tokens<TensorType::F16>(row, x, cols, T, y + r, ldy);
+          else
+            float_dot_row_tokens<TensorType::BF16>(row, x, cols, T, y + r, ldy);
+#endif
+        }
       }
     }
 #if defined(KVSQ_AVX512VNNI)
     else {
-      const int64_t npanels = (rows + 15) / 16;
-      int64_t pb, pe;
-      split(npanels, id, n, pb, pe);
       const int64_t cp = round_up(cols, 16);
       Carver wc{static_cast<uint8_t*>(tl_work.get(2 * bytes_of<float>(16 * cp)))};
       float* PF = wc.take<float>(16 * cp);
       float* rowsf = wc.take<float>(16 * cp);
-      for (int64_t p = pb; p < pe; ++p) {
+      int64_t p, pe;
+      while (panels_q.get(p, pe)) {
         const int64_t r0 = p * 16;
         const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
         for (int r = 0; r < 16; ++r) {
@@ -978,7 +1038,8 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
 void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool portable) {
   validate(w, "matmul");
   if (n_tokens < 0) throw Error("matmul: negative n_tokens " + std::to_string(n_tokens));
-  if (ldy < w.rows && n_tokens > 1) throw Error("matmul: ldy " + std::to_string(ldy) + " < rows " + std::to_string(w.rows));
+  if (ldy < w.rows && n_tokens > 1)
+    throw Error("matmul: ldy " + std::to_string(ldy) + " < rows " + std::to_string(w.rows));
   if (n_tokens == 0 || w.rows == 0) return;
   if (w.cols == 0) {
     for (int64_t t = 0; t < n_tokens; ++t)
@@ -986,8 +1047,10 @@ void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float*
     return;
   }
   QuantKind k{};
-  if (quant_kind(w.type, k)) matmul_quant(w, x, n_tokens, y, ldy, portable);
-  else matmul_float(w, x, n_tokens, y, ldy, portable);
+  if (quant_kind(w.type, k))
+    matmul_quant(w, x, n_tokens, y, ldy, portable);
+  else
+    matmul_float(w, x, n_tokens, y, ldy, portable);
 }
 
 }  // namespace

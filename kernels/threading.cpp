@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <cstdlib>
 #include <thread>
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -9,7 +10,11 @@ extern "C" void openblas_set_num_threads(int num_threads);
 namespace kvsqueeze::kernels {
 
 void set_num_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) {
+    // OMP_NUM_THREADS, when set, is the default (the test suite runs processes side by side).
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    n = env && std::atoi(env) > 0 ? std::atoi(env) : static_cast<int>(std::thread::hardware_concurrency());
+  }
   if (n <= 0) n = 1;
   omp_set_num_threads(n);
   openblas_set_num_threads(1);

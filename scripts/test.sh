@@ -11,14 +11,15 @@ KVSQ_CMAKE_ARGS="-DKVSQ_WERROR=ON" scripts/setup.sh
 export KVSQ_DEFAULT_MODEL="$(scripts/get_default_model.sh)"
 
 echo "== tests (Release, -Werror)"
-ctest --test-dir build --output-on-failure -j "$JOBS"
+# Test processes run side by side, one thread each: oversubscribed OpenMP teams crawl.
+OMP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j "$JOBS"
 
 echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_SANITIZE=ON -DKVSQ_WERROR=ON \
   -DKVSQ_BUILD_BENCH=OFF >/dev/null
 ninja -C build-asan >/dev/null
 # The slowest end-to-end checks on the default model run only in the optimised build.
-ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$JOBS" -E "DefaultModel"
+OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$JOBS" -E "DefaultModel"
 
 echo "== fuzzing the GGUF parser and tokenizer builder (libFuzzer, ${KVSQ_FUZZ_SECONDS:-60}s)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_FUZZ=ON \

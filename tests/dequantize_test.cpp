@@ -1,5 +1,7 @@
 // dequantize_row against fixtures written by gguf-py (scripts/reference/make_quant_fixtures.py):
 // every supported type must reproduce gguf.quants.dequantize bit for bit.
+#include "kernels/dequantize.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -9,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/dequantize.h"
 #include "kernels/matmul.h"
 #include "kernels/quant_blocks.h"
 #include "kvsqueeze/error.h"
@@ -85,9 +86,9 @@ TEST(Dequantize, BitExactWithGgufPy) {
     detail::dequantize_row_scalar(c.type, c.data.data(), scalar.data(), c.n);
     expect_bit_exact(c, scalar, "dequantize_row_scalar");
   }
-  for (auto t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
-                 TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q4_K, TensorType::Q5_K,
-                 TensorType::Q6_K})
+  for (auto t :
+       {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1,
+        TensorType::Q5_0, TensorType::Q5_1, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K})
     EXPECT_TRUE(seen.count(t)) << "no fixture for " << detail::type_label(t);
 }
 
@@ -99,8 +100,8 @@ TEST(Dequantize, PartialRowsAndOffsets) {
     std::vector<float> got(static_cast<size_t>(c.n));
     for (int64_t b = 0; b < nb; b += 3) {
       const int64_t cnt = std::min<int64_t>(3, nb - b);
-      dequantize_row(c.type, c.data.data() + static_cast<size_t>(b) * layout.bytes,
-                     got.data() + b * layout.elems, cnt * layout.elems);
+      dequantize_row(c.type, c.data.data() + static_cast<size_t>(b) * layout.bytes, got.data() + b * layout.elems,
+                     cnt * layout.elems);
     }
     expect_bit_exact(c, got, "pieces");
   }

@@ -125,9 +125,13 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, LogitsReference, ::testing::ValuesIn(fixture_
 
 TEST(LogitsReference, StoriesF32CacheIsTighter) { check_fixture("stories260k", KvType::F32); }
 
-TEST(GreedyReference, Stories260KContinuationTokenForToken) {
-  const auto fixture = fixture_models::load_json(test_paths::fixtures() + "/logits/stories260k_greedy.json");
-  auto model = Model::load(test_paths::stories260k());
+// Greedy continuation from HF generate(do_sample=False), token for token.
+void check_greedy(const std::string& name) {
+  const auto fixture = fixture_models::load_json(test_paths::fixtures() + "/logits/" + name + ".json");
+  std::string why;
+  const std::string path = fixture_models::model_path(fixture, &why);
+  if (path.empty()) GTEST_SKIP() << why;
+  auto model = Model::load(path);
   Session session(*model, {});
   const std::vector<int32_t> prompt = fixture.at("prompt_ids");
   const std::vector<int32_t> want = fixture.at("generated_ids");
@@ -140,3 +144,6 @@ TEST(GreedyReference, Stories260KContinuationTokenForToken) {
   }
   EXPECT_EQ(got, want);
 }
+
+TEST(GreedyReference, Stories260KContinuationTokenForToken) { check_greedy("stories260k_greedy"); }
+TEST(GreedyReference, DefaultModelContinuationTokenForToken) { check_greedy("gemma3_270m_q4km_greedy"); }

@@ -8,6 +8,8 @@
 //       fp32 accumulation differs: |err| <= 1e-4 * sum_c |w_c x_c| + 1e-30.
 // For F32/F16/BF16 weights the activations stay fp32: |err| <= 1e-4 * sum_c |w_c x_c| + 1e-30.
 // (fp32 accumulation over <= 1000 terms is ~1e-6 relative; 1e-4 leaves room for any order.)
+#include "kernels/matmul.h"
+
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -19,7 +21,6 @@
 
 #include "kernels/dequantize.h"
 #include "kernels/fp16.h"
-#include "kernels/matmul.h"
 #include "kernels/quant_blocks.h"
 #include "kvsqueeze/error.h"
 
@@ -48,8 +49,10 @@ std::vector<uint8_t> random_weights(TensorType t, int64_t rows, int64_t cols, st
   if (is_float(t)) {
     for (int64_t i = 0; i < rows * cols; ++i) {
       const float v = nd(rng) * 0.1f;
-      if (t == TensorType::F32) std::memcpy(&data[4 * static_cast<size_t>(i)], &v, 4);
-      else if (t == TensorType::F16) put_f16(&data[2 * static_cast<size_t>(i)], v);
+      if (t == TensorType::F32)
+        std::memcpy(&data[4 * static_cast<size_t>(i)], &v, 4);
+      else if (t == TensorType::F16)
+        put_f16(&data[2 * static_cast<size_t>(i)], v);
       else {
         const uint16_t b = fp32_to_bf16(v);
         std::memcpy(&data[2 * static_cast<size_t>(i)], &b, 2);
@@ -62,20 +65,20 @@ std::vector<uint8_t> random_weights(TensorType t, int64_t rows, int64_t cols, st
   for (int64_t i = 0; i < nblocks; ++i) {
     uint8_t* b = &data[static_cast<size_t>(i) * layout.bytes];
     switch (t) {
-      case TensorType::Q4_0: case TensorType::Q5_0: case TensorType::Q8_0:
-        put_f16(b, nd(rng) * 0.01f);
-        break;
-      case TensorType::Q4_1: case TensorType::Q5_1:
+      case TensorType::Q4_0:
+      case TensorType::Q5_0:
+      case TensorType::Q8_0: put_f16(b, nd(rng) * 0.01f); break;
+      case TensorType::Q4_1:
+      case TensorType::Q5_1:
         put_f16(b, std::fabs(nd(rng)) * 0.01f);
         put_f16(b + 2, nd(rng) * 0.1f);
         break;
-      case TensorType::Q4_K: case TensorType::Q5_K:
+      case TensorType::Q4_K:
+      case TensorType::Q5_K:
         put_f16(b, std::fabs(nd(rng)) * 0.002f);
         put_f16(b + 2, std::fabs(nd(rng)) * 0.002f);
         break;
-      case TensorType::Q6_K:
-        put_f16(b + 208, nd(rng) * 0.0005f);
-        break;
+      case TensorType::Q6_K: put_f16(b + 208, nd(rng) * 0.0005f); break;
       default: break;
     }
   }
@@ -89,8 +92,10 @@ std::vector<float> random_acts(int64_t n, std::mt19937& rng) {
   for (auto& v : x) {
     v = nd(rng);
     const int p = pick(rng);
-    if (p == 0) v *= 50.0f;        // outliers
-    else if (p == 1) v = 0.0f;
+    if (p == 0)
+      v *= 50.0f;  // outliers
+    else if (p == 1)
+      v = 0.0f;
   }
   // an all-zero block now and then
   if (n >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);
@@ -128,12 +133,14 @@ void check_case(TensorType t, const Shape& sh, bool portable, std::mt19937& rng)
   w.row_bytes = data.size() / static_cast<size_t>(rows);
   const int64_t ldy = rows + 3;  // exercise ldy != rows
   std::vector<float> y(static_cast<size_t>(T * ldy), -777.0f);
-  if (portable) detail::matmul_portable(w, x.data(), T, y.data(), ldy);
-  else matmul(w, x.data(), T, y.data(), ldy);
+  if (portable)
+    detail::matmul_portable(w, x.data(), T, y.data(), ldy);
+  else
+    matmul(w, x.data(), T, y.data(), ldy);
 
   std::vector<float> wr(static_cast<size_t>(cols));
-  const std::string where = detail::type_label(t) + " rows=" + std::to_string(rows) + " cols=" +
-                            std::to_string(cols) + " tokens=" + std::to_string(T) + (portable ? " portable" : "");
+  const std::string where = detail::type_label(t) + " rows=" + std::to_string(rows) + " cols=" + std::to_string(cols) +
+                            " tokens=" + std::to_string(T) + (portable ? " portable" : "");
   int failures = 0;
   for (int64_t r = 0; r < rows; ++r) {
     dequantize_row(t, data.data() + static_cast<size_t>(r) * w.row_bytes, wr.data(), cols);

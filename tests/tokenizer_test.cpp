@@ -281,6 +281,17 @@ TEST(StreamingDetokenizer, CutCharactersBecomeReplacementCharacters) {
   EXPECT_EQ(tok.decode({e6[1], e6[2]}), "\xEF\xBF\xBD");
 }
 
+TEST(StreamingDetokenizer, ContinuationKeepsTheLeadingSpace) {
+  auto l = load_gguf(test_paths::stories260k());
+  const auto ids = l.tok->encode("Once upon a time", false);
+  const std::vector<int32_t> rest(ids.begin() + 1, ids.end());  // " upon a time"
+  EXPECT_EQ(stream_decode(*l.tok, rest), "upon a time");    // as decode(): the text starts here
+  StreamingDetokenizer sd(*l.tok, false, /*starts_text=*/false);
+  std::string out;
+  for (int32_t id : rest) out += sd.feed(id);
+  EXPECT_EQ(out + sd.flush(), " upon a time");
+}
+
 TEST(StreamingDetokenizer, BpeMatchesDecode) {
   auto l = load_gguf(fixture_path("bpe-qwen2.gguf"));
   const std::string text = large_text(4000);
@@ -433,6 +444,13 @@ TEST(Tokenizer, BadMetadataIsAClearError) {
     g.str("tokenizer.ggml.model", "llama");
     g.u32("tokenizer.ggml.tokens", 5);
     EXPECT_NE(error_of(g).find("must be an array"), std::string::npos);
+  }
+  {
+    MiniGguf g;
+    g.str("tokenizer.ggml.model", "llama");
+    g.i32_array("tokenizer.ggml.tokens", {1, 2});
+    const std::string e = error_of(g);
+    EXPECT_NE(e.find("tokenizer.ggml.tokens"), std::string::npos) << e;
   }
   // A tiny valid vocabulary works, and out-of-range ids are reported.
   MiniGguf g;

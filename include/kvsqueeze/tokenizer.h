@@ -48,11 +48,13 @@ class Tokenizer {
 
 // Turns a stream of token ids into text that only ever emits whole UTF-8 characters. The
 // concatenation of everything feed() and flush() return equals tokenizer.decode(ids, skip_special)
-// of the same ids (including the leading-space rule and U+FFFD for ill-formed bytes).
+// of the same ids (including the leading-space rule and U+FFFD for ill-formed bytes), which is
+// what kvpress reports as the answer. Pass starts_text = false when the ids continue text already
+// shown (a completion printed after its prompt): then a SentencePiece "▁word" keeps its space.
 class StreamingDetokenizer {
  public:
-  explicit StreamingDetokenizer(const Tokenizer& tokenizer, bool skip_special = false)
-      : tokenizer_(tokenizer), skip_special_(skip_special) {}
+  explicit StreamingDetokenizer(const Tokenizer& tokenizer, bool skip_special = false, bool starts_text = true)
+      : tokenizer_(tokenizer), skip_special_(skip_special), at_start_(starts_text) {}
   std::string feed(int32_t id);   // newly completed text, possibly empty
   std::string flush();            // what is left, invalid bytes replaced by U+FFFD
 

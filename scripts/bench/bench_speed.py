@@ -5,25 +5,31 @@ For every model it measures, with the same thread count (default 2):
   pp512, pp4096      prefill throughput (tok/s) of a 512 / 4096-token prompt
   tg128 @ d512/d4096 decode throughput (tok/s) of 128 tokens generated right
                      after a 512 / 4096-token context was prefilled
-llama.cpp:  llama-bench -m M -t 2 -p 512,4096 -n 0 -r 1 -o json
-            llama-bench -m M -t 2 -p 0 -n 128 -d 512,4096 -r 1 -o json
-            (llama-bench defaults otherwise: -b 2048 -ub 512, f16 KV cache,
-            -fa auto, one warmup run per test; -d prefills the context untimed)
-kvsqueeze:  build/kvsqueeze bench -m M --ctx 512,4096 -n 128 --threads 2 --json
-Both tools are run in the same invocation, alternating (the order flips every
-round), --repeat times (default 3); the table reports the median of the rounds.
+For every context length C in --ctx (default 512,4096) and every round:
+  llama.cpp:  llama-bench -m M -t 2 -r 1 -o json -p C -n 0          (prefill)
+              llama-bench -m M -t 2 -r 1 -o json -p 0 -n 128 -d C   (decode at depth C)
+              (llama-bench defaults otherwise: -b 2048 -ub 512, f16 KV cache, -fa auto,
+              one warmup run per test; -d prefills the C-token context untimed first)
+  kvsqueeze:  build/kvsqueeze bench -m M --ctx C -n 128 --threads 2 --json
+              (prefill of C random tokens, then 128 greedy decode steps on that context)
+The two tools alternate (the order flips every round), --repeat rounds (default 3); the
+table reports the median over the rounds. One context per invocation keeps every
+measurement short, which matters on a shared machine (see below).
 
 Usage:
   scripts/bench/bench_speed.py [--model M.gguf ...] [--no-default-model] [--with-synth]
                                [--repeat 3] [--threads 2] [--ctx 512,4096] [--n-gen 128]
                                [--kvsqueeze build/kvsqueeze] [--llamacpp-bin DIR]
                                [--skip-kvsqueeze | --skip-llamacpp]
+                               [--wait-idle 60] [--max-foreign-load 0.25] [--retry-contended 2]
                                [--json OUT.json] [--markdown OUT.md]
 
 The machine is shared: before every measurement the script waits (up to --wait-idle
 seconds) until the CPU time used by other processes drops below --max-foreign-load
-cores, and it records the foreign load seen *during* each measurement; medians that
-include a contended sample are flagged with '*'.
+cores; it records the foreign load seen *during* each measurement (from /proc/stat minus
+the child's own CPU time) and re-measures a contended one up to --retry-contended times
+(keeping the least contended). Medians that still include a contended sample are
+flagged with '*'.
 
 Python 3 standard library only. Exit status: 0 ok, 1 a benchmark failed, 2 bad usage /
 missing binary or model (one-line error on stderr).
@@ -150,53 +156,46 @@ def test_names(ctxs: list[int], n_gen: int) -> list[str]:
     return [f"pp{c}" for c in ctxs] + [f"tg{n_gen} @ d{c}" for c in ctxs]
 
 
-def llamacpp_cmds(bench: str, model: str, a) -> list[list[str]]:
-    ctx = ",".join(str(c) for c in a.ctx)
+def llamacpp_unit_cmds(bench: str, model: str, a, ctx: int) -> list[list[str]]:
+    """The llama-bench invocations for one context length: prefill, then decode at that depth."""
     base = [bench, "-m", model, "-t", str(a.threads), "-r", "1", "-o", "json"]
     extra = ["--no-warmup"] if a.llamacpp_no_warmup else []
-    return [base + ["-p", ctx, "-n", "0"] + extra,
-            base + ["-p", "0", "-n", str(a.n_gen), "-d", ctx] + extra]
+    return [base + ["-p", str(ctx), "-n", "0"] + extra,
+            base + ["-p", "0", "-n", str(a.n_gen), "-d", str(ctx)] + extra]
 
 
-def run_llamacpp(bench: str, model: str, a) -> tuple[dict, dict, list[dict]]:
-    """One round of llama-bench; returns ({test: tok/s}, load info, raw records)."""
+def run_llamacpp(cmd: list[str], a) -> tuple[dict, dict, list[dict]]:
+    """One llama-bench invocation; returns ({test: tok/s}, load info, raw records)."""
     out: dict[str, float] = {}
     raw: list[dict] = []
-    infos = []
-    for cmd in llamacpp_cmds(bench, model, a):
-        proc, info = run_measured(cmd, a.timeout)
-        infos.append(info)
-        if proc.returncode != 0:
-            raise BenchError(f"llama-bench failed (exit {proc.returncode}): {last_line(proc.stderr)}")
-        try:
-            records = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            raise BenchError(f"llama-bench printed no valid JSON: {last_line(proc.stdout + proc.stderr)}")
-        for r in records:
-            if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0:
-                name = f"pp{r['n_prompt']}" + (f" @ d{r['n_depth']}" if r.get("n_depth") else "")
-            elif r.get("n_gen", 0) > 0 and r.get("n_prompt", 0) == 0:
-                name = f"tg{r['n_gen']} @ d{r.get('n_depth', 0)}"
-            else:
-                continue
-            out[name] = float(r["avg_ts"])
-            raw.append({k: r.get(k) for k in ("build_commit", "build_number", "cpu_info", "backends", "model_type",
-                                               "n_batch", "n_ubatch", "n_threads", "type_k", "type_v", "flash_attn",
-                                               "n_prompt", "n_gen", "n_depth", "avg_ts")})
-    info = {"wall_s": round(sum(i["wall_s"] for i in infos), 3), "cpu_s": round(sum(i["cpu_s"] for i in infos), 3)}
-    fc = [i["foreign_cores"] * i["wall_s"] for i in infos if "foreign_cores" in i]
-    if fc:
-        info["foreign_cores"] = round(sum(fc) / max(info["wall_s"], 1e-9), 3)
+    proc, info = run_measured(cmd, a.timeout)
+    if proc.returncode != 0:
+        raise BenchError(f"llama-bench failed (exit {proc.returncode}): {last_line(proc.stderr)}")
+    try:
+        records = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise BenchError(f"llama-bench printed no valid JSON: {last_line(proc.stdout + proc.stderr)}")
+    for r in records:
+        if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0:
+            name = f"pp{r['n_prompt']}" + (f" @ d{r['n_depth']}" if r.get("n_depth") else "")
+        elif r.get("n_gen", 0) > 0 and r.get("n_prompt", 0) == 0:
+            name = f"tg{r['n_gen']} @ d{r.get('n_depth', 0)}"
+        else:
+            continue
+        out[name] = float(r["avg_ts"])
+        raw.append({k: r.get(k) for k in ("build_commit", "build_number", "cpu_info", "backends", "model_type",
+                                           "n_batch", "n_ubatch", "n_threads", "type_k", "type_v", "flash_attn",
+                                           "n_prompt", "n_gen", "n_depth", "avg_ns", "avg_ts")})
     return out, info, raw
 
 
-def kvsqueeze_cmd(binary: str, model: str, a) -> list[str]:
-    return [binary, "bench", "-m", model, "--ctx", ",".join(str(c) for c in a.ctx), "-n", str(a.n_gen),
+def kvsqueeze_cmd(binary: str, model: str, a, ctxs: list[int]) -> list[str]:
+    return [binary, "bench", "-m", model, "--ctx", ",".join(str(c) for c in ctxs), "-n", str(a.n_gen),
             "--threads", str(a.threads), "--json"]
 
 
-def run_kvsqueeze(binary: str, model: str, a) -> tuple[dict, dict, dict]:
-    proc, info = run_measured(kvsqueeze_cmd(binary, model, a), a.timeout)
+def run_kvsqueeze(cmd: list[str], a) -> tuple[dict, dict, dict]:
+    proc, info = run_measured(cmd, a.timeout)
     if proc.returncode != 0:
         raise BenchError(f"kvsqueeze bench failed (exit {proc.returncode}): {last_line(proc.stderr or proc.stdout)}")
     obj = None
@@ -440,6 +439,27 @@ def resolve_models(a) -> list[str]:
     return out
 
 
+def measure(engine: str, cmd: list[str], a, label: str):
+    """Run one measurement, waiting for an idle machine first and re-measuring when contended."""
+    best = None
+    for attempt in range(1 + a.retry_contended):
+        if a.wait_idle > 0:
+            wait_idle(a.wait_idle, a.max_foreign_load)
+        got = run_llamacpp(cmd, a) if engine == "llamacpp" else run_kvsqueeze(cmd, a)
+        res, info = got[0], got[1]
+        fc = info.get("foreign_cores")
+        log(f"{label}: {engine}: " + ", ".join(f"{t} {fmt(v)}" for t, v in res.items())
+            + f"  [{info['wall_s']:.1f}s wall, {info['cpu_s']:.1f}s cpu"
+            + (f", other processes {fc:.2f} cores" if fc is not None else "") + "]"
+            + (f" (retry {attempt})" if attempt else ""))
+        if best is None or (fc is not None and fc < best[1].get("foreign_cores", 1e9)):
+            best = got
+        if fc is None or fc <= a.max_foreign_load:
+            break
+        log("  contended; " + ("measuring again" if attempt < a.retry_contended else "keeping the least contended run"))
+    return best
+
+
 def main(argv=None) -> int:
     try:
         a = parse_args(argv)
@@ -464,9 +484,9 @@ def main(argv=None) -> int:
         "max_foreign_load": a.max_foreign_load,
         "command": shlex.join(["scripts/bench/bench_speed.py", *(argv if argv is not None else sys.argv[1:])]),
         "llamacpp_cmds": [shlex.join(["llama-bench", *c[1:]]).replace(shlex.quote(models[0]), "MODEL")
-                          for c in llamacpp_cmds("llama-bench", models[0], a)],
-        "kvsqueeze_cmd": shlex.join(["build/kvsqueeze", *kvsqueeze_cmd(kvsq, models[0], a)[1:]])
-                         .replace(shlex.quote(models[0]), "MODEL"),
+                          for ctx in a.ctx for c in llamacpp_unit_cmds("llama-bench", models[0], a, ctx)],
+        "kvsqueeze_cmd": " ; ".join(shlex.join(["build/kvsqueeze", *kvsqueeze_cmd(kvsq, models[0], a, [c])[1:]])
+                                    .replace(shlex.quote(models[0]), "MODEL") for c in a.ctx),
     }
     if not a.skip_llamacpp:
         meta["llamacpp_version"] = llamacpp_version(a.llamacpp_bin)
@@ -479,44 +499,35 @@ def main(argv=None) -> int:
         for model in models:
             name = os.path.basename(model)
             samples = {e: {t: [] for t in tests} for e in ("llamacpp", "kvsqueeze")}
-            loads = {"llamacpp": [], "kvsqueeze": []}
+            loads = {e: {t: [] for t in tests} for e in ("llamacpp", "kvsqueeze")}
             raw = {"llamacpp": [], "kvsqueeze": []}
             for rnd in range(a.repeat):
                 order = ["kvsqueeze", "llamacpp"] if rnd % 2 == 0 else ["llamacpp", "kvsqueeze"]
-                for engine in order:
-                    if (engine == "kvsqueeze" and a.skip_kvsqueeze) or (engine == "llamacpp" and a.skip_llamacpp):
-                        continue
-                    best = None
-                    for attempt in range(1 + a.retry_contended):
-                        if a.wait_idle > 0:
-                            wait_idle(a.wait_idle, a.max_foreign_load)
-                        log(f"{name}: round {rnd + 1}/{a.repeat}: {engine}" + (f" (retry {attempt})" if attempt else ""))
+                for ctx in a.ctx:
+                    for engine in order:
                         if engine == "llamacpp":
-                            got = run_llamacpp(bench, model, a)
+                            if a.skip_llamacpp:
+                                continue
+                            units = llamacpp_unit_cmds(bench, model, a, ctx)
                         else:
-                            got = run_kvsqueeze(kvsq, model, a)
-                        fc = got[1].get("foreign_cores")
-                        if best is None or (fc is not None and fc < best[1].get("foreign_cores", 1e9)):
-                            best = got
-                        if fc is None or fc <= a.max_foreign_load:
-                            break
-                        log(f"  contended ({fc:.2f} cores used by other processes)"
-                            + ("; measuring again" if attempt < a.retry_contended else "; keeping the least contended run"))
-                    res, info, rec = best
-                    raw[engine].append({"round": rnd + 1, "load": info, "records": rec})
-                    loads[engine].append(info.get("foreign_cores"))
-                    fc = info.get("foreign_cores")
-                    log(f"  {engine}: " + ", ".join(f"{t} {fmt(res.get(t))}" for t in tests) +
-                        f"  [{info['wall_s']:.0f}s wall, {info['cpu_s']:.0f}s cpu"
-                        + (f", other processes {fc:.2f} cores" if fc is not None else "") + "]")
-                    for t in tests:
-                        if t not in res:
-                            raise BenchError(f"{engine} returned no result for {t} (got {sorted(res)})")
-                        samples[engine][t].append(res[t])
+                            if a.skip_kvsqueeze:
+                                continue
+                            units = [kvsqueeze_cmd(kvsq, model, a, [ctx])]
+                        for cmd in units:
+                            res, info, rec = measure(engine, cmd, a, f"{name}: round {rnd + 1}/{a.repeat}: ctx {ctx}")
+                            raw[engine].append({"round": rnd + 1, "cmd": shlex.join(cmd), "load": info, "records": rec})
+                            for t, v in res.items():
+                                if t in samples[engine]:
+                                    samples[engine][t].append(v)
+                                    loads[engine][t].append(info.get("foreign_cores"))
             entry = {"model": model, "name": name, "tests": [], "raw": raw}
             for t in tests:
-                l = summarise(samples["llamacpp"][t], loads["llamacpp"], a.max_foreign_load)
-                k = summarise(samples["kvsqueeze"][t], loads["kvsqueeze"], a.max_foreign_load)
+                for engine, skip in (("llamacpp", a.skip_llamacpp), ("kvsqueeze", a.skip_kvsqueeze)):
+                    if not skip and len(samples[engine][t]) != a.repeat:
+                        raise BenchError(f"{engine} returned {len(samples[engine][t])} results for {t} "
+                                         f"in {a.repeat} rounds")
+                l = summarise(samples["llamacpp"][t], loads["llamacpp"][t], a.max_foreign_load)
+                k = summarise(samples["kvsqueeze"][t], loads["kvsqueeze"][t], a.max_foreign_load)
                 ratio = round(k["median"] / l["median"], 3) if l and k and l["median"] > 0 else None
                 entry["tests"].append({"test": t, "llamacpp": l, "kvsqueeze": k, "ratio": ratio})
             report["models"].append(entry)

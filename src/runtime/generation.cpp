@@ -16,7 +16,7 @@ GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, 
   GenerationResult r;
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
   const Tokenizer& tok = session.model().tokenizer();
-  StreamingDetokenizer detok(tok);
+  StreamingDetokenizer detok(tok, /*skip_special=*/false, /*starts_text=*/false);  // continues the prompt's text
   auto emit = [&](const std::string& piece) {
     r.text += piece;
     if (on_text && !piece.empty()) on_text(piece);

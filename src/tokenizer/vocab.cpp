@@ -21,14 +21,24 @@ const GgufArray* find_array(const GgufFile& f, const std::string& key, bool requ
   return &v->as_array();
 }
 
+// Reads every element of an array, naming the key when one has the wrong type.
+template <typename F>
+void read_items(const GgufArray& a, const std::string& key, F f) {
+  try {
+    for (const auto& item : a.items) f(item);
+  } catch (const Error& e) {
+    throw Error(key + ": " + e.what());
+  }
+}
+
 int32_t read_id(const GgufFile& f, const std::string& key) {
   const auto v = f.get_int_opt(key);
   return v ? static_cast<int32_t>(std::clamp<int64_t>(*v, -1, INT32_MAX)) : -1;
 }
 
 bool looks_like_byte_token(const std::string& t) {
-  return t.size() == 6 && t[0] == '<' && t[1] == '0' && t[2] == 'x' && t[5] == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
-         std::isxdigit(static_cast<unsigned char>(t[4]));
+  return t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' &&
+         std::isxdigit(static_cast<unsigned char>(t[3])) && std::isxdigit(static_cast<unsigned char>(t[4]));
 }
 
 // Tokens that mark the end of a turn in the chat formats we know, by their text.
@@ -50,18 +60,20 @@ VocabData read_vocab(const GgufFile& f) {
 
   const GgufArray* tokens = find_array(f, "tokenizer.ggml.tokens", true);
   v.tokens.reserve(tokens->items.size());
-  for (const auto& item : tokens->items) v.tokens.push_back(item.as_string());
+  read_items(*tokens, "tokenizer.ggml.tokens", [&](const GgufValue& x) { v.tokens.push_back(x.as_string()); });
   if (const GgufArray* a = find_array(f, "tokenizer.ggml.scores", false)) {
     v.scores.reserve(a->items.size());
-    for (const auto& item : a->items) v.scores.push_back(static_cast<float>(item.as_float()));
+    read_items(*a, "tokenizer.ggml.scores",
+               [&](const GgufValue& x) { v.scores.push_back(static_cast<float>(x.as_float())); });
   }
   if (const GgufArray* a = find_array(f, "tokenizer.ggml.token_type", false)) {
     v.types.reserve(a->items.size());
-    for (const auto& item : a->items) v.types.push_back(static_cast<int32_t>(item.as_int()));
+    read_items(*a, "tokenizer.ggml.token_type",
+               [&](const GgufValue& x) { v.types.push_back(static_cast<int32_t>(x.as_int())); });
   }
   if (const GgufArray* a = find_array(f, "tokenizer.ggml.merges", false)) {
     v.merges.reserve(a->items.size());
-    for (const auto& item : a->items) v.merges.push_back(item.as_string());
+    read_items(*a, "tokenizer.ggml.merges", [&](const GgufValue& x) { v.merges.push_back(x.as_string()); });
   }
   v.bos = read_id(f, "tokenizer.ggml.bos_token_id");
   v.eos = read_id(f, "tokenizer.ggml.eos_token_id");
