@@ -10,20 +10,28 @@
 //     where sum u*q is an unsigned-by-signed byte dot product (AVX-512 VNNI vpdpbusd) and the
 //     activation block sums come from the activation quantization. The offset correction is
 //     exact integer arithmetic.
-//   * Decode path (few tokens): each weight row is unpacked into an L1-resident buffer and dotted
-//     with every token (2 sub-blocks per 512-bit vpdpbusd, scale applied per sub-block in fp32).
-//   * Prefill path (many tokens): panels of 16 rows are unpacked and transposed so that one
-//     512-bit vector holds 4 consecutive codes of 16 rows; one vpdpbusd against a broadcast
+//   * Row-dot path (1 token; 1-3 tokens for Q6_K): rows are unpacked into an L1-resident buffer
+//     and dotted with each token, 2 sub-blocks per 512-bit vpdpbusd, the scale applied per
+//     sub-block in fp32. With one token, 4 rows go together (shared activation loads, one
+//     horizontal reduction for the 4).
+//   * Panel path (2+ tokens; 4+ for Q6_K): panels of 16 rows are unpacked and transposed so that
+//     one 512-bit vector holds 4 consecutive codes of 16 rows; one vpdpbusd against a broadcast
 //     4-byte group of a token then advances 16 row-dots at once, and the fp32 scale work is
 //     amortized over a whole sub-block (8 vpdpbusd per cvt+mul+fma instead of 1). A tile is
 //     16 rows x 8 tokens in registers; groups of 4 panels reuse each token tile from L1.
-// Float weights (F32 F16 BF16) use fp32 FMA: row dots for few tokens, and for many tokens the
-// same 16-row transposed panels (in fp32) with a 16x12 register tile (an sgemm microkernel).
+// Float weights (F32 F16 BF16) use fp32 FMA with fp32 activations: row dots (4 rows at a time for
+// one token) below 8 tokens, else the same 16-row transposed panels in fp32 with a 16x12 register
+// tile (an sgemm microkernel). BF16 could go twice as fast through vdpbf16ps with activations
+// rounded to bf16 (what llama.cpp does), but that costs ~5e-3 relative on the logits and fails
+// the project's float-weight reference tolerance (2e-3); a hi+lo bf16 split of the activations
+// keeps the accuracy but is no faster than fp32 FMA, so BF16 stays on the fp32 path.
 // (OpenBLAS 0.3.21 as packaged here runs its Haswell AVX2 sgemm on this CPU, ~60 GFLOPS/core,
 // below what these kernels reach, so it is not used.)
 //
-// Threads: one OpenMP parallel region per call; weight rows (16-row panels on the prefill path)
-// are split statically and contiguously among omp_get_max_threads() threads.
+// Threads: one OpenMP parallel region per call (omp_get_max_threads(), 1 for tiny products);
+// tokens are split among threads for the activation quantization, then contiguous chunks of
+// rows (row-dot path) or groups of panels (panel path) are handed out dynamically.
+//
 // GCC 12 reports false -W(maybe-)uninitialized inside avx512fintrin.h (_mm512_undefined_*
 // self-initialisation); it must be silenced before the intrinsics headers are first included.
 #if defined(__GNUC__) && !defined(__clang__)

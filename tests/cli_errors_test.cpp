@@ -9,7 +9,8 @@
 namespace {
 
 std::string write_bytes(const std::string& name, const std::string& bytes) {
-  const std::string path = test_paths::scratch_dir() + "/" + name;
+  std::string path = test_paths::scratch_dir();
+  path.append("/").append(test_paths::process_tag()).append(name);
   std::ofstream(path, std::ios::binary) << bytes;
   return path;
 }

@@ -27,8 +27,8 @@ inline std::string slurp(const std::string& path) {
 }
 
 inline CliResult run_cli(const std::string& args) {
-  const std::string dir = test_paths::scratch_dir();
-  const std::string out = dir + "/cli.out", err = dir + "/cli.err";
+  const std::string tag = test_paths::process_tag();  // ctest runs test processes side by side
+  const std::string out = test_paths::scratch_dir() + "/cli" + tag + ".out", err = test_paths::scratch_dir() + "/cli" + tag + ".err";
   const std::string cmd = test_paths::cli() + " " + args + " > " + out + " 2> " + err + " < /dev/null";
   CliResult r;
   const int raw = std::system(cmd.c_str());

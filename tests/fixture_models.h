@@ -55,11 +55,14 @@ inline std::string model_path(const nlohmann::json& fixture, std::string* why) {
   const std::string out = test_paths::scratch_dir() + "/" + file;
   const std::string want = m.at("sha256");
   if (!std::filesystem::exists(out) || sha256_of(out) != want) {
+    // Written under a private name and renamed: other test processes may want the same file.
+    const std::string tmp = out + test_paths::process_tag() + ".tmp";
     std::string cmd = m.at("generator").at("command");
-    cmd.replace(cmd.find("{out}"), 5, "'" + out + "'");
+    cmd.replace(cmd.find("{out}"), 5, "'" + tmp + "'");
     if (cmd.rfind("python3 ", 0) == 0) cmd = python() + cmd.substr(7);
     cmd = "cd '" + test_paths::source_dir() + "' && " + cmd + " > /dev/null";
     if (std::system(cmd.c_str()) != 0) throw std::runtime_error("generator failed: " + cmd);
+    std::filesystem::rename(tmp, out);
     const std::string got = sha256_of(out);
     if (got != want)
       throw std::runtime_error("regenerated " + file + " has sha256 " + got + ", fixture expects " + want +

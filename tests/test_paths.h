@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <string>
 
+#include <unistd.h>
+
 namespace test_paths {
 
 inline std::string source_dir() { return KVSQ_SOURCE_DIR; }
@@ -29,6 +31,13 @@ inline std::string scratch_dir() {
   auto dir = std::filesystem::temp_directory_path() / "kvsqueeze-tests";
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+// Distinguishes files of concurrently running test processes.
+inline std::string process_tag() {
+  std::string tag = "-";
+  tag += std::to_string(::getpid());
+  return tag;
 }
 
 }  // namespace test_paths
