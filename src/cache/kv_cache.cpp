@@ -36,9 +36,11 @@ void KvCache::set_capacity(Run& r, int64_t cap) {
   std::vector<uint8_t> k(static_cast<size_t>(cap) * k_row_bytes()), v(static_cast<size_t>(cap) * v_row_bytes());
   std::vector<int32_t> pos(static_cast<size_t>(cap));
   const int64_t n = std::min(r.len, cap);
-  std::memcpy(k.data(), r.k.data(), static_cast<size_t>(n) * k_row_bytes());
-  std::memcpy(v.data(), r.v.data(), static_cast<size_t>(n) * v_row_bytes());
-  std::copy(r.pos.begin(), r.pos.begin() + n, pos.begin());
+  if (n > 0) {  // memcpy from an empty vector's null data() is undefined
+    std::memcpy(k.data(), r.k.data(), static_cast<size_t>(n) * k_row_bytes());
+    std::memcpy(v.data(), r.v.data(), static_cast<size_t>(n) * v_row_bytes());
+    std::copy(r.pos.begin(), r.pos.begin() + n, pos.begin());
+  }
   r.k = std::move(k);
   r.v = std::move(v);
   r.pos = std::move(pos);

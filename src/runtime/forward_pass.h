@@ -10,7 +10,7 @@ namespace kvsqueeze {
 
 class ForwardPass {
  public:
-  explicit ForwardPass(const Model& model) : model_(model), cfg_(model.config()), w_(model.weights()) {}
+  explicit ForwardPass(const Model& model) : cfg_(model.config()), w_(model.weights()) {}
 
   // tokens[n] at positions pos[n]: appends to the cache and writes logits (n_vocab floats per
   // row) for the last token only, or for every token when all_rows is set; none when null.
@@ -21,7 +21,6 @@ class ForwardPass {
   void attention_block(int64_t layer, const int32_t* pos, int64_t n, KvCache& cache);
   void ffn_block(int64_t layer, int64_t n);
 
-  const Model& model_;
   const ModelConfig& cfg_;
   const ModelWeights& w_;
   int64_t scratch_rows_ = 0;
