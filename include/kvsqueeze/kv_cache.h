@@ -1,9 +1,12 @@
 #pragma once
 // The KV cache: per layer and per KV head, a run of (post-RoPE key, value, original position)
-// slots with its own length and preallocated capacity, so appends are O(1) and evicting a slot
-// frees its bytes. Positions stay ascending within a run.
+// slots with its own length and preallocated capacity. Appends are O(1) per head, compaction
+// to any keep-set is in place, and releasing slack returns the memory: the bytes reported as
+// held are the bytes allocated. Positions stay ascending within a run.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -22,42 +25,63 @@ struct KvCacheShape {
   int64_t head_dim_k = 0;
   int64_t head_dim_v = 0;
   KvType type = KvType::F16;
+  // Per layer: > 0 for sliding-window layers, whose runs only keep what the window can see.
+  std::vector<int32_t> layer_window;
 };
 
 class KvCache {
  public:
   KvCache(const KvCacheShape& shape, int64_t initial_capacity);
+  ~KvCache();
+  KvCache(KvCache&&) noexcept;
+  KvCache& operator=(KvCache&&) noexcept;
 
   const KvCacheShape& shape() const { return shape_; }
+  int64_t window(int64_t layer) const;
+
   // Appends n tokens to every head of `layer`: k is n rows of n_head_kv*head_dim_k floats,
   // v likewise, pos their positions (greater than every position already held).
   void append(int64_t layer, int64_t n, const float* k, const float* v, const int32_t* pos);
-  // Makes room for n more slots per head of every layer without reallocating later.
+  // Makes room for n more slots in every run of the full-attention layers (sliding layers are
+  // sized per chunk by prepare_append).
   void reserve(int64_t n_more);
+  // Before appending n tokens at positions from `next_pos` on: drops slots no sliding-window
+  // query can see any more and makes room so that the appends will not reallocate.
+  void prepare_append(int32_t next_pos, int64_t n);
 
   kernels::KvRun run(int64_t layer, int64_t head) const;
   int64_t length(int64_t layer, int64_t head) const;
+  int64_t capacity(int64_t layer, int64_t head) const;
+  std::span<const int32_t> positions(int64_t layer, int64_t head) const;
   std::vector<std::vector<int64_t>> lengths() const;  // [layer][head]
+
+  // Keeps the slots whose indices are listed (strictly ascending), in place.
+  void compact(int64_t layer, int64_t head, std::span<const int32_t> keep);
+  // Drops every slot of `layer` whose position is < pos.
+  void drop_before_position(int64_t layer, int32_t pos);
   // Drops every slot whose position is >= pos (rolling back a question and its answer).
   void truncate_from_position(int32_t pos);
+  // Reallocates each run to its length plus `slack` slots, returning the rest to the OS.
+  void release_slack(int64_t slack);
   void clear();
 
+  // Raw rows for serialisation: len rows of K (head_dim_k elements) and V, and positions.
+  const uint8_t* k_bytes(int64_t layer, int64_t head) const;
+  const uint8_t* v_bytes(int64_t layer, int64_t head) const;
+  // Replaces a run's content (used when loading a saved cache).
+  void assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos);
+
+  size_t k_row_bytes() const;
+  size_t v_row_bytes() const;
   size_t bytes_held() const;  // allocated: sum over runs of capacity x (K row + V row + position)
   size_t bytes_used() const;  // the same with lengths instead of capacities
 
  private:
-  struct Run {
-    std::vector<uint8_t> k, v;
-    std::vector<int32_t> pos;
-    int64_t len = 0;
-    int64_t cap = 0;
-  };
-  Run& at(int64_t layer, int64_t head) { return runs_[static_cast<size_t>(layer * shape_.n_head_kv + head)]; }
-  const Run& at(int64_t layer, int64_t head) const { return runs_[static_cast<size_t>(layer * shape_.n_head_kv + head)]; }
-  void grow(Run& r, int64_t min_cap);
+  struct Run;
+  Run& at(int64_t layer, int64_t head);
+  const Run& at(int64_t layer, int64_t head) const;
   void set_capacity(Run& r, int64_t cap);
-  size_t k_row_bytes() const { return static_cast<size_t>(shape_.head_dim_k) * kv_type_bytes(shape_.type); }
-  size_t v_row_bytes() const { return static_cast<size_t>(shape_.head_dim_v) * kv_type_bytes(shape_.type); }
+  void ensure_capacity(Run& r, int64_t needed);
 
   KvCacheShape shape_;
   std::vector<Run> runs_;

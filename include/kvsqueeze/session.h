@@ -29,6 +29,9 @@ class Session {
   const std::vector<float>& eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits = nullptr);
 
   int32_t next_position() const { return next_pos_; }
+  // Allocates cache room for n more tokens now, so that a known prompt plus generation never
+  // reallocates (capped at the context size).
+  void reserve(int64_t n_more);
   // Forgets every token at or after pos (cache slots included), e.g. after answering a question.
   void rollback_to(int32_t pos);
 

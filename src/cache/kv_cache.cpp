@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cache/slot_buffer.h"
 #include "kernels/fp16.h"
 #include "kvsqueeze/error.h"
 
@@ -26,36 +27,81 @@ KvType parse_kv_type(const std::string& name) {
 
 size_t kv_type_bytes(KvType type) { return type == KvType::F32 ? 4 : 2; }
 
+struct KvCache::Run {
+  SlotBuffer k, v, pos;
+  int64_t len = 0;
+  int64_t cap = 0;
+  int32_t* positions() { return reinterpret_cast<int32_t*>(pos.data()); }
+  const int32_t* positions() const { return reinterpret_cast<const int32_t*>(pos.data()); }
+};
+
+namespace {
+// Extra slots a sliding-window run may hold beyond its window before old ones are dropped, so
+// that dropping (a memmove of the run) happens once per this many decode steps.
+constexpr int64_t kSlidingSlack = 64;
+}  // namespace
+
 KvCache::KvCache(const KvCacheShape& shape, int64_t initial_capacity) : shape_(shape) {
+  if (shape_.layer_window.empty()) shape_.layer_window.assign(static_cast<size_t>(shape_.n_layer), 0);
   runs_.resize(static_cast<size_t>(shape.n_layer * shape.n_head_kv));
-  for (auto& r : runs_) grow(r, std::max<int64_t>(initial_capacity, 1));
+  for (auto& r : runs_) set_capacity(r, std::max<int64_t>(initial_capacity, 0));
 }
+
+KvCache::~KvCache() = default;
+KvCache::KvCache(KvCache&&) noexcept = default;
+KvCache& KvCache::operator=(KvCache&&) noexcept = default;
+
+KvCache::Run& KvCache::at(int64_t layer, int64_t head) { return runs_[static_cast<size_t>(layer * shape_.n_head_kv + head)]; }
+const KvCache::Run& KvCache::at(int64_t layer, int64_t head) const {
+  return runs_[static_cast<size_t>(layer * shape_.n_head_kv + head)];
+}
+
+int64_t KvCache::window(int64_t layer) const { return shape_.layer_window[static_cast<size_t>(layer)]; }
+size_t KvCache::k_row_bytes() const { return static_cast<size_t>(shape_.head_dim_k) * kv_type_bytes(shape_.type); }
+size_t KvCache::v_row_bytes() const { return static_cast<size_t>(shape_.head_dim_v) * kv_type_bytes(shape_.type); }
 
 void KvCache::set_capacity(Run& r, int64_t cap) {
-  // Exact-size vectors, so capacity() is what is really allocated.
-  std::vector<uint8_t> k(static_cast<size_t>(cap) * k_row_bytes()), v(static_cast<size_t>(cap) * v_row_bytes());
-  std::vector<int32_t> pos(static_cast<size_t>(cap));
-  const int64_t n = std::min(r.len, cap);
-  if (n > 0) {  // memcpy from an empty vector's null data() is undefined
-    std::memcpy(k.data(), r.k.data(), static_cast<size_t>(n) * k_row_bytes());
-    std::memcpy(v.data(), r.v.data(), static_cast<size_t>(n) * v_row_bytes());
-    std::copy(r.pos.begin(), r.pos.begin() + n, pos.begin());
+  Run next;
+  next.k = SlotBuffer(static_cast<size_t>(cap) * k_row_bytes());
+  next.v = SlotBuffer(static_cast<size_t>(cap) * v_row_bytes());
+  next.pos = SlotBuffer(static_cast<size_t>(cap) * sizeof(int32_t));
+  next.cap = cap;
+  next.len = std::min(r.len, cap);
+  if (next.len > 0) {
+    std::memcpy(next.k.data(), r.k.data(), static_cast<size_t>(next.len) * k_row_bytes());
+    std::memcpy(next.v.data(), r.v.data(), static_cast<size_t>(next.len) * v_row_bytes());
+    std::memcpy(next.pos.data(), r.pos.data(), static_cast<size_t>(next.len) * sizeof(int32_t));
   }
-  r.k = std::move(k);
-  r.v = std::move(v);
-  r.pos = std::move(pos);
-  r.cap = cap;
-  r.len = n;
+  r = std::move(next);
 }
 
-void KvCache::grow(Run& r, int64_t min_cap) {
-  if (min_cap <= r.cap) return;
-  set_capacity(r, std::max(min_cap, r.cap + r.cap / 2));  // x1.5 keeps appends amortised O(1)
+void KvCache::ensure_capacity(Run& r, int64_t needed) {
+  if (needed > r.cap) set_capacity(r, std::max(needed, r.cap + r.cap / 2));  // x1.5: amortised O(1) appends
 }
 
 void KvCache::reserve(int64_t n_more) {
-  for (auto& r : runs_)
-    if (r.len + n_more > r.cap) set_capacity(r, r.len + n_more);
+  for (int64_t l = 0; l < shape_.n_layer; ++l) {
+    if (window(l) > 0) continue;
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+      Run& r = at(l, h);
+      if (r.len + n_more > r.cap) set_capacity(r, r.len + n_more);
+    }
+  }
+}
+
+void KvCache::prepare_append(int32_t next_pos, int64_t n) {
+  for (int64_t l = 0; l < shape_.n_layer; ++l) {
+    const int64_t w = window(l);
+    if (w > 0) {
+      // The first new query sits at next_pos and sees positions > next_pos - w.
+      const int64_t len = at(l, 0).len;
+      if (len + n > w - 1 + std::max(n, kSlidingSlack)) drop_before_position(l, next_pos - static_cast<int32_t>(w) + 1);
+    }
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+      Run& r = at(l, h);
+      if (r.len + n > r.cap) set_capacity(r, r.len + n);
+    }
+  }
 }
 
 namespace {
@@ -80,14 +126,14 @@ void KvCache::append(int64_t layer, int64_t n, const float* k, const float* v, c
   const int64_t dk = shape_.head_dim_k, dv = shape_.head_dim_v, hkv = shape_.n_head_kv;
   for (int64_t h = 0; h < hkv; ++h) {
     Run& r = at(layer, h);
-    if (r.len > 0 && n > 0 && pos[0] <= r.pos[static_cast<size_t>(r.len - 1)])
+    if (r.len > 0 && n > 0 && pos[0] <= r.positions()[r.len - 1])
       throw Error("internal: KV append at position " + std::to_string(pos[0]) + " not after " +
-                  std::to_string(r.pos[static_cast<size_t>(r.len - 1)]));
-    grow(r, r.len + n);
+                  std::to_string(r.positions()[r.len - 1]));
+    ensure_capacity(r, r.len + n);
     for (int64_t t = 0; t < n; ++t) {
       store_row(k + (t * hkv + h) * dk, dk, shape_.type, r.k.data() + static_cast<size_t>(r.len + t) * k_row_bytes());
       store_row(v + (t * hkv + h) * dv, dv, shape_.type, r.v.data() + static_cast<size_t>(r.len + t) * v_row_bytes());
-      r.pos[static_cast<size_t>(r.len + t)] = pos[t];
+      r.positions()[r.len + t] = pos[t];
     }
     r.len += n;
   }
@@ -98,7 +144,7 @@ kernels::KvRun KvCache::run(int64_t layer, int64_t head) const {
   kernels::KvRun out;
   out.k = r.k.data();
   out.v = r.v.data();
-  out.pos = r.pos.data();
+  out.pos = r.positions();
   out.len = r.len;
   out.k_stride = shape_.head_dim_k;
   out.v_stride = shape_.head_dim_v;
@@ -109,6 +155,11 @@ kernels::KvRun KvCache::run(int64_t layer, int64_t head) const {
 }
 
 int64_t KvCache::length(int64_t layer, int64_t head) const { return at(layer, head).len; }
+int64_t KvCache::capacity(int64_t layer, int64_t head) const { return at(layer, head).cap; }
+std::span<const int32_t> KvCache::positions(int64_t layer, int64_t head) const {
+  const Run& r = at(layer, head);
+  return {r.positions(), static_cast<size_t>(r.len)};
+}
 
 std::vector<std::vector<int64_t>> KvCache::lengths() const {
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(shape_.n_layer));
@@ -117,17 +168,70 @@ std::vector<std::vector<int64_t>> KvCache::lengths() const {
   return out;
 }
 
+void KvCache::compact(int64_t layer, int64_t head, std::span<const int32_t> keep) {
+  Run& r = at(layer, head);
+  const size_t kb = k_row_bytes(), vb = v_row_bytes();
+  int64_t out = 0;
+  int32_t previous = -1;
+  for (int32_t slot : keep) {
+    if (slot <= previous || slot >= r.len)
+      throw Error("internal: keep-set for layer " + std::to_string(layer) + " head " + std::to_string(head) +
+                  " is not strictly ascending within [0, " + std::to_string(r.len) + ")");
+    previous = slot;
+    if (slot != out) {  // rows only move down, so copying forward in place is safe
+      std::memmove(r.k.data() + static_cast<size_t>(out) * kb, r.k.data() + static_cast<size_t>(slot) * kb, kb);
+      std::memmove(r.v.data() + static_cast<size_t>(out) * vb, r.v.data() + static_cast<size_t>(slot) * vb, vb);
+      r.positions()[out] = r.positions()[slot];
+    }
+    ++out;
+  }
+  r.len = out;
+}
+
+void KvCache::drop_before_position(int64_t layer, int32_t pos) {
+  for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+    Run& r = at(layer, h);
+    const int64_t first = std::lower_bound(r.positions(), r.positions() + r.len, pos) - r.positions();
+    if (first == 0) continue;
+    const int64_t keep = r.len - first;
+    std::memmove(r.k.data(), r.k.data() + static_cast<size_t>(first) * k_row_bytes(), static_cast<size_t>(keep) * k_row_bytes());
+    std::memmove(r.v.data(), r.v.data() + static_cast<size_t>(first) * v_row_bytes(), static_cast<size_t>(keep) * v_row_bytes());
+    std::memmove(r.positions(), r.positions() + first, static_cast<size_t>(keep) * sizeof(int32_t));
+    r.len = keep;
+  }
+}
+
 void KvCache::truncate_from_position(int32_t pos) {
-  for (auto& r : runs_) r.len = std::lower_bound(r.pos.begin(), r.pos.begin() + r.len, pos) - r.pos.begin();
+  for (auto& r : runs_) r.len = std::lower_bound(r.positions(), r.positions() + r.len, pos) - r.positions();
+}
+
+void KvCache::release_slack(int64_t slack) {
+  for (auto& r : runs_)
+    if (r.cap != r.len + slack) set_capacity(r, r.len + slack);
 }
 
 void KvCache::clear() {
   for (auto& r : runs_) r.len = 0;
 }
 
+const uint8_t* KvCache::k_bytes(int64_t layer, int64_t head) const { return at(layer, head).k.data(); }
+const uint8_t* KvCache::v_bytes(int64_t layer, int64_t head) const { return at(layer, head).v.data(); }
+
+void KvCache::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos) {
+  Run& r = at(layer, head);
+  r.len = 0;
+  if (len > r.cap) set_capacity(r, len);
+  if (len > 0) {
+    std::memcpy(r.k.data(), k, static_cast<size_t>(len) * k_row_bytes());
+    std::memcpy(r.v.data(), v, static_cast<size_t>(len) * v_row_bytes());
+    std::memcpy(r.pos.data(), pos, static_cast<size_t>(len) * sizeof(int32_t));
+  }
+  r.len = len;
+}
+
 size_t KvCache::bytes_held() const {
   size_t total = 0;
-  for (const auto& r : runs_) total += r.k.capacity() + r.v.capacity() + r.pos.capacity() * sizeof(int32_t);
+  for (const auto& r : runs_) total += r.k.size() + r.v.size() + r.pos.size();
   return total;
 }
 

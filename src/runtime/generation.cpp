@@ -22,6 +22,7 @@ GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, 
     if (on_text && !piece.empty()) on_text(piece);
   };
 
+  session.reserve(static_cast<int64_t>(prompt.size()) + max_new);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<float> logits = session.eval(prompt);
   r.prefill_ms = ms_since(t0);

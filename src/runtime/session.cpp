@@ -14,8 +14,9 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   if (options_.ctx_size <= 0) options_.ctx_size = c.n_ctx_train;
   if (options_.chunk <= 0) throw Error("--chunk must be positive, got " + std::to_string(options_.chunk));
   kernels::set_num_threads(options_.threads);
-  KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type};
-  cache_ = std::make_unique<KvCache>(shape, std::min<int64_t>(options_.ctx_size, 256));
+  KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type, {}};
+  for (int64_t l = 0; l < c.n_layer; ++l) shape.layer_window.push_back(c.layer_sliding[static_cast<size_t>(l)] ? c.sliding_window : 0);
+  cache_ = std::make_unique<KvCache>(shape, 0);  // sized by eval() and reserve() as tokens come
   forward_ = std::make_unique<ForwardPass>(model);
 }
 
@@ -45,12 +46,15 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
     const bool last_chunk = start + len == n;
     float* out = all_logits ? all_logits->data() + start * V : logits_.data();
     if (!all_logits && !last_chunk) out = nullptr;
+    cache_->prepare_append(pos[static_cast<size_t>(start)], len);
     forward_->run(tokens.data() + start, pos.data() + start, len, *cache_, all_logits != nullptr, out);
   }
   if (all_logits) std::copy(all_logits->end() - V, all_logits->end(), logits_.begin());
   next_pos_ += static_cast<int32_t>(n);
   return logits_;
 }
+
+void Session::reserve(int64_t n_more) { cache_->reserve(std::min<int64_t>(n_more, options_.ctx_size - next_pos_)); }
 
 void Session::rollback_to(int32_t pos) {
   if (pos < 0 || pos > next_pos_) throw Error("cannot roll back to position " + std::to_string(pos));
