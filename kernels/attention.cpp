@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/fp16.h"
+#include "kernels/kv_rows.h"
 #include "kernels/vec_math.h"
 
 #if defined(__AVX512F__)
@@ -21,87 +22,6 @@ namespace {
 constexpr int64_t kQueryBlock = 64;  // queries per work item in prefill
 constexpr int64_t kKeyTile = 128;    // keys converted to fp32 at a time for the GEMM path
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t d, KvElement type, float* dst) {
-  switch (type) {
-    case KvElement::F32: {
-      const float* src = static_cast<const float*>(base) + index * stride;
-      std::copy(src, src + d, dst);
-      return;
-    }
-    case KvElement::F16: {
-      const uint16_t* src = static_cast<const uint16_t*>(base) + index * stride;
-      int64_t i = 0;
-#if defined(__AVX512F__)
-      for (; i + 16 <= d; i += 16)
-        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
-#endif
-      for (; i < d; ++i) dst[i] = fp16_to_fp32(src[i]);
-      return;
-    }
-    case KvElement::BF16: {
-      const uint16_t* src = static_cast<const uint16_t*>(base) + index * stride;
-      for (int64_t i = 0; i < d; ++i) dst[i] = bf16_to_fp32(src[i]);
-      return;
-    }
-  }
-}
-
-// q . k for one cached row, converting the key on the fly.
-float dot_row(const float* q, const void* base, int64_t index, int64_t stride, int64_t d, KvElement type) {
-#if defined(__AVX512F__)
-  if (d % 16 == 0 && type != KvElement::BF16) {
-    __m512 acc = _mm512_setzero_ps();
-    if (type == KvElement::F16) {
-      const uint16_t* k = static_cast<const uint16_t*>(base) + index * stride;
-      for (int64_t i = 0; i < d; i += 16)
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i),
-                              _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + i))), acc);
-    } else {
-      const float* k = static_cast<const float*>(base) + index * stride;
-      for (int64_t i = 0; i < d; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(k + i), acc);
-    }
-    return _mm512_reduce_add_ps(acc);
-  }
-#endif
-  float sum = 0.0f;
-  for (int64_t i = 0; i < d; ++i) {
-    float k;
-    if (type == KvElement::F32) k = static_cast<const float*>(base)[index * stride + i];
-    else if (type == KvElement::F16) k = fp16_to_fp32(static_cast<const uint16_t*>(base)[index * stride + i]);
-    else k = bf16_to_fp32(static_cast<const uint16_t*>(base)[index * stride + i]);
-    sum += q[i] * k;
-  }
-  return sum;
-}
-
-// o += p * v_row
-void axpy_row(float* o, float p, const void* base, int64_t index, int64_t stride, int64_t d, KvElement type) {
-#if defined(__AVX512F__)
-  if (d % 16 == 0 && type == KvElement::F16) {
-    const uint16_t* v = static_cast<const uint16_t*>(base) + index * stride;
-    const __m512 pv = _mm512_set1_ps(p);
-    for (int64_t i = 0; i < d; i += 16)
-      _mm512_storeu_ps(o + i, _mm512_fmadd_ps(pv, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i))),
-                                              _mm512_loadu_ps(o + i)));
-    return;
-  }
-#endif
-  if (type == KvElement::F32) {
-    const float* v = static_cast<const float*>(base) + index * stride;
-    for (int64_t i = 0; i < d; ++i) o[i] += p * v[i];
-    return;
-  }
-  const uint16_t* v = static_cast<const uint16_t*>(base) + index * stride;
-  for (int64_t i = 0; i < d; ++i) o[i] += p * (type == KvElement::F16 ? fp16_to_fp32(v[i]) : bf16_to_fp32(v[i]));
-}
-
-// Slots [lo, hi) of a run visible to a query at position p (positions ascending).
-void visible_range(const KvRun& run, int32_t p, int32_t window, int64_t& lo, int64_t& hi) {
-  hi = std::upper_bound(run.pos, run.pos + run.len, p) - run.pos;
-  lo = 0;
-  if (window > 0) lo = std::lower_bound(run.pos, run.pos + hi, p - window + 1) - run.pos;
-}
 
 // Running state of an online softmax for one query: max, sum of weights, weighted values.
 struct OnlineSoftmax {
@@ -132,7 +52,7 @@ void attend_one(const AttentionShape& s, const float* q, const KvRun& run, int64
 // converted to fp32 once for the whole group, then two GEMMs per tile with an online softmax
 // (flash-attention style). Row r = g * nb + t is query t of the group's head g.
 void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, const int32_t* q_pos, int64_t nb, int64_t group,
-                  const KvRun& run, float* out_rows, int64_t out_ld) {
+                  const KvRun& run, float* out_rows, int64_t out_ld, float* lse_rows, int64_t lse_ld) {
   const int64_t dk = s.head_dim_k, dv = s.head_dim_v, rows = nb * group;
   std::vector<int64_t> lo(static_cast<size_t>(nb)), hi(static_cast<size_t>(nb));
   int64_t range_lo = run.len, range_hi = 0;
@@ -187,12 +107,14 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
       const int64_t r = g * nb + t;
       const float inv = l[static_cast<size_t>(r)] > 0.0f ? 1.0f / l[static_cast<size_t>(r)] : 0.0f;
       for (int64_t i = 0; i < dv; ++i) out_rows[t * out_ld + g * dv + i] = acc[static_cast<size_t>(r * dv + i)] * inv;
+      if (lse_rows) lse_rows[t * lse_ld + g] = m[static_cast<size_t>(r)] + std::log(l[static_cast<size_t>(r)]);
     }
 }
 
 }  // namespace
 
-void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, int64_t n_q, const KvRun* runs, float* out) {
+void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, int64_t n_q, const KvRun* runs, float* out,
+               float* lse) {
   const int64_t group = s.n_head / s.n_head_kv;
   const int64_t q_ld = s.n_head * s.head_dim_k, out_ld = s.n_head * s.head_dim_v;
 
@@ -205,7 +127,8 @@ void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, in
       const int64_t h = it % s.n_head_kv, blk = n_blocks - 1 - it / s.n_head_kv;
       const int64_t t0 = blk * kQueryBlock, nb = std::min(kQueryBlock, n_q - t0);
       attend_block(s, q + t0 * q_ld + h * group * s.head_dim_k, q_ld, q_pos + t0, nb, group, runs[h],
-                   out + t0 * out_ld + h * group * s.head_dim_v, out_ld);
+                   out + t0 * out_ld + h * group * s.head_dim_v, out_ld, lse ? lse + t0 * s.n_head + h * group : nullptr,
+                   s.n_head);
     }
     return;
   }
@@ -256,6 +179,7 @@ void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, in
       }
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;
       for (int64_t i = 0; i < s.head_dim_v; ++i) o[i] *= inv;
+      if (lse) lse[t * s.n_head + h] = m + std::log(l);
     }
 }
 

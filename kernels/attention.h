@@ -31,7 +31,26 @@ struct AttentionShape {
 
 // q: n_q rows of n_head*head_dim_k floats; q_pos: their positions; runs: n_head_kv runs.
 // out: n_q rows of n_head*head_dim_v floats. A query sees slots with pos <= its own position.
+// lse (optional): n_q x n_head log-sum-exp of each row's scaled scores, for attention_probabilities.
 void attention(const AttentionShape& shape, const float* q, const int32_t* q_pos, int64_t n_q,
-               const KvRun* runs, float* out);
+               const KvRun* runs, float* out, float* lse = nullptr);
+
+// Statistics a compression method may ask for, computed from the scores again in a second pass
+// (exp(s - lse)), never as an n_q x L matrix.
+struct ProbabilityRequest {
+  int64_t window_rows = 0;   // probabilities of the last window_rows queries over every slot
+  bool column_sums = false;  // per query head, sum over all n_q queries of each slot's probability
+};
+
+struct Probabilities {
+  int64_t window_rows = 0;
+  // [query head] -> window_rows x run length (slots a query cannot see are 0).
+  std::vector<std::vector<float>> window;
+  // [query head] -> run length.
+  std::vector<std::vector<float>> column_sums;
+};
+
+void attention_probabilities(const AttentionShape& shape, const float* q, const int32_t* q_pos, int64_t n_q,
+                             const KvRun* runs, const float* lse, const ProbabilityRequest& request, Probabilities& out);
 
 }  // namespace kvsqueeze::kernels

@@ -21,6 +21,7 @@ struct GenerationResult {
 
 // Evaluates `prompt` at the session's next positions, then samples up to max_new tokens,
 // stopping at an end-of-generation token. on_text receives text as it completes (UTF-8 safe).
+// An empty prompt samples first from the session's last logits (a prompt evaluated earlier).
 GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, int64_t max_new, Sampler& sampler,
                           const std::function<void(const std::string&)>& on_text = {});
 

@@ -62,6 +62,10 @@ class Model {
   const ChatTemplate& chat_template() const { return *template_; }
   const ModelWeights& weights() const { return *weights_; }
   const std::string& path() const { return path_; }
+  // Identity of the model for saved caches: a 64-bit hash of the architecture, the
+  // hyper-parameters, every tensor's name, type, shape and offset and the first and last 4 KiB
+  // of its data. Computed once at load (cheap: never reads the whole file).
+  uint64_t fingerprint() const { return fingerprint_; }
 
  private:
   Model() = default;
@@ -71,6 +75,7 @@ class Model {
   std::unique_ptr<ModelWeights> weights_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<ChatTemplate> template_;
+  uint64_t fingerprint_ = 0;
 };
 
 // Reads and validates hyper-parameters from metadata (exposed for tests and `inspect`).

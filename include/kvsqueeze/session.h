@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kvsqueeze/kv_cache.h"
+#include "kvsqueeze/layer_stats.h"
 #include "kvsqueeze/model.h"
 
 namespace kvsqueeze {
@@ -29,11 +30,22 @@ class Session {
   const std::vector<float>& eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits = nullptr);
 
   int32_t next_position() const { return next_pos_; }
+  // Replaces the cache, the next position and the last logits at once (loading a saved cache).
+  // The cache must have this session's shape and KV type and hold only positions below
+  // next_position, which must fit the context size; otherwise throws and changes nothing.
+  void restore(KvCache cache, int32_t next_position, std::vector<float> last_logits);
   // Allocates cache room for n more tokens now, so that a known prompt plus generation never
   // reallocates (capped at the context size).
   void reserve(int64_t n_more);
   // Forgets every token at or after pos (cache slots included), e.g. after answering a question.
   void rollback_to(int32_t pos);
+
+  // What the forward pass should compute for compression, and a hook called after each layer's
+  // attention (where a press compresses that layer). Both apply to later eval() calls.
+  void set_stats_request(const StatsRequest& request);
+  void set_layer_hook(LayerHook hook);
+  // Per-layer statistics of the last chunk evaluated (empty unless requested).
+  const std::vector<LayerStats>& layer_stats() const;
 
   const Model& model() const { return model_; }
   const SessionOptions& options() const { return options_; }

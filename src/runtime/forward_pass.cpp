@@ -51,15 +51,19 @@ void ForwardPass::attention_block(int64_t l, const int32_t* pos, int64_t n, KvCa
   const auto& sin = sliding ? rope_sin_local_ : rope_sin_global_;
   const auto style = cfg_.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
   const int64_t half = dk / 2;
+  if (cfg_.qk_norm) {
+    kernels::rms_norm_rows(q_.data(), L.q_norm.data(), q_.data(), n * Hq, dk, cfg_.rms_eps);
+    kernels::rms_norm_rows(k_.data(), L.k_norm.data(), k_.data(), n * Hkv, dk, cfg_.rms_eps);
+  }
+  if (request_.pre_rope_query_rows > 0) {  // what query-statistics scorers re-project
+    const int64_t rows = std::min(request_.pre_rope_query_rows, n);
+    q_pre_rope_.assign(q_.begin() + (n - rows) * Hq * dk, q_.begin() + n * Hq * dk);
+  }
   for (int64_t t = 0; t < n; ++t) {
     const float* ct = cos.data() + t * half;
     const float* st = sin.data() + t * half;
     float* qt = q_.data() + t * Hq * dk;
     float* kt = k_.data() + t * Hkv * dk;
-    if (cfg_.qk_norm) {
-      kernels::rms_norm_rows(qt, L.q_norm.data(), qt, Hq, dk, cfg_.rms_eps);
-      kernels::rms_norm_rows(kt, L.k_norm.data(), kt, Hkv, dk, cfg_.rms_eps);
-    }
     for (int64_t h = 0; h < Hq; ++h) kernels::rope_apply(qt + h * dk, dk, ct, st, style);
     for (int64_t h = 0; h < Hkv; ++h) kernels::rope_apply(kt + h * dk, dk, ct, st, style);
   }
@@ -75,11 +79,31 @@ void ForwardPass::attention_block(int64_t l, const int32_t* pos, int64_t n, KvCa
   shape.head_dim_v = cfg_.head_dim_v;
   shape.scale = cfg_.attn_scale;
   shape.window = sliding ? cfg_.sliding_window : 0;
-  kernels::attention(shape, q_.data(), pos, n, runs.data(), att_.data());
+  const bool want_lse = request_.window_queries > 0 || request_.column_sums;
+  if (want_lse) lse_.resize(static_cast<size_t>(n * Hq));
+  kernels::attention(shape, q_.data(), pos, n, runs.data(), att_.data(), want_lse ? lse_.data() : nullptr);
+  if (request_.any() || hook_) collect_stats(l, pos, n, shape, runs, cache);
 
   kernels::matmul(L.wo, att_.data(), n, proj_.data());
   if (cfg_.post_norms) kernels::rms_norm_rows(proj_.data(), L.post_attn_norm.data(), proj_.data(), n, D, cfg_.rms_eps);
   kernels::add_inplace(x_.data(), proj_.data(), n * D);
+}
+
+void ForwardPass::collect_stats(int64_t l, const int32_t* pos, int64_t n, const kernels::AttentionShape& shape,
+                                const std::vector<kernels::KvRun>& runs, KvCache& cache) {
+  LayerStats& st = stats_[static_cast<size_t>(l)];
+  st.layer = l;
+  st.positions.assign(pos, pos + n);
+  if (request_.window_queries > 0 || request_.column_sums) {
+    kernels::ProbabilityRequest pr;
+    pr.window_rows = request_.window_queries;
+    pr.column_sums = request_.column_sums;
+    kernels::attention_probabilities(shape, q_.data(), pos, n, runs.data(), lse_.data(), pr, st.attention);
+  }
+  st.pre_rope_rows = request_.pre_rope_query_rows > 0 ? std::min(request_.pre_rope_query_rows, n) : 0;
+  st.pre_rope_queries = q_pre_rope_;
+  if (request_.hidden_states) st.hidden_states.assign(h_.begin(), h_.begin() + n * cfg_.n_embd);
+  if (hook_) hook_(st, cache);
 }
 
 void ForwardPass::ffn_block(int64_t l, int64_t n) {
@@ -97,6 +121,7 @@ void ForwardPass::ffn_block(int64_t l, int64_t n) {
 
 void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits) {
   ensure_scratch(n);
+  stats_.resize(static_cast<size_t>(cfg_.n_layer));
   const int64_t D = cfg_.n_embd;
   // RoPE tables for this chunk's positions, shared by every head and layer.
   kernels::rope_tables(pos, n, w_.inv_freq_global.data(), cfg_.head_dim_k, rope_cos_global_.data(), rope_sin_global_.data());

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kvsqueeze/kv_cache.h"
+#include "kvsqueeze/layer_stats.h"
 #include "kvsqueeze/model.h"
 #include "model/model_weights.h"
 
@@ -16,9 +17,16 @@ class ForwardPass {
   // row) for the last token only, or for every token when all_rows is set; none when null.
   void run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits);
 
+  void set_stats_request(const StatsRequest& request) { request_ = request; }
+  void set_layer_hook(LayerHook hook) { hook_ = std::move(hook); }
+  // Statistics of the last chunk, per layer (empty unless requested).
+  const std::vector<LayerStats>& stats() const { return stats_; }
+
  private:
   void ensure_scratch(int64_t n);
   void attention_block(int64_t layer, const int32_t* pos, int64_t n, KvCache& cache);
+  void collect_stats(int64_t layer, const int32_t* pos, int64_t n, const kernels::AttentionShape& shape,
+                     const std::vector<kernels::KvRun>& runs, KvCache& cache);
   void ffn_block(int64_t layer, int64_t n);
 
   const ModelConfig& cfg_;
@@ -27,6 +35,10 @@ class ForwardPass {
   // Activations of the chunk, row-major [n x width].
   std::vector<float> x_, h_, q_, k_, v_, att_, proj_, gate_, up_;
   std::vector<float> rope_cos_global_, rope_sin_global_, rope_cos_local_, rope_sin_local_;  // [n x d/2]
+  std::vector<float> lse_, q_pre_rope_;
+  StatsRequest request_;
+  LayerHook hook_;
+  std::vector<LayerStats> stats_;
 };
 
 }  // namespace kvsqueeze

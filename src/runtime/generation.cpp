@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "kvsqueeze/error.h"
+
 namespace kvsqueeze {
 namespace {
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -24,7 +26,9 @@ GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, 
 
   session.reserve(static_cast<int64_t>(prompt.size()) + max_new);
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<float> logits = session.eval(prompt);
+  // An empty prompt continues from the logits the session already has (e.g. a loaded cache).
+  if (prompt.empty() && session.last_logits().empty()) throw Error("nothing to generate from: empty prompt and no logits");
+  std::vector<float> logits = prompt.empty() ? session.last_logits() : session.eval(prompt);
   r.prefill_ms = ms_since(t0);
 
   t0 = std::chrono::steady_clock::now();

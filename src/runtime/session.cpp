@@ -54,11 +54,42 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
   return logits_;
 }
 
+void Session::set_stats_request(const StatsRequest& request) { forward_->set_stats_request(request); }
+void Session::set_layer_hook(LayerHook hook) { forward_->set_layer_hook(std::move(hook)); }
+const std::vector<LayerStats>& Session::layer_stats() const { return forward_->stats(); }
+
+void Session::restore(KvCache cache, int32_t next_position, std::vector<float> last_logits) {
+  const KvCacheShape &have = cache.shape(), &want = cache_->shape();
+  if (have.n_layer != want.n_layer || have.n_head_kv != want.n_head_kv || have.head_dim_k != want.head_dim_k ||
+      have.head_dim_v != want.head_dim_v || have.layer_window != want.layer_window)
+    throw Error("cannot restore a KV cache of another shape into this session");
+  if (have.type != want.type)
+    throw Error(std::string("cannot restore a ") + kv_type_name(have.type) + " KV cache into a session using " +
+                kv_type_name(want.type));
+  if (next_position < 0 || next_position > options_.ctx_size)
+    throw Error("cannot restore a cache of " + std::to_string(next_position) + " positions: the context size is " +
+                std::to_string(options_.ctx_size) + " (raise --ctx-size)");
+  if (!last_logits.empty() && static_cast<int64_t>(last_logits.size()) != model_.config().n_vocab)
+    throw Error("cannot restore " + std::to_string(last_logits.size()) + " logits for a vocabulary of " +
+                std::to_string(model_.config().n_vocab));
+  for (int64_t l = 0; l < have.n_layer; ++l)
+    for (int64_t h = 0; h < have.n_head_kv; ++h) {
+      const auto pos = cache.positions(l, h);
+      if (!pos.empty() && pos.back() >= next_position)
+        throw Error("cannot restore a cache holding position " + std::to_string(pos.back()) + " at next position " +
+                    std::to_string(next_position));
+    }
+  *cache_ = std::move(cache);
+  next_pos_ = next_position;
+  logits_ = std::move(last_logits);
+}
+
 void Session::reserve(int64_t n_more) { cache_->reserve(std::min<int64_t>(n_more, options_.ctx_size - next_pos_)); }
 
 void Session::rollback_to(int32_t pos) {
   if (pos < 0 || pos > next_pos_) throw Error("cannot roll back to position " + std::to_string(pos));
   cache_->truncate_from_position(pos);
+  if (pos != next_pos_) logits_.clear();  // they belonged to a token now forgotten
   next_pos_ = pos;
 }
 

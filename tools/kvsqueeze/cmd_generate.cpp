@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "kernels/threading.h"
+#include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
 #include "kvsqueeze/model.h"
@@ -18,12 +19,12 @@ namespace kvsqueeze::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, prompt_file, press = "none", kv_type = "f16";
+  std::string model, prompt, prompt_file, press = "none", kv_type = "f16", save_cache, load_cache;
   std::vector<std::string> questions, press_opts;
   int64_t n_predict = 128, chunk = 512, ctx_size = 0;
   int threads = 0;
   double ratio = 0.0;
-  bool json = false, chat = false;
+  bool json = false, chat = false, kv_type_given = false;
   SamplerOptions sampling;
 };
 
@@ -51,6 +52,32 @@ void check_fits(const Session& session, size_t prompt_tokens) {
                 " (raise --ctx-size, at most the model's " + std::to_string(session.model().config().n_ctx_train) + ")");
 }
 
+// Puts the prompt (or context) into the cache: loaded from --load-cache, whose tokens must be
+// exactly `ids`, or evaluated (with room for reserve_more tokens after it); then saved to
+// --save-cache. Returns the milliseconds spent.
+double prefill_or_load(Session& session, const std::vector<int32_t>& ids, int64_t reserve_more, const GenerateArgs& a,
+                       bool& loaded) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!a.load_cache.empty()) {
+    const std::vector<int32_t> cached = load_cache(session, a.load_cache).tokens;
+    if (cached != ids) {
+      const size_t same = static_cast<size_t>(std::mismatch(ids.begin(), ids.end(), cached.begin(), cached.end()).first - ids.begin());
+      throw Error("the prompt does not match the cached tokens of '" + a.load_cache + "' (" + std::to_string(ids.size()) +
+                  " prompt tokens, " + std::to_string(cached.size()) + " cached, the first " + std::to_string(same) + " equal)");
+    }
+    loaded = true;
+  } else {
+    if (reserve_more > 0) session.reserve(static_cast<int64_t>(ids.size()) + reserve_more);
+    session.eval(ids);
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!a.save_cache.empty()) {
+    const nlohmann::json meta = {{"press", a.press}, {"ratio", a.ratio}, {"press_opts", a.press_opts}, {"chat", a.chat}};
+    save_cache(session, ids, a.save_cache, meta.dump());
+  }
+  return ms;
+}
+
 nlohmann::json timings_json(const GenerationResult& r) {
   const double n_decoded = static_cast<double>(r.tokens.size());  // each was evaluated once
   return {{"prefill_ms", r.prefill_ms},
@@ -76,6 +103,8 @@ int run(GenerateArgs& a) {
   so.chunk = a.chunk;
   so.threads = a.threads;
   so.kv_type = parse_kv_type(a.kv_type);
+  // A loaded cache brings its element type unless --kv-type asks for one (then they must agree).
+  if (!a.load_cache.empty() && !a.kv_type_given) so.kv_type = read_cache_info(a.load_cache).shape.type;
   Session session(*model, so);
   const Tokenizer& tok = model->tokenizer();
   const ChatTemplate& tmpl = model->chat_template();
@@ -90,12 +119,22 @@ int run(GenerateArgs& a) {
   std::vector<int32_t> prompt_ids;
   std::vector<GenerationResult> answers;
   GenerationResult main_result;
+  bool cache_loaded = false;
+  const bool cache_flags = !a.save_cache.empty() || !a.load_cache.empty();
   if (a.questions.empty()) {
     const std::string text = a.chat ? tmpl.apply({{"user", context}}, true) : context;
     prompt_ids = tok.encode(text, tok.add_bos_by_default());
     check_fits(session, prompt_ids.size());
-    if (!a.json && !a.chat) stream(context);
-    main_result = generate(session, prompt_ids, a.n_predict, sampler, stream);
+    if (!cache_flags) {
+      if (!a.json && !a.chat) stream(context);
+      main_result = generate(session, prompt_ids, a.n_predict, sampler, stream);
+    } else {  // prefill (or load) and save first, then generate from the prompt's logits
+      const double prefill_ms = prefill_or_load(session, prompt_ids, a.n_predict, a, cache_loaded);
+      if (!a.json && !a.chat) stream(context);
+      main_result = generate(session, {}, a.n_predict, sampler, stream);
+      main_result.prefill_ms = prefill_ms;
+      main_result.prompt_tokens = static_cast<int64_t>(prompt_ids.size());
+    }
   } else {
     // Context first, then each question from the same cache, rolled back after its answer.
     const auto split = tmpl.split(context, a.questions[0]);
@@ -104,9 +143,7 @@ int run(GenerateArgs& a) {
     for (const auto& q : a.questions)
       longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
     check_fits(session, prompt_ids.size() + longest_question);
-    auto t0 = std::chrono::steady_clock::now();
-    session.eval(prompt_ids);
-    const double context_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double context_ms = prefill_or_load(session, prompt_ids, 0, a, cache_loaded);
     const int32_t context_end = session.next_position();
     for (const auto& q : a.questions) {
       const auto ids = tok.encode(tmpl.split(context, q).question_part, false);
@@ -137,7 +174,8 @@ int run(GenerateArgs& a) {
   j["kv_bytes_held"] = session.cache().bytes_held();
   j["kv_bytes_used"] = session.cache().bytes_used();
   j["kv_bytes_full"] = session.kv_bytes_full();
-  j["kv_type"] = a.kv_type;
+  j["kv_type"] = kv_type_name(session.cache().shape().type);
+  j["cache_loaded"] = cache_loaded;
   j["kv_lengths"] = session.cache().lengths();
   j["timings"] = timings_json(main_result);
   j["peak_rss_bytes"] = peak_rss_bytes();
@@ -174,10 +212,16 @@ Runner add_generate(CLI::App& app) {
   sub->add_option("--chunk", a->chunk, "Prefill chunk size in tokens")->capture_default_str();
   sub->add_option("--ctx-size", a->ctx_size, "Context size in tokens (0: the model's trained context)")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
-  sub->add_option("--kv-type", a->kv_type, "KV cache element type: f16, bf16, f32")->capture_default_str();
+  auto* kv_type = sub->add_option("--kv-type", a->kv_type, "KV cache element type: f16, bf16, f32")->capture_default_str();
+  sub->add_option("--save-cache", a->save_cache, "Save the cache of the prompt (the context with -q) to FILE");
+  sub->add_option("--load-cache", a->load_cache,
+                  "Start from a saved cache instead of evaluating the prompt (which must match its tokens)");
   sub->add_flag("--chat", a->chat, "Wrap the prompt in the model's chat template");
   sub->add_flag("--json", a->json, "Print one JSON object instead of streaming text");
-  return [a] { return run(*a); };
+  return [a, kv_type] {
+    a->kv_type_given = kv_type->count() > 0;
+    return run(*a);
+  };
 }
 
 }  // namespace kvsqueeze::cli

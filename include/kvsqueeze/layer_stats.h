@@ -1,0 +1,39 @@
+#pragma once
+// Statistics a compression method can ask the forward pass for, per layer and chunk. Only what
+// is requested is computed; none of it is an L x L matrix.
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "kernels/attention.h"
+
+namespace kvsqueeze {
+
+class KvCache;
+
+struct StatsRequest {
+  int64_t window_queries = 0;       // attention probabilities of the chunk's last w queries (1: TOVA)
+  bool column_sums = false;         // per query head, the attention each slot received (H2O)
+  int64_t pre_rope_query_rows = 0;  // pre-RoPE queries (after q_norm) of the chunk's last N tokens
+  bool hidden_states = false;       // the normed attention inputs of the chunk's tokens
+  bool any() const { return window_queries > 0 || column_sums || pre_rope_query_rows > 0 || hidden_states; }
+};
+
+struct LayerStats {
+  int64_t layer = 0;
+  std::vector<int32_t> positions;  // of the chunk's tokens
+  // Probabilities over each KV head's run as it was when the chunk attended (chunk included).
+  kernels::Probabilities attention;
+  int64_t pre_rope_rows = 0;
+  std::vector<float> pre_rope_queries;  // pre_rope_rows x n_head x head_dim_k (the chunk's last rows)
+  std::vector<float> hidden_states;     // chunk rows x n_embd, when requested
+};
+
+// Called right after a layer's attention, with that layer's statistics and the cache, so a
+// press can compress the layer at once (as kvpress does in its forward hook).
+using LayerHook = std::function<void(const LayerStats& stats, KvCache& cache)>;
+
+// ||v|| of every slot of one run (value-norm weighted scorers).
+std::vector<float> value_norms(const KvCache& cache, int64_t layer, int64_t head);
+
+}  // namespace kvsqueeze

@@ -1,0 +1,453 @@
+// Prompt cache files: a session's KV cache saved with its model's identity, the token ids it
+// covers and the logits after the last of them.
+//
+// Format version 1. Every integer and float is little-endian; there is no padding. A "str" is a
+// u32 byte count followed by that many bytes (UTF-8, not NUL-terminated).
+//
+//   magic          8 bytes   "KVSQCACH"
+//   version        u32       1 (a reader rejects every other version)
+//   file_size      u64       size of the whole file in bytes, checksum included
+//   fingerprint    u64       Model::fingerprint() of the model that made it
+//   arch           str       general.architecture (at most 65536 bytes)
+//   model_name     str       general.name, may be empty (at most 65536 bytes)
+//   kv_type        u32       element type of the K/V rows: 0 = f32, 1 = f16, 2 = bf16
+//   n_layer        u32       1 .. 65536
+//   n_head_kv      u32       1 .. 65536
+//   head_dim_k     u32       1 .. 65536
+//   head_dim_v     u32       1 .. 65536
+//   layer_window   i32 x n_layer   0: full attention; > 0: sliding window of that many tokens
+//   n_vocab        u32       >= 1
+//   next_position  i32       >= 0: the position the next token gets
+//   n_tokens       u32       == next_position
+//   tokens         i32 x n_tokens  the ids at positions 0 .. n_tokens-1, each in [0, n_vocab)
+//   n_logits       u32       0, or n_vocab when the logits after the last token follow
+//   logits         f32 x n_logits
+//   meta_json      str       empty, or a JSON document (e.g. {"press": ..., "ratio": ...})
+//   runs           n_layer x n_head_kv of them, layer-major (layer 0 head 0, layer 0 head 1, ...):
+//     length       u32       slots held, <= next_position (compressed runs are shorter)
+//     positions    i32 x length   strictly ascending, in [0, next_position)
+//     k_rows       length x head_dim_k elements of kv_type, raw
+//     v_rows       length x head_dim_v elements of kv_type, raw
+//   checksum       u64       XXH64 (seed 0) of every byte before it
+//
+// A reader checks magic, version, file_size against the real size (truncation), the checksum
+// (corruption), then every count against the bytes left before allocating anything for it.
+// Writers write a temporary file in the target's directory and rename() it over the target.
+#include "kvsqueeze/cache_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "cache/hash64.h"
+#include "kvsqueeze/error.h"
+
+namespace kvsqueeze {
+
+static_assert(std::endian::native == std::endian::little, "cache files are written in host byte order");
+
+namespace {
+
+constexpr char kMagic[8] = {'K', 'V', 'S', 'Q', 'C', 'A', 'C', 'H'};
+constexpr uint32_t kMaxString = 1u << 16;  // arch and model name
+constexpr uint32_t kMaxDim = 1u << 16;     // n_layer, n_head_kv, head dims
+constexpr size_t kFixedPrefix = 8 + 4 + 8;  // magic, version, file_size
+constexpr size_t kChecksumBytes = 8;
+
+uint32_t kv_type_code(KvType t) {
+  switch (t) {
+    case KvType::F32: return 0;
+    case KvType::F16: return 1;
+    case KvType::BF16: return 2;
+  }
+  return 0;
+}
+
+[[noreturn]] void fail(const std::string& label, const std::string& problem) {
+  throw Error("cache file '" + label + "' " + problem);
+}
+
+std::string model_desc(const std::string& name, const std::string& arch, uint64_t fingerprint) {
+  return "'" + (name.empty() ? std::string("unnamed") : name) + "' (" + arch + ", fingerprint " + fingerprint_hex(fingerprint) + ")";
+}
+
+// Bounds-checked little-endian reads from the file body.
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t begin, size_t end, const std::string& label)
+      : data_(data), pos_(begin), end_(end), label_(label) {}
+
+  size_t offset() const { return pos_; }
+  size_t remaining() const { return end_ - pos_; }
+
+  [[noreturn]] void corrupt(const std::string& problem) const { fail(label_, "is corrupt: " + problem); }
+
+  void need(uint64_t n, const std::string& what) const {
+    if (n > remaining())
+      corrupt(what + " needs " + std::to_string(n) + " bytes at offset " + std::to_string(pos_) + " but only " +
+              std::to_string(remaining()) + " are left");
+  }
+  template <typename T>
+  T read(const std::string& what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, data_ + pos_, sizeof v);
+    pos_ += sizeof v;
+    return v;
+  }
+  // Returns the offset of n bytes and moves past them.
+  size_t skip(uint64_t n, const std::string& what) {
+    need(n, what);
+    const size_t at = pos_;
+    pos_ += static_cast<size_t>(n);
+    return at;
+  }
+  std::string read_string(const std::string& what, uint64_t max) {
+    const uint32_t n = read<uint32_t>(what + " length");
+    if (n > max) corrupt(what + " of " + std::to_string(n) + " bytes (at most " + std::to_string(max) + ")");
+    const size_t at = skip(n, what);
+    return {reinterpret_cast<const char*>(data_ + at), n};
+  }
+  uint32_t read_dim(const std::string& what) {
+    const uint32_t v = read<uint32_t>(what);
+    if (v < 1 || v > kMaxDim) corrupt(what + " " + std::to_string(v) + " is outside [1, " + std::to_string(kMaxDim) + "]");
+    return v;
+  }
+
+ private:
+  const uint8_t* data_;
+  size_t pos_, end_;
+  const std::string& label_;
+};
+
+int32_t load_i32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// A read-only mapping of a whole file.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error("cannot open cache file '" + path + "': " + std::strerror(errno));
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error("cannot open cache file '" + path + "': not a regular file");
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ > 0) {
+      void* map = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      const int err = errno;
+      ::close(fd);
+      if (map == MAP_FAILED) throw Error("cannot read cache file '" + path + "': mmap failed: " + std::strerror(err));
+      data_ = static_cast<const uint8_t*>(map);
+      madvise(map, size_, MADV_SEQUENTIAL);
+    } else {
+      ::close(fd);
+    }
+  }
+  ~MappedFile() {
+    if (data_) munmap(const_cast<uint8_t*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Buffered writes to a temporary file that becomes `path` on commit() and is removed otherwise.
+class AtomicWriter {
+ public:
+  explicit AtomicWriter(const std::string& path) : path_(path), tmp_(path + ".tmp-XXXXXX") {
+    fd_ = mkstemp(tmp_.data());
+    if (fd_ < 0) fail_errno();
+    fchmod(fd_, 0644);  // mkstemp makes 0600; a cache file is no secret
+    buf_.reserve(kBuffer);
+  }
+  ~AtomicWriter() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(tmp_.c_str());
+  }
+  AtomicWriter(const AtomicWriter&) = delete;
+  AtomicWriter& operator=(const AtomicWriter&) = delete;
+
+  void write(const void* data, size_t n) {
+    hash_.update(data, n);
+    written_ += n;
+    const auto* p = static_cast<const uint8_t*>(data);
+    if (buf_.size() + n > kBuffer) flush();
+    if (n >= kBuffer) return write_fd(p, n);
+    buf_.insert(buf_.end(), p, p + n);
+  }
+  template <typename T>
+  void put(T v) {
+    write(&v, sizeof v);
+  }
+  void put_string(const std::string& s) {
+    put<uint32_t>(static_cast<uint32_t>(s.size()));
+    write(s.data(), s.size());
+  }
+  uint64_t written() const { return written_; }
+  uint64_t digest() const { return hash_.digest(); }
+
+  void commit() {
+    flush();
+    if (::fsync(fd_) != 0) fail_errno();
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) fail_errno();
+    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) fail_errno();
+    committed_ = true;
+  }
+
+ private:
+  static constexpr size_t kBuffer = 1 << 20;
+  [[noreturn]] void fail_errno() const { throw Error("cannot write cache file '" + path_ + "': " + std::strerror(errno)); }
+  void flush() {
+    write_fd(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+  void write_fd(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail_errno();
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+  std::vector<uint8_t> buf_;
+  Hash64 hash_;
+  uint64_t written_ = 0;
+};
+
+}  // namespace
+
+std::string fingerprint_hex(uint64_t fingerprint) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fingerprint));
+  return buf;
+}
+
+std::vector<std::vector<int64_t>> CacheFileInfo::lengths() const {
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(shape.n_layer));
+  for (int64_t l = 0; l < shape.n_layer; ++l)
+    for (int64_t h = 0; h < shape.n_head_kv; ++h)
+      out[static_cast<size_t>(l)].push_back(runs[static_cast<size_t>(l * shape.n_head_kv + h)].length);
+  return out;
+}
+
+CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::string& label, bool verify_checksum) {
+  if (size == 0) fail(label, "is empty");
+  if (std::memcmp(data, kMagic, std::min(size, sizeof kMagic)) != 0) fail(label, "is not a kvsqueeze cache file (wrong magic)");
+  if (size < sizeof kMagic + 4) fail(label, "is truncated (" + std::to_string(size) + " bytes)");
+  CacheFileInfo info;
+  std::memcpy(&info.version, data + sizeof kMagic, 4);
+  if (info.version != kCacheFileVersion)
+    fail(label, "has format version " + std::to_string(info.version) + "; this kvsqueeze reads version " +
+                    std::to_string(kCacheFileVersion) + " only");
+  if (size < kFixedPrefix + kChecksumBytes) fail(label, "is truncated (" + std::to_string(size) + " bytes)");
+  std::memcpy(&info.file_size, data + sizeof kMagic + 4, 8);
+  if (size < info.file_size)
+    fail(label, "is truncated: " + std::to_string(size) + " bytes, its header says " + std::to_string(info.file_size));
+  if (size > info.file_size)
+    fail(label, "is corrupt: " + std::to_string(size) + " bytes, its header says " + std::to_string(info.file_size));
+  const size_t body_end = size - kChecksumBytes;
+  if (verify_checksum) {
+    uint64_t stored;
+    std::memcpy(&stored, data + body_end, 8);
+    const uint64_t computed = Hash64::of(data, body_end);
+    if (stored != computed)
+      fail(label, "is corrupt: checksum mismatch (stored " + fingerprint_hex(stored) + ", computed " + fingerprint_hex(computed) + ")");
+  }
+
+  Reader r(data, kFixedPrefix, body_end, label);
+  info.fingerprint = r.read<uint64_t>("fingerprint");
+  info.arch = r.read_string("architecture name", kMaxString);
+  info.model_name = r.read_string("model name", kMaxString);
+  const uint32_t type = r.read<uint32_t>("KV type");
+  if (type > 2) r.corrupt("unknown KV element type " + std::to_string(type) + " (valid: 0 f32, 1 f16, 2 bf16)");
+  info.shape.type = type == 0 ? KvType::F32 : type == 1 ? KvType::F16 : KvType::BF16;
+  info.shape.n_layer = r.read_dim("layer count");
+  info.shape.n_head_kv = r.read_dim("KV head count");
+  info.shape.head_dim_k = r.read_dim("key head size");
+  info.shape.head_dim_v = r.read_dim("value head size");
+  const size_t windows_at = r.skip(static_cast<uint64_t>(info.shape.n_layer) * 4, "layer windows");
+  for (int64_t l = 0; l < info.shape.n_layer; ++l) {
+    const int32_t w = load_i32(data + windows_at + static_cast<size_t>(l) * 4);
+    if (w < 0) r.corrupt("layer " + std::to_string(l) + " has a negative window " + std::to_string(w));
+    info.shape.layer_window.push_back(w);
+  }
+  const uint32_t n_vocab = r.read<uint32_t>("vocabulary size");
+  if (n_vocab < 1 || n_vocab > static_cast<uint32_t>(INT32_MAX)) r.corrupt("vocabulary size " + std::to_string(n_vocab));
+  info.n_vocab = n_vocab;
+  info.next_position = r.read<int32_t>("next position");
+  if (info.next_position < 0) r.corrupt("negative next position " + std::to_string(info.next_position));
+  const uint32_t n_tokens = r.read<uint32_t>("token count");
+  if (n_tokens != static_cast<uint32_t>(info.next_position))
+    r.corrupt(std::to_string(n_tokens) + " token ids for next position " + std::to_string(info.next_position));
+  const size_t tokens_at = r.skip(static_cast<uint64_t>(n_tokens) * 4, "token ids");
+  info.tokens.resize(n_tokens);
+  for (uint32_t i = 0; i < n_tokens; ++i) {
+    const int32_t id = load_i32(data + tokens_at + static_cast<size_t>(i) * 4);
+    if (id < 0 || static_cast<uint32_t>(id) >= n_vocab)
+      r.corrupt("token " + std::to_string(i) + " has id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(n_vocab));
+    info.tokens[i] = id;
+  }
+  const uint32_t n_logits = r.read<uint32_t>("logit count");
+  if (n_logits != 0 && n_logits != n_vocab)
+    r.corrupt(std::to_string(n_logits) + " logits for a vocabulary of " + std::to_string(n_vocab));
+  const size_t logits_at = r.skip(static_cast<uint64_t>(n_logits) * 4, "logits");
+  info.last_logits.resize(n_logits);
+  if (n_logits > 0) std::memcpy(info.last_logits.data(), data + logits_at, static_cast<size_t>(n_logits) * 4);
+  info.meta_json = r.read_string("metadata", r.remaining());
+  if (!info.meta_json.empty() && !nlohmann::json::accept(info.meta_json)) r.corrupt("its metadata is not valid JSON");
+
+  const size_t elem = kv_type_bytes(info.shape.type);
+  const uint64_t k_row = static_cast<uint64_t>(info.shape.head_dim_k) * elem, v_row = static_cast<uint64_t>(info.shape.head_dim_v) * elem;
+  const uint64_t n_runs = static_cast<uint64_t>(info.shape.n_layer) * static_cast<uint64_t>(info.shape.n_head_kv);
+  r.need(n_runs * 4, std::to_string(n_runs) + " runs");  // each at least its length: bounds the allocation below
+  info.runs.resize(static_cast<size_t>(n_runs));
+  for (int64_t l = 0; l < info.shape.n_layer; ++l)
+    for (int64_t h = 0; h < info.shape.n_head_kv; ++h) {
+      const std::string where = "the run of layer " + std::to_string(l) + " head " + std::to_string(h);
+      CacheFileRun& run = info.runs[static_cast<size_t>(l * info.shape.n_head_kv + h)];
+      const uint32_t len = r.read<uint32_t>(where);
+      if (len > static_cast<uint32_t>(info.next_position))
+        r.corrupt(where + " holds " + std::to_string(len) + " slots but the cache covers only " +
+                  std::to_string(info.next_position) + " tokens");
+      run.length = len;
+      run.positions_offset = r.skip(static_cast<uint64_t>(len) * 4, where + " positions");
+      int64_t previous = -1;
+      for (uint32_t i = 0; i < len; ++i) {
+        const int32_t p = load_i32(data + run.positions_offset + static_cast<size_t>(i) * 4);
+        if (p <= previous || p >= info.next_position)
+          r.corrupt(where + " has position " + std::to_string(p) + " at slot " + std::to_string(i) +
+                    " (positions must ascend strictly within [0, " + std::to_string(info.next_position) + "))");
+        previous = p;
+      }
+      run.k_offset = r.skip(len * k_row, where + " keys");
+      run.v_offset = r.skip(len * v_row, where + " values");
+    }
+  if (r.remaining() != 0) r.corrupt(std::to_string(r.remaining()) + " unexpected bytes after the last run");
+  return info;
+}
+
+KvCache cache_from_file(const CacheFileInfo& info, const uint8_t* data) {
+  KvCache cache(info.shape, 0);
+  std::vector<int32_t> positions;
+  for (int64_t l = 0; l < info.shape.n_layer; ++l)
+    for (int64_t h = 0; h < info.shape.n_head_kv; ++h) {
+      const CacheFileRun& run = info.runs[static_cast<size_t>(l * info.shape.n_head_kv + h)];
+      positions.resize(static_cast<size_t>(run.length));  // aligned copy: the file has no alignment
+      if (run.length > 0) std::memcpy(positions.data(), data + run.positions_offset, positions.size() * 4);
+      cache.assign(l, h, run.length, data + run.k_offset, data + run.v_offset, positions.data());
+    }
+  return cache;
+}
+
+CacheFileInfo read_cache_info(const std::string& path) {
+  MappedFile file(path);
+  return parse_cache_file(file.data(), file.size(), path);
+}
+
+LoadedCache load_cache(Session& session, const std::string& path) {
+  MappedFile file(path);
+  CacheFileInfo info = parse_cache_file(file.data(), file.size(), path);
+  const Model& model = session.model();
+  const ModelConfig& c = model.config();
+  if (info.fingerprint != model.fingerprint())
+    fail(path, "was made for model " + model_desc(info.model_name, info.arch, info.fingerprint) + ", not " +
+                   model_desc(c.name, c.arch_name, model.fingerprint()));
+  const KvCacheShape& want = session.cache().shape();
+  if (info.shape.type != want.type)
+    fail(path, std::string("holds an ") + kv_type_name(info.shape.type) + " KV cache but the session uses " +
+                   kv_type_name(want.type) + " (use --kv-type " + kv_type_name(info.shape.type) + ")");
+  if (info.shape.n_layer != want.n_layer || info.shape.n_head_kv != want.n_head_kv || info.shape.head_dim_k != want.head_dim_k ||
+      info.shape.head_dim_v != want.head_dim_v || info.shape.layer_window != want.layer_window || info.n_vocab != c.n_vocab)
+    fail(path, "does not match the layout of model " + model_desc(c.name, c.arch_name, model.fingerprint()) +
+                   " (layers, KV heads, head sizes, windows or vocabulary differ)");
+  if (info.next_position > session.options().ctx_size)
+    fail(path, "covers " + std::to_string(info.next_position) + " tokens, more than the context size " +
+                   std::to_string(session.options().ctx_size) + " (raise --ctx-size)");
+  session.restore(cache_from_file(info, file.data()), info.next_position, info.last_logits);
+  LoadedCache out;
+  out.tokens = info.tokens;
+  out.meta_json = info.meta_json;
+  out.info = std::move(info);
+  return out;
+}
+
+void save_cache(const Session& session, const std::vector<int32_t>& tokens, const std::string& path, const std::string& meta_json) {
+  auto refuse = [&](const std::string& why) { throw Error("cannot save cache file '" + path + "': " + why); };
+  const Model& model = session.model();
+  const ModelConfig& c = model.config();
+  const KvCache& cache = session.cache();
+  const KvCacheShape& shape = cache.shape();
+  if (static_cast<int64_t>(tokens.size()) != session.next_position())
+    refuse(std::to_string(tokens.size()) + " token ids given for a session at position " + std::to_string(session.next_position()));
+  for (int32_t id : tokens)
+    if (id < 0 || id >= c.n_vocab) refuse("token id " + std::to_string(id) + " is outside the vocabulary");
+  if (!meta_json.empty() && !nlohmann::json::accept(meta_json)) refuse("the metadata is not valid JSON");
+  if (c.arch_name.size() > kMaxString || c.name.size() > kMaxString) refuse("the model's name is too long");
+  const std::vector<float>& logits = session.last_logits();
+  const size_t n_logits = static_cast<int64_t>(logits.size()) == c.n_vocab ? logits.size() : 0;
+
+  // The size goes in the header, before the data it counts.
+  const uint64_t n_runs = static_cast<uint64_t>(shape.n_layer * shape.n_head_kv);
+  const uint64_t run_row = cache.k_row_bytes() + cache.v_row_bytes() + 4;
+  uint64_t size = kFixedPrefix + 8 + 4 + c.arch_name.size() + 4 + c.name.size() + 4 + 4 * 4 + 4 * static_cast<uint64_t>(shape.n_layer) +
+                  4 + 4 + 4 + 4 * tokens.size() + 4 + 4 * n_logits + 4 + meta_json.size() + 4 * n_runs + kChecksumBytes;
+  for (int64_t l = 0; l < shape.n_layer; ++l)
+    for (int64_t h = 0; h < shape.n_head_kv; ++h) size += static_cast<uint64_t>(cache.length(l, h)) * run_row;
+
+  AtomicWriter w(path);
+  w.write(kMagic, sizeof kMagic);
+  w.put<uint32_t>(kCacheFileVersion);
+  w.put<uint64_t>(size);
+  w.put<uint64_t>(model.fingerprint());
+  w.put_string(c.arch_name);
+  w.put_string(c.name);
+  w.put<uint32_t>(kv_type_code(shape.type));
+  for (int64_t d : {shape.n_layer, shape.n_head_kv, shape.head_dim_k, shape.head_dim_v}) w.put<uint32_t>(static_cast<uint32_t>(d));
+  for (int64_t l = 0; l < shape.n_layer; ++l) w.put<int32_t>(static_cast<int32_t>(cache.window(l)));
+  w.put<uint32_t>(static_cast<uint32_t>(c.n_vocab));
+  w.put<int32_t>(session.next_position());
+  w.put<uint32_t>(static_cast<uint32_t>(tokens.size()));
+  w.write(tokens.data(), tokens.size() * 4);
+  w.put<uint32_t>(static_cast<uint32_t>(n_logits));
+  w.write(logits.data(), n_logits * 4);
+  w.put_string(meta_json);
+  for (int64_t l = 0; l < shape.n_layer; ++l)
+    for (int64_t h = 0; h < shape.n_head_kv; ++h) {
+      const auto len = static_cast<size_t>(cache.length(l, h));
+      w.put<uint32_t>(static_cast<uint32_t>(len));
+      w.write(cache.positions(l, h).data(), len * 4);
+      w.write(cache.k_bytes(l, h), len * cache.k_row_bytes());
+      w.write(cache.v_bytes(l, h), len * cache.v_row_bytes());
+    }
+  if (w.written() + kChecksumBytes != size) throw Error("internal: cache file size miscounted");
+  const uint64_t checksum = w.digest();
+  w.write(&checksum, sizeof checksum);  // hashed too, but the digest is already taken
+  w.commit();
+}
+
+}  // namespace kvsqueeze
