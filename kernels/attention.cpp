@@ -10,6 +10,7 @@
 
 #include "kernels/fp16.h"
 #include "kernels/kv_rows.h"
+#include "kernels/matmul.h"
 #include "kernels/vec_math.h"
 
 #if defined(__AVX512F__)
@@ -21,6 +22,7 @@ namespace {
 
 constexpr int64_t kQueryBlock = 64;  // queries per work item in prefill
 constexpr int64_t kKeyTile = 128;    // keys converted to fp32 at a time for the GEMM path
+size_t elem_bytes(KvElement type) { return type == KvElement::F32 ? 4 : 2; }
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Running state of an online softmax for one query: max, sum of weights, weighted values.
@@ -62,7 +64,8 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
     range_hi = std::max(range_hi, hi[static_cast<size_t>(t)]);
   }
   std::vector<float> qb(static_cast<size_t>(rows * dk)), kt(static_cast<size_t>(kKeyTile * dk)),
-      vt(static_cast<size_t>(kKeyTile * dv)), sc(static_cast<size_t>(rows * kKeyTile)), acc(static_cast<size_t>(rows * dv), 0.0f);
+      vt(static_cast<size_t>(kKeyTile * dv)), sc(static_cast<size_t>(rows * kKeyTile)), acc(static_cast<size_t>(rows * dv), 0.0f),
+      pv(acc.size()), vrow(static_cast<size_t>(dv));
   std::vector<float> m(static_cast<size_t>(rows), kNegInf), l(static_cast<size_t>(rows), 0.0f);
   for (int64_t g = 0; g < group; ++g)
     for (int64_t t = 0; t < nb; ++t)
@@ -70,12 +73,19 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
 
   for (int64_t j0 = range_lo; j0 < range_hi; j0 += kKeyTile) {
     const int64_t nt = std::min(kKeyTile, range_hi - j0);
+    // Scores straight from the cached key rows (fp16/fp32 weights of a matmul), values
+    // converted to fp32 and transposed so the second product is a matmul too.
+    WeightMatrix keys;
+    keys.type = run.type == KvElement::F32 ? TensorType::F32 : run.type == KvElement::F16 ? TensorType::F16 : TensorType::BF16;
+    keys.data = static_cast<const uint8_t*>(run.k) + j0 * run.k_stride * elem_bytes(run.type);
+    keys.rows = nt;
+    keys.cols = dk;
+    keys.row_bytes = static_cast<size_t>(run.k_stride) * elem_bytes(run.type);
+    matmul(keys, qb.data(), rows, sc.data(), nt);
     for (int64_t j = 0; j < nt; ++j) {
-      row_to_f32(run.k, j0 + j, run.k_stride, dk, run.type, kt.data() + j * dk);
-      row_to_f32(run.v, j0 + j, run.v_stride, dv, run.type, vt.data() + j * dv);
+      row_to_f32(run.v, j0 + j, run.v_stride, dv, run.type, vrow.data());
+      for (int64_t i = 0; i < dv; ++i) vt[static_cast<size_t>(i * nt + j)] = vrow[static_cast<size_t>(i)];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(nt), static_cast<int>(dk), 1.0f,
-                qb.data(), static_cast<int>(dk), kt.data(), static_cast<int>(dk), 0.0f, sc.data(), static_cast<int>(nt));
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = r % nb;
       float* row = sc.data() + r * nt;
@@ -99,8 +109,14 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
         for (int64_t i = 0; i < dv; ++i) a_row[i] *= alpha;
       }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(dv), static_cast<int>(nt), 1.0f,
-                sc.data(), static_cast<int>(nt), vt.data(), static_cast<int>(dv), 1.0f, acc.data(), static_cast<int>(dv));
+    WeightMatrix values_t;  // dv rows of nt values
+    values_t.type = TensorType::F32;
+    values_t.data = reinterpret_cast<const uint8_t*>(vt.data());
+    values_t.rows = dv;
+    values_t.cols = nt;
+    values_t.row_bytes = static_cast<size_t>(nt) * sizeof(float);
+    matmul(values_t, sc.data(), rows, pv.data(), dv);
+    for (size_t i = 0; i < acc.size(); ++i) acc[i] += pv[i];
   }
   for (int64_t g = 0; g < group; ++g)
     for (int64_t t = 0; t < nb; ++t) {

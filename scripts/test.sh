@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: set-up, a warnings-as-errors build, every test, the
-# same tests under ASan/UBSan, and a short libFuzzer run of the GGUF parser.
+# same tests under ASan/UBSan, and short libFuzzer runs of the GGUF parser and the prompt cache loader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KVSQ_CACHE="${KVSQ_CACHE:-$HOME/.cache/kvsqueeze}"
@@ -28,6 +28,18 @@ ninja -C build-fuzz gguf_fuzz >/dev/null
 corpus="$(mktemp -d)"
 cp ../shared/models/stories260K.gguf "$corpus/" 2>/dev/null || true
 build-fuzz/fuzz/gguf_fuzz -max_total_time="${KVSQ_FUZZ_SECONDS:-60}" -max_len=65536 -rss_limit_mb=4096 \
+  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
+rm -rf "$corpus"
+
+echo "== fuzzing the prompt cache loader (libFuzzer, ${KVSQ_FUZZ_CACHE_SECONDS:-30}s)"
+ninja -C build-fuzz cache_file_fuzz >/dev/null
+corpus="$(mktemp -d)"
+# Seeds: small real cache files (plain and -q context, f16 and f32) saved by the CLI.
+build/kvsqueeze generate -m ../shared/models/stories260K.gguf -p "Once upon a time" -n 0 --json \
+  --save-cache "$corpus/plain.kvc" >/dev/null 2>&1 || true
+build/kvsqueeze generate -m ../shared/models/stories260K.gguf -p "Lily had a ball." -q "What?" -n 0 --json --kv-type f32 \
+  --save-cache "$corpus/context.kvc" >/dev/null 2>&1 || true
+build-fuzz/fuzz/cache_file_fuzz -max_total_time="${KVSQ_FUZZ_CACHE_SECONDS:-30}" -max_len=65536 -rss_limit_mb=4096 \
   -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
 rm -rf "$corpus"
 echo "== all test stages passed"

@@ -21,12 +21,14 @@ struct Tolerance {
 
 // HF dequantizes weights to fp32 and computes in fp32. Float-weight models differ from us only
 // by summation order and the fp16 KV cache (~1e-3 relative on a logit). Quantized-weight models
-// additionally see our 8-bit activation quantization in the matmuls (as llama.cpp does),
-// ~1% relative per layer, which accumulates over layers.
+// additionally see our 8-bit activation quantization in every matmul (as llama.cpp does): about
+// 1.5e-2 of the largest logit on the tiny models and up to 3.3e-2 on the 18-layer default model
+// (755-token prompt), so the bound is 5e-2. Real defects (a wrong RoPE base, window or scale)
+// move logits by O(1) relative and break top-1 agreement, which is checked on every position.
 Tolerance tolerance_for(const std::string& name) {
   const bool float_weights = name.find("f32") != std::string::npos || name.find("f16") != std::string::npos ||
                              name.find("bf16") != std::string::npos || name.find("stories") != std::string::npos;
-  return float_weights ? Tolerance{2e-3f, 2e-3f} : Tolerance{5e-2f, 3e-2f};
+  return float_weights ? Tolerance{2e-3f, 2e-3f} : Tolerance{5e-2f, 5e-2f};
 }
 
 struct Comparison {

@@ -6,13 +6,16 @@
 // Tolerances are relative to the row's largest |reference logit|:
 //  - F32 cache vs the double reference: kF32Tol = 1e-4. The engine computes in fp32 (unit
 //    roundoff 6e-8) with reductions of a few hundred terms over at most 6 layers; observed
-//    errors are ~1e-6, so 1e-4 leaves ample margin yet catches any masking error (one wrong
-//    key changes logits by ~1e-2 relative or more on these models).
+//    errors are <= 3e-6, so 1e-4 leaves ample margin, while the evictions themselves move
+//    the logits by 0.19 (stories260K) to 1.5 (qwen2) relative, which the test asserts.
 //  - F16 cache vs the reference whose keys and values are rounded to fp16 the same way:
 //    kF16Tol = 1e-3. Both round to the same grid, but the engine rounds its fp32 values and
 //    the reference its double values, so an element within ~1e-7 of a rounding midpoint can
-//    land one fp16 ulp (2^-11 relative) apart; downstream of such a flip the two computations
-//    also round differently. Observed errors are ~1e-5.
+//    land one fp16 ulp (2^-11 relative) apart, and downstream of such a flip the two also
+//    round differently. Observed: 2e-5..2e-4 on the synthetic models, 4.5e-4 on stories260K
+//    (head_dim 8 amplifies a flip). That is the intrinsic sensitivity, not an engine error:
+//    nudging the reference's own values by up to 1.2e-7 relative before rounding moved its
+//    logits by up to 5.2e-4 (stories260K, 144 draws) and 3.1e-4 (qwen2).
 //  - F16 cache vs the unrounded reference (the error of fp16 storage itself) is only logged,
 //    and bounded by kF16VsExactTol = 3e-2, like ForwardInvariants.KvTypesAgree.
 // Top-1 must agree, except on a near-tie: when the reference's own top two are within the
@@ -130,15 +133,24 @@ void report(const std::string& what, const Stats& st) {
   std::printf("[ max err  ] %-58s %.3e over %d rows (near-tie top-1 flips: %d)\n", what.c_str(), st.max_err, st.rows, st.near_ties);
 }
 
-// Per (layer, kv head) the kept original positions; empty map = nothing evicted.
+// Per (layer, kv head): the original positions a compaction kept.
 using KeptPositions = std::vector<std::vector<std::set<int32_t>>>;
 
 // Dense-cache mask equivalent to the ragged cache after compacting at position `cut`:
 // queries before the cut saw everything (causal); later queries see the positions >= cut
 // (never evicted) and, below it, only the kept ones.
 reference::Visibility compacted_mask(const KeptPositions& kept, int32_t cut) {
-  return [&kept, cut](int64_t l, int64_t h, int32_t q, int32_t k) {
-    return q < cut || k >= cut || kept[static_cast<size_t>(l)][static_cast<size_t>(h)].count(k) > 0;
+  // [layer][head][position < cut] -> kept, for cheap lookups.
+  std::vector<std::vector<std::vector<bool>>> bits(kept.size());
+  for (size_t l = 0; l < kept.size(); ++l)
+    for (const auto& head : kept[l]) {
+      std::vector<bool> b(static_cast<size_t>(cut), false);
+      for (int32_t p : head)
+        if (p < cut) b[static_cast<size_t>(p)] = true;
+      bits[l].push_back(std::move(b));
+    }
+  return [bits = std::move(bits), cut](int64_t l, int64_t h, int32_t q, int32_t k) {
+    return q < cut || k >= cut || bits[static_cast<size_t>(l)][static_cast<size_t>(h)][static_cast<size_t>(k)];
   };
 }
 
@@ -300,8 +312,22 @@ TEST_P(RaggedCache, CompactedMatchesMaskedReference) {
     EXPECT_EQ(cache.bytes_held(), cache.bytes_used());
     expect_lengths(cache, kept, 0, "after compaction");
 
-    if (want.empty())
+    if (want.empty()) {
       want = m->ref->forward(all, compacted_mask(kept, static_cast<int32_t>(kPromptLen)), rounding(p.kv), kPromptLen);
+      // Not vacuous: the evictions move the reference logits far more than the tolerance.
+      const auto dense = m->ref->forward(all, reference::all_visible, rounding(p.kv), kPromptLen);
+      double effect = 0.0;
+      for (int64_t t = kPromptLen; t < kPromptLen + kNewLen; ++t) {
+        double scale = 0.0, diff = 0.0;
+        for (int64_t i = 0; i < V; ++i) {
+          scale = std::max(scale, std::fabs(dense[static_cast<size_t>(t)][static_cast<size_t>(i)]));
+          diff = std::max(diff, std::fabs(dense[static_cast<size_t>(t)][static_cast<size_t>(i)] - want[static_cast<size_t>(t)][static_cast<size_t>(i)]));
+        }
+        effect = std::max(effect, diff / scale);
+      }
+      std::printf("[ evicted  ] %-58s moves logits by %.3e\n", p.model.c_str(), effect);
+      EXPECT_GT(effect, 10 * tolerance(p.kv));
+    }
     const auto got = feed(s, more, how);
     ASSERT_EQ(got.size(), static_cast<size_t>(kNewLen * V));
     Stats st;
@@ -452,6 +478,78 @@ TEST(RaggedCacheSliding, Gemma3CompactionAfterTrimming) {
   for (int64_t t = 0; t < decode_len; ++t)
     compare_row(got.data() + t * V, want[static_cast<size_t>(prompt_len + t)], kF32Tol, "pos " + std::to_string(prompt_len + t), st);
   report("synth_gemma3_f32 f32 compacted after trimming", st);
+}
+
+// ---- Known engine problems (disabled until fixed; see the notes) ---------------------------
+
+// prepare_append decides whether to trim a sliding layer from head 0's length only: once
+// head 0 of a sliding layer is compacted, the other heads' runs grow past window - 1 + 64
+// (up to about twice that) before anything is dropped. Memory only; logits stay correct.
+TEST(RaggedCacheSliding, TrimmingBoundHoldsPerHeadAfterCompaction) {
+  LOAD_OR_SKIP(m, "synth_gemma3_f32");
+  const ModelConfig& c = m->model->config();
+  const int64_t W = c.sliding_window;
+  ASSERT_TRUE(c.layer_sliding[0]);
+  Rng rng(9);
+  const auto ids = random_tokens(rng, 130, c.n_vocab);
+  SessionOptions o;
+  o.kv_type = KvType::F32;
+  Session s(*m->model, o);
+  s.eval(std::vector<int32_t>(ids.begin(), ids.begin() + 60));
+  const int32_t last[] = {59};
+  s.cache().compact(0, 0, last);  // sliding layer 0, head 0 keeps its newest slot
+  int64_t longest = 0;
+  for (size_t t = 60; t < ids.size(); ++t) {
+    s.eval({ids[t]});
+    for (int64_t h = 0; h < c.n_head_kv; ++h) longest = std::max(longest, s.cache().length(0, h));
+  }
+  EXPECT_LE(longest, W - 1 + 64);  // fails today with 130: head 1 is trimmed only when head 0 reaches the bound
+}
+
+// Session::rollback_to to a position whose window the sliding runs no longer hold (they were
+// trimmed) silently computes wrong logits: the sliding layers see none of the keys before the
+// rollback point. Either refusing (an Error) or computing the right logits would be correct.
+TEST(RaggedCacheSliding, RollbackBeyondTrimmedWindowIsRefusedOrExact) {
+  LOAD_OR_SKIP(m, "synth_gemma3_f32");
+  const ModelConfig& c = m->model->config();
+  const int64_t V = c.n_vocab;
+  Rng rng(10);
+  const auto ids = random_tokens(rng, 150, V);
+  SessionOptions o;
+  o.kv_type = KvType::F32;
+  o.chunk = 16;  // sliding runs get trimmed during the prefill
+  Session s(*m->model, o);
+  s.eval(ids);
+  try {
+    s.rollback_to(40);
+  } catch (const Error&) {
+    return;  // refused: fine
+  }
+  const auto& got = s.eval({ids[40]});
+  const auto want = m->ref->forward(std::vector<int32_t>(ids.begin(), ids.begin() + 41));
+  Stats st;
+  compare_row(got.data(), want[40], kF32Tol, "pos 40 after rollback", st);
+}
+
+// A protected rollback point (the end of a context several questions are asked about) keeps
+// its window through long answers, so rolling back to it stays exact.
+TEST(RaggedCacheSliding, ProtectedRollbackPointSurvivesLongAnswers) {
+  LOAD_OR_SKIP(m, "synth_gemma3_f32");
+  const int64_t V = m->model->config().n_vocab;
+  Rng rng(11);
+  const auto ids = random_tokens(rng, 150, V);
+  SessionOptions o;
+  o.kv_type = KvType::F32;
+  o.chunk = 16;
+  Session s(*m->model, o);
+  s.eval(std::vector<int32_t>(ids.begin(), ids.begin() + 40));
+  s.cache().protect_query_position(40);
+  for (size_t i = 40; i < ids.size(); ++i) s.eval({ids[i]});  // an "answer" far longer than the window
+  ASSERT_NO_THROW(s.rollback_to(40));
+  const auto& got = s.eval({ids[40]});
+  const auto want = m->ref->forward(std::vector<int32_t>(ids.begin(), ids.begin() + 41));
+  Stats st;
+  compare_row(got.data(), want[40], kF32Tol, "pos 40 after protected rollback", st);
 }
 
 // ---- Long runs: the decode path's split key ranges ------------------------------------------

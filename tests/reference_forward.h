@@ -194,22 +194,26 @@ class ReferenceModel {
         kc[static_cast<size_t>(l)].push_back(k);
         vc[static_cast<size_t>(l)].push_back(v);
 
+        // Keys each KV head may attend to: causal, the window on sliding layers, the mask.
+        std::vector<std::vector<int32_t>> keys(static_cast<size_t>(Hkv));
+        for (int64_t kvh = 0; kvh < Hkv; ++kvh)
+          for (int32_t kp = 0; kp <= pos; ++kp) {
+            if (sliding && pos - kp >= c.sliding_window) continue;
+            if (visible(l, kvh, pos, kp)) keys[static_cast<size_t>(kvh)].push_back(kp);
+          }
         for (int64_t hh = 0; hh < Hq; ++hh) {
-          const int64_t kvh = hh / group;
+          const int64_t kvh = hh / group;  // grouped-query attention
           const double* qh = q.data() + hh * dk;
           double* out = att.data() + hh * dv;
           std::fill(out, out + dv, 0.0);
           // Scores of visible keys, then a plain softmax.
-          std::vector<int32_t> seen;
+          const std::vector<int32_t>& seen = keys[static_cast<size_t>(kvh)];
           scores.clear();
-          for (int32_t kp = 0; kp <= pos; ++kp) {
-            if (sliding && pos - kp >= c.sliding_window) continue;
-            if (!visible(l, kvh, pos, kp)) continue;
+          for (int32_t kp : seen) {
             const double* kr = kc[static_cast<size_t>(l)][static_cast<size_t>(kp)].data() + kvh * dk;
             double s = 0.0;
             for (int64_t i = 0; i < dk; ++i) s += qh[i] * kr[i];
             scores.push_back(s * static_cast<double>(c.attn_scale));
-            seen.push_back(kp);
           }
           if (seen.empty()) continue;  // nothing visible: zero output, as the engine does
           const double m = *std::max_element(scores.begin(), scores.end());

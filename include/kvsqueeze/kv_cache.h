@@ -4,6 +4,7 @@
 // to any keep-set is in place, and releasing slack returns the memory: the bytes reported as
 // held are the bytes allocated. Positions stay ascending within a run.
 #include <cstddef>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -57,6 +58,11 @@ class KvCache {
 
   // Keeps the slots whose indices are listed (strictly ascending), in place.
   void compact(int64_t layer, int64_t head, std::span<const int32_t> keep);
+  // Sliding-window trimming keeps what a query at `pos` would see (a rollback point, e.g. the
+  // end of a context that several questions are asked about). INT32_MAX: no protection.
+  void protect_query_position(int32_t pos);
+  // Whether every sliding-window layer still holds what a query at `pos` would see.
+  bool can_roll_back_to(int32_t pos) const;
   // Drops every slot of `layer` whose position is < pos.
   void drop_before_position(int64_t layer, int32_t pos);
   // Drops every slot whose position is >= pos (rolling back a question and its answer).
@@ -85,6 +91,8 @@ class KvCache {
 
   KvCacheShape shape_;
   std::vector<Run> runs_;
+  std::vector<int32_t> trimmed_below_;  // per layer: slots below this position were trimmed away
+  int32_t protected_query_ = INT32_MAX;
 };
 
 }  // namespace kvsqueeze

@@ -44,6 +44,7 @@ constexpr int64_t kSlidingSlack = 64;
 KvCache::KvCache(const KvCacheShape& shape, int64_t initial_capacity) : shape_(shape) {
   if (shape_.layer_window.empty()) shape_.layer_window.assign(static_cast<size_t>(shape_.n_layer), 0);
   runs_.resize(static_cast<size_t>(shape.n_layer * shape.n_head_kv));
+  trimmed_below_.assign(static_cast<size_t>(shape.n_layer), 0);
   for (auto& r : runs_) set_capacity(r, std::max<int64_t>(initial_capacity, 0));
 }
 
@@ -93,9 +94,12 @@ void KvCache::prepare_append(int32_t next_pos, int64_t n) {
   for (int64_t l = 0; l < shape_.n_layer; ++l) {
     const int64_t w = window(l);
     if (w > 0) {
-      // The first new query sits at next_pos and sees positions > next_pos - w.
-      const int64_t len = at(l, 0).len;
-      if (len + n > w - 1 + std::max(n, kSlidingSlack)) drop_before_position(l, next_pos - static_cast<int32_t>(w) + 1);
+      // The first new query sits at next_pos and sees positions > next_pos - w; a protected
+      // rollback point keeps what a query there would see.
+      int64_t len = 0;
+      for (int64_t h = 0; h < shape_.n_head_kv; ++h) len = std::max(len, at(l, h).len);
+      const int32_t query = std::min(next_pos, protected_query_);
+      if (len + n > w - 1 + std::max(n, kSlidingSlack)) drop_before_position(l, query - static_cast<int32_t>(w) + 1);
     }
     for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
       Run& r = at(l, h);
@@ -188,7 +192,16 @@ void KvCache::compact(int64_t layer, int64_t head, std::span<const int32_t> keep
   r.len = out;
 }
 
+void KvCache::protect_query_position(int32_t pos) { protected_query_ = pos; }
+
+bool KvCache::can_roll_back_to(int32_t pos) const {
+  for (int64_t l = 0; l < shape_.n_layer; ++l)
+    if (window(l) > 0 && pos - static_cast<int32_t>(window(l)) + 1 < trimmed_below_[static_cast<size_t>(l)]) return false;
+  return true;
+}
+
 void KvCache::drop_before_position(int64_t layer, int32_t pos) {
+  trimmed_below_[static_cast<size_t>(layer)] = std::max(trimmed_below_[static_cast<size_t>(layer)], pos);
   for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
     Run& r = at(layer, h);
     const int64_t first = std::lower_bound(r.positions(), r.positions() + r.len, pos) - r.positions();
@@ -212,6 +225,7 @@ void KvCache::release_slack(int64_t slack) {
 
 void KvCache::clear() {
   for (auto& r : runs_) r.len = 0;
+  std::fill(trimmed_below_.begin(), trimmed_below_.end(), 0);
 }
 
 const uint8_t* KvCache::k_bytes(int64_t layer, int64_t head) const { return at(layer, head).k.data(); }

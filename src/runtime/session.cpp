@@ -88,6 +88,9 @@ void Session::reserve(int64_t n_more) { cache_->reserve(std::min<int64_t>(n_more
 
 void Session::rollback_to(int32_t pos) {
   if (pos < 0 || pos > next_pos_) throw Error("cannot roll back to position " + std::to_string(pos));
+  if (!cache_->can_roll_back_to(pos))
+    throw Error("cannot roll back to position " + std::to_string(pos) +
+                ": sliding-window layers no longer hold its window (protect it first with KvCache::protect_query_position)");
   cache_->truncate_from_position(pos);
   if (pos != next_pos_) logits_.clear();  // they belonged to a token now forgotten
   next_pos_ = pos;

@@ -1,14 +1,20 @@
-// kvsqueeze bench: prefill and decode speed at given context lengths (random token ids, as
-// llama-bench does), with the KV bytes held and peak RSS.
-#include <chrono>
+// kvsqueeze bench: speed and memory of the engine.
+//   Speed:  bench -m M --ctx 512,4096 -n 64            prefill and decode tok/s per context
+//   Memory: bench -m M --ctx 4096,16384 --ratio 0,0.5,0.75,0.9
+//           each context is prefilled once and saved as a prompt cache (reused on later runs);
+//           each ratio then runs in a fresh process that loads the cache, cuts it with a
+//           StreamingLLM keep-set (sinks + most recent), frees the slack and decodes, so its
+//           decode time, bytes held and peak RSS belong to that ratio alone.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 
+#include "bench_common.h"
 #include "commands.h"
 #include "kernels/threading.h"
+#include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
 #include "kvsqueeze/model.h"
@@ -17,62 +23,70 @@ namespace kvsqueeze::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, ctx_list = "512", kv_type = "f16";
+  std::string model, ctx_list = "512", ratio_list, press = "streaming_llm", kv_type = "f16", cache_dir, worker_cache;
   int64_t n_decode = 64, chunk = 512;
   int threads = 0;
   uint64_t seed = 42;
+  double worker_ratio = 0.0;
   bool json = false;
 };
 
-std::vector<int64_t> parse_int_list(const std::string& text, const std::string& flag) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int64_t v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || v <= 0) throw Error(flag + " expects a comma-separated list of positive integers, got '" + text + "'");
-    out.push_back(v);
-  }
-  if (out.empty()) throw Error(flag + " is empty");
-  return out;
-}
+constexpr int64_t kSinks = 4;
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-int run(const BenchArgs& a) {
-  const auto contexts = parse_int_list(a.ctx_list, "--ctx");
-  if (a.n_decode < 1) throw Error("-n must be >= 1");
-  auto model = Model::load(a.model);
-  const ModelConfig& cfg = model->config();
-  nlohmann::json results = nlohmann::json::array();
-  std::mt19937 rng(static_cast<uint32_t>(a.seed));
+std::vector<int32_t> random_prompt(const ModelConfig& cfg, int64_t n, uint64_t seed) {
+  std::mt19937 rng(static_cast<uint32_t>(seed));
   std::uniform_int_distribution<int32_t> any_token(0, static_cast<int32_t>(cfg.n_vocab - 1));
-  for (int64_t ctx : contexts) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = any_token(rng);
+  return ids;
+}
+
+SessionOptions session_options(const BenchArgs& a, int64_t ctx_size) {
+  SessionOptions so;
+  so.ctx_size = ctx_size;
+  so.chunk = a.chunk;
+  so.threads = a.threads;
+  so.kv_type = parse_kv_type(a.kv_type);
+  return so;
+}
+
+// Greedy decode of n tokens; returns the wall time in ms.
+double decode(Session& session, std::vector<float> logits, int64_t n) {
+  const int64_t t0 = now_ns();
+  for (int64_t i = 0; i < n; ++i) logits = session.eval({argmax(logits)});
+  return ms_since_steady(t0);
+}
+
+// StreamingLLM keep-set on every full-attention run: the first kSinks slots and the most recent
+// ones, floor(len * (1 - ratio)) in all. Sliding-window layers are left alone (as kvpress does).
+void streaming_cut(KvCache& cache, double ratio) {
+  for (int64_t l = 0; l < cache.shape().n_layer; ++l) {
+    if (cache.window(l) > 0) continue;
+    for (int64_t h = 0; h < cache.shape().n_head_kv; ++h) {
+      const int64_t len = cache.length(l, h);
+      const int64_t keep = static_cast<int64_t>(static_cast<double>(len) * (1.0 - ratio));
+      if (keep >= len) continue;
+      std::vector<int32_t> slots;
+      for (int64_t i = 0; i < std::min(kSinks, keep); ++i) slots.push_back(static_cast<int32_t>(i));
+      for (int64_t i = len - (keep - static_cast<int64_t>(slots.size())); i < len; ++i) slots.push_back(static_cast<int32_t>(i));
+      cache.compact(l, h, slots);
+    }
+  }
+}
+
+int run_speed(const BenchArgs& a, const Model& model) {
+  const ModelConfig& cfg = model.config();
+  nlohmann::json results = nlohmann::json::array();
+  for (int64_t ctx : parse_int_list(a.ctx_list, "--ctx")) {
     if (ctx + a.n_decode > cfg.n_ctx_train)
       throw Error("--ctx " + std::to_string(ctx) + " plus -n " + std::to_string(a.n_decode) + " exceeds the model's context " +
                   std::to_string(cfg.n_ctx_train));
-    SessionOptions so;
-    so.ctx_size = ctx + a.n_decode;
-    so.chunk = a.chunk;
-    so.threads = a.threads;
-    so.kv_type = parse_kv_type(a.kv_type);
-    Session session(*model, so);
-    std::vector<int32_t> prompt(static_cast<size_t>(ctx));
-    for (auto& id : prompt) id = any_token(rng);
-    auto t0 = std::chrono::steady_clock::now();
-    std::vector<float> logits = session.eval(prompt);
-    const double prefill_ms = ms_since(t0);
-    t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < a.n_decode; ++i) logits = session.eval({argmax(logits)});
-    const double decode_ms = ms_since(t0);
+    Session session(model, session_options(a, ctx + a.n_decode));
+    session.reserve(ctx + a.n_decode);
+    const int64_t t0 = now_ns();
+    std::vector<float> logits = session.eval(random_prompt(cfg, ctx, a.seed));
+    const double prefill_ms = ms_since_steady(t0);
+    const double decode_ms = decode(session, logits, a.n_decode);
     nlohmann::json r = {{"ctx", ctx},
                         {"prefill_ms", prefill_ms},
                         {"prefill_tok_s", ctx * 1000.0 / prefill_ms},
@@ -95,18 +109,124 @@ int run(const BenchArgs& a) {
   return 0;
 }
 
+// One ratio, in its own process: load the saved prefill, cut, free, decode.
+int run_worker(const BenchArgs& a, const Model& model) {
+  const CacheFileInfo info = read_cache_info(a.worker_cache);
+  BenchArgs b = a;
+  b.kv_type = kv_type_name(info.shape.type);
+  Session session(model, session_options(b, info.next_position + a.n_decode + 1));
+  load_cache(session, a.worker_cache);
+  const size_t full = session.kv_bytes_full();
+  const int64_t t0 = now_ns();
+  streaming_cut(session.cache(), a.worker_ratio);
+  session.cache().release_slack(a.n_decode + 1);  // room for the decode steps only
+  const double cut_ms = ms_since_steady(t0);
+  const size_t held = session.cache().bytes_held();
+  const double decode_ms = decode(session, session.last_logits(), a.n_decode);
+  nlohmann::json j = {{"ratio", a.worker_ratio},
+                      {"ctx", info.next_position},
+                      {"kv_bytes_held", held},
+                      {"kv_bytes_used", session.cache().bytes_used()},
+                      {"kv_bytes_full", full},
+                      {"cut_ms", cut_ms},
+                      {"decode_tokens", a.n_decode},
+                      {"decode_ms_per_token", decode_ms / static_cast<double>(a.n_decode)},
+                      {"rss_bytes", current_rss_bytes()},
+                      {"peak_rss_bytes", peak_rss_bytes()}};
+  std::cout << j.dump() << "\n";
+  return 0;
+}
+
+std::string default_cache_dir() {
+  if (const char* env = std::getenv("KVSQ_CACHE")) return std::string(env) + "/bench";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : ".") + "/.cache/kvsqueeze/bench";
+}
+
+std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+
+int run_memory(const BenchArgs& a, const Model& model) {
+  if (a.press != "streaming_llm") throw Error("bench --press: only streaming_llm is available yet, got '" + a.press + "'");
+  const ModelConfig& cfg = model.config();
+  const auto ratios = parse_ratio_list(a.ratio_list, "--ratio");
+  const std::string dir = a.cache_dir.empty() ? default_cache_dir() : a.cache_dir;
+  std::filesystem::create_directories(dir);
+  nlohmann::json results = nlohmann::json::array();
+  for (int64_t ctx : parse_int_list(a.ctx_list, "--ctx")) {
+    if (ctx + a.n_decode + 1 > cfg.n_ctx_train)
+      throw Error("--ctx " + std::to_string(ctx) + " plus -n " + std::to_string(a.n_decode) + " exceeds the model's context " +
+                  std::to_string(cfg.n_ctx_train));
+    const std::string file = dir + "/" + fingerprint_hex(model.fingerprint()) + "-ctx" + std::to_string(ctx) + "-" + a.kv_type +
+                             "-seed" + std::to_string(a.seed) + ".kvc";
+    double prefill_ms = -1;
+    if (!std::filesystem::exists(file)) {
+      Session session(model, session_options(a, ctx));
+      session.reserve(ctx);
+      const auto prompt = random_prompt(cfg, ctx, a.seed);
+      const int64_t t0 = now_ns();
+      session.eval(prompt);
+      prefill_ms = ms_since_steady(t0);
+      save_cache(session, prompt, file, R"({"bench":"random prompt"})");
+      if (!a.json) std::fprintf(stderr, "[bench] prefilled %lld tokens in %.1f s, saved %s\n", (long long)ctx, prefill_ms / 1000, file.c_str());
+    }
+    double base_ms = 0;
+    for (double ratio : ratios) {
+      std::string cmd = "'" + self_exe() + "' bench -m '" + a.model + "' --worker-cache '" + file + "' --worker-ratio " +
+                        std::to_string(ratio) + " -n " + std::to_string(a.n_decode) + " -t " + std::to_string(a.threads) +
+                        " --chunk " + std::to_string(a.chunk);
+      FILE* p = popen(cmd.c_str(), "r");
+      if (!p) throw Error("bench: cannot start a worker process");
+      std::string out;
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+      if (pclose(p) != 0 || out.empty()) throw Error("bench: worker for ratio " + std::to_string(ratio) + " failed");
+      nlohmann::json r = nlohmann::json::parse(out);
+      if (ratio == 0.0 || base_ms == 0) base_ms = r["decode_ms_per_token"].get<double>();
+      r["decode_time_vs_first_ratio"] = r["decode_ms_per_token"].get<double>() / base_ms;
+      r["held_vs_full"] = r["kv_bytes_held"].get<double>() / r["kv_bytes_full"].get<double>();
+      if (prefill_ms >= 0) r["prefill_ms"] = prefill_ms;
+      results.push_back(r);
+      if (!a.json)
+        std::printf("ctx %6lld  ratio %.2f  kv held %8.1f MiB (%5.1f%% of full)  decode %7.2f ms/token (x%.2f)  peak RSS %7.1f MiB\n",
+                    (long long)ctx, ratio, r["kv_bytes_held"].get<double>() / 1048576.0, 100 * r["held_vs_full"].get<double>(),
+                    r["decode_ms_per_token"].get<double>(), r["decode_time_vs_first_ratio"].get<double>(),
+                    r["peak_rss_bytes"].get<double>() / 1048576.0);
+    }
+  }
+  if (a.json) {
+    nlohmann::json j = {{"model", a.model}, {"press", a.press}, {"threads", a.threads}, {"kv_type", a.kv_type}, {"results", results}};
+    std::cout << j.dump() << "\n";
+  }
+  return 0;
+}
+
+int run(const BenchArgs& a) {
+  if (a.n_decode < 1) throw Error("-n must be >= 1");
+  auto model = Model::load(a.model);
+  kernels::set_num_threads(a.threads);
+  if (!a.worker_cache.empty()) return run_worker(a, *model);
+  if (!a.ratio_list.empty()) return run_memory(a, *model);
+  return run_speed(a, *model);
+}
+
 }  // namespace
 
 Runner add_bench(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
-  auto* sub = app.add_subcommand("bench", "Measure prefill and decode speed at given context lengths");
+  auto* sub = app.add_subcommand("bench", "Measure prefill/decode speed, or decode speed and memory per compression ratio");
   sub->add_option("-m,--model", a->model, "GGUF model file")->required();
   sub->add_option("--ctx", a->ctx_list, "Comma-separated context lengths (prompt tokens)")->capture_default_str();
+  sub->add_option("--ratio", a->ratio_list, "Comma-separated fractions of the cache removed; enables the memory benchmark");
+  sub->add_option("--press", a->press, "Keep-set used for the memory benchmark")->capture_default_str();
+  sub->add_option("--cache-dir", a->cache_dir, "Where prefilled caches are saved and reused (default: $KVSQ_CACHE/bench)");
   sub->add_option("-n,--n-decode", a->n_decode, "Tokens decoded after each prefill")->capture_default_str();
   sub->add_option("--chunk", a->chunk, "Prefill chunk size")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
   sub->add_option("--kv-type", a->kv_type, "KV cache element type: f16, bf16, f32")->capture_default_str();
   sub->add_option("--seed", a->seed, "Seed of the random prompt")->capture_default_str();
+  sub->add_option("--worker-cache", a->worker_cache, "(internal) measure one ratio on a saved cache")->group("");
+  sub->add_option("--worker-ratio", a->worker_ratio, "(internal)")->group("");
   sub->add_flag("--json", a->json, "Print one JSON object");
   return [a] { return run(*a); };
 }

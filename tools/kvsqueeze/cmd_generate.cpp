@@ -145,6 +145,7 @@ int run(GenerateArgs& a) {
     check_fits(session, prompt_ids.size() + longest_question);
     const double context_ms = prefill_or_load(session, prompt_ids, 0, a, cache_loaded);
     const int32_t context_end = session.next_position();
+    session.cache().protect_query_position(context_end);  // every answer is rolled back to here
     for (const auto& q : a.questions) {
       const auto ids = tok.encode(tmpl.split(context, q).question_part, false);
       if (!a.json) stream("\n[Q] " + q + "\n[A] ");
