@@ -34,6 +34,7 @@ Tolerance tolerance_for(const std::string& name) {
 struct Comparison {
   float max_err = 0.0f;
   int argmax_mismatch = 0;
+  float max_swap_gap = 0.0f;  // largest reference top-1 margin over our choice, among swaps
   int positions = 0;
 };
 
@@ -55,12 +56,15 @@ Comparison compare_prompt(Session& session, const nlohmann::json& fixture, const
     c.positions++;
     if (got_top != want_top) {
       // Allowed only on a near-tie: our choice must be in the reference's top list with a
-      // reference logit within the tolerance of the reference's best.
+      // reference logit within 0.15 (and the tolerance) of the reference's best. Observed swaps
+      // have reference margins of at most 0.08.
       c.argmax_mismatch++;
       const std::vector<int32_t> ids = p.at("top_ids");
       const std::vector<float> vals = p.at("top_logits");
       const auto it = std::find(ids.begin(), ids.end(), got_top);
-      const bool near_tie = it != ids.end() && vals[0] - vals[static_cast<size_t>(it - ids.begin())] <= allowed;
+      const bool near_tie =
+          it != ids.end() && vals[0] - vals[static_cast<size_t>(it - ids.begin())] <= std::min(allowed, 0.15f);
+      if (it != ids.end()) c.max_swap_gap = std::max(c.max_swap_gap, vals[0] - vals[static_cast<size_t>(it - ids.begin())]);
       EXPECT_TRUE(near_tie) << label << " pos " << pos << ": argmax " << got_top << ", reference " << want_top
                             << " (reference gap " << (it == ids.end() ? -1.0f : vals[0] - vals[static_cast<size_t>(it - ids.begin())])
                             << ", allowed " << allowed << ")";
@@ -94,8 +98,8 @@ void check_fixture(const std::string& name, KvType kv_type = KvType::F16) {
     Session session(*model, o);
     const std::string label = name + "/" + prompt.at("name").get<std::string>();
     const Comparison c = compare_prompt(session, fixture, prompt, tol, label);
-    std::printf("[ logits   ] %-32s %3d positions, max |diff| / max(1,|logit|max) = %.2e, argmax near-tie swaps %d\n",
-                label.c_str(), c.positions, c.max_err, c.argmax_mismatch);
+    std::printf("[ logits   ] %-32s %3d positions, max |diff| / max(1,|logit|max) = %.2e, argmax near-tie swaps %d (largest reference margin %.3f)\n",
+                label.c_str(), c.positions, c.max_err, c.argmax_mismatch, c.max_swap_gap);
   }
 }
 
