@@ -1,6 +1,5 @@
 #include "kernels/attention.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -22,7 +21,6 @@ namespace {
 
 constexpr int64_t kQueryBlock = 64;  // queries per work item in prefill
 constexpr int64_t kKeyTile = 128;    // keys converted to fp32 at a time for the GEMM path
-size_t elem_bytes(KvElement type) { return type == KvElement::F32 ? 4 : 2; }
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Running state of an online softmax for one query: max, sum of weights, weighted values.
@@ -31,23 +29,73 @@ struct OnlineSoftmax {
   float l = 0.0f;
 };
 
-// Single query, slot range [lo, hi): direct loops, keys converted on the fly.
-void attend_one(const AttentionShape& s, const float* q, const KvRun& run, int64_t lo, int64_t hi,
-                std::vector<float>& scores, float* o, OnlineSoftmax& st) {
-  const int64_t n = hi - lo;
-  std::fill(o, o + s.head_dim_v, 0.0f);
-  st = OnlineSoftmax{};
-  if (n <= 0) return;
-  scores.resize(static_cast<size_t>(n));
+constexpr int64_t kValueBlock = 64;
+
+float max_of(const float* x, int64_t n) {
+  int64_t i = 0;
   float m = kNegInf;
-  for (int64_t j = 0; j < n; ++j) {
-    scores[static_cast<size_t>(j)] = s.scale * dot_row(q, run.k, lo + j, run.k_stride, s.head_dim_k, run.type);
-    m = std::max(m, scores[static_cast<size_t>(j)]);
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_set1_ps(kNegInf);
+  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(x + i));
+  m = _mm512_reduce_max_ps(acc);
+#endif
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+// o[0:d] += sum_j p[j] * v[j][0:d] for nb rows of v (fp32, row stride d).
+void accumulate_rows(float* o, const float* p, const float* v, int64_t nb, int64_t d) {
+  int64_t c0 = 0;
+#if defined(__AVX512F__)
+  constexpr int64_t kRegs = 8;  // 128 output floats held in registers per pass
+  for (; c0 + 16 * kRegs <= d; c0 += 16 * kRegs) {
+    __m512 acc[kRegs];
+    for (int r = 0; r < kRegs; ++r) acc[r] = _mm512_loadu_ps(o + c0 + 16 * r);
+    for (int64_t j = 0; j < nb; ++j) {
+      const __m512 pj = _mm512_set1_ps(p[j]);
+      for (int r = 0; r < kRegs; ++r) acc[r] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + j * d + c0 + 16 * r), acc[r]);
+    }
+    for (int r = 0; r < kRegs; ++r) _mm512_storeu_ps(o + c0 + 16 * r, acc[r]);
   }
-  const float l = exp_shift_sum(scores.data(), n, m);
-  for (int64_t j = 0; j < n; ++j) axpy_row(o, scores[static_cast<size_t>(j)], run.v, lo + j, run.v_stride, s.head_dim_v, run.type);
-  st.m = m;
-  st.l = l;
+  for (; c0 + 16 <= d; c0 += 16) {
+    __m512 acc = _mm512_loadu_ps(o + c0);
+    for (int64_t j = 0; j < nb; ++j) acc = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_loadu_ps(v + j * d + c0), acc);
+    _mm512_storeu_ps(o + c0, acc);
+  }
+#endif
+  for (; c0 < d; ++c0) {
+    float acc = o[c0];
+    for (int64_t j = 0; j < nb; ++j) acc += p[j] * v[j * d + c0];
+    o[c0] = acc;
+  }
+}
+
+// One query position for the G heads sharing a KV head, slots [lo, hi): each cached row is
+// converted once and used by all G heads, so decode reads the KV memory once per group.
+// q_group: G consecutive head vectors; o: G x dv; st: G softmax states.
+void attend_group(const AttentionShape& s, const float* q_group, int64_t group, const KvRun& run, int64_t lo, int64_t hi,
+                  std::vector<float>& scores, std::vector<float>& row, float* o, OnlineSoftmax* st) {
+  const int64_t n = hi - lo, dk = s.head_dim_k, dv = s.head_dim_v;
+  std::fill(o, o + group * dv, 0.0f);
+  for (int64_t g = 0; g < group; ++g) st[g] = OnlineSoftmax{};
+  if (n <= 0) return;
+  scores.resize(static_cast<size_t>(group * n));
+  row.resize(static_cast<size_t>(std::max(dk, dv)));
+  // Scores of all G heads in one product against the cached key rows (no per-key reductions).
+  matmul(key_rows(run, lo, n), q_group, group, scores.data(), n);
+  for (float& x : scores) x *= s.scale;
+  for (int64_t g = 0; g < group; ++g) {
+    float* sc = scores.data() + g * n;
+    st[g].m = max_of(sc, n);
+    st[g].l = exp_shift_sum(sc, n, st[g].m);
+  }
+  // Values in blocks converted to fp32 once; each head's output row stays in registers.
+  row.resize(static_cast<size_t>(kValueBlock * dv));
+  for (int64_t j0 = 0; j0 < n; j0 += kValueBlock) {
+    const int64_t nb = std::min(kValueBlock, n - j0);
+    for (int64_t j = 0; j < nb; ++j) row_to_f32(run.v, lo + j0 + j, run.v_stride, dv, run.type, row.data() + j * dv);
+    for (int64_t g = 0; g < group; ++g) accumulate_rows(o + g * dv, scores.data() + g * n + j0, row.data(), nb, dv);
+  }
 }
 
 // A block of queries of all G heads sharing one KV head, against its run: tiles of keys are
@@ -63,7 +111,7 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
     range_lo = std::min(range_lo, lo[static_cast<size_t>(t)]);
     range_hi = std::max(range_hi, hi[static_cast<size_t>(t)]);
   }
-  std::vector<float> qb(static_cast<size_t>(rows * dk)), kt(static_cast<size_t>(kKeyTile * dk)),
+  std::vector<float> qb(static_cast<size_t>(rows * dk)),
       vt(static_cast<size_t>(kKeyTile * dv)), sc(static_cast<size_t>(rows * kKeyTile)), acc(static_cast<size_t>(rows * dv), 0.0f),
       pv(acc.size()), vrow(static_cast<size_t>(dv));
   std::vector<float> m(static_cast<size_t>(rows), kNegInf), l(static_cast<size_t>(rows), 0.0f);
@@ -75,13 +123,7 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
     const int64_t nt = std::min(kKeyTile, range_hi - j0);
     // Scores straight from the cached key rows (fp16/fp32 weights of a matmul), values
     // converted to fp32 and transposed so the second product is a matmul too.
-    WeightMatrix keys;
-    keys.type = run.type == KvElement::F32 ? TensorType::F32 : run.type == KvElement::F16 ? TensorType::F16 : TensorType::BF16;
-    keys.data = static_cast<const uint8_t*>(run.k) + j0 * run.k_stride * elem_bytes(run.type);
-    keys.rows = nt;
-    keys.cols = dk;
-    keys.row_bytes = static_cast<size_t>(run.k_stride) * elem_bytes(run.type);
-    matmul(keys, qb.data(), rows, sc.data(), nt);
+    matmul(key_rows(run, j0, nt), qb.data(), rows, sc.data(), nt);
     for (int64_t j = 0; j < nt; ++j) {
       row_to_f32(run.v, j0 + j, run.v_stride, dv, run.type, vrow.data());
       for (int64_t i = 0; i < dv; ++i) vt[static_cast<size_t>(i * nt + j)] = vrow[static_cast<size_t>(i)];
@@ -149,52 +191,54 @@ void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, in
     return;
   }
 
-  // Few queries (decode): split each head's key range so every thread has work, then merge
-  // the partial softmaxes by their maxima and sums.
+  // Few queries (decode): one work item per (query, KV head, key split); splits give every
+  // thread work when there are few KV heads, and the partial softmaxes merge by max and sum.
   const int threads = omp_get_max_threads();
+  const int64_t dv = s.head_dim_v;
   const int64_t longest = [&] {
     int64_t n = 0;
     for (int64_t h = 0; h < s.n_head_kv; ++h) n = std::max(n, runs[h].len);
     return n;
   }();
-  int64_t splits = std::max<int64_t>(1, (2 * threads + s.n_head * n_q - 1) / (s.n_head * n_q));
+  int64_t splits = std::max<int64_t>(1, (2 * threads + s.n_head_kv * n_q - 1) / (s.n_head_kv * n_q));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, longest / 512));
-  const int64_t items = n_q * s.n_head * splits;
-  std::vector<float> part_o(static_cast<size_t>(items * s.head_dim_v));
-  std::vector<OnlineSoftmax> part_st(static_cast<size_t>(items));
+  const int64_t items = n_q * s.n_head_kv * splits;
+  std::vector<float> part_o(static_cast<size_t>(items * group * dv));
+  std::vector<OnlineSoftmax> part_st(static_cast<size_t>(items * group));
 #pragma omp parallel
   {
-    std::vector<float> scores;
+    std::vector<float> scores, row;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
-      const int64_t sp = it % splits, h = (it / splits) % s.n_head, t = it / (splits * s.n_head);
-      const KvRun& run = runs[h / group];
+      const int64_t sp = it % splits, hk = (it / splits) % s.n_head_kv, t = it / (splits * s.n_head_kv);
+      const KvRun& run = runs[hk];
       int64_t lo, hi;
       visible_range(run, q_pos[t], s.window, lo, hi);
       const int64_t span = (hi - lo + splits - 1) / splits;
       const int64_t a = std::min(hi, lo + sp * span), b = std::min(hi, a + span);
-      attend_one(s, q + t * q_ld + h * s.head_dim_k, run, a, b, scores, part_o.data() + it * s.head_dim_v,
-                 part_st[static_cast<size_t>(it)]);
+      attend_group(s, q + t * q_ld + hk * group * s.head_dim_k, group, run, a, b, scores, row,
+                   part_o.data() + it * group * dv, part_st.data() + it * group);
     }
   }
   for (int64_t t = 0; t < n_q; ++t)
     for (int64_t h = 0; h < s.n_head; ++h) {
-      const int64_t base = (t * s.n_head + h) * splits;
+      const int64_t hk = h / group, g = h % group;
+      const int64_t base = (t * s.n_head_kv + hk) * splits;
       float m = kNegInf;
-      for (int64_t sp = 0; sp < splits; ++sp) m = std::max(m, part_st[static_cast<size_t>(base + sp)].m);
-      float* o = out + t * out_ld + h * s.head_dim_v;
-      std::fill(o, o + s.head_dim_v, 0.0f);
+      for (int64_t sp = 0; sp < splits; ++sp) m = std::max(m, part_st[static_cast<size_t>((base + sp) * group + g)].m);
+      float* o = out + t * out_ld + h * dv;
+      std::fill(o, o + dv, 0.0f);
       float l = 0.0f;
       for (int64_t sp = 0; sp < splits; ++sp) {
-        const auto& st = part_st[static_cast<size_t>(base + sp)];
-        if (st.m == kNegInf) continue;
+        const auto& st = part_st[static_cast<size_t>((base + sp) * group + g)];
+        if (st.m == kNegInf || st.l == 0.0f) continue;
         const float w = std::exp(st.m - m);
         l += st.l * w;
-        const float* po = part_o.data() + (base + sp) * s.head_dim_v;
-        for (int64_t i = 0; i < s.head_dim_v; ++i) o[i] += w * po[i];
+        const float* po = part_o.data() + ((base + sp) * group + g) * dv;
+        for (int64_t i = 0; i < dv; ++i) o[i] += w * po[i];
       }
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-      for (int64_t i = 0; i < s.head_dim_v; ++i) o[i] *= inv;
+      for (int64_t i = 0; i < dv; ++i) o[i] *= inv;
       if (lse) lse[t * s.n_head + h] = m + std::log(l);
     }
 }

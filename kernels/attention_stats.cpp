@@ -1,8 +1,6 @@
 // Second pass over the attention scores for the statistics presses ask for: probabilities of
 // the last w queries, and per-slot column sums. Each uses the row's log-sum-exp from the main
 // pass, so p = exp(s - lse) is exact without re-normalising, and nothing L x L is stored.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -37,8 +35,7 @@ void attention_probabilities(const AttentionShape& s, const float* q, const int3
     std::vector<float>* col = req.column_sums ? &out.column_sums[static_cast<size_t>(h)] : nullptr;
     if (win) win->assign(static_cast<size_t>(w * run.len), 0.0f);
     if (col) col->assign(static_cast<size_t>(run.len), 0.0f);
-    std::vector<float> qb(static_cast<size_t>(kRowBlock * dk)), kt(static_cast<size_t>(kKeyTile * dk)),
-        sc(static_cast<size_t>(kRowBlock * kKeyTile));
+    std::vector<float> qb(static_cast<size_t>(kRowBlock * dk)), sc(static_cast<size_t>(kRowBlock * kKeyTile));
     std::vector<int64_t> lo(kRowBlock), hi(kRowBlock);
     for (int64_t t0 = first_row; t0 < n_q; t0 += kRowBlock) {
       const int64_t nb = std::min(kRowBlock, n_q - t0);
@@ -51,9 +48,7 @@ void attention_probabilities(const AttentionShape& s, const float* q, const int3
       }
       for (int64_t j0 = range_lo; j0 < range_hi; j0 += kKeyTile) {
         const int64_t nt = std::min(kKeyTile, range_hi - j0);
-        for (int64_t j = 0; j < nt; ++j) row_to_f32(run.k, j0 + j, run.k_stride, dk, run.type, kt.data() + j * dk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nb), static_cast<int>(nt), static_cast<int>(dk),
-                    1.0f, qb.data(), static_cast<int>(dk), kt.data(), static_cast<int>(dk), 0.0f, sc.data(), static_cast<int>(nt));
+        matmul(key_rows(run, j0, nt), qb.data(), nb, sc.data(), nt);
         for (int64_t t = 0; t < nb; ++t) {
           const int64_t a = std::max<int64_t>(lo[static_cast<size_t>(t)] - j0, 0);
           const int64_t b = std::min<int64_t>(hi[static_cast<size_t>(t)] - j0, nt);

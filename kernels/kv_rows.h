@@ -5,6 +5,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/fp16.h"
+#include "kernels/matmul.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -91,6 +92,19 @@ inline void visible_range(const KvRun& run, int32_t p, int32_t window, int64_t& 
   hi = std::upper_bound(run.pos, run.pos + run.len, p) - run.pos;
   lo = 0;
   if (window > 0) lo = std::lower_bound(run.pos, run.pos + hi, p - window + 1) - run.pos;
+}
+
+inline size_t elem_bytes(KvElement type) { return type == KvElement::F32 ? 4 : 2; }
+
+// Cached key rows [first, first + n) of a run as the weight matrix of a matmul.
+inline WeightMatrix key_rows(const KvRun& run, int64_t first, int64_t n) {
+  WeightMatrix keys;
+  keys.type = run.type == KvElement::F32 ? TensorType::F32 : run.type == KvElement::F16 ? TensorType::F16 : TensorType::BF16;
+  keys.data = static_cast<const uint8_t*>(run.k) + static_cast<size_t>(first * run.k_stride) * elem_bytes(run.type);
+  keys.rows = n;
+  keys.cols = run.k_stride;
+  keys.row_bytes = static_cast<size_t>(run.k_stride) * elem_bytes(run.type);
+  return keys;
 }
 
 }  // namespace kvsqueeze::kernels

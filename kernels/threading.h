@@ -1,6 +1,5 @@
 #pragma once
-// Thread-count control for all kernels: OpenMP for our loops, BLAS kept single-threaded
-// because it is only ever called from inside our own parallel regions.
+// Thread-count control for all kernels (OpenMP).
 namespace kvsqueeze::kernels {
 
 void set_num_threads(int n);  // n <= 0: one per core
