@@ -42,7 +42,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import resource
 import shlex
 import statistics
