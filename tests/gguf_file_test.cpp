@@ -34,3 +34,22 @@ TEST(GgufFile, RejectsEveryTruncation) {
     EXPECT_THROW(GgufFile::parse(part.data(), part.size(), "cut"), Error) << "cut at " << cut;
   }
 }
+
+// Found by the fuzzer: an array count larger than the file could hold used to be reserved
+// before reading (a 5 GB allocation from a 200-byte file).
+TEST(GgufFile, HugeArrayCountIsRejectedBeforeAllocating) {
+  std::vector<uint8_t> bytes = {'G', 'G', 'U', 'F', 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0};
+  const std::string key = "tokenizer.ggml.tokens";
+  const uint64_t key_len = key.size();
+  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<uint8_t>(key_len >> (8 * i)));
+  bytes.insert(bytes.end(), key.begin(), key.end());
+  for (uint8_t b : {9, 0, 0, 0, 8, 0, 0, 0}) bytes.push_back(b);                     // array of strings
+  for (uint8_t b : {0, 0, 0, 0x10, 0, 0, 0, 0}) bytes.push_back(b);                 // 2^28 elements
+  for (int i = 0; i < 64; ++i) bytes.push_back(0);
+  try {
+    GgufFile::parse(bytes.data(), bytes.size(), "mem");
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not fit in the file"), std::string::npos) << e.what();
+  }
+}

@@ -21,6 +21,7 @@ struct StatsRequest {
 
 struct LayerStats {
   int64_t layer = 0;
+  bool last_chunk = true;          // the last chunk of the current eval() call
   std::vector<int32_t> positions;  // of the chunk's tokens
   // Probabilities over each KV head's run as it was when the chunk attended (chunk included).
   kernels::Probabilities attention;

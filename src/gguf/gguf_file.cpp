@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -44,6 +45,7 @@ class Cursor {
     return s;
   }
   size_t pos() const { return pos_; }
+  size_t remaining() const { return size_ - pos_; }
   [[noreturn]] void fail(const std::string& what) const {
     throw Error(label_ + ": corrupt GGUF at byte " + std::to_string(pos_) + ": " + what);
   }
@@ -60,12 +62,29 @@ class Cursor {
 
 GgufValue read_value(Cursor& cur, GgufValueType type, int depth);
 
+// Bytes of a fixed-size value type (0 for strings and arrays).
+uint64_t value_size(GgufValueType type) {
+  switch (type) {
+    case GgufValueType::UINT8: case GgufValueType::INT8: case GgufValueType::BOOL: return 1;
+    case GgufValueType::UINT16: case GgufValueType::INT16: return 2;
+    case GgufValueType::UINT32: case GgufValueType::INT32: case GgufValueType::FLOAT32: return 4;
+    case GgufValueType::UINT64: case GgufValueType::INT64: case GgufValueType::FLOAT64: return 8;
+    default: return 0;
+  }
+}
+
 GgufValue read_array(Cursor& cur, int depth) {
   if (depth >= kMaxArrayDepth) cur.fail("arrays nested too deeply");
   auto element_type = static_cast<GgufValueType>(cur.read<uint32_t>());
   if (static_cast<uint32_t>(element_type) > 12) cur.fail("unknown array element type " + std::to_string(static_cast<uint32_t>(element_type)));
   uint64_t n = cur.read<uint64_t>();
   if (n > kMaxArrayItems) cur.fail("array length " + std::to_string(n) + " is implausible");
+  // Every element takes at least this many bytes of the file: a count the rest of the file
+  // cannot hold is corrupt, and is caught before reserving memory for it.
+  const uint64_t min_bytes = element_type == GgufValueType::STRING ? 8
+                             : element_type == GgufValueType::ARRAY ? 12
+                                                                    : std::max<uint64_t>(1, value_size(element_type));
+  if (n > cur.remaining() / min_bytes) cur.fail("array of " + std::to_string(n) + " elements does not fit in the file (truncated)");
   auto array = std::make_shared<GgufArray>();
   array->element_type = element_type;
   array->items.reserve(n);

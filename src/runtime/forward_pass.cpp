@@ -93,6 +93,7 @@ void ForwardPass::collect_stats(int64_t l, const int32_t* pos, int64_t n, const 
                                 const std::vector<kernels::KvRun>& runs, KvCache& cache) {
   LayerStats& st = stats_[static_cast<size_t>(l)];
   st.layer = l;
+  st.last_chunk = last_chunk_;
   st.positions.assign(pos, pos + n);
   if (request_.window_queries > 0 || request_.column_sums) {
     kernels::ProbabilityRequest pr;

@@ -19,6 +19,7 @@ class ForwardPass {
 
   void set_stats_request(const StatsRequest& request) { request_ = request; }
   void set_layer_hook(LayerHook hook) { hook_ = std::move(hook); }
+  void set_last_chunk(bool last) { last_chunk_ = last; }
   // Statistics of the last chunk, per layer (empty unless requested).
   const std::vector<LayerStats>& stats() const { return stats_; }
 
@@ -38,6 +39,7 @@ class ForwardPass {
   std::vector<float> lse_, q_pre_rope_;
   StatsRequest request_;
   LayerHook hook_;
+  bool last_chunk_ = true;
   std::vector<LayerStats> stats_;
 };
 

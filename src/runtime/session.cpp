@@ -47,6 +47,7 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
     float* out = all_logits ? all_logits->data() + start * V : logits_.data();
     if (!all_logits && !last_chunk) out = nullptr;
     cache_->prepare_append(pos[static_cast<size_t>(start)], len);
+    forward_->set_last_chunk(last_chunk);
     forward_->run(tokens.data() + start, pos.data() + start, len, *cache_, all_logits != nullptr, out);
   }
   if (all_logits) std::copy(all_logits->end() - V, all_logits->end(), logits_.begin());

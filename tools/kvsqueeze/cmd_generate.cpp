@@ -14,6 +14,7 @@
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
 #include "kvsqueeze/model.h"
+#include "kvsqueeze/press.h"
 
 namespace kvsqueeze::cli {
 namespace {
@@ -37,11 +38,35 @@ std::string read_text_file(const std::string& path) {
 }
 
 // Presses arrive with the press library; until then only "none" is valid.
-void check_press(const GenerateArgs& a) {
-  if (a.press != "none") throw Error("unknown press '" + a.press + "' (valid: none)");
+// The press that compresses the context, or null for --press none.
+std::unique_ptr<Press> build_press(const GenerateArgs& a) {
   if (!(a.ratio >= 0.0 && a.ratio < 1.0)) throw Error("--ratio must be in [0, 1) (the fraction removed), got " + std::to_string(a.ratio));
-  if (a.ratio != 0.0) throw Error("--ratio " + std::to_string(a.ratio) + " needs a press; --press none compresses nothing");
-  if (!a.press_opts.empty()) throw Error("press 'none' has no options (got --press-opt " + a.press_opts[0] + ")");
+  if (a.press == "none") {
+    if (a.ratio != 0.0) throw Error("--ratio " + std::to_string(a.ratio) + " needs a press; --press none compresses nothing");
+    if (!a.press_opts.empty()) throw Error("press 'none' has no options (got --press-opt " + a.press_opts[0] + ")");
+    return nullptr;
+  }
+  return make_press(a.press, a.press_opts);
+}
+
+// Prefills the context with the press compressing each layer right after its attention on the
+// last chunk (as kvpress does after the whole context), then frees what compression removed,
+// keeping room for `slack` more tokens.
+void prefill_compressed(Session& session, const std::vector<int32_t>& ids, Press* press, double ratio, int64_t slack) {
+  if (!press) {
+    session.eval(ids);
+    return;
+  }
+  session.set_stats_request(press->needs());
+  session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
+    if (!st.last_chunk) return;
+    const LayerView view{session.model().config(), st.layer, cache, st};
+    compress_layer(*press, view, ratio, cache);
+  });
+  session.eval(ids);
+  session.set_layer_hook(nullptr);
+  session.set_stats_request({});
+  session.cache().release_slack(slack);
 }
 
 // The prompt must fit before anything is printed; generation itself stops at the context end.
@@ -56,7 +81,7 @@ void check_fits(const Session& session, size_t prompt_tokens) {
 // exactly `ids`, or evaluated (with room for reserve_more tokens after it); then saved to
 // --save-cache. Returns the milliseconds spent.
 double prefill_or_load(Session& session, const std::vector<int32_t>& ids, int64_t reserve_more, const GenerateArgs& a,
-                       bool& loaded) {
+                       Press* press, bool& loaded) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!a.load_cache.empty()) {
     const std::vector<int32_t> cached = load_cache(session, a.load_cache).tokens;
@@ -68,7 +93,7 @@ double prefill_or_load(Session& session, const std::vector<int32_t>& ids, int64_
     loaded = true;
   } else {
     if (reserve_more > 0) session.reserve(static_cast<int64_t>(ids.size()) + reserve_more);
-    session.eval(ids);
+    prefill_compressed(session, ids, press, a.ratio, reserve_more);
   }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (!a.save_cache.empty()) {
@@ -89,7 +114,7 @@ nlohmann::json timings_json(const GenerationResult& r) {
 int run(GenerateArgs& a) {
   if (a.prompt.empty() == a.prompt_file.empty()) throw Error("give exactly one of -p TEXT or -f FILE");
   if (a.n_predict < 0) throw Error("-n must be >= 0, got " + std::to_string(a.n_predict));
-  check_press(a);
+  const std::unique_ptr<Press> press = build_press(a);
   Sampler::validate(a.sampling);
   const std::string context = a.prompt_file.empty() ? a.prompt : read_text_file(a.prompt_file);
 
@@ -120,21 +145,16 @@ int run(GenerateArgs& a) {
   std::vector<GenerationResult> answers;
   GenerationResult main_result;
   bool cache_loaded = false;
-  const bool cache_flags = !a.save_cache.empty() || !a.load_cache.empty();
   if (a.questions.empty()) {
+    // The whole prompt is the context: prefill (compressing, or load) first, then generate.
     const std::string text = a.chat ? tmpl.apply({{"user", context}}, true) : context;
     prompt_ids = tok.encode(text, tok.add_bos_by_default());
     check_fits(session, prompt_ids.size());
-    if (!cache_flags) {
-      if (!a.json && !a.chat) stream(context);
-      main_result = generate(session, prompt_ids, a.n_predict, sampler, stream);
-    } else {  // prefill (or load) and save first, then generate from the prompt's logits
-      const double prefill_ms = prefill_or_load(session, prompt_ids, a.n_predict, a, cache_loaded);
-      if (!a.json && !a.chat) stream(context);
-      main_result = generate(session, {}, a.n_predict, sampler, stream);
-      main_result.prefill_ms = prefill_ms;
-      main_result.prompt_tokens = static_cast<int64_t>(prompt_ids.size());
-    }
+    const double prefill_ms = prefill_or_load(session, prompt_ids, a.n_predict, a, press.get(), cache_loaded);
+    if (!a.json && !a.chat) stream(context);
+    main_result = generate(session, {}, a.n_predict, sampler, stream);
+    main_result.prefill_ms = prefill_ms;
+    main_result.prompt_tokens = static_cast<int64_t>(prompt_ids.size());
   } else {
     // Context first, then each question from the same cache, rolled back after its answer.
     const auto split = tmpl.split(context, a.questions[0]);
@@ -143,7 +163,8 @@ int run(GenerateArgs& a) {
     for (const auto& q : a.questions)
       longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
     check_fits(session, prompt_ids.size() + longest_question);
-    const double context_ms = prefill_or_load(session, prompt_ids, 0, a, cache_loaded);
+    const double context_ms =
+        prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, press.get(), cache_loaded);
     const int32_t context_end = session.next_position();
     session.cache().protect_query_position(context_end);  // every answer is rolled back to here
     for (const auto& q : a.questions) {

@@ -11,5 +11,6 @@ using Runner = std::function<int()>;
 Runner add_inspect(CLI::App& app);
 Runner add_generate(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_presses(CLI::App& app);
 
 }  // namespace kvsqueeze::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   add(kvsqueeze::cli::add_inspect);
   add(kvsqueeze::cli::add_generate);
   add(kvsqueeze::cli::add_bench);
+  add(kvsqueeze::cli::add_presses);
   std::string valid;
   bool known = false;
   for (const auto* sub : app.get_subcommands({})) {
