@@ -24,42 +24,16 @@ using namespace kvsqueeze::kernels;
 
 namespace {
 
+// Block layout and name from the shared type table.
 struct Layout {
   int64_t elems;
   size_t bytes;
 };
 Layout layout_of(TensorType t) {
-  switch (t) {
-    case TensorType::F32: return {1, 4};
-    case TensorType::F16:
-    case TensorType::BF16: return {1, 2};
-    case TensorType::Q4_0: return {32, 18};
-    case TensorType::Q4_1: return {32, 20};
-    case TensorType::Q5_0: return {32, 22};
-    case TensorType::Q5_1: return {32, 24};
-    case TensorType::Q8_0: return {32, 34};
-    case TensorType::Q4_K: return {256, 144};
-    case TensorType::Q5_K: return {256, 176};
-    case TensorType::Q6_K: return {256, 210};
-    default: return {0, 0};
-  }
+  const auto& info = tensor_type_info(t);
+  return {info.block_size, info.block_bytes};
 }
-const char* name_of(TensorType t) {
-  switch (t) {
-    case TensorType::F32: return "F32";
-    case TensorType::F16: return "F16";
-    case TensorType::BF16: return "BF16";
-    case TensorType::Q4_0: return "Q4_0";
-    case TensorType::Q4_1: return "Q4_1";
-    case TensorType::Q5_0: return "Q5_0";
-    case TensorType::Q5_1: return "Q5_1";
-    case TensorType::Q8_0: return "Q8_0";
-    case TensorType::Q4_K: return "Q4_K";
-    case TensorType::Q5_K: return "Q5_K";
-    case TensorType::Q6_K: return "Q6_K";
-    default: return "?";
-  }
-}
+std::string name_of(TensorType t) { return tensor_type_name(static_cast<uint32_t>(t)); }
 
 uint64_t g_state = 0x9e3779b97f4a7c15ull;
 uint64_t next_rand() {

@@ -45,43 +45,12 @@ struct BlockLayout {
 
 // Layout of the types the kernels implement; elems == 0 for anything else.
 inline BlockLayout block_layout(TensorType t) {
-  switch (t) {
-    case TensorType::F32: return {1, 4};
-    case TensorType::F16: return {1, 2};
-    case TensorType::BF16: return {1, 2};
-    case TensorType::Q4_0: return {32, 18};
-    case TensorType::Q4_1: return {32, 20};
-    case TensorType::Q5_0: return {32, 22};
-    case TensorType::Q5_1: return {32, 24};
-    case TensorType::Q8_0: return {32, 34};
-    case TensorType::Q4_K: return {256, 144};
-    case TensorType::Q5_K: return {256, 176};
-    case TensorType::Q6_K: return {256, 210};
-    default: return {0, 0};
-  }
+  const auto info = tensor_type_info(static_cast<uint32_t>(t));
+  if (!info || !info->supported) return {0, 0};
+  return {info->block_size, info->block_bytes};
 }
 
-// Our own name table: kernels/ does not link the engine library that owns tensor_type_name().
-inline std::string type_label(TensorType t) {
-  switch (t) {
-    case TensorType::F32: return "F32";
-    case TensorType::F16: return "F16";
-    case TensorType::Q4_0: return "Q4_0";
-    case TensorType::Q4_1: return "Q4_1";
-    case TensorType::Q5_0: return "Q5_0";
-    case TensorType::Q5_1: return "Q5_1";
-    case TensorType::Q8_0: return "Q8_0";
-    case TensorType::Q8_1: return "Q8_1";
-    case TensorType::Q2_K: return "Q2_K";
-    case TensorType::Q3_K: return "Q3_K";
-    case TensorType::Q4_K: return "Q4_K";
-    case TensorType::Q5_K: return "Q5_K";
-    case TensorType::Q6_K: return "Q6_K";
-    case TensorType::Q8_K: return "Q8_K";
-    case TensorType::BF16: return "BF16";
-  }
-  return "type#" + std::to_string(static_cast<uint32_t>(t));
-}
+inline std::string type_label(TensorType t) { return tensor_type_name(static_cast<uint32_t>(t)); }
 
 [[noreturn]] inline void throw_unsupported(TensorType t, const char* what) {
   throw Error(std::string(what) + ": tensor type " + type_label(t) +
