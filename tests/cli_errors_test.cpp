@@ -86,4 +86,6 @@ TEST(CliErrors, BadFlagsAndValues) {
   expect_clean_error(run_cli("generate -m " + kStories + " -f /nonexistent.txt"), "cannot read prompt file");
   expect_clean_error(run_cli("bench -m " + kStories + " --ctx 12,abc"), "--ctx expects");
   expect_clean_error(run_cli("nosuchcommand"), "unknown command 'nosuchcommand'");
+  expect_clean_error(run_cli("bench -m " + kStories + " --ctx 64 --ratio 0.5 --press nosuch"), "unknown press 'nosuch'");
+  expect_clean_error(run_cli("bench -m " + kStories + " --ctx 64 --ratio 1.5"), "--ratio expects");
 }

@@ -2,9 +2,9 @@
 //   Speed:  bench -m M --ctx 512,4096 -n 64            prefill and decode tok/s per context
 //   Memory: bench -m M --ctx 4096,16384 --ratio 0,0.5,0.75,0.9
 //           each context is prefilled once and saved as a prompt cache (reused on later runs);
-//           each ratio then runs in a fresh process that loads the cache, cuts it with a
-//           StreamingLLM keep-set (sinks + most recent), frees the slack and decodes, so its
-//           decode time, bytes held and peak RSS belong to that ratio alone.
+//           each ratio then runs in a fresh process that loads the cache, compresses it with
+//           --press (default streaming_llm: 4 sinks + the most recent slots), frees the slack
+//           and decodes, so its decode time, bytes held and peak RSS belong to that ratio alone.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -18,6 +18,7 @@
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
 #include "kvsqueeze/model.h"
+#include "kvsqueeze/press.h"
 
 namespace kvsqueeze::cli {
 namespace {
@@ -30,8 +31,6 @@ struct BenchArgs {
   double worker_ratio = 0.0;
   bool json = false;
 };
-
-constexpr int64_t kSinks = 4;
 
 std::vector<int32_t> random_prompt(const ModelConfig& cfg, int64_t n, uint64_t seed) {
   std::mt19937 rng(static_cast<uint32_t>(seed));
@@ -57,20 +56,14 @@ double decode(Session& session, std::vector<float> logits, int64_t n) {
   return ms_since_steady(t0);
 }
 
-// StreamingLLM keep-set on every full-attention run: the first kSinks slots and the most recent
-// ones, floor(len * (1 - ratio)) in all. Sliding-window layers are left alone (as kvpress does).
-void streaming_cut(KvCache& cache, double ratio) {
+// Compresses every layer of a loaded cache with a press that needs no attention statistics
+// (a loaded cache carries none). Sliding-window layers are left alone, as kvpress does.
+void compress_loaded(const Model& model, const std::string& press_name, double ratio, KvCache& cache) {
+  auto press = make_press(press_name, {});  // statistics-free: run_memory checked it
   for (int64_t l = 0; l < cache.shape().n_layer; ++l) {
-    if (cache.window(l) > 0) continue;
-    for (int64_t h = 0; h < cache.shape().n_head_kv; ++h) {
-      const int64_t len = cache.length(l, h);
-      const int64_t keep = static_cast<int64_t>(static_cast<double>(len) * (1.0 - ratio));
-      if (keep >= len) continue;
-      std::vector<int32_t> slots;
-      for (int64_t i = 0; i < std::min(kSinks, keep); ++i) slots.push_back(static_cast<int32_t>(i));
-      for (int64_t i = len - (keep - static_cast<int64_t>(slots.size())); i < len; ++i) slots.push_back(static_cast<int32_t>(i));
-      cache.compact(l, h, slots);
-    }
+    LayerStats stats;
+    stats.layer = l;
+    compress_layer(*press, LayerView{model.config(), l, cache, stats}, ratio, cache);
   }
 }
 
@@ -118,7 +111,7 @@ int run_worker(const BenchArgs& a, const Model& model) {
   load_cache(session, a.worker_cache);
   const size_t full = session.kv_bytes_full();
   const int64_t t0 = now_ns();
-  streaming_cut(session.cache(), a.worker_ratio);
+  compress_loaded(model, a.press, a.worker_ratio, session.cache());
   session.cache().release_slack(a.n_decode + 1);  // room for the decode steps only
   const double cut_ms = ms_since_steady(t0);
   const size_t held = session.cache().bytes_held();
@@ -146,7 +139,9 @@ std::string default_cache_dir() {
 std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
 int run_memory(const BenchArgs& a, const Model& model) {
-  if (a.press != "streaming_llm") throw Error("bench --press: only streaming_llm is available yet, got '" + a.press + "'");
+  if (make_press(a.press, {})->needs().any())  // checked here, before any prefill or worker
+    throw Error("bench --press " + a.press + " needs attention statistics, which a saved prefill does not carry " +
+                "(use a statistics-free press: knorm, random, streaming_llm)");
   const ModelConfig& cfg = model.config();
   const auto ratios = parse_ratio_list(a.ratio_list, "--ratio");
   const std::string dir = a.cache_dir.empty() ? default_cache_dir() : a.cache_dir;
@@ -173,7 +168,7 @@ int run_memory(const BenchArgs& a, const Model& model) {
     for (double ratio : ratios) {
       std::string cmd = "'" + self_exe() + "' bench -m '" + a.model + "' --worker-cache '" + file + "' --worker-ratio " +
                         std::to_string(ratio) + " -n " + std::to_string(a.n_decode) + " -t " + std::to_string(a.threads) +
-                        " --chunk " + std::to_string(a.chunk);
+                        " --chunk " + std::to_string(a.chunk) + " --press " + a.press;
       FILE* p = popen(cmd.c_str(), "r");
       if (!p) throw Error("bench: cannot start a worker process");
       std::string out;
