@@ -14,7 +14,7 @@ echo "== kvsqueeze generate (greedy, streaming)"
 "$BIN" generate -m "$MODEL" -p "$PROMPT" -n 48
 echo
 echo "== the cache after generation (generate --json: bytes held, per layer x KV head lengths)"
-"$BIN" generate -m "$MODEL" -p "$PROMPT" -n 16 --json | python3 -c '
+SUMMARY='
 import json, sys
 r = json.load(sys.stdin)
 print("prompt tokens :", len(r["prompt_tokens"]), " generated:", len(r["output_tokens"]))
@@ -24,3 +24,8 @@ print("kv_lengths    :", " ".join("L%d=%s" % (i, "/".join(map(str, h))) for i, h
 t = r["timings"]
 print("timings       : prefill %.1f tok/s, decode %.1f tok/s; peak RSS %.1f MiB" % (t["prefill_tok_s"], t["decode_tok_s"], r["peak_rss_bytes"] / 2**20))
 '
+"$BIN" generate -m "$MODEL" -p "$PROMPT" -n 16 --json | python3 -c "$SUMMARY"
+echo
+echo "== the same with the context compressed by SnapKV, half of it removed (global layers; the"
+echo "   sliding-window layers of Gemma 3 keep their window)"
+"$BIN" generate -m "$MODEL" -p "$PROMPT" -n 16 --press snapkv --ratio 0.5 --press-opt window_size=4 --json | python3 -c "$SUMMARY"
