@@ -25,20 +25,29 @@ struct Compressed {
   std::unique_ptr<Session> session;
   std::vector<std::vector<std::vector<int32_t>>> positions_before;  // [layer][head] -> positions
   std::vector<LayerScores> scores;                                  // [layer] as the press saw them
+  std::vector<std::vector<std::vector<float>>> keys_before;         // [layer][head] -> len x dk
 
-  Compressed(Press& press, double ratio) {
+  Compressed(Press& press, double ratio, int64_t chunk = 512) {
     SessionOptions o;
     o.kv_type = KvType::F32;
+    o.chunk = chunk;
     session = std::make_unique<Session>(*model, o);
     session->set_stats_request(press.needs());
     session->set_layer_hook([&](const LayerStats& st, KvCache& cache) {
       const LayerView view{model->config(), st.layer, cache, st};
+      press.observe(view);
+      if (!st.last_chunk) return;
       std::vector<std::vector<int32_t>> pos;
+      std::vector<std::vector<float>> keys;
       for (int64_t h = 0; h < cache.shape().n_head_kv; ++h) {
         const auto p = cache.positions(st.layer, h);
         pos.emplace_back(p.begin(), p.end());
+        const auto run = cache.run(st.layer, h);
+        const float* k = static_cast<const float*>(run.k);
+        keys.emplace_back(k, k + run.len * run.k_stride);
       }
       positions_before.push_back(pos);
+      keys_before.push_back(keys);
       scores.push_back(press.score(view));
       compress_layer(press, view, ratio, cache);
     });
@@ -73,7 +82,7 @@ TEST(PressRegistry, ListsPressesAndRejectsBadNamesAndOptions) {
     make_press("nosuch", {});
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("valid: none, knorm"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("valid: none, keydiff, knorm"), std::string::npos) << e.what();
   }
   EXPECT_THROW(make_press("snapkv", {"window=3"}), Error);           // unknown option
   EXPECT_THROW(make_press("snapkv", {"window_size=abc"}), Error);    // wrong type
@@ -193,4 +202,46 @@ TEST(Presses, CliCompressesTheContextAndReportsIt) {
   const CliResult bad = run_cli(base + " --press knorm --ratio 0.5 --press-opt foo=1");
   EXPECT_NE(bad.status, 0);
   EXPECT_EQ(bad.err_lines(), 1) << bad.err;
+}
+
+TEST(Presses, KeyDiffScoresAreMinusCosineToTheMeanDirection) {
+  auto press = make_press("keydiff", {});
+  Compressed c(*press, 0.5);
+  const int64_t dk = c.model->config().head_dim_k, len = static_cast<int64_t>(kPrompt.size());
+  const auto& k = c.keys_before[1][3];
+  std::vector<double> anchor(static_cast<size_t>(dk), 0.0);
+  for (int64_t j = 0; j < len; ++j) {
+    double n = 0;
+    for (int64_t i = 0; i < dk; ++i) n += k[static_cast<size_t>(j * dk + i)] * k[static_cast<size_t>(j * dk + i)];
+    for (int64_t i = 0; i < dk; ++i) anchor[static_cast<size_t>(i)] += k[static_cast<size_t>(j * dk + i)] / std::sqrt(n) / len;
+  }
+  for (int64_t j = 0; j < len; ++j) {
+    double dot = 0, kn = 0, an = 0;
+    for (int64_t i = 0; i < dk; ++i) {
+      dot += k[static_cast<size_t>(j * dk + i)] * anchor[static_cast<size_t>(i)];
+      kn += k[static_cast<size_t>(j * dk + i)] * k[static_cast<size_t>(j * dk + i)];
+      an += anchor[static_cast<size_t>(i)] * anchor[static_cast<size_t>(i)];
+    }
+    EXPECT_NEAR(c.scores[1][3][static_cast<size_t>(j)], -dot / std::sqrt(kn * an), 1e-5);
+  }
+  EXPECT_EQ(c.kept(1, 3).size(), static_cast<size_t>(len / 2));
+}
+
+TEST(Presses, ObservedAttentionIsTheSameWithChunkedPrefill) {
+  auto whole_press = make_press("observed_attention", {});
+  auto chunked_press = make_press("observed_attention", {});
+  Compressed whole(*whole_press, 0.5), chunked(*chunked_press, 0.5, /*chunk=*/7);
+  const int64_t len = static_cast<int64_t>(kPrompt.size());
+  // One pass: the score is the column sum over all queries / (L - i), averaged over the group.
+  const auto& cols = whole.session->layer_stats()[4].attention.column_sums;
+  for (int64_t i = 0; i < len; ++i) {
+    const double want = (cols[2][static_cast<size_t>(i)] + cols[3][static_cast<size_t>(i)]) / 2 / static_cast<double>(len - i);
+    EXPECT_NEAR(whole.scores[4][1][static_cast<size_t>(i)], want, 1e-6);
+  }
+  for (size_t l = 0; l < whole.scores.size(); ++l)
+    for (size_t h = 0; h < whole.scores[l].size(); ++h) {
+      for (int64_t i = 0; i < len; ++i)
+        EXPECT_NEAR(whole.scores[l][h][static_cast<size_t>(i)], chunked.scores[l][h][static_cast<size_t>(i)], 2e-6);
+      EXPECT_EQ(whole.kept(static_cast<int64_t>(l), static_cast<int64_t>(h)), chunked.kept(static_cast<int64_t>(l), static_cast<int64_t>(h)));
+    }
 }

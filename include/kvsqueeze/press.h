@@ -33,6 +33,9 @@ class Press {
   virtual std::string name() const = 0;
   // Statistics the forward pass must compute for this press.
   virtual StatsRequest needs() const { return {}; }
+  // Called for every prefill chunk of the context, before score() on the last one, so a press
+  // can accumulate statistics over chunks (e.g. attention column sums).
+  virtual void observe(const LayerView& view) { (void)view; }
   virtual LayerScores score(const LayerView& view) = 0;
 };
 

@@ -59,9 +59,9 @@ void prefill_compressed(Session& session, const std::vector<int32_t>& ids, Press
   }
   session.set_stats_request(press->needs());
   session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
-    if (!st.last_chunk) return;
     const LayerView view{session.model().config(), st.layer, cache, st};
-    compress_layer(*press, view, ratio, cache);
+    press->observe(view);
+    if (st.last_chunk) compress_layer(*press, view, ratio, cache);
   });
   session.eval(ids);
   session.set_layer_hook(nullptr);

@@ -1,0 +1,51 @@
+// KeyDiff (arXiv 2504.15364, kvpress KeyDiffPress): keys least like the head's mean key
+// direction are kept: a = mean_i k_i / ||k_i||, s_i = -cos(k_i, a). Attention-free.
+#include <cmath>
+
+#include "kernels/kv_rows.h"
+#include "press/press_registry.h"
+
+namespace kvsqueeze {
+namespace {
+
+class KeyDiffPress : public Press {
+ public:
+  std::string name() const override { return "keydiff"; }
+  LayerScores score(const LayerView& v) override {
+    const int64_t dk = v.cache.shape().head_dim_k;
+    LayerScores out(static_cast<size_t>(v.cache.shape().n_head_kv));
+    for (int64_t h = 0; h < v.cache.shape().n_head_kv; ++h) {
+      const kernels::KvRun run = v.cache.run(v.layer, h);
+      std::vector<float> keys(static_cast<size_t>(run.len * dk));
+      std::vector<double> norm(static_cast<size_t>(run.len)), anchor(static_cast<size_t>(dk), 0.0);
+      for (int64_t j = 0; j < run.len; ++j) {
+        float* k = keys.data() + j * dk;
+        kernels::row_to_f32(run.k, j, run.k_stride, dk, run.type, k);
+        double sum = 0;
+        for (int64_t i = 0; i < dk; ++i) sum += static_cast<double>(k[i]) * k[i];
+        norm[static_cast<size_t>(j)] = std::max(std::sqrt(sum), 1e-12);
+        for (int64_t i = 0; i < dk; ++i) anchor[static_cast<size_t>(i)] += k[i] / norm[static_cast<size_t>(j)] / static_cast<double>(run.len);
+      }
+      double anchor_norm = 0;
+      for (double a : anchor) anchor_norm += a * a;
+      anchor_norm = std::max(std::sqrt(anchor_norm), 1e-12);
+      auto& s = out[static_cast<size_t>(h)];
+      s.resize(static_cast<size_t>(run.len));
+      for (int64_t j = 0; j < run.len; ++j) {
+        double dot = 0;
+        for (int64_t i = 0; i < dk; ++i) dot += keys[static_cast<size_t>(j * dk + i)] * anchor[static_cast<size_t>(i)];
+        s[static_cast<size_t>(j)] = -static_cast<float>(dot / (norm[static_cast<size_t>(j)] * anchor_norm));
+      }
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+void register_keydiff_press() {
+  register_press({"keydiff", "Keeps the keys least similar to the mean key direction (KeyDiff).", {}},
+                 [](const PressOptionValues&) { return std::make_unique<KeyDiffPress>(); });
+}
+
+}  // namespace kvsqueeze
