@@ -67,4 +67,10 @@ std::unique_ptr<Press> make_press(const std::string& name, const std::vector<std
 // Sliding-window layers are left alone, as kvpress does for gemma3. Returns slots removed.
 int64_t compress_layer(Press& press, const LayerView& view, double ratio, KvCache& cache);
 
+class Session;
+// Evaluates a context with `press` compressing each layer right after its attention on the
+// last chunk (as kvpress does after the whole context; every chunk is observed), then frees
+// what compression removed, keeping room for `slack` more tokens per run.
+void prefill_with_press(Session& session, const std::vector<int32_t>& ids, Press& press, double ratio, int64_t slack);
+
 }  // namespace kvsqueeze

@@ -40,6 +40,13 @@ std::vector<int32_t> random_prompt(const ModelConfig& cfg, int64_t n, uint64_t s
   return ids;
 }
 
+// A context of ctx tokens followed by n_decode steps, needing `positions`, must fit the model.
+void check_context(const ModelConfig& cfg, int64_t ctx, int64_t n_decode, int64_t positions) {
+  if (positions > cfg.n_ctx_train)
+    throw Error("--ctx " + std::to_string(ctx) + " plus -n " + std::to_string(n_decode) + " exceeds the model's context " +
+                std::to_string(cfg.n_ctx_train));
+}
+
 SessionOptions session_options(const BenchArgs& a, int64_t ctx_size) {
   SessionOptions so;
   so.ctx_size = ctx_size;
@@ -71,9 +78,7 @@ int run_speed(const BenchArgs& a, const Model& model) {
   const ModelConfig& cfg = model.config();
   nlohmann::json results = nlohmann::json::array();
   for (int64_t ctx : parse_int_list(a.ctx_list, "--ctx")) {
-    if (ctx + a.n_decode > cfg.n_ctx_train)
-      throw Error("--ctx " + std::to_string(ctx) + " plus -n " + std::to_string(a.n_decode) + " exceeds the model's context " +
-                  std::to_string(cfg.n_ctx_train));
+    check_context(cfg, ctx, a.n_decode, ctx + a.n_decode);
     Session session(model, session_options(a, ctx + a.n_decode));
     session.reserve(ctx + a.n_decode);
     const int64_t t0 = now_ns();
@@ -148,9 +153,7 @@ int run_memory(const BenchArgs& a, const Model& model) {
   std::filesystem::create_directories(dir);
   nlohmann::json results = nlohmann::json::array();
   for (int64_t ctx : parse_int_list(a.ctx_list, "--ctx")) {
-    if (ctx + a.n_decode + 1 > cfg.n_ctx_train)
-      throw Error("--ctx " + std::to_string(ctx) + " plus -n " + std::to_string(a.n_decode) + " exceeds the model's context " +
-                  std::to_string(cfg.n_ctx_train));
+    check_context(cfg, ctx, a.n_decode, ctx + a.n_decode + 1);  // the worker's session size
     const std::string file = dir + "/" + fingerprint_hex(model.fingerprint()) + "-ctx" + std::to_string(ctx) + "-" + a.kv_type +
                              "-seed" + std::to_string(a.seed) + ".kvc";
     double prefill_ms = -1;

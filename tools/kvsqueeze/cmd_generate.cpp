@@ -49,26 +49,6 @@ std::unique_ptr<Press> build_press(const GenerateArgs& a) {
   return make_press(a.press, a.press_opts);
 }
 
-// Prefills the context with the press compressing each layer right after its attention on the
-// last chunk (as kvpress does after the whole context), then frees what compression removed,
-// keeping room for `slack` more tokens.
-void prefill_compressed(Session& session, const std::vector<int32_t>& ids, Press* press, double ratio, int64_t slack) {
-  if (!press) {
-    session.eval(ids);
-    return;
-  }
-  session.set_stats_request(press->needs());
-  session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
-    const LayerView view{session.model().config(), st.layer, cache, st};
-    press->observe(view);
-    if (st.last_chunk) compress_layer(*press, view, ratio, cache);
-  });
-  session.eval(ids);
-  session.set_layer_hook(nullptr);
-  session.set_stats_request({});
-  session.cache().release_slack(slack);
-}
-
 // The prompt must fit before anything is printed; generation itself stops at the context end.
 void check_fits(const Session& session, size_t prompt_tokens) {
   const int64_t limit = session.options().ctx_size;
@@ -93,7 +73,8 @@ double prefill_or_load(Session& session, const std::vector<int32_t>& ids, int64_
     loaded = true;
   } else {
     if (reserve_more > 0) session.reserve(static_cast<int64_t>(ids.size()) + reserve_more);
-    prefill_compressed(session, ids, press, a.ratio, reserve_more);
+    if (press) prefill_with_press(session, ids, *press, a.ratio, reserve_more);
+    else session.eval(ids);
   }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (!a.save_cache.empty()) {
