@@ -49,6 +49,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kernels/dequantize.h"
 #include "kernels/quant_blocks.h"
@@ -1043,6 +1044,8 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   }
 }
 
+std::atomic<bool> g_exact_activations{false};
+
 void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool portable) {
   validate(w, "matmul");
   if (n_tokens < 0) throw Error("matmul: negative n_tokens " + std::to_string(n_tokens));
@@ -1055,7 +1058,17 @@ void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float*
     return;
   }
   QuantKind k{};
-  if (quant_kind(w.type, k))
+  if (quant_kind(w.type, k) && g_exact_activations.load(std::memory_order_relaxed)) {
+    // Reference mode: fp32 activations against the dequantized weights.
+    std::vector<float> dense(static_cast<size_t>(w.rows * w.cols));
+    for (int64_t r = 0; r < w.rows; ++r)
+      dequantize_row(w.type, w.data + static_cast<size_t>(r) * w.row_bytes, dense.data() + r * w.cols, w.cols);
+    WeightMatrix f = w;
+    f.type = TensorType::F32;
+    f.data = reinterpret_cast<const uint8_t*>(dense.data());
+    f.row_bytes = static_cast<size_t>(w.cols) * sizeof(float);
+    matmul_float(f, x, n_tokens, y, ldy, portable);
+  } else if (quant_kind(w.type, k))
     matmul_quant(w, x, n_tokens, y, ldy, portable);
   else
     matmul_float(w, x, n_tokens, y, ldy, portable);
@@ -1068,6 +1081,8 @@ void matmul_portable(const WeightMatrix& w, const float* x, int64_t n_tokens, fl
 }
 
 }  // namespace detail
+
+void set_exact_activations(bool exact) { detail::g_exact_activations.store(exact); }
 
 void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy) {
   detail::matmul_impl(w, x, n_tokens, y, ldy, false);

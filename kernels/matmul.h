@@ -25,6 +25,10 @@ inline void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, floa
   matmul(w, x, n_tokens, y, w.rows);
 }
 
+// Reference mode for comparisons with fp32 frameworks: quantized weights are dequantized and
+// multiplied with fp32 activations (slower) instead of 8-bit quantized activations. Process-wide.
+void set_exact_activations(bool exact);
+
 // Dequantized copy of row `row` into dst[cols] (embedding lookup).
 void get_row(const WeightMatrix& w, int64_t row, float* dst);
 

@@ -34,7 +34,7 @@ struct Compressed {
     session = std::make_unique<Session>(*model, o);
     session->set_stats_request(press.needs());
     session->set_layer_hook([&](const LayerStats& st, KvCache& cache) {
-      const LayerView view{model->config(), st.layer, cache, st};
+      const LayerView view(*model, st.layer, cache, st);
       press.observe(view);
       if (!st.last_chunk) return;
       std::vector<std::vector<int32_t>> pos;
@@ -49,7 +49,7 @@ struct Compressed {
       positions_before.push_back(pos);
       keys_before.push_back(keys);
       scores.push_back(press.score(view));
-      compress_layer(press, view, ratio, cache);
+      compress_layer(press, view, Budget{ratio}, cache);
     });
     session->eval(kPrompt);
   }

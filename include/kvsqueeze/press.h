@@ -2,10 +2,13 @@
 // Presses: methods that decide which KV slots to keep. A press scores the slots of one layer
 // from a narrow view (the cache runs and the statistics it declared it needs); a budget rule
 // then keeps the best slots of each (layer, KV head) and the cache compacts in place.
-// Presses are registered by name with typed, documented options (press_registry.cpp).
+// Wrappers (adakv, composed, chunk, ...) take other presses and change how budgets are shared
+// or how scores are formed. Presses are registered by name with typed, documented options and
+// built from expressions such as "adakv(expected_attention(epsilon=0.01))".
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -15,17 +18,54 @@
 
 namespace kvsqueeze {
 
-// What a press sees of one layer, right after that layer's attention.
+class Session;
+
+// What a press sees of one layer, right after that layer's attention: the cached runs of each
+// KV head (possibly a sub-range, for chunk-wise wrappers) and the statistics it asked for.
 struct LayerView {
-  const ModelConfig& config;
-  int64_t layer;
-  const KvCache& cache;
+  const Model& model;
+  int64_t layer = 0;
+  std::vector<kernels::KvRun> runs;  // per KV head
   const LayerStats& stats;
+
+  LayerView(const Model& m, int64_t l, const KvCache& cache, const LayerStats& s);
+  LayerView(const Model& m, int64_t l, std::vector<kernels::KvRun> r, const LayerStats& s)
+      : model(m), layer(l), runs(std::move(r)), stats(s) {}
+
+  const ModelConfig& config() const { return model.config(); }
+  int64_t n_head_kv() const { return static_cast<int64_t>(runs.size()); }
+  int64_t group() const { return config().n_head / n_head_kv(); }  // query heads per KV head
+  int64_t head_dim_k() const { return config().head_dim_k; }
+  int64_t head_dim_v() const { return config().head_dim_v; }
+  int64_t length(int64_t h) const { return runs[static_cast<size_t>(h)].len; }
+  std::span<const int32_t> positions(int64_t h) const {
+    const auto& r = runs[static_cast<size_t>(h)];
+    return {r.pos, static_cast<size_t>(r.len)};
+  }
+  // Keys / values of head h as len x d floats (post-RoPE keys, as cached).
+  std::vector<float> keys(int64_t h) const;
+  std::vector<float> values(int64_t h) const;
+  // Keys with RoPE undone (rotated back from their positions): what W_k (+k_norm) produced.
+  std::vector<float> pre_rope_keys(int64_t h) const;
+  // RoPE frequencies of this layer (global or sliding base, scaling included).
+  std::span<const float> inv_freq() const;
 };
 
 // Scores per KV head of the layer, one per slot of its run; higher is kept. Slots that must
 // never be evicted (sinks, windows) score +infinity.
 using LayerScores = std::vector<std::vector<float>>;
+// Per KV head, the slot indices kept, strictly ascending.
+using KeepSets = std::vector<std::vector<int32_t>>;
+
+// How much of a layer to keep: a fraction removed, or an absolute number of slots per head
+// (the average per head for allocators that share a layer's budget unevenly).
+struct Budget {
+  double ratio = 0.0;   // fraction removed, in [0, 1)
+  int64_t tokens = -1;  // >= 0: keep this many slots per head instead
+  // Slots a run of `len` keeps under this budget (kvpress: max(1, int(len * (1 - ratio)))).
+  int64_t keep(int64_t len) const;
+  bool none() const { return tokens < 0 && ratio == 0.0; }
+};
 
 class Press {
  public:
@@ -33,44 +73,81 @@ class Press {
   virtual std::string name() const = 0;
   // Statistics the forward pass must compute for this press.
   virtual StatsRequest needs() const { return {}; }
-  // Called for every prefill chunk of the context, before score() on the last one, so a press
-  // can accumulate statistics over chunks (e.g. attention column sums).
+  // Called for every prefill chunk of the context, before compress() on the last one, so a
+  // press can accumulate statistics over chunks (e.g. attention column sums).
   virtual void observe(const LayerView& view) { (void)view; }
-  virtual LayerScores score(const LayerView& view) = 0;
+  // Scorers: per-slot scores (higher kept, +inf protected). Presses that are not scorers
+  // (allocators over a fixed rule) throw.
+  virtual LayerScores score(const LayerView& view);
+  // Which slots each head keeps under `budget`. Default: the uniform rule on score().
+  virtual KeepSets select(const LayerView& view, const Budget& budget);
+  // Compresses the layer in the cache and returns what each head kept (slot indices before the
+  // call). Default: compact to select(), then compacted(). Presses that transform kept slots
+  // (key re-rotation, channel pruning) or run several steps (composed) override it.
+  virtual KeepSets compress(const LayerView& view, const Budget& budget, KvCache& cache);
+  // The layer was compacted to `keep`: presses holding per-slot state (accumulated attention)
+  // remap it. Wrappers forward it to their inner presses.
+  virtual void compacted(int64_t layer, const KeepSets& keep) { (void)layer, (void)keep; }
+  // Presses that must see every layer before deciding (global allocation across layers,
+  // extra passes over the context) return true: they collect in observe() and compress
+  // everything in finish(), after the whole context was evaluated.
+  virtual bool needs_all_layers() const { return false; }
+  virtual void finish(Session& session, const Budget& budget) { (void)session, (void)budget; }
 };
 
 struct PressOption {
   std::string name;
-  std::string type;  // "float", "int", "bool"
+  std::string type;  // "float", "int", "bool", "choice", "string", "floats"
   double default_value = 0;
-  double min = 0, max = 0;  // valid range (inclusive)
+  double min = 0, max = 0;  // valid range (inclusive) of numbers
   std::string doc;
+  std::vector<std::string> choices;  // "choice": the valid words; default_text is the default
+  std::string default_text;          // default of "choice", "string" and "floats"
 };
 
 struct PressInfo {
   std::string name;
   std::string doc;
   std::vector<PressOption> options;
+  int inner = 0;  // presses it wraps: 0 (a scorer), 1, or -1 (one or more)
+  std::string notes;  // fixes over upstream, limitations (shown by `presses --json`)
 };
 
-// Option values after validation, by name (bools as 0/1).
-using PressOptionValues = std::map<std::string, double>;
+// Option values after validation (bools as 0/1).
+struct PressOptionValues {
+  std::map<std::string, double> numbers;
+  std::map<std::string, std::string> texts;  // choice, string and floats options as given
+  double at(const std::string& key) const;
+  const std::string& text(const std::string& key) const;
+  std::vector<double> floats(const std::string& key) const;
+};
 
 // Every registered press, sorted by name.
 std::vector<PressInfo> list_presses();
-// Builds a press from its name and KEY=VALUE options. Unknown press or option, a value of the
-// wrong type or out of range: kvsqueeze::Error naming the valid choices.
-std::unique_ptr<Press> make_press(const std::string& name, const std::vector<std::string>& options);
+// Builds a press from an expression ("snapkv", "adakv(expected_attention(epsilon=0.01))",
+// "composed(snapkv,think)") and KEY=VALUE options: KEY sets an option of the outermost press,
+// NAME.KEY of every press called NAME in the expression. Unknown press or option, a value of
+// the wrong type or out of range, a malformed expression: kvsqueeze::Error naming the valid choices.
+std::unique_ptr<Press> make_press(const std::string& expression, const std::vector<std::string>& options = {});
 
-// Keeps the floor(len x (1 - ratio)) best-scoring slots of every run of the layer (ties go to
-// the later position; protected slots always stay, even beyond the budget) and compacts.
-// Sliding-window layers are left alone, as kvpress does for gemma3. Returns slots removed.
-int64_t compress_layer(Press& press, const LayerView& view, double ratio, KvCache& cache);
+// Takes the pipeline-level options out of `press_opts`: budget=N (slots kept per head, an
+// absolute budget instead of the ratio) and budget_bytes=B (bytes the compressible layers'
+// K, V and positions may hold, turned into slots per head for this model and element type).
+Budget take_budget_options(const ModelConfig& config, KvType type, double ratio, std::vector<std::string>& press_opts);
 
-class Session;
+// Compacts every head of `layer` to `keep` (slot indices, ascending).
+void compact_layer(KvCache& cache, int64_t layer, const KeepSets& keep);
+// The best `counts[h]` slots of each head (protected +inf slots always, even beyond the count;
+// NaN lowest; equal scores: the later slot first), ascending.
+KeepSets top_k_per_head(const LayerScores& scores, const std::vector<int64_t>& counts);
+
+// Compresses one layer with `press` under `budget` (sliding-window layers are left alone:
+// their window already bounds them). Returns the slots removed.
+int64_t compress_layer(Press& press, const LayerView& view, const Budget& budget, KvCache& cache);
+
 // Evaluates a context with `press` compressing each layer right after its attention on the
 // last chunk (as kvpress does after the whole context; every chunk is observed), then frees
 // what compression removed, keeping room for `slack` more tokens per run.
-void prefill_with_press(Session& session, const std::vector<int32_t>& ids, Press& press, double ratio, int64_t slack);
+void prefill_with_press(Session& session, const std::vector<int32_t>& ids, Press& press, const Budget& budget, int64_t slack);
 
 }  // namespace kvsqueeze

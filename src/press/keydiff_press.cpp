@@ -12,10 +12,10 @@ class KeyDiffPress : public Press {
  public:
   std::string name() const override { return "keydiff"; }
   LayerScores score(const LayerView& v) override {
-    const int64_t dk = v.cache.shape().head_dim_k;
-    LayerScores out(static_cast<size_t>(v.cache.shape().n_head_kv));
-    for (int64_t h = 0; h < v.cache.shape().n_head_kv; ++h) {
-      const kernels::KvRun run = v.cache.run(v.layer, h);
+    const int64_t dk = v.head_dim_k();
+    LayerScores out(static_cast<size_t>(v.n_head_kv()));
+    for (int64_t h = 0; h < v.n_head_kv(); ++h) {
+      const kernels::KvRun run = v.runs[static_cast<size_t>(h)];
       std::vector<float> keys(static_cast<size_t>(run.len * dk));
       std::vector<double> norm(static_cast<size_t>(run.len)), anchor(static_cast<size_t>(dk), 0.0);
       for (int64_t j = 0; j < run.len; ++j) {
@@ -44,7 +44,7 @@ class KeyDiffPress : public Press {
 }  // namespace
 
 void register_keydiff_press() {
-  register_press({"keydiff", "Keeps the keys least similar to the mean key direction (KeyDiff).", {}},
+  register_scorer({"keydiff", "Keeps the keys least similar to the mean key direction (KeyDiff).", {}},
                  [](const PressOptionValues&) { return std::make_unique<KeyDiffPress>(); });
 }
 

@@ -12,11 +12,11 @@ class KnormPress : public Press {
  public:
   std::string name() const override { return "knorm"; }
   LayerScores score(const LayerView& v) override {
-    LayerScores out(static_cast<size_t>(v.cache.shape().n_head_kv));
-    const int64_t dk = v.cache.shape().head_dim_k;
+    LayerScores out(static_cast<size_t>(v.n_head_kv()));
+    const int64_t dk = v.head_dim_k();
     std::vector<float> row(static_cast<size_t>(dk));
-    for (int64_t h = 0; h < v.cache.shape().n_head_kv; ++h) {
-      const kernels::KvRun run = v.cache.run(v.layer, h);
+    for (int64_t h = 0; h < v.n_head_kv(); ++h) {
+      const kernels::KvRun run = v.runs[static_cast<size_t>(h)];
       auto& s = out[static_cast<size_t>(h)];
       s.resize(static_cast<size_t>(run.len));
       for (int64_t j = 0; j < run.len; ++j) {
@@ -33,7 +33,7 @@ class KnormPress : public Press {
 }  // namespace
 
 void register_knorm_press() {
-  register_press({"knorm", "Keeps the keys with the lowest L2 norm (arXiv 2406.11430).", {}},
+  register_scorer({"knorm", "Keeps the keys with the lowest L2 norm (arXiv 2406.11430).", {}},
                  [](const PressOptionValues&) { return std::make_unique<KnormPress>(); });
 }
 

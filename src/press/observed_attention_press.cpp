@@ -19,12 +19,12 @@ class ObservedAttentionPress : public Press {
     return r;
   }
   void observe(const LayerView& v) override {
-    if (v.cache.window(v.layer) > 0) return;  // sliding-window layers are never compressed
+    if (v.config().layer_sliding[static_cast<size_t>(v.layer)]) return;  // sliding-window layers are never compressed
     const auto& cols = v.stats.attention.column_sums;
     if (cols.empty()) throw Error("observed_attention: column sums were not computed for layer " + std::to_string(v.layer));
     auto& acc = sums_[v.layer];
     // A chunk that starts the run starts a new context: forget the previous one's sums.
-    const auto pos = v.cache.positions(v.layer, 0);
+    const auto pos = v.positions(0);
     if (!pos.empty() && !v.stats.positions.empty() && pos.front() == v.stats.positions.front()) acc.clear();
     acc.resize(cols.size());
     for (size_t q = 0; q < cols.size(); ++q) {
@@ -32,14 +32,26 @@ class ObservedAttentionPress : public Press {
       for (size_t i = 0; i < cols[q].size(); ++i) acc[q][i] += cols[q][i];
     }
   }
+  // Accumulated sums follow the slots the cache kept (compression between chunks, composed presses).
+  void compacted(int64_t layer, const KeepSets& keep) override {
+    auto it = sums_.find(layer);
+    if (it == sums_.end() || keep.empty()) return;
+    const size_t group = it->second.size() / keep.size();
+    for (size_t q = 0; q < it->second.size(); ++q) {
+      auto& acc = it->second[q];
+      std::vector<double> kept;
+      for (int32_t i : keep[q / group]) kept.push_back(i < static_cast<int32_t>(acc.size()) ? acc[static_cast<size_t>(i)] : 0.0);
+      acc = std::move(kept);
+    }
+  }
   LayerScores score(const LayerView& v) override {
-    const int64_t hkv = v.cache.shape().n_head_kv, group = v.config.n_head / hkv;
+    const int64_t hkv = v.n_head_kv(), group = v.config().n_head / hkv;
     const auto it = sums_.find(v.layer);
     if (it == sums_.end()) throw Error("observed_attention: layer " + std::to_string(v.layer) + " was not observed");
     const int32_t next = v.stats.positions.empty() ? 0 : v.stats.positions.back() + 1;
     LayerScores out(static_cast<size_t>(hkv));
     for (int64_t h = 0; h < hkv; ++h) {
-      const auto pos = v.cache.positions(v.layer, h);
+      const auto pos = v.positions(h);
       auto& s = out[static_cast<size_t>(h)];
       s.assign(pos.size(), 0.0f);
       for (int64_t g = 0; g < group; ++g) {
@@ -58,7 +70,7 @@ class ObservedAttentionPress : public Press {
 }  // namespace
 
 void register_observed_attention_press() {
-  register_press({"observed_attention", "Average attention each slot received from the context (H2O-like).", {}},
+  register_scorer({"observed_attention", "Average attention each slot received from the context (H2O-like).", {}},
                  [](const PressOptionValues&) { return std::make_unique<ObservedAttentionPress>(); });
 }
 

@@ -1,8 +1,10 @@
+// The press registry and the press expression language:
+//   expr := NAME [ "(" arg ("," arg)* ")" ]      arg := expr | KEY "=" VALUE
+// Inner expressions are the presses a wrapper takes; KEY=VALUE sets an option of that press.
 #include "press/press_registry.h"
 
-#include "press/builtin_presses.h"
-
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <sstream>
 
@@ -13,7 +15,7 @@ namespace {
 
 struct Entry {
   PressInfo info;
-  PressFactory factory;
+  WrapperFactory factory;
 };
 
 std::map<std::string, Entry>& table() {
@@ -36,33 +38,215 @@ std::string valid_names() {
   return names;
 }
 
-double parse_value(const PressInfo& press, const PressOption& opt, const std::string& text) {
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) out += (out.empty() ? "" : ", ") + w;
+  return out;
+}
+
+double parse_number(const std::string& press, const PressOption& opt, const std::string& text) {
   size_t used = 0;
   double v = 0;
-  if (opt.type == "bool") {
-    if (text == "true" || text == "1") return 1;
-    if (text == "false" || text == "0") return 0;
-    throw Error("press '" + press.name + "' option '" + opt.name + "' is a bool (true/false), got '" + text + "'");
-  }
   try {
     v = std::stod(text, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || text.empty() || (opt.type == "int" && v != std::floor(v)))
-    throw Error("press '" + press.name + "' option '" + opt.name + "' must be " + (opt.type == "int" ? "an integer" : "a number") +
-                ", got '" + text + "'");
+  const bool want_int = opt.type == "int";
+  if (used != text.size() || text.empty() || !std::isfinite(v) || (want_int && v != std::floor(v)))
+    throw Error("press '" + press + "' option '" + opt.name + "' must be " + (want_int ? "an integer" : "a number") + ", got '" +
+                text + "'");
   if (!(v >= opt.min && v <= opt.max)) {
     std::ostringstream range;
     range << "[" << opt.min << ", " << opt.max << "]";
-    throw Error("press '" + press.name + "' option '" + opt.name + "' must be in " + range.str() + ", got " + text);
+    throw Error("press '" + press + "' option '" + opt.name + "' must be in " + range.str() + ", got " + text);
   }
   return v;
 }
 
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : text) {
+    if (c == ',' || c == ':') {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+void set_option(const PressInfo& info, const PressOption& opt, const std::string& text, PressOptionValues& values) {
+  if (opt.type == "bool") {
+    if (text == "true" || text == "1") values.numbers[opt.name] = 1;
+    else if (text == "false" || text == "0") values.numbers[opt.name] = 0;
+    else throw Error("press '" + info.name + "' option '" + opt.name + "' is a bool (true/false), got '" + text + "'");
+  } else if (opt.type == "choice") {
+    if (std::find(opt.choices.begin(), opt.choices.end(), text) == opt.choices.end())
+      throw Error("press '" + info.name + "' option '" + opt.name + "' must be one of " + join(opt.choices) + ", got '" + text + "'");
+    values.texts[opt.name] = text;
+  } else if (opt.type == "string") {
+    if (text.empty()) throw Error("press '" + info.name + "' option '" + opt.name + "' must not be empty");
+    values.texts[opt.name] = text;
+  } else if (opt.type == "floats") {
+    for (const auto& item : split_list(text)) parse_number(info.name, opt, item);
+    values.texts[opt.name] = text;
+  } else {
+    values.numbers[opt.name] = parse_number(info.name, opt, text);
+  }
+}
+
+struct Node {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> options;
+  std::vector<Node> inner;
+};
+
+class ExpressionParser {
+ public:
+  explicit ExpressionParser(const std::string& text) : s_(text) {}
+  Node parse() {
+    Node n = expr();
+    skip_space();
+    if (i_ != s_.size()) fail("unexpected '" + std::string(1, s_[i_]) + "'");
+    return n;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error("bad press expression '" + s_ + "' at character " + std::to_string(i_ + 1) + ": " + what +
+                " (expected NAME or NAME(INNER, KEY=VALUE, ...))");
+  }
+  void skip_space() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
+  }
+  std::string word() {
+    skip_space();
+    const size_t start = i_;
+    while (i_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[i_])) || s_[i_] == '_')) ++i_;
+    if (i_ == start) fail(i_ < s_.size() ? "unexpected '" + std::string(1, s_[i_]) + "'" : "unexpected end");
+    return s_.substr(start, i_ - start);
+  }
+  Node expr() {
+    if (++depth_ > 16) fail("nested too deeply");
+    Node n;
+    n.name = word();
+    skip_space();
+    if (i_ < s_.size() && s_[i_] == '(') {
+      ++i_;
+      for (;;) {
+        skip_space();
+        const size_t arg_start = i_;
+        const std::string w = word();
+        skip_space();
+        if (i_ < s_.size() && s_[i_] == '=') {
+          ++i_;
+          const size_t start = i_;
+          while (i_ < s_.size() && s_[i_] != ',' && s_[i_] != ')' && s_[i_] != '(') ++i_;
+          std::string value = s_.substr(start, i_ - start);
+          value.erase(0, value.find_first_not_of(' '));
+          value.erase(value.find_last_not_of(' ') + 1);
+          n.options.emplace_back(w, value);
+        } else {
+          i_ = arg_start;  // an inner press: parse it whole
+          n.inner.push_back(expr());
+        }
+        skip_space();
+        if (i_ < s_.size() && s_[i_] == ',') {
+          ++i_;
+          continue;
+        }
+        if (i_ < s_.size() && s_[i_] == ')') {
+          ++i_;
+          break;
+        }
+        fail(i_ < s_.size() ? "unexpected '" + std::string(1, s_[i_]) + "'" : "missing ')'");
+      }
+    }
+    --depth_;
+    return n;
+  }
+  std::string s_;
+  size_t i_ = 0;
+  int depth_ = 0;
+};
+
+std::unique_ptr<Press> build(const Node& node, bool root, const std::vector<std::pair<std::string, std::string>>& cli_options,
+                             std::vector<bool>& used) {
+  auto it = registry().find(node.name);
+  if (it == registry().end()) throw Error("unknown press '" + node.name + "' (valid: " + valid_names() + ")");
+  const PressInfo& info = it->second.info;
+  if (info.inner == 0 && !node.inner.empty())
+    throw Error("press '" + node.name + "' is a scorer and wraps no other press");
+  if (info.inner != 0 && node.inner.empty())
+    throw Error("press '" + node.name + "' wraps another press: write " + node.name + "(INNER), e.g. " + node.name + "(snapkv)");
+  if (info.inner > 0 && static_cast<int>(node.inner.size()) != info.inner)
+    throw Error("press '" + node.name + "' wraps exactly " + std::to_string(info.inner) + " press(es), got " +
+                std::to_string(node.inner.size()));
+  PressOptionValues values;
+  for (const auto& opt : info.options) {
+    if (opt.type == "choice" || opt.type == "string" || opt.type == "floats") {
+      if (!opt.default_text.empty()) values.texts[opt.name] = opt.default_text;
+    } else {
+      values.numbers[opt.name] = opt.default_value;
+    }
+  }
+  auto apply = [&](const std::string& key, const std::string& value) {
+    const auto opt = std::find_if(info.options.begin(), info.options.end(), [&](const PressOption& o) { return o.name == key; });
+    if (opt == info.options.end()) {
+      std::vector<std::string> valid;
+      for (const auto& o : info.options) valid.push_back(o.name);
+      throw Error("press '" + node.name + "' has no option '" + key + "' (valid: " + (valid.empty() ? "none" : join(valid)) +
+                  (info.inner != 0 ? "; set an inner press's option as NAME." + key : "") + ")");
+    }
+    set_option(info, *opt, value, values);
+  };
+  for (const auto& [key, value] : node.options) apply(key, value);
+  for (size_t i = 0; i < cli_options.size(); ++i) {
+    const auto& [key, value] = cli_options[i];
+    const size_t dot = key.find('.');
+    if (dot == std::string::npos ? root : key.substr(0, dot) == node.name) {
+      apply(dot == std::string::npos ? key : key.substr(dot + 1), value);
+      used[i] = true;
+    }
+  }
+  PressList inner;
+  for (const auto& child : node.inner) inner.push_back(build(child, false, cli_options, used));
+  return it->second.factory(values, std::move(inner));
+}
+
 }  // namespace
 
-void register_press(PressInfo info, PressFactory factory) {
+double PressOptionValues::at(const std::string& key) const {
+  auto it = numbers.find(key);
+  if (it == numbers.end()) throw Error("internal: press option '" + key + "' is not a number");
+  return it->second;
+}
+
+const std::string& PressOptionValues::text(const std::string& key) const {
+  static const std::string empty;
+  auto it = texts.find(key);
+  return it == texts.end() ? empty : it->second;
+}
+
+std::vector<double> PressOptionValues::floats(const std::string& key) const {
+  std::vector<double> out;
+  const std::string& t = text(key);
+  if (t.empty()) return out;
+  for (const auto& item : split_list(t)) out.push_back(std::stod(item));
+  return out;
+}
+
+void register_scorer(PressInfo info, ScorerFactory factory) {
+  info.inner = 0;
+  const std::string name = info.name;
+  table()[name] = Entry{std::move(info), [f = std::move(factory)](const PressOptionValues& o, PressList) { return f(o); }};
+}
+
+void register_wrapper(PressInfo info, WrapperFactory factory) {
   const std::string name = info.name;
   table()[name] = Entry{std::move(info), std::move(factory)};
 }
@@ -73,25 +257,21 @@ std::vector<PressInfo> list_presses() {
   return out;
 }
 
-std::unique_ptr<Press> make_press(const std::string& name, const std::vector<std::string>& options) {
-  auto it = registry().find(name);
-  if (it == registry().end()) throw Error("unknown press '" + name + "' (valid: " + valid_names() + ")");
-  const PressInfo& info = it->second.info;
-  PressOptionValues values;
-  for (const auto& opt : info.options) values[opt.name] = opt.default_value;
+std::unique_ptr<Press> make_press(const std::string& expression, const std::vector<std::string>& options) {
+  const Node root = ExpressionParser(expression).parse();
+  std::vector<std::pair<std::string, std::string>> cli;
   for (const auto& kv : options) {
     const size_t eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) throw Error("--press-opt expects KEY=VALUE, got '" + kv + "'");
-    const std::string key = kv.substr(0, eq);
-    const auto opt = std::find_if(info.options.begin(), info.options.end(), [&](const PressOption& o) { return o.name == key; });
-    if (opt == info.options.end()) {
-      std::string valid;
-      for (const auto& o : info.options) valid += (valid.empty() ? "" : ", ") + o.name;
-      throw Error("press '" + name + "' has no option '" + key + "' (valid: " + (valid.empty() ? "none" : valid) + ")");
-    }
-    values[key] = parse_value(info, *opt, kv.substr(eq + 1));
+    if (eq == std::string::npos || eq == 0) throw Error("--press-opt expects KEY=VALUE or PRESS.KEY=VALUE, got '" + kv + "'");
+    cli.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
   }
-  return it->second.factory(values);
+  std::vector<bool> used(cli.size(), false);
+  auto press = build(root, true, cli, used);
+  for (size_t i = 0; i < cli.size(); ++i)
+    if (!used[i])
+      throw Error("--press-opt " + cli[i].first + ": no press '" + cli[i].first.substr(0, cli[i].first.find('.')) +
+                  "' in the expression '" + expression + "'");
+  return press;
 }
 
 }  // namespace kvsqueeze

@@ -12,14 +12,14 @@ class RandomPress : public Press {
   explicit RandomPress(uint64_t seed) : seed_(seed) {}
   std::string name() const override { return "random"; }
   LayerScores score(const LayerView& v) override {
-    LayerScores out(static_cast<size_t>(v.cache.shape().n_head_kv));
-    for (int64_t h = 0; h < v.cache.shape().n_head_kv; ++h) {
+    LayerScores out(static_cast<size_t>(v.n_head_kv()));
+    for (int64_t h = 0; h < v.n_head_kv(); ++h) {
       std::seed_seq key{static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32), static_cast<uint32_t>(v.layer),
                         static_cast<uint32_t>(h)};
       std::mt19937 rng(key);
       std::uniform_real_distribution<float> u(0.0f, 1.0f);
       auto& s = out[static_cast<size_t>(h)];
-      s.resize(static_cast<size_t>(v.cache.length(v.layer, h)));
+      s.resize(static_cast<size_t>(v.length(h)));
       for (auto& x : s) x = u(rng);
     }
     return out;
@@ -32,7 +32,7 @@ class RandomPress : public Press {
 }  // namespace
 
 void register_random_press() {
-  register_press({"random", "Random scores: the floor any method must beat.", {{"seed", "int", 42, 0, 4294967295.0, "RNG seed"}}},
+  register_scorer({"random", "Random scores: the floor any method must beat.", {{"seed", "int", 42, 0, 4294967295.0, "RNG seed"}}},
                  [](const PressOptionValues& o) { return std::make_unique<RandomPress>(static_cast<uint64_t>(o.at("seed"))); });
 }
 

@@ -20,13 +20,13 @@ class SnapKvPress : public Press {
     return r;
   }
   LayerScores score(const LayerView& v) override {
-    const int64_t hkv = v.cache.shape().n_head_kv, group = v.config.n_head / hkv;
+    const int64_t hkv = v.n_head_kv(), group = v.config().n_head / hkv;
     const auto& probs = v.stats.attention;
     const int64_t w = probs.window_rows;
     if (probs.window.empty() || w == 0) throw Error("snapkv: window attention was not computed for layer " + std::to_string(v.layer));
     LayerScores out(static_cast<size_t>(hkv));
     for (int64_t h = 0; h < hkv; ++h) {
-      const int64_t len = v.cache.length(v.layer, h);
+      const int64_t len = v.length(h);
       auto& s = out[static_cast<size_t>(h)];
       s.assign(static_cast<size_t>(len), 0.0f);
       if (len <= w) {  // nothing before the window: keep everything
@@ -60,7 +60,7 @@ class SnapKvPress : public Press {
 }  // namespace
 
 void register_snapkv_press() {
-  register_press({"snapkv", "Attention of the last window_size queries, pooled (SnapKV).",
+  register_scorer({"snapkv", "Attention of the last window_size queries, pooled (SnapKV).",
                   {{"window_size", "int", 64, 1, 1e6, "queries whose attention scores the cache; their slots are kept"},
                    {"kernel_size", "int", 5, 1, 1001, "odd width of the average pool over slots"}}},
                  [](const PressOptionValues& o) {

@@ -13,9 +13,9 @@ class StreamingLlmPress : public Press {
   explicit StreamingLlmPress(int64_t n_sink) : n_sink_(n_sink) {}
   std::string name() const override { return "streaming_llm"; }
   LayerScores score(const LayerView& v) override {
-    LayerScores out(static_cast<size_t>(v.cache.shape().n_head_kv));
-    for (int64_t h = 0; h < v.cache.shape().n_head_kv; ++h) {
-      const auto pos = v.cache.positions(v.layer, h);
+    LayerScores out(static_cast<size_t>(v.n_head_kv()));
+    for (int64_t h = 0; h < v.n_head_kv(); ++h) {
+      const auto pos = v.positions(h);
       auto& s = out[static_cast<size_t>(h)];
       s.resize(pos.size());
       for (size_t j = 0; j < pos.size(); ++j) s[j] = pos[j] < n_sink_ ? INFINITY : static_cast<float>(pos[j]);
@@ -30,7 +30,7 @@ class StreamingLlmPress : public Press {
 }  // namespace
 
 void register_streaming_llm_press() {
-  register_press({"streaming_llm", "Keeps the first n_sink tokens and the most recent ones (StreamingLLM).",
+  register_scorer({"streaming_llm", "Keeps the first n_sink tokens and the most recent ones (StreamingLLM).",
                   {{"n_sink", "int", 4, 0, 1e9, "attention-sink positions always kept"}}},
                  [](const PressOptionValues& o) { return std::make_unique<StreamingLlmPress>(static_cast<int64_t>(o.at("n_sink"))); });
 }

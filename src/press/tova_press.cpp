@@ -17,17 +17,17 @@ class TovaPress : public Press {
     return r;
   }
   LayerScores score(const LayerView& v) override {
-    const int64_t hkv = v.cache.shape().n_head_kv;
+    const int64_t hkv = v.n_head_kv();
     const auto& probs = v.stats.attention;
     if (probs.window.empty()) throw Error("tova: last-query attention was not computed for layer " + std::to_string(v.layer));
-    const int64_t len = v.cache.length(v.layer, 0);
+    const int64_t len = v.length(0);
     for (int64_t h = 1; h < hkv; ++h)
-      if (v.cache.length(v.layer, h) != len) throw Error("tova shares one score over heads and needs equal run lengths");
+      if (v.length(h) != len) throw Error("tova shares one score over heads and needs equal run lengths");
     std::vector<float> shared(static_cast<size_t>(len), 0.0f);
     const int64_t last = probs.window_rows - 1;
-    for (int64_t q = 0; q < v.config.n_head; ++q) {
+    for (int64_t q = 0; q < v.config().n_head; ++q) {
       const auto& p = probs.window[static_cast<size_t>(q)];
-      for (int64_t i = 0; i < len; ++i) shared[static_cast<size_t>(i)] += p[static_cast<size_t>(last * len + i)] / static_cast<float>(v.config.n_head);
+      for (int64_t i = 0; i < len; ++i) shared[static_cast<size_t>(i)] += p[static_cast<size_t>(last * len + i)] / static_cast<float>(v.config().n_head);
     }
     if (len > 0) shared.back() = INFINITY;
     return LayerScores(static_cast<size_t>(hkv), shared);
@@ -37,7 +37,7 @@ class TovaPress : public Press {
 }  // namespace
 
 void register_tova_press() {
-  register_press({"tova", "Last query's attention averaged over all heads (TOVA).", {}},
+  register_scorer({"tova", "Last query's attention averaged over all heads (TOVA).", {}},
                  [](const PressOptionValues&) { return std::make_unique<TovaPress>(); });
 }
 

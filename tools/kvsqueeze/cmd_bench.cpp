@@ -70,7 +70,9 @@ void compress_loaded(const Model& model, const std::string& press_name, double r
   for (int64_t l = 0; l < cache.shape().n_layer; ++l) {
     LayerStats stats;
     stats.layer = l;
-    compress_layer(*press, LayerView{model.config(), l, cache, stats}, ratio, cache);
+    Budget budget;
+    budget.ratio = ratio;
+    compress_layer(*press, LayerView(model, l, cache, stats), budget, cache);
   }
 }
 

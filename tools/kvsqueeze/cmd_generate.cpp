@@ -37,7 +37,6 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-// Presses arrive with the press library; until then only "none" is valid.
 // The press that compresses the context, or null for --press none.
 std::unique_ptr<Press> build_press(const GenerateArgs& a) {
   if (!(a.ratio >= 0.0 && a.ratio < 1.0)) throw Error("--ratio must be in [0, 1) (the fraction removed), got " + std::to_string(a.ratio));
@@ -46,7 +45,12 @@ std::unique_ptr<Press> build_press(const GenerateArgs& a) {
     if (!a.press_opts.empty()) throw Error("press 'none' has no options (got --press-opt " + a.press_opts[0] + ")");
     return nullptr;
   }
-  return make_press(a.press, a.press_opts);
+  std::vector<std::string> opts = a.press_opts;
+  ModelConfig any;  // budget options are only split off here; their values are checked later
+  any.layer_sliding = {false};
+  any.head_dim_k = any.head_dim_v = any.n_head_kv = 1;
+  take_budget_options(any, KvType::F16, a.ratio, opts);
+  return make_press(a.press, opts);
 }
 
 // The prompt must fit before anything is printed; generation itself stops at the context end.
@@ -61,7 +65,7 @@ void check_fits(const Session& session, size_t prompt_tokens) {
 // exactly `ids`, or evaluated (with room for reserve_more tokens after it); then saved to
 // --save-cache. Returns the milliseconds spent.
 double prefill_or_load(Session& session, const std::vector<int32_t>& ids, int64_t reserve_more, const GenerateArgs& a,
-                       Press* press, bool& loaded) {
+                       Press* press, const Budget& budget, bool& loaded) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!a.load_cache.empty()) {
     const std::vector<int32_t> cached = load_cache(session, a.load_cache).tokens;
@@ -73,7 +77,7 @@ double prefill_or_load(Session& session, const std::vector<int32_t>& ids, int64_
     loaded = true;
   } else {
     if (reserve_more > 0) session.reserve(static_cast<int64_t>(ids.size()) + reserve_more);
-    if (press) prefill_with_press(session, ids, *press, a.ratio, reserve_more);
+    if (press) prefill_with_press(session, ids, *press, budget, reserve_more);
     else session.eval(ids);
   }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -112,6 +116,8 @@ int run(GenerateArgs& a) {
   // A loaded cache brings its element type unless --kv-type asks for one (then they must agree).
   if (!a.load_cache.empty() && !a.kv_type_given) so.kv_type = read_cache_info(a.load_cache).shape.type;
   Session session(*model, so);
+  std::vector<std::string> rest = a.press_opts;
+  const Budget budget = take_budget_options(cfg, so.kv_type, a.ratio, rest);
   const Tokenizer& tok = model->tokenizer();
   const ChatTemplate& tmpl = model->chat_template();
   Sampler sampler(a.sampling);
@@ -131,7 +137,7 @@ int run(GenerateArgs& a) {
     const std::string text = a.chat ? tmpl.apply({{"user", context}}, true) : context;
     prompt_ids = tok.encode(text, tok.add_bos_by_default());
     check_fits(session, prompt_ids.size());
-    const double prefill_ms = prefill_or_load(session, prompt_ids, a.n_predict, a, press.get(), cache_loaded);
+    const double prefill_ms = prefill_or_load(session, prompt_ids, a.n_predict, a, press.get(), budget, cache_loaded);
     if (!a.json && !a.chat) stream(context);
     main_result = generate(session, {}, a.n_predict, sampler, stream);
     main_result.prefill_ms = prefill_ms;
@@ -145,7 +151,7 @@ int run(GenerateArgs& a) {
       longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
     check_fits(session, prompt_ids.size() + longest_question);
     const double context_ms =
-        prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, press.get(), cache_loaded);
+        prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, press.get(), budget, cache_loaded);
     const int32_t context_end = session.next_position();
     session.cache().protect_query_position(context_end);  // every answer is rolled back to here
     for (const auto& q : a.questions) {
