@@ -88,6 +88,11 @@ class Press {
   // The layer was compacted to `keep`: presses holding per-slot state (accumulated attention)
   // remap it. Wrappers forward it to their inner presses.
   virtual void compacted(int64_t layer, const KeepSets& keep) { (void)layer, (void)keep; }
+  // Presses with their own trigger (LagKV: once 2*lag slots past the compressed prefix are
+  // uncompressed) say whether `view`'s layer should be compressed now, after a prefill chunk
+  // or a decode step; the pipeline then calls compress() with the session's budget, which such
+  // a press interprets itself (LagKV keeps k of each scored partition).
+  virtual bool triggers(const LayerView& view) const { (void)view; return false; }
   // Presses that must see every layer before deciding (global allocation across layers,
   // extra passes over the context) return true: they collect in observe() and compress
   // everything in finish(), after the whole context was evaluated.
