@@ -95,4 +95,8 @@ class KvCache {
   int32_t protected_query_ = INT32_MAX;
 };
 
+// A deep copy with no slack (forking a compressed context: each question decodes from its own
+// copy when decoding-time compression would otherwise evict context slots for good).
+KvCache clone_cache(const KvCache& cache);
+
 }  // namespace kvsqueeze

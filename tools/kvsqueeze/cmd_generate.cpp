@@ -15,13 +15,15 @@
 #include "kvsqueeze/generation.h"
 #include "kvsqueeze/model.h"
 #include "kvsqueeze/press.h"
+#include "kvsqueeze/press_pipeline.h"
 
 namespace kvsqueeze::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, prompt_file, press = "none", kv_type = "f16", save_cache, load_cache;
-  std::vector<std::string> questions, press_opts;
+  std::string model, prompt, prompt_file, press = "none", kv_type = "f16", save_cache, load_cache, decode_press;
+  std::vector<std::string> questions, press_opts, decode_press_opts;
+  CompressionPolicy policy;
   int64_t n_predict = 128, chunk = 512, ctx_size = 0;
   int threads = 0;
   double ratio = 0.0;
@@ -65,7 +67,7 @@ void check_fits(const Session& session, size_t prompt_tokens) {
 // exactly `ids`, or evaluated (with room for reserve_more tokens after it); then saved to
 // --save-cache. Returns the milliseconds spent.
 double prefill_or_load(Session& session, const std::vector<int32_t>& ids, int64_t reserve_more, const GenerateArgs& a,
-                       Press* press, const Budget& budget, bool& loaded) {
+                       PressRunner* runner, bool& loaded) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!a.load_cache.empty()) {
     const std::vector<int32_t> cached = load_cache(session, a.load_cache).tokens;
@@ -77,7 +79,7 @@ double prefill_or_load(Session& session, const std::vector<int32_t>& ids, int64_
     loaded = true;
   } else {
     if (reserve_more > 0) session.reserve(static_cast<int64_t>(ids.size()) + reserve_more);
-    if (press) prefill_with_press(session, ids, *press, budget, reserve_more);
+    if (runner) runner->prefill(ids, reserve_more);
     else session.eval(ids);
   }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -100,6 +102,13 @@ int run(GenerateArgs& a) {
   if (a.prompt.empty() == a.prompt_file.empty()) throw Error("give exactly one of -p TEXT or -f FILE");
   if (a.n_predict < 0) throw Error("-n must be >= 0, got " + std::to_string(a.n_predict));
   const std::unique_ptr<Press> press = build_press(a);
+  a.policy.validate();
+  if (!a.policy.decoding() && !a.decode_press.empty()) throw Error("--decode-press needs --decode-interval N");
+  if (a.decode_press.empty() && !a.decode_press_opts.empty()) throw Error("--decode-press-opt needs --decode-press");
+  if (a.policy.every_chunk && !press) throw Error("--compress-chunks needs a press (--press NAME --ratio R)");
+  const std::unique_ptr<Press> own_decode_press = a.decode_press.empty() ? nullptr : make_press(a.decode_press, a.decode_press_opts);
+  Press* decode_press = own_decode_press ? own_decode_press.get() : press.get();
+  if (a.policy.decoding() && !decode_press) throw Error("--decode-interval needs a press: --decode-press NAME (or --press NAME)");
   Sampler::validate(a.sampling);
   const std::string context = a.prompt_file.empty() ? a.prompt : read_text_file(a.prompt_file);
 
@@ -118,6 +127,9 @@ int run(GenerateArgs& a) {
   Session session(*model, so);
   std::vector<std::string> rest = a.press_opts;
   const Budget budget = take_budget_options(cfg, so.kv_type, a.ratio, rest);
+  std::unique_ptr<PressRunner> runner;
+  if (press || a.policy.decoding())
+    runner = std::make_unique<PressRunner>(session, press.get(), budget, a.policy.decoding() ? decode_press : nullptr, a.policy);
   const Tokenizer& tok = model->tokenizer();
   const ChatTemplate& tmpl = model->chat_template();
   Sampler sampler(a.sampling);
@@ -137,7 +149,8 @@ int run(GenerateArgs& a) {
     const std::string text = a.chat ? tmpl.apply({{"user", context}}, true) : context;
     prompt_ids = tok.encode(text, tok.add_bos_by_default());
     check_fits(session, prompt_ids.size());
-    const double prefill_ms = prefill_or_load(session, prompt_ids, a.n_predict, a, press.get(), budget, cache_loaded);
+    const double prefill_ms = prefill_or_load(session, prompt_ids, a.n_predict, a, runner.get(), cache_loaded);
+    if (runner) runner->start_decoding();
     if (!a.json && !a.chat) stream(context);
     main_result = generate(session, {}, a.n_predict, sampler, stream);
     main_result.prefill_ms = prefill_ms;
@@ -151,17 +164,27 @@ int run(GenerateArgs& a) {
       longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
     check_fits(session, prompt_ids.size() + longest_question);
     const double context_ms =
-        prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, press.get(), budget, cache_loaded);
+        prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, runner.get(), cache_loaded);
     const int32_t context_end = session.next_position();
     session.cache().protect_query_position(context_end);  // every answer is rolled back to here
-    for (const auto& q : a.questions) {
+    if (runner) runner->start_decoding();
+    // Decoding-time compression evicts context slots for good: each further question then
+    // starts from its own copy of the compressed context (a fork) instead of a rollback.
+    const bool fork = a.policy.decoding() && a.questions.size() > 1;
+    const std::vector<float> context_logits = session.last_logits();
+    for (size_t qi = 0; qi < a.questions.size(); ++qi) {
+      const auto& q = a.questions[qi];
       const auto ids = tok.encode(tmpl.split(context, q).question_part, false);
       if (!a.json) stream("\n[Q] " + q + "\n[A] ");
+      std::unique_ptr<KvCache> snapshot;
+      if (fork && qi + 1 < a.questions.size()) snapshot = std::make_unique<KvCache>(clone_cache(session.cache()));
+      if (runner) runner->start_decoding();
       GenerationResult r = generate(session, ids, a.n_predict, sampler, stream);
       r.prefill_ms += context_ms;
       r.prompt_tokens += static_cast<int64_t>(prompt_ids.size());
       answers.push_back(r);
-      session.rollback_to(context_end);
+      if (snapshot) session.restore(std::move(*snapshot), context_end, context_logits);
+      else if (!fork) session.rollback_to(context_end);
     }
     main_result = answers[0];
   }
@@ -186,6 +209,16 @@ int run(GenerateArgs& a) {
   j["kv_type"] = kv_type_name(session.cache().shape().type);
   j["cache_loaded"] = cache_loaded;
   j["kv_lengths"] = session.cache().lengths();
+  j["compression"] = {{"press", a.press},
+                      {"ratio", a.ratio},
+                      {"budget_tokens", budget.tokens},
+                      {"every_chunk", a.policy.every_chunk},
+                      {"decode_press", a.policy.decoding() ? (a.decode_press.empty() ? a.press : a.decode_press) : "none"},
+                      {"decode_interval", a.policy.decode_interval},
+                      {"decode_target", a.policy.decode_target},
+                      {"decode_ratio", a.policy.decode_ratio},
+                      {"layer_compressions", runner ? runner->compressions() : 0},
+                      {"slots_removed", runner ? runner->slots_removed() : 0}};
   j["timings"] = timings_json(main_result);
   j["peak_rss_bytes"] = peak_rss_bytes();
   j["threads"] = kernels::num_threads();
@@ -218,6 +251,14 @@ Runner add_generate(CLI::App& app) {
   sub->add_option("--press", a->press, "Compression method (none)")->capture_default_str();
   sub->add_option("--ratio", a->ratio, "Fraction of the context cache removed, in [0, 1)")->capture_default_str();
   sub->add_option("--press-opt", a->press_opts, "Press option KEY=VALUE (repeatable)");
+  sub->add_flag("--compress-chunks", a->policy.every_chunk,
+                "Compress after every prefill chunk (peak cache ~ budget + one chunk), not only after the last");
+  sub->add_option("--decode-interval", a->policy.decode_interval, "Compress during decoding every N steps (0: never)")
+      ->capture_default_str();
+  sub->add_option("--decode-target", a->policy.decode_target, "Slots per head that decoding compression keeps");
+  sub->add_option("--decode-ratio", a->policy.decode_ratio, "Or: fraction of the positions seen that decoding compression removes");
+  sub->add_option("--decode-press", a->decode_press, "Press for decoding-time compression (default: --press)");
+  sub->add_option("--decode-press-opt", a->decode_press_opts, "Option KEY=VALUE of --decode-press (repeatable)");
   sub->add_option("--chunk", a->chunk, "Prefill chunk size in tokens")->capture_default_str();
   sub->add_option("--ctx-size", a->ctx_size, "Context size in tokens (0: the model's trained context)")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();

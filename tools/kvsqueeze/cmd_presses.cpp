@@ -16,19 +16,43 @@ int run(bool json) {
     arr.push_back({{"name", "none"}, {"doc", "No compression (the default)."}, {"options", nlohmann::json::array()}});
     for (const auto& p : presses) {
       nlohmann::json opts = nlohmann::json::array();
-      for (const auto& o : p.options)
-        opts.push_back({{"name", o.name}, {"type", o.type}, {"default", o.default_value}, {"min", o.min}, {"max", o.max}, {"doc", o.doc}});
-      arr.push_back({{"name", p.name}, {"doc", p.doc}, {"options", opts}});
+      for (const auto& o : p.options) {
+        nlohmann::json jo = {{"name", o.name}, {"type", o.type}, {"doc", o.doc}};
+        if (o.type == "choice" || o.type == "string" || o.type == "floats") {
+          jo["default"] = o.default_text;
+          if (!o.choices.empty()) jo["choices"] = o.choices;
+        } else {
+          jo["default"] = o.default_value;
+          jo["min"] = o.min;
+          jo["max"] = o.max;
+        }
+        opts.push_back(jo);
+      }
+      arr.push_back({{"name", p.name}, {"doc", p.doc}, {"options", opts}, {"wraps", p.inner == 0 ? "none" : p.inner < 0 ? "one or more presses" : std::to_string(p.inner) + " press(es)"},
+                     {"notes", p.notes}});
     }
     std::cout << nlohmann::json{{"presses", arr}}.dump(2) << "\n";
     return 0;
   }
   std::printf("%-16s %s\n", "none", "No compression (the default).");
   for (const auto& p : presses) {
-    std::printf("%-16s %s\n", p.name.c_str(), p.doc.c_str());
-    for (const auto& o : p.options)
-      std::printf("%16s   %s=%g (%s in [%g, %g]): %s\n", "", o.name.c_str(), o.default_value, o.type.c_str(), o.min, o.max, o.doc.c_str());
+    const std::string shown = p.inner == 0 ? p.name : p.name + (p.inner < 0 ? "(PRESS, ...)" : "(PRESS)");
+    std::printf("%-20s %s\n", shown.c_str(), p.doc.c_str());
+    for (const auto& o : p.options) {
+      if (o.type == "choice" || o.type == "string" || o.type == "floats") {
+        std::string choices;
+        for (const auto& c : o.choices) choices += (choices.empty() ? "" : "|") + c;
+        std::printf("%20s   %s=%s (%s%s): %s\n", "", o.name.c_str(), o.default_text.c_str(), o.type.c_str(),
+                    choices.empty() ? "" : (" " + choices).c_str(), o.doc.c_str());
+      } else {
+        std::printf("%20s   %s=%g (%s in [%g, %g]): %s\n", "", o.name.c_str(), o.default_value, o.type.c_str(), o.min, o.max, o.doc.c_str());
+      }
+    }
+    if (!p.notes.empty()) std::printf("%20s   note: %s\n", "", p.notes.c_str());
   }
+  std::printf("\nExpressions wrap presses: adakv(snapkv), composed(snapkv,think), expected_attention(epsilon=0.01).\n"
+              "--press-opt KEY=VALUE sets an option of the outermost press, NAME.KEY=VALUE of every press NAME.\n"
+              "--press-opt budget=N keeps N slots per head (instead of --ratio); budget_bytes=B fits the compressed layers in B bytes.\n");
   return 0;
 }
 

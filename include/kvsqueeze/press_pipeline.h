@@ -1,0 +1,60 @@
+#pragma once
+// Where and when a press compresses a session's cache (ALGORITHMS.md §2):
+//   - prefill: once, each layer right after its attention on the context's last chunk (kvpress);
+//   - chunked prefill: after every chunk, back to the budget of the tokens seen so far, so the
+//     peak cache stays near the budget plus one chunk;
+//   - presses with their own trigger (LagKV) compress whenever they ask to, in prefill and decoding;
+//   - decoding: every `decode_interval` steps back to `decode_target` slots per head
+//     (kvpress DecodingPress), or to (1 - decode_ratio) of the positions seen
+//     (CompressionRatioDecodingPress); a separate decode press gives PrefillDecodingPress.
+// The runner installs itself as the session's layer hook for its lifetime.
+#include <cstdint>
+#include <vector>
+
+#include "kvsqueeze/press.h"
+#include "kvsqueeze/session.h"
+
+namespace kvsqueeze {
+
+struct CompressionPolicy {
+  bool every_chunk = false;      // compress after every prefill chunk, not only the last
+  int64_t decode_interval = 0;   // > 0: compress during decoding every this many steps
+  int64_t decode_target = 0;     // slots per head kept by decoding compression (0: use decode_ratio)
+  double decode_ratio = 0.0;     // fraction of the positions seen that decoding compression removes
+  bool decoding() const { return decode_interval > 0; }
+  // Checks ranges; throws kvsqueeze::Error naming the bad setting.
+  void validate() const;
+};
+
+class PressRunner {
+ public:
+  // `prefill_press` compresses the context (may be null: decoding only); `decode_press` the
+  // generated tokens (may be null; may be the same object).
+  PressRunner(Session& session, Press* prefill_press, const Budget& budget, Press* decode_press, const CompressionPolicy& policy);
+  ~PressRunner();
+  PressRunner(const PressRunner&) = delete;
+  PressRunner& operator=(const PressRunner&) = delete;
+
+  // Evaluates the context with compression, then frees the slack beyond `slack` slots per run.
+  void prefill(const std::vector<int32_t>& ids, int64_t slack);
+  // From now on evaluations are decoding steps (the decode policy applies).
+  void start_decoding();
+
+  int64_t compressions() const { return compressions_; }  // layer compressions so far
+  int64_t slots_removed() const { return removed_; }
+
+ private:
+  void on_layer(const LayerStats& st, KvCache& cache);
+  Session& session_;
+  Press* prefill_press_;
+  Press* decode_press_;
+  Budget budget_;
+  CompressionPolicy policy_;
+  bool decoding_ = false;
+  std::vector<int32_t> last_decode_compression_;  // per layer: next position when it last compressed
+  int64_t compressions_ = 0, removed_ = 0;
+  int64_t last_full_layer_ = 0;   // the last layer decoding compression can touch
+  bool released_pending_ = false;  // slots were evicted in this step: release slack at its end
+};
+
+}  // namespace kvsqueeze

@@ -1,0 +1,97 @@
+#include "kvsqueeze/press_pipeline.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kvsqueeze/error.h"
+
+namespace kvsqueeze {
+
+void CompressionPolicy::validate() const {
+  if (decode_interval < 0) throw Error("--decode-interval must be >= 0, got " + std::to_string(decode_interval));
+  if (decode_target < 0) throw Error("--decode-target must be >= 0, got " + std::to_string(decode_target));
+  if (!(decode_ratio >= 0.0 && decode_ratio < 1.0))
+    throw Error("--decode-ratio must be in [0, 1) (the fraction of the positions seen removed), got " + std::to_string(decode_ratio));
+  if (decode_interval > 0 && decode_target == 0 && decode_ratio == 0.0)
+    throw Error("--decode-interval needs a target: --decode-target N (slots per head) or --decode-ratio R");
+  if (decode_interval == 0 && (decode_target > 0 || decode_ratio > 0.0))
+    throw Error("--decode-target / --decode-ratio need --decode-interval N (compress every N decoding steps)");
+  if (decode_target > 0 && decode_ratio > 0.0) throw Error("give either --decode-target or --decode-ratio, not both");
+}
+
+PressRunner::PressRunner(Session& session, Press* prefill_press, const Budget& budget, Press* decode_press,
+                         const CompressionPolicy& policy)
+    : session_(session), prefill_press_(prefill_press), decode_press_(decode_press), budget_(budget), policy_(policy) {
+  policy_.validate();
+  if (!(budget_.ratio >= 0.0 && budget_.ratio < 1.0))
+    throw Error("compression ratio must be in [0, 1) (the fraction removed), got " + std::to_string(budget_.ratio));
+  if (policy_.decoding() && !decode_press_) throw Error("decoding-time compression needs a press");
+  const auto& sliding = session.model().config().layer_sliding;
+  for (size_t l = 0; l < sliding.size(); ++l)
+    if (!sliding[l]) last_full_layer_ = static_cast<int64_t>(l);
+  last_decode_compression_.assign(static_cast<size_t>(session.model().config().n_layer), 0);
+  session_.set_layer_hook([this](const LayerStats& st, KvCache& cache) { on_layer(st, cache); });
+}
+
+PressRunner::~PressRunner() {
+  session_.set_layer_hook(nullptr);
+  session_.set_stats_request({});
+}
+
+void PressRunner::prefill(const std::vector<int32_t>& ids, int64_t slack) {
+  decoding_ = false;
+  session_.set_stats_request(prefill_press_ ? prefill_press_->needs() : StatsRequest{});
+  session_.eval(ids);
+  if (prefill_press_ && prefill_press_->needs_all_layers() && !budget_.none()) {
+    session_.set_layer_hook(nullptr);  // its extra passes must not re-enter the runner
+    prefill_press_->finish(session_, budget_);
+    ++compressions_;
+    session_.set_layer_hook([this](const LayerStats& st, KvCache& cache) { on_layer(st, cache); });
+  }
+  session_.cache().release_slack(slack);
+}
+
+void PressRunner::start_decoding() {
+  decoding_ = true;
+  session_.set_stats_request(decode_press_ && policy_.decoding() ? decode_press_->needs() : StatsRequest{});
+  std::fill(last_decode_compression_.begin(), last_decode_compression_.end(), session_.next_position());
+}
+
+void PressRunner::on_layer(const LayerStats& st, KvCache& cache) {
+  Press* press = decoding_ ? (policy_.decoding() ? decode_press_ : nullptr) : prefill_press_;
+  if (!press) return;
+  const LayerView view(session_.model(), st.layer, cache, st);
+  press->observe(view);
+  if (cache.window(st.layer) > 0 || st.positions.empty()) return;
+  const int32_t next = st.positions.back() + 1;  // positions seen so far
+  if (press->triggers(view)) {  // the press's own schedule (LagKV)
+    removed_ += compress_layer(*press, view, decoding_ ? Budget{policy_.decode_ratio} : budget_, cache);
+    ++compressions_;
+    return;
+  }
+  Budget b;
+  if (!decoding_) {
+    if (press->needs_all_layers() || !(st.last_chunk || policy_.every_chunk)) return;
+    b = budget_;
+    if (policy_.every_chunk && b.tokens < 0)  // back to the ratio's share of everything seen
+      b = Budget{0.0, std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - budget_.ratio))))};
+  } else {
+    int32_t& last = last_decode_compression_[static_cast<size_t>(st.layer)];
+    if (next - last < policy_.decode_interval) return;
+    last = next;
+    b.tokens = policy_.decode_target > 0 ? policy_.decode_target
+                                         : std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - policy_.decode_ratio))));
+  }
+  const int64_t removed = compress_layer(*press, view, b, cache);
+  removed_ += removed;
+  ++compressions_;
+  // Decoding: what was evicted leaves the process now (once per step, after the last layer
+  // that compressed), keeping room for the next interval.
+  if (decoding_ && removed > 0) released_pending_ = true;
+  if (decoding_ && released_pending_ && st.layer == last_full_layer_) {
+    cache.release_slack(policy_.decode_interval + 1);
+    released_pending_ = false;
+  }
+}
+
+}  // namespace kvsqueeze

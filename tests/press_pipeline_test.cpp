@@ -1,0 +1,190 @@
+// Where compression happens: chunked prefill with compression between chunks, decoding-time
+// compression (interval/target and ratio of the positions seen), absolute budgets, forks for
+// several questions, press expressions and their errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "cli_runner.h"
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/press.h"
+#include "kvsqueeze/press_pipeline.h"
+#include "kvsqueeze/session.h"
+#include "test_paths.h"
+
+using namespace kvsqueeze;
+
+namespace {
+
+std::vector<int32_t> prompt_ids(const Model& m, int n) {
+  std::string text;
+  while (static_cast<int>(m.tokenizer().encode(text, true).size()) < n)
+    text += "Once upon a time there was a little girl named Lily. She loved to play outside with her dog. ";
+  auto ids = m.tokenizer().encode(text, true);
+  ids.resize(static_cast<size_t>(n));
+  return ids;
+}
+
+int32_t argmax(const std::vector<float>& v) { return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin()); }
+
+int64_t max_len(const KvCache& c) {
+  int64_t m = 0;
+  for (const auto& layer : c.lengths())
+    for (int64_t len : layer) m = std::max(m, len);
+  return m;
+}
+
+}  // namespace
+
+TEST(PressPipeline, ChunkedPrefillCompressionBoundsThePeakCache) {
+  auto model = Model::load(test_paths::stories260k());
+  const auto ids = prompt_ids(*model, 200);
+  SessionOptions o;
+  o.chunk = 16;
+  o.threads = 1;
+  Session s(*model, o);
+  auto press = make_press("knorm");
+  CompressionPolicy policy;
+  policy.every_chunk = true;
+  const Budget budget{0.0, 40};
+  int64_t peak = 0;
+  {
+    PressRunner runner(s, press.get(), budget, nullptr, policy);
+    // Evaluate the context chunk by chunk ourselves to look at the cache between chunks.
+    for (size_t at = 0; at < ids.size(); at += 16) {
+      const std::vector<int32_t> chunk(ids.begin() + static_cast<long>(at), ids.begin() + static_cast<long>(std::min(ids.size(), at + 16)));
+      runner.prefill(chunk, 0);
+      peak = std::max(peak, max_len(s.cache()));
+      EXPECT_LE(max_len(s.cache()), 40);
+    }
+    EXPECT_GT(runner.compressions(), 5 * 10);
+  }
+  EXPECT_EQ(peak, 40);
+  for (const auto& layer : s.cache().lengths())
+    for (int64_t len : layer) EXPECT_EQ(len, 40);
+  // The kept slots keep their original positions (new tokens continue from the uncompressed length).
+  EXPECT_EQ(s.next_position(), 200);
+}
+
+TEST(PressPipeline, ChunkedPrefillWithARatioKeepsThatShareOfEverythingSeen) {
+  auto model = Model::load(test_paths::stories260k());
+  const auto ids = prompt_ids(*model, 150);
+  SessionOptions o;
+  o.chunk = 32;
+  o.threads = 1;
+  Session s(*model, o);
+  auto press = make_press("keydiff");
+  CompressionPolicy policy;
+  policy.every_chunk = true;
+  PressRunner runner(s, press.get(), Budget{0.5}, nullptr, policy);
+  runner.prefill(ids, 0);
+  for (const auto& layer : s.cache().lengths())
+    for (int64_t len : layer) EXPECT_EQ(len, 75);
+}
+
+TEST(PressPipeline, DecodingCompressionOscillatesBetweenTargetAndTargetPlusInterval) {
+  auto model = Model::load(test_paths::stories260k());
+  const auto ids = prompt_ids(*model, 40);
+  SessionOptions o;
+  o.threads = 1;
+  Session s(*model, o);
+  auto press = make_press("streaming_llm");
+  CompressionPolicy policy;
+  policy.decode_interval = 10;
+  policy.decode_target = 30;
+  PressRunner runner(s, nullptr, Budget{}, press.get(), policy);
+  runner.prefill(ids, 0);
+  EXPECT_EQ(max_len(s.cache()), 40);  // no prefill press: the context is whole
+  runner.start_decoding();
+  std::vector<float> logits = s.last_logits();
+  int compressions_seen = 0;
+  for (int step = 0; step < 120; ++step) {
+    logits = s.eval({argmax(logits)});
+    const int64_t len = max_len(s.cache());
+    const int64_t steps_since = (s.next_position() - 40) % 10;
+    if (steps_since == 0) {
+      EXPECT_EQ(len, 30) << "step " << step;  // compressed back to the target at every interval
+      ++compressions_seen;
+    }
+    EXPECT_LE(len, step < 10 ? 50 : 40) << "step " << step;  // context + one interval, then target + interval
+    // Memory follows: room for at most the next interval is held beyond the kept slots.
+    if (step >= 9) EXPECT_LE(s.cache().bytes_held(), static_cast<size_t>(5 * 4 * 41) * (s.cache().k_row_bytes() + s.cache().v_row_bytes() + 4));
+  }
+  EXPECT_EQ(compressions_seen, 12);
+  // StreamingLLM in decoding: the 4 sinks and the most recent slots.
+  const auto pos = s.cache().positions(2, 1);
+  EXPECT_EQ(pos[3], 3);
+  EXPECT_EQ(pos.back(), s.next_position() - 1);
+}
+
+TEST(PressPipeline, RatioDecodingKeepsAShareOfThePositionsSeen) {
+  auto model = Model::load(test_paths::stories260k());
+  const auto ids = prompt_ids(*model, 20);
+  SessionOptions o;
+  o.threads = 1;
+  Session s(*model, o);
+  auto press = make_press("knorm");
+  CompressionPolicy policy;
+  policy.decode_interval = 8;
+  policy.decode_ratio = 0.5;
+  PressRunner runner(s, nullptr, Budget{}, press.get(), policy);
+  runner.prefill(ids, 0);
+  runner.start_decoding();
+  std::vector<float> logits = s.last_logits();
+  for (int step = 0; step < 64; ++step) {
+    logits = s.eval({argmax(logits)});
+    if ((s.next_position() - 20) % 8 == 0) EXPECT_EQ(max_len(s.cache()), s.next_position() / 2) << "step " << step;
+  }
+}
+
+TEST(PressPipeline, PolicyAndExpressionErrorsAreClear) {
+  CompressionPolicy p;
+  p.decode_interval = 4;
+  EXPECT_THROW(p.validate(), Error);  // no target
+  p.decode_target = 10;
+  EXPECT_NO_THROW(p.validate());
+  p.decode_ratio = 0.5;
+  EXPECT_THROW(p.validate(), Error);  // both
+  CompressionPolicy q;
+  q.decode_target = 3;
+  EXPECT_THROW(q.validate(), Error);  // no interval
+  for (const char* bad : {"snapkv(", "snapkv)", "(snapkv", "snapkv(window_size=)", "", "snap kv", "knorm(snapkv)", "nosuch(knorm)"})
+    EXPECT_THROW(make_press(bad), Error) << bad;
+  EXPECT_NO_THROW(make_press("snapkv(window_size=8, kernel_size=3)"));
+  EXPECT_THROW(make_press("snapkv", {"knorm.foo=1"}), Error);  // no knorm in the expression
+  try {
+    make_press("snapkv(window_size=0)");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("window_size"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PressPipeline, CliAbsoluteBudgetsDecodingAndForks) {
+  const std::string base = "generate -m " + test_paths::stories260k() +
+                           " -p 'Once upon a time there was a little girl named Lily. She loved to play outside with her dog.' --json -t 1";
+  const CliResult tokens = run_cli(base + " -n 0 --press snapkv --press-opt window_size=4 --press-opt budget=10");
+  ASSERT_EQ(tokens.status, 0) << tokens.err;
+  for (const auto& layer : nlohmann::json::parse(tokens.out)["kv_lengths"])
+    for (const auto& len : layer) EXPECT_EQ(len.get<int64_t>(), 10);
+  // A byte budget: K+V+position bytes of the compressed layers fit in it.
+  const CliResult bytes = run_cli(base + " -n 0 --press knorm --press-opt budget_bytes=20000");
+  ASSERT_EQ(bytes.status, 0) << bytes.err;
+  const auto jb = nlohmann::json::parse(bytes.out);
+  EXPECT_LE(jb["kv_bytes_held"].get<int64_t>(), 20000);
+  EXPECT_GT(jb["kv_bytes_held"].get<int64_t>(), 20000 - 5 * 4 * (2 * 8 * 2 + 4));  // within one slot per run
+  // Several questions with decoding-time compression: each answer is what it would be alone.
+  const std::string qa = " -n 24 --decode-press knorm --decode-interval 5 --decode-target 12";
+  const CliResult both = run_cli(base + qa + " -q 'Who?' -q 'Where?'");
+  const CliResult second = run_cli(base + qa + " -q 'Where?'");
+  ASSERT_EQ(both.status, 0) << both.err;
+  ASSERT_EQ(second.status, 0) << second.err;
+  EXPECT_EQ(nlohmann::json::parse(both.out)["answers"][1]["text"], nlohmann::json::parse(second.out)["answers"][0]["text"]);
+  for (const char* bad : {" --press knorm --ratio 1.5", " --press knorm --ratio 0.5 --press-opt budget=4", " --decode-interval 4",
+                          " --press knorm --decode-target 4", " --press 'adakv(' --ratio 0.5", " --press knorm --press-opt budget=-3"}) {
+    const CliResult r = run_cli(base + bad);
+    EXPECT_NE(r.status, 0) << bad;
+    EXPECT_EQ(r.err_lines(), 1) << bad << ": " << r.err;
+  }
+}
