@@ -21,7 +21,8 @@ struct CompressionPolicy {
   int64_t decode_interval = 0;   // > 0: compress during decoding every this many steps
   int64_t decode_target = 0;     // slots per head kept by decoding compression (0: use decode_ratio)
   double decode_ratio = 0.0;     // fraction of the positions seen that decoding compression removes
-  bool decoding() const { return decode_interval > 0; }
+  bool decode_triggers = false;  // let the decode press compress on its own trigger (LagKV: every lag tokens)
+  bool decoding() const { return decode_interval > 0 || decode_triggers; }
   // Checks ranges; throws kvsqueeze::Error naming the bad setting.
   void validate() const;
 };

@@ -77,7 +77,7 @@ void PressRunner::on_layer(const LayerStats& st, KvCache& cache) {
       b = Budget{0.0, std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - budget_.ratio))))};
   } else {
     int32_t& last = last_decode_compression_[static_cast<size_t>(st.layer)];
-    if (next - last < policy_.decode_interval) return;
+    if (policy_.decode_interval == 0 || next - last < policy_.decode_interval) return;
     last = next;
     b.tokens = policy_.decode_target > 0 ? policy_.decode_target
                                          : std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - policy_.decode_ratio))));

@@ -103,10 +103,14 @@ int run(GenerateArgs& a) {
   if (a.n_predict < 0) throw Error("-n must be >= 0, got " + std::to_string(a.n_predict));
   const std::unique_ptr<Press> press = build_press(a);
   a.policy.validate();
-  if (!a.policy.decoding() && !a.decode_press.empty()) throw Error("--decode-press needs --decode-interval N");
+  // A decode press compresses on its own trigger (LagKV) and/or every --decode-interval steps.
+  a.policy.decode_triggers = !a.decode_press.empty();
   if (a.decode_press.empty() && !a.decode_press_opts.empty()) throw Error("--decode-press-opt needs --decode-press");
   if (a.policy.every_chunk && !press) throw Error("--compress-chunks needs a press (--press NAME --ratio R)");
-  const std::unique_ptr<Press> own_decode_press = a.decode_press.empty() ? nullptr : make_press(a.decode_press, a.decode_press_opts);
+  // The same expression as --press shares that press (and its state, e.g. LagKV's compressed prefix).
+  const bool same_press = !a.decode_press.empty() && a.decode_press == a.press && a.decode_press_opts.empty();
+  const std::unique_ptr<Press> own_decode_press =
+      a.decode_press.empty() || same_press ? nullptr : make_press(a.decode_press, a.decode_press_opts);
   Press* decode_press = own_decode_press ? own_decode_press.get() : press.get();
   if (a.policy.decoding() && !decode_press) throw Error("--decode-interval needs a press: --decode-press NAME (or --press NAME)");
   Sampler::validate(a.sampling);
@@ -257,7 +261,8 @@ Runner add_generate(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--decode-target", a->policy.decode_target, "Slots per head that decoding compression keeps");
   sub->add_option("--decode-ratio", a->policy.decode_ratio, "Or: fraction of the positions seen that decoding compression removes");
-  sub->add_option("--decode-press", a->decode_press, "Press for decoding-time compression (default: --press)");
+  sub->add_option("--decode-press", a->decode_press,
+                  "Press for decoding-time compression (default: --press); alone it compresses on its own trigger (lagkv)");
   sub->add_option("--decode-press-opt", a->decode_press_opts, "Option KEY=VALUE of --decode-press (repeatable)");
   sub->add_option("--chunk", a->chunk, "Prefill chunk size in tokens")->capture_default_str();
   sub->add_option("--ctx-size", a->ctx_size, "Context size in tokens (0: the model's trained context)")->capture_default_str();
