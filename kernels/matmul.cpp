@@ -1059,7 +1059,26 @@ void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float*
   }
   QuantKind k{};
   if (quant_kind(w.type, k) && g_exact_activations.load(std::memory_order_relaxed)) {
-    // Reference mode: fp32 activations against the dequantized weights.
+    // Reference mode: fp32 activations against the dequantized weights. Large matrices (the
+    // LM head) are dequantized a row at a time rather than whole.
+    if (w.rows * w.cols > (int64_t{1} << 24)) {
+#pragma omp parallel
+      {
+        std::vector<float> row(static_cast<size_t>(w.cols));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < w.rows; ++r) {
+          dequantize_row(w.type, w.data + static_cast<size_t>(r) * w.row_bytes, row.data(), w.cols);
+          for (int64_t t = 0; t < n_tokens; ++t) {
+            const float* xt = x + t * w.cols;
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t c = 0; c < w.cols; ++c) sum += row[static_cast<size_t>(c)] * xt[c];
+            y[t * ldy + r] = sum;
+          }
+        }
+      }
+      return;
+    }
     std::vector<float> dense(static_cast<size_t>(w.rows * w.cols));
     for (int64_t r = 0; r < w.rows; ++r)
       dequantize_row(w.type, w.data + static_cast<size_t>(r) * w.row_bytes, dense.data() + r * w.cols, w.cols);
