@@ -1,0 +1,93 @@
+// Compactor (kvpress CompactorPress, ALGORITHMS.md §3.12): on the middle slots (all but the
+// first sink_size_start and the last sink_size_end), blending · z(leverage) + z(non-causal
+// attention), each z-scored over the middle slots of all heads. blending defaults to the
+// compression ratio (taken from the budget in select()). The end slots are protected.
+#include "press/leverage_math.h"
+#include "press/non_causal_math.h"
+#include "press/press_registry.h"
+
+namespace kvsqueeze {
+namespace {
+
+class CompactorPress : public Press {
+ public:
+  CompactorPress(int64_t start, int64_t end, int64_t k, double blending, non_causal::Options nc, uint64_t seed, std::string output)
+      : start_(start), end_(end), k_(k), blending_(blending), nc_(nc), seed_(seed), output_(std::move(output)) {}
+  std::string name() const override { return "compactor"; }
+  StatsRequest needs() const override { return qstats::all_query_rows(); }
+  void observe(const LayerView& v) override { log_.observe(v); }
+  KeepSets select(const LayerView& v, const Budget& budget) override {
+    // blending = cr: the ratio, or for an absolute budget the fraction it removes.
+    ratio_ = budget.ratio;
+    if (budget.tokens >= 0 && v.n_head_kv() > 0 && v.length(0) > 0)
+      ratio_ = std::max(0.0, 1.0 - static_cast<double>(budget.tokens) / static_cast<double>(v.length(0)));
+    return Press::select(v, budget);
+  }
+  LayerScores score(const LayerView& v) override {
+    LayerScores out(static_cast<size_t>(v.n_head_kv()));
+    std::vector<int64_t> lo(out.size()), hi(out.size());
+    for (size_t h = 0; h < out.size(); ++h) {
+      const int64_t len = v.length(static_cast<int64_t>(h));
+      lo[h] = std::min(start_, len);
+      hi[h] = len - std::min(end_, std::max<int64_t>(0, len - lo[h]));
+    }
+    const int64_t right = v.n_head_kv() > 0 ? v.length(0) - hi[0] : 0;
+    LayerScores lev, att;
+    if (output_ != "non_causal") lev = leverage::layer_scores(v, lo[0], right, k_, seed_);
+    if (output_ != "leverage") att = non_causal::layer_scores(v, log_.at(v, "compactor"), lo[0], right, nc_);
+    const double blend = blending_ >= 0 ? blending_ : ratio_ >= 0 ? ratio_ : 0.35;
+    for (size_t h = 0; h < out.size(); ++h) {
+      auto& s = out[h];
+      s.assign(static_cast<size_t>(v.length(static_cast<int64_t>(h))), INFINITY);
+      for (int64_t i = lo[h]; i < hi[h]; ++i) {
+        const auto j = static_cast<size_t>(i - lo[h]);
+        s[static_cast<size_t>(i)] = output_ == "leverage" ? lev[h][j]
+                                    : output_ == "non_causal" ? att[h][j]
+                                                              : static_cast<float>(blend * lev[h][j] + att[h][j]);
+      }
+    }
+    return out;
+  }
+
+ private:
+  int64_t start_, end_, k_;
+  double blending_;
+  non_causal::Options nc_;
+  uint64_t seed_;
+  std::string output_;
+  double ratio_ = -1;
+  qstats::QueryLog log_;
+};
+
+}  // namespace
+
+void register_compactor_press() {
+  using qstats::option;
+  register_scorer(
+      qstats::info("compactor", "Blend of key leverage and non-causal chunked attention on the middle slots (Compactor).",
+                   {option("sink_size_start", "int", 8, 0, 1e6, "first slots kept"),
+                    option("sink_size_end", "int", 4, 0, 1e6, "last slots kept"),
+                    option("chunk_size", "int", 256, 1, 1e7, "slots per chunk of non-causal attention"),
+                    option("sketch_dimension", "int", 48, 1, 4096, "columns of the Gaussian sketch of the leverage part"),
+                    option("blending", "float", -1, -1, 1e6, "weight of the leverage z-score; -1: the compression ratio (kvpress default)"),
+                    option("scale", "float", 1.0, 0, 1e6, "multiplies q.k in the attention part (kvpress: 1)"),
+                    option("parity", "bool", 0, 0, 1, "kvpress's padding of the last attention chunk (see non_causal_attn)"),
+                    option("seed", "int", 42, 0, 4294967295.0, "seed of the sketch (counter-based, per layer and head)"),
+                    option("output", "choice", 0, 0, 0, "scores returned: the blend, or one part (diagnostics)",
+                           {"blend", "leverage", "non_causal"}, "blend")},
+                   "End slots score +inf (kvpress pads them with the maximum middle score, which can tie). blending = "
+                   "compression ratio comes from the budget in select() (an absolute budget: the fraction it removes; "
+                   "score() alone: kvpress's 0.35). The attention part masks the last chunk's padding unless parity=true; "
+                   "the sketch is kvsqueeze's seeded one (see leverage_score)."),
+      [](const PressOptionValues& o) {
+        non_causal::Options nc;
+        nc.chunk = static_cast<int64_t>(o.at("chunk_size"));
+        nc.scale = o.at("scale");
+        nc.parity = o.at("parity") != 0;
+        return std::make_unique<CompactorPress>(static_cast<int64_t>(o.at("sink_size_start")), static_cast<int64_t>(o.at("sink_size_end")),
+                                                static_cast<int64_t>(o.at("sketch_dimension")), o.at("blending"), nc,
+                                                static_cast<uint64_t>(o.at("seed")), o.text("output"));
+      });
+}
+
+}  // namespace kvsqueeze

@@ -1,0 +1,47 @@
+// NonCausalAttn (kvpress NonCausalAttnPress, ALGORITHMS.md §3.10): the attention each slot
+// receives from the context's queries, computed without a causal mask inside chunks of
+// chunk_size slots, averaged over the query group, times ||v||, avg-pooled over 3 slots and
+// z-scored over all heads at once. Prefill only: the queries are gathered over chunks.
+#include "press/non_causal_math.h"
+#include "press/press_registry.h"
+
+namespace kvsqueeze {
+namespace {
+
+class NonCausalAttnPress : public Press {
+ public:
+  explicit NonCausalAttnPress(non_causal::Options o) : o_(o) {}
+  std::string name() const override { return "non_causal_attn"; }
+  StatsRequest needs() const override { return qstats::all_query_rows(); }
+  void observe(const LayerView& v) override { log_.observe(v); }
+  LayerScores score(const LayerView& v) override { return non_causal::layer_scores(v, log_.at(v, "non_causal_attn"), 0, 0, o_); }
+
+ private:
+  non_causal::Options o_;
+  qstats::QueryLog log_;
+};
+
+}  // namespace
+
+void register_non_causal_attn_press() {
+  using qstats::option;
+  register_scorer(
+      qstats::info("non_causal_attn", "Attention received from the context's queries without a causal mask, in chunks (Compactor's attention part).",
+                   {option("chunk_size", "int", 256, 1, 1e7, "slots per chunk of non-causal attention"),
+                    option("scale", "float", 1.0, 0, 1e6, "multiplies q.k (kvpress applies no 1/sqrt(d): 1)"),
+                    option("parity", "bool", 0, 0, 1,
+                           "reproduce kvpress's padding of the last chunk: padded keys take softmax mass (logit -1e-9) and "
+                           "padded query rows add 1/chunk_size to every slot of that chunk")},
+                   "Fix (default): the last, shorter chunk is not padded, so only real queries and keys count; parity=true "
+                   "restores kvpress's padding. No 1/sqrt(d) unless scale is set. The context's pre-RoPE queries are kept "
+                   "until the layer is compressed (rows x heads x d floats per layer)."),
+      [](const PressOptionValues& o) {
+        non_causal::Options opt;
+        opt.chunk = static_cast<int64_t>(o.at("chunk_size"));
+        opt.scale = o.at("scale");
+        opt.parity = o.at("parity") != 0;
+        return std::make_unique<NonCausalAttnPress>(opt);
+      });
+}
+
+}  // namespace kvsqueeze
