@@ -10,6 +10,7 @@
 
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press.h"
+#include "kvsqueeze/session.h"
 #include "press/lagkv_math.h"
 #include "test_paths.h"
 
@@ -232,9 +233,10 @@ void drive(const Flow& f, const std::function<int64_t(int)>& chunk, int64_t tota
       const auto len = static_cast<int64_t>(got.size());
       EXPECT_EQ(len, std::min<int64_t>(f.n_sink, d.seen) + parts * k + std::max<int64_t>(0, tail));
       // ALGORITHMS.md §2.2: n_sink + keep (seen - n_sink - tail) + tail, keep = k / lag <= 1 - cr.
-      if (d.seen > f.n_sink)
+      if (d.seen > f.n_sink) {
         EXPECT_LE(static_cast<double>(len), static_cast<double>(f.n_sink) + (1.0 - f.ratio) * static_cast<double>(d.seen - f.n_sink - tail) +
                                                  static_cast<double>(tail) + 1e-9);
+      }
       // The rows moved with their positions.
       const auto keys = d.view().keys(h);
       const auto vals = d.view().values(h);
@@ -373,4 +375,46 @@ TEST(LagKvPress, Options) {
   EXPECT_FALSE(sinks16->triggers(d.view()));
   auto sinks4 = make_press("lagkv", {"mode=lagkv", "lag_size=16", "n_sink=4"});
   EXPECT_TRUE(sinks4->triggers(d.view()));
+}
+
+// LagKV's flow inside a real prefill: chunks of lag tokens, each layer compressed right after its
+// attention whenever the press triggers (as the pipeline does), then decode steps. Later chunks
+// attend to the compressed cache, so only the layout and the sizes are checked here.
+TEST(LagKvFlow, ChunkedPrefillAndDecodeOnStories) {
+  auto model = Model::load(test_paths::stories260k());
+  SessionOptions o;
+  o.kv_type = KvType::F32;
+  o.chunk = 16;
+  o.threads = 1;
+  Session session(*model, o);
+  auto press = make_press("lagkv", {"mode=lagkv", "n_sink=4", "lag_size=16"});
+  Budget budget;
+  budget.ratio = 0.75;
+  int compressions = 0;
+  session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
+    const LayerView view(*model, st.layer, cache, st);
+    press->observe(view);
+    if (press->triggers(view)) compressions += compress_layer(*press, view, budget, cache) > 0;
+  });
+  std::vector<int32_t> ids = {1};
+  for (int i = 1; i < 120; ++i) ids.push_back(static_cast<int32_t>(260 + (i * 37) % 200));
+  session.eval(ids);
+  for (int step = 0; step < 30; ++step) session.eval({static_cast<int32_t>(300 + step)});
+  session.set_layer_hook(nullptr);
+  EXPECT_GT(compressions, 0);
+  const int64_t seen = 150, lag = 16, k = 4;
+  const int64_t parts = (seen - 4) / lag - 1, tail = seen - 4 - parts * lag;
+  for (int64_t l = 0; l < model->config().n_layer; ++l)
+    for (int64_t h = 0; h < model->config().n_head_kv; ++h) {
+      const auto p = session.cache().positions(l, h);
+      ASSERT_EQ(static_cast<int64_t>(p.size()), 4 + parts * k + tail) << "layer " << l << " head " << h;
+      for (int32_t i = 0; i < 4; ++i) EXPECT_EQ(p[static_cast<size_t>(i)], i);
+      for (int64_t c = 0; c < parts; ++c)  // k slots from each scored partition
+        for (int64_t j = 0; j < k; ++j) {
+          const int32_t pos = p[static_cast<size_t>(4 + c * k + j)];
+          EXPECT_GE(pos, 4 + c * lag);
+          EXPECT_LT(pos, 4 + (c + 1) * lag);
+        }
+      for (int64_t j = 0; j < tail; ++j) EXPECT_EQ(p[static_cast<size_t>(4 + parts * k + j)], seen - tail + j);
+    }
 }
