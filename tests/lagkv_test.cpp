@@ -366,10 +366,13 @@ TEST(LagKvPress, Options) {
   EXPECT_THROW(make_press("lagkv", {"lag_size=0"}), Error);
   Driver d;
   d.append(40);
-  auto press = make_press("lagkv", {"mode=lagkv", "lag_size=8"});
+  auto press = make_press("lagkv", {"mode=lagkv", "lag_size=8", "n_sink=4"});
   Budget tokens;
   tokens.tokens = 10;
   EXPECT_THROW(press->select(d.view(), tokens), Error);
+  // Nothing to compress (fewer than 2 lag past the prefix): an absolute budget keeps everything.
+  auto idle = make_press("lagkv", {"mode=lagkv", "lag_size=32", "n_sink=4"});
+  EXPECT_EQ(idle->select(d.view(), tokens)[0].size(), 40u);
   // n_sink=-1: 16 sinks in LagKV mode (its repository's default), so 40 < 16 + 2*16 keeps all.
   auto sinks16 = make_press("lagkv", {"mode=lagkv", "lag_size=16"});
   EXPECT_FALSE(sinks16->triggers(d.view()));
