@@ -42,9 +42,6 @@ class LagKvPress : public Press {
 
   KeepSets select(const LayerView& v, const Budget& budget) override {
     if (!lagkv_) return Press::select(v, budget);
-    if (budget.tokens >= 0)
-      throw Error("press 'lagkv' with mode=lagkv keeps a fraction of each partition: give a ratio, not an absolute budget");
-    const int64_t k = lagkv::keep_per_partition(budget.ratio, lag_);
     KeepSets keep(static_cast<size_t>(v.n_head_kv()));
     for (int64_t h = 0; h < v.n_head_kv(); ++h) {
       const int64_t len = v.length(h), b = prefix_end(v, h);
@@ -54,6 +51,11 @@ class LagKvPress : public Press {
         std::iota(kh.begin(), kh.end(), 0);
         continue;
       }
+      // Only a compression that happens needs the ratio (a pipeline may hand an absolute budget
+      // to a layer this press did not trigger on: that keeps everything, as above).
+      if (budget.tokens >= 0)
+        throw Error("press 'lagkv' with mode=lagkv keeps a fraction of each partition: give a ratio, not an absolute budget");
+      const int64_t k = lagkv::keep_per_partition(budget.ratio, lag_);
       const int64_t m = (len - b) / lag_;
       const auto s = region_scores(v, h, b, m);
       for (int32_t i = 0; i < b; ++i) kh.push_back(i);
