@@ -128,6 +128,7 @@ void check_finch(const std::string& model_name, const std::string& fixture, cons
   ids.insert(ids.end(), question.begin(), question.end());
   auto model = Model::load(f->model_path);
   Exact exact;
+  double max_dev = 0;
   for (size_t r = 0; r < f->j["runs"].size(); ++r) {
     const json& run = f->run(r);
     const int64_t w = run["window_size"].get<int64_t>();
@@ -145,9 +146,16 @@ void check_finch(const std::string& model_name, const std::string& fixture, cons
       const json* call = parity::score_call(*f, r, li, "press");
       ASSERT_NE(call, nullptr) << where;
       parity::expect_scores((*call)["scores"], ours.scores[li], tol, where);
+      for (size_t h = 0; h < ours.scores[li].size(); ++h)
+        for (size_t i = 0; i < ours.scores[li][h].size(); ++i)
+          if (std::isfinite(ours.scores[li][h][i])) {
+            const double want = parity::num((*call)["scores"][h][i]);
+            max_dev = std::max(max_dev, std::fabs(ours.scores[li][h][i] - want) / std::max(std::fabs(want), 1e-12));
+          }
       parity::expect_kept(run["layers"][li], &(*call)["scores"], ours.kept[li], ours.scores[li], ours.positions_before[li], tol, where);
     }
   }
+  std::printf("[ finch    ] %s/%s max relative score deviation %.3g\n", model_name.c_str(), fixture.c_str(), max_dev);
 }
 
 parity::Tolerance gemma_tol() {

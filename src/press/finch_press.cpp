@@ -68,7 +68,8 @@ class FinchPress : public Press {
       for (int64_t c0 = 0; c0 < len; c0 += chunk_) {
         const int64_t n = std::min(chunk_, len - c0);
         const LayerScores part{std::vector<float>(scores[h].begin() + c0, scores[h].begin() + c0 + n)};
-        for (int32_t i : top_k_per_head(part, {budget.keep(n)})[0]) out[h].push_back(static_cast<int32_t>(c0) + i);
+        const KeepSets kept = top_k_per_head(part, {budget.keep(n)});
+        for (int32_t i : kept[0]) out[h].push_back(static_cast<int32_t>(c0) + i);
       }
     }
     return out;
