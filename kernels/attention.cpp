@@ -74,13 +74,19 @@ void accumulate_rows(float* o, const float* p, const float* v, int64_t nb, int64
 // converted once and used by all G heads, so decode reads the KV memory once per group.
 // q_group: G consecutive head vectors; o: G x dv; st: G softmax states.
 void attend_group(const AttentionShape& s, const float* q_group, int64_t group, const KvRun& run, int64_t lo, int64_t hi,
-                  std::vector<float>& scores, std::vector<float>& row, float* o, OnlineSoftmax* st) {
+                  std::vector<float>& scores, std::vector<float>& row, std::vector<float>& q_kept, float* o, OnlineSoftmax* st) {
   const int64_t n = hi - lo, dk = s.head_dim_k, dv = s.head_dim_v;
   std::fill(o, o + group * dv, 0.0f);
   for (int64_t g = 0; g < group; ++g) st[g] = OnlineSoftmax{};
   if (n <= 0) return;
   scores.resize(static_cast<size_t>(group * n));
   row.resize(static_cast<size_t>(std::max(dk, dv)));
+  // Channel-pruned keys: the G query vectors reduced to the channels the keys hold.
+  if (run.k_channels) {
+    q_kept.resize(static_cast<size_t>(group * run.k_stride));
+    for (int64_t g = 0; g < group; ++g) gather_query(run, q_group + g * dk, q_kept.data() + g * run.k_stride);
+    q_group = q_kept.data();
+  }
   // Scores of all G heads in one product against the cached key rows (no per-key reductions).
   matmul(key_rows(run, lo, n), q_group, group, scores.data(), n);
   for (float& x : scores) x *= s.scale;
@@ -111,13 +117,15 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
     range_lo = std::min(range_lo, lo[static_cast<size_t>(t)]);
     range_hi = std::max(range_hi, hi[static_cast<size_t>(t)]);
   }
-  std::vector<float> qb(static_cast<size_t>(rows * dk)),
+  const int64_t kd = run.k_stride;  // channels the key rows hold (dk unless channel-pruned)
+  std::vector<float> qb(static_cast<size_t>(rows * kd)),
       vt(static_cast<size_t>(kKeyTile * dv)), sc(static_cast<size_t>(rows * kKeyTile)), acc(static_cast<size_t>(rows * dv), 0.0f),
       pv(acc.size()), vrow(static_cast<size_t>(dv));
   std::vector<float> m(static_cast<size_t>(rows), kNegInf), l(static_cast<size_t>(rows), 0.0f);
   for (int64_t g = 0; g < group; ++g)
     for (int64_t t = 0; t < nb; ++t)
-      for (int64_t i = 0; i < dk; ++i) qb[static_cast<size_t>((g * nb + t) * dk + i)] = q_rows[t * q_ld + g * dk + i] * s.scale;
+      for (int64_t i = 0; i < kd; ++i)
+        qb[static_cast<size_t>((g * nb + t) * kd + i)] = q_rows[t * q_ld + g * dk + (run.k_channels ? run.k_channels[i] : i)] * s.scale;
 
   for (int64_t j0 = range_lo; j0 < range_hi; j0 += kKeyTile) {
     const int64_t nt = std::min(kKeyTile, range_hi - j0);
@@ -207,7 +215,7 @@ void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, in
   std::vector<OnlineSoftmax> part_st(static_cast<size_t>(items * group));
 #pragma omp parallel
   {
-    std::vector<float> scores, row;
+    std::vector<float> scores, row, q_kept;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t sp = it % splits, hk = (it / splits) % s.n_head_kv, t = it / (splits * s.n_head_kv);
@@ -216,7 +224,7 @@ void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, in
       visible_range(run, q_pos[t], s.window, lo, hi);
       const int64_t span = (hi - lo + splits - 1) / splits;
       const int64_t a = std::min(hi, lo + sp * span), b = std::min(hi, a + span);
-      attend_group(s, q + t * q_ld + hk * group * s.head_dim_k, group, run, a, b, scores, row,
+      attend_group(s, q + t * q_ld + hk * group * s.head_dim_k, group, run, a, b, scores, row, q_kept,
                    part_o.data() + it * group * dv, part_st.data() + it * group);
     }
   }

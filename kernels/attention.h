@@ -18,6 +18,9 @@ struct KvRun {
   int64_t k_stride = 0;
   int64_t v_stride = 0;
   KvElement type = KvElement::F16;
+  // Non-null: each key row holds only these k_stride channels of the head_dim_k (ascending;
+  // ThinK key-channel pruning); the other channels count as zero, so q.k sums over these.
+  const int32_t* k_channels = nullptr;
 };
 
 struct AttentionShape {

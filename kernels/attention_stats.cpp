@@ -35,7 +35,8 @@ void attention_probabilities(const AttentionShape& s, const float* q, const int3
     std::vector<float>* col = req.column_sums ? &out.column_sums[static_cast<size_t>(h)] : nullptr;
     if (win) win->assign(static_cast<size_t>(w * run.len), 0.0f);
     if (col) col->assign(static_cast<size_t>(run.len), 0.0f);
-    std::vector<float> qb(static_cast<size_t>(kRowBlock * dk)), sc(static_cast<size_t>(kRowBlock * kKeyTile));
+    const int64_t kd = run.k_stride;  // channels the key rows hold (dk unless channel-pruned)
+    std::vector<float> qb(static_cast<size_t>(kRowBlock * kd)), sc(static_cast<size_t>(kRowBlock * kKeyTile));
     std::vector<int64_t> lo(kRowBlock), hi(kRowBlock);
     for (int64_t t0 = first_row; t0 < n_q; t0 += kRowBlock) {
       const int64_t nb = std::min(kRowBlock, n_q - t0);
@@ -44,7 +45,8 @@ void attention_probabilities(const AttentionShape& s, const float* q, const int3
         visible_range(run, q_pos[t0 + t], s.window, lo[static_cast<size_t>(t)], hi[static_cast<size_t>(t)]);
         range_lo = std::min(range_lo, lo[static_cast<size_t>(t)]);
         range_hi = std::max(range_hi, hi[static_cast<size_t>(t)]);
-        for (int64_t i = 0; i < dk; ++i) qb[static_cast<size_t>(t * dk + i)] = q[(t0 + t) * q_ld + h * dk + i] * s.scale;
+        for (int64_t i = 0; i < kd; ++i)
+          qb[static_cast<size_t>(t * kd + i)] = q[(t0 + t) * q_ld + h * dk + (run.k_channels ? run.k_channels[i] : i)] * s.scale;
       }
       for (int64_t j0 = range_lo; j0 < range_hi; j0 += kKeyTile) {
         const int64_t nt = std::min(kKeyTile, range_hi - j0);

@@ -2,6 +2,7 @@
 // Reading cached K/V rows of any element type, and which slots a query position can see.
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/attention.h"
 #include "kernels/fp16.h"
@@ -36,6 +37,30 @@ inline void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t 
       return;
     }
   }
+}
+
+// Key row `index` of a run as head_dim_k = d floats: channel-pruned runs (KvRun::k_channels)
+// scatter their stored channels and leave the pruned ones 0.
+inline void key_row_to_f32(const KvRun& run, int64_t index, int64_t d, float* dst) {
+  if (!run.k_channels) return row_to_f32(run.k, index, run.k_stride, d, run.type, dst);
+  float stored[1024];
+  float* buf = run.k_stride <= 1024 ? stored : nullptr;
+  std::vector<float> big;
+  if (!buf) {
+    big.resize(static_cast<size_t>(run.k_stride));
+    buf = big.data();
+  }
+  row_to_f32(run.k, index, run.k_stride, run.k_stride, run.type, buf);
+  std::fill(dst, dst + d, 0.0f);
+  for (int64_t i = 0; i < run.k_stride; ++i) dst[run.k_channels[i]] = buf[i];
+}
+
+// The query channels a run's keys hold: q (head_dim_k floats) gathered to run.k_stride floats
+// for channel-pruned runs; q itself otherwise.
+inline const float* gather_query(const KvRun& run, const float* q, float* scratch) {
+  if (!run.k_channels) return q;
+  for (int64_t i = 0; i < run.k_stride; ++i) scratch[i] = q[run.k_channels[i]];
+  return scratch;
 }
 
 // q . k for one cached row, converting the key on the fly.

@@ -213,12 +213,14 @@ inline void expect_kept(const json& ref_layer, const json* ref_scores, const std
     // Every disagreement must sit at the reference cut (positions index the reference scores).
     const auto& s = (*ref_scores)[h];
     for (int32_t p : want) {
-      if (!got.count(p))
+      if (!got.count(p)) {
         EXPECT_LE(std::fabs(num(s[static_cast<size_t>(p)]) - cut), tol.tie_tol) << where << " head " << h << ": reference keeps " << p;
+      }
     }
     for (int32_t p : got) {
-      if (!want.count(p))
+      if (!want.count(p)) {
         EXPECT_LE(std::fabs(num(s[static_cast<size_t>(p)]) - cut), tol.tie_tol) << where << " head " << h << ": we keep " << p;
+      }
     }
   }
 }

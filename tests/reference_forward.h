@@ -35,6 +35,10 @@ using Visibility = std::function<bool(int64_t layer, int64_t kv_head, int32_t qu
 
 inline bool all_visible(int64_t, int64_t, int32_t, int32_t) { return true; }
 
+// key_channels(layer, kv_head, query_pos, key_pos): the key channels q.k sums over (ascending),
+// or nullptr for all of them (ThinK-pruned keys count the others as zero).
+using KeyChannels = std::function<const std::vector<int32_t>*(int64_t layer, int64_t kv_head, int32_t query_pos, int32_t key_pos)>;
+
 // How the reference stores cached keys and values.
 enum class KvRounding {
   None,  // exact doubles
@@ -152,7 +156,8 @@ class ReferenceModel {
   // Logits of every position: tokens.size() rows of n_vocab, token i at position i. Rows
   // before `logits_from` are left empty (saves the LM head where a test does not look).
   std::vector<std::vector<double>> forward(const std::vector<int32_t>& tokens, const Visibility& visible = all_visible,
-                                           KvRounding rounding = KvRounding::None, int64_t logits_from = 0) const {
+                                           KvRounding rounding = KvRounding::None, int64_t logits_from = 0,
+                                           const KeyChannels& key_channels = nullptr) const {
     const auto& c = cfg_;
     const int64_t D = c.n_embd, Hq = c.n_head, Hkv = c.n_head_kv, dk = c.head_dim_k, dv = c.head_dim_v;
     const int64_t group = Hq / Hkv, T = static_cast<int64_t>(tokens.size());
@@ -212,7 +217,11 @@ class ReferenceModel {
           for (int32_t kp : seen) {
             const double* kr = kc[static_cast<size_t>(l)][static_cast<size_t>(kp)].data() + kvh * dk;
             double s = 0.0;
-            for (int64_t i = 0; i < dk; ++i) s += qh[i] * kr[i];
+            const std::vector<int32_t>* channels = key_channels ? key_channels(l, kvh, pos, kp) : nullptr;
+            if (channels)
+              for (int32_t i : *channels) s += qh[i] * kr[i];
+            else
+              for (int64_t i = 0; i < dk; ++i) s += qh[i] * kr[i];
             scores.push_back(s * static_cast<double>(c.attn_scale));
           }
           if (seen.empty()) continue;  // nothing visible: zero output, as the engine does

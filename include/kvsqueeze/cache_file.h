@@ -14,13 +14,16 @@
 
 namespace kvsqueeze {
 
-inline constexpr uint32_t kCacheFileVersion = 1;
+// Version 1; version 2 (written only when some run's keys are channel-pruned) adds each run's
+// key-channel list. A reader accepts both.
+inline constexpr uint32_t kCacheFileVersion = 2;
 
 // Where one (layer, head) run lies in a parsed file.
 struct CacheFileRun {
   int64_t length = 0;
   size_t positions_offset = 0;  // length little-endian int32
-  size_t k_offset = 0;          // length rows of head_dim_k elements of shape.type
+  std::vector<int32_t> k_channels;  // key channels the rows hold (ascending); empty: all head_dim_k
+  size_t k_offset = 0;          // length rows of head_dim_k (or k_channels.size()) elements of shape.type
   size_t v_offset = 0;          // length rows of head_dim_v elements
 };
 

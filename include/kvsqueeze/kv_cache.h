@@ -3,6 +3,9 @@
 // slots with its own length and preallocated capacity. Appends are O(1) per head, compaction
 // to any keep-set is in place, and releasing slack returns the memory: the bytes reported as
 // held are the bytes allocated. Positions stay ascending within a run.
+// A run's key rows may hold only some of the head_dim_k channels (ThinK key-channel pruning):
+// then every key of that run, held or appended later, stores just those channels, and the
+// others count as zero in attention.
 #include <cstddef>
 #include <climits>
 #include <cstdint>
@@ -71,13 +74,21 @@ class KvCache {
   void release_slack(int64_t slack);
   void clear();
 
-  // Raw rows for serialisation: len rows of K (head_dim_k elements) and V, and positions.
+  // Keeps only `channels` (strictly ascending, a subset of the run's current channels) of every
+  // key of the run, present and appended later; the K memory shrinks to the narrower rows.
+  void keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels);
+  // The key channels a run stores (ascending); empty: all head_dim_k of them.
+  std::span<const int32_t> key_channels(int64_t layer, int64_t head) const;
+
+  // Raw rows for serialisation: len rows of K (k_row_bytes(layer, head) each) and V, and positions.
   const uint8_t* k_bytes(int64_t layer, int64_t head) const;
   const uint8_t* v_bytes(int64_t layer, int64_t head) const;
-  // Replaces a run's content (used when loading a saved cache).
-  void assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos);
+  // Replaces a run's content (used when loading a saved cache); k_channels as key_channels().
+  void assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
+              std::span<const int32_t> k_channels = {});
 
-  size_t k_row_bytes() const;
+  size_t k_row_bytes() const;  // a full key row (head_dim_k elements)
+  size_t k_row_bytes(int64_t layer, int64_t head) const;  // a key row of this run (fewer after channel pruning)
   size_t v_row_bytes() const;
   size_t bytes_held() const;  // allocated: sum over runs of capacity x (K row + V row + position)
   size_t bytes_used() const;  // the same with lengths instead of capacities
@@ -88,6 +99,7 @@ class KvCache {
   const Run& at(int64_t layer, int64_t head) const;
   void set_capacity(Run& r, int64_t cap);
   void ensure_capacity(Run& r, int64_t needed);
+  size_t k_row_bytes(const Run& r) const;
 
   KvCacheShape shape_;
   std::vector<Run> runs_;

@@ -1,11 +1,11 @@
 // Prompt cache files: a session's KV cache saved with its model's identity, the token ids it
 // covers and the logits after the last of them.
 //
-// Format version 1. Every integer and float is little-endian; there is no padding. A "str" is a
+// Format version 1 (or 2, see below). Every integer and float is little-endian; there is no padding. A "str" is a
 // u32 byte count followed by that many bytes (UTF-8, not NUL-terminated).
 //
 //   magic          8 bytes   "KVSQCACH"
-//   version        u32       1 (a reader rejects every other version)
+//   version        u32       1 or 2 (a reader rejects every other version)
 //   file_size      u64       size of the whole file in bytes, checksum included
 //   fingerprint    u64       Model::fingerprint() of the model that made it
 //   arch           str       general.architecture (at most 65536 bytes)
@@ -26,10 +26,15 @@
 //   runs           n_layer x n_head_kv of them, layer-major (layer 0 head 0, layer 0 head 1, ...):
 //     length       u32       slots held, <= next_position (compressed runs are shorter)
 //     positions    i32 x length   strictly ascending, in [0, next_position)
-//     k_rows       length x head_dim_k elements of kv_type, raw
+//     (version 2 only:)
+//     n_k_channels u32       0: keys hold all head_dim_k channels; else 1 .. head_dim_k - 1
+//     k_channels   i32 x n_k_channels  the key channels held (ThinK pruning), strictly ascending in [0, head_dim_k)
+//     k_rows       length x head_dim_k (or n_k_channels) elements of kv_type, raw
 //     v_rows       length x head_dim_v elements of kv_type, raw
 //   checksum       u64       XXH64 (seed 0) of every byte before it
 //
+// Writers write version 1 unless some run's keys are channel-pruned, so files of uncompressed or
+// token-compressed caches stay readable by version-1 readers.
 // A reader checks magic, version, file_size against the real size (truncation), the checksum
 // (corruption), then every count against the bytes left before allocating anything for it.
 // Writers write a temporary file in the target's directory and rename() it over the target.
@@ -262,8 +267,8 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
   if (size < sizeof kMagic + 4) fail(label, "is truncated (" + std::to_string(size) + " bytes)");
   CacheFileInfo info;
   std::memcpy(&info.version, data + sizeof kMagic, 4);
-  if (info.version != kCacheFileVersion)
-    fail(label, "has format version " + std::to_string(info.version) + "; this kvsqueeze reads version " +
+  if (info.version != 1 && info.version != kCacheFileVersion)
+    fail(label, "has format version " + std::to_string(info.version) + "; this kvsqueeze reads versions 1 and " +
                     std::to_string(kCacheFileVersion) + " only");
   if (size < kFixedPrefix + kChecksumBytes) fail(label, "is truncated (" + std::to_string(size) + " bytes)");
   std::memcpy(&info.file_size, data + sizeof kMagic + 4, 8);
@@ -345,7 +350,24 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
                     " (positions must ascend strictly within [0, " + std::to_string(info.next_position) + "))");
         previous = p;
       }
-      run.k_offset = r.skip(len * k_row, where + " keys");
+      uint64_t row = k_row;
+      if (info.version >= 2) {
+        const uint32_t n_ch = r.read<uint32_t>(where + " key-channel count");
+        if (n_ch >= static_cast<uint64_t>(info.shape.head_dim_k))
+          r.corrupt(where + " holds " + std::to_string(n_ch) + " key channels of " + std::to_string(info.shape.head_dim_k));
+        const size_t at = r.skip(static_cast<uint64_t>(n_ch) * 4, where + " key channels");
+        int64_t prev = -1;
+        for (uint32_t i = 0; i < n_ch; ++i) {
+          const int32_t c = load_i32(data + at + static_cast<size_t>(i) * 4);
+          if (c <= prev || c >= info.shape.head_dim_k)
+            r.corrupt(where + " has key channel " + std::to_string(c) + " at " + std::to_string(i) +
+                      " (channels must ascend strictly within [0, " + std::to_string(info.shape.head_dim_k) + "))");
+          prev = c;
+          run.k_channels.push_back(c);
+        }
+        if (n_ch > 0) row = static_cast<uint64_t>(n_ch) * elem;
+      }
+      run.k_offset = r.skip(len * row, where + " keys");
       run.v_offset = r.skip(len * v_row, where + " values");
     }
   if (r.remaining() != 0) r.corrupt(std::to_string(r.remaining()) + " unexpected bytes after the last run");
@@ -360,7 +382,7 @@ KvCache cache_from_file(const CacheFileInfo& info, const uint8_t* data) {
       const CacheFileRun& run = info.runs[static_cast<size_t>(l * info.shape.n_head_kv + h)];
       positions.resize(static_cast<size_t>(run.length));  // aligned copy: the file has no alignment
       if (run.length > 0) std::memcpy(positions.data(), data + run.positions_offset, positions.size() * 4);
-      cache.assign(l, h, run.length, data + run.k_offset, data + run.v_offset, positions.data());
+      cache.assign(l, h, run.length, data + run.k_offset, data + run.v_offset, positions.data(), run.k_channels);
     }
   return cache;
 }
@@ -414,15 +436,20 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
 
   // The size goes in the header, before the data it counts.
   const uint64_t n_runs = static_cast<uint64_t>(shape.n_layer * shape.n_head_kv);
-  const uint64_t run_row = cache.k_row_bytes() + cache.v_row_bytes() + 4;
+  bool pruned = false;  // channel-pruned keys need version 2
+  for (int64_t l = 0; l < shape.n_layer; ++l)
+    for (int64_t h = 0; h < shape.n_head_kv; ++h) pruned = pruned || !cache.key_channels(l, h).empty();
+  const uint32_t version = pruned ? 2 : 1;
   uint64_t size = kFixedPrefix + 8 + 4 + c.arch_name.size() + 4 + c.name.size() + 4 + 4 * 4 + 4 * static_cast<uint64_t>(shape.n_layer) +
                   4 + 4 + 4 + 4 * tokens.size() + 4 + 4 * n_logits + 4 + meta_json.size() + 4 * n_runs + kChecksumBytes;
   for (int64_t l = 0; l < shape.n_layer; ++l)
-    for (int64_t h = 0; h < shape.n_head_kv; ++h) size += static_cast<uint64_t>(cache.length(l, h)) * run_row;
+    for (int64_t h = 0; h < shape.n_head_kv; ++h)
+      size += static_cast<uint64_t>(cache.length(l, h)) * (cache.k_row_bytes(l, h) + cache.v_row_bytes() + 4) +
+              (pruned ? 4 + 4 * cache.key_channels(l, h).size() : 0);
 
   AtomicWriter w(path);
   w.write(kMagic, sizeof kMagic);
-  w.put<uint32_t>(kCacheFileVersion);
+  w.put<uint32_t>(version);
   w.put<uint64_t>(size);
   w.put<uint64_t>(model.fingerprint());
   w.put_string(c.arch_name);
@@ -442,7 +469,12 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
       const auto len = static_cast<size_t>(cache.length(l, h));
       w.put<uint32_t>(static_cast<uint32_t>(len));
       w.write(cache.positions(l, h).data(), len * 4);
-      w.write(cache.k_bytes(l, h), len * cache.k_row_bytes());
+      if (pruned) {
+        const auto channels = cache.key_channels(l, h);
+        w.put<uint32_t>(static_cast<uint32_t>(channels.size()));
+        w.write(channels.data(), channels.size() * 4);
+      }
+      w.write(cache.k_bytes(l, h), len * cache.k_row_bytes(l, h));
       w.write(cache.v_bytes(l, h), len * cache.v_row_bytes());
     }
   if (w.written() + kChecksumBytes != size) throw Error("internal: cache file size miscounted");

@@ -27,10 +27,28 @@ KvType parse_kv_type(const std::string& name) {
 
 size_t kv_type_bytes(KvType type) { return type == KvType::F32 ? 4 : 2; }
 
+namespace {
+// A key-channel list: strictly ascending within [0, d), not empty, and within `current` (the
+// run's channels so far; empty: all).
+void check_channels(std::span<const int32_t> channels, int64_t d, const std::vector<int32_t>& current, int64_t layer, int64_t head) {
+  const std::string where = "layer " + std::to_string(layer) + " head " + std::to_string(head);
+  if (channels.empty()) throw Error("internal: empty key-channel list for " + where);
+  int32_t previous = -1;
+  for (int32_t c : channels) {
+    if (c <= previous || c >= d)
+      throw Error("internal: key channels of " + where + " are not strictly ascending within [0, " + std::to_string(d) + ")");
+    if (!current.empty() && !std::binary_search(current.begin(), current.end(), c))
+      throw Error("internal: key channel " + std::to_string(c) + " of " + where + " was already pruned");
+    previous = c;
+  }
+}
+}  // namespace
+
 struct KvCache::Run {
   SlotBuffer k, v, pos;
   int64_t len = 0;
   int64_t cap = 0;
+  std::vector<int32_t> k_channels;  // stored key channels (ascending); empty: all of them
   int32_t* positions() { return reinterpret_cast<int32_t*>(pos.data()); }
   const int32_t* positions() const { return reinterpret_cast<const int32_t*>(pos.data()); }
 };
@@ -59,17 +77,23 @@ const KvCache::Run& KvCache::at(int64_t layer, int64_t head) const {
 
 int64_t KvCache::window(int64_t layer) const { return shape_.layer_window[static_cast<size_t>(layer)]; }
 size_t KvCache::k_row_bytes() const { return static_cast<size_t>(shape_.head_dim_k) * kv_type_bytes(shape_.type); }
+size_t KvCache::k_row_bytes(const Run& r) const {
+  return r.k_channels.empty() ? k_row_bytes() : r.k_channels.size() * kv_type_bytes(shape_.type);
+}
+size_t KvCache::k_row_bytes(int64_t layer, int64_t head) const { return k_row_bytes(at(layer, head)); }
 size_t KvCache::v_row_bytes() const { return static_cast<size_t>(shape_.head_dim_v) * kv_type_bytes(shape_.type); }
 
 void KvCache::set_capacity(Run& r, int64_t cap) {
   Run next;
-  next.k = SlotBuffer(static_cast<size_t>(cap) * k_row_bytes());
+  next.k_channels = r.k_channels;
+  const size_t kb = k_row_bytes(r);
+  next.k = SlotBuffer(static_cast<size_t>(cap) * kb);
   next.v = SlotBuffer(static_cast<size_t>(cap) * v_row_bytes());
   next.pos = SlotBuffer(static_cast<size_t>(cap) * sizeof(int32_t));
   next.cap = cap;
   next.len = std::min(r.len, cap);
   if (next.len > 0) {
-    std::memcpy(next.k.data(), r.k.data(), static_cast<size_t>(next.len) * k_row_bytes());
+    std::memcpy(next.k.data(), r.k.data(), static_cast<size_t>(next.len) * kb);
     std::memcpy(next.v.data(), r.v.data(), static_cast<size_t>(next.len) * v_row_bytes());
     std::memcpy(next.pos.data(), r.pos.data(), static_cast<size_t>(next.len) * sizeof(int32_t));
   }
@@ -109,7 +133,16 @@ void KvCache::prepare_append(int32_t next_pos, int64_t n) {
 }
 
 namespace {
-void store_row(const float* src, int64_t d, KvType type, uint8_t* dst) {
+void store_row(const float* src, int64_t d, KvType type, uint8_t* dst, const std::vector<int32_t>* channels = nullptr) {
+  if (channels && !channels->empty()) {  // a channel-pruned key: only the stored channels
+    const size_t e = kv_type_bytes(type);
+    float x = 0;
+    for (size_t i = 0; i < channels->size(); ++i) {
+      x = src[(*channels)[i]];
+      store_row(&x, 1, type, dst + i * e);
+    }
+    return;
+  }
   switch (type) {
     case KvType::F32: std::memcpy(dst, src, static_cast<size_t>(d) * 4); return;
     case KvType::F16: {
@@ -135,7 +168,7 @@ void KvCache::append(int64_t layer, int64_t n, const float* k, const float* v, c
                   std::to_string(r.positions()[r.len - 1]));
     ensure_capacity(r, r.len + n);
     for (int64_t t = 0; t < n; ++t) {
-      store_row(k + (t * hkv + h) * dk, dk, shape_.type, r.k.data() + static_cast<size_t>(r.len + t) * k_row_bytes());
+      store_row(k + (t * hkv + h) * dk, dk, shape_.type, r.k.data() + static_cast<size_t>(r.len + t) * k_row_bytes(r), &r.k_channels);
       store_row(v + (t * hkv + h) * dv, dv, shape_.type, r.v.data() + static_cast<size_t>(r.len + t) * v_row_bytes());
       r.positions()[r.len + t] = pos[t];
     }
@@ -150,7 +183,8 @@ kernels::KvRun KvCache::run(int64_t layer, int64_t head) const {
   out.v = r.v.data();
   out.pos = r.positions();
   out.len = r.len;
-  out.k_stride = shape_.head_dim_k;
+  out.k_stride = r.k_channels.empty() ? shape_.head_dim_k : static_cast<int64_t>(r.k_channels.size());
+  out.k_channels = r.k_channels.empty() ? nullptr : r.k_channels.data();
   out.v_stride = shape_.head_dim_v;
   out.type = shape_.type == KvType::F32 ? kernels::KvElement::F32
              : shape_.type == KvType::F16 ? kernels::KvElement::F16
@@ -174,7 +208,7 @@ std::vector<std::vector<int64_t>> KvCache::lengths() const {
 
 void KvCache::compact(int64_t layer, int64_t head, std::span<const int32_t> keep) {
   Run& r = at(layer, head);
-  const size_t kb = k_row_bytes(), vb = v_row_bytes();
+  const size_t kb = k_row_bytes(r), vb = v_row_bytes();
   int64_t out = 0;
   int32_t previous = -1;
   for (int32_t slot : keep) {
@@ -207,7 +241,7 @@ void KvCache::drop_before_position(int64_t layer, int32_t pos) {
     const int64_t first = std::lower_bound(r.positions(), r.positions() + r.len, pos) - r.positions();
     if (first == 0) continue;
     const int64_t keep = r.len - first;
-    std::memmove(r.k.data(), r.k.data() + static_cast<size_t>(first) * k_row_bytes(), static_cast<size_t>(keep) * k_row_bytes());
+    std::memmove(r.k.data(), r.k.data() + static_cast<size_t>(first) * k_row_bytes(r), static_cast<size_t>(keep) * k_row_bytes(r));
     std::memmove(r.v.data(), r.v.data() + static_cast<size_t>(first) * v_row_bytes(), static_cast<size_t>(keep) * v_row_bytes());
     std::memmove(r.positions(), r.positions() + first, static_cast<size_t>(keep) * sizeof(int32_t));
     r.len = keep;
@@ -224,19 +258,31 @@ void KvCache::release_slack(int64_t slack) {
 }
 
 void KvCache::clear() {
-  for (auto& r : runs_) r.len = 0;
+  for (auto& r : runs_) {
+    r.len = 0;
+    if (!r.k_channels.empty()) {  // a new sequence stores full keys again
+      r.k_channels.clear();
+      r.k = SlotBuffer(static_cast<size_t>(r.cap) * k_row_bytes());
+    }
+  }
   std::fill(trimmed_below_.begin(), trimmed_below_.end(), 0);
 }
 
 const uint8_t* KvCache::k_bytes(int64_t layer, int64_t head) const { return at(layer, head).k.data(); }
 const uint8_t* KvCache::v_bytes(int64_t layer, int64_t head) const { return at(layer, head).v.data(); }
 
-void KvCache::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos) {
+void KvCache::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
+                     std::span<const int32_t> k_channels) {
   Run& r = at(layer, head);
   r.len = 0;
+  if (!std::equal(k_channels.begin(), k_channels.end(), r.k_channels.begin(), r.k_channels.end())) {
+    if (!k_channels.empty()) check_channels(k_channels, shape_.head_dim_k, {}, layer, head);
+    r.k_channels.assign(k_channels.begin(), k_channels.end());
+    r.k = SlotBuffer(static_cast<size_t>(r.cap) * k_row_bytes(r));
+  }
   if (len > r.cap) set_capacity(r, len);
   if (len > 0) {
-    std::memcpy(r.k.data(), k, static_cast<size_t>(len) * k_row_bytes());
+    std::memcpy(r.k.data(), k, static_cast<size_t>(len) * k_row_bytes(r));
     std::memcpy(r.v.data(), v, static_cast<size_t>(len) * v_row_bytes());
     std::memcpy(r.pos.data(), pos, static_cast<size_t>(len) * sizeof(int32_t));
   }
@@ -251,8 +297,32 @@ size_t KvCache::bytes_held() const {
 
 size_t KvCache::bytes_used() const {
   size_t total = 0;
-  for (const auto& r : runs_) total += static_cast<size_t>(r.len) * (k_row_bytes() + v_row_bytes() + sizeof(int32_t));
+  for (const auto& r : runs_) total += static_cast<size_t>(r.len) * (k_row_bytes(r) + v_row_bytes() + sizeof(int32_t));
   return total;
+}
+
+void KvCache::keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels) {
+  Run& r = at(layer, head);
+  check_channels(channels, shape_.head_dim_k, r.k_channels, layer, head);
+  // Where each kept channel sits in the current rows.
+  std::vector<size_t> from(channels.size());
+  for (size_t i = 0; i < channels.size(); ++i)
+    from[i] = r.k_channels.empty() ? static_cast<size_t>(channels[i])
+                                   : static_cast<size_t>(std::lower_bound(r.k_channels.begin(), r.k_channels.end(), channels[i]) -
+                                                         r.k_channels.begin());
+  const size_t e = kv_type_bytes(shape_.type), old_row = k_row_bytes(r), new_row = channels.size() * e;
+  SlotBuffer k(static_cast<size_t>(r.cap) * new_row);
+  for (int64_t j = 0; j < r.len; ++j)
+    for (size_t i = 0; i < from.size(); ++i)
+      std::memcpy(k.data() + static_cast<size_t>(j) * new_row + i * e, r.k.data() + static_cast<size_t>(j) * old_row + from[i] * e, e);
+  r.k = std::move(k);
+  r.k_channels.assign(channels.begin(), channels.end());
+  if (r.k_channels.size() == static_cast<size_t>(shape_.head_dim_k)) r.k_channels.clear();  // all of them
+}
+
+std::span<const int32_t> KvCache::key_channels(int64_t layer, int64_t head) const {
+  const Run& r = at(layer, head);
+  return {r.k_channels.data(), r.k_channels.size()};
 }
 
 }  // namespace kvsqueeze

@@ -20,7 +20,7 @@ class KeyDiffPress : public Press {
       std::vector<double> norm(static_cast<size_t>(run.len)), anchor(static_cast<size_t>(dk), 0.0);
       for (int64_t j = 0; j < run.len; ++j) {
         float* k = keys.data() + j * dk;
-        kernels::row_to_f32(run.k, j, run.k_stride, dk, run.type, k);
+        kernels::key_row_to_f32(run, j, dk, k);
         double sum = 0;
         for (int64_t i = 0; i < dk; ++i) sum += static_cast<double>(k[i]) * k[i];
         norm[static_cast<size_t>(j)] = std::max(std::sqrt(sum), 1e-12);

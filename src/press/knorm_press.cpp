@@ -20,7 +20,7 @@ class KnormPress : public Press {
       auto& s = out[static_cast<size_t>(h)];
       s.resize(static_cast<size_t>(run.len));
       for (int64_t j = 0; j < run.len; ++j) {
-        kernels::row_to_f32(run.k, j, run.k_stride, dk, run.type, row.data());
+        kernels::key_row_to_f32(run, j, dk, row.data());
         double sum = 0;
         for (float x : row) sum += static_cast<double>(x) * x;
         s[static_cast<size_t>(j)] = -static_cast<float>(std::sqrt(sum));

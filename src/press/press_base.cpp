@@ -28,7 +28,10 @@ LayerView::LayerView(const Model& m, int64_t l, const KvCache& cache, const Laye
 
 std::vector<float> LayerView::keys(int64_t h) const {
   const auto& r = runs[static_cast<size_t>(h)];
-  return rows_f32(r.k, r.len, r.k_stride, head_dim_k(), r.type);
+  const int64_t d = head_dim_k();
+  std::vector<float> out(static_cast<size_t>(r.len * d));
+  for (int64_t j = 0; j < r.len; ++j) kernels::key_row_to_f32(r, j, d, out.data() + j * d);  // pruned channels read 0
+  return out;
 }
 
 std::vector<float> LayerView::values(int64_t h) const {
