@@ -1,0 +1,176 @@
+// Parity with kvpress 0.5.5 of the presses that decide over every layer or run extra passes
+// (KVzip, KVCompose) and of DuoAttention's on-the-fly head scores, plus checks that their
+// uneven per-head budgets really shrink the cache (bytes held follow the per-head lengths).
+#include <cstdio>
+#include <fstream>
+
+#include "kvpress_parity.h"
+#include "press/global_presses.h"
+
+namespace {
+
+using parity::json;
+using parity::num;
+using namespace kvsqueeze;
+
+struct Exact {
+  Exact() { kernels::set_exact_activations(true); }
+  ~Exact() { kernels::set_exact_activations(false); }
+};
+
+const GlobalPressTrace& trace_of(const Press& p) { return dynamic_cast<const TracedPress&>(p).trace(); }
+
+// The fixture's score call of a layer (resolving "same_as_first_run").
+const json& ref_scores(const parity::Fixture& f, size_t r, size_t layer) {
+  const json* calls = &f.run(r)["layers"][layer]["score_calls"];
+  if (calls->is_string()) calls = &f.run(0)["layers"][layer]["score_calls"];
+  return (*calls)[0]["scores"];
+}
+
+struct Deviation {
+  double max_rel = 0;
+  void add(double got, double want) { max_rel = std::max(max_rel, std::fabs(got - want) / std::max(std::fabs(want), 1e-6)); }
+};
+
+// Scores of one layer: every slot within atol + rtol * |ref|.
+void expect_layer_scores(const json& ref, const LayerScores& ours, double rtol, double atol, const std::string& where, Deviation& dev) {
+  ASSERT_EQ(ref.size(), ours.size()) << where;
+  for (size_t h = 0; h < ours.size(); ++h) {
+    ASSERT_EQ(ref[h].size(), ours[h].size()) << where << " head " << h;
+    int bad = 0;
+    for (size_t i = 0; i < ours[h].size(); ++i) {
+      const double want = num(ref[h][i]), got = ours[h][i];
+      dev.add(got, want);
+      if (!(std::fabs(got - want) <= atol + rtol * std::fabs(want)) && bad++ < 5)
+        ADD_FAILURE() << where << " head " << h << " slot " << i << ": " << got << ", reference " << want;
+    }
+  }
+}
+
+// Kept positions under a shared cut: a disagreement is allowed only where the reference score
+// is within tie_tol of the reference's cut (the lowest kept unprotected score of the pool).
+struct KeptCheck {
+  double min_jaccard = 1.0;
+  int disagreements = 0;
+};
+void expect_kept_pool(const std::vector<std::vector<std::vector<int32_t>>>& ours, const std::vector<const json*>& ref_layers,
+                      const std::vector<const json*>& ref_score_layers, const std::vector<int64_t>& layers, int32_t n_protected,
+                      double tie_tol, const std::string& where, KeptCheck& kc) {
+  double cut = INFINITY;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const json& kept = (*ref_layers[i])["kept"];
+    for (size_t h = 0; h < kept.size(); ++h)
+      for (const auto& p : kept[h])
+        if (p.get<int32_t>() >= n_protected) cut = std::min(cut, num((*ref_score_layers[i])[h][p.get<size_t>()]));
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const json& kept = (*ref_layers[i])["kept"];
+    const auto& got_l = ours[static_cast<size_t>(layers[i])];
+    for (size_t h = 0; h < got_l.size(); ++h) {
+      const auto want_v = kept[h].get<std::vector<int32_t>>();
+      const std::set<int32_t> want(want_v.begin(), want_v.end()), got(got_l[h].begin(), got_l[h].end());
+      size_t inter = 0;
+      for (int32_t p : got) inter += want.count(p);
+      const size_t uni = want.size() + got.size() - inter;
+      kc.min_jaccard = std::min(kc.min_jaccard, uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0);
+      auto check = [&](int32_t p, const char* what) {
+        ++kc.disagreements;
+        const double s = num((*ref_score_layers[i])[h][static_cast<size_t>(p)]);
+        EXPECT_LE(std::fabs(s - cut), tie_tol) << where << " layer " << layers[i] << " head " << h << ": " << what << " " << p
+                                               << " (reference score " << s << ", cut " << cut << ")";
+      };
+      for (int32_t p : want)
+        if (!got.count(p)) check(p, "reference keeps");
+      for (int32_t p : got)
+        if (!want.count(p)) check(p, "we keep");
+    }
+  }
+}
+
+// Bytes held after release_slack(0) are exactly the per-head lengths' rows and positions.
+void expect_bytes_follow_lengths(const Session& s) {
+  const KvCache& c = s.cache();
+  size_t want = 0;
+  for (const auto& layer : c.lengths())
+    for (int64_t len : layer) want += static_cast<size_t>(len) * (c.k_row_bytes() + c.v_row_bytes() + sizeof(int32_t));
+  EXPECT_EQ(c.bytes_held(), want);
+}
+
+// Runs `expr` with `opts` on the fixture input (fp32 cache) and returns the press and session.
+struct Ran {
+  std::unique_ptr<Press> press;
+  std::unique_ptr<Session> session;
+};
+Ran run_press(const Model& model, const std::vector<int32_t>& ids, const std::string& expr, const std::vector<std::string>& opts,
+              const Budget& budget) {
+  SessionOptions o;
+  o.kv_type = KvType::F32;
+  o.threads = 1;
+  Ran r;
+  r.press = make_press(expr, opts);
+  r.session = std::make_unique<Session>(model, o);
+  prefill_with_press(*r.session, ids, *r.press, budget, 0);
+  return r;
+}
+
+std::vector<std::vector<std::vector<int32_t>>> kept_positions(const Session& s) {
+  std::vector<std::vector<std::vector<int32_t>>> out;
+  for (int64_t l = 0; l < s.cache().shape().n_layer; ++l) {
+    out.emplace_back();
+    for (int64_t h = 0; h < s.cache().shape().n_head_kv; ++h) {
+      const auto p = s.cache().positions(l, h);
+      out.back().emplace_back(p.begin(), p.end());
+    }
+  }
+  return out;
+}
+
+// ---- KVzip ---------------------------------------------------------------------------------
+
+void check_kvzip(const std::string& fixture, const std::vector<std::string>& opts, bool layerwise) {
+  auto f = parity::load("stories", fixture);
+  ASSERT_TRUE(f);
+  auto model = Model::load(f->model_path);
+  Exact exact;
+  Deviation dev;
+  KeptCheck kc;
+  for (size_t r = 0; r < f->j["runs"].size(); ++r) {
+    const json& run = f->run(r);
+    Budget b;
+    b.ratio = run["ratio"].get<double>();
+    Ran ran = run_press(*model, f->ids, "kvzip", opts, b);
+    const auto& tr = trace_of(*ran.press);
+    // The repeat pass is built exactly as kvpress builds it (no chat template: empty prefix, "\n" suffix).
+    ASSERT_EQ(tr.repeat_ids.size(), run["repeat_pass_input_ids"].size());
+    for (size_t i = 0; i < tr.repeat_ids.size(); ++i) EXPECT_EQ(tr.repeat_ids[i], run["repeat_pass_input_ids"][i].get<std::vector<int32_t>>());
+    EXPECT_EQ(tr.prefix_length, run["prefix_length"].get<int64_t>());
+    const std::string where = fixture + " ratio " + std::to_string(b.ratio);
+    const int64_t n_layer = model->config().n_layer;
+    std::vector<const json*> ref_layers, ref_sc;
+    std::vector<int64_t> layers;
+    for (int64_t l = 0; l < n_layer; ++l) {
+      expect_layer_scores(ref_scores(*f, r, static_cast<size_t>(l)), tr.scores[static_cast<size_t>(l)], 2e-4, 1e-7,
+                          where + " layer " + std::to_string(l), dev);
+      ref_layers.push_back(&run["layers"][static_cast<size_t>(l)]);
+      ref_sc.push_back(&ref_scores(*f, r, static_cast<size_t>(l)));
+      layers.push_back(l);
+    }
+    const auto ours = kept_positions(*ran.session);
+    if (layerwise) {
+      for (size_t i = 0; i < layers.size(); ++i)
+        expect_kept_pool(ours, {ref_layers[i]}, {ref_sc[i]}, {layers[i]}, 4, 1e-6, where, kc);
+    } else {
+      expect_kept_pool(ours, ref_layers, ref_sc, layers, 4, 1e-6, where, kc);
+    }
+    expect_bytes_follow_lengths(*ran.session);
+    EXPECT_EQ(ran.session->next_position(), static_cast<int32_t>(f->ids.size()));  // repeat passes rolled back
+  }
+  std::printf("[ %s ] max relative score deviation %.3g, min Jaccard %.4f, %d kept-set disagreements (all at the cut)\n",
+              fixture.c_str(), dev.max_rel, kc.min_jaccard, kc.disagreements);
+}
+
+}  // namespace
+
+TEST(KvpressParityGlobal, Kvzip) { check_kvzip("kvzip", {}, false); }
+TEST(KvpressParityGlobal, KvzipLayerwise) { check_kvzip("kvzip_layerwise", {"layerwise=true"}, true); }
+TEST(KvpressParityGlobal, KvzipPlus) { check_kvzip("kvzip_plus", {"kvzip_plus_normalization=true"}, false); }
