@@ -3,6 +3,7 @@
 // uneven per-head budgets really shrink the cache (bytes held follow the per-head lengths).
 #include <cstdio>
 #include <fstream>
+#include <numeric>
 
 #include "kvpress_parity.h"
 #include "press/global_presses.h"
@@ -174,3 +175,120 @@ void check_kvzip(const std::string& fixture, const std::vector<std::string>& opt
 TEST(KvpressParityGlobal, Kvzip) { check_kvzip("kvzip", {}, false); }
 TEST(KvpressParityGlobal, KvzipLayerwise) { check_kvzip("kvzip_layerwise", {"layerwise=true"}, true); }
 TEST(KvpressParityGlobal, KvzipPlus) { check_kvzip("kvzip_plus", {"kvzip_plus_normalization=true"}, false); }
+
+// ---- KVCompose -----------------------------------------------------------------------------
+
+namespace {
+
+// Whether vector `i` holds a value tied (within 1e-6 relative) with the global top-n_kept cut
+// over all vectors: only then may its count differ from the reference's (torch orders ties arbitrarily).
+bool tied_at_cut(const std::vector<std::vector<float>>& vecs, double ratio, size_t i) {
+  std::vector<float> all;
+  for (const auto& v : vecs) all.insert(all.end(), v.begin(), v.end());
+  const auto n_kept = static_cast<size_t>(std::trunc(static_cast<double>(all.size()) * (1.0 - ratio)));
+  if (n_kept == 0 || n_kept > all.size()) return false;
+  std::nth_element(all.begin(), all.begin() + static_cast<long>(n_kept - 1), all.end(), std::greater<float>());
+  const float cut = all[n_kept - 1];
+  for (float x : vecs[i])
+    if (std::fabs(x - cut) <= 1e-6 * std::fabs(cut)) return true;
+  return false;
+}
+
+void check_kvcompose(const std::string& model_name, const std::string& fixture, const std::vector<std::string>& opts, bool structured) {
+  auto f = parity::load(model_name, fixture);
+  if (!f) {
+    if (model_name == "gemma") GTEST_SKIP() << "default model not present (scripts/get_default_model.sh)";
+    return;
+  }
+  auto model = Model::load(f->model_path);
+  Exact exact;
+  Deviation dev;
+  KeptCheck kc;
+  const double rtol = model_name == "gemma" ? 2e-3 : 2e-4;
+  int64_t count_mismatch = 0;
+  for (size_t r = 0; r < f->j["runs"].size(); ++r) {
+    const json& run = f->run(r);
+    Budget b;
+    b.ratio = run["ratio"].get<double>();
+    Ran ran = run_press(*model, f->ids, "kvcompose", opts, b);
+    const auto& tr = trace_of(*ran.press);
+    const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(b.ratio);
+    const auto& cfg = model->config();
+    const auto ours = kept_positions(*ran.session);
+    for (int64_t l = 0; l < cfg.n_layer; ++l) {
+      const size_t li = static_cast<size_t>(l);
+      const std::string wl = where + " layer " + std::to_string(l);
+      expect_layer_scores(ref_scores(*f, r, li), tr.scores[li], rtol, 1e-7, wl, dev);
+      const json& comp = run["layers"][li]["composite_layer"];
+      ASSERT_EQ(comp.size(), tr.composite[li].size()) << wl;
+      for (size_t c = 0; c < comp.size(); ++c) {
+        dev.add(tr.composite[li][c], num(comp[c]));
+        EXPECT_NEAR(tr.composite[li][c], num(comp[c]), 1e-7 + rtol * std::fabs(num(comp[c]))) << wl << " composite rank " << c;
+      }
+      // Counts come from a global top-k over composites: equal unless a composite sits at the cut.
+      const int64_t want_layer = run["important_per_layer"][li].get<int64_t>();
+      if (tr.kept_per_layer[li] != want_layer) {
+        ++count_mismatch;
+        EXPECT_TRUE(tied_at_cut(tr.composite, b.ratio, li)) << wl << ": keeps " << tr.kept_per_layer[li] << ", reference " << want_layer;
+      }
+      for (int64_t h = 0; h < cfg.n_head_kv; ++h) {
+        const int64_t want_head = run["important_per_head"][li][static_cast<size_t>(h)].get<int64_t>();
+        if (tr.kept_per_head[li][static_cast<size_t>(h)] == want_head) continue;
+        ++count_mismatch;
+        std::vector<std::vector<float>> sorted_heads;
+        for (const auto& layer : tr.scores)
+          for (auto v : layer) {
+            std::sort(v.begin(), v.end(), std::greater<float>());
+            sorted_heads.push_back(v);
+          }
+        EXPECT_TRUE(tied_at_cut(sorted_heads, b.ratio, li * static_cast<size_t>(cfg.n_head_kv) + static_cast<size_t>(h))) << wl << " head " << h;
+      }
+      if (cfg.layer_sliding[li]) {  // never compressed here
+        for (const auto& head : ours[li]) EXPECT_EQ(head.size(), f->ids.size()) << wl;
+        continue;
+      }
+      json ref_layer = run["layers"][li];
+      if (!ref_layer.contains("kept")) {  // kvpress left the layer whole
+        std::vector<int32_t> all(f->ids.size());
+        std::iota(all.begin(), all.end(), 0);
+        ref_layer["kept"] = json::array();
+        for (int64_t h = 0; h < cfg.n_head_kv; ++h) ref_layer["kept"].push_back(all);
+      }
+      // Each head keeps its own top count: a per-head cut. Where the count differs (a tie at the
+      // global cut), one kept set must contain the other.
+      for (int64_t h = 0; h < cfg.n_head_kv; ++h) {
+        const auto want_v = ref_layer["kept"][static_cast<size_t>(h)].get<std::vector<int32_t>>();
+        const auto& got_v = ours[li][static_cast<size_t>(h)];
+        if (want_v.size() != got_v.size()) {
+          const auto& small = want_v.size() < got_v.size() ? want_v : got_v;
+          const auto& big = want_v.size() < got_v.size() ? got_v : want_v;
+          EXPECT_TRUE(std::includes(big.begin(), big.end(), small.begin(), small.end())) << wl << " head " << h;
+          continue;
+        }
+        json one_layer = {{"kept", json::array({ref_layer["kept"][static_cast<size_t>(h)]})}};
+        json one_scores = json::array({ref_scores(*f, r, li)[static_cast<size_t>(h)]});
+        std::vector<std::vector<std::vector<int32_t>>> mine(cfg.n_layer);
+        mine[li] = {ours[li][static_cast<size_t>(h)]};
+        expect_kept_pool(mine, {&one_layer}, {&one_scores}, {l}, 0, 1e-6, wl + " head " + std::to_string(h), kc);
+      }
+      if (!structured) {
+        for (int64_t h = 0; h < cfg.n_head_kv; ++h)
+          EXPECT_EQ(static_cast<int64_t>(ours[li][static_cast<size_t>(h)].size()), tr.kept_per_head[li][static_cast<size_t>(h)]) << wl;
+      }
+    }
+    expect_bytes_follow_lengths(*ran.session);
+    EXPECT_EQ(ran.session->next_position(), static_cast<int32_t>(f->ids.size()));
+  }
+  std::printf("[ %s/%s ] max relative score deviation %.3g, min Jaccard %.4f, %d kept-set disagreements (all at the cut), "
+              "%lld counts off by a tie\n",
+              model_name.c_str(), fixture.c_str(), dev.max_rel, kc.min_jaccard, kc.disagreements, static_cast<long long>(count_mismatch));
+}
+
+}  // namespace
+
+TEST(KvpressParityGlobal, KvCompose) { check_kvcompose("stories", "kvcompose", {}, true); }
+TEST(KvpressParityGlobal, KvComposeUnstructured) { check_kvcompose("stories", "kvcompose_unstructured", {"structured=false"}, false); }
+TEST(KvpressParityGlobalDefaultModel, KvCompose) { check_kvcompose("gemma", "kvcompose", {"parity=true"}, true); }
+TEST(KvpressParityGlobalDefaultModel, KvComposeUnstructured) {
+  check_kvcompose("gemma", "kvcompose_unstructured", {"structured=false", "parity=true"}, false);
+}
