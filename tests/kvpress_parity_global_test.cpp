@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <numeric>
+#include <unistd.h>
 
 #include "kvpress_parity.h"
 #include "press/global_presses.h"
@@ -291,4 +292,83 @@ TEST(KvpressParityGlobal, KvComposeUnstructured) { check_kvcompose("stories", "k
 TEST(KvpressParityGlobalDefaultModel, KvCompose) { check_kvcompose("gemma", "kvcompose", {"parity=true"}, true); }
 TEST(KvpressParityGlobalDefaultModel, KvComposeUnstructured) {
   check_kvcompose("gemma", "kvcompose_unstructured", {"structured=false", "parity=true"}, false);
+}
+
+// ---- DuoAttention --------------------------------------------------------------------------
+
+namespace {
+
+void check_duo(const std::string& fixture, std::vector<std::string> opts) {
+  auto f = parity::load("stories", fixture);
+  ASSERT_TRUE(f);
+  auto model = Model::load(f->model_path);
+  Exact exact;
+  Deviation dev;
+  const auto& cfg = model->config();
+  for (size_t r = 0; r < f->j["runs"].size(); ++r) {
+    const json& run = f->run(r);
+    Budget b;
+    b.ratio = run["ratio"].get<double>();  // --ratio is the head compression ratio
+    auto o = opts;
+    o.push_back("sink_size=" + std::to_string(run["sink_size"].get<int>()));
+    o.push_back("recent_size=" + std::to_string(run["recent_size"].get<int>()));
+    Ran ran = run_press(*model, f->ids, "duo_attention", o, b);
+    const std::string where = fixture + " ratio " + std::to_string(b.ratio);
+    const auto& tr = trace_of(*ran.press);
+    ASSERT_EQ(tr.scores.size(), static_cast<size_t>(cfg.n_layer));
+    for (int64_t l = 0; l < cfg.n_layer; ++l)
+      for (int64_t h = 0; h < cfg.n_head_kv; ++h) {
+        const double want = num(run["head_scores"][static_cast<size_t>(l)][static_cast<size_t>(h)]);
+        const double got = tr.scores[static_cast<size_t>(l)][0][static_cast<size_t>(h)];
+        dev.add(got, want);
+        EXPECT_NEAR(got, want, 1e-6 + 2e-4 * std::fabs(want)) << where << " layer " << l << " head " << h;
+      }
+    const auto mask = duo_attention_streaming_mask(*ran.press);
+    const auto ours = kept_positions(*ran.session);
+    for (int64_t l = 0; l < cfg.n_layer; ++l) {
+      const size_t li = static_cast<size_t>(l);
+      for (int64_t h = 0; h < cfg.n_head_kv; ++h) {
+        const size_t hi = static_cast<size_t>(h);
+        EXPECT_EQ(mask[li][hi], run["streaming_mask"][li][hi].get<int>()) << where << " layer " << l << " head " << h;
+        EXPECT_EQ(ours[li][hi], run["layers"][li]["kept"][hi].get<std::vector<int32_t>>()) << where << " layer " << l << " head " << h;
+      }
+    }
+    expect_bytes_follow_lengths(*ran.session);
+  }
+  std::printf("[ %s ] max relative head-score deviation %.3g\n", fixture.c_str(), dev.max_rel);
+}
+
+}  // namespace
+
+TEST(KvpressParityGlobal, DuoAttentionOnTheFly) { check_duo("duo_attention_on_the_fly", {}); }
+TEST(KvpressParityGlobal, DuoAttentionSink4Recent16) { check_duo("duo_attention_on_the_fly_sink4_recent16", {}); }
+
+// The same texts from a calibration file give the same scores; head_compression_ratio
+// overrides --ratio.
+TEST(KvpressParityGlobal, DuoAttentionCalibrationFile) {
+  auto f = parity::load("stories", "duo_attention_on_the_fly_sink4_recent16");
+  ASSERT_TRUE(f);
+  auto model = Model::load(f->model_path);
+  const std::string path = testing::TempDir() + "kvsq_duo_calibration_" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream out(path);
+    const auto texts = duo_attention_default_texts();
+    for (size_t i = 0; i < texts.size(); ++i) out << (i ? "---\n" : "") << texts[i] << "\n";
+  }
+  Budget b;
+  b.ratio = 0.1;
+  Ran a = run_press(*model, f->ids, "duo_attention", {"sink_size=4", "recent_size=16", "head_compression_ratio=0.5"}, b);
+  Ran c = run_press(*model, f->ids, "duo_attention", {"sink_size=4", "recent_size=16", "head_compression_ratio=0.5", "calibration_file=" + path}, b);
+  std::remove(path.c_str());
+  EXPECT_EQ(trace_of(*a.press).scores, trace_of(*c.press).scores);
+  EXPECT_EQ(duo_attention_streaming_mask(*a.press), duo_attention_streaming_mask(*c.press));
+  int streaming = 0;
+  for (const auto& l : duo_attention_streaming_mask(*a.press))
+    for (char s : l) streaming += s;
+  EXPECT_EQ(streaming, 10);  // round(5 layers * 4 heads * 0.5)
+  // Streaming heads hold 20 slots, the others all 126: lengths really differ and bytes follow.
+  std::set<int64_t> lens;
+  for (const auto& l : a.session->cache().lengths()) lens.insert(l.begin(), l.end());
+  EXPECT_EQ(lens, (std::set<int64_t>{20, 126}));
+  expect_bytes_follow_lengths(*a.session);
 }

@@ -41,5 +41,8 @@ std::vector<std::vector<float>> duo_attention_head_scores(const Model& model, co
 std::vector<std::string> duo_attention_default_texts();
 // Reads calibration texts from a file: texts separated by lines holding only "---".
 std::vector<std::string> duo_attention_read_texts(const std::string& path);
+// The streaming heads a duo_attention press chose ([layer][KV head], 1 = streaming; empty
+// before it compressed anything). Its trace's scores are the head scores ([layer][0][head]).
+std::vector<std::vector<char>> duo_attention_streaming_mask(const Press& duo_attention);
 
 }  // namespace kvsqueeze
