@@ -372,3 +372,47 @@ TEST(KvpressParityGlobal, DuoAttentionCalibrationFile) {
   EXPECT_EQ(lens, (std::set<int64_t>{20, 126}));
   expect_bytes_follow_lengths(*a.session);
 }
+
+// KVzip on Gemma 3 (kvpress refuses it, so no reference): the chat-less context is scored on
+// the global layers only, which share the whole budget; per-head lengths follow and the
+// repeat passes leave nothing behind.
+TEST(KvpressParityGlobalDefaultModel, KvzipRunsOnGemma) {
+  auto f = parity::load("gemma", "kvcompose");
+  if (!f) GTEST_SKIP() << "default model not present (scripts/get_default_model.sh)";
+  auto model = Model::load(f->model_path);
+  Budget b;
+  b.ratio = 0.5;
+  Ran ran = run_press(*model, f->ids, "kvzip", {}, b);
+  const auto& cfg = model->config();
+  const auto& tr = trace_of(*ran.press);
+  int64_t kept = 0, total = 0;
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    const size_t li = static_cast<size_t>(l);
+    EXPECT_EQ(tr.scores[li].empty(), static_cast<bool>(cfg.layer_sliding[li])) << l;
+    if (cfg.layer_sliding[li]) continue;
+    for (int64_t h = 0; h < cfg.n_head_kv; ++h) {
+      const auto p = ran.session->cache().positions(l, h);
+      kept += static_cast<int64_t>(p.size());
+      total += static_cast<int64_t>(f->ids.size());
+      for (int32_t s = 0; s < 4; ++s) EXPECT_TRUE(std::binary_search(p.begin(), p.end(), s)) << "sink " << s << " layer " << l;
+      for (float s : tr.scores[li][static_cast<size_t>(h)]) EXPECT_TRUE(std::isfinite(s) && s >= 0 && s <= 1);
+    }
+  }
+  EXPECT_EQ(kept, total - static_cast<int64_t>(std::trunc(static_cast<double>(total) * 0.5)));
+  EXPECT_EQ(ran.session->next_position(), static_cast<int32_t>(f->ids.size()));
+  expect_bytes_follow_lengths(*ran.session);
+}
+
+// Unstructured KVCompose: heads of a layer really keep different numbers of slots.
+TEST(KvpressParityGlobal, KvComposeUnstructuredShrinksPerHead) {
+  auto f = parity::load("stories", "kvcompose_unstructured");
+  ASSERT_TRUE(f);
+  auto model = Model::load(f->model_path);
+  Budget b;
+  b.ratio = 0.5;
+  Ran ran = run_press(*model, f->ids, "kvcompose", {"structured=false"}, b);
+  int uneven_layers = 0;
+  for (const auto& layer : ran.session->cache().lengths()) uneven_layers += std::set<int64_t>(layer.begin(), layer.end()).size() > 1;
+  EXPECT_GE(uneven_layers, 3);
+  expect_bytes_follow_lengths(*ran.session);
+}

@@ -292,11 +292,11 @@ void KvzipPress::allocate(Session& session, const Budget& budget) {
 void register_kvzip_press() {
   register_scorer({"kvzip",
                    "Context reconstruction (KVzip): the attention that repeating the context pays each slot; global eviction across layers.",
-                   {{"layerwise", "bool", 0, 0, 1, "evict the same number of slots in every layer (pooled over its heads) instead of globally"},
-                    {"n_sink", "int", 4, 0, 1e6, "first context slots always kept"},
-                    {"kvzip_plus_normalization", "bool", 0, 0, 1, "KVzip+: divide each query's row by ||x_query||, multiply each slot by ||W_o[q] v||"},
-                    {"chunk_size", "int", 2048, 1, 1e7, "context tokens repeated per pass"},
-                    {"parity", "bool", 0, 0, 1, "do not protect the chat-template prefix (kvpress evicts it first)"}},
+                   {{"layerwise", "bool", 0, 0, 1, "evict the same number of slots in every layer (pooled over its heads) instead of globally", {}, ""},
+                    {"n_sink", "int", 4, 0, 1e6, "first context slots always kept", {}, ""},
+                    {"kvzip_plus_normalization", "bool", 0, 0, 1, "KVzip+: divide each query's row by ||x_query||, multiply each slot by ||W_o[q] v||", {}, ""},
+                    {"chunk_size", "int", 2048, 1, 1e7, "context tokens repeated per pass", {}, ""},
+                    {"parity", "bool", 0, 0, 1, "do not protect the chat-template prefix (kvpress evicts it first)", {}, ""}},
                    0,
                    "Really evicts (per-head lengths differ) where kvpress only masks. Runs on Gemma 3 too (kvpress refuses it); "
                    "sliding-window layers are neither scored nor compressed and the global budget is shared by the other layers. "
