@@ -16,7 +16,8 @@ struct StatsRequest {
   bool column_sums = false;         // per query head, the attention each slot received (H2O)
   int64_t pre_rope_query_rows = 0;  // pre-RoPE queries (after q_norm) of the chunk's last N tokens
   bool hidden_states = false;       // the normed attention inputs of the chunk's tokens
-  bool any() const { return window_queries > 0 || column_sums || pre_rope_query_rows > 0 || hidden_states; }
+  bool token_ids = false;           // the chunk's token ids (presses that re-feed the context: KVzip)
+  bool any() const { return window_queries > 0 || column_sums || pre_rope_query_rows > 0 || hidden_states || token_ids; }
 };
 
 struct LayerStats {
@@ -28,6 +29,7 @@ struct LayerStats {
   int64_t pre_rope_rows = 0;
   std::vector<float> pre_rope_queries;  // pre_rope_rows x n_head x head_dim_k (the chunk's last rows)
   std::vector<float> hidden_states;     // chunk rows x n_embd, when requested
+  std::vector<int32_t> tokens;          // the chunk's token ids, when requested
 };
 
 // Called right after a layer's attention, with that layer's statistics and the cache, so a

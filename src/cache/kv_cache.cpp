@@ -230,7 +230,7 @@ void KvCache::protect_query_position(int32_t pos) { protected_query_ = pos; }
 
 bool KvCache::can_roll_back_to(int32_t pos) const {
   for (int64_t l = 0; l < shape_.n_layer; ++l)
-    if (window(l) > 0 && pos - static_cast<int32_t>(window(l)) + 1 < trimmed_below_[static_cast<size_t>(l)]) return false;
+    if (window(l) > 0 && std::max(0, pos - static_cast<int32_t>(window(l)) + 1) < trimmed_below_[static_cast<size_t>(l)]) return false;
   return true;
 }
 

@@ -104,6 +104,7 @@ void ForwardPass::collect_stats(int64_t l, const int32_t* pos, int64_t n, const 
   st.pre_rope_rows = request_.pre_rope_query_rows > 0 ? std::min(request_.pre_rope_query_rows, n) : 0;
   st.pre_rope_queries = q_pre_rope_;
   if (request_.hidden_states) st.hidden_states.assign(h_.begin(), h_.begin() + n * cfg_.n_embd);
+  if (request_.token_ids && tokens_) st.tokens.assign(tokens_, tokens_ + n);
   if (hook_) hook_(st, cache);
 }
 
@@ -123,6 +124,7 @@ void ForwardPass::ffn_block(int64_t l, int64_t n) {
 void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits) {
   ensure_scratch(n);
   stats_.resize(static_cast<size_t>(cfg_.n_layer));
+  tokens_ = tokens;
   const int64_t D = cfg_.n_embd;
   // RoPE tables for this chunk's positions, shared by every head and layer.
   kernels::rope_tables(pos, n, w_.inv_freq_global.data(), cfg_.head_dim_k, rope_cos_global_.data(), rope_sin_global_.data());

@@ -40,6 +40,7 @@ class ForwardPass {
   StatsRequest request_;
   LayerHook hook_;
   bool last_chunk_ = true;
+  const int32_t* tokens_ = nullptr;  // of the chunk being run (for the token_ids statistic)
   std::vector<LayerStats> stats_;
 };
 

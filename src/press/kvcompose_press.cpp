@@ -1,0 +1,287 @@
+// KVCompose (arXiv 2509.05165, kvpress KVComposePress): the context is fed a second time on
+// top of the cache; each context slot scores what its query heads paid it over those queries
+// (agg_task: max or mean), aggregated over the G query heads of its KV head (agg_group),
+// optionally times ||v||, plus the mean across the layer's heads. Per layer, the heads' score
+// vectors sorted descending are aggregated rank by rank (agg_head) into a composite; the first
+// layer's composite is the max over layers; a global top-k over all composites gives the
+// slots each layer keeps (structured: the same count for every head of a layer), or over the
+// heads' own sorted scores (unstructured: a count per head). Each head keeps its own best
+// slots. The second pass is rolled back. kvpress masks in unstructured mode and keeps the
+// duplicate context visible; here every head really shrinks to its count.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/kv_rows.h"
+#include "kernels/ops.h"
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/session.h"
+#include "press/global_presses.h"
+#include "press/press_registry.h"
+
+namespace kvsqueeze {
+namespace {
+
+struct ComposeOptions {
+  bool structured = true;
+  bool task_max = true, group_max = false, head_max = false;
+  bool v_norm = false, mean_across_heads = true;
+  int64_t lower_bound = 0;
+  bool parity = false;
+};
+
+class KvComposePress : public TracedPress {
+ public:
+  explicit KvComposePress(ComposeOptions o) : o_(o) {}
+  std::string name() const override { return "kvcompose"; }
+  StatsRequest needs() const override {
+    StatsRequest r;
+    r.token_ids = true;
+    return r;
+  }
+  bool needs_all_layers() const override { return true; }
+  void observe(const LayerView& v) override {
+    if (v.layer != 0) return;
+    ids_.insert(ids_.end(), v.stats.tokens.begin(), v.stats.tokens.end());
+    if (first_pos_ < 0 && !v.stats.positions.empty()) first_pos_ = v.stats.positions.front();
+  }
+  void finish(Session& session, const Budget& budget) override;
+
+ private:
+  ComposeOptions o_;
+  std::vector<int32_t> ids_;
+  int32_t first_pos_ = -1;
+};
+
+void KvComposePress::finish(Session& session, const Budget& budget) {
+  const Model& model = session.model();
+  const auto& cfg = model.config();
+  KvCache& cache = session.cache();
+  if (ids_.empty() || first_pos_ < 0) throw Error("kvcompose: the context was not observed (needs token ids)");
+  const int64_t L = static_cast<int64_t>(ids_.size()), Hq = cfg.n_head, Hkv = cfg.n_head_kv, G = Hq / Hkv, dk = cfg.head_dim_k;
+  const int32_t ctx_end = first_pos_ + static_cast<int32_t>(L);
+  if (session.next_position() != ctx_end) throw Error("kvcompose: the session moved past the context before compression");
+  // Layers that share the budget: the compressible ones (parity: every layer, as kvpress does on Gemma 3).
+  std::vector<int64_t> layers;
+  for (int64_t l = 0; l < cfg.n_layer; ++l)
+    if (o_.parity || cache.window(l) == 0) layers.push_back(l);
+  if (layers.empty()) return;
+
+  // Second pass: per layer and query head, the task aggregate of each context position.
+  std::vector<std::vector<double>> agg(static_cast<size_t>(cfg.n_layer));
+  for (int64_t l : layers) agg[static_cast<size_t>(l)].assign(static_cast<size_t>(Hq * L), o_.task_max ? -INFINITY : 0.0);
+  int64_t n_queries = 0;
+  cache.protect_query_position(ctx_end);
+  struct Restore {
+    Session& s;
+    ~Restore() {
+      s.set_layer_hook(nullptr);
+      s.set_stats_request({});
+    }
+  } restore{session};
+  StatsRequest req;
+  req.pre_rope_query_rows = std::max<int64_t>(session.options().chunk, L);
+  session.set_stats_request(req);
+  session.set_layer_hook([&](const LayerStats& st, KvCache& kv) {
+    const int64_t l = st.layer;
+    auto& a = agg[static_cast<size_t>(l)];
+    const int64_t n = static_cast<int64_t>(st.positions.size());
+    if (l == 0) n_queries += n;
+    if (a.empty()) return;
+    if (st.pre_rope_rows != n) throw Error("internal: kvcompose needs every query of the second pass");
+    const LayerView view(model, l, kv, st);
+    const auto freq = view.inv_freq();
+    const int64_t half = dk / 2;
+    std::vector<float> q(st.pre_rope_queries), cs(static_cast<size_t>(n * half)), sn(cs.size());
+    kernels::rope_tables(st.positions.data(), n, freq.data(), dk, cs.data(), sn.data());
+    const auto style = cfg.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t hq = 0; hq < Hq; ++hq) kernels::rope_apply(q.data() + (t * Hq + hq) * dk, dk, cs.data() + t * half, sn.data() + t * half, style);
+    const int32_t window = kv.window(l);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const auto& run = view.runs[static_cast<size_t>(h)];
+      const auto pos = view.positions(h);
+      std::vector<double> logit(static_cast<size_t>(run.len));
+      for (int64_t t = 0; t < n; ++t) {
+        const int32_t qp = st.positions[static_cast<size_t>(t)];
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t hq = h * G + g;
+          const float* qv = q.data() + (t * Hq + hq) * dk;
+          double mx = -INFINITY;
+          for (int64_t j = 0; j < run.len; ++j) {
+            const int32_t p = pos[static_cast<size_t>(j)];
+            const bool visible = p <= qp && (window == 0 || qp - p < window);
+            logit[static_cast<size_t>(j)] = visible ? static_cast<double>(cfg.attn_scale) * kernels::dot_row(qv, run.k, j, run.k_stride, dk, run.type) : -INFINITY;
+            mx = std::max(mx, logit[static_cast<size_t>(j)]);
+          }
+          double z = 0;
+          for (int64_t j = 0; j < run.len; ++j) z += std::exp(logit[static_cast<size_t>(j)] - mx);
+          for (int64_t j = 0; j < run.len; ++j) {
+            const int64_t c = pos[static_cast<size_t>(j)] - first_pos_;
+            if (c < 0 || c >= L) continue;
+            const double p = std::exp(logit[static_cast<size_t>(j)] - mx) / z;
+            double& dst = a[static_cast<size_t>(hq * L + c)];
+            dst = o_.task_max ? std::max(dst, p) : dst + p;
+          }
+        }
+      }
+    }
+  });
+  session.eval(ids_);
+  session.set_layer_hook(nullptr);
+  session.set_stats_request({});
+  session.rollback_to(ctx_end);
+
+  // Scores per KV head (group aggregate, value norms, mean across heads).
+  trace_ = {};
+  trace_.scores.resize(static_cast<size_t>(cfg.n_layer));
+  trace_.composite.resize(static_cast<size_t>(cfg.n_layer));
+  for (int64_t l : layers) {
+    auto& a = agg[static_cast<size_t>(l)];
+    auto& s = trace_.scores[static_cast<size_t>(l)];
+    s.assign(static_cast<size_t>(Hkv), std::vector<float>(static_cast<size_t>(L), 0.0f));
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const auto pos = cache.positions(l, h);
+      std::vector<float> vn;
+      if (o_.v_norm) vn = value_norms(cache, l, h);
+      for (int64_t c = 0; c < L; ++c) {
+        double v = o_.group_max ? -INFINITY : 0.0;
+        for (int64_t g = 0; g < G; ++g) {
+          double x = a[static_cast<size_t>((h * G + g) * L + c)];
+          if (!o_.task_max) x /= static_cast<double>(n_queries);
+          if (o_.task_max && std::isinf(x)) x = 0.0;  // never seen (a trimmed sliding-window slot)
+          v = o_.group_max ? std::max(v, x) : v + x / static_cast<double>(G);
+        }
+        s[static_cast<size_t>(h)][static_cast<size_t>(c)] = static_cast<float>(v);
+      }
+      if (o_.v_norm)
+        for (size_t j = 0; j < pos.size(); ++j) {
+          const int64_t c = pos[j] - first_pos_;
+          if (c >= 0 && c < L) s[static_cast<size_t>(h)][static_cast<size_t>(c)] *= vn[j];
+        }
+    }
+    if (o_.mean_across_heads)
+      for (int64_t c = 0; c < L; ++c) {
+        float m = 0;
+        for (int64_t h = 0; h < Hkv; ++h) m += s[static_cast<size_t>(h)][static_cast<size_t>(c)];
+        m /= static_cast<float>(Hkv);
+        for (int64_t h = 0; h < Hkv; ++h) s[static_cast<size_t>(h)][static_cast<size_t>(c)] += m;
+      }
+  }
+
+  // Composites and counts.
+  std::vector<std::vector<float>> sorted_head(static_cast<size_t>(cfg.n_layer * Hkv));
+  for (int64_t l : layers) {
+    auto& comp = trace_.composite[static_cast<size_t>(l)];
+    comp.assign(static_cast<size_t>(L), o_.head_max ? -INFINITY : 0.0f);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      auto v = trace_.scores[static_cast<size_t>(l)][static_cast<size_t>(h)];
+      std::sort(v.begin(), v.end(), std::greater<float>());
+      for (int64_t c = 0; c < L; ++c) {
+        float& d = comp[static_cast<size_t>(c)];
+        d = o_.head_max ? std::max(d, v[static_cast<size_t>(c)]) : d + v[static_cast<size_t>(c)] / static_cast<float>(Hkv);
+      }
+      for (int64_t c = 0; c < std::min(L, o_.lower_bound); ++c) v[static_cast<size_t>(c)] += 1e9f;
+      sorted_head[static_cast<size_t>(l * Hkv + h)] = std::move(v);
+    }
+    for (int64_t c = 0; c < std::min(L, o_.lower_bound); ++c) comp[static_cast<size_t>(c)] += 1e9f;
+  }
+  auto& first = trace_.composite[static_cast<size_t>(layers.front())];
+  for (int64_t l : layers)
+    for (int64_t c = 0; c < L; ++c) first[static_cast<size_t>(c)] = std::max(first[static_cast<size_t>(c)], trace_.composite[static_cast<size_t>(l)][static_cast<size_t>(c)]);
+  // Global top-k over a set of sorted vectors: how many of each vector's entries are in it.
+  auto counts_of = [&](const std::vector<const std::vector<float>*>& vecs, int64_t per_vector_budget) {
+    const int64_t total = static_cast<int64_t>(vecs.size()) * L;
+    int64_t n_kept = budget.tokens >= 0 ? std::min(total, per_vector_budget * static_cast<int64_t>(vecs.size()))
+                                        : static_cast<int64_t>(std::trunc(static_cast<double>(total) * (1.0 - budget.ratio)));
+    struct E {
+      float s;
+      int32_t v, c;
+    };
+    std::vector<E> all;
+    all.reserve(static_cast<size_t>(total));
+    for (size_t i = 0; i < vecs.size(); ++i)
+      for (int64_t c = 0; c < L; ++c) all.push_back({(*vecs[i])[static_cast<size_t>(c)], static_cast<int32_t>(i), static_cast<int32_t>(c)});
+    n_kept = std::clamp<int64_t>(n_kept, 0, total);
+    std::nth_element(all.begin(), all.begin() + n_kept, all.end(), [](const E& a, const E& b) {
+      return a.s > b.s || (a.s == b.s && (a.c < b.c || (a.c == b.c && a.v < b.v)));
+    });
+    std::vector<int64_t> counts(vecs.size(), 0);
+    for (int64_t i = 0; i < n_kept; ++i) ++counts[static_cast<size_t>(all[static_cast<size_t>(i)].v)];
+    return counts;
+  };
+  const int64_t per_head_budget = budget.tokens;
+  {
+    std::vector<const std::vector<float>*> vecs;
+    for (int64_t l : layers) vecs.push_back(&trace_.composite[static_cast<size_t>(l)]);
+    const auto c = counts_of(vecs, per_head_budget);
+    trace_.kept_per_layer.assign(static_cast<size_t>(cfg.n_layer), L);
+    for (size_t i = 0; i < layers.size(); ++i) trace_.kept_per_layer[static_cast<size_t>(layers[i])] = c[i];
+  }
+  {
+    std::vector<const std::vector<float>*> vecs;
+    for (int64_t l : layers)
+      for (int64_t h = 0; h < Hkv; ++h) vecs.push_back(&sorted_head[static_cast<size_t>(l * Hkv + h)]);
+    const auto c = counts_of(vecs, per_head_budget);
+    trace_.kept_per_head.assign(static_cast<size_t>(cfg.n_layer), std::vector<int64_t>(static_cast<size_t>(Hkv), L));
+    for (size_t i = 0; i < layers.size(); ++i)
+      for (int64_t h = 0; h < Hkv; ++h) trace_.kept_per_head[static_cast<size_t>(layers[i])][static_cast<size_t>(h)] = c[i * static_cast<size_t>(Hkv) + static_cast<size_t>(h)];
+  }
+
+  // Each head keeps its own best context slots (slots outside the context are kept).
+  for (int64_t l : layers) {
+    if (cache.window(l) > 0) continue;  // parity mode scored it; sliding layers are never compressed
+    KeepSets keep(static_cast<size_t>(Hkv));
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const int64_t count = o_.structured ? trace_.kept_per_layer[static_cast<size_t>(l)] : trace_.kept_per_head[static_cast<size_t>(l)][static_cast<size_t>(h)];
+      const auto pos = cache.positions(l, h);
+      const auto& s = trace_.scores[static_cast<size_t>(l)][static_cast<size_t>(h)];
+      LayerScores one(1);
+      for (int32_t p : pos) {
+        const int64_t c = p - first_pos_;
+        one[0].push_back(c >= 0 && c < L ? s[static_cast<size_t>(c)] : INFINITY);
+      }
+      const int64_t outside = std::count(one[0].begin(), one[0].end(), INFINITY);
+      keep[static_cast<size_t>(h)] = top_k_per_head(one, {count + outside})[0];
+    }
+    compact_layer(cache, l, keep);
+  }
+  ids_.clear();
+  first_pos_ = -1;
+}
+
+}  // namespace
+
+void register_kvcompose_press() {
+  PressOption agg_task{"agg_task", "choice", 0, 0, 0, "how the second pass's queries aggregate each slot's attention", {"max", "mean"}, "max"};
+  PressOption agg_group{"agg_group", "choice", 0, 0, 0, "aggregation over the G query heads of a KV head", {"mean", "max"}, "mean"};
+  PressOption agg_head{"agg_head", "choice", 0, 0, 0, "aggregation of the heads' sorted scores into the layer composite", {"mean", "max"}, "mean"};
+  register_scorer({"kvcompose",
+                   "KVCompose: attention of a second pass over the context; composite per-layer budgets from a global top-k.",
+                   {{"structured", "bool", 1, 0, 1, "same count for every head of a layer (false: a count per head)", {}, ""},
+                    agg_task,
+                    agg_group,
+                    agg_head,
+                    {"add_v_norm", "bool", 0, 0, 1, "multiply each slot's score by ||v||", {}, ""},
+                    {"add_mean_across_heads", "bool", 1, 0, 1, "add the mean over the layer's heads to each head's scores", {}, ""},
+                    {"keep_token_lower_bound", "int", 0, 0, 1e9, "slots every layer (head) keeps at least", {}, ""},
+                    {"parity", "bool", 0, 0, 1, "share the budget with sliding-window layers too, as kvpress does on Gemma 3 (they are still not compressed)", {}, ""}},
+                   0,
+                   "The second pass is rolled back (kvpress truncates, or in unstructured mode keeps the duplicate context "
+                   "visible). Unstructured mode really shrinks each head to its own count (kvpress masks). Outside parity "
+                   "mode only compressible layers share the budget."},
+                  [](const PressOptionValues& o) {
+                    ComposeOptions c;
+                    c.structured = o.at("structured") != 0;
+                    c.task_max = o.text("agg_task") == "max";
+                    c.group_max = o.text("agg_group") == "max";
+                    c.head_max = o.text("agg_head") == "max";
+                    c.v_norm = o.at("add_v_norm") != 0;
+                    c.mean_across_heads = o.at("add_mean_across_heads") != 0;
+                    c.lower_bound = static_cast<int64_t>(o.at("keep_token_lower_bound"));
+                    c.parity = o.at("parity") != 0;
+                    return std::make_unique<KvComposePress>(c);
+                  });
+}
+
+}  // namespace kvsqueeze

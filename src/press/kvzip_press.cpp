@@ -1,0 +1,315 @@
+// KVzip (arXiv 2505.23416, kvpress KVzipPress): context reconstruction. After the context was
+// evaluated, the model is fed, on top of the cache, a prompt asking it to repeat the context
+// followed by the context itself (in chunks of chunk_size tokens; later chunks ask to continue
+// from the previous chunk's last 8 tokens). A context slot scores the largest attention any
+// repeat query of any query head of its group pays it, the softmax taken over [the first
+// n_sink context slots, the chunk's own slots, the repeat tokens seen so far]. The repeat
+// tokens are then rolled back and the lowest scores over all (compressible) layers and heads
+// are evicted: per-head lengths differ and the cache really shrinks (kvpress only masks).
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <tuple>
+
+#include "kernels/kv_rows.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/session.h"
+#include "model/model_weights.h"
+#include "press/global_presses.h"
+#include "press/press_registry.h"
+
+namespace kvsqueeze {
+namespace {
+
+constexpr const char* kFirstPrompt = "\n\nRepeat the previous context exactly.";
+constexpr const char* kNextPrompt = "\n\nRepeat the part of the previous context exactly, starting with";
+constexpr int64_t kPrevPostfix = 8;
+
+struct KvzipOptions {
+  bool layerwise = false;
+  int64_t n_sink = 4;
+  bool plus = false;
+  int64_t chunk_size = 2048;
+  bool parity = false;
+};
+
+class KvzipPress : public TracedPress {
+ public:
+  explicit KvzipPress(KvzipOptions o) : o_(o) {}
+  std::string name() const override { return "kvzip"; }
+  StatsRequest needs() const override {
+    StatsRequest r;
+    r.token_ids = true;
+    return r;
+  }
+  bool needs_all_layers() const override { return true; }
+  void observe(const LayerView& v) override {
+    if (v.layer != 0) return;  // every layer sees the same tokens
+    ids_.insert(ids_.end(), v.stats.tokens.begin(), v.stats.tokens.end());
+    if (first_pos_ < 0 && !v.stats.positions.empty()) first_pos_ = v.stats.positions.front();
+  }
+  void finish(Session& session, const Budget& budget) override;
+
+ private:
+  // Prefix (before the context) and suffix (after it, up to the answer) of the chat template.
+  void template_parts(const Model& model, std::vector<int32_t>& prefix, std::vector<int32_t>& suffix) const;
+  void score_pass(Session& session, const std::vector<int32_t>& repeat, int32_t start, int32_t end);
+  void allocate(Session& session, const Budget& budget);
+
+  KvzipOptions o_;
+  std::vector<int32_t> ids_;
+  int32_t first_pos_ = -1;
+};
+
+void KvzipPress::template_parts(const Model& model, std::vector<int32_t>& prefix, std::vector<int32_t>& suffix) const {
+  const auto& tmpl = model.chat_template();
+  const auto& tok = model.tokenizer();
+  std::string prefix_text, suffix_text = "\n";  // kvpress: no chat template
+  if (tmpl.name() != "none") {
+    const std::string dummy = "dummy context", sep = "\n" + std::string(dummy.size(), '#');
+    const std::string rendered = tmpl.apply({{"user", dummy + sep}}, true);
+    const size_t at = rendered.find(sep);
+    if (at == std::string::npos) throw Error("kvzip: cannot locate the context in the chat template");
+    suffix_text = rendered.substr(at + sep.size());
+    prefix_text = rendered.substr(0, rendered.find(dummy));
+  }
+  prefix = prefix_text.empty() ? std::vector<int32_t>{} : tok.encode(prefix_text, false, true);
+  suffix = tok.encode(suffix_text, false, true);
+}
+
+void KvzipPress::finish(Session& session, const Budget& budget) {
+  const Model& model = session.model();
+  const auto& cfg = model.config();
+  KvCache& cache = session.cache();
+  if (ids_.empty() || first_pos_ < 0) throw Error("kvzip: the context was not observed (needs token ids)");
+  const int32_t ctx_end = first_pos_ + static_cast<int32_t>(ids_.size());
+  if (session.next_position() != ctx_end) throw Error("kvzip: the session moved past the context before compression");
+
+  std::vector<int32_t> prefix, suffix;
+  template_parts(model, prefix, suffix);
+  // The prefix is only skipped when the context really starts with it.
+  int64_t prefix_len = static_cast<int64_t>(prefix.size());
+  if (prefix_len > static_cast<int64_t>(ids_.size()) || !std::equal(prefix.begin(), prefix.end(), ids_.begin())) prefix_len = 0;
+  trace_ = {};
+  trace_.prefix_length = prefix_len;
+  trace_.scores.resize(static_cast<size_t>(cfg.n_layer));
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    if (cache.window(l) > 0) continue;
+    auto& s = trace_.scores[static_cast<size_t>(l)];
+    s.resize(static_cast<size_t>(cfg.n_head_kv));
+    for (int64_t h = 0; h < cfg.n_head_kv; ++h) s[static_cast<size_t>(h)].assign(static_cast<size_t>(cache.length(l, h)), 0.0f);
+  }
+
+  // Repeat passes on top of the cache, each rolled back; sliding-window layers must keep what
+  // a query at the context end sees so that the rollback is possible.
+  cache.protect_query_position(ctx_end);
+  struct Restore {
+    Session& s;
+    ~Restore() {
+      s.set_layer_hook(nullptr);
+      s.set_stats_request({});
+    }
+  } restore{session};
+  const auto& tok = model.tokenizer();
+  const std::vector<int32_t> first_q = tok.encode(kFirstPrompt, false, true), next_q = tok.encode(kNextPrompt, false, true);
+  const int64_t body = static_cast<int64_t>(ids_.size()) - prefix_len;
+  for (int64_t c0 = 0, i = 0; c0 < body; c0 += o_.chunk_size, ++i) {
+    const int64_t c1 = std::min(body, c0 + o_.chunk_size);
+    const auto chunk_begin = ids_.begin() + prefix_len + c0, chunk_end = ids_.begin() + prefix_len + c1;
+    std::vector<int32_t> repeat = i == 0 ? first_q : next_q;
+    if (i > 0) repeat.insert(repeat.end(), std::max(ids_.begin() + prefix_len, chunk_begin - kPrevPostfix), chunk_begin);
+    repeat.insert(repeat.end(), suffix.begin(), suffix.end());
+    repeat.insert(repeat.end(), chunk_begin, chunk_end);
+    trace_.repeat_ids.push_back(repeat);
+    score_pass(session, repeat, first_pos_ + static_cast<int32_t>(prefix_len + c0), first_pos_ + static_cast<int32_t>(prefix_len + c1));
+    session.rollback_to(ctx_end);
+  }
+  session.set_layer_hook(nullptr);
+  session.set_stats_request({});
+  allocate(session, budget);
+  ids_.clear();
+  first_pos_ = -1;
+}
+
+// One repeat pass: every query of `repeat` (at positions from the context end on) scores the
+// slots at positions [start, end) of each compressible layer.
+void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat, int32_t start, int32_t end) {
+  const Model& model = session.model();
+  const auto& cfg = model.config();
+  const int64_t Hq = cfg.n_head, Hkv = cfg.n_head_kv, G = Hq / Hkv, dk = cfg.head_dim_k, dv = cfg.head_dim_v, D = cfg.n_embd;
+  const int32_t rep0 = session.next_position();
+  const int32_t sink_end = first_pos_ + static_cast<int32_t>(std::min<int64_t>(o_.n_sink, start - first_pos_));
+  StatsRequest req;
+  req.pre_rope_query_rows = std::max<int64_t>(session.options().chunk, static_cast<int64_t>(repeat.size()));
+  req.hidden_states = o_.plus;
+  session.set_stats_request(req);
+  session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
+    const int64_t l = st.layer;
+    if (cache.window(l) > 0) return;
+    const int64_t n = static_cast<int64_t>(st.positions.size());
+    if (st.pre_rope_rows != n) throw Error("internal: kvzip needs every repeat query");
+    // RoPE on the queries, as the forward pass applies it.
+    const LayerView view(model, l, cache, st);
+    const auto freq = view.inv_freq();
+    const int64_t half = dk / 2;
+    std::vector<float> q(st.pre_rope_queries), cs(static_cast<size_t>(n * half)), sn(cs.size());
+    kernels::rope_tables(st.positions.data(), n, freq.data(), dk, cs.data(), sn.data());
+    const auto style = cfg.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t hq = 0; hq < Hq; ++hq) kernels::rope_apply(q.data() + (t * Hq + hq) * dk, dk, cs.data() + t * half, sn.data() + t * half, style);
+    std::vector<float> inv_hnorm(static_cast<size_t>(n), 1.0f);
+    if (o_.plus)
+      for (int64_t t = 0; t < n; ++t) {
+        double ss = 0;
+        for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(st.hidden_states[static_cast<size_t>(t * D + i)]) * st.hidden_states[static_cast<size_t>(t * D + i)];
+        inv_hnorm[static_cast<size_t>(t)] = static_cast<float>(1.0 / std::sqrt(ss));
+      }
+    const auto& wo = model.weights().layers[static_cast<size_t>(l)].wo;
+    auto& layer_scores = trace_.scores[static_cast<size_t>(l)];
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const auto& run = view.runs[static_cast<size_t>(h)];
+      const auto pos = view.positions(h);
+      auto lb = [&](int32_t p) { return static_cast<int64_t>(std::lower_bound(pos.begin(), pos.end(), p) - pos.begin()); };
+      // The slots the softmax runs over: sinks, the chunk, the repeat tokens.
+      std::vector<int64_t> slots;
+      for (int64_t j = lb(first_pos_); j < lb(sink_end); ++j) slots.push_back(j);
+      const int64_t chunk_at = static_cast<int64_t>(slots.size()), c_lo = lb(start), c_hi = lb(end);
+      for (int64_t j = c_lo; j < c_hi; ++j) slots.push_back(j);
+      const int64_t rep_at = static_cast<int64_t>(slots.size());
+      for (int64_t j = lb(rep0); j < run.len; ++j) slots.push_back(j);
+      const int64_t m = static_cast<int64_t>(slots.size());
+      // KVzip+: ||W_o[q] v_j|| per query head of the group and slot.
+      std::vector<float> wov;
+      if (o_.plus) {
+        wov.assign(static_cast<size_t>(G * m), 0.0f);
+        std::vector<float> rows(static_cast<size_t>(m * Hq * dv), 0.0f), out(static_cast<size_t>(m * D));
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t hq = h * G + g;
+          std::fill(rows.begin(), rows.end(), 0.0f);
+          for (int64_t a = 0; a < m; ++a)
+            kernels::row_to_f32(run.v, slots[static_cast<size_t>(a)], run.v_stride, dv, run.type, rows.data() + (a * Hq + hq) * dv);
+          kernels::matmul(wo, rows.data(), m, out.data());
+          for (int64_t a = 0; a < m; ++a) {
+            double ss = 0;
+            for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(out[static_cast<size_t>(a * D + i)]) * out[static_cast<size_t>(a * D + i)];
+            wov[static_cast<size_t>(g * m + a)] = static_cast<float>(std::sqrt(ss));
+          }
+        }
+      }
+      auto& best = layer_scores[static_cast<size_t>(h)];
+      std::vector<double> logit(static_cast<size_t>(m));
+      for (int64_t t = 0; t < n; ++t) {
+        const int32_t qpos = st.positions[static_cast<size_t>(t)];
+        int64_t visible = rep_at;  // repeat slots up to the query itself
+        while (visible < m && pos[static_cast<size_t>(slots[static_cast<size_t>(visible)])] <= qpos) ++visible;
+        for (int64_t g = 0; g < G; ++g) {
+          const float* qv = q.data() + (t * Hq + h * G + g) * dk;
+          double mx = -INFINITY;
+          for (int64_t a = 0; a < visible; ++a) {
+            logit[static_cast<size_t>(a)] = static_cast<double>(cfg.attn_scale) * kernels::dot_row(qv, run.k, slots[static_cast<size_t>(a)], run.k_stride, dk, run.type);
+            mx = std::max(mx, logit[static_cast<size_t>(a)]);
+          }
+          double z = 0;
+          for (int64_t a = 0; a < visible; ++a) z += std::exp(logit[static_cast<size_t>(a)] - mx);
+          for (int64_t a = chunk_at; a < rep_at; ++a) {
+            double p = std::exp(logit[static_cast<size_t>(a)] - mx) / z;
+            if (o_.plus) p *= static_cast<double>(inv_hnorm[static_cast<size_t>(t)]) * wov[static_cast<size_t>(g * m + a)];
+            float& b = best[static_cast<size_t>(slots[static_cast<size_t>(a)])];
+            b = std::max(b, static_cast<float>(p));
+          }
+        }
+      }
+    }
+  });
+  session.eval(repeat);
+}
+
+// Global (or per-layer) bottom-k over the scores; the sinks (and outside parity mode the chat
+// prefix) are protected and count inside the budget.
+void KvzipPress::allocate(Session& session, const Budget& budget) {
+  const auto& cfg = session.model().config();
+  KvCache& cache = session.cache();
+  const int32_t protect_end = first_pos_ + static_cast<int32_t>(std::max<int64_t>(o_.n_sink, o_.parity ? 0 : trace_.prefix_length));
+  struct Cand {
+    float s;
+    int32_t pos;
+    int32_t layer, head, slot;
+  };
+  std::vector<std::vector<Cand>> groups;  // one group per allocation unit (all layers, or each layer)
+  std::vector<int64_t> totals;
+  int64_t n_compressible = 0;
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    const auto& ls = trace_.scores[static_cast<size_t>(l)];
+    if (ls.empty()) continue;
+    ++n_compressible;
+    if (o_.layerwise || groups.empty()) groups.emplace_back(), totals.push_back(0);
+    for (int64_t h = 0; h < cfg.n_head_kv; ++h) {
+      const auto pos = cache.positions(l, h);
+      totals.back() += static_cast<int64_t>(pos.size());
+      for (size_t j = 0; j < pos.size(); ++j) {
+        if (pos[j] < protect_end || pos[j] >= first_pos_ + static_cast<int32_t>(ids_.size())) continue;  // protected
+        groups.back().push_back({ls[static_cast<size_t>(h)][j], pos[j], static_cast<int32_t>(l), static_cast<int32_t>(h), static_cast<int32_t>(j)});
+      }
+    }
+  }
+  std::vector<std::vector<std::vector<char>>> evicted(static_cast<size_t>(cfg.n_layer));
+  for (int64_t l = 0; l < cfg.n_layer; ++l)
+    if (!trace_.scores[static_cast<size_t>(l)].empty()) {
+      evicted[static_cast<size_t>(l)].resize(static_cast<size_t>(cfg.n_head_kv));
+      for (int64_t h = 0; h < cfg.n_head_kv; ++h) evicted[static_cast<size_t>(l)][static_cast<size_t>(h)].assign(static_cast<size_t>(cache.length(l, h)), 0);
+    }
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    auto& g = groups[gi];
+    const int64_t units = o_.layerwise ? 1 : n_compressible;
+    int64_t n_evict;
+    if (budget.tokens >= 0) n_evict = std::max<int64_t>(0, totals[gi] - budget.tokens * cfg.n_head_kv * units);
+    else n_evict = static_cast<int64_t>(std::trunc(static_cast<double>(totals[gi]) * budget.ratio));
+    n_evict = std::min<int64_t>(n_evict, static_cast<int64_t>(g.size()));
+    // Lowest first; NaN lowest; equal scores: the earlier position goes first.
+    auto key = [](const Cand& c) { return std::isnan(c.s) ? -INFINITY : c.s; };
+    std::nth_element(g.begin(), g.begin() + n_evict, g.end(), [&](const Cand& a, const Cand& b) {
+      const float ka = key(a), kb = key(b);
+      return std::tie(ka, a.pos, a.layer, a.head) < std::tie(kb, b.pos, b.layer, b.head);
+    });
+    for (int64_t i = 0; i < n_evict; ++i) evicted[static_cast<size_t>(g[static_cast<size_t>(i)].layer)][static_cast<size_t>(g[static_cast<size_t>(i)].head)][static_cast<size_t>(g[static_cast<size_t>(i)].slot)] = 1;
+  }
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    if (trace_.scores[static_cast<size_t>(l)].empty()) continue;
+    KeepSets keep(static_cast<size_t>(cfg.n_head_kv));
+    for (int64_t h = 0; h < cfg.n_head_kv; ++h) {
+      const auto& e = evicted[static_cast<size_t>(l)][static_cast<size_t>(h)];
+      for (size_t j = 0; j < e.size(); ++j)
+        if (!e[j]) keep[static_cast<size_t>(h)].push_back(static_cast<int32_t>(j));
+    }
+    compact_layer(cache, l, keep);
+  }
+}
+
+}  // namespace
+
+void register_kvzip_press() {
+  register_scorer({"kvzip",
+                   "Context reconstruction (KVzip): the attention that repeating the context pays each slot; global eviction across layers.",
+                   {{"layerwise", "bool", 0, 0, 1, "evict the same number of slots in every layer (pooled over its heads) instead of globally", {}, ""},
+                    {"n_sink", "int", 4, 0, 1e6, "first context slots always kept", {}, ""},
+                    {"kvzip_plus_normalization", "bool", 0, 0, 1, "KVzip+: divide each query's row by ||x_query||, multiply each slot by ||W_o[q] v||", {}, ""},
+                    {"chunk_size", "int", 2048, 1, 1e7, "context tokens repeated per pass", {}, ""},
+                    {"parity", "bool", 0, 0, 1, "do not protect the chat-template prefix (kvpress evicts it first)", {}, ""}},
+                   0,
+                   "Really evicts (per-head lengths differ) where kvpress only masks. Runs on Gemma 3 too (kvpress refuses it); "
+                   "sliding-window layers are neither scored nor compressed and the global budget is shared by the other layers. "
+                   "Outside parity mode the chat-template prefix after the sinks is protected. Costs 2-3x the prefill."},
+                  [](const PressOptionValues& o) {
+                    KvzipOptions k;
+                    k.layerwise = o.at("layerwise") != 0;
+                    k.n_sink = static_cast<int64_t>(o.at("n_sink"));
+                    k.plus = o.at("kvzip_plus_normalization") != 0;
+                    k.chunk_size = static_cast<int64_t>(o.at("chunk_size"));
+                    k.parity = o.at("parity") != 0;
+                    return std::make_unique<KvzipPress>(k);
+                  });
+}
+
+}  // namespace kvsqueeze
