@@ -71,6 +71,11 @@ class KvCache {
   void release_slack(int64_t slack);
   void clear();
 
+  // Overwrites the keys and positions of a run in place, its length unchanged: `keys` is
+  // length x head_dim_k floats (stored in the cache's element type), `pos` strictly ascending.
+  // Key re-rotation renumbers kept slots with this.
+  void rewrite_keys(int64_t layer, int64_t head, const float* keys, const int32_t* pos);
+
   // Raw rows for serialisation: len rows of K (head_dim_k elements) and V, and positions.
   const uint8_t* k_bytes(int64_t layer, int64_t head) const;
   const uint8_t* v_bytes(int64_t layer, int64_t head) const;

@@ -23,10 +23,12 @@ void prefill_with_press(Session& session, const std::vector<int32_t>& ids, Press
     if (st.last_chunk && !deferred) compress_layer(press, view, budget, cache);
   });
   session.eval(ids);
-  if (deferred && !budget.none()) {
+  if (deferred && (!budget.none() || press.own_budget())) {
     session.set_layer_hook(nullptr);
     press.finish(session, budget);
   }
+  // Presses that renumbered the kept positions (key re-rotation) say where later tokens go.
+  if (press.next_position() >= 0) session.set_next_position(static_cast<int32_t>(press.next_position()));
   session.cache().release_slack(slack);
 }
 
