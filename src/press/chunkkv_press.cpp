@@ -26,7 +26,16 @@ class ChunkKvPress : public wrapper::Single {
         throw Error("press 'chunkkv' keeps the same chunks in every head, but the heads of layer " + std::to_string(view.layer) +
                     " hold different numbers of slots (compressed by a head-wise press before?)");
     if (len < chunk_) return inner_->select(view, budget);
-    const LayerScores s = inner_->score(view);
+    LayerScores s = inner_->score(view);
+    // Protected slots count as their head's best finite score + 1, as kvpress pads them, so that
+    // a chunk holding a window does not outrank every other chunk by an infinite margin.
+    for (auto& head : s) {
+      float best = -INFINITY;
+      for (float x : head)
+        if (std::isfinite(x)) best = std::max(best, x);
+      for (float& x : head)
+        if (x == INFINITY) x = std::isfinite(best) ? best + 1.0f : 1.0f;
+    }
     const int64_t n_chunks = (len + chunk_ - 1) / chunk_;
     std::vector<double> chunk_score(static_cast<size_t>(n_chunks));
     for (int64_t c = 0; c < n_chunks; ++c) {
