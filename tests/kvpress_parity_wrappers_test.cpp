@@ -6,6 +6,7 @@
 #include <cfloat>
 
 #include "kernels/ops.h"
+#include "model/model_weights.h"
 #include "kvpress_parity.h"
 #include "press/wrapper_util.h"
 
@@ -309,3 +310,127 @@ TEST(KvpressParityWrappersDefaultModel, ChunkKnorm) { check_chunk("gemma", "chun
 TEST(KvpressParityWrappersDefaultModel, ChunkKvKnorm) { check_chunkkv("gemma", "chunkkv_knorm", "knorm", gemma_tol()); }
 TEST(KvpressParityWrappersDefaultModel, ChunkKvSnapKv) { check_chunkkv("gemma", "chunkkv_snapkv", "snapkv", gemma_tol()); }
 TEST(KvpressParityWrappersDefaultModel, BlockKeyDiff) { check_block("gemma", "block_keydiff_64", 64, gemma_tol()); }
+
+namespace {
+
+// key_rerotation: positions are renumbered, so the kept slots are the inner press's selection on
+// the same view (stateless inners); every kept value must be the original's, every kept key the
+// original rotated by i - p_i, and the kept slots match the fixture's.
+// StreamingLLM's scores are 0/1 upstream (ranks here): its kept sets are compared exactly, without scores.
+void check_rerotation(const std::string& fixture, const std::string& inner, bool scores_comparable) {
+  auto l = open("stories", fixture);
+  if (!l) return;
+  Exact exact;
+  const auto& c = l->model->config();
+  for (size_t r = 0; r < l->f.j["runs"].size(); ++r) {
+    const double ratio = l->f.run(r)["ratio"].get<double>();
+    auto press = make_press("key_rerotation(" + inner + ")");
+    std::vector<std::vector<std::vector<float>>> keys0(static_cast<size_t>(c.n_layer)), values0(static_cast<size_t>(c.n_layer));
+    std::vector<KeepSets> selected(static_cast<size_t>(c.n_layer));
+    auto snapshot = [&](Press& p, const LayerView& v) {
+      selected[static_cast<size_t>(v.layer)] = p.inner_presses().at(0)->select(v, Budget{ratio});
+      for (int64_t h = 0; h < v.n_head_kv(); ++h) {
+        keys0[static_cast<size_t>(v.layer)].push_back(v.keys(h));
+        values0[static_cast<size_t>(v.layer)].push_back(v.values(h));
+      }
+      return p.inner_presses().at(0)->score(v);
+    };
+    // run_ours's session is gone when it returns: redo the pipeline here to read the cache.
+    SessionOptions o;
+    o.kv_type = KvType::F32;
+    o.threads = 1;
+    Session session(*l->model, o);
+    session.set_stats_request(press->needs());
+    std::vector<LayerScores> scores(static_cast<size_t>(c.n_layer));
+    session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
+      const LayerView view(*l->model, st.layer, cache, st);
+      press->observe(view);
+      scores[static_cast<size_t>(st.layer)] = snapshot(*press, view);
+      compress_layer(*press, view, Budget{ratio}, cache);
+    });
+    session.eval(l->f.ids);
+    session.set_layer_hook(nullptr);
+    ASSERT_GE(press->next_position(), 1);
+    session.set_next_position(static_cast<int32_t>(press->next_position()));
+    const int64_t d = c.head_dim_k, dv = c.head_dim_v;
+    const auto& inv = l->model->weights().inv_freq_global;
+    double max_key_err = 0;
+    for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+      const auto li = static_cast<size_t>(layer);
+      const std::string where = "stories/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
+      std::vector<std::vector<int32_t>> kept, before;
+      for (int64_t h = 0; h < c.n_head_kv; ++h) {
+        const auto run = session.cache().run(layer, h);
+        const auto& v0 = values0[li][static_cast<size_t>(h)];
+        const auto& k0 = keys0[li][static_cast<size_t>(h)];
+        kept.emplace_back();
+        before.emplace_back();
+        for (int32_t i = 0; i < static_cast<int32_t>(v0.size() / static_cast<size_t>(dv)); ++i) before.back().push_back(i);
+        const float* k = static_cast<const float*>(run.k);
+        const float* v = static_cast<const float*>(run.v);
+        // The error of kept slot i against original slot j rotated by i - j (in double).
+        auto key_error = [&](int64_t i, int64_t j) {
+          double err = 0;
+          for (int64_t f = 0; f < d / 2; ++f) {
+            const double a = static_cast<double>(i - j) * inv[static_cast<size_t>(f)];
+            const int64_t x = c.rope_neox ? f : 2 * f, y = c.rope_neox ? f + d / 2 : 2 * f + 1;
+            const double k0x = k0[static_cast<size_t>(j * d + x)], k0y = k0[static_cast<size_t>(j * d + y)];
+            const double want_x = k0x * std::cos(a) - k0y * std::sin(a), want_y = k0x * std::sin(a) + k0y * std::cos(a);
+            err = std::max({err, std::fabs(k[i * d + x] - want_x), std::fabs(k[i * d + y] - want_y)});
+          }
+          return err;
+        };
+        const auto& sel = selected[li].at(static_cast<size_t>(h));
+        ASSERT_EQ(static_cast<int64_t>(sel.size()), run.len) << where;
+        for (int64_t i = 0; i < run.len; ++i) {
+          ASSERT_EQ(run.pos[i], i) << where;
+          const int32_t orig = sel[static_cast<size_t>(i)];
+          ASSERT_TRUE(std::equal(v + i * dv, v + (i + 1) * dv, v0.begin() + static_cast<std::ptrdiff_t>(orig) * dv)) << where << " slot " << i;
+          kept.back().push_back(orig);
+          max_key_err = std::max(max_key_err, key_error(i, orig));
+        }
+      }
+      const json* call = parity::score_call(l->f, r, li, "press.press");
+      ASSERT_NE(call, nullptr);
+      if (scores_comparable) parity::expect_scores((*call)["scores"], scores[li], parity::Tolerance{}, where);
+      parity::expect_kept(l->f.run(r)["layers"][li], scores_comparable ? &(*call)["scores"] : nullptr, kept,
+                          scores_comparable ? scores[li] : LayerScores{}, before, parity::Tolerance{}, where);
+    }
+    EXPECT_LT(max_key_err, 1e-5) << "re-rotated keys";
+    // The next token continues at n and sees the re-rotated cache like a cache built by hand.
+    const int32_t n = session.next_position();
+    const std::vector<float> logits = session.eval({l->f.ids.back()});
+    Session manual(*l->model, o);
+    KvCache cache(session.cache().shape(), 0);
+    for (int64_t layer = 0; layer < c.n_layer; ++layer)
+      for (int64_t h = 0; h < c.n_head_kv; ++h) {
+        const auto run = session.cache().run(layer, h);
+        cache.assign(layer, h, n, session.cache().k_bytes(layer, h), session.cache().v_bytes(layer, h), run.pos);
+      }
+    manual.restore(std::move(cache), n, {});
+    const std::vector<float> want = manual.eval({l->f.ids.back()});
+    ASSERT_EQ(logits.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(logits[i], want[i], 1e-4) << "logit " << i;
+  }
+}
+
+}  // namespace
+
+TEST(KvpressParityWrappers, KeyRerotationStreamingLlm) { check_rerotation("key_rerotation_streaming_llm", "streaming_llm", false); }
+TEST(KvpressParityWrappers, KeyRerotationSnapKv) { check_rerotation("key_rerotation_snapkv", "snapkv", true); }
+// Gemma has sliding-window layers, which keep their original positions: re-rotation is refused.
+TEST(KvpressParityWrappersDefaultModel, KeyRerotationRefused) {
+  const std::string path = test_paths::default_model();
+  if (path.empty()) GTEST_SKIP() << "default model not present";
+  auto model = Model::load(path);
+  Session s(*model, SessionOptions{});
+  auto press = make_press("key_rerotation(snapkv)");
+  std::vector<int32_t> ids(80, 300);
+  ids[0] = 2;
+  try {
+    prefill_with_press(s, ids, *press, Budget{0.5}, 0);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sliding-window"), std::string::npos) << e.what();
+  }
+}
