@@ -74,6 +74,11 @@ class KvCache {
   void release_slack(int64_t slack);
   void clear();
 
+  // Overwrites the keys and positions of a run in place, its length unchanged: `keys` is
+  // length x head_dim_k floats (stored in the cache's element type), `pos` strictly ascending.
+  // Key re-rotation renumbers kept slots with this.
+  void rewrite_keys(int64_t layer, int64_t head, const float* keys, const int32_t* pos);
+
   // Keeps only `channels` (strictly ascending, a subset of the run's current channels) of every
   // key of the run, present and appended later; the K memory shrinks to the narrower rows.
   void keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels);

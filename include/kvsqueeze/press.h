@@ -98,6 +98,15 @@ class Press {
   // everything in finish(), after the whole context was evaluated.
   virtual bool needs_all_layers() const { return false; }
   virtual void finish(Session& session, const Budget& budget) { (void)session, (void)budget; }
+  // Wrappers: the presses they wrap, in order (tests compare their scores to the reference).
+  virtual std::vector<Press*> inner_presses() { return {}; }
+  // Presses whose own options set the budget (per_layer's ratios) compress even when the
+  // pipeline's budget is none.
+  virtual bool own_budget() const { return false; }
+  // Presses that renumber the kept slots' positions (key re-rotation: 0..n-1) return the
+  // position the next token must take once every layer was compressed, -1 if none.
+  // prefill_with_press sets it on the session (Session::set_next_position) after compression.
+  virtual int64_t next_position() const { return -1; }
 };
 
 struct PressOption {

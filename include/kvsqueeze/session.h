@@ -34,6 +34,10 @@ class Session {
   // The cache must have this session's shape and KV type and hold only positions below
   // next_position, which must fit the context size; otherwise throws and changes nothing.
   void restore(KvCache cache, int32_t next_position, std::vector<float> last_logits);
+  // Later tokens take positions from `pos` on. Every cached position must be below it and it may
+  // not pass the context size. Key re-rotation renumbers the kept context to 0..n-1 and then
+  // continues at n (the last logits stay those of the context's last token).
+  void set_next_position(int32_t pos);
   // Allocates cache room for n more tokens now, so that a known prompt plus generation never
   // reallocates (capped at the context size).
   void reserve(int64_t n_more);

@@ -289,6 +289,31 @@ void KvCache::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k,
   r.len = len;
 }
 
+void KvCache::rewrite_keys(int64_t layer, int64_t head, const float* keys, const int32_t* pos) {
+  Run& r = at(layer, head);
+  if (!r.k_channels.empty()) throw Error("cannot re-rotate keys whose channels were pruned (think): re-rotate before pruning");
+  for (int64_t j = 1; j < r.len; ++j)
+    if (pos[j] <= pos[j - 1]) throw Error("internal: rewritten positions of layer " + std::to_string(layer) + " head " +
+                                           std::to_string(head) + " are not strictly ascending");
+  const int64_t d = shape_.head_dim_k;
+  for (int64_t j = 0; j < r.len; ++j) {
+    uint8_t* row = r.k.data() + static_cast<size_t>(j) * k_row_bytes();
+    const float* src = keys + j * d;
+    switch (shape_.type) {
+      case KvType::F32:
+        std::memcpy(row, src, static_cast<size_t>(d) * sizeof(float));
+        break;
+      case KvType::F16:
+        for (int64_t i = 0; i < d; ++i) reinterpret_cast<uint16_t*>(row)[i] = kernels::fp32_to_fp16(src[i]);
+        break;
+      case KvType::BF16:
+        for (int64_t i = 0; i < d; ++i) reinterpret_cast<uint16_t*>(row)[i] = kernels::fp32_to_bf16(src[i]);
+        break;
+    }
+    r.positions()[j] = pos[j];
+  }
+}
+
 size_t KvCache::bytes_held() const {
   size_t total = 0;
   for (const auto& r : runs_) total += r.k.size() + r.v.size() + r.pos.size();

@@ -42,12 +42,15 @@ void PressRunner::prefill(const std::vector<int32_t>& ids, int64_t slack) {
   decoding_ = false;
   session_.set_stats_request(prefill_press_ ? prefill_press_->needs() : StatsRequest{});
   session_.eval(ids);
-  if (prefill_press_ && prefill_press_->needs_all_layers() && !budget_.none()) {
+  if (prefill_press_ && prefill_press_->needs_all_layers() && (!budget_.none() || prefill_press_->own_budget())) {
     session_.set_layer_hook(nullptr);  // its extra passes must not re-enter the runner
     prefill_press_->finish(session_, budget_);
     ++compressions_;
     session_.set_layer_hook([this](const LayerStats& st, KvCache& cache) { on_layer(st, cache); });
   }
+  // Presses that renumbered the kept positions (key re-rotation) say where later tokens go.
+  if (prefill_press_ && prefill_press_->next_position() >= 0)
+    session_.set_next_position(static_cast<int32_t>(prefill_press_->next_position()));
   session_.cache().release_slack(slack);
 }
 
@@ -65,7 +68,8 @@ void PressRunner::on_layer(const LayerStats& st, KvCache& cache) {
   if (cache.window(st.layer) > 0 || st.positions.empty()) return;
   const int32_t next = st.positions.back() + 1;  // positions seen so far
   if (press->triggers(view)) {  // the press's own schedule (LagKV)
-    removed_ += compress_layer(*press, view, decoding_ ? Budget{policy_.decode_ratio} : budget_, cache);
+    // Decoding keeps the press's own schedule at --decode-ratio, or else the context's ratio.
+    removed_ += compress_layer(*press, view, decoding_ && policy_.decode_ratio > 0 ? Budget{policy_.decode_ratio} : budget_, cache);
     ++compressions_;
     return;
   }

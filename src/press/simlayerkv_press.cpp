@@ -45,6 +45,7 @@ class SimLayerKvPress : public Press {
   SimLayerKvPress(double threshold, int64_t n_last, int64_t n_recent, int64_t n_initial)
       : threshold_(threshold), n_last_(n_last), n_recent_(n_recent), n_initial_(n_initial) {}
   std::string name() const override { return "simlayerkv"; }
+  bool own_budget() const override { return true; }  // laziness decides, not the ratio
   StatsRequest needs() const override {
     StatsRequest r;
     r.window_queries = n_last_;

@@ -23,6 +23,7 @@ class ThinkPress : public Press {
  public:
   ThinkPress(double ratio, int64_t window) : ratio_(ratio), window_(window) {}
   std::string name() const override { return "think"; }
+  bool own_budget() const override { return true; }  // key_channel_compression_ratio decides; no token is evicted
   StatsRequest needs() const override {
     StatsRequest r;
     r.pre_rope_query_rows = window_;

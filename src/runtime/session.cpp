@@ -85,6 +85,19 @@ void Session::restore(KvCache cache, int32_t next_position, std::vector<float> l
   logits_ = std::move(last_logits);
 }
 
+void Session::set_next_position(int32_t pos) {
+  if (pos < 0 || pos > options_.ctx_size)
+    throw Error("cannot continue at position " + std::to_string(pos) + ": the context size is " + std::to_string(options_.ctx_size));
+  const auto& shape = cache_->shape();
+  for (int64_t l = 0; l < shape.n_layer; ++l)
+    for (int64_t h = 0; h < shape.n_head_kv; ++h) {
+      const auto p = cache_->positions(l, h);
+      if (!p.empty() && p.back() >= pos)
+        throw Error("cannot continue at position " + std::to_string(pos) + ": the cache holds position " + std::to_string(p.back()));
+    }
+  next_pos_ = pos;
+}
+
 void Session::reserve(int64_t n_more) { cache_->reserve(std::min<int64_t>(n_more, options_.ctx_size - next_pos_)); }
 
 void Session::rollback_to(int32_t pos) {
