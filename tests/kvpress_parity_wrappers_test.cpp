@@ -117,7 +117,9 @@ void check_adakv(const std::string& model_name, const std::string& fixture, cons
           }
         EXPECT_GE(uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0, tol.min_jaccard) << where << " head " << h;
       }
-      if (got_total <= want_total) EXPECT_EQ(got_total, want_total) << where;
+      if (got_total <= want_total) {
+        EXPECT_EQ(got_total, want_total) << where;
+      }
     }
   }
 }
@@ -281,9 +283,13 @@ void check_chunkkv(const std::string& model_name, const std::string& fixture, co
         const auto got = chunks_of(ours.kept[li][h]);
         EXPECT_EQ(got.size(), want.size()) << where << " head " << h;
         for (int64_t c : got)
-          if (!want.count(c)) EXPECT_NEAR(cs[static_cast<size_t>(c)], cut, tol.tie_tol * std::max(1.0, std::fabs(cut))) << where << ": we keep chunk " << c;
+          if (!want.count(c)) {
+            EXPECT_NEAR(cs[static_cast<size_t>(c)], cut, tol.tie_tol * std::max(1.0, std::fabs(cut))) << where << ": we keep chunk " << c;
+          }
         for (int64_t c : want)
-          if (!got.count(c)) EXPECT_NEAR(cs[static_cast<size_t>(c)], cut, tol.tie_tol * std::max(1.0, std::fabs(cut))) << where << ": reference keeps chunk " << c;
+          if (!got.count(c)) {
+            EXPECT_NEAR(cs[static_cast<size_t>(c)], cut, tol.tie_tol * std::max(1.0, std::fabs(cut))) << where << ": reference keeps chunk " << c;
+          }
       }
       // Whole chunks: every slot of a kept chunk is kept.
       for (int64_t c : chunks_of(ours.kept[li][0])) {

@@ -109,7 +109,9 @@ TEST(PressPipeline, DecodingCompressionOscillatesBetweenTargetAndTargetPlusInter
     }
     EXPECT_LE(len, step < 10 ? 50 : 40) << "step " << step;  // context + one interval, then target + interval
     // Memory follows: room for at most the next interval is held beyond the kept slots.
-    if (step >= 9) EXPECT_LE(s.cache().bytes_held(), static_cast<size_t>(5 * 4 * 41) * (s.cache().k_row_bytes() + s.cache().v_row_bytes() + 4));
+    if (step >= 9) {
+      EXPECT_LE(s.cache().bytes_held(), static_cast<size_t>(5 * 4 * 41) * (s.cache().k_row_bytes() + s.cache().v_row_bytes() + 4));
+    }
   }
   EXPECT_EQ(compressions_seen, 12);
   // StreamingLLM in decoding: the 4 sinks and the most recent slots.
@@ -134,7 +136,9 @@ TEST(PressPipeline, RatioDecodingKeepsAShareOfThePositionsSeen) {
   std::vector<float> logits = s.last_logits();
   for (int step = 0; step < 64; ++step) {
     logits = s.eval({argmax(logits)});
-    if ((s.next_position() - 20) % 8 == 0) EXPECT_EQ(max_len(s.cache()), s.next_position() / 2) << "step " << step;
+    if ((s.next_position() - 20) % 8 == 0) {
+      EXPECT_EQ(max_len(s.cache()), s.next_position() / 2) << "step " << step;
+    }
   }
 }
 

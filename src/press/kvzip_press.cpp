@@ -68,7 +68,9 @@ void KvzipPress::template_parts(const Model& model, std::vector<int32_t>& prefix
   const auto& tok = model.tokenizer();
   std::string prefix_text, suffix_text = "\n";  // kvpress: no chat template
   if (tmpl.name() != "none") {
-    const std::string dummy = "dummy context", sep = "\n" + std::string(dummy.size(), '#');
+    const std::string dummy = "dummy context";
+    std::string sep = "\n";  // (built by append: GCC 12 misreports operator+ here under -Wrestrict)
+    sep.append(dummy.size(), '#');
     const std::string rendered = tmpl.apply({{"user", dummy + sep}}, true);
     const size_t at = rendered.find(sep);
     if (at == std::string::npos) throw Error("kvzip: cannot locate the context in the chat template");
