@@ -192,3 +192,61 @@ TEST(PressPipeline, CliAbsoluteBudgetsDecodingAndForks) {
     EXPECT_EQ(r.err_lines(), 1) << bad << ": " << r.err;
   }
 }
+
+TEST(PressPipeline, LagKvCompressesBetweenChunksAndWhileDecoding) {
+  auto model = Model::load(test_paths::stories260k());
+  const auto ids = prompt_ids(*model, 200);
+  SessionOptions o;
+  o.chunk = 16;  // LagKV's schedule: lag-sized chunks
+  o.threads = 1;
+  Session s(*model, o);
+  auto press = make_press("lagkv", {"mode=lagkv", "lag_size=16", "n_sink=4"});
+  CompressionPolicy policy;
+  policy.decode_triggers = true;
+  const int64_t lag = 16, sink = 4;
+  // The LagKV bound: sinks + half of the scored partitions + a tail of [lag, 2 lag) slots.
+  auto bound = [&](int64_t seen) { return sink + (seen - sink) / 2 + 2 * lag; };
+  PressRunner runner(s, press.get(), Budget{0.5}, press.get(), policy);
+  int64_t peak = 0;
+  for (size_t at = 0; at < ids.size(); at += 16) {
+    const std::vector<int32_t> chunk(ids.begin() + static_cast<long>(at), ids.begin() + static_cast<long>(std::min(ids.size(), at + 16)));
+    runner.prefill(chunk, 0);
+    peak = std::max(peak, max_len(s.cache()));
+    EXPECT_LE(max_len(s.cache()), bound(s.next_position())) << "after " << s.next_position();
+  }
+  EXPECT_LT(peak, 200 * 3 / 4);
+  EXPECT_GT(runner.compressions(), 0);
+  runner.start_decoding();
+  std::vector<float> logits = s.last_logits();
+  for (int step = 0; step < 64; ++step) {
+    logits = s.eval({argmax(logits)});
+    EXPECT_LE(max_len(s.cache()), bound(s.next_position())) << "step " << step;
+  }
+  // Sinks stay; the most recent token is always held.
+  const auto pos = s.cache().positions(1, 2);
+  EXPECT_EQ(pos[0], 0);
+  EXPECT_EQ(pos[3], 3);
+  EXPECT_EQ(pos.back(), s.next_position() - 1);
+  EXPECT_LT(static_cast<int64_t>(pos.size()), s.next_position() * 3 / 4);
+}
+
+TEST(PressPipeline, CliQueryAwareCompressesEachQuestionWithTheContext) {
+  const std::string base = "generate -m " + test_paths::stories260k() +
+                           " -p 'Once upon a time there was a little girl named Lily. She had a dog named Max. One day the dog took her ball.'"
+                           " -n 12 --json -t 1";
+  const std::string finch = " --press finch --ratio 0.5 --press-opt finch.rerotate_keys=false";
+  const CliResult both = run_cli(base + finch + " -q 'What did the dog take?' -q 'Who is Max?'");
+  const CliResult second = run_cli(base + finch + " -q 'Who is Max?'");
+  ASSERT_EQ(both.status, 0) << both.err;
+  ASSERT_EQ(second.status, 0) << second.err;
+  const auto jb = nlohmann::json::parse(both.out), js = nlohmann::json::parse(second.out);
+  EXPECT_EQ(jb["answers"][1]["text"], js["answers"][0]["text"]);  // each question from its own copy
+  // Context and question (< 16 tokens) were compressed together to half, then the answer's
+  // tokens were appended.
+  const int64_t context = js["prompt_tokens"].size(), answer = js["answers"][0]["output_tokens"].size();
+  for (const auto& layer : js["kv_lengths"])
+    for (const auto& len : layer) EXPECT_LE(len.get<int64_t>(), (context + 16) / 2 + answer);
+  const CliResult no_question = run_cli(base + finch);
+  EXPECT_NE(no_question.status, 0);
+  EXPECT_EQ(no_question.err_lines(), 1) << no_question.err;
+}

@@ -1,6 +1,7 @@
 // kvsqueeze generate: text generation, optionally as context + questions (only the context
 // is meant to be compressed; each question is answered from it and then rolled back).
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -27,7 +28,7 @@ struct GenerateArgs {
   int64_t n_predict = 128, chunk = 512, ctx_size = 0;
   int threads = 0;
   double ratio = 0.0;
-  bool json = false, chat = false, kv_type_given = false;
+  bool json = false, chat = false, kv_type_given = false, query_aware = false;
   SamplerOptions sampling;
 };
 
@@ -37,6 +38,15 @@ std::string read_text_file(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Whether a press expression names `press` (as a whole word).
+bool mentions_press(const std::string& expression, const std::string& press) {
+  for (size_t at = expression.find(press); at != std::string::npos; at = expression.find(press, at + 1)) {
+    auto word = [&](size_t i) { return i < expression.size() && (std::isalnum(static_cast<unsigned char>(expression[i])) || expression[i] == '_'); };
+    if ((at == 0 || !word(at - 1)) && !word(at + press.size())) return true;
+  }
+  return false;
 }
 
 // The press that compresses the context, or null for --press none.
@@ -52,6 +62,8 @@ std::unique_ptr<Press> build_press(const GenerateArgs& a) {
   any.layer_sliding = {false};
   any.head_dim_k = any.head_dim_v = any.n_head_kv = 1;
   take_budget_options(any, KvType::F16, a.ratio, opts);
+  // finch's window is each question's length, set per question; validate the rest now.
+  if (mentions_press(a.press, "finch")) opts.push_back("finch.window_size=1");
   return make_press(a.press, opts);
 }
 
@@ -103,6 +115,10 @@ int run(GenerateArgs& a) {
   if (a.n_predict < 0) throw Error("-n must be >= 0, got " + std::to_string(a.n_predict));
   const std::unique_ptr<Press> press = build_press(a);
   a.policy.validate();
+  // Finch scores the context by the question's attention: it only exists query-aware.
+  if (mentions_press(a.press, "finch")) a.query_aware = true;
+  if (a.query_aware && a.questions.empty()) throw Error("query-aware compression (--query-aware, finch) needs a question: -q TEXT");
+  if (a.query_aware && !press) throw Error("--query-aware needs a press (--press NAME --ratio R)");
   // A decode press compresses on its own trigger (LagKV) and/or every --decode-interval steps.
   a.policy.decode_triggers = !a.decode_press.empty();
   if (a.decode_press.empty() && !a.decode_press_opts.empty()) throw Error("--decode-press-opt needs --decode-press");
@@ -159,6 +175,44 @@ int run(GenerateArgs& a) {
     main_result = generate(session, {}, a.n_predict, sampler, stream);
     main_result.prefill_ms = prefill_ms;
     main_result.prompt_tokens = static_cast<int64_t>(prompt_ids.size());
+  } else if (a.query_aware) {
+    // Query-aware compression (Finch; kvpress's question-in-context setting): the context is
+    // evaluated whole once; each question is appended to its own copy of it, and the press
+    // compresses context and question together before the answer is decoded.
+    runner.reset();
+    const auto split = tmpl.split(context, a.questions[0]);
+    prompt_ids = tok.encode(split.context_part, tok.add_bos_by_default());
+    size_t longest_question = 0;
+    for (const auto& q : a.questions)
+      longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
+    check_fits(session, prompt_ids.size() + longest_question);
+    const double context_ms =
+        prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, nullptr, cache_loaded);
+    const int32_t context_end = session.next_position();
+    const std::vector<float> context_logits = session.last_logits();
+    for (size_t qi = 0; qi < a.questions.size(); ++qi) {
+      const auto ids = tok.encode(tmpl.split(context, a.questions[qi]).question_part, false);
+      if (!a.json) stream("\n[Q] " + a.questions[qi] + "\n[A] ");
+      std::unique_ptr<KvCache> snapshot;
+      if (qi + 1 < a.questions.size()) snapshot = std::make_unique<KvCache>(clone_cache(session.cache()));
+      std::vector<std::string> opts = rest;
+      if (mentions_press(a.press, "finch")) opts.push_back("finch.window_size=" + std::to_string(ids.size()));
+      auto question_press = make_press(a.press, opts);
+      const auto t0 = std::chrono::steady_clock::now();
+      GenerationResult r;
+      {
+        PressRunner question_runner(session, question_press.get(), budget, a.policy.decoding() ? decode_press : nullptr, a.policy);
+        question_runner.prefill(ids, a.n_predict);
+        const double question_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        question_runner.start_decoding();
+        r = generate(session, {}, a.n_predict, sampler, stream);
+        r.prefill_ms = context_ms + question_ms;
+        r.prompt_tokens = static_cast<int64_t>(prompt_ids.size() + ids.size());
+      }
+      answers.push_back(r);
+      if (snapshot) session.restore(std::move(*snapshot), context_end, context_logits);
+    }
+    main_result = answers[0];
   } else {
     // Context first, then each question from the same cache, rolled back after its answer.
     const auto split = tmpl.split(context, a.questions[0]);
@@ -255,6 +309,8 @@ Runner add_generate(CLI::App& app) {
   sub->add_option("--press", a->press, "Compression method (none)")->capture_default_str();
   sub->add_option("--ratio", a->ratio, "Fraction of the context cache removed, in [0, 1)")->capture_default_str();
   sub->add_option("--press-opt", a->press_opts, "Press option KEY=VALUE (repeatable)");
+  sub->add_flag("--query-aware", a->query_aware,
+                "Compress the context together with each question (on its own copy of the context); implied by finch");
   sub->add_flag("--compress-chunks", a->policy.every_chunk,
                 "Compress after every prefill chunk (peak cache ~ budget + one chunk), not only after the last");
   sub->add_option("--decode-interval", a->policy.decode_interval, "Compress during decoding every N steps (0: never)")
