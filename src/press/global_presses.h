@@ -30,6 +30,32 @@ class TracedPress : public Press {
   GlobalPressTrace trace_;
 };
 
+// Presses that run extra passes over the context after the prefill (kvzip, kvcompose): they
+// record the context's token ids and first position while it is evaluated, then compress every
+// layer in finish().
+class ContextPassPress : public TracedPress {
+ public:
+  StatsRequest needs() const override {
+    StatsRequest r;
+    r.token_ids = true;
+    return r;
+  }
+  bool needs_all_layers() const override { return true; }
+  void observe(const LayerView& v) override {
+    if (v.layer != 0) return;  // every layer sees the same tokens
+    ids_.insert(ids_.end(), v.stats.tokens.begin(), v.stats.tokens.end());
+    if (first_pos_ < 0 && !v.stats.positions.empty()) first_pos_ = v.stats.positions.front();
+  }
+
+ protected:
+  void forget_context() {
+    ids_.clear();
+    first_pos_ = -1;
+  }
+  std::vector<int32_t> ids_;
+  int32_t first_pos_ = -1;
+};
+
 // DuoAttention on-the-fly head scores [layer][KV head] (kvpress duo_attention_on_the_fly):
 // mean pre-RoPE query and key of each layer over `texts` (BOS as the tokenizer adds it),
 // repeated over positions 0..q_len-1 with the layer's RoPE; the last query's attention over

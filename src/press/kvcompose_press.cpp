@@ -30,27 +30,14 @@ struct ComposeOptions {
   bool parity = false;
 };
 
-class KvComposePress : public TracedPress {
+class KvComposePress : public ContextPassPress {
  public:
   explicit KvComposePress(ComposeOptions o) : o_(o) {}
   std::string name() const override { return "kvcompose"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.token_ids = true;
-    return r;
-  }
-  bool needs_all_layers() const override { return true; }
-  void observe(const LayerView& v) override {
-    if (v.layer != 0) return;
-    ids_.insert(ids_.end(), v.stats.tokens.begin(), v.stats.tokens.end());
-    if (first_pos_ < 0 && !v.stats.positions.empty()) first_pos_ = v.stats.positions.front();
-  }
   void finish(Session& session, const Budget& budget) override;
 
  private:
   ComposeOptions o_;
-  std::vector<int32_t> ids_;
-  int32_t first_pos_ = -1;
 };
 
 void KvComposePress::finish(Session& session, const Budget& budget) {
@@ -246,8 +233,7 @@ void KvComposePress::finish(Session& session, const Budget& budget) {
     }
     compact_layer(cache, l, keep);
   }
-  ids_.clear();
-  first_pos_ = -1;
+  forget_context();
 }
 
 }  // namespace

@@ -35,21 +35,10 @@ struct KvzipOptions {
   bool parity = false;
 };
 
-class KvzipPress : public TracedPress {
+class KvzipPress : public ContextPassPress {
  public:
   explicit KvzipPress(KvzipOptions o) : o_(o) {}
   std::string name() const override { return "kvzip"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.token_ids = true;
-    return r;
-  }
-  bool needs_all_layers() const override { return true; }
-  void observe(const LayerView& v) override {
-    if (v.layer != 0) return;  // every layer sees the same tokens
-    ids_.insert(ids_.end(), v.stats.tokens.begin(), v.stats.tokens.end());
-    if (first_pos_ < 0 && !v.stats.positions.empty()) first_pos_ = v.stats.positions.front();
-  }
   void finish(Session& session, const Budget& budget) override;
 
  private:
@@ -59,8 +48,6 @@ class KvzipPress : public TracedPress {
   void allocate(Session& session, const Budget& budget);
 
   KvzipOptions o_;
-  std::vector<int32_t> ids_;
-  int32_t first_pos_ = -1;
 };
 
 void KvzipPress::template_parts(const Model& model, std::vector<int32_t>& prefix, std::vector<int32_t>& suffix) const {
@@ -131,8 +118,7 @@ void KvzipPress::finish(Session& session, const Budget& budget) {
   session.set_layer_hook(nullptr);
   session.set_stats_request({});
   allocate(session, budget);
-  ids_.clear();
-  first_pos_ = -1;
+  forget_context();
 }
 
 // One repeat pass: every query of `repeat` (at positions from the context end on) scores the
