@@ -164,6 +164,16 @@ int run(GenerateArgs& a) {
   std::vector<GenerationResult> answers;
   GenerationResult main_result;
   bool cache_loaded = false;
+  // The context of -q questions (the chat template's part before the question), evaluated or
+  // loaded with room for the longest question and its answer; returns the milliseconds spent.
+  auto prefill_context = [&](PressRunner* context_runner) {
+    prompt_ids = tok.encode(tmpl.split(context, a.questions[0]).context_part, tok.add_bos_by_default());
+    size_t longest_question = 0;
+    for (const auto& q : a.questions)
+      longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
+    check_fits(session, prompt_ids.size() + longest_question);
+    return prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, context_runner, cache_loaded);
+  };
   if (a.questions.empty()) {
     // The whole prompt is the context: prefill (compressing, or load) first, then generate.
     const std::string text = a.chat ? tmpl.apply({{"user", context}}, true) : context;
@@ -180,14 +190,7 @@ int run(GenerateArgs& a) {
     // evaluated whole once; each question is appended to its own copy of it, and the press
     // compresses context and question together before the answer is decoded.
     runner.reset();
-    const auto split = tmpl.split(context, a.questions[0]);
-    prompt_ids = tok.encode(split.context_part, tok.add_bos_by_default());
-    size_t longest_question = 0;
-    for (const auto& q : a.questions)
-      longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
-    check_fits(session, prompt_ids.size() + longest_question);
-    const double context_ms =
-        prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, nullptr, cache_loaded);
+    const double context_ms = prefill_context(nullptr);
     const int32_t context_end = session.next_position();
     const std::vector<float> context_logits = session.last_logits();
     for (size_t qi = 0; qi < a.questions.size(); ++qi) {
@@ -215,14 +218,7 @@ int run(GenerateArgs& a) {
     main_result = answers[0];
   } else {
     // Context first, then each question from the same cache, rolled back after its answer.
-    const auto split = tmpl.split(context, a.questions[0]);
-    prompt_ids = tok.encode(split.context_part, tok.add_bos_by_default());
-    size_t longest_question = 0;
-    for (const auto& q : a.questions)
-      longest_question = std::max(longest_question, tok.encode(tmpl.split(context, q).question_part, false).size());
-    check_fits(session, prompt_ids.size() + longest_question);
-    const double context_ms =
-        prefill_or_load(session, prompt_ids, static_cast<int64_t>(longest_question) + a.n_predict, a, runner.get(), cache_loaded);
+    const double context_ms = prefill_context(runner.get());
     const int32_t context_end = session.next_position();
     session.cache().protect_query_position(context_end);  // every answer is rolled back to here
     if (runner) runner->start_decoding();
