@@ -105,11 +105,45 @@ def split_presses(text):
 def run_ours(args, ids_path, ours_path):
     cmd = [args.kvsqueeze, "bench", "-m", args.model, "--ctx", str(args.ctx), "--ratio", str(args.ratio),
            "--press", args.presses, "--press-time", "-t", str(args.threads), "--repeat", str(args.repeat),
-           "--json", "--dump-ids", ids_path] + args.kvsq_arg
+           "--json", "--dump-ids", ids_path, "--wait-idle", str(args.wait_idle),
+           "--max-foreign-load", str(args.max_foreign_load)] + args.kvsq_arg
     print("[kvsqueeze]", " ".join(cmd), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     with open(ours_path, "w") as f:
         f.write(out)
+
+
+def machine_busy_s():
+    """Busy CPU seconds of the whole machine since boot (user nice system irq softirq steal)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / os.sysconf("SC_CLK_TCK")
+
+
+class Clock:
+    """Wall and process CPU time since creation, and the cores other processes used meanwhile."""
+
+    def __init__(self):
+        self.t0, self.c0, self.b0 = time.perf_counter(), time.process_time(), machine_busy_s()
+
+    def stop(self):
+        wall, cpu, b1 = time.perf_counter() - self.t0, time.process_time() - self.c0, machine_busy_s()
+        foreign = None if self.b0 is None or b1 is None else max(0.0, (b1 - self.b0 - cpu) / max(wall, 1e-3))
+        return wall * 1e3, cpu * 1e3, foreign
+
+
+def wait_idle(max_s, threshold):
+    """Waits up to max_s seconds until other processes use fewer than `threshold` cores."""
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        c = Clock()
+        time.sleep(1.0)
+        foreign = c.stop()[2]
+        if foreign is None or foreign < threshold:
+            return
 
 
 class HookTimer:
@@ -156,23 +190,23 @@ def kvpress_side(args, ids, names):
     def prefill(press=None, attn="sdpa", only_global=False):
         mkf.set_attn(m, attn)
         cache = DynamicCache(config=m.config)
-        timer = None
+        timer = HookTimer(press, layer_types, only_global) if press is not None else None
         torch.manual_seed(42)
+        wait_idle(args.wait_idle, args.max_foreign_load)
         with torch.no_grad():
             if press is None:
-                t0, c0 = time.perf_counter(), time.process_time()
+                clock = Clock()
                 m(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             else:
-                timer = HookTimer(press, layer_types, only_global)
-                t0, c0 = time.perf_counter(), time.process_time()
+                clock = Clock()
                 with press(m):
                     mkf.rebind_gemma_rotary(m)
                     m(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        wall, cpu = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+            wall, cpu, foreign = clock.stop()
         mkf.set_attn(m, "sdpa")
         lens = [cache.layers[i].keys.shape[2] for i in range(n_layers)]
-        return dict(ms=wall, cpu_ms=cpu, hook_ms=timer.ms if timer else 0.0, hook_calls=timer.calls if timer else 0,
-                    cache_lens=lens)
+        return dict(ms=wall, cpu_ms=cpu, foreign_load=foreign, hook_ms=timer.ms if timer else 0.0,
+                    hook_calls=timer.calls if timer else 0, cache_lens=lens)
 
     modes = {"all": [False], "global": [True], "both": [False, True]}[args.kvpress_layers]
     results = {}
@@ -213,6 +247,10 @@ def best(samples, key):
     return min(s[key] for s in samples)
 
 
+def fastest(samples):
+    return min(samples, key=lambda s: s["ms"])
+
+
 def table(ours, theirs, meta, args):
     rows = []
     ours_by = {r["press"]: r for r in ours["results"]}
@@ -220,8 +258,15 @@ def table(ours, theirs, meta, args):
         o = ours_by.get(name)
         t = theirs.get(name, {})
         for key in (["all", "global"] if args.kvpress_layers == "both" else [args.kvpress_layers]):
-            row = {"press": name, "kvpress_layers": key}
+            row = {"press": name, "kvpress_layers": key, "contended": []}
+            limit = args.max_foreign_load
+
+            def flag(col, load):
+                if load is not None and load > limit:
+                    row["contended"].append(col)
             if o:
+                flag("kvsq_prefill", o.get("prefill_foreign_load"))
+                flag("kvsq_press", o.get("press_prefill_foreign_load"))
                 row.update(kvsq_prefill=o["prefill_ms"], kvsq_press=o["press_prefill_ms"], kvsq_overhead=o["overhead"],
                            kvsq_cpu_overhead=o["cpu_overhead"], kvsq_calls=o["press_calls_ms"],
                            kvsq_layers=o["layers_compressed"])
@@ -231,6 +276,8 @@ def table(ours, theirs, meta, args):
                 row.update(kvp_prefill=base, kvp_press=best(p, "ms"), kvp_overhead=(best(p, "ms") - base) / base,
                            kvp_cpu_overhead=(best(p, "cpu_ms") - best(t["baseline"], "cpu_ms")) / best(t["baseline"], "cpu_ms"),
                            kvp_calls=best(p, "hook_ms"), kvp_layers=p[0]["hook_calls"], kvp_attn=t["attn"])
+                flag("kvp_prefill", fastest(t["baseline"]).get("foreign_load"))
+                flag("kvp_press", fastest(p).get("foreign_load"))
                 if o:
                     row["ratio"] = row["kvp_press"] / row["kvsq_press"]
                     row["ratio_calls"] = row["kvp_calls"] / row["kvsq_calls"] if row["kvsq_calls"] > 0 else None
@@ -258,7 +305,7 @@ def print_rows(rows, markdown):
             return row.get("kvp_skipped", "—") if key == "kvp_press" else "—"
         if spec == "pct":
             return f"{100 * v:+.1f}%"
-        return format(v, spec)
+        return format(v, spec) + ("*" if key in row.get("contended", []) else "")
 
     if markdown:
         print("| " + " | ".join(c[1] for c in cols) + " |")
@@ -280,6 +327,10 @@ def main():
     ap.add_argument("--presses", default=DEFAULT_PRESSES, help="comma-separated kvsqueeze press expressions")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="measurements per press on each side; the fastest counts")
+    ap.add_argument("--wait-idle", type=float, default=0.0, help="before each run, wait up to this many seconds "
+                    "for other processes to use fewer than --max-foreign-load cores (both sides)")
+    ap.add_argument("--max-foreign-load", type=float, default=0.25, help="runs where other processes used more "
+                    "cores than this are marked * (contended)")
     ap.add_argument("--kvsqueeze", default=os.path.join(REPO, "build", "kvsqueeze"))
     ap.add_argument("--kvsq-arg", action="append", default=[], help="extra argument for kvsqueeze bench (repeatable), "
                     "e.g. --kvsq-arg=--random-ids")
@@ -315,6 +366,7 @@ def main():
           + ({"all": f"all {meta['n_layer']} layers", "global": f"{meta['global_layers']} global layers only",
               "both": "all layers / global layers only"}[args.kvpress_layers]))
     print_rows(rows, False)
+    print(f"* = contended: other processes used more than {args.max_foreign_load} cores during that run")
     if args.markdown:
         print()
         print_rows(rows, True)

@@ -7,6 +7,7 @@
 #include "bench_press_time.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
@@ -15,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <thread>
+#include <unistd.h>
 
 #include "bench_common.h"
 #include "kernels/threading.h"
@@ -32,11 +35,43 @@ int64_t cpu_now_ns() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
 }
 
+// Busy CPU time of the whole machine (all CPUs) since boot in ms, from /proc/stat; < 0 if
+// unreadable. As scripts/bench/bench_speed.py: user nice system irq softirq steal.
+double machine_busy_ms() {
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  uint64_t v[8] = {};
+  f >> cpu;
+  for (auto& x : v) f >> x;
+  if (!f || cpu != "cpu") return -1;
+  const uint64_t busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+  return static_cast<double>(busy) * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 struct Clock {
   int64_t wall = now_ns(), cpu = cpu_now_ns();
+  double busy = machine_busy_ms();
   double wall_ms() const { return static_cast<double>(now_ns() - wall) / 1e6; }
   double cpu_ms() const { return static_cast<double>(cpu_now_ns() - cpu) / 1e6; }
+  // Cores used by other processes meanwhile (the machine's busy time minus ours); -1 if unknown.
+  double foreign_load() const {
+    const double now = machine_busy_ms();
+    if (busy < 0 || now < 0) return -1;
+    return std::max(0.0, (now - busy - cpu_ms()) / std::max(wall_ms(), 1.0));
+  }
 };
+
+// Waits up to max_s seconds for other processes to use less than `threshold` cores.
+void wait_idle(double max_s, double threshold) {
+  if (max_s <= 0) return;
+  const Clock start;
+  while (start.wall_ms() < max_s * 1000) {
+    const Clock c;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    const double load = c.foreign_load();
+    if (load >= 0 && load < threshold) return;
+  }
+}
 
 // Forwards everything to the press under test and times its own calls.
 class TimedPress final : public Press {
@@ -152,6 +187,7 @@ std::vector<int32_t> context_ids(const PressTimeArgs& a, const Model& model, std
 
 struct Sample {
   double base_ms = 0, base_cpu_ms = 0, press_ms = 0, press_cpu_ms = 0, observe_ms = 0, compress_ms = 0, finish_ms = 0;
+  double base_foreign = -1, press_foreign = -1;  // other processes' cores during each run
   int64_t compress_calls = 0;
   size_t held_base = 0, held_press = 0;
 };
@@ -170,10 +206,12 @@ Sample measure(const PressTimeArgs& a, const Model& model, const std::vector<int
   {
     Session session(model, options_of(a));
     session.reserve(a.ctx);
+    wait_idle(a.wait_idle_s, a.max_foreign_load);
     const Clock c;
     session.eval(ids);
     s.base_ms = c.wall_ms();
     s.base_cpu_ms = c.cpu_ms();
+    s.base_foreign = c.foreign_load();
     s.held_base = session.cache().bytes_held();
   }
   {
@@ -182,10 +220,12 @@ Sample measure(const PressTimeArgs& a, const Model& model, const std::vector<int
     TimedPress press(make_press(expr, opts));
     Session session(model, options_of(a));
     session.reserve(a.ctx);
+    wait_idle(a.wait_idle_s, a.max_foreign_load);
     const Clock c;
     prefill_with_press(session, ids, press, budget, 0);
     s.press_ms = c.wall_ms();
     s.press_cpu_ms = c.cpu_ms();
+    s.press_foreign = c.foreign_load();
     s.observe_ms = press.observe_ms;
     s.compress_ms = press.compress_ms;
     s.finish_ms = press.finish_ms;
@@ -243,8 +283,10 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
                 source.c_str(), a.ratio, kernels::num_threads(), a.kv_type.c_str(), (long long)a.chunk, a.repeat);
     std::printf("compressible layers: %lld of %lld (sliding-window layers are never compressed)\n", (long long)n_global,
                 (long long)cfg.n_layer);
-    std::printf("%-24s %11s %11s %9s %9s %10s %9s %9s\n", "press", "prefill ms", "+press ms", "overhead", "cpu ovh", "press-calls", "calls %",
-                "kv held");
+    std::printf("foreign load: cores other processes used during the prefill without / with the press (> %.2f: contended)\n",
+                a.max_foreign_load);
+    std::printf("%-24s %11s %11s %9s %9s %10s %9s %9s %13s\n", "press", "prefill ms", "+press ms", "overhead", "cpu ovh", "press-calls",
+                "calls %", "kv held", "foreign load");
     std::fflush(stdout);
   }
   nlohmann::json results = nlohmann::json::array();
@@ -255,15 +297,20 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
       const Sample s = measure(a, model, ids, expr);
       samples.push_back({{"prefill_ms", s.base_ms}, {"prefill_cpu_ms", s.base_cpu_ms}, {"press_prefill_ms", s.press_ms},
                          {"press_prefill_cpu_ms", s.press_cpu_ms}, {"observe_ms", s.observe_ms}, {"compress_ms", s.compress_ms},
-                         {"finish_ms", s.finish_ms}});
+                         {"finish_ms", s.finish_ms}, {"prefill_foreign_load", s.base_foreign},
+                         {"press_prefill_foreign_load", s.press_foreign}});
       if (r == 0) {
         best = s;
         continue;
       }
-      best.base_ms = std::min(best.base_ms, s.base_ms);
+      if (s.base_ms < best.base_ms) {
+        best.base_ms = s.base_ms;
+        best.base_foreign = s.base_foreign;
+      }
       best.base_cpu_ms = std::min(best.base_cpu_ms, s.base_cpu_ms);
       if (s.press_ms < best.press_ms) {  // the press's call times go with its fastest run
         best.press_ms = s.press_ms;
+        best.press_foreign = s.press_foreign;
         best.observe_ms = s.observe_ms;
         best.compress_ms = s.compress_ms;
         best.finish_ms = s.finish_ms;
@@ -286,14 +333,17 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
                         {"press_calls_ms", calls_ms},
                         {"press_calls_vs_prefill", calls_ms / best.base_ms},
                         {"layers_compressed", best.compress_calls},
+                        {"prefill_foreign_load", best.base_foreign},
+                        {"press_prefill_foreign_load", best.press_foreign},
                         {"kv_bytes_held_prefill", best.held_base},
                         {"kv_bytes_held_press", best.held_press},
                         {"samples", samples}};
     results.push_back(r);
     if (!a.json) {
-      std::printf("%-24s %11.1f %11.1f %8.1f%% %8.1f%% %10.1f %8.2f%% %8.1f%%\n", expr.c_str(), best.base_ms, best.press_ms, 100 * overhead,
-                  100 * cpu_overhead, calls_ms, 100 * calls_ms / best.base_ms,
-                  100.0 * static_cast<double>(best.held_press) / static_cast<double>(best.held_base));
+      std::printf("%-24s %11.1f %11.1f %8.1f%% %8.1f%% %10.1f %8.2f%% %8.1f%%   %4.2f / %4.2f\n", expr.c_str(), best.base_ms, best.press_ms,
+                  100 * overhead, 100 * cpu_overhead, calls_ms, 100 * calls_ms / best.base_ms,
+                  100.0 * static_cast<double>(best.held_press) / static_cast<double>(best.held_base), best.base_foreign,
+                  best.press_foreign);
       std::fflush(stdout);
     }
   }
@@ -301,7 +351,8 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
     nlohmann::json j = {{"model", a.model_path}, {"ctx", a.ctx},           {"ratio", a.ratio},
                         {"threads", kernels::num_threads()}, {"kv_type", a.kv_type}, {"chunk", a.chunk},
                         {"repeat", a.repeat},          {"source", source},     {"compressible_layers", n_global},
-                        {"n_layer", cfg.n_layer},      {"press_opts", a.press_opts}, {"results", results}};
+                        {"n_layer", cfg.n_layer},      {"press_opts", a.press_opts}, {"max_foreign_load", a.max_foreign_load},
+                        {"wait_idle_s", a.wait_idle_s}, {"results", results}};
     std::cout << j.dump() << "\n";
   }
   return 0;

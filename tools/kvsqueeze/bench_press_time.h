@@ -21,6 +21,8 @@ struct PressTimeArgs {
   int repeat = 1;
   uint64_t seed = 42;
   double ratio = 0.5;
+  double wait_idle_s = 0;          // before each run, wait up to this long for an idle machine
+  double max_foreign_load = 0.25;  // "idle": other processes use fewer cores than this
   bool json = false;
 };
 

@@ -236,8 +236,8 @@ int press_time(const BenchArgs& a, const Model& model) {
 
 int run(const BenchArgs& a) {
   if (a.n_decode < 1) throw Error("-n must be >= 1");
-  if (!a.press_time && (!a.pt.press_opts.empty() || !a.pt.prompt_file.empty() || a.pt.random_ids || !a.pt.dump_ids.empty() || a.pt.repeat != 1))
-    throw Error("--press-opt, --prompt-file, --random-ids, --dump-ids and --repeat belong to --press-time");
+  if (!a.press_time && (!a.pt.press_opts.empty() || !a.pt.prompt_file.empty() || a.pt.random_ids || !a.pt.dump_ids.empty() || a.pt.repeat != 1 || a.pt.wait_idle_s != 0))
+    throw Error("--press-opt, --prompt-file, --random-ids, --dump-ids, --repeat and --wait-idle belong to --press-time");
   auto model = Model::load(a.model);
   kernels::set_num_threads(a.threads);
   if (a.press_time) return press_time(a, *model);
@@ -273,6 +273,11 @@ Runner add_bench(CLI::App& app) {
   sub->add_option("--prompt-file", a->pt.prompt_file, "(--press-time) text repeated up to --ctx tokens (default: a built-in text)");
   sub->add_flag("--random-ids", a->pt.random_ids, "(--press-time) uniform random token ids (--seed) instead of text");
   sub->add_option("--dump-ids", a->pt.dump_ids, "(--press-time) write the context's token ids to this JSON file");
+  sub->add_option("--wait-idle", a->pt.wait_idle_s,
+                  "(--press-time) before each run, wait up to this many seconds until other processes use < --max-foreign-load cores")
+      ->capture_default_str();
+  sub->add_option("--max-foreign-load", a->pt.max_foreign_load, "(--press-time) see --wait-idle; runs above it are contended")
+      ->capture_default_str();
   sub->add_option("--repeat", a->pt.repeat, "(--press-time) measurements per press; the fastest is reported")->capture_default_str();
   auto* press_opt = sub->get_option("--press");
   return [a, press_opt] {
