@@ -21,6 +21,7 @@ Run from the repository root (build kvsqueeze first):
       --presses knorm,random,streaming_llm,snapkv,tova,keydiff,observed_attention --threads 2
   ... --kvpress-layers global      # kvpress hooks only the layers kvsqueeze compresses (see below)
   ... --reuse-ours                 # keep the kvsqueeze results and ids of the last run in --workdir
+  ... --reuse-ours --reuse-kvpress # only print the table of the last run again
   ... --markdown                   # also print the table as Markdown (docs/BENCHMARKS.md)
 
 Environment (outside the repository, never committed; any path works, /work/refenv is an example):
@@ -224,11 +225,13 @@ def kvpress_side(args, ids, names):
             r["baseline"].append(prefill())
             for only_global in modes:
                 key = "global" if only_global else "all"
+                if isinstance(r["press"].get(key), dict):
+                    continue  # failed in an earlier repetition
                 try:
                     r["press"].setdefault(key, []).append(prefill(build(args.ratio), attn, only_global))
-                except Exception as e:  # noqa: BLE001  (e.g. out of memory with eager attention)
+                except Exception as e:  # noqa: BLE001  (kvpress errors, out of memory with eager attention)
                     r["press"][key] = {"skipped": f"{type(e).__name__}: {e}"}
-                    break
+                    mkf.set_attn(m, "sdpa")
         results[name] = r
         print(f"[kvpress] {name}: baseline {min(x['ms'] for x in r['baseline']):.0f} ms, " +
               ", ".join(f"{k} {min(x['ms'] for x in v):.0f} ms (hook {min(x['hook_ms'] for x in v):.0f} ms)"
@@ -338,6 +341,7 @@ def main():
     ap.add_argument("--skip-kvpress", nargs="*", default=[], help="presses not to run on the kvpress side")
     ap.add_argument("--workdir", default="/tmp/kvsq_press_bench", help="where ids and both results are written")
     ap.add_argument("--reuse-ours", action="store_true", help="reuse kvsqueeze.json and ids.json in --workdir")
+    ap.add_argument("--reuse-kvpress", action="store_true", help="reuse kvpress.json in --workdir (only the table is made)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
 
@@ -352,10 +356,17 @@ def main():
         ids = json.load(f)["ids"]
     assert len(ids) == args.ctx, f"{len(ids)} ids, expected {args.ctx}"
     names = split_presses(args.presses)
-    theirs, meta = kvpress_side(args, ids, names)
+    kvp_path = os.path.join(args.workdir, "kvpress.json")
+    if args.reuse_kvpress:
+        with open(kvp_path) as f:
+            saved = json.load(f)
+        theirs, meta = saved["results"], saved["meta"]
+    else:
+        theirs, meta = kvpress_side(args, ids, names)
     rows = table(ours, theirs, meta, args)
-    with open(os.path.join(args.workdir, "kvpress.json"), "w") as f:
-        json.dump({"meta": meta, "results": theirs, "rows": rows}, f)
+    if not args.reuse_kvpress:
+        with open(kvp_path, "w") as f:
+            json.dump({"meta": meta, "results": theirs, "rows": rows}, f)
 
     print(f"model {os.path.basename(args.model)}, {args.ctx} tokens ({ours['source']}), ratio {args.ratio}, "
           f"{args.threads} threads each, best of {args.repeat}")
