@@ -300,7 +300,7 @@ def print_rows(rows, markdown):
             ("kvsq_overhead", "kvsqueeze overhead", "pct"), ("kvsq_calls", "kvsqueeze press calls ms", ".1f"),
             ("kvp_prefill", "kvpress prefill ms", ".0f"), ("kvp_press", "kvpress +press ms", ".0f"),
             ("kvp_overhead", "kvpress overhead", "pct"), ("kvp_calls", "kvpress press calls ms", ".1f"),
-            ("ratio", "ratio kvpress/kvsqueeze (+press)", ".2f")]
+            ("ratio", "ratio kvpress/kvsqueeze (+press)", ".2f"), ("ratio_calls", "ratio kvpress/kvsqueeze (press calls)", ".1f")]
 
     def cell(row, key, spec):
         v = row.get(key)
