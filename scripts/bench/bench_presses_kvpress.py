@@ -109,7 +109,10 @@ def run_ours(args, ids_path, ours_path):
            "--json", "--dump-ids", ids_path, "--wait-idle", str(args.wait_idle),
            "--max-foreign-load", str(args.max_foreign_load)] + args.kvsq_arg
     print("[kvsqueeze]", " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"kvsqueeze bench failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    out = proc.stdout
     with open(ours_path, "w") as f:
         f.write(out)
 
