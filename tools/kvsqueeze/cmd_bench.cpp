@@ -5,6 +5,10 @@
 //           each ratio then runs in a fresh process that loads the cache, compresses it with
 //           --press (default streaming_llm: 4 sinks + the most recent slots), frees the slack
 //           and decodes, so its decode time, bytes held and peak RSS belong to that ratio alone.
+//   Press time: bench -m M --ctx 8192 --press knorm,snapkv,tova --ratio 0.5 --press-time
+//           each press: the same context prefilled without and with the press; overhead and
+//           time inside the press's calls (bench_press_time.cpp). --dump-ids FILE writes the
+//           token ids (scripts/bench/bench_presses_kvpress.py feeds them to kvpress).
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -12,6 +16,7 @@
 #include <random>
 
 #include "bench_common.h"
+#include "bench_press_time.h"
 #include "commands.h"
 #include "kernels/threading.h"
 #include "kvsqueeze/cache_file.h"
@@ -30,6 +35,8 @@ struct BenchArgs {
   uint64_t seed = 42;
   double worker_ratio = 0.0;
   bool json = false;
+  bool press_time = false, press_given = false;
+  PressTimeArgs pt;  // --press-time only options
 };
 
 std::vector<int32_t> random_prompt(const ModelConfig& cfg, int64_t n, uint64_t seed) {
@@ -201,10 +208,39 @@ int run_memory(const BenchArgs& a, const Model& model) {
   return 0;
 }
 
+// Every registered scorer (presses that wrap none), for --press-time without --press.
+std::string all_scorers() {
+  std::string out;
+  for (const auto& p : list_presses())
+    if (p.inner == 0) out += (out.empty() ? "" : ",") + p.name;
+  return out;
+}
+
+int press_time(const BenchArgs& a, const Model& model) {
+  PressTimeArgs pt = a.pt;
+  pt.model_path = a.model;
+  pt.presses = a.press_given ? a.press : all_scorers();
+  pt.kv_type = a.kv_type;
+  pt.chunk = a.chunk;
+  pt.threads = a.threads;
+  pt.seed = a.seed;
+  pt.json = a.json;
+  const auto ctx = parse_int_list(a.ctx_list, "--ctx");
+  if (ctx.size() != 1) throw Error("--press-time takes one --ctx, got '" + a.ctx_list + "'");
+  pt.ctx = ctx[0];
+  const auto ratios = parse_ratio_list(a.ratio_list.empty() ? "0.5" : a.ratio_list, "--ratio");
+  if (ratios.size() != 1) throw Error("--press-time takes one --ratio, got '" + a.ratio_list + "'");
+  pt.ratio = ratios[0];
+  return cli::run_press_time(pt, model);
+}
+
 int run(const BenchArgs& a) {
   if (a.n_decode < 1) throw Error("-n must be >= 1");
+  if (!a.press_time && (!a.pt.press_opts.empty() || !a.pt.prompt_file.empty() || a.pt.random_ids || !a.pt.dump_ids.empty() || a.pt.repeat != 1 || a.pt.wait_idle_s != 0))
+    throw Error("--press-opt, --prompt-file, --random-ids, --dump-ids, --repeat and --wait-idle belong to --press-time");
   auto model = Model::load(a.model);
   kernels::set_num_threads(a.threads);
+  if (a.press_time) return press_time(a, *model);
   if (!a.worker_cache.empty()) return run_worker(a, *model);
   if (!a.ratio_list.empty()) return run_memory(a, *model);
   return run_speed(a, *model);
@@ -218,7 +254,10 @@ Runner add_bench(CLI::App& app) {
   sub->add_option("-m,--model", a->model, "GGUF model file")->required();
   sub->add_option("--ctx", a->ctx_list, "Comma-separated context lengths (prompt tokens)")->capture_default_str();
   sub->add_option("--ratio", a->ratio_list, "Comma-separated fractions of the cache removed; enables the memory benchmark");
-  sub->add_option("--press", a->press, "Keep-set used for the memory benchmark")->capture_default_str();
+  sub->add_option("--press", a->press,
+                  "Keep-set used for the memory benchmark; with --press-time, comma-separated press expressions "
+                  "(default there: every registered scorer)")
+      ->capture_default_str();
   sub->add_option("--cache-dir", a->cache_dir, "Where prefilled caches are saved and reused (default: $KVSQ_CACHE/bench)");
   sub->add_option("-n,--n-decode", a->n_decode, "Tokens decoded after each prefill")->capture_default_str();
   sub->add_option("--chunk", a->chunk, "Prefill chunk size")->capture_default_str();
@@ -228,7 +267,23 @@ Runner add_bench(CLI::App& app) {
   sub->add_option("--worker-cache", a->worker_cache, "(internal) measure one ratio on a saved cache")->group("");
   sub->add_option("--worker-ratio", a->worker_ratio, "(internal)")->group("");
   sub->add_flag("--json", a->json, "Print one JSON object");
-  return [a] { return run(*a); };
+  sub->add_flag("--press-time", a->press_time,
+                "Per press: prefill time without and with the press (statistics, scoring, compaction), one --ctx and --ratio");
+  sub->add_option("--press-opt", a->pt.press_opts, "(--press-time) KEY=VALUE press option, repeatable (as in generate)");
+  sub->add_option("--prompt-file", a->pt.prompt_file, "(--press-time) text repeated up to --ctx tokens (default: a built-in text)");
+  sub->add_flag("--random-ids", a->pt.random_ids, "(--press-time) uniform random token ids (--seed) instead of text");
+  sub->add_option("--dump-ids", a->pt.dump_ids, "(--press-time) write the context's token ids to this JSON file");
+  sub->add_option("--wait-idle", a->pt.wait_idle_s,
+                  "(--press-time) before each run, wait up to this many seconds until other processes use < --max-foreign-load cores")
+      ->capture_default_str();
+  sub->add_option("--max-foreign-load", a->pt.max_foreign_load, "(--press-time) see --wait-idle; runs above it are contended")
+      ->capture_default_str();
+  sub->add_option("--repeat", a->pt.repeat, "(--press-time) measurements per press; the fastest is reported")->capture_default_str();
+  auto* press_opt = sub->get_option("--press");
+  return [a, press_opt] {
+    a->press_given = press_opt->count() > 0;
+    return run(*a);
+  };
 }
 
 }  // namespace kvsqueeze::cli
