@@ -63,7 +63,7 @@ TEST(PressCliErrors, MalformedExpressions) {
   for (const char* bad : {"'adakv('", "'snapkv)'", "'(snapkv'", "'snapkv(window_size=)'", "'snap kv'", "'snapkv(,)'", "'adakv(knorm,)'",
                           "'snapkv(window_size=4 4)'", "'a(b(c(d(e(f(g(h(i(j(k(l(m(n(o(p(q(r(knorm)))))))))))))))))'"})
     expect_one_line_error(generate() + " --ratio 0.5 --press " + bad, {"press"});
-  expect_one_line_error(generate() + " --ratio 0.5 --press 'adakv('", {"bad press expression 'adakv(' at character 7", "missing ')'"});
+  expect_one_line_error(generate() + " --ratio 0.5 --press 'adakv('", {"bad press expression 'adakv(' at character 7", "unexpected end"});
   // Control characters the message would echo are escaped: still one line.
   expect_one_line_error(generate() + " --ratio 0.5 --press \"$(printf 'snap\\nkv')\"", {"snap\\nkv"});
   expect_one_line_error(generate() + " --ratio 0.5 --press snapkv --press-opt \"$(printf 'window_size=4\\n5')\"", {"window_size"});
@@ -101,8 +101,12 @@ TEST(PressCliErrors, SettingsCheckedWhenTheModelIsKnown) {
   // per_layer needs one ratio per layer of the model (stories260K: 5).
   expect_one_line_error(generate() + " --press 'per_layer(knorm)' --press-opt ratios=0.1:0.2", {"per_layer", "2 ratios"});
   expect_one_line_error(generate() + " --press 'per_layer(knorm)' --ratio 0.5 --press-opt ratios=0.1:0.2:0.3:0.4:0.5", {"per_layer"});
-  expect_one_line_error(generate() + " --press finch --ratio 0.5", {"finch", "window_size"});
-  expect_one_line_error(generate() + " --press 'key_rerotation(adakv(snapkv))' --ratio 0.5", {"key_rerotation"});
+  expect_one_line_error(generate() + " --press finch --ratio 0.5", {"finch", "rerotate_keys=true is not supported"});
+  expect_one_line_error(generate() + " --press 'finch(rerotate_keys=false)' --ratio 0.5", {"finch", "needs window_size"});
+  expect_one_line_error("generate -m " + test_paths::stories260k() +
+                            " -p 'Once upon a time there was a little girl named Lily. She loved to play outside with her dog.' -n 2 -t 1"
+                            " --press 'key_rerotation(adakv(snapkv(window_size=2)))' --ratio 0.5",
+                        {"key_rerotation", "same number of slots"});
   expect_one_line_error("bench -m " + test_paths::stories260k() + " --ctx 64 --ratio 0.5 --press 'knorm(foo=1)'",
                         {"has no option 'foo'"});
 }
