@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: set-up, a warnings-as-errors build, every test, the
-# same tests under ASan/UBSan, and short libFuzzer runs of the GGUF parser and the prompt cache loader.
+# same tests under ASan/UBSan, and short libFuzzer runs of the GGUF parser, the prompt cache loader
+# and the press expression parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KVSQ_CACHE="${KVSQ_CACHE:-$HOME/.cache/kvsqueeze}"
@@ -40,6 +41,18 @@ build/kvsqueeze generate -m ../shared/models/stories260K.gguf -p "Once upon a ti
 build/kvsqueeze generate -m ../shared/models/stories260K.gguf -p "Lily had a ball." -q "What?" -n 0 --json --kv-type f32 \
   --save-cache "$corpus/context.kvc" >/dev/null 2>&1 || true
 build-fuzz/fuzz/cache_file_fuzz -max_total_time="${KVSQ_FUZZ_CACHE_SECONDS:-30}" -max_len=65536 -rss_limit_mb=4096 \
+  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
+rm -rf "$corpus"
+echo "== fuzzing the press expression and option parser (libFuzzer, ${KVSQ_FUZZ_PRESS_SECONDS:-20}s)"
+ninja -C build-fuzz press_expression_fuzz >/dev/null
+corpus="$(mktemp -d)"
+# Seeds: expressions (first line) with --press-opt options (further lines).
+printf 'snapkv(window_size=8, kernel_size=3)' >"$corpus/scorer"
+printf 'adakv(expected_attention(epsilon=0.01))\nalpha_safeguard=0.3' >"$corpus/wrapper"
+printf 'composed(snapkv,think, ratios=0.2:0.1)\nthink.key_channel_compression_ratio=0.5' >"$corpus/composed"
+printf 'per_layer(knorm)\nratios=0.1,0.2,0.3' >"$corpus/per_layer"
+printf 'lagkv(mode=lagkv, lag_size=16)\nlagkv.n_sink=2' >"$corpus/choice"
+build-fuzz/fuzz/press_expression_fuzz -max_total_time="${KVSQ_FUZZ_PRESS_SECONDS:-20}" -max_len=512 -rss_limit_mb=4096 \
   -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
 rm -rf "$corpus"
 echo "== all test stages passed"

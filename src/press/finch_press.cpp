@@ -33,8 +33,8 @@ class FinchPress : public Press {
     const auto& probs = v.stats.attention;
     const int64_t w = probs.window_rows;
     if (probs.window.empty() || w != window_)
-      throw Error("finch: the attention of the " + std::to_string(window_) + " question tokens was not computed for layer " +
-                  std::to_string(v.layer) + " (the question must be in the last prefill chunk)");
+      throw Error("finch: window_size=" + std::to_string(window_) + " question tokens, but the last evaluation held only " +
+                  std::to_string(v.stats.positions.size()) + " tokens (the question must be the last window_size tokens evaluated)");
     LayerScores out(static_cast<size_t>(hkv));
     for (int64_t h = 0; h < hkv; ++h) {
       const int64_t len = v.length(h);

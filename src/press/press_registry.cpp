@@ -257,7 +257,30 @@ std::vector<PressInfo> list_presses() {
   return out;
 }
 
-std::unique_ptr<Press> make_press(const std::string& expression, const std::vector<std::string>& options) {
+namespace {
+
+// Messages echo the user's text: control characters in it are written as escapes, so that every
+// error stays one line.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+std::unique_ptr<Press> make_press_unchecked(const std::string& expression, const std::vector<std::string>& options) {
   const Node root = ExpressionParser(expression).parse();
   std::vector<std::pair<std::string, std::string>> cli;
   for (const auto& kv : options) {
@@ -272,6 +295,18 @@ std::unique_ptr<Press> make_press(const std::string& expression, const std::vect
       throw Error("--press-opt " + cli[i].first + ": no press '" + cli[i].first.substr(0, cli[i].first.find('.')) +
                   "' in the expression '" + expression + "'");
   return press;
+}
+
+}  // namespace
+
+std::unique_ptr<Press> make_press(const std::string& expression, const std::vector<std::string>& options) {
+  try {
+    return make_press_unchecked(expression, options);
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (std::none_of(what.begin(), what.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) throw;
+    throw Error(one_line(what));
+  }
 }
 
 }  // namespace kvsqueeze

@@ -18,6 +18,7 @@ class ForwardPass {
   void run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits);
 
   void set_stats_request(const StatsRequest& request) { request_ = request; }
+  const StatsRequest& stats_request() const { return request_; }
   void set_layer_hook(LayerHook hook) { hook_ = std::move(hook); }
   void set_last_chunk(bool last) { last_chunk_ = last; }
   // Statistics of the last chunk, per layer (empty unless requested).

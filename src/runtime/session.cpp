@@ -41,8 +41,14 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
   if (all_logits) all_logits->resize(static_cast<size_t>(n * V));
   std::vector<int32_t> pos(static_cast<size_t>(n));
   std::iota(pos.begin(), pos.end(), next_pos_);
-  for (int64_t start = 0; start < n; start += options_.chunk) {
-    const int64_t len = std::min(options_.chunk, n - start);
+  // Statistics of the context's last rows (a press's query window) are computed on the last
+  // chunk only: the chunks before it leave it at least that many rows, even past --chunk.
+  const StatsRequest& req = forward_->stats_request();
+  const int64_t tail = std::min(n, std::max(req.window_queries, req.pre_rope_query_rows));
+  for (int64_t start = 0, len = 0; start < n; start += len) {
+    len = std::min(options_.chunk, n - start);
+    if (n - start - len > 0 && n - start - len < tail) len = n - start - tail;
+    if (len <= 0) len = n - start;
     const bool last_chunk = start + len == n;
     float* out = all_logits ? all_logits->data() + start * V : logits_.data();
     if (!all_logits && !last_chunk) out = nullptr;

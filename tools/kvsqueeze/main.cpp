@@ -9,6 +9,23 @@
 #include "commands.h"
 #include "kvsqueeze/error.h"
 
+namespace {
+
+// Prints "kvsqueeze: error: MESSAGE" as exactly one line: control characters the message echoes
+// from the user's input (a newline inside --press-opt, a file name) are written as escapes.
+void print_error(const std::string& message, const char* suffix = "") {
+  std::string line;
+  for (const char ch : message) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\n') line += "\\n";
+    else if (c < 0x20 || c == 0x7f) line += "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
+    else line += ch;
+  }
+  std::fprintf(stderr, "kvsqueeze: error: %s%s\n", line.c_str(), suffix);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"kvsqueeze: long-context LLM inference with a compressed KV cache"};
   app.require_subcommand(1);
@@ -29,7 +46,7 @@ int main(int argc, char** argv) {
     known = known || (argc > 1 && sub->get_name() == argv[1]);
   }
   if (argc > 1 && argv[1][0] != '-' && !known) {
-    std::fprintf(stderr, "kvsqueeze: error: unknown command '%s' (valid: %s)\n", argv[1], valid.c_str());
+    print_error("unknown command '" + std::string(argv[1]) + "' (valid: " + valid + ")");
     return 2;
   }
   try {
@@ -39,7 +56,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "kvsqueeze: error: %s (see --help)\n", e.what());
+    print_error(e.what(), " (see --help)");
     return 2;
   }
   try {
@@ -47,11 +64,11 @@ int main(int argc, char** argv) {
       if (runners.count(sub)) return runners[sub]();
     return 2;
   } catch (const kvsqueeze::Error& e) {
-    std::fprintf(stderr, "kvsqueeze: error: %s\n", e.what());
+    print_error(e.what());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "kvsqueeze: error: out of memory\n");
+    print_error("out of memory");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvsqueeze: error: %s\n", e.what());
+    print_error(e.what());
   }
   return 1;
 }

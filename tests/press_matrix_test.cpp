@@ -1,0 +1,321 @@
+// Every registered press on every architecture: stories260K and the synthetic tiny llama,
+// mistral, qwen2, qwen3 and gemma3 models, f16 and f32 caches, ratios 0.25 and 0.75, whole and
+// chunked prefill, then a few decoding steps. No valid configuration may throw; logits stay
+// finite; no run grows past its uncompressed length; positions stay strictly ascending; and the
+// cache holds exactly the bytes of what it keeps once the slack is released.
+// A press without an entry in the table below fails the test: new presses cannot be forgotten.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "fixture_models.h"
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/press.h"
+#include "kvsqueeze/press_pipeline.h"
+#include "kvsqueeze/session.h"
+#include "test_paths.h"
+
+using namespace kvsqueeze;
+
+namespace {
+
+// One way to run a press: its expression (and --press-opt options) and the pipeline's budget,
+// for a model at the matrix's ratio. Where the press refuses the model by design, `refused`
+// is (part of) the kvsqueeze::Error the run must end in.
+struct PressSetup {
+  std::string expr;
+  std::vector<std::string> opts;
+  Budget budget;
+  std::string refused;
+};
+using Maker = std::function<PressSetup(const ModelConfig& config, double ratio)>;
+
+Maker with_ratio(const std::string& expr) {
+  return [expr](const ModelConfig&, double r) { return PressSetup{expr, {}, Budget{r}, ""}; };
+}
+
+bool has_sliding_layers(const ModelConfig& c) { return std::find(c.layer_sliding.begin(), c.layer_sliding.end(), true) != c.layer_sliding.end(); }
+
+// Two short calibration texts: the built-in 50 make duo_attention the matrix's slowest press.
+std::string duo_calibration_file() {
+  static const std::string path = [] {
+    const std::string p = test_paths::scratch_dir() + "/duo_calibration" + test_paths::process_tag() + ".txt";
+    std::ofstream(p) << "Once upon a time there was a little girl named Lily. She loved to play outside.\n---\n"
+                        "The dog took the big red ball and ran to the pond, and Lily ran after it.\n";
+    return p;
+  }();
+  return path;
+}
+
+// Small windows and chunks so that a ~100-token prompt exercises every press.
+const std::map<std::string, std::vector<Maker>>& press_table() {
+  static const std::map<std::string, std::vector<Maker>> table = {
+      {"adakv", {with_ratio("adakv(snapkv(window_size=8))"), with_ratio("adakv(keydiff)")}},
+      {"block", {with_ratio("block(knorm, block_size=16)")}},
+      {"cap", {with_ratio("cap(n_future_positions=16)")}},
+      {"chunk", {with_ratio("chunk(keydiff, chunk_length=32)")}},
+      {"chunkkv", {with_ratio("chunkkv(snapkv(window_size=8), chunk_length=10)")}},
+      {"compactor", {with_ratio("compactor(chunk_size=32, sketch_dimension=16)")}},
+      {"composed", {with_ratio("composed(snapkv(window_size=8), knorm)"),
+                    [](const ModelConfig&, double r) {
+                      return PressSetup{"composed(think(key_channel_compression_ratio=0.5, window_size=8), knorm)", {}, Budget{r}, ""};
+                    }}},
+      {"critical", {with_ratio("critical(snapkv(window_size=8))")}},
+      {"critical_adakv", {with_ratio("critical_adakv(snapkv(window_size=8))")}},
+      {"cur", {with_ratio("cur(local_window_size=8)")}},
+      {"duo_attention", {[](const ModelConfig&, double r) {
+         return PressSetup{"duo_attention(sink_size=4, recent_size=16, positions=64)", {"calibration_file=" + duo_calibration_file()}, Budget{r}, ""};
+       }}},
+      {"expected_attention", {with_ratio("expected_attention(n_future_positions=16)")}},
+      {"finch", {with_ratio("finch(window_size=8, rerotate_keys=false)"), with_ratio("finch(window_size=8, rerotate_keys=false, chunk_length=48)")}},
+      // Renumbering positions is refused where sliding-window layers keep the original ones.
+      {"key_rerotation", {[](const ModelConfig& c, double r) {
+         return PressSetup{"key_rerotation(knorm)", {}, Budget{r}, has_sliding_layers(c) ? "sliding-window layers" : ""};
+       }}},
+      {"keydiff", {with_ratio("keydiff")}},
+      {"knorm", {with_ratio("knorm")}},
+      {"kvcompose", {with_ratio("kvcompose"), with_ratio("kvcompose(structured=false)")}},
+      {"kvzip", {with_ratio("kvzip(chunk_size=48)"), with_ratio("kvzip(chunk_size=64, layerwise=true)")}},
+      {"lagkv", {with_ratio("lagkv(lag_size=16)"), with_ratio("lagkv(lag_size=16, mode=lagkv)")}},
+      {"leverage_score", {with_ratio("leverage_score(sketch_dimension=16)")}},
+      {"non_causal_attn", {with_ratio("non_causal_attn(chunk_size=32)")}},
+      {"observed_attention", {with_ratio("observed_attention")}},
+      {"per_layer", {[](const ModelConfig& c, double r) {
+         std::string ratios;
+         for (int64_t l = 0; l < c.n_layer; ++l) ratios += (l ? ":" : "") + std::to_string(l % 2 ? r : r / 2);
+         return PressSetup{"per_layer(snapkv(window_size=8))", {"ratios=" + ratios}, Budget{}, ""};
+       }}},
+      {"pyramidkv", {with_ratio("pyramidkv(window_size=8)")}},
+      {"random", {with_ratio("random")}},
+      {"simlayerkv", {with_ratio("simlayerkv(lazy_threshold=0.3, n_recent=16, n_initial=4)")}},
+      {"snapkv", {with_ratio("snapkv(window_size=8)")}},
+      {"streaming_llm", {with_ratio("streaming_llm")}},
+      {"think", {[](const ModelConfig&, double r) {
+         return PressSetup{"think(window_size=8)", {"key_channel_compression_ratio=" + std::to_string(r)}, Budget{}, ""};
+       }}},
+      {"tova", {with_ratio("tova")}},
+  };
+  return table;
+}
+
+// "stories260k" or the name of a synthetic logits fixture; loaded once per process.
+const Model* load(const std::string& name, std::string* why) {
+  static std::map<std::string, std::unique_ptr<Model>> cache;
+  if (auto it = cache.find(name); it != cache.end()) return it->second.get();
+  std::string path;
+  if (name == "stories260k") {
+    path = test_paths::stories260k();
+    if (!std::filesystem::exists(path)) {
+      *why = "missing " + path;
+      return nullptr;
+    }
+  } else {
+    path = fixture_models::model_path(fixture_models::load_json(test_paths::fixtures() + "/logits/" + name + ".json"), why);
+    if (path.empty()) return nullptr;
+  }
+  return (cache[name] = Model::load(path)).get();
+}
+
+std::vector<int32_t> prompt_ids(const Model& m, size_t n) {
+  std::string text;
+  const auto& tok = m.tokenizer();
+  while (tok.encode(text, tok.add_bos_by_default()).size() < n)
+    text += "Once upon a time there was a little girl named Lily. She loved to play outside with her dog. ";
+  auto ids = tok.encode(text, tok.add_bos_by_default());
+  ids.resize(n);
+  return ids;
+}
+
+constexpr size_t kPromptTokens = 100;
+const std::vector<int32_t> kDecodeIds = {5, 17, 9};  // fixed so that lengths compare with the reference
+
+bool all_finite(const std::vector<float>& v) {
+  for (float x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+// Checks the cache against the uncompressed run lengths; returns "" or what is wrong.
+std::string check_cache(KvCache& cache, const std::vector<std::vector<int64_t>>& full) {
+  std::ostringstream err;
+  const auto& sh = cache.shape();
+  for (int64_t l = 0; l < sh.n_layer; ++l)
+    for (int64_t h = 0; h < sh.n_head_kv; ++h) {
+      const int64_t len = cache.length(l, h);
+      if (len > full[static_cast<size_t>(l)][static_cast<size_t>(h)])
+        err << "layer " << l << " head " << h << " holds " << len << " slots, more than the uncompressed "
+            << full[static_cast<size_t>(l)][static_cast<size_t>(h)] << "; ";
+      const auto pos = cache.positions(l, h);
+      for (size_t i = 1; i < pos.size(); ++i)
+        if (pos[i] <= pos[i - 1]) {
+          err << "layer " << l << " head " << h << " positions not ascending at slot " << i << " (" << pos[i - 1] << ", " << pos[i]
+              << "); ";
+          break;
+        }
+    }
+  cache.release_slack(0);
+  size_t want = 0;
+  for (int64_t l = 0; l < sh.n_layer; ++l)
+    for (int64_t h = 0; h < sh.n_head_kv; ++h)
+      want += static_cast<size_t>(cache.length(l, h)) * (cache.k_row_bytes(l, h) + cache.v_row_bytes() + 4);
+  if (cache.bytes_held() != want) err << "bytes_held " << cache.bytes_held() << " != " << want << " for the slots kept; ";
+  return err.str();
+}
+
+struct Reference {
+  std::vector<std::vector<int64_t>> after_prefill, after_decode;
+};
+
+int64_t total(const std::vector<std::vector<int64_t>>& lengths) {
+  int64_t n = 0;
+  for (const auto& layer : lengths)
+    for (int64_t len : layer) n += len;
+  return n;
+}
+
+// Run lengths without compression, the context evaluated in the same chunks as with the press
+// (sliding-window layers trim by chunk, and a press's query window shapes the last chunk).
+Reference reference_lengths(const Model& m, KvType type, const std::vector<int32_t>& ids, int64_t chunk, const StatsRequest& needs) {
+  SessionOptions o;
+  o.threads = 1;
+  o.kv_type = type;
+  o.chunk = chunk;
+  Session s(m, o);
+  s.set_stats_request(needs);
+  Reference r;
+  s.eval(ids);
+  r.after_prefill = s.cache().lengths();
+  s.set_stats_request({});
+  for (int32_t t : kDecodeIds) s.eval({t});
+  r.after_decode = s.cache().lengths();
+  return r;
+}
+
+// One run; returns "" or what went wrong.
+std::string run_one(const Model& m, KvType type, const std::vector<int32_t>& ids, const PressSetup& setup, int64_t chunk, int* evicted) {
+  try {
+    auto press = make_press(setup.expr, setup.opts);
+    const Reference ref = reference_lengths(m, type, ids, chunk, press->needs());
+    SessionOptions o;
+    o.threads = 1;
+    o.kv_type = type;
+    o.chunk = chunk;
+    Session s(m, o);
+    PressRunner runner(s, press.get(), setup.budget, nullptr, CompressionPolicy{});
+    runner.prefill(ids, 0);
+    if (!all_finite(s.last_logits())) return "non-finite logits after prefill";
+    if (evicted && total(s.cache().lengths()) < total(ref.after_prefill)) ++*evicted;
+    if (auto e = check_cache(s.cache(), ref.after_prefill); !e.empty()) return "after prefill: " + e;
+    runner.start_decoding();
+    for (int32_t t : kDecodeIds)
+      if (!all_finite(s.eval({t}))) return "non-finite logits while decoding";
+    if (auto e = check_cache(s.cache(), ref.after_decode); !e.empty()) return "after decoding: " + e;
+    return setup.refused.empty() ? "" : "accepted, but should be refused with '" + setup.refused + "'";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (!setup.refused.empty() && what.find(setup.refused) != std::string::npos && what.find('\n') == std::string::npos) return "";
+    return "kvsqueeze::Error: " + what;
+  } catch (const std::exception& e) {
+    return std::string("std::exception: ") + e.what();
+  }
+}
+
+struct MatrixParam {
+  std::string model;
+  KvType type;
+};
+void PrintTo(const MatrixParam& p, std::ostream* os) { *os << p.model << " " << kv_type_name(p.type); }
+
+class PressMatrix : public ::testing::TestWithParam<MatrixParam> {};
+
+}  // namespace
+
+TEST(PressMatrixTable, EveryRegisteredPressHasAnEntry) {
+  const auto& table = press_table();
+  std::vector<std::string> names;
+  for (const auto& info : list_presses()) {
+    names.push_back(info.name);
+    EXPECT_TRUE(table.count(info.name)) << "press '" << info.name
+                                        << "' has no entry in press_matrix_test.cpp's press_table(): add one so that it is tested";
+  }
+  for (const auto& [name, makers] : table) {
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << "table entry '" << name << "' is not a registered press";
+    EXPECT_FALSE(makers.empty()) << name;
+  }
+}
+
+TEST_P(PressMatrix, EveryPressCompressesSafely) {
+  const auto& p = GetParam();
+  std::string why;
+  const Model* m = load(p.model, &why);
+  if (!m) GTEST_SKIP() << why;
+  const auto ids = prompt_ids(*m, kPromptTokens);
+  int runs = 0, evicted = 0;
+  std::map<std::string, double> seconds;  // per press, printed: keeps the matrix's cost visible
+  for (const auto& info : list_presses()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto it = press_table().find(info.name);
+    if (it == press_table().end()) continue;  // EveryRegisteredPressHasAnEntry fails
+    for (const auto& make : it->second)
+      for (double ratio : {0.25, 0.75})
+        for (int64_t chunk : {int64_t{512}, int64_t{16}}) {
+          const PressSetup setup = make(m->config(), ratio);
+          const std::string err = run_one(*m, p.type, ids, setup, chunk, &evicted);
+          ++runs;
+          std::string opts;
+          for (const auto& o : setup.opts) opts += " " + o;
+          EXPECT_EQ(err, "") << p.model << " " << kv_type_name(p.type) << " '" << setup.expr << "'" << opts << " ratio " << ratio
+                             << " chunk " << chunk;
+        }
+    seconds[info.name] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  // Most presses evict slots here (think prunes channels, simlayerkv only lazy layers, ...):
+  // the checks above must not be vacuous.
+  EXPECT_GT(evicted, runs * 3 / 4);
+  std::ostringstream times;
+  for (const auto& [name, sec] : seconds) times << " " << name << "=" << static_cast<int>(sec * 1000) << "ms";
+  std::printf("[ matrix   ] %d runs, %d evicting:%s\n", runs, evicted, times.str().c_str());
+}
+
+// Prompts shorter than the presses' windows, sinks and partitions: each press either compresses
+// within the invariants or refuses with a one-line kvsqueeze::Error; nothing else.
+TEST(PressMatrixShortPrompts, EveryPressHandlesTinyContexts) {
+  for (const std::string name : {"stories260k", "synth_gemma3_f32"}) {
+    std::string why;
+    const Model* m = load(name, &why);
+    if (!m) GTEST_SKIP() << why;
+    for (size_t n : {size_t{1}, size_t{5}}) {
+      const auto ids = prompt_ids(*m, n);
+      for (const auto& info : list_presses()) {
+        const auto it = press_table().find(info.name);
+        if (it == press_table().end()) continue;
+        for (const auto& make : it->second) {
+          const PressSetup setup = make(m->config(), 0.75);
+          const std::string err = run_one(*m, KvType::F32, ids, setup, 4, nullptr);
+          const bool clean_refusal = err.rfind("kvsqueeze::Error: ", 0) == 0 && err.find('\n') == std::string::npos;
+          EXPECT_TRUE(err.empty() || clean_refusal) << name << " " << n << " tokens '" << setup.expr << "': " << err;
+          if (!err.empty()) std::printf("[ refused  ] %s %zu tokens '%s': %s\n", name.c_str(), n, setup.expr.c_str(), err.c_str());
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, PressMatrix,
+                         ::testing::Values(MatrixParam{"stories260k", KvType::F16}, MatrixParam{"stories260k", KvType::F32},
+                                           MatrixParam{"synth_llama_f32", KvType::F16}, MatrixParam{"synth_llama_f32", KvType::F32},
+                                           MatrixParam{"synth_mistral_f32", KvType::F16}, MatrixParam{"synth_mistral_f32", KvType::F32},
+                                           MatrixParam{"synth_qwen2_f32", KvType::F16}, MatrixParam{"synth_qwen2_f32", KvType::F32},
+                                           MatrixParam{"synth_qwen3_f32", KvType::F16}, MatrixParam{"synth_qwen3_f32", KvType::F32},
+                                           MatrixParam{"synth_gemma3_f32", KvType::F16}, MatrixParam{"synth_gemma3_f32", KvType::F32}),
+                         [](const ::testing::TestParamInfo<MatrixParam>& info) {
+                           return info.param.model + "_" + kv_type_name(info.param.type);
+                         });
