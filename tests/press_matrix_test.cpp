@@ -21,6 +21,7 @@
 #include "kvsqueeze/press.h"
 #include "kvsqueeze/press_pipeline.h"
 #include "kvsqueeze/session.h"
+#include "safetensors_writer.h"
 #include "test_paths.h"
 
 using namespace kvsqueeze;
@@ -94,6 +95,13 @@ const std::map<std::string, std::vector<Maker>>& press_table() {
          return PressSetup{"per_layer(snapkv(window_size=8))", {"ratios=" + ratios}, Budget{}, ""};
        }}},
       {"pyramidkv", {with_ratio("pyramidkv(window_size=8)")}},
+      // Learned filters: a deterministic file of the model's shape (the maths is in qfilter_test).
+      {"qfilter", {[](const ModelConfig& c, double r) {
+         std::vector<float> f(static_cast<size_t>(c.n_layer * c.n_head_kv * c.head_dim_k));
+         for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(static_cast<int>(i * 37 % 17) - 8) / 8.0f;
+         const std::string tag = "matrix-" + std::to_string(c.n_layer) + "-" + std::to_string(c.n_head_kv) + "-" + std::to_string(c.head_dim_k);
+         return PressSetup{"qfilter", {"file=" + test_safetensors::write(tag, "q_filters", {c.n_layer, c.n_head_kv, c.head_dim_k}, f)}, Budget{r}, ""};
+       }}},
       {"random", {with_ratio("random")}},
       {"simlayerkv", {with_ratio("simlayerkv(lazy_threshold=0.3, n_recent=16, n_initial=4)")}},
       {"snapkv", {with_ratio("snapkv(window_size=8)")}},

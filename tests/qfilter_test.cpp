@@ -9,36 +9,12 @@
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press.h"
 #include "kvsqueeze/session.h"
+#include "safetensors_writer.h"
 #include "test_paths.h"
 
 using namespace kvsqueeze;
 
 namespace {
-
-// Writes a safetensors file holding `values` under `name` with the given dtype (F32 or BF16).
-std::string write_safetensors(const std::string& tag, const std::string& name, const std::vector<int64_t>& shape,
-                              const std::vector<float>& values, const std::string& dtype = "F32", int64_t cut = 0) {
-  const std::string path = test_paths::scratch_dir() + "/qfilter-" + tag + test_paths::process_tag() + ".safetensors";
-  std::string data;
-  for (float v : values) {
-    uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    if (dtype == "BF16") {
-      const uint16_t b = static_cast<uint16_t>(bits >> 16);
-      data.append(reinterpret_cast<const char*>(&b), 2);
-    } else {
-      data.append(reinterpret_cast<const char*>(&bits), 4);
-    }
-  }
-  nlohmann::json h;
-  h[name] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {0, data.size()}}};
-  const std::string header = h.dump();
-  const uint64_t len = header.size();
-  std::ofstream out(path, std::ios::binary);
-  for (int i = 0; i < 8; ++i) out.put(static_cast<char>((len >> (8 * i)) & 0xff));
-  out << header << data.substr(0, data.size() - static_cast<size_t>(cut));
-  return path;
-}
 
 std::vector<float> filters_for_stories() {
   std::vector<float> f(5 * 4 * 8);
@@ -50,7 +26,7 @@ std::vector<float> filters_for_stories() {
 
 TEST(QFilter, ScoresAreMinusFilterDotKeyInTheEngineChannelOrder) {
   const auto f = filters_for_stories();
-  const std::string path = write_safetensors("ok", "q_filters", {5, 4, 8}, f);
+  const std::string path = test_safetensors::write("ok", "q_filters", {5, 4, 8}, f);
   auto model = Model::load(test_paths::stories260k());
   auto press = make_press("qfilter", {"file=" + path});
   SessionOptions o;
@@ -75,7 +51,7 @@ TEST(QFilter, ScoresAreMinusFilterDotKeyInTheEngineChannelOrder) {
     }
   }
   // BF16 files work too; the CLI compresses with it.
-  const std::string bf16 = write_safetensors("bf16", "q_filters", {5, 4, 8}, f, "BF16");
+  const std::string bf16 = test_safetensors::write("bf16", "q_filters", {5, 4, 8}, f, "BF16");
   EXPECT_NO_THROW(make_press("qfilter", {"file=" + bf16}));
 }
 
@@ -83,12 +59,12 @@ TEST(QFilter, BadFilesAreOneLineErrors) {
   const auto f = filters_for_stories();
   EXPECT_THROW(make_press("qfilter"), Error);  // no file
   EXPECT_THROW(make_press("qfilter", {"file=/nonexistent/q.safetensors"}), Error);
-  EXPECT_THROW(make_press("qfilter", {"file=" + write_safetensors("name", "other", {5, 4, 8}, f)}), Error);
-  EXPECT_THROW(make_press("qfilter", {"file=" + write_safetensors("cut", "q_filters", {5, 4, 8}, f, "F32", 7)}), Error);
-  EXPECT_THROW(make_press("qfilter", {"file=" + write_safetensors("i8", "q_filters", {5, 4, 8}, f, "I8")}), Error);
+  EXPECT_THROW(make_press("qfilter", {"file=" + test_safetensors::write("name", "other", {5, 4, 8}, f)}), Error);
+  EXPECT_THROW(make_press("qfilter", {"file=" + test_safetensors::write("cut", "q_filters", {5, 4, 8}, f, "F32", 7)}), Error);
+  EXPECT_THROW(make_press("qfilter", {"file=" + test_safetensors::write("i8", "q_filters", {5, 4, 8}, f, "I8")}), Error);
   // A shape that does not fit the model fails when the press meets it.
   auto model = Model::load(test_paths::stories260k());
-  auto press = make_press("qfilter", {"file=" + write_safetensors("shape", "q_filters", {4, 4, 10}, std::vector<float>(160))});
+  auto press = make_press("qfilter", {"file=" + test_safetensors::write("shape", "q_filters", {4, 4, 10}, std::vector<float>(160))});
   SessionOptions o;
   o.threads = 1;
   Session s(*model, o);
