@@ -102,8 +102,7 @@ TEST(PressCliErrors, SettingsCheckedWhenTheModelIsKnown) {
   expect_one_line_error(generate() + " --press 'per_layer(knorm)' --press-opt ratios=0.1:0.2", {"per_layer", "2 ratios"});
   expect_one_line_error(generate() + " --press 'per_layer(knorm)' --ratio 0.5 --press-opt ratios=0.1:0.2:0.3:0.4:0.5", {"per_layer"});
   // finch's window is the question: it needs one (-q), and sets window_size from it.
-  expect_one_line_error(generate() + " --press finch --ratio 0.5", {"finch", "needs a question"});
-  expect_one_line_error(generate() + " --press 'finch(rerotate_keys=false)' --ratio 0.5", {"finch", "-q"});
+  expect_one_line_error(generate() + " --press 'finch(rerotate_keys=false)' --ratio 0.5", {"finch", "needs a question", "-q"});
   expect_one_line_error("generate -m " + test_paths::stories260k() +
                             " -p 'Once upon a time there was a little girl named Lily. She loved to play outside with her dog.' -n 2 -t 1"
                             " --press 'key_rerotation(adakv(snapkv(window_size=2)))' --ratio 0.5",
