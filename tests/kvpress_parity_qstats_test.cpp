@@ -304,3 +304,22 @@ TEST(KvpressParityQStatsDefaultModel, AdaKvCompactorAttentionPart) {
     parity::expect_scores((*call)["scores"], mid, gemma_tol(), "gemma/adakv_compactor press.press._non_causal_press layer " + std::to_string(l));
   }
 }
+
+// blending = cr also inside per_layer: each layer's kept set is the one compactor keeps with
+// that layer's ratio as the budget (prefill in one chunk: a layer's keys do not depend on how
+// earlier layers were compressed).
+TEST(KvpressParityQStats, PerLayerCompactorBlendsWithLayerRatio) {
+  auto m = kvsqueeze::Model::load(test_paths::stories260k());
+  auto f = parity::load("stories", "compactor");
+  ASSERT_TRUE(f);
+  const std::vector<double> ratios = {0.1, 0.3, 0.5, 0.7, 0.9};
+  auto per_layer = kvsqueeze::make_press("per_layer(compactor)", {"ratios=0.1,0.3,0.5,0.7,0.9"});
+  const auto got = parity::run_ours(*m, f->ids, *per_layer, kvsqueeze::Budget{}, parity::ScoreFn{});
+  for (size_t l = 0; l < ratios.size(); ++l) {
+    auto plain = kvsqueeze::make_press("compactor");
+    kvsqueeze::Budget b;
+    b.ratio = ratios[l];
+    const auto want = parity::run_ours(*m, f->ids, *plain, b, parity::ScoreFn{});
+    EXPECT_EQ(got.kept[l], want.kept[l]) << "layer " << l;
+  }
+}
