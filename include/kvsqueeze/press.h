@@ -81,6 +81,13 @@ class Press {
   virtual LayerScores score(const LayerView& view);
   // Which slots each head keeps under `budget`. Default: the uniform rule on score().
   virtual KeepSets select(const LayerView& view, const Budget& budget);
+  // The budget the next score() serves. Presses whose scores depend on it (compactor: blending
+  // = cr) keep it; wrappers pass on what their inner presses get (default: the same budget to
+  // every inner press). compress_layer() calls it before compress(); wrappers that score their
+  // inner press under a budget of their own call it on the inner press first.
+  virtual void set_budget(const Budget& budget) {
+    for (Press* p : inner_presses()) p->set_budget(budget);
+  }
   // Compresses the layer in the cache and returns what each head kept (slot indices before the
   // call). Default: compact to select(), then compacted(). Presses that transform kept slots
   // (key re-rotation, channel pruning) or run several steps (composed) override it.

@@ -15,6 +15,7 @@ class AdaKvPress : public wrapper::Single {
   std::string name() const override { return "adakv"; }
   LayerScores score(const LayerView& view) override { return inner_->score(view); }
   KeepSets select(const LayerView& view, const Budget& budget) override {
+    inner_->set_budget(budget);  // kvpress: the inner press's compression_ratio is AdaKV's
     LayerScores scores = inner_->score(view);
     std::vector<int64_t> safe;
     int64_t total = 0;

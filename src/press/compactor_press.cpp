@@ -1,7 +1,9 @@
 // Compactor (kvpress CompactorPress, ALGORITHMS.md §3.12): on the middle slots (all but the
 // first sink_size_start and the last sink_size_end), blending · z(leverage) + z(non-causal
 // attention), each z-scored over the middle slots of all heads. blending defaults to the
-// compression ratio (taken from the budget in select()). The end slots are protected.
+// compression ratio (the budget given to set_budget() or select()). The end slots are protected.
+#include <optional>
+
 #include "press/leverage_math.h"
 #include "press/non_causal_math.h"
 #include "press/press_registry.h"
@@ -16,11 +18,9 @@ class CompactorPress : public Press {
   std::string name() const override { return "compactor"; }
   StatsRequest needs() const override { return qstats::all_query_rows(); }
   void observe(const LayerView& v) override { log_.observe(v); }
+  void set_budget(const Budget& budget) override { budget_ = budget; }
   KeepSets select(const LayerView& v, const Budget& budget) override {
-    // blending = cr: the ratio, or for an absolute budget the fraction it removes.
-    ratio_ = budget.ratio;
-    if (budget.tokens >= 0 && v.n_head_kv() > 0 && v.length(0) > 0)
-      ratio_ = std::max(0.0, 1.0 - static_cast<double>(budget.tokens) / static_cast<double>(v.length(0)));
+    set_budget(budget);
     return Press::select(v, budget);
   }
   LayerScores score(const LayerView& v) override {
@@ -35,7 +35,7 @@ class CompactorPress : public Press {
     LayerScores lev, att;
     if (output_ != "non_causal") lev = leverage::layer_scores(v, lo[0], right, k_, seed_);
     if (output_ != "leverage") att = non_causal::layer_scores(v, log_.at(v, "compactor"), lo[0], right, nc_);
-    const double blend = blending_ >= 0 ? blending_ : ratio_ >= 0 ? ratio_ : 0.35;
+    const double blend = blending_ >= 0 ? blending_ : budget_ratio(v);
     for (size_t h = 0; h < out.size(); ++h) {
       auto& s = out[h];
       s.assign(static_cast<size_t>(v.length(static_cast<int64_t>(h))), INFINITY);
@@ -55,7 +55,16 @@ class CompactorPress : public Press {
   non_causal::Options nc_;
   uint64_t seed_;
   std::string output_;
-  double ratio_ = -1;
+  std::optional<Budget> budget_;
+
+  // blending = cr: the budget's ratio, or for an absolute budget the fraction it removes;
+  // kvpress's 0.35 when no budget was given (score() alone).
+  double budget_ratio(const LayerView& v) const {
+    if (!budget_) return 0.35;
+    if (budget_->tokens >= 0)
+      return v.n_head_kv() > 0 && v.length(0) > 0 ? std::max(0.0, 1.0 - static_cast<double>(budget_->tokens) / static_cast<double>(v.length(0))) : 0.0;
+    return budget_->ratio;
+  }
   qstats::QueryLog log_;
 };
 
@@ -76,8 +85,8 @@ void register_compactor_press() {
                     option("output", "choice", 0, 0, 0, "scores returned: the blend, or one part (diagnostics)",
                            {"blend", "leverage", "non_causal"}, "blend")},
                    "End slots score +inf (kvpress pads them with the maximum middle score, which can tie). blending = "
-                   "compression ratio comes from the budget in select() (an absolute budget: the fraction it removes; "
-                   "score() alone: kvpress's 0.35). The attention part masks the last chunk's padding unless parity=true; "
+                   "compression ratio comes from the budget (Press::set_budget, forwarded by wrappers such as adakv; an "
+                   "absolute budget: the fraction it removes; score() alone: kvpress's 0.35). The attention part masks the last chunk's padding unless parity=true; "
                    "the sketch is kvsqueeze's seeded one (see leverage_score)."),
       [](const PressOptionValues& o) {
         non_causal::Options nc;

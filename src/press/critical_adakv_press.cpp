@@ -21,6 +21,7 @@ class CriticalAdaKvPress : public wrapper::Single {
   std::string name() const override { return "critical_adakv"; }
   LayerScores score(const LayerView& view) override { return inner_->score(view); }
   KeepSets select(const LayerView& view, const Budget& budget) override {
+    inner_->set_budget(budget);
     LayerScores s = inner_->score(view);
     std::vector<int64_t> safe;
     int64_t total = 0;

@@ -56,7 +56,7 @@ inline LayerScores layer_scores(const LayerView& v, const qstats::QueryLog::Laye
           row.assign(static_cast<size_t>(m), 0.0);
           double mx = pad > 0 ? -1e-9 : -INFINITY;
           for (int64_t j = 0; j < m; ++j) {
-            const float* kj = keys.data() + (c0 + j) * d;
+            const float* kj = keys.data() + (lo + c0 + j) * d;
             double dot = 0;
             for (int64_t a = 0; a < d; ++a) dot += static_cast<double>(qr[a]) * kj[a];
             row[static_cast<size_t>(j)] = dot * o.scale;

@@ -18,9 +18,15 @@ class PerLayerPress : public wrapper::Single {
   std::string name() const override { return "per_layer"; }
   bool own_budget() const override { return true; }
   LayerScores score(const LayerView& view) override { return inner_->score(view); }
-  KeepSets select(const LayerView& view, const Budget& budget) override { return inner_->select(view, layer_budget(view, budget)); }
+  KeepSets select(const LayerView& view, const Budget& budget) override {
+    const Budget b = layer_budget(view, budget);
+    inner_->set_budget(b);
+    return inner_->select(view, b);
+  }
   KeepSets compress(const LayerView& view, const Budget& budget, KvCache& cache) override {
-    return inner_->compress(view, layer_budget(view, budget), cache);
+    const Budget b = layer_budget(view, budget);
+    inner_->set_budget(b);
+    return inner_->compress(view, b, cache);
   }
   double mean_ratio() const { return std::accumulate(ratios_.begin(), ratios_.end(), 0.0) / static_cast<double>(ratios_.size()); }
 

@@ -162,6 +162,7 @@ int64_t compress_layer(Press& press, const LayerView& view, const Budget& budget
   if ((budget.none() && !press.own_budget()) || cache.window(view.layer) > 0) return 0;
   int64_t before = 0, after = 0;
   for (int64_t h = 0; h < cache.shape().n_head_kv; ++h) before += cache.length(view.layer, h);
+  press.set_budget(budget);
   press.compress(view, budget, cache);
   for (int64_t h = 0; h < cache.shape().n_head_kv; ++h) after += cache.length(view.layer, h);
   return before - after;
