@@ -4,6 +4,9 @@
 // prefill chunks (observe()), rotated by the mean RoPE rotation of the next n_future_positions
 // positions, and give z_i = mu'.k_i/sqrt(d) + k_i^T Sig' k_i/(2d); a softmax over the non-sink
 // slots per query head, the group mean, then (a + epsilon)·||v_i||. Sinks are protected.
+// Future positions start after the context, also when a wrapper scores part of it. A view marked
+// standalone (chunk(parity=true)) is scored as kvpress's ChunkPress does: statistics from its own
+// query rows, future positions [len, len + n_future) with len its length.
 #include <cmath>
 
 #include "press/press_registry.h"
