@@ -715,3 +715,37 @@ TEST(KvpressParityWired, CliComposedSnapKvThink) {
   EXPECT_EQ(jb["kv_bytes_held"].get<int64_t>(), slots * (8 + 16 + 4));
   EXPECT_EQ(jb["output_tokens"].size(), 4u);
 }
+
+// chunk(expected_attention): one chunk covering the whole context is expected_attention itself,
+// with whole-context statistics (default) and as a standalone context (parity=true); shorter
+// chunks differ between the two modes; parity=true needs every query row of a chunk at once.
+TEST(KvpressParityWired, ChunkExpectedAttentionModes) {
+  auto model = Model::load(test_paths::stories260k());
+  auto f = parity::load("stories", "chunk_expected_attention_32");
+  ASSERT_TRUE(f);
+  const Budget b{0.5};
+  auto plain = make_press("expected_attention");
+  const auto want = parity::run_ours(*model, f->ids, *plain, b);
+  for (const char* expr : {"chunk(expected_attention, chunk_length=1024)", "chunk(expected_attention, chunk_length=1024, parity=true)"}) {
+    auto p = make_press(expr);
+    const auto got = parity::run_ours(*model, f->ids, *p, b);
+    for (size_t l = 0; l < got.scores.size(); ++l) {
+      EXPECT_EQ(got.kept[l], want.kept[l]) << expr << " layer " << l;
+      for (size_t h = 0; h < got.scores[l].size(); ++h)
+        for (size_t i = 0; i < got.scores[l][h].size(); ++i)
+          ASSERT_FLOAT_EQ(got.scores[l][h][i], want.scores[l][h][i]) << expr << " layer " << l << " head " << h << " slot " << i;
+    }
+  }
+  auto ours = make_press("chunk(expected_attention, chunk_length=32)");
+  auto upstream = make_press("chunk(expected_attention, chunk_length=32, parity=true)");
+  const auto a = parity::run_ours(*model, f->ids, *ours, b), c = parity::run_ours(*model, f->ids, *upstream, b);
+  double diff = 0;
+  for (size_t i = 32; i < a.scores[1][0].size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(a.scores[1][0][i] - c.scores[1][0][i])));
+  EXPECT_GT(diff, 1e-4);
+  try {
+    parity::run_ours(*model, f->ids, *make_press("chunk(expected_attention, chunk_length=32, parity=true)"), b, parity::root_scores, 16);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("last prefill chunk"), std::string::npos) << e.what();
+  }
+}
