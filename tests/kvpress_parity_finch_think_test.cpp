@@ -10,8 +10,8 @@
 // Finch: the fixture's input is the context ids followed by input.question_ids (kvpress puts a
 // delimiter between them and removes it before the model sees it); window_size is the question
 // length. Scores and kept positions are compared as for the other scorers. kvpress re-rotates
-// the kept keys by default, which changes no kept set: both fixtures are run with
-// rerotate_keys=false.
+// the kept keys by default, which changes no kept set: both fixtures are run here with
+// rerotate_keys=false (the re-rotated run, on stories, is in kvpress_parity_wired_test.cpp).
 #include <map>
 
 #include "kvpress_parity.h"

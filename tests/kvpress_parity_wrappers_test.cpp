@@ -1,8 +1,8 @@
 // Parity of the wrapper presses (adakv, per_layer, chunk, chunkkv, block, key_rerotation) with
 // kvpress 0.5.5 fixtures, on stories260K and on the default model's global layers.
-// Fixtures whose inner press is not implemented here yet (expected_attention: adakv_expected_attention*,
-// criticalkv_*, criticaladakv_*, chunk_expected_attention_*; think: composed_snapkv_think) are left
-// for when those presses land.
+// The fixtures with expected_attention or think inside (adakv_expected_attention*, criticalkv_*,
+// criticaladakv_*, chunk_expected_attention_*, composed_snapkv_think) are in
+// kvpress_parity_wired_test.cpp.
 #include <cfloat>
 
 #include "kernels/ops.h"

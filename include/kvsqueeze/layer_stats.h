@@ -30,6 +30,10 @@ struct LayerStats {
   std::vector<float> pre_rope_queries;  // pre_rope_rows x n_head x head_dim_k (the chunk's last rows)
   std::vector<float> hidden_states;     // chunk rows x n_embd, when requested
   std::vector<int32_t> tokens;          // the chunk's token ids, when requested
+  // Set on views a wrapper scores as a context of their own (chunk(parity=true), as kvpress's
+  // ChunkPress): presses with context statistics (expected_attention) compute them from these
+  // rows only, with the future positions counted from the view's start.
+  bool standalone = false;
 };
 
 // Called right after a layer's attention, with that layer's statistics and the cache, so a

@@ -12,7 +12,7 @@ namespace {
 
 class ChunkPress : public wrapper::Single {
  public:
-  ChunkPress(std::unique_ptr<Press> inner, int64_t chunk) : Single(std::move(inner)), chunk_(chunk) {
+  ChunkPress(std::unique_ptr<Press> inner, int64_t chunk, bool parity) : Single(std::move(inner)), chunk_(chunk), parity_(parity) {
     reject_deferred("chunk");
     wrapper::reject_attention(*inner_, "chunk");
   }
@@ -53,11 +53,12 @@ class ChunkPress : public wrapper::Single {
         begin.push_back(std::min(start, view.length(h)));
         end.push_back(std::min(start + chunk_, view.length(h)));
       }
-      const wrapper::SubView sub(view, begin, end);
+      const wrapper::SubView sub(view, begin, end, parity_);
       f(begin, inner_->score(sub.view()));
     }
   }
   int64_t chunk_;
+  bool parity_;
 };
 
 }  // namespace
@@ -65,12 +66,20 @@ class ChunkPress : public wrapper::Single {
 void register_chunk_press() {
   register_wrapper({"chunk",
                     "Scores and compresses each chunk of the cache on its own (ChunkPress, FINCH-style).",
-                    {{"chunk_length", "int", 1024, 1, 1e9, "slots per chunk (the last one may be shorter)"}},
+                    {{"chunk_length", "int", 1024, 1, 1e9, "slots per chunk (the last one may be shorter)"},
+                     {"parity", "bool", 0, 0, 1,
+                      "score each chunk as a context of its own, as kvpress: expected_attention takes its query statistics "
+                      "from the chunk's rows and its future positions from the chunk's length (needs the whole context in "
+                      "the last prefill chunk)"}},
                     1,
                     "Inner presses needing attention statistics (window attention, column sums) are rejected: those cover the "
-                    "whole cache. Token statistics (pre-RoPE queries, hidden states) are sliced to each chunk's positions."},
+                    "whole cache. Token statistics (pre-RoPE queries, hidden states) are sliced to each chunk's positions. "
+                    "kvpress hands the inner scorer the chunk's hidden states only, so expected_attention estimates the "
+                    "future queries from the chunk's own queries, and places them at positions [len_c, len_c + 512) whatever "
+                    "the chunk's place (its keys are at their true positions); here statistics of the whole context and the "
+                    "true future positions are used, kvpress's behaviour under parity=true."},
                    [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<ChunkPress>(std::move(inner.at(0)), static_cast<int64_t>(o.at("chunk_length")));
+                     return std::make_unique<ChunkPress>(std::move(inner.at(0)), static_cast<int64_t>(o.at("chunk_length")), o.at("parity") != 0);
                    });
 }
 

@@ -4,6 +4,9 @@
 // prefill chunks (observe()), rotated by the mean RoPE rotation of the next n_future_positions
 // positions, and give z_i = mu'.k_i/sqrt(d) + k_i^T Sig' k_i/(2d); a softmax over the non-sink
 // slots per query head, the group mean, then (a + epsilon)·||v_i||. Sinks are protected.
+// Future positions start after the context, also when a wrapper scores part of it. A view marked
+// standalone (chunk(parity=true)) is scored as kvpress's ChunkPress does: statistics from its own
+// query rows, future positions [len, len + n_future) with len its length.
 #include <cmath>
 
 #include "press/press_registry.h"
@@ -32,29 +35,32 @@ class ExpectedAttentionPress : public Press {
       acc.sum.assign(static_cast<size_t>(hq * d), 0.0);
       if (use_cov_) acc.outer.assign(static_cast<size_t>(hq * d * d), 0.0);
     }
-    for (int64_t t = 0; t < st.pre_rope_rows; ++t, ++acc.rows) {
-      if (acc.rows < n_sink_) continue;  // statistics skip the sink rows
-      ++acc.count;
-      for (int64_t q = 0; q < hq; ++q) {
-        const float* x = st.pre_rope_queries.data() + (t * hq + q) * d;
-        double* sum = acc.sum.data() + q * d;
-        for (int64_t i = 0; i < d; ++i) sum[i] += x[i];
-        if (!use_cov_) continue;
-        double* o = acc.outer.data() + q * d * d;
-        for (int64_t i = 0; i < d; ++i) {
-          const double xi = x[i];
-          for (int64_t j = 0; j <= i; ++j) o[i * d + j] += xi * x[j];  // lower triangle
-        }
-      }
-    }
+    add_rows(acc, st, hq, d);
+    if (!st.positions.empty()) acc.next = st.positions.back() + 1;
   }
 
   LayerScores score(const LayerView& v) override {
     const int64_t hkv = v.n_head_kv(), group = v.group(), hq = v.config().n_head, d = v.head_dim_k();
-    const auto it = acc_.find(v.layer);
-    if (it == acc_.end()) throw Error("expected_attention: layer " + std::to_string(v.layer) + " was not observed");
-    const Acc& acc = it->second;
-    const int32_t next = v.stats.positions.empty() ? static_cast<int32_t>(acc.rows) : v.stats.positions.back() + 1;
+    Acc standalone;
+    const Acc* accp = &standalone;
+    int32_t next = 0;
+    if (v.stats.standalone) {
+      // A context of its own (chunk(parity=true), as kvpress's ChunkPress): the view's query
+      // rows only, future positions from its length.
+      if (v.stats.pre_rope_rows != v.length(0) || static_cast<int64_t>(v.stats.pre_rope_queries.size()) != v.stats.pre_rope_rows * hq * d)
+        throw Error("expected_attention: scoring a chunk as a context of its own needs the query rows of all its " +
+                    std::to_string(v.length(0)) + " slots in the last prefill chunk (layer " + std::to_string(v.layer) + ")");
+      standalone.sum.assign(static_cast<size_t>(hq * d), 0.0);
+      if (use_cov_) standalone.outer.assign(static_cast<size_t>(hq * d * d), 0.0);
+      add_rows(standalone, v.stats, hq, d);
+      next = static_cast<int32_t>(standalone.rows);
+    } else {
+      const auto it = acc_.find(v.layer);
+      if (it == acc_.end()) throw Error("expected_attention: layer " + std::to_string(v.layer) + " was not observed");
+      accp = &it->second;
+      next = accp->next;  // after the context, also for a view of part of it
+    }
+    const Acc& acc = *accp;
     const qstats::AvgRope rope(v, next, n_future_);
     // Rotated per query head statistics.
     std::vector<double> mu(static_cast<size_t>(hq * d), 0.0), cov;
@@ -126,8 +132,27 @@ class ExpectedAttentionPress : public Press {
  private:
   struct Acc {
     int64_t rows = 0, count = 0;  // context rows seen; rows past the sinks
+    int32_t next = 0;             // the position after the last row
     std::vector<double> sum, outer;
   };
+  // Adds the pre-RoPE query rows of `st` (after the first n_sink of the context) to `acc`.
+  void add_rows(Acc& acc, const LayerStats& st, int64_t hq, int64_t d) const {
+    for (int64_t t = 0; t < st.pre_rope_rows; ++t, ++acc.rows) {
+      if (acc.rows < n_sink_) continue;  // statistics skip the sink rows
+      ++acc.count;
+      for (int64_t q = 0; q < hq; ++q) {
+        const float* x = st.pre_rope_queries.data() + (t * hq + q) * d;
+        double* sum = acc.sum.data() + q * d;
+        for (int64_t i = 0; i < d; ++i) sum[i] += x[i];
+        if (!use_cov_) continue;
+        double* o = acc.outer.data() + q * d * d;
+        for (int64_t i = 0; i < d; ++i) {
+          const double xi = x[i];
+          for (int64_t j = 0; j <= i; ++j) o[i * d + j] += xi * x[j];  // lower triangle
+        }
+      }
+    }
+  }
   int64_t n_future_, n_sink_;
   bool use_cov_, use_vnorm_;
   double eps_;

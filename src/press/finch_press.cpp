@@ -8,19 +8,23 @@
 //
 // kvpress finds the question with a delimiter token it removes in an embedding hook; here the
 // caller says how many of the evaluated tokens are the question (window_size).
-// Keys are not re-rotated yet (rerotate_keys=true, kvpress's default, is refused until the
-// cache's re-rotation is available): kept slots keep their original positions.
+// With rerotate_keys (kvpress's default) the kept slots are renumbered 0..n-1 and their keys
+// re-rotated to match (press/rerotate.h, as key_rerotation): later tokens continue at n. Every
+// head and layer keeps the same n here, so that is always possible, except on models with
+// sliding-window layers (gemma), which are refused unless rerotate_keys=false.
 #include <cmath>
 
 #include "kvsqueeze/error.h"
 #include "press/press_registry.h"
+#include "press/rerotate.h"
 
 namespace kvsqueeze {
 namespace {
 
 class FinchPress : public Press {
  public:
-  FinchPress(int64_t window, bool normalize, int64_t chunk) : window_(window), normalize_(normalize), chunk_(chunk) {}
+  FinchPress(int64_t window, bool normalize, int64_t chunk, bool rerotate)
+      : window_(window), normalize_(normalize), chunk_(chunk), rerotate_(rerotate) {}
   std::string name() const override { return "finch"; }
   StatsRequest needs() const override {
     StatsRequest r;
@@ -55,6 +59,18 @@ class FinchPress : public Press {
     return out;
   }
 
+  KeepSets compress(const LayerView& view, const Budget& budget, KvCache& cache) override {
+    if (!rerotate_) return Press::compress(view, budget, cache);
+    renumbering_.refuse_sliding(view, " (pass finch.rerotate_keys=false to keep them)");
+    const KeepSets keep = select(view, budget);
+    renumbering_.check(view, keep, "finch");
+    compact_layer(cache, view.layer, keep);
+    compacted(view.layer, keep);
+    rerotate::apply(view, cache);
+    return keep;
+  }
+  int64_t next_position() const override { return rerotate_ ? renumbering_.next_position() : -1; }
+
   KeepSets select(const LayerView& v, const Budget& budget) override {
     if (chunk_ == 0) return Press::select(v, budget);
     if (budget.tokens >= 0) throw Error("finch: chunk_length needs a compression ratio, not an absolute budget");
@@ -79,6 +95,8 @@ class FinchPress : public Press {
   int64_t window_;
   bool normalize_;
   int64_t chunk_;
+  bool rerotate_;
+  rerotate::Renumbering renumbering_{"finch"};
 };
 
 }  // namespace
@@ -90,19 +108,17 @@ void register_finch_press() {
        {{"window_size", "int", 0, 0, 1e9, "question tokens at the end of the evaluated ids (set by the caller; required)", {}, ""},
         {"normalize_scores", "bool", 1, 0, 1, "multiply question row i by the number of keys it sees (L - w + i)", {}, ""},
         {"chunk_length", "int", 0, 0, 1e9, "> 0: apply the budget per chunk of this many slots (must exceed w / (1 - ratio))", {}, ""},
-        {"rerotate_keys", "bool", 1, 0, 1, "re-rotate kept keys to consecutive positions (not yet supported: pass false)", {}, ""}},
+        {"rerotate_keys", "bool", 1, 0, 1, "renumber the kept slots 0..n-1 and re-rotate their keys to match (refused on models with sliding-window layers)", {}, ""}},
        0,
-       "The question length is given by window_size instead of kvpress's delimiter token. rerotate_keys=true "
-       "(kvpress's default) is not supported yet; with false the kept slots are the same as kvpress's, at their "
-       "original positions."},
+       "The question length is given by window_size instead of kvpress's delimiter token. With rerotate_keys "
+       "(default, as kvpress) later tokens continue at the kept count; it is refused on models with sliding-window "
+       "layers (gemma), whose uncompressed windows keep their original positions: pass rerotate_keys=false there."},
       [](const PressOptionValues& o) {
-        if (o.at("rerotate_keys") != 0)
-          throw Error("press 'finch' option rerotate_keys=true is not supported yet (key re-rotation is not available); "
-                      "pass finch.rerotate_keys=false");
         const auto window = static_cast<int64_t>(o.at("window_size"));
         if (window < 1)
           throw Error("press 'finch' needs window_size, the number of question tokens at the end of the evaluated ids");
-        return std::make_unique<FinchPress>(window, o.at("normalize_scores") != 0, static_cast<int64_t>(o.at("chunk_length")));
+        return std::make_unique<FinchPress>(window, o.at("normalize_scores") != 0, static_cast<int64_t>(o.at("chunk_length")),
+                                            o.at("rerotate_keys") != 0);
       });
 }
 

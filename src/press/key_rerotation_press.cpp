@@ -9,11 +9,8 @@
 // sequence), so head-wise allocators are rejected. Models with sliding-window layers (gemma)
 // are refused: those layers are not compressed and hold their window at the original positions,
 // which renumbering the compressed layers would put after the new positions.
-#include <cmath>
-
-#include "kernels/ops.h"
-#include "kvsqueeze/error.h"
 #include "press/press_registry.h"
+#include "press/rerotate.h"
 #include "press/wrapper_util.h"
 
 namespace kvsqueeze {
@@ -26,56 +23,18 @@ class KeyRerotationPress : public wrapper::Single {
   LayerScores score(const LayerView& view) override { return inner_->score(view); }
   KeepSets select(const LayerView& view, const Budget& budget) override { return inner_->select(view, budget); }
   KeepSets compress(const LayerView& view, const Budget& budget, KvCache& cache) override {
-    const auto& c = view.config();
-    for (bool sliding : c.layer_sliding)
-      if (sliding)
-        throw Error("press 'key_rerotation' cannot renumber positions on a model with sliding-window layers: those "
-                    "layers are not compressed and keep their slots at the original positions");
+    renumbering_.refuse_sliding(view);
     const KeepSets keep = select(view, budget);
-    const auto n = static_cast<int64_t>(keep.at(0).size());
-    for (const auto& k : keep)
-      if (static_cast<int64_t>(k.size()) != n)
-        throw Error("press 'key_rerotation' needs every head to keep the same number of slots; '" + inner_->name() +
-                    "' kept different numbers in layer " + std::to_string(view.layer));
-    if (view.layer <= layer_seen_) next_ = -1;  // layers come in order: this is a new context
-    layer_seen_ = view.layer;
-    if (next_ >= 0 && next_ != n)
-      throw Error("press 'key_rerotation' needs every layer to keep the same number of slots: layer " + std::to_string(view.layer) +
-                  " keeps " + std::to_string(n) + ", an earlier one " + std::to_string(next_));
+    renumbering_.check(view, keep, inner_->name());
     compact_layer(cache, view.layer, keep);
     inner_->compacted(view.layer, keep);
-    rerotate(view, cache);
-    next_ = n;
+    rerotate::apply(view, cache);
     return keep;
   }
-  int64_t next_position() const override { return next_; }
+  int64_t next_position() const override { return renumbering_.next_position(); }
 
  private:
-  static void rerotate(const LayerView& view, KvCache& cache) {
-    const int64_t d = view.head_dim_k(), half = d / 2;
-    const auto freq = view.inv_freq();
-    const auto style = view.config().rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
-    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
-    for (int64_t h = 0; h < view.n_head_kv(); ++h) {
-      const kernels::KvRun run = cache.run(view.layer, h);
-      const LayerView now(view.model, view.layer, std::vector<kernels::KvRun>{run}, view.stats);
-      std::vector<float> k = now.keys(0);
-      std::vector<int32_t> pos(static_cast<size_t>(run.len));
-      for (int64_t i = 0; i < run.len; ++i) {
-        const auto delta = static_cast<float>(i - run.pos[i]);
-        for (int64_t j = 0; j < half; ++j) {  // fp32 angles, as kvpress computes them
-          const float angle = delta * freq[static_cast<size_t>(j)];
-          cs[static_cast<size_t>(j)] = std::cos(angle);
-          sn[static_cast<size_t>(j)] = std::sin(angle);
-        }
-        kernels::rope_apply(k.data() + i * d, d, cs.data(), sn.data(), style);
-        pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-      }
-      cache.rewrite_keys(view.layer, h, k.data(), pos.data());
-    }
-  }
-  int64_t next_ = -1;
-  int64_t layer_seen_ = -1;
+  rerotate::Renumbering renumbering_{"key_rerotation"};
 };
 
 }  // namespace

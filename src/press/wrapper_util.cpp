@@ -56,7 +56,7 @@ StatsRequest merge(const StatsRequest& a, const StatsRequest& b) {
   return r;
 }
 
-SubView::SubView(const LayerView& full, const std::vector<int64_t>& begin, const std::vector<int64_t>& end) {
+SubView::SubView(const LayerView& full, const std::vector<int64_t>& begin, const std::vector<int64_t>& end, bool standalone) {
   std::vector<kernels::KvRun> runs = full.runs;
   for (size_t h = 0; h < runs.size(); ++h) {
     auto& r = runs[h];
@@ -72,6 +72,7 @@ SubView::SubView(const LayerView& full, const std::vector<int64_t>& begin, const
     slice_tokens(full.stats, runs[0].pos[0], runs[0].pos[runs[0].len - 1], c.n_head * c.head_dim_k, c.n_embd, stats_);
   else
     stats_.layer = full.stats.layer, stats_.last_chunk = full.stats.last_chunk;
+  stats_.standalone = standalone;
   view_ = std::make_unique<LayerView>(full.model, full.layer, std::move(runs), stats_);
 }
 

@@ -17,10 +17,11 @@ StatsRequest merge(const StatsRequest& a, const StatsRequest& b);
 
 // A view of slots [begin[h], end[h]) of each head of `full` (the runs' pointers offset, no copy).
 // Token-indexed statistics (positions, pre-RoPE query rows, hidden states) keep the rows whose
-// positions lie within head 0's sub-range; attention statistics are dropped.
+// positions lie within head 0's sub-range; attention statistics are dropped. `standalone` marks
+// the statistics as those of a context of its own (LayerStats::standalone).
 class SubView {
  public:
-  SubView(const LayerView& full, const std::vector<int64_t>& begin, const std::vector<int64_t>& end);
+  SubView(const LayerView& full, const std::vector<int64_t>& begin, const std::vector<int64_t>& end, bool standalone = false);
   SubView(const SubView&) = delete;
   SubView& operator=(const SubView&) = delete;
   const LayerView& view() const { return *view_; }
