@@ -89,7 +89,10 @@ inline std::vector<float> region_scores(const float* k, int64_t dk, const float*
 }
 
 // LagKV's kept count per scored partition: floor((1 - cr) * lag + 1e-9), cr the fraction removed
-// (the epsilon absorbs float residue such as 0.2 * 128 = 25.599...).
+// (the epsilon absorbs float residue such as 0.2 * 128 = 25.599...). The LagKV repository keeps
+// int(ratio * lag) with ratio the fraction kept, which its own float residue can put one below
+// the exact floor (0.29 * 100 = 28.999999999999996 -> 28); this keeps the exact floor
+// (tests/lagkv_upstream_test.cpp, KeptPerPartition).
 inline int64_t keep_per_partition(double ratio, int64_t lag) {
   const auto k = static_cast<int64_t>(std::floor((1.0 - ratio) * static_cast<double>(lag) + 1e-9));
   return std::clamp<int64_t>(k, 0, lag);
