@@ -43,8 +43,11 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
   std::iota(pos.begin(), pos.end(), next_pos_);
   // Statistics of the context's last rows (a press's query window) are computed on the last
   // chunk only: the chunks before it leave it at least that many rows, even past --chunk.
+  // Requests of more query rows than a chunk ("every row") are accumulated over chunks by the
+  // press itself and must not turn the prefill into one huge chunk.
   const StatsRequest& req = forward_->stats_request();
-  const int64_t tail = std::min(n, std::max(req.window_queries, req.pre_rope_query_rows));
+  const int64_t query_rows = req.pre_rope_query_rows <= options_.chunk ? req.pre_rope_query_rows : 0;
+  const int64_t tail = std::min(n, std::max(req.window_queries, query_rows));
   for (int64_t start = 0, len = 0; start < n; start += len) {
     len = std::min(options_.chunk, n - start);
     if (n - start - len > 0 && n - start - len < tail) len = n - start - tail;
