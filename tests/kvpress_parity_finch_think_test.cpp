@@ -158,13 +158,7 @@ void check_finch(const std::string& model_name, const std::string& fixture, cons
   std::printf("[ finch    ] %s/%s max relative score deviation %.3g\n", model_name.c_str(), fixture.c_str(), max_dev);
 }
 
-parity::Tolerance gemma_tol() {
-  parity::Tolerance t;
-  t.score_rtol = 2e-3;
-  t.score_atol = 1e-6;
-  t.tie_tol = 1e-5;
-  return t;
-}
+parity::Tolerance gemma_tol() { return parity::gemma_tolerance(); }
 
 }  // namespace
 

@@ -9,14 +9,7 @@
 
 namespace {
 
-parity::Tolerance gemma_tol() {
-  parity::Tolerance t;
-  t.score_rtol = 2e-3;
-  t.score_atol = 1e-6;
-  t.tie_tol = 1e-5;
-  t.min_jaccard = 0.99;
-  return t;
-}
+parity::Tolerance gemma_tol() { return parity::gemma_tolerance(); }
 
 parity::Case with_tol(parity::Case c, const parity::Tolerance& t) {
   c.tol = t;

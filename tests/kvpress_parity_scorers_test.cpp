@@ -4,14 +4,7 @@
 
 namespace {
 
-parity::Tolerance gemma_tol() {
-  parity::Tolerance t;
-  t.score_rtol = 2e-3;
-  t.score_atol = 1e-6;
-  t.tie_tol = 1e-5;
-  t.min_jaccard = 0.99;
-  return t;
-}
+parity::Tolerance gemma_tol() { return parity::gemma_tolerance(); }
 
 }  // namespace
 

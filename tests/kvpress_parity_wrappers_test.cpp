@@ -16,14 +16,7 @@ using parity::json;
 using parity::num;
 using namespace kvsqueeze;
 
-parity::Tolerance gemma_tol() {
-  parity::Tolerance t;
-  t.score_rtol = 2e-3;
-  t.score_atol = 1e-6;
-  t.tie_tol = 1e-5;
-  t.min_jaccard = 0.99;
-  return t;
-}
+parity::Tolerance gemma_tol() { return parity::gemma_tolerance(); }
 
 LayerScores inner_scores(Press& p, const LayerView& v) { return p.inner_presses().at(0)->score(v); }
 

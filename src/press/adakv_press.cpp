@@ -17,15 +17,7 @@ class AdaKvPress : public wrapper::Single {
   KeepSets select(const LayerView& view, const Budget& budget) override {
     inner_->set_budget(budget);  // kvpress: the inner press's compression_ratio is AdaKV's
     LayerScores scores = inner_->score(view);
-    std::vector<int64_t> safe;
-    int64_t total = 0;
-    for (int64_t h = 0; h < view.n_head_kv(); ++h) {
-      const int64_t n = budget.keep(view.length(h));
-      total += n;
-      safe.push_back(static_cast<int64_t>(static_cast<double>(n) * alpha_));
-    }
-    wrapper::safeguard(scores, safe);
-    return wrapper::pooled_top_k(scores, total);
+    return wrapper::adakv_allocation(view, budget, alpha_, scores);
   }
 
  private:

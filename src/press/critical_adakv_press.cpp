@@ -23,15 +23,7 @@ class CriticalAdaKvPress : public wrapper::Single {
   KeepSets select(const LayerView& view, const Budget& budget) override {
     inner_->set_budget(budget);
     LayerScores s = inner_->score(view);
-    std::vector<int64_t> safe;
-    int64_t total = 0;
-    for (int64_t h = 0; h < view.n_head_kv(); ++h) {
-      const int64_t n = budget.keep(view.length(h));
-      total += n;
-      safe.push_back(static_cast<int64_t>(static_cast<double>(n) * alpha_));
-    }
-    wrapper::safeguard(s, safe);
-    const KeepSets alloc = wrapper::pooled_top_k(s, total);
+    const KeepSets alloc = wrapper::adakv_allocation(view, budget, alpha_, s);
     std::vector<int64_t> budgets, first;
     for (const auto& k : alloc) {
       budgets.push_back(static_cast<int64_t>(k.size()));

@@ -7,8 +7,10 @@
 // Future positions start after the context, also when a wrapper scores part of it. A view marked
 // standalone (chunk(parity=true)) is scored as kvpress's ChunkPress does: statistics from its own
 // query rows, future positions [len, len + n_future) with len its length.
+#include <algorithm>
 #include <cmath>
 
+#include "kernels/matmul.h"
 #include "press/press_registry.h"
 #include "press/query_stats.h"
 
@@ -91,22 +93,16 @@ class ExpectedAttentionPress : public Press {
       for (int64_t g = 0; g < group; ++g) {
         const int64_t q = h * group + g;
         const double* m = mu.data() + q * d;
+        // k^T Sig' k for every key at once: K Sig' on the matmul kernels (Sig' is symmetric).
+        std::vector<double> quad;
+        if (use_cov_) quad = quadratic_forms(cov.data() + q * d * d, keys.data() + sinks * d, n, d);
         double zmax = -INFINITY;
         for (int64_t i = 0; i < n; ++i) {
           const float* k = keys.data() + (sinks + i) * d;
           double dot = 0;
           for (int64_t a = 0; a < d; ++a) dot += m[a] * k[a];
           double val = dot / sqrt_d;
-          if (use_cov_) {
-            const double* c = cov.data() + q * d * d;
-            double quad = 0;
-            for (int64_t a = 0; a < d; ++a) {
-              double row = 0;
-              for (int64_t b = 0; b < d; ++b) row += c[a * d + b] * k[b];
-              quad += k[a] * row;
-            }
-            val += quad / static_cast<double>(d) / 2.0;
-          }
+          if (use_cov_) val += quad[static_cast<size_t>(i)] / static_cast<double>(d) / 2.0;
           z[static_cast<size_t>(i)] = val;
           zmax = std::max(zmax, val);
         }
@@ -137,21 +133,51 @@ class ExpectedAttentionPress : public Press {
   };
   // Adds the pre-RoPE query rows of `st` (after the first n_sink of the context) to `acc`.
   void add_rows(Acc& acc, const LayerStats& st, int64_t hq, int64_t d) const {
-    for (int64_t t = 0; t < st.pre_rope_rows; ++t, ++acc.rows) {
-      if (acc.rows < n_sink_) continue;  // statistics skip the sink rows
-      ++acc.count;
-      for (int64_t q = 0; q < hq; ++q) {
-        const float* x = st.pre_rope_queries.data() + (t * hq + q) * d;
-        double* sum = acc.sum.data() + q * d;
-        for (int64_t i = 0; i < d; ++i) sum[i] += x[i];
-        if (!use_cov_) continue;
-        double* o = acc.outer.data() + q * d * d;
+    const int64_t skip = std::clamp<int64_t>(n_sink_ - acc.rows, 0, st.pre_rope_rows);  // statistics skip the sink rows
+    const int64_t m = st.pre_rope_rows - skip;
+    acc.rows += st.pre_rope_rows;
+    if (m <= 0) return;
+    acc.count += m;
+    std::vector<float> xt(static_cast<size_t>(d * m)), outer(static_cast<size_t>(d * d));
+    for (int64_t q = 0; q < hq; ++q) {
+      double* sum = acc.sum.data() + q * d;
+      for (int64_t t = 0; t < m; ++t) {
+        const float* x = st.pre_rope_queries.data() + ((skip + t) * hq + q) * d;
         for (int64_t i = 0; i < d; ++i) {
-          const double xi = x[i];
-          for (int64_t j = 0; j <= i; ++j) o[i * d + j] += xi * x[j];  // lower triangle
+          sum[i] += x[i];
+          xt[static_cast<size_t>(i * m + t)] = x[i];
         }
       }
+      if (!use_cov_) continue;
+      // This chunk's sum of x x^T as one fp32 GEMM (X^T X), accumulated in double over chunks.
+      kernels::WeightMatrix w;
+      w.type = TensorType::F32;
+      w.data = reinterpret_cast<const uint8_t*>(xt.data());
+      w.rows = d;
+      w.cols = m;
+      w.row_bytes = static_cast<size_t>(m) * sizeof(float);
+      kernels::matmul(w, xt.data(), d, outer.data());
+      double* o = acc.outer.data() + q * d * d;
+      for (int64_t i = 0; i < d * d; ++i) o[i] += outer[static_cast<size_t>(i)];
     }
+  }
+  // k_i^T C k_i for the n rows of `keys` (n x d), C symmetric d x d.
+  static std::vector<double> quadratic_forms(const double* c, const float* keys, int64_t n, int64_t d) {
+    std::vector<float> cf(c, c + d * d), kc(static_cast<size_t>(n * d));
+    kernels::WeightMatrix w;
+    w.type = TensorType::F32;
+    w.data = reinterpret_cast<const uint8_t*>(cf.data());
+    w.rows = d;
+    w.cols = d;
+    w.row_bytes = static_cast<size_t>(d) * sizeof(float);
+    kernels::matmul(w, keys, n, kc.data());  // row i: C k_i
+    std::vector<double> out(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      double quad = 0;
+      for (int64_t a = 0; a < d; ++a) quad += static_cast<double>(keys[i * d + a]) * kc[static_cast<size_t>(i * d + a)];
+      out[static_cast<size_t>(i)] = quad;
+    }
+    return out;
   }
   int64_t n_future_, n_sink_;
   bool use_cov_, use_vnorm_;

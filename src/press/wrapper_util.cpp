@@ -209,4 +209,16 @@ std::vector<std::vector<float>> projected_value_norms(const LayerView& view, con
   return out;
 }
 
+KeepSets adakv_allocation(const LayerView& view, const Budget& budget, double alpha, LayerScores& scores) {
+  std::vector<int64_t> safe;
+  int64_t total = 0;
+  for (int64_t h = 0; h < view.n_head_kv(); ++h) {
+    const int64_t n = budget.keep(view.length(h));
+    total += n;
+    safe.push_back(static_cast<int64_t>(static_cast<double>(n) * alpha));
+  }
+  safeguard(scores, safe);
+  return pooled_top_k(scores, total);
+}
+
 }  // namespace kvsqueeze::wrapper

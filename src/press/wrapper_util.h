@@ -61,6 +61,10 @@ void safeguard(LayerScores& scores, const std::vector<int64_t>& counts);
 // The best `total` scores of the layer, all heads pooled (protected +inf slots always; equal
 // scores: the later slot, then the later head), per head ascending.
 KeepSets pooled_top_k(const LayerScores& scores, int64_t total);
+// kvpress AdaKV's allocation of a layer: each head keeps its own top floor(n_h * alpha) (the
+// safeguard, written into `scores` as FLT_MAX), then the layer's budget sum(n_h) goes to the
+// best scores of all heads pooled.
+KeepSets adakv_allocation(const LayerView& view, const Budget& budget, double alpha, LayerScores& scores);
 
 // The layer's W_o as D x (n_head * head_dim_v) floats, dequantized.
 std::vector<float> output_projection(const LayerView& view);
