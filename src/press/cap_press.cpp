@@ -75,26 +75,28 @@ class CapPress : public Press {
           cmax = std::max(cmax, tau_ * c);
         }
         for (auto& wi : w) wi = std::exp(wi - cmax);
-        // A = I + Σ (w + eps) v vᵀ, then its Cholesky factor.
+        // A = I + Σ (w + eps) v vᵀ (one GEMM over the rows sqrt(w + eps) v), then A⁻¹ by Cholesky.
+        std::vector<float> u(static_cast<size_t>(n * dv));
+        for (int64_t i = 0; i < n; ++i) {
+          const float* vi = vals.data() + (sinks + i) * dv;
+          const double r = std::sqrt(w[static_cast<size_t>(i)] + eps_);
+          for (int64_t c = 0; c < dv; ++c) u[static_cast<size_t>(i * dv + c)] = static_cast<float>(r * vi[c]);
+        }
         std::fill(a.begin(), a.end(), 0.0);
         for (int64_t r = 0; r < dv; ++r) a[static_cast<size_t>(r * dv + r)] = 1.0;
-        for (int64_t i = 0; i < n; ++i) {
-          const float* vi = vals.data() + (sinks + i) * dv;
-          const double wi = w[static_cast<size_t>(i)] + eps_;
-          for (int64_t r = 0; r < dv; ++r)
-            for (int64_t c = 0; c <= r; ++c) a[static_cast<size_t>(r * dv + c)] += wi * vi[r] * vi[c];
-        }
-        for (int64_t r = 0; r < dv; ++r)
-          for (int64_t c = r + 1; c < dv; ++c) a[static_cast<size_t>(r * dv + c)] = a[static_cast<size_t>(c * dv + r)];
+        qstats::add_gram(u.data(), n, dv, dv, a.data());
         if (!qstats::cholesky(a, dv)) throw Error("cap: capacity matrix is not positive definite in layer " + std::to_string(v.layer));
-        for (int64_t i = 0; i < n; ++i) {
-          const float* vi = vals.data() + (sinks + i) * dv;
-          for (int64_t r = 0; r < dv; ++r) x[static_cast<size_t>(r)] = vi[r];
+        std::vector<double> inv(static_cast<size_t>(dv * dv), 0.0);
+        for (int64_t c = 0; c < dv; ++c) {
+          std::fill(x.begin(), x.end(), 0.0);
+          x[static_cast<size_t>(c)] = 1.0;
           qstats::cholesky_solve(a, dv, x.data());
-          double lev = 0;
-          for (int64_t r = 0; r < dv; ++r) lev += vi[r] * x[static_cast<size_t>(r)];
-          mean[static_cast<size_t>(i)] += w[static_cast<size_t>(i)] * lev / static_cast<double>(group);
+          for (int64_t r = 0; r < dv; ++r) inv[static_cast<size_t>(r * dv + c)] = x[static_cast<size_t>(r)];
         }
+        // Leverage v_i^T A⁻¹ v_i of every slot at once.
+        const std::vector<double> lev = qstats::quadratic_forms(inv.data(), vals.data() + sinks * dv, n, dv);
+        for (int64_t i = 0; i < n; ++i)
+          mean[static_cast<size_t>(i)] += w[static_cast<size_t>(i)] * lev[static_cast<size_t>(i)] / static_cast<double>(group);
       }
       for (int64_t i = 0; i < n; ++i) s[static_cast<size_t>(sinks + i)] = static_cast<float>(mean[static_cast<size_t>(i)]);
     }

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/matmul.h"
 #include "press/press_registry.h"
 #include "press/query_stats.h"
 
@@ -95,7 +94,7 @@ class ExpectedAttentionPress : public Press {
         const double* m = mu.data() + q * d;
         // k^T Sig' k for every key at once: K Sig' on the matmul kernels (Sig' is symmetric).
         std::vector<double> quad;
-        if (use_cov_) quad = quadratic_forms(cov.data() + q * d * d, keys.data() + sinks * d, n, d);
+        if (use_cov_) quad = qstats::quadratic_forms(cov.data() + q * d * d, keys.data() + sinks * d, n, d);
         double zmax = -INFINITY;
         for (int64_t i = 0; i < n; ++i) {
           const float* k = keys.data() + (sinks + i) * d;
@@ -138,46 +137,14 @@ class ExpectedAttentionPress : public Press {
     acc.rows += st.pre_rope_rows;
     if (m <= 0) return;
     acc.count += m;
-    std::vector<float> xt(static_cast<size_t>(d * m)), outer(static_cast<size_t>(d * d));
     for (int64_t q = 0; q < hq; ++q) {
+      const float* first = st.pre_rope_queries.data() + (skip * hq + q) * d;
       double* sum = acc.sum.data() + q * d;
-      for (int64_t t = 0; t < m; ++t) {
-        const float* x = st.pre_rope_queries.data() + ((skip + t) * hq + q) * d;
-        for (int64_t i = 0; i < d; ++i) {
-          sum[i] += x[i];
-          xt[static_cast<size_t>(i * m + t)] = x[i];
-        }
-      }
-      if (!use_cov_) continue;
-      // This chunk's sum of x x^T as one fp32 GEMM (X^T X), accumulated in double over chunks.
-      kernels::WeightMatrix w;
-      w.type = TensorType::F32;
-      w.data = reinterpret_cast<const uint8_t*>(xt.data());
-      w.rows = d;
-      w.cols = m;
-      w.row_bytes = static_cast<size_t>(m) * sizeof(float);
-      kernels::matmul(w, xt.data(), d, outer.data());
-      double* o = acc.outer.data() + q * d * d;
-      for (int64_t i = 0; i < d * d; ++i) o[i] += outer[static_cast<size_t>(i)];
+      for (int64_t t = 0; t < m; ++t)
+        for (int64_t i = 0; i < d; ++i) sum[i] += first[t * hq * d + i];
+      // This chunk's sum of x x^T as one fp32 GEMM, accumulated in double over chunks.
+      if (use_cov_) qstats::add_gram(first, m, hq * d, d, acc.outer.data() + q * d * d);
     }
-  }
-  // k_i^T C k_i for the n rows of `keys` (n x d), C symmetric d x d.
-  static std::vector<double> quadratic_forms(const double* c, const float* keys, int64_t n, int64_t d) {
-    std::vector<float> cf(c, c + d * d), kc(static_cast<size_t>(n * d));
-    kernels::WeightMatrix w;
-    w.type = TensorType::F32;
-    w.data = reinterpret_cast<const uint8_t*>(cf.data());
-    w.rows = d;
-    w.cols = d;
-    w.row_bytes = static_cast<size_t>(d) * sizeof(float);
-    kernels::matmul(w, keys, n, kc.data());  // row i: C k_i
-    std::vector<double> out(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      double quad = 0;
-      for (int64_t a = 0; a < d; ++a) quad += static_cast<double>(keys[i * d + a]) * kc[static_cast<size_t>(i * d + a)];
-      out[static_cast<size_t>(i)] = quad;
-    }
-    return out;
   }
   int64_t n_future_, n_sink_;
   bool use_cov_, use_vnorm_;

@@ -48,18 +48,20 @@ inline LayerScores layer_scores(const LayerView& v, const qstats::QueryLog::Laye
       }
     }
     std::vector<double> col(static_cast<size_t>(n), 0.0), row;
+    std::vector<float> qg, logits;
     for (int64_t c0 = 0; c0 < n; c0 += o.chunk) {
       const int64_t c1 = std::min(n, c0 + o.chunk), m = c1 - c0, pad = o.parity ? o.chunk - m : 0;
       for (int64_t g = 0; g < group; ++g) {
+        // The chunk's logits q_r . k_j in one GEMM (keys of the chunk x its queries of head g).
+        qg.resize(static_cast<size_t>(m * d));
+        logits.resize(static_cast<size_t>(m * m));
+        for (int64_t r = c0; r < c1; ++r) std::copy_n(q.data() + (r * group + g) * d, d, qg.data() + (r - c0) * d);
+        qstats::dot_rows(keys.data() + (lo + c0) * d, m, qg.data(), m, d, logits.data());
         for (int64_t r = c0; r < c1; ++r) {
-          const float* qr = q.data() + (r * group + g) * d;
           row.assign(static_cast<size_t>(m), 0.0);
           double mx = pad > 0 ? -1e-9 : -INFINITY;
           for (int64_t j = 0; j < m; ++j) {
-            const float* kj = keys.data() + (lo + c0 + j) * d;
-            double dot = 0;
-            for (int64_t a = 0; a < d; ++a) dot += static_cast<double>(qr[a]) * kj[a];
-            row[static_cast<size_t>(j)] = dot * o.scale;
+            row[static_cast<size_t>(j)] = static_cast<double>(logits[static_cast<size_t>((r - c0) * m + j)]) * o.scale;
             mx = std::max(mx, row[static_cast<size_t>(j)]);
           }
           // kvpress pads the last chunk with keys whose logits are -1e-9: they share the mass.

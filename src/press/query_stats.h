@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press.h"
@@ -101,6 +102,42 @@ struct AvgRope {
 };
 
 // Lower Cholesky factor of the SPD n x n matrix `a` (row-major) in place; false if not SPD.
+// y[t * n_w + r] = x_t . w_r for fp32 rows of width d, on the matmul kernels (the heavy part of
+// several scorers: Gram matrices, quadratic forms, chunk attention logits).
+inline void dot_rows(const float* w, int64_t n_w, const float* x, int64_t n_x, int64_t d, float* y) {
+  kernels::WeightMatrix m;
+  m.type = TensorType::F32;
+  m.data = reinterpret_cast<const uint8_t*>(w);
+  m.rows = n_w;
+  m.cols = d;
+  m.row_bytes = static_cast<size_t>(d) * sizeof(float);
+  kernels::matmul(m, x, n_x, y);
+}
+
+// Adds sum_t x_t x_t^T of n rows (row t at rows + t * stride, d wide) to out (d x d, double).
+inline void add_gram(const float* rows, int64_t n, int64_t stride, int64_t d, double* out) {
+  if (n <= 0) return;
+  std::vector<float> xt(static_cast<size_t>(d * n)), g(static_cast<size_t>(d * d));
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < d; ++i) xt[static_cast<size_t>(i * n + t)] = rows[t * stride + i];
+  dot_rows(xt.data(), d, xt.data(), d, n, g.data());  // X^T X
+  for (int64_t i = 0; i < d * d; ++i) out[i] += g[static_cast<size_t>(i)];
+}
+
+// x_i^T C x_i for n rows (n x d floats); C symmetric d x d (double).
+inline std::vector<double> quadratic_forms(const double* c, const float* rows, int64_t n, int64_t d) {
+  std::vector<double> out(static_cast<size_t>(n));
+  if (n <= 0) return out;
+  std::vector<float> cf(c, c + d * d), cx(static_cast<size_t>(n * d));
+  dot_rows(cf.data(), d, rows, n, d, cx.data());  // row i: C x_i
+  for (int64_t i = 0; i < n; ++i) {
+    double quad = 0;
+    for (int64_t a = 0; a < d; ++a) quad += static_cast<double>(rows[i * d + a]) * cx[static_cast<size_t>(i * d + a)];
+    out[static_cast<size_t>(i)] = quad;
+  }
+  return out;
+}
+
 inline bool cholesky(std::vector<double>& a, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     double diag = a[static_cast<size_t>(j * n + j)];
