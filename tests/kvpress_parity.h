@@ -236,6 +236,43 @@ inline void expect_kept(const json& ref_layer, const json* ref_scores, const std
   }
 }
 
+// Chunk-wise presses (chunk): each chunk of `chunk` slots has its own cut, so kept sets are
+// compared chunk by chunk. ref_kept: the reference layer's kept positions per head; scores:
+// the reference's and ours over the whole layer (positions = slot indices). With
+// `compare_scores` the chunk's scores are compared too (kvpress pads each chunk's protected
+// slots with that chunk's max + 1).
+inline void expect_kept_per_chunk(const json& ref_kept, const json& ref_scores_all, const LayerScores& our_scores_all,
+                                  const std::vector<std::vector<int32_t>>& our_kept, int64_t len, int64_t chunk, const Tolerance& tol,
+                                  const std::string& where, bool compare_scores) {
+  for (int64_t start = 0; start < len; start += chunk) {
+    const int64_t end = std::min(len, start + chunk);
+    json ref_layer, ref_scores = json::array();
+    ref_layer["kept"] = json::array();
+    std::vector<std::vector<int32_t>> got, before;
+    LayerScores our_scores;
+    for (size_t h = 0; h < ref_scores_all.size(); ++h) {
+      json kept = json::array(), sc = json::array();
+      for (int32_t p : ref_kept[h].get<std::vector<int32_t>>())
+        if (p >= start && p < end) kept.push_back(p - start);
+      ref_layer["kept"].push_back(kept);
+      got.emplace_back();
+      for (int32_t p : our_kept[h])
+        if (p >= start && p < end) got.back().push_back(static_cast<int32_t>(p - start));
+      before.emplace_back();
+      our_scores.emplace_back();
+      for (int64_t i = start; i < end; ++i) {
+        sc.push_back(ref_scores_all[h][static_cast<size_t>(i)]);
+        before.back().push_back(static_cast<int32_t>(i - start));
+        our_scores.back().push_back(our_scores_all[h][static_cast<size_t>(i)]);
+      }
+      ref_scores.push_back(sc);
+    }
+    const std::string at = where + " chunk at " + std::to_string(start);
+    if (compare_scores) expect_scores(ref_scores, our_scores, tol, at);
+    expect_kept(ref_layer, &ref_scores, got, our_scores, before, tol, at);
+  }
+}
+
 struct Case {
   std::string fixture;                     // file name without .json
   std::string expression;                  // our press expression

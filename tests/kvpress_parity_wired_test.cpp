@@ -376,32 +376,7 @@ void check_chunk(const std::string& model_name, const std::string& fixture, cons
       ASSERT_EQ(ours.scores[li].size(), concat.size()) << where;
       ASSERT_EQ(ours.scores[li][0].size(), concat[0].size()) << where;
       dev = std::max(dev, max_rel_dev(concat, ours.scores[li]));
-      for (int64_t start = 0; start < next; start += chunk) {
-        json ref_layer, ref_scores = json::array();
-        ref_layer["kept"] = json::array();
-        std::vector<std::vector<int32_t>> got, before;
-        LayerScores our_scores;
-        for (size_t h = 0; h < concat.size(); ++h) {
-          json kept = json::array(), sc = json::array();
-          for (int32_t p : l->f.run(r)["layers"][li]["kept"][h].get<std::vector<int32_t>>())
-            if (p >= start && p < start + chunk) kept.push_back(p - start);
-          for (int64_t i = start; i < std::min<int64_t>(next, start + chunk); ++i) sc.push_back(concat[h][static_cast<size_t>(i)]);
-          ref_layer["kept"].push_back(kept);
-          ref_scores.push_back(sc);
-          got.emplace_back();
-          for (int32_t p : ours.kept[li][h])
-            if (p >= start && p < start + chunk) got.back().push_back(static_cast<int32_t>(p - start));
-          before.emplace_back();
-          our_scores.emplace_back();
-          for (int64_t i = start; i < std::min<int64_t>(next, start + chunk); ++i) {
-            before.back().push_back(static_cast<int32_t>(i - start));
-            our_scores.back().push_back(ours.scores[li][h][static_cast<size_t>(i)]);
-          }
-        }
-        // Per chunk: kvpress pads each chunk's sinks with that chunk's max + 1.
-        parity::expect_scores(ref_scores, our_scores, tol, where + " chunk at " + std::to_string(start));
-        parity::expect_kept(ref_layer, &ref_scores, got, our_scores, before, tol, where + " chunk at " + std::to_string(start));
-      }
+      parity::expect_kept_per_chunk(l->f.run(r)["layers"][li]["kept"], concat, ours.scores[li], ours.kept[li], next, chunk, tol, where, true);
     }
   }
   std::printf("[ wired    ] %s/%s max relative score deviation %.3g\n", model_name.c_str(), fixture.c_str(), dev);
