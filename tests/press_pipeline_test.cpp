@@ -170,7 +170,8 @@ TEST(PressPipeline, CliAbsoluteBudgetsDecodingAndForks) {
                            " -p 'Once upon a time there was a little girl named Lily. She loved to play outside with her dog.' --json -t 1";
   const CliResult tokens = run_cli(base + " -n 0 --press snapkv --press-opt window_size=4 --press-opt budget=10");
   ASSERT_EQ(tokens.status, 0) << tokens.err;
-  for (const auto& layer : nlohmann::json::parse(tokens.out)["kv_lengths"])
+  const auto jt = nlohmann::json::parse(tokens.out);  // (a temporary would die before the loop)
+  for (const auto& layer : jt["kv_lengths"])
     for (const auto& len : layer) EXPECT_EQ(len.get<int64_t>(), 10);
   // A byte budget: K+V+position bytes of the compressed layers fit in it.
   const CliResult bytes = run_cli(base + " -n 0 --press knorm --press-opt budget_bytes=20000");
