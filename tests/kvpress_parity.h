@@ -236,6 +236,24 @@ inline void expect_kept(const json& ref_layer, const json* ref_scores, const std
   }
 }
 
+// A chunk wrapper's inner score calls of one layer ("press.press", one per chunk of at most
+// `chunk` slots, consecutive positions) joined per head into `concat`; `len` gets the total.
+inline void concat_chunk_calls(const json& calls, int64_t chunk, const std::string& where, json& concat, int32_t& len) {
+  concat = json::array();
+  len = 0;
+  for (const auto& c : calls) {
+    ASSERT_EQ(c["scorer"], "press.press") << where;
+    for (size_t h = 0; h < c["scores"].size(); ++h) {
+      if (concat.size() <= h) concat.push_back(json::array());
+      for (const auto& x : c["scores"][h]) concat[h].push_back(x);
+      const auto pos = c["positions"][h].get<std::vector<int32_t>>();
+      for (size_t i = 0; i < pos.size(); ++i) ASSERT_EQ(pos[i], len + static_cast<int32_t>(i)) << where << ": chunk positions";
+    }
+    ASSERT_LE(c["n"].get<int64_t>(), chunk) << where;
+    len += c["n"].get<int32_t>();
+  }
+}
+
 // Chunk-wise presses (chunk): each chunk of `chunk` slots has its own cut, so kept sets are
 // compared chunk by chunk. ref_kept: the reference layer's kept positions per head; scores:
 // the reference's and ours over the whole layer (positions = slot indices). With

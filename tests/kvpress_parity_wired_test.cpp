@@ -360,19 +360,10 @@ void check_chunk(const std::string& model_name, const std::string& fixture, cons
       const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
       const json* calls = &l->f.run(r)["layers"][li]["score_calls"];
       if (calls->is_string()) calls = &l->f.run(0)["layers"][li]["score_calls"];
-      json concat = json::array();
+      json concat;
       int32_t next = 0;
-      for (const auto& c : *calls) {
-        ASSERT_EQ(c["scorer"], "press.press") << where;
-        for (size_t h = 0; h < c["scores"].size(); ++h) {
-          if (concat.size() <= h) concat.push_back(json::array());
-          for (const auto& x : c["scores"][h]) concat[h].push_back(x);
-          const auto pos = c["positions"][h].get<std::vector<int32_t>>();
-          for (size_t i = 0; i < pos.size(); ++i) ASSERT_EQ(pos[i], next + static_cast<int32_t>(i)) << where << ": chunk positions";
-        }
-        ASSERT_LE(c["n"].get<int64_t>(), chunk) << where;
-        next += c["n"].get<int32_t>();
-      }
+      parity::concat_chunk_calls(*calls, chunk, where, concat, next);
+      ASSERT_FALSE(::testing::Test::HasFatalFailure()) << where;
       ASSERT_EQ(ours.scores[li].size(), concat.size()) << where;
       ASSERT_EQ(ours.scores[li][0].size(), concat[0].size()) << where;
       dev = std::max(dev, max_rel_dev(concat, ours.scores[li]));
