@@ -9,7 +9,7 @@ CACHE="${KVSQ_CACHE:-$HOME/.cache/kvsqueeze}"
 VENV="$CACHE/venv"
 BUILD="${KVSQ_BUILD_DIR:-build}"
 PACKAGES=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
-          libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev clang libclang-rt-14-dev libomp-dev
+          libcpp-httplib-dev libcairo2-dev ccache libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev clang libclang-rt-14-dev libomp-dev
           python3-venv python3-pip)
 
 missing=()
@@ -32,8 +32,13 @@ if ! "$VENV/bin/python" -c "import gguf, numpy" 2>/dev/null; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-tools.txt
 fi
 
+# Compiler cache in the cache folder: rebuilding a fresh clone (CI) reuses earlier objects.
+export CCACHE_DIR="${CCACHE_DIR:-$CACHE/ccache}" CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
+export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+LAUNCHER="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache"
+
 if [ "${KVSQ_SKIP_BUILD:-0}" != 1 ]; then
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release ${KVSQ_CMAKE_ARGS:-} >/dev/null
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release $LAUNCHER ${KVSQ_CMAKE_ARGS:-} >/dev/null
   ninja -C "$BUILD" >/dev/null
   echo "[setup] built $BUILD/kvsqueeze"
 fi

@@ -9,6 +9,9 @@ export KVSQ_PYTHON="$KVSQ_CACHE/venv/bin/python"
 JOBS="${KVSQ_JOBS:-$(nproc)}"
 
 KVSQ_CMAKE_ARGS="-DKVSQ_WERROR=ON" scripts/setup.sh
+# The same compiler cache as setup.sh for the sanitizer and fuzzing builds.
+export CCACHE_DIR="${CCACHE_DIR:-$KVSQ_CACHE/ccache}" CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+LAUNCHER="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache"
 export KVSQ_DEFAULT_MODEL="$(scripts/get_default_model.sh)"
 
 echo "== tests (Release, -Werror)"
@@ -17,14 +20,14 @@ OMP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j "$JOBS"
 
 echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_SANITIZE=ON -DKVSQ_WERROR=ON \
-  -DKVSQ_BUILD_BENCH=OFF >/dev/null
+  -DKVSQ_BUILD_BENCH=OFF $LAUNCHER >/dev/null
 ninja -C build-asan >/dev/null
 # The slowest end-to-end checks on the default model run only in the optimised build.
 OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$JOBS" -E "DefaultModel"
 
 echo "== fuzzing the GGUF parser and tokenizer builder (libFuzzer, ${KVSQ_FUZZ_SECONDS:-60}s)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_FUZZ=ON \
-  -DKVSQ_BUILD_TESTS=OFF -DKVSQ_BUILD_BENCH=OFF -DKVSQ_SANITIZE=ON >/dev/null
+  -DKVSQ_BUILD_TESTS=OFF -DKVSQ_BUILD_BENCH=OFF -DKVSQ_SANITIZE=ON $LAUNCHER >/dev/null
 ninja -C build-fuzz gguf_fuzz >/dev/null
 corpus="$(mktemp -d)"
 cp ../shared/models/stories260K.gguf "$corpus/" 2>/dev/null || true

@@ -1,0 +1,30 @@
+#pragma once
+// Answer metrics (ALGORITHMS.md §8): RULER's string matching, LongBench's metrics as the official
+// THUDM/LongBench metrics.py computes them, and the ROUGE used by kvpress's needle benchmark.
+// Every function returns a score in [0, 1] for one prediction; callers report x100.
+#include <string>
+#include <vector>
+
+namespace kvsqueeze::eval {
+
+// RULER: the fraction of references found as case-insensitive substrings (control characters stripped).
+double string_match_all(const std::string& prediction, const std::vector<std::string>& references);
+// RULER qa tasks: 1 if any reference is found.
+double string_match_part(const std::string& prediction, const std::vector<std::string>& references);
+
+// LongBench (each the max over references where LongBench takes the max).
+std::string normalize_answer(const std::string& s);  // lower, drop punctuation and a/an/the, collapse spaces
+double qa_f1(const std::string& prediction, const std::string& reference);      // true F1, not recall
+double rouge_l(const std::string& prediction, const std::string& reference);    // `rouge` package ROUGE-L F
+double classification_score(const std::string& prediction, const std::string& reference,
+                            const std::vector<std::string>& all_classes);
+double retrieval_score(const std::string& prediction, const std::string& reference);  // "Paragraph N"
+double count_score(const std::string& prediction, const std::string& reference);
+double code_sim_score(const std::string& prediction, const std::string& reference);  // fuzz.ratio of the first code line
+
+// Scores by metric name (metric_names()); throws kvsqueeze::Error for an unknown name.
+double score_answer(const std::string& metric, const std::string& prediction, const std::vector<std::string>& references,
+                    const std::vector<std::string>& all_classes = {});
+std::vector<std::string> metric_names();
+
+}  // namespace kvsqueeze::eval
