@@ -66,6 +66,8 @@ QA_CASES = [
     ("Straße", "strasse"),
     ("naïve a café", "naïve café"),
     ("éa b", "éa"),
+    ("éa", "é"),  # 'é' is a word character: no article boundary inside "éa"
+    ("Ωthe end", "Ω end"),
     ("the_end", "the end"),
     ("a\u00a0b\u3000the\tc\nd", "a b c d"),
     ("yes yes yes", "yes"),
@@ -102,6 +104,8 @@ CLASS_SETS = [
      "Number", "Other number", "Description", "Definition of something"],
     ["体育", "财经", "房产", "时政", "时政新闻", "娱乐"],
     ["cat", "cat food", "dog", "cat", "hot dog"],
+    ["New", "York", "New York", "Boston"],
+    ["a", "b", "ab", "c"],
 ]
 CLASSIFICATION_CASES = [
     ("Location", "Location", 0),
@@ -120,6 +124,12 @@ CLASSIFICATION_CASES = [
     ("cat food and a hot dog", "cat food", 2),
     ("cat food", "cat", 2),
     ("hot dog", "hot dog", 2),
+    ("New York", "New York", 3),  # "New" removed while iterating, so "York" is skipped and stays
+    ("I'd say New York or Boston", "New York", 3),
+    ("New", "New York", 3),
+    ("ab", "ab", 4),
+    ("a b c", "c", 4),
+    ("abc", "ab", 4),
 ]
 
 RETRIEVAL_CASES = [
