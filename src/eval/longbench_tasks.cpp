@@ -182,10 +182,20 @@ std::vector<Sample> longbench_samples(const std::string& dataset, const LongBenc
       const std::vector<int32_t> ids_all = tokenizer.encode(prompt.text, tokenizer.add_bos_by_default());
       s.meta["prompt_tokens"] = ids_all.size();
       if (static_cast<int64_t>(ids_all.size()) > options.max_length) {
-        const auto half = static_cast<size_t>(options.max_length / 2);
-        const std::string head = tokenizer.decode(std::vector<int32_t>(ids_all.begin(), ids_all.begin() + half), true);
-        const std::string tail = tokenizer.decode(std::vector<int32_t>(ids_all.end() - half, ids_all.end()), true);
+        // Joining the halves can re-tokenize a few tokens longer at the seam (the tail's first
+        // piece loses its leading space in decode); pred.py ignores that, but a prompt that must fit
+        // the session's context cannot, so both halves shrink until the joined text fits.
+        auto half = static_cast<size_t>(options.max_length / 2);
+        std::string head, tail;
+        while (true) {
+          head = tokenizer.decode(std::vector<int32_t>(ids_all.begin(), ids_all.begin() + half), true);
+          tail = tokenizer.decode(std::vector<int32_t>(ids_all.end() - half, ids_all.end()), true);
+          const auto joined = static_cast<int64_t>(tokenizer.encode(head + tail, tokenizer.add_bos_by_default()).size());
+          if (joined <= options.max_length || half == 0) break;
+          half -= std::min(half, static_cast<size_t>((joined - options.max_length + 1) / 2));
+        }
         s.meta["truncated"] = true;
+        s.meta["kept_half_tokens"] = half;
         if (tail.size() >= question.size() && tail.ends_with(question)) {
           s.context = head + tail.substr(0, tail.size() - question.size());
           s.question = question;
