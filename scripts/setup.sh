@@ -9,7 +9,7 @@ CACHE="${KVSQ_CACHE:-$HOME/.cache/kvsqueeze}"
 VENV="$CACHE/venv"
 BUILD="${KVSQ_BUILD_DIR:-build}"
 PACKAGES=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
-          libcpp-httplib-dev libcairo2-dev ccache libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev clang libclang-rt-14-dev libomp-dev
+          libcpp-httplib-dev libcairo2-dev ccache libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev clang libclang-rt-14-dev libomp-dev
           python3-venv python3-pip)
 
 missing=()
