@@ -16,6 +16,8 @@
 #include "kvsqueeze/eval/tasks.h"
 #include "kvsqueeze/gguf.h"
 #include "kvsqueeze/tokenizer.h"
+#include "eval/task_random.h"
+#include "eval/task_text.h"
 #include "test_paths.h"
 
 using namespace kvsqueeze;
@@ -144,6 +146,66 @@ RulerOptions with_qa_file(RulerOptions options, const std::string& task) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: the seeded RNG, the sentence splitter and the length search
+
+TEST(EvalTaskHelpers, RngIsTheStandardEngineWithPortableDraws) {
+  // The C++ standard fixes mt19937_64's 10000th output for the default seed 5489.
+  TaskRng rng(5489);
+  for (int i = 0; i < 9999; ++i) rng.next();
+  EXPECT_EQ(rng.next(), 9981545732273789042ULL);
+
+  TaskRng a(42), b(42), c(43);
+  std::vector<int64_t> draws_a, draws_b, draws_c;
+  for (int i = 0; i < 1000; ++i) {
+    draws_a.push_back(a.uniform_int(10, 19));
+    draws_b.push_back(b.uniform_int(10, 19));
+    draws_c.push_back(c.uniform_int(10, 19));
+  }
+  EXPECT_EQ(draws_a, draws_b);
+  EXPECT_NE(draws_a, draws_c);
+  std::map<int64_t, int> histogram;
+  for (int64_t d : draws_a) ++histogram[d];
+  ASSERT_EQ(histogram.size(), 10u);  // every value of [10, 19], none outside
+  EXPECT_EQ(histogram.begin()->first, 10);
+  EXPECT_EQ(histogram.rbegin()->first, 19);
+  for (const auto& [value, n] : histogram) EXPECT_GT(n, 50) << value;  // ~100 each
+
+  const auto picked = a.sample_indices(1000, 40);
+  EXPECT_EQ(std::set<int64_t>(picked.begin(), picked.end()).size(), 40u);
+  EXPECT_TRUE(std::all_of(picked.begin(), picked.end(), [](int64_t i) { return i >= 0 && i < 1000; }));
+  const auto all = a.sample_indices(7, 7);
+  EXPECT_EQ(std::set<int64_t>(all.begin(), all.end()), (std::set<int64_t>{0, 1, 2, 3, 4, 5, 6}));
+  std::vector<int> items = {1, 2, 3, 4, 5, 6, 7, 8};
+  a.shuffle(items);
+  EXPECT_EQ(std::set<int>(items.begin(), items.end()).size(), 8u);
+
+  EXPECT_NE(derive_seed(42, "ruler/vt", 0), derive_seed(42, "ruler/vt", 1));
+  EXPECT_NE(derive_seed(42, "ruler/vt", 0), derive_seed(42, "ruler/cwe", 0));
+  EXPECT_NE(derive_seed(42, "ruler/vt", 0), derive_seed(43, "ruler/vt", 0));
+}
+
+TEST(EvalTaskHelpers, SentencesEndAtPunctuationBeforeANewSentence) {
+  const auto sentences = split_sentences(
+      "Mr. Smith came. 'Oh dear!' said Alice. 'I shall be late!' The end? Yes... and so on. Done");
+  EXPECT_EQ(sentences, (std::vector<std::string>{"Mr. Smith came.", "'Oh dear!' said Alice.", "'I shall be late!'",
+                                                 "The end?", "Yes... and so on.", "Done"}));
+  EXPECT_EQ(split_words("  a\n\tb  c "), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST(EvalTaskHelpers, FitFindsTheLargestCountWithinBudget) {
+  // A linear count: 3n + 17 <= 1000 holds up to n = 327.
+  int calls = 0;
+  auto linear = [&](int64_t n) { return ++calls, 3 * n + 17; };
+  EXPECT_EQ(fit_units(linear, 1000, 25, int64_t{1} << 40), 327);
+  EXPECT_LT(calls, 20);
+  // Steps of 40 tokens per 7 units (a haystack unit that is several sentences).
+  auto steps = [](int64_t n) { return 40 * (n / 7) + 5; };
+  EXPECT_EQ(fit_units(steps, 1000, 500, int64_t{1} << 40), 7 * 24 + 6);  // 40*24+5 = 965 <= 1000 < 1005
+  EXPECT_EQ(fit_units(linear, 1000, 25, 100), 100);                       // capped by max_units
+  EXPECT_EQ(fit_units(linear, 10, 25, 100), 0);                           // one unit is over budget
+}
 
 // ---------------------------------------------------------------------------------------------
 // Haystack
