@@ -1,5 +1,6 @@
 #include "ruler_common.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
