@@ -23,6 +23,7 @@ struct NiahOptions {
   std::vector<double> depths = {0, 25, 50, 75, 100};  // percent
   std::string variant = "single";  // single | multi (several needles, all asked) | passkey
   int64_t n_needles = 3;            // multi
+  int64_t passkey_digits = 5;       // passkey (LagKV also tests 64)
   std::string haystack_dir;         // "" = the default haystack
   uint64_t seed = 42;
 };
