@@ -32,12 +32,21 @@ void append_result(const std::string& path, const nlohmann::json& result);
 // achieved ratio; and per press x ratio the mean over tasks, RULER's headline), and the plots:
 // score vs ratio per press (score_vs_ratio.{png,svg}; for kld, KL vs ratio) and, for niah,
 // a depth x length heat map per press and ratio (niah_PRESS_RATIO.{png,svg}). Returns the files written.
+//   summary.csv columns: kind,task,press,ratio,n,tasks,score,kl,top1,ppl_ratio,kv_held_mib,achieved_ratio;
+//   rows with task "mean over tasks" are the per kind x press x ratio means of the task means ("tasks"
+//   of them). score: mean x100, except kld/ppl: the mean as stored (kld: KL in nats). kl, top1 (x100)
+//   and ppl_ratio: means of "metrics". The press column is the expression plus " [press_opts]" if any;
+//   "none" is reported at ratio 0. Several kinds: one score_vs_ratio_KIND per kind. Niah results
+//   without numeric meta.depth and meta.length stay out of the heat maps. A result without kind,
+//   task, press (strings), a numeric score, or (unless press is "none") a numeric ratio throws
+//   kvsqueeze::Error before anything is written.
 std::vector<std::string> write_report(const std::vector<nlohmann::json>& results, const std::string& out_dir);
 
 // Pictures (cairo), each written as PATH.png and PATH.svg.
 struct Series {
   std::string label;
-  std::vector<double> x, y;
+  std::vector<double> x, y;  // NaN y: a gap in the line
+  bool horizontal = false;   // a reference level (the uncompressed baseline): a dashed line at y[0] across the plot
 };
 void plot_lines(const std::string& path, const std::string& title, const std::string& x_label, const std::string& y_label,
                 const std::vector<Series>& series);

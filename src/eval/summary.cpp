@@ -1,0 +1,269 @@
+#include "eval/summary.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "kvsqueeze/error.h"
+
+namespace kvsqueeze::eval {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// A running mean that stays NaN when nothing was added.
+struct Mean {
+  double sum = 0;
+  int64_t count = 0;
+  void add(double v) {
+    if (!std::isfinite(v)) return;
+    sum += v;
+    ++count;
+  }
+  double value() const { return count ? sum / static_cast<double>(count) : kNaN; }
+};
+
+double number_or_nan(const nlohmann::json& object, const char* name) {
+  if (!object.is_object()) return kNaN;
+  auto it = object.find(name);
+  return it != object.end() && it->is_number() ? it->get<double>() : kNaN;
+}
+
+std::string describe(const nlohmann::json& result, size_t index) {
+  std::string text = "result #" + std::to_string(index + 1);
+  auto key = result.find("key");
+  if (key != result.end() && key->is_string()) text += " (key " + key->get<std::string>() + ")";
+  return text;
+}
+
+void require(const nlohmann::json& result, size_t index, const char* name, bool (nlohmann::json::*is_type)() const noexcept,
+             const char* type) {
+  auto it = result.find(name);
+  if (it == result.end() || !((*it).*is_type)())
+    throw Error(describe(result, index) + ": \"" + name + "\" is " + (it == result.end() ? "missing" : "not " + std::string(type)) +
+                "; every result needs kind, task, press (strings), score and, unless press is \"none\", ratio (numbers)");
+}
+
+void validate(const nlohmann::json& result, size_t index) {
+  if (!result.is_object()) throw Error(describe(result, index) + " is not a JSON object");
+  require(result, index, "kind", &nlohmann::json::is_string, "a string");
+  require(result, index, "task", &nlohmann::json::is_string, "a string");
+  require(result, index, "press", &nlohmann::json::is_string, "a string");
+  require(result, index, "score", &nlohmann::json::is_number, "a number");
+  if (result["press"] != "none") require(result, index, "ratio", &nlohmann::json::is_number, "a number");
+}
+
+bool is_baseline(const std::string& press_label) { return press_label == "none" || press_label.rfind("none ", 0) == 0; }
+
+// Orders presses with the baseline first, then by name.
+struct PressOrder {
+  bool operator()(const std::string& a, const std::string& b) const {
+    return std::make_tuple(!is_baseline(a), a) < std::make_tuple(!is_baseline(b), b);
+  }
+};
+
+std::string format(const char* spec, double value) {
+  if (!std::isfinite(value)) return "";
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, spec, value);
+  return buffer;
+}
+
+std::string format_ratio(double ratio) { return format("%g", ratio); }
+std::string format_score(const SummaryRow& row) {
+  return format(is_divergence_kind(row.kind) ? "%.6g" : "%.2f", row.score);
+}
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
+std::string md_cell(const std::string& text) {
+  std::string escaped;
+  for (char c : text) {
+    if (c == '|') escaped += "\\|";
+    else if (c == '\n' || c == '\r') escaped += ' ';
+    else escaped += c;
+  }
+  return escaped.empty() ? "–" : escaped;
+}
+
+std::string md_row(const std::vector<std::string>& cells) {
+  std::string line = "|";
+  for (const std::string& cell : cells) line += " " + md_cell(cell) + " |";
+  return line + "\n";
+}
+
+std::string md_separator(const std::vector<bool>& right_aligned) {
+  std::string line = "|";
+  for (bool right : right_aligned) line += right ? " ---: |" : " --- |";
+  return line + "\n";
+}
+
+}  // namespace
+
+bool is_divergence_kind(const std::string& kind) { return kind == "kld" || kind == "ppl"; }
+
+std::string press_label(const nlohmann::json& result) {
+  std::string label = result.value("press", std::string());
+  auto opts = result.find("press_opts");
+  if (opts != result.end() && opts->is_array() && !opts->empty()) {
+    std::string joined;
+    for (const auto& opt : *opts) joined += (joined.empty() ? "" : " ") + (opt.is_string() ? opt.get<std::string>() : opt.dump());
+    label += " [" + joined + "]";
+  }
+  return label;
+}
+
+double reported_ratio(const nlohmann::json& result) {
+  if (result.value("press", std::string()) == "none") return 0.0;
+  return result.value("ratio", 0.0);
+}
+
+Summary summarise(const std::vector<nlohmann::json>& results) {
+  struct Accumulator {
+    Mean score, kl, top1, ppl_ratio, kv_held, achieved;
+  };
+  using Key = std::tuple<std::string, std::string, std::string, double>;  // kind, task, press, ratio
+  auto key_less = [](const Key& a, const Key& b) {
+    PressOrder press_order;
+    if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) < std::get<0>(b);
+    if (std::get<1>(a) != std::get<1>(b)) return std::get<1>(a) < std::get<1>(b);
+    if (std::get<2>(a) != std::get<2>(b)) return press_order(std::get<2>(a), std::get<2>(b));
+    return std::get<3>(a) < std::get<3>(b);
+  };
+  std::map<Key, Accumulator, decltype(key_less)> cells(key_less);
+
+  for (size_t i = 0; i < results.size(); ++i) {
+    const nlohmann::json& result = results[i];
+    validate(result, i);
+    const std::string kind = result["kind"];
+    Accumulator& cell = cells[{kind, result["task"].get<std::string>(), press_label(result), reported_ratio(result)}];
+    const double score = result["score"].get<double>();
+    cell.score.add(is_divergence_kind(kind) ? score : 100.0 * score);
+    const nlohmann::json metrics = result.value("metrics", nlohmann::json::object());
+    cell.kl.add(number_or_nan(metrics, "kl"));
+    cell.top1.add(100.0 * number_or_nan(metrics, "top1"));
+    cell.ppl_ratio.add(number_or_nan(metrics, "ppl_ratio"));
+    cell.kv_held.add(number_or_nan(result, "kv_bytes_held") / kMiB);
+    cell.achieved.add(number_or_nan(result, "achieved_ratio"));
+  }
+
+  Summary summary;
+  // Means over tasks: each task counts once, whatever its number of samples (RULER's headline).
+  struct MeanAccumulator {
+    Mean score, kl, top1, ppl_ratio, kv_held, achieved;
+    int64_t n = 0, tasks = 0;
+  };
+  using MeanKey = std::tuple<std::string, std::string, double>;  // kind, press, ratio
+  auto mean_key_less = [](const MeanKey& a, const MeanKey& b) {
+    if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) < std::get<0>(b);
+    if (std::get<1>(a) != std::get<1>(b)) return PressOrder()(std::get<1>(a), std::get<1>(b));
+    return std::get<2>(a) < std::get<2>(b);
+  };
+  std::map<MeanKey, MeanAccumulator, decltype(mean_key_less)> means(mean_key_less);
+
+  for (const auto& [key, cell] : cells) {
+    SummaryRow row;
+    std::tie(row.kind, row.task, row.press, row.ratio) = key;
+    row.n = cell.score.count;
+    row.score = cell.score.value();
+    row.kl = cell.kl.value();
+    row.top1 = cell.top1.value();
+    row.ppl_ratio = cell.ppl_ratio.value();
+    row.kv_held_mib = cell.kv_held.value();
+    row.achieved_ratio = cell.achieved.value();
+    summary.rows.push_back(row);
+
+    MeanAccumulator& mean = means[{row.kind, row.press, row.ratio}];
+    mean.score.add(row.score);
+    mean.kl.add(row.kl);
+    mean.top1.add(row.top1);
+    mean.ppl_ratio.add(row.ppl_ratio);
+    mean.kv_held.add(row.kv_held_mib);
+    mean.achieved.add(row.achieved_ratio);
+    mean.n += row.n;
+    mean.tasks += 1;
+  }
+  for (const auto& [key, mean] : means) {
+    SummaryRow row;
+    std::tie(row.kind, row.press, row.ratio) = key;
+    row.task = "mean over tasks";
+    row.n = mean.n;
+    row.tasks = mean.tasks;
+    row.score = mean.score.value();
+    row.kl = mean.kl.value();
+    row.top1 = mean.top1.value();
+    row.ppl_ratio = mean.ppl_ratio.value();
+    row.kv_held_mib = mean.kv_held.value();
+    row.achieved_ratio = mean.achieved.value();
+    summary.means.push_back(row);
+  }
+  return summary;
+}
+
+std::string summary_csv(const Summary& summary) {
+  std::string text = "kind,task,press,ratio,n,tasks,score,kl,top1,ppl_ratio,kv_held_mib,achieved_ratio\n";
+  auto append = [&](const SummaryRow& row) {
+    text += csv_field(row.kind) + "," + csv_field(row.task) + "," + csv_field(row.press) + "," + format_ratio(row.ratio) +
+            "," + std::to_string(row.n) + "," + std::to_string(row.tasks) + "," + format_score(row) + "," +
+            format("%.6g", row.kl) + "," + format("%.2f", row.top1) + "," + format("%.4f", row.ppl_ratio) + "," +
+            format("%.2f", row.kv_held_mib) + "," + format("%.4f", row.achieved_ratio) + "\n";
+  };
+  for (const SummaryRow& row : summary.rows) append(row);
+  for (const SummaryRow& row : summary.means) append(row);
+  return text;
+}
+
+std::string summary_markdown(const Summary& summary) {
+  std::string text = "# Evaluation summary\n\n";
+  text += "Scores are means x100 (kld: the mean per-token KL divergence in nats, lower is better). "
+          "Press `none` is the uncompressed baseline, shown at ratio 0. KV held is the mean cache size in MiB; "
+          "achieved is 1 - kept slots / full slots.\n";
+  std::set<std::string> kinds;
+  for (const SummaryRow& row : summary.rows) kinds.insert(row.kind);
+  for (const std::string& kind : kinds) {
+    const bool divergence = is_divergence_kind(kind);
+    text += "\n## " + kind + "\n\n";
+    std::vector<std::string> header = {"task", "press", "ratio", divergence ? (kind == "kld" ? "KL (nats)" : "score") : "score"};
+    if (divergence) header.insert(header.end(), {"KL (nats)", "top-1 (%)", "ppl ratio"});
+    if (divergence && kind == "kld") header.erase(header.begin() + 4);  // the score is the KL already
+    header.insert(header.end(), {"n", "KV held (MiB)", "achieved ratio"});
+    std::vector<bool> right(header.size(), true);
+    right[0] = right[1] = false;
+    text += md_row(header) + md_separator(right);
+    auto cells_of = [&](const SummaryRow& row, const std::string& first) {
+      std::vector<std::string> cells = {first, row.press, format_ratio(row.ratio), format_score(row)};
+      if (divergence) {
+        if (kind != "kld") cells.push_back(format("%.6g", row.kl));
+        cells.push_back(format("%.2f", row.top1));
+        cells.push_back(format("%.4f", row.ppl_ratio));
+      }
+      cells.insert(cells.end(), {std::to_string(row.n), format("%.2f", row.kv_held_mib), format("%.4f", row.achieved_ratio)});
+      return cells;
+    };
+    std::set<std::string> tasks;
+    for (const SummaryRow& row : summary.rows)
+      if (row.kind == kind) {
+        text += md_row(cells_of(row, row.task));
+        tasks.insert(row.task);
+      }
+    text += "\n### " + kind + ": mean over tasks (" + std::to_string(tasks.size()) + " task" +
+            (tasks.size() == 1 ? "" : "s") + ")\n\n";
+    std::vector<std::string> mean_header = header;
+    mean_header[0] = "tasks";
+    text += md_row(mean_header) + md_separator(right);
+    for (const SummaryRow& row : summary.means)
+      if (row.kind == kind) text += md_row(cells_of(row, std::to_string(row.tasks)));
+  }
+  return text;
+}
+
+}  // namespace kvsqueeze::eval
