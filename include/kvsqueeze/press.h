@@ -150,6 +150,8 @@ std::vector<PressInfo> list_presses();
 // NAME.KEY of every press called NAME in the expression. Unknown press or option, a value of
 // the wrong type or out of range, a malformed expression: kvsqueeze::Error naming the valid choices.
 std::unique_ptr<Press> make_press(const std::string& expression, const std::vector<std::string>& options = {});
+// Whether a press expression names `press` (as a whole word): "adakv(snapkv)" names snapkv.
+bool expression_mentions(const std::string& expression, const std::string& press);
 
 // Takes the pipeline-level options out of `press_opts`: budget=N (slots kept per head, an
 // absolute budget instead of the ratio) and budget_bytes=B (bytes the compressible layers'

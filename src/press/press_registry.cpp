@@ -310,3 +310,16 @@ std::unique_ptr<Press> make_press(const std::string& expression, const std::vect
 }
 
 }  // namespace kvsqueeze
+
+namespace kvsqueeze {
+
+bool expression_mentions(const std::string& expression, const std::string& press) {
+  auto word = [&](size_t i) {
+    return i < expression.size() && (std::isalnum(static_cast<unsigned char>(expression[i])) || expression[i] == '_');
+  };
+  for (size_t at = expression.find(press); at != std::string::npos; at = expression.find(press, at + 1))
+    if ((at == 0 || !word(at - 1)) && !word(at + press.size())) return true;
+  return false;
+}
+
+}  // namespace kvsqueeze

@@ -40,15 +40,6 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-// Whether a press expression names `press` (as a whole word).
-bool mentions_press(const std::string& expression, const std::string& press) {
-  for (size_t at = expression.find(press); at != std::string::npos; at = expression.find(press, at + 1)) {
-    auto word = [&](size_t i) { return i < expression.size() && (std::isalnum(static_cast<unsigned char>(expression[i])) || expression[i] == '_'); };
-    if ((at == 0 || !word(at - 1)) && !word(at + press.size())) return true;
-  }
-  return false;
-}
-
 // The press that compresses the context, or null for --press none.
 std::unique_ptr<Press> build_press(const GenerateArgs& a) {
   if (!(a.ratio >= 0.0 && a.ratio < 1.0)) throw Error("--ratio must be in [0, 1) (the fraction removed), got " + std::to_string(a.ratio));
@@ -63,7 +54,7 @@ std::unique_ptr<Press> build_press(const GenerateArgs& a) {
   any.head_dim_k = any.head_dim_v = any.n_head_kv = 1;
   take_budget_options(any, KvType::F16, a.ratio, opts);
   // finch's window is each question's length, set per question; validate the rest now.
-  if (mentions_press(a.press, "finch")) opts.push_back("finch.window_size=1");
+  if (expression_mentions(a.press, "finch")) opts.push_back("finch.window_size=1");
   return make_press(a.press, opts);
 }
 
@@ -116,7 +107,7 @@ int run(GenerateArgs& a) {
   const std::unique_ptr<Press> press = build_press(a);
   a.policy.validate();
   // Finch scores the context by the question's attention: it only exists query-aware.
-  if (mentions_press(a.press, "finch")) a.query_aware = true;
+  if (expression_mentions(a.press, "finch")) a.query_aware = true;
   if (a.query_aware && a.questions.empty()) throw Error("query-aware compression (--query-aware, finch) needs a question: -q TEXT");
   if (a.query_aware && !press) throw Error("--query-aware needs a press (--press NAME --ratio R)");
   // A decode press compresses on its own trigger (LagKV) and/or every --decode-interval steps.
@@ -199,7 +190,7 @@ int run(GenerateArgs& a) {
       std::unique_ptr<KvCache> snapshot;
       if (qi + 1 < a.questions.size()) snapshot = std::make_unique<KvCache>(clone_cache(session.cache()));
       std::vector<std::string> opts = rest;
-      if (mentions_press(a.press, "finch")) opts.push_back("finch.window_size=" + std::to_string(ids.size()));
+      if (expression_mentions(a.press, "finch")) opts.push_back("finch.window_size=" + std::to_string(ids.size()));
       auto question_press = make_press(a.press, opts);
       const auto t0 = std::chrono::steady_clock::now();
       GenerationResult r;

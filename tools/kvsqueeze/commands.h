@@ -12,5 +12,6 @@ Runner add_inspect(CLI::App& app);
 Runner add_generate(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_presses(CLI::App& app);
+Runner add_eval(CLI::App& app);
 
 }  // namespace kvsqueeze::cli

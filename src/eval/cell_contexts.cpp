@@ -1,0 +1,116 @@
+#include "eval/cell_contexts.h"
+
+#include <chrono>
+
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/shared_prefill.h"
+
+namespace kvsqueeze::eval {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+struct BuiltPress {
+  std::unique_ptr<Press> press;  // null: no compression
+  Budget budget;
+};
+
+BuiltPress build(const Model& model, const EvalSettings& s, const GridCell& cell, int64_t question_tokens) {
+  if (cell.press == "none") return {};
+  std::vector<std::string> opts = cell.options;
+  const Budget budget = take_budget_options(model.config(), s.session.kv_type, cell.ratio, opts);
+  if (expression_mentions(cell.press, "finch")) opts.push_back("finch.window_size=" + std::to_string(std::max<int64_t>(1, question_tokens)));
+  return {make_press(cell.press, opts), budget};
+}
+
+bool needs_own_prefill(const EvalSettings& s, const GridCell& cell) {
+  if (cell.press == "none") return false;
+  return s.policy.every_chunk || s.policy.decoding() || s.query_aware || expression_mentions(cell.press, "finch");
+}
+
+void measure(const Model& model, const Session& session, int64_t context_tokens, InstalledCell& out) {
+  const KvCache& cache = session.cache();
+  out.context_tokens = context_tokens;
+  out.kv_bytes_held = cache.bytes_held();
+  out.kv_bytes_full = session.kv_bytes_full();
+  int64_t kept = 0, full = 0;
+  const auto lengths = cache.lengths();
+  for (size_t l = 0; l < lengths.size(); ++l) {
+    if (model.config().layer_sliding[l]) continue;
+    for (int64_t len : lengths[l]) kept += len, full += context_tokens;
+  }
+  out.achieved_ratio = full > 0 ? 1.0 - static_cast<double>(kept) / static_cast<double>(full) : 0.0;
+}
+
+}  // namespace
+
+void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<const GridCell*>& cells,
+                   const std::vector<int32_t>& context, const std::vector<int32_t>& question, int64_t slack,
+                   const std::function<void(InstalledCell&)>& use) {
+  const auto n_context = static_cast<int64_t>(context.size());
+  std::vector<const GridCell*> shared, own;
+  for (const GridCell* c : cells) (needs_own_prefill(s, *c) ? own : shared).push_back(c);
+
+  if (!shared.empty()) {
+    std::vector<BuiltPress> presses;
+    std::vector<PrefillCell> prefill_cells;
+    for (const GridCell* c : shared) {
+      presses.push_back(build(model, s, *c, 0));
+      prefill_cells.push_back({presses.back().press.get(), presses.back().budget});
+    }
+    Session session(model, s.session);
+    const auto t0 = Clock::now();
+    auto contexts = shared_prefill(session, context, prefill_cells);
+    const double prefill_ms = ms_since(t0);
+    const std::vector<float> logits = session.last_logits();
+    double compress_total = 0.0;
+    for (const auto& c : contexts) compress_total += c.compress_ms;
+    for (size_t i = 0; i < shared.size(); ++i) {
+      if (!contexts[i].shareable) {  // compressed between chunks on its own trigger: run it alone
+        own.push_back(shared[i]);
+        continue;
+      }
+      InstalledCell ic;
+      ic.cell = shared[i];
+      ic.session = &session;
+      ic.shared_prefill = true;
+      // The shared pass's own time (the forward pass, without any cell's compression work).
+      ic.prefill_ms = prefill_ms - compress_total;
+      ic.compress_ms = contexts[i].compress_ms;
+      ic.compress_ms += install_context(session, contexts[i], prefill_cells[i], static_cast<int32_t>(n_context), logits, slack);
+      measure(model, session, n_context, ic);
+      use(ic);
+    }
+  }
+
+  for (const GridCell* c : own) {
+    const bool query_aware = s.query_aware || expression_mentions(c->press, "finch");
+    BuiltPress bp = build(model, s, *c, static_cast<int64_t>(question.size()));
+    Session session(model, s.session);
+    InstalledCell ic;
+    ic.cell = c;
+    ic.session = &session;
+    const auto t0 = Clock::now();
+    std::unique_ptr<PressRunner> runner;
+    if (query_aware) {
+      if (question.empty()) throw Error("query-aware compression (" + c->press + ") needs a question; this evaluation has none");
+      session.eval(context);
+      runner = std::make_unique<PressRunner>(session, bp.press.get(), bp.budget, s.policy.decoding() ? bp.press.get() : nullptr, s.policy);
+      runner->prefill(question, slack);
+      ic.question_evaluated = true;
+      measure(model, session, n_context + static_cast<int64_t>(question.size()), ic);
+    } else {
+      runner = std::make_unique<PressRunner>(session, bp.press.get(), bp.budget, s.policy.decoding() ? bp.press.get() : nullptr, s.policy);
+      runner->prefill(context, slack);
+      measure(model, session, n_context, ic);
+    }
+    ic.prefill_ms = ms_since(t0);  // prefill and compression together
+    runner->start_decoding();
+    if (s.policy.decoding()) ic.runner = runner.get();
+    else runner.reset();
+    use(ic);
+  }
+}
+
+}  // namespace kvsqueeze::eval

@@ -1,0 +1,102 @@
+// The evaluation grid: cells, the options that reach each press, resume keys, run config.
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/eval/runner.h"
+#include "kvsqueeze/press.h"
+
+namespace kvsqueeze::eval {
+namespace {
+
+std::string ratio_text(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", r);
+  return buf;
+}
+
+bool is_budget_option(const std::string& o) { return o.rfind("budget=", 0) == 0 || o.rfind("budget_bytes=", 0) == 0; }
+
+// The options of `press_opts` for one press of the grid: budget options go to every cell,
+// NAME.KEY=V to the presses whose expression names NAME, KEY=V only when the grid has one press.
+std::vector<std::string> options_for(const std::string& expression, const EvalSettings& s) {
+  std::vector<std::string> out;
+  for (const auto& o : s.press_opts) {
+    const size_t eq = o.find('=');
+    if (eq == std::string::npos) throw Error("--press-opt '" + o + "' is not KEY=VALUE or NAME.KEY=VALUE");
+    const std::string key = o.substr(0, eq);
+    if (is_budget_option(o)) {
+      out.push_back(o);
+    } else if (const size_t dot = key.find('.'); dot != std::string::npos) {
+      if (expression_mentions(expression, key.substr(0, dot))) out.push_back(o);
+    } else {
+      if (s.presses.size() > 1)
+        throw Error("--press-opt " + o + " is ambiguous with several presses: write NAME." + o + " (NAME: the press it is for)");
+      out.push_back(o);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string GridCell::label() const { return press == "none" ? "none" : press + "@" + ratio_text(ratio); }
+
+std::vector<GridCell> make_grid(const EvalSettings& s) {
+  std::vector<GridCell> grid{{"none", 0.0, {}}};
+  if (s.ratios.empty() && !s.presses.empty()) throw Error("--ratio needs at least one value");
+  for (double r : s.ratios)
+    if (!(r >= 0.0 && r < 1.0)) throw Error("--ratio values must be in [0, 1) (the fraction removed), got " + ratio_text(r));
+  for (const auto& o : s.press_opts)
+    if (const size_t dot = o.substr(0, o.find('=')).find('.'); dot != std::string::npos) {
+      bool used = false;
+      for (const auto& p : s.presses) used = used || expression_mentions(p, o.substr(0, dot));
+      if (!used) throw Error("--press-opt " + o + ": no press of the grid is called '" + o.substr(0, dot) + "'");
+    }
+  for (const auto& p : s.presses) {
+    if (p == "none") continue;
+    std::vector<std::string> opts = options_for(p, s);
+    std::vector<std::string> checked = opts;
+    ModelConfig any;  // budget options are split off for validation only
+    any.layer_sliding = {false};
+    any.head_dim_k = any.head_dim_v = any.n_head_kv = 1;
+    take_budget_options(any, KvType::F16, 0.0, checked);
+    make_press(p, checked);  // throws for an unknown press or option, before anything runs
+    for (double r : s.ratios) grid.push_back({p, r, opts});
+  }
+  return grid;
+}
+
+std::string result_key(const Sample& sample, const GridCell& cell, const EvalSettings& s) {
+  std::ostringstream k;
+  k << sample.task << "|" << sample.id << "|" << cell.press << "|" << (cell.press == "none" ? "0" : ratio_text(cell.ratio));
+  for (const auto& o : cell.options) k << "|" << o;
+  if (cell.press != "none") {
+    if (s.policy.every_chunk) k << "|every_chunk";
+    if (s.policy.decode_interval > 0)
+      k << "|decode:" << s.policy.decode_interval << ":" << s.policy.decode_target << ":" << ratio_text(s.policy.decode_ratio);
+    if (s.query_aware) k << "|query_aware";
+  }
+  return k.str();
+}
+
+nlohmann::json run_config(const Model& model, const EvalSettings& s) {
+  char sha[32];
+  std::snprintf(sha, sizeof sha, "%016llx", static_cast<unsigned long long>(model.fingerprint()));
+  return {{"model", s.model_path},
+          {"model_sha", sha},
+          {"chunk", s.session.chunk},
+          {"ctx_size", s.session.ctx_size},
+          {"kv_type", kv_type_name(s.session.kv_type)},
+          {"seed", s.seed},
+          {"chat", s.chat},
+          {"query_aware", s.query_aware},
+          {"every_chunk", s.policy.every_chunk},
+          {"decode_interval", s.policy.decode_interval},
+          {"decode_target", s.policy.decode_target},
+          {"decode_ratio", s.policy.decode_ratio},
+          {"threads", s.session.threads}};
+}
+
+}  // namespace kvsqueeze::eval

@@ -1,0 +1,215 @@
+// The evaluation runner: per-token divergence on hand-computed cases, the grid and its errors,
+// KL/perplexity and generation grids on stories260K (baseline exactly zero divergence, answers
+// equal to `generate`'s, shared prefill where possible), and resume after an interrupted write.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "cli_runner.h"
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/eval/report.h"
+#include "kvsqueeze/eval/runner.h"
+#include "test_paths.h"
+
+using namespace kvsqueeze;
+using namespace kvsqueeze::eval;
+
+namespace {
+
+std::string fresh_dir(const std::string& name) {
+  const std::string d = test_paths::scratch_dir() + "/eval_runner_" + name + test_paths::process_tag();
+  std::filesystem::remove_all(d);
+  return d;
+}
+
+const std::string kStory =
+    "Once upon a time there was a little girl named Lily. She loved to play outside with her dog Max. "
+    "One day Lily and Max went to the park. They saw a big red ball under a tree. Lily kicked the ball and Max ran after it. "
+    "Then it started to rain, so they went home and had warm soup with mom. ";
+
+std::string long_story(int copies) {
+  std::string s;
+  for (int i = 0; i < copies; ++i) s += kStory;
+  return s;
+}
+
+EvalSettings settings(const std::string& kind, const std::string& out) {
+  EvalSettings s;
+  s.kind = kind;
+  s.model_path = test_paths::stories260k();
+  s.presses = {"knorm", "snapkv"};
+  s.ratios = {0.5};
+  s.session.threads = 1;
+  s.session.chunk = 64;
+  s.out_dir = out;
+  return s;
+}
+
+}  // namespace
+
+TEST(EvalTokenDivergence, HandComputedTwoTokenCase) {
+  // ref p = (.5, .5); test p = (.75, .25).  KL = .5 ln(.5/.75) + .5 ln(.5/.25) = 0.1438410362;
+  // target 1: -log p_ref = ln 2, -log p_test = ln 4.
+  const float ref[2] = {0.0f, 0.0f}, test[2] = {std::log(3.0f), 0.0f};
+  const TokenDivergence d = token_divergence(ref, test, 2, 1);
+  EXPECT_NEAR(d.kl, 0.5 * std::log(0.5 / 0.75) + 0.5 * std::log(2.0), 1e-7);
+  EXPECT_NEAR(d.nll_ref, std::log(2.0), 1e-7);
+  EXPECT_NEAR(d.nll_test, std::log(4.0), 1e-7);
+  EXPECT_NEAR(d.abs_dlogp, std::log(2.0), 1e-7);
+  EXPECT_TRUE(d.top1_agree);
+  const float flipped[2] = {0.0f, 1.0f};
+  EXPECT_FALSE(token_divergence(test, flipped, 2, 0).top1_agree);
+  EXPECT_EQ(token_divergence(test, test, 2, 0).kl, 0.0);
+}
+
+TEST(EvalGrid, BaselineFirstThenPressesTimesRatios) {
+  EvalSettings s = settings("kld", "unused");
+  s.presses = {"knorm", "adakv(snapkv,alpha_safeguard=0.3)"};
+  s.ratios = {0.25, 0.75};
+  s.press_opts = {"snapkv.window_size=8"};
+  const auto grid = make_grid(s);
+  ASSERT_EQ(grid.size(), 5u);
+  EXPECT_EQ(grid[0].label(), "none");
+  EXPECT_EQ(grid[1].label(), "knorm@0.25");
+  EXPECT_TRUE(grid[1].options.empty());  // snapkv's option does not reach knorm
+  EXPECT_EQ(grid[4].label(), "adakv(snapkv,alpha_safeguard=0.3)@0.75");
+  EXPECT_EQ(grid[4].options, std::vector<std::string>{"snapkv.window_size=8"});
+}
+
+TEST(EvalGrid, BadGridsAreOneClearError) {
+  auto expect_error = [](EvalSettings s, const std::string& needle) {
+    try {
+      make_grid(s);
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  EvalSettings s = settings("kld", "unused");
+  s.presses = {"snapk"};
+  expect_error(s, "snapk");
+  s = settings("kld", "unused");
+  s.ratios = {1.0};
+  expect_error(s, "[0, 1)");
+  s = settings("kld", "unused");
+  s.press_opts = {"window_size=8"};
+  expect_error(s, "ambiguous");
+  s = settings("kld", "unused");
+  s.press_opts = {"tova.window_size=8"};
+  expect_error(s, "tova");
+  s = settings("kld", "unused");
+  s.presses = {"snapkv"};
+  s.press_opts = {"window_sise=8"};
+  expect_error(s, "window_sise");
+}
+
+TEST(EvalKld, BaselineIsExactAndCompressionDivergesAndResumes) {
+  auto model = Model::load(test_paths::stories260k());
+  const std::string out = fresh_dir("kld");
+  EvalSettings s = settings("kld", out);
+  s.presses = {"knorm", "snapkv", "streaming_llm"};
+  s.ratios = {0.5, 0.75};
+  const auto texts = kld_windows(*model, long_story(12), {96, 160}, 24, 2, 7);
+  ASSERT_EQ(texts.size(), 4u);
+  EXPECT_EQ(texts[0].context.size(), 96u);
+  EXPECT_EQ(texts[3].continuation.size(), 24u);
+  EXPECT_EQ(run_kld_eval(*model, texts, s), 4 * 7);
+  const auto results = read_results(out + "/results.jsonl");
+  ASSERT_EQ(results.size(), 28u);
+  for (const auto& r : results) {
+    const auto& m = r["metrics"];
+    EXPECT_TRUE(r["shared_prefill"].get<bool>());
+    if (r["press"] == "none") {
+      EXPECT_EQ(m["kl"].get<double>(), 0.0);
+      EXPECT_EQ(m["top1"].get<double>(), 1.0);
+      EXPECT_EQ(m["ppl_ratio"].get<double>(), 1.0);
+      EXPECT_NEAR(r["achieved_ratio"].get<double>(), 0.0, 1e-12);
+    } else {
+      EXPECT_GT(m["kl"].get<double>(), 0.0) << r.dump();
+      EXPECT_LT(r["kv_bytes_held"].get<double>(), r["kv_bytes_full"].get<double>());
+      // kvpress's rule int(len (1 - r)) per head: within one slot of the ratio.
+      const double ctx = r["context_tokens"].get<double>();
+      EXPECT_NEAR(r["achieved_ratio"].get<double>(), r["ratio"].get<double>(), 1.0 / ctx + 1e-9) << r.dump();
+    }
+  }
+  // Deeper compression diverges more (on average over the windows).
+  double kl50 = 0, kl75 = 0;
+  for (const auto& r : results)
+    if (r["press"] == "knorm") (r["ratio"] == 0.5 ? kl50 : kl75) += r["metrics"]["kl"].get<double>();
+  EXPECT_LT(kl50, kl75);
+  // Nothing left to do: a second run appends nothing.
+  EXPECT_EQ(run_kld_eval(*model, texts, s), 0);
+  // An interrupted write (half a line at the end) is redone, and only that.
+  const std::string path = out + "/results.jsonl";
+  std::string text = slurp(path);
+  text.resize(text.size() - 40);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+  EXPECT_EQ(run_kld_eval(*model, texts, s), 1);
+  EXPECT_EQ(read_results(path).size(), 28u);
+}
+
+TEST(EvalKld, DecodingTimeCompressionGetsItsOwnPrefill) {
+  auto model = Model::load(test_paths::stories260k());
+  const std::string out = fresh_dir("kld_decode");
+  EvalSettings s = settings("ppl", out);
+  s.presses = {"knorm"};
+  s.policy.decode_interval = 8;
+  s.policy.decode_target = 48;
+  const auto texts = kld_windows(*model, long_story(12), {96}, 32, 1, 3);
+  EXPECT_EQ(run_kld_eval(*model, texts, s), 2);
+  const auto results = read_results(out + "/results.jsonl");
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_TRUE(results[0]["shared_prefill"].get<bool>());  // the baseline
+  EXPECT_FALSE(results[1]["shared_prefill"].get<bool>());
+  EXPECT_GT(results[1]["metrics"]["kl"].get<double>(), 0.0);
+  EXPECT_EQ(results[1]["score"].get<double>(), results[1]["metrics"]["ppl"].get<double>());  // ppl's score is perplexity
+}
+
+TEST(EvalGeneration, AnswersEqualGenerateWithTheSamePress) {
+  auto model = Model::load(test_paths::stories260k());
+  const std::string out = fresh_dir("gen");
+  EvalSettings s = settings("niah", out);
+  s.presses = {"snapkv", "knorm"};
+  s.ratios = {0.5};
+  s.session.chunk = 512;  // one chunk: the same arithmetic as generate's (see shared_prefill_test)
+  Sample a;
+  a.task = "handmade";
+  a.id = "lily";
+  a.context = long_story(3);
+  a.question = " What did Lily kick?";
+  a.references = {"ball"};
+  a.metric = "string_match_all";
+  a.max_new_tokens = 12;
+  EXPECT_EQ(run_generation_eval(*model, {a}, s), 3);
+  const auto results = read_results(out + "/results.jsonl");
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& r : results) {
+    const std::string press = r["press"];
+    std::string args = "generate -m " + test_paths::stories260k() + " -p \"" + a.context + "\" -q \"" + a.question +
+                       "\" -n 12 --json -t 1";
+    if (press != "none") args += " --press " + press + " --ratio 0.5";
+    const CliResult g = run_cli(args);
+    ASSERT_EQ(g.status, 0) << g.err;
+    const auto j = nlohmann::json::parse(g.out);
+    EXPECT_EQ(r["prediction"].get<std::string>(), j["answers"][0]["text"].get<std::string>()) << press;
+    const double want = j["answers"][0]["text"].get<std::string>().find("ball") != std::string::npos ? 1.0 : 0.0;
+    EXPECT_EQ(r["score"].get<double>(), want) << press;
+    EXPECT_EQ(r["kv_bytes_held"].get<size_t>() > 0, true);
+  }
+}
+
+TEST(EvalCli, BadInvocationsAreOneLineErrors) {
+  const std::string m = " -m " + test_paths::stories260k();
+  for (const std::string args : {"eval nonsense -o /tmp/x" + m, "eval kld" + m, "eval kld -o " + fresh_dir("cli") + m + " --press snapk --ratio 0.5",
+                                 "eval kld -o " + fresh_dir("cli") + m + " --press snapkv --ratio 1.5",
+                                 "eval kld -o " + fresh_dir("cli") + m + " --lengths 100000",
+                                 "eval ruler -o " + fresh_dir("cli") + m + " --tasks nope",
+                                 "eval longbench -o " + fresh_dir("cli") + m}) {
+    const CliResult r = run_cli(args);
+    EXPECT_NE(r.status, 0) << args;
+    EXPECT_EQ(r.err_lines(), 1) << args << "\n" << r.err;
+    EXPECT_EQ(r.status < 128, true) << args;
+  }
+}
