@@ -78,8 +78,11 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
       // The shared pass's own time (the forward pass, without any cell's compression work).
       ic.prefill_ms = prefill_ms - compress_total;
       ic.compress_ms = contexts[i].compress_ms;
-      ic.compress_ms += install_context(session, contexts[i], prefill_cells[i], static_cast<int32_t>(n_context), logits, slack);
+      // Measured without slack (what the compressed context holds), then room for the question
+      // and the answer.
+      ic.compress_ms += install_context(session, contexts[i], prefill_cells[i], static_cast<int32_t>(n_context), logits, 0);
       measure(model, session, n_context, ic);
+      session.reserve(slack);
       use(ic);
     }
   }
@@ -97,13 +100,15 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
       if (question.empty()) throw Error("query-aware compression (" + c->press + ") needs a question; this evaluation has none");
       session.eval(context);
       runner = std::make_unique<PressRunner>(session, bp.press.get(), bp.budget, s.policy.decoding() ? bp.press.get() : nullptr, s.policy);
-      runner->prefill(question, slack);
+      runner->prefill(question, 0);
       ic.question_evaluated = true;
       measure(model, session, n_context + static_cast<int64_t>(question.size()), ic);
+      session.reserve(slack);
     } else {
       runner = std::make_unique<PressRunner>(session, bp.press.get(), bp.budget, s.policy.decoding() ? bp.press.get() : nullptr, s.policy);
-      runner->prefill(context, slack);
+      runner->prefill(context, 0);
       measure(model, session, n_context, ic);
+      session.reserve(slack);
     }
     ic.prefill_ms = ms_since(t0);  // prefill and compression together
     runner->start_decoding();

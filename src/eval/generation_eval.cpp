@@ -34,15 +34,6 @@ PromptIds tokenize(const Model& model, const Sample& sample, bool chat) {
   return p;
 }
 
-std::string cut_answer(const Sample& sample, std::string text) {
-  if (sample.first_line_only) {  // LongBench: pred.lstrip('\n').split('\n')[0]
-    const size_t start = text.find_first_not_of('\n');
-    text = start == std::string::npos ? "" : text.substr(start);
-    text = text.substr(0, text.find('\n'));
-  }
-  return text;
-}
-
 }  // namespace
 
 int64_t run_generation_eval(const Model& model, const std::vector<Sample>& samples, const EvalSettings& s) {
@@ -76,8 +67,9 @@ int64_t run_generation_eval(const Model& model, const std::vector<Sample>& sampl
       Sampler sampler(greedy);
       const GenerationResult r =
           generate(*ic.session, ic.question_evaluated ? std::vector<int32_t>{} : ids.question, sample.max_new_tokens, sampler);
-      const std::string answer = cut_answer(sample, r.text);
-      const double score = score_answer(sample.metric, answer, sample.references, sample.all_classes);
+      // What is scored (LongBench cuts some answers at their first line).
+      const std::string answer = sample.first_line_only ? longbench_first_line(r.text) : r.text;
+      const double score = score_sample(sample, r.text);
       nlohmann::json j = results.base(s.kind, result_key(sample, *ic.cell, s), *ic.cell);
       j["task"] = sample.task;
       j["sample_id"] = sample.id;
