@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "eval/cell_contexts.h"
+#include "kernels/divergence.h"
 #include "eval/results_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/progress.h"
@@ -98,16 +99,24 @@ int64_t run_kld_eval(const Model& model, const std::vector<KldText>& texts, cons
     if (pending.front() != &grid.front()) pending.insert(pending.begin(), &grid.front());
     const auto n = static_cast<int64_t>(text.continuation.size());
     std::vector<float> reference;
+    std::vector<double> reference_lse;
     for_each_cell(model, s, pending, text.context, {}, n, [&](InstalledCell& ic) {
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<float> logits = predicting_logits(ic, text.continuation, V);
       const double decode_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (ic.cell == &grid.front()) reference = logits;
+      if (ic.cell == &grid.front()) {
+        reference = logits;
+        reference_lse.assign(static_cast<size_t>(n), 0.0);
+#pragma omp parallel for schedule(static)
+        for (int64_t t = 0; t < n; ++t) reference_lse[static_cast<size_t>(t)] = kernels::log_sum_exp(reference.data() + t * V, V);
+      }
       if (reference.empty()) throw Error("internal: the kld baseline must run first");
       double kl = 0, dlogp = 0, nll_ref = 0, nll = 0;
       int64_t agree = 0;
+#pragma omp parallel for schedule(static) reduction(+ : kl, dlogp, nll_ref, nll, agree)
       for (int64_t t = 0; t < n; ++t) {
-        const TokenDivergence d = token_divergence(reference.data() + t * V, logits.data() + t * V, V, text.continuation[static_cast<size_t>(t)]);
+        const TokenDivergence d = token_divergence(reference.data() + t * V, reference_lse[static_cast<size_t>(t)], logits.data() + t * V,
+                                                   V, text.continuation[static_cast<size_t>(t)]);
         kl += d.kl, dlogp += d.abs_dlogp, nll_ref += d.nll_ref, nll += d.nll_test;
         agree += d.top1_agree;
       }

@@ -1,32 +1,22 @@
-// Per-token divergence of two next-token distributions (KL, target log-prob, top-1), in double.
+// Per-token divergence of two next-token distributions (KL, target log-prob, top-1).
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/divergence.h"
 #include "kvsqueeze/eval/runner.h"
 
 namespace kvsqueeze::eval {
-namespace {
-
-// log of the softmax normaliser: log sum exp(x).
-double log_normaliser(const float* x, int64_t n) {
-  const double m = *std::max_element(x, x + n);
-  double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i]) - m);
-  return m + std::log(s);
-}
-
-}  // namespace
 
 TokenDivergence token_divergence(const float* ref, const float* test, int64_t n, int32_t target) {
-  const double zr = log_normaliser(ref, n), zt = log_normaliser(test, n);
+  return token_divergence(ref, kernels::log_sum_exp(ref, n), test, n, target);
+}
+
+TokenDivergence token_divergence(const float* ref, double ref_lse, const float* test, int64_t n, int32_t target) {
+  const double zt = kernels::log_sum_exp(test, n);
   TokenDivergence d;
-  double kl = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double lr = ref[i] - zr, lt = test[i] - zt;
-    kl += std::exp(lr) * (lr - lt);
-  }
-  d.kl = std::max(0.0, kl);  // rounding can leave -1e-12 for equal distributions
-  d.nll_ref = zr - ref[target];
+  // Rounding can leave -1e-9 for equal distributions; identical inputs give exactly 0.
+  d.kl = std::max(0.0, kernels::kl_divergence_logits(ref, ref_lse, test, zt, n));
+  d.nll_ref = ref_lse - ref[target];
   d.nll_test = zt - test[target];
   d.abs_dlogp = std::abs(d.nll_ref - d.nll_test);
   d.top1_agree = (std::max_element(ref, ref + n) - ref) == (std::max_element(test, test + n) - test);

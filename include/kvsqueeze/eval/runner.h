@@ -75,5 +75,7 @@ struct TokenDivergence {
   double nll_ref = 0.0, nll_test = 0.0;  // -log p(target)
 };
 TokenDivergence token_divergence(const float* ref_logits, const float* test_logits, int64_t n_vocab, int32_t target);
+// The same with the reference's log-sum-exp computed once (it serves every cell).
+TokenDivergence token_divergence(const float* ref_logits, double ref_lse, const float* test_logits, int64_t n_vocab, int32_t target);
 
 }  // namespace kvsqueeze::eval
