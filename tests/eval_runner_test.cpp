@@ -239,3 +239,47 @@ TEST(EvalTokenDivergence, VectorisedMatchesDoublePrecisionOnAWideVocabulary) {
   EXPECT_NEAR(d.nll_test, zb - b[5], 1e-5);
   EXPECT_EQ(token_divergence(a.data(), a.data(), V, 5).kl, 0.0);
 }
+
+TEST(EvalCli, NiahRulerAndLongBenchRunEndToEndAndResume) {
+  const std::string m = " -m " + test_paths::stories260k() + " -t 1";
+  // NIAH: heat maps per press and ratio, results per length x depth cell.
+  const std::string niah = fresh_dir("cli_niah");
+  CliResult r = run_cli("eval niah" + m + " --press knorm --ratio 0.5 --lengths 256,384 --depths 0,100 -o " + niah);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(read_results(niah + "/results.jsonl").size(), 8u);  // 4 cells x (none, knorm@0.5)
+  EXPECT_TRUE(std::filesystem::exists(niah + "/niah_knorm_0.5.png"));
+  EXPECT_TRUE(std::filesystem::exists(niah + "/summary.md"));
+  EXPECT_NE(r.out.find("| niah | knorm | 0.5 |"), std::string::npos) << r.out;
+  // The same command again has nothing to do.
+  r = run_cli("eval niah" + m + " --press knorm --ratio 0.5 --lengths 256,384 --depths 0,100 -o " + niah);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("0 new results"), std::string::npos) << r.err;
+  // RULER: two tasks, two samples each.
+  const std::string ruler = fresh_dir("cli_ruler");
+  r = run_cli("eval ruler" + m + " --press snapkv --ratio 0.25 --lengths 500 --tasks niah_single_1,niah_single_2 --samples 2 -o " + ruler);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto rr = read_results(ruler + "/results.jsonl");
+  ASSERT_EQ(rr.size(), 8u);
+  for (const auto& x : rr) {
+    EXPECT_GE(x["score"].get<double>(), 0.0);
+    EXPECT_LE(x["score"].get<double>(), 1.0);
+    EXPECT_LE(x["context_tokens"].get<int64_t>(), 500 - 128);
+  }
+  // LongBench: a two-sample trec file in the official format.
+  const std::string lb = fresh_dir("cli_lb"), data = lb + "_data";
+  std::filesystem::create_directories(data);
+  std::ofstream(data + "/trec.jsonl")
+      << R"({"input": "What is the capital of France?", "context": "Question: Who wrote Hamlet?\nType: Individual\n", "answers": ["City"], "length": 20, "dataset": "trec", "language": "en", "all_classes": ["City", "Individual", "Country"], "_id": "t1"})"
+      << "\n"
+      << R"({"input": "Who painted the Mona Lisa?", "context": "Question: What is the largest city?\nType: City\n", "answers": ["Individual"], "length": 20, "dataset": "trec", "language": "en", "all_classes": ["City", "Individual", "Country"], "_id": "t2"})"
+      << "\n";
+  r = run_cli("eval longbench" + m + " --press tova --ratio 0.5 --longbench-dir " + data + " --datasets trec -o " + lb);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto lr = read_results(lb + "/results.jsonl");
+  ASSERT_EQ(lr.size(), 4u);
+  for (const auto& x : lr) {
+    EXPECT_EQ(x["task"], "longbench/trec");
+    EXPECT_EQ(x["prediction"].get<std::string>().find('\n'), std::string::npos);  // cut at the first line
+  }
+  std::filesystem::remove_all(data);
+}

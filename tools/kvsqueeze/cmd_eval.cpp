@@ -144,7 +144,10 @@ int run(EvalArgs& a) {
       eval::LongBenchOptions o;
       o.folder = a.longbench_dir;
       o.limit = a.limit;
-      o.max_length = a.max_length;
+      // Room for the longest official answer (512 tokens) and the chat template around the prompt.
+      const int64_t ctx = a.ctx_size > 0 ? a.ctx_size : model->config().n_ctx_train;
+      o.max_length = a.max_length > 0 ? a.max_length : ctx - 512 - 64;
+      if (o.max_length < 64) throw Error("--ctx-size " + std::to_string(ctx) + " leaves no room for LongBench prompts (need > 640)");
       const auto datasets = a.datasets.empty() ? eval::longbench_dataset_names() : split_list(a.datasets);
       for (const auto& d : datasets) {
         auto part = eval::longbench_samples(d, o, tok);
