@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: set-up, a warnings-as-errors build, every test, the
-# same tests under ASan/UBSan, and short libFuzzer runs of the GGUF parser, the prompt cache loader
-# and the press expression parser.
+# same tests under ASan/UBSan, and short libFuzzer runs of the GGUF parser, the prompt cache loader,
+# the press expression parser and the evaluation file readers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KVSQ_CACHE="${KVSQ_CACHE:-$HOME/.cache/kvsqueeze}"
@@ -56,6 +56,17 @@ printf 'composed(snapkv,think, ratios=0.2:0.1)\nthink.key_channel_compression_ra
 printf 'per_layer(knorm)\nratios=0.1,0.2,0.3' >"$corpus/per_layer"
 printf 'lagkv(mode=lagkv, lag_size=16)\nlagkv.n_sink=2' >"$corpus/choice"
 build-fuzz/fuzz/press_expression_fuzz -max_total_time="${KVSQ_FUZZ_PRESS_SECONDS:-20}" -max_len=512 -rss_limit_mb=4096 \
+  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
+rm -rf "$corpus"
+echo "== fuzzing the evaluation file readers: results, LongBench JSONL, RULER QA sources (libFuzzer, ${KVSQ_FUZZ_EVAL_SECONDS:-20}s)"
+ninja -C build-fuzz eval_inputs_fuzz >/dev/null
+corpus="$(mktemp -d)"
+# Seeds: the first byte picks the reader (0 results, 1 LongBench trec, 2 SQuAD, 3 HotpotQA).
+printf '\x00{"kind":"kld","key":"a","score":1}\n{"kind":"kld"' >"$corpus/results"
+printf '\x01{"input": "Q?", "context": "Question: x\\nType: City\\n", "answers": ["City"], "length": 20, "dataset": "trec", "language": "en", "all_classes": ["City", "Individual"], "_id": "t1"}\n' >"$corpus/longbench"
+printf '\x02{"data":[{"title":"T","paragraphs":[{"context":"Paris is in France.","qas":[{"question":"Where is Paris?","id":"1","answers":[{"text":"France","answer_start":12}],"is_impossible":false}]}]}]}' >"$corpus/squad"
+printf '\x03[{"_id":"h","question":"Q?","answer":"A","context":[["T",["A is here."]]],"supporting_facts":[["T",0]]}]' >"$corpus/hotpotqa"
+build-fuzz/fuzz/eval_inputs_fuzz -max_total_time="${KVSQ_FUZZ_EVAL_SECONDS:-20}" -max_len=4096 -rss_limit_mb=4096 \
   -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
 rm -rf "$corpus"
 echo "== all test stages passed"
