@@ -29,7 +29,7 @@ struct Case {
 };
 
 std::vector<Case> load_fixtures() {
-  const std::string path = KVSQ_SOURCE_DIR "/tests/fixtures/quant/dequant.bin";
+  const std::string path = test_paths::source_dir() + "/tests/fixtures/quant/dequant.bin";
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot open " + path);
   char magic[8];

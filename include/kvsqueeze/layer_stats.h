@@ -19,6 +19,8 @@ struct StatsRequest {
   bool token_ids = false;           // the chunk's token ids (presses that re-feed the context: KVzip)
   bool any() const { return window_queries > 0 || column_sums || pre_rope_query_rows > 0 || hidden_states || token_ids; }
 };
+// What two requests need together (composed presses, shared prefills).
+StatsRequest union_of(const StatsRequest& a, const StatsRequest& b);
 
 struct LayerStats {
   int64_t layer = 0;

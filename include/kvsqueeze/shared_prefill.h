@@ -52,7 +52,5 @@ double install_context(Session& session, CompressedContext& context, const Prefi
 
 // The statistics `want` asks for, cut from `shared` computed for a superset request.
 LayerStats stats_for(const LayerStats& shared, const StatsRequest& want);
-// What two requests need together.
-StatsRequest union_of(const StatsRequest& a, const StatsRequest& b);
 
 }  // namespace kvsqueeze

@@ -1,5 +1,6 @@
 #include "eval/summary.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -255,13 +256,33 @@ std::string summary_markdown(const Summary& summary) {
         text += md_row(cells_of(row, row.task));
         tasks.insert(row.task);
       }
-    text += "\n### " + kind + ": mean over tasks (" + std::to_string(tasks.size()) + " task" +
-            (tasks.size() == 1 ? "" : "s") + ")\n\n";
-    std::vector<std::string> mean_header = header;
-    mean_header[0] = "tasks";
-    text += md_row(mean_header) + md_separator(right);
+    if (tasks.size() > 1) {  // with one task the means are the rows above
+      text += "\n### " + kind + ": mean over tasks (" + std::to_string(tasks.size()) + " tasks)\n\n";
+      std::vector<std::string> mean_header = header;
+      mean_header[0] = "tasks";
+      text += md_row(mean_header) + md_separator(right);
+      for (const SummaryRow& row : summary.means)
+        if (row.kind == kind) text += md_row(cells_of(row, std::to_string(row.tasks)));
+    }
+    // The leaderboard view: one row per press, one column per ratio (the means over tasks).
+    std::set<double> ratios;
+    std::vector<std::string> presses;
+    std::map<std::pair<std::string, double>, std::string> at;
     for (const SummaryRow& row : summary.means)
-      if (row.kind == kind) text += md_row(cells_of(row, std::to_string(row.tasks)));
+      if (row.kind == kind) {
+        ratios.insert(row.ratio);
+        if (std::find(presses.begin(), presses.end(), row.press) == presses.end()) presses.push_back(row.press);
+        at[{row.press, row.ratio}] = format_score(row);
+      }
+    text += "\n### " + kind + ": " + (kind == "kld" ? std::string("KL (nats)") : kind == "ppl" ? std::string("perplexity") : std::string("score x100")) + " by press and ratio\n\n";
+    std::vector<std::string> pivot_header = {"press"};
+    for (double r : ratios) pivot_header.push_back(format_ratio(r));
+    text += md_row(pivot_header) + md_separator(std::vector<bool>(pivot_header.size(), true));
+    for (const auto& press : presses) {
+      std::vector<std::string> cells = {press};
+      for (double r : ratios) cells.push_back(at.count({press, r}) ? at[{press, r}] : "");
+      text += md_row(cells);
+    }
   }
   return text;
 }

@@ -22,7 +22,7 @@ class ComposedPress : public Press {
   std::string name() const override { return "composed"; }
   StatsRequest needs() const override {
     StatsRequest r;
-    for (const auto& p : presses_) r = wrapper::merge(r, p->needs());
+    for (const auto& p : presses_) r = union_of(r, p->needs());
     return r;
   }
   void observe(const LayerView& view) override {

@@ -47,15 +47,6 @@ void reject_attention(const Press& inner, const std::string& wrapper) {
                 "cover the whole cache; wrap a press that scores from keys, values or hidden states");
 }
 
-StatsRequest merge(const StatsRequest& a, const StatsRequest& b) {
-  StatsRequest r;
-  r.window_queries = std::max(a.window_queries, b.window_queries);
-  r.column_sums = a.column_sums || b.column_sums;
-  r.pre_rope_query_rows = std::max(a.pre_rope_query_rows, b.pre_rope_query_rows);
-  r.hidden_states = a.hidden_states || b.hidden_states;
-  return r;
-}
-
 SubView::SubView(const LayerView& full, const std::vector<int64_t>& begin, const std::vector<int64_t>& end, bool standalone) {
   std::vector<kernels::KvRun> runs = full.runs;
   for (size_t h = 0; h < runs.size(); ++h) {

@@ -13,7 +13,6 @@ namespace kvsqueeze::wrapper {
 bool needs_attention(const StatsRequest& r);
 // Throws a clear error when `inner` needs attention statistics (`wrapper` names the caller).
 void reject_attention(const Press& inner, const std::string& wrapper);
-StatsRequest merge(const StatsRequest& a, const StatsRequest& b);
 
 // A view of slots [begin[h], end[h]) of each head of `full` (the runs' pointers offset, no copy).
 // Token-indexed statistics (positions, pre-RoPE query rows, hidden states) keep the rows whose
