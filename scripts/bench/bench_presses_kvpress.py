@@ -16,22 +16,22 @@ is wrapped (cache read, compress = scoring, top-k and gather, cache write).
 
 Run from the repository root (build kvsqueeze first):
 
-  /work/refenv/bin/python scripts/bench/bench_presses_kvpress.py                      # defaults below
-  /work/refenv/bin/python scripts/bench/bench_presses_kvpress.py --ctx 8192 --ratio 0.5 \
+  $REFENV/bin/python scripts/bench/bench_presses_kvpress.py                      # defaults below
+  $REFENV/bin/python scripts/bench/bench_presses_kvpress.py --ctx 8192 --ratio 0.5 \
       --presses knorm,random,streaming_llm,snapkv,tova,keydiff,observed_attention --threads 2
   ... --kvpress-layers global      # kvpress hooks only the layers kvsqueeze compresses (see below)
   ... --reuse-ours                 # keep the kvsqueeze results and ids of the last run in --workdir
   ... --reuse-ours --reuse-kvpress # only print the table of the last run again
   ... --markdown                   # also print the table as Markdown (docs/BENCHMARKS.md)
 
-Environment (outside the repository, never committed; any path works, /work/refenv is an example):
+Environment (outside the repository, never committed; any path works, REFENV is any folder outside it):
 
-  python3 -m venv /work/refenv
-  /work/refenv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu \
-      || /work/refenv/bin/pip install torch          # the CPU wheel if reachable, else PyPI's
-  /work/refenv/bin/pip install transformers gguf numpy sentencepiece \
+  python3 -m venv $REFENV
+  $REFENV/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu \
+      || $REFENV/bin/pip install torch          # the CPU wheel if reachable, else PyPI's
+  $REFENV/bin/pip install transformers gguf numpy sentencepiece \
       'cachetools>=5.5.2,<6' 'fire>=0.6,<0.7' requests datasets
-  /work/refenv/bin/pip install --no-deps kvpress==0.5.5   # it pins transformers<5.3: see
+  $REFENV/bin/pip install --no-deps kvpress==0.5.5   # it pins transformers<5.3: see
                                                           # scripts/reference/kvpress/README.md
 
 kvpress 0.5.5 on transformers 5.x needs the two shims of scripts/reference/kvpress/make_kvpress_fixtures.py

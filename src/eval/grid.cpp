@@ -1,5 +1,6 @@
 // The evaluation grid: cells, the options that reach each press, resume keys, run config.
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <sstream>
 
@@ -84,7 +85,8 @@ std::string result_key(const Sample& sample, const GridCell& cell, const EvalSet
 nlohmann::json run_config(const Model& model, const EvalSettings& s) {
   char sha[32];
   std::snprintf(sha, sizeof sha, "%016llx", static_cast<unsigned long long>(model.fingerprint()));
-  return {{"model", s.model_path},
+  // The file name and content hash identify the model; the folder is the user's business.
+  return {{"model", std::filesystem::path(s.model_path).filename().string()},
           {"model_sha", sha},
           {"chunk", s.session.chunk},
           {"ctx_size", s.session.ctx_size},
