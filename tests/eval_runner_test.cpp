@@ -283,3 +283,23 @@ TEST(EvalCli, NiahRulerAndLongBenchRunEndToEndAndResume) {
   }
   std::filesystem::remove_all(data);
 }
+
+TEST(EvalKld, CellsBeyondTheGridMemoryTakeAnotherPrefillWithTheSameResults) {
+  auto model = Model::load(test_paths::stories260k());
+  const auto texts = kld_windows(*model, long_story(12), {400}, 16, 1, 5);
+  std::vector<std::vector<nlohmann::json>> runs;
+  for (int64_t mib : {4096, 1}) {  // 1 MiB: about four of stories' 400-token copies (290 KB each when full) per prefill
+    const std::string out = fresh_dir("kld_grid_memory_" + std::to_string(mib));
+    EvalSettings s = settings("kld", out);
+    s.presses = {"knorm", "tova", "snapkv(window_size=8)"};
+    s.ratios = {0.25, 0.5};
+    s.grid_memory_mib = mib;
+    EXPECT_EQ(run_kld_eval(*model, texts, s), 7);
+    runs.push_back(read_results(out + "/results.jsonl"));
+  }
+  ASSERT_EQ(runs[0].size(), runs[1].size());
+  for (size_t i = 0; i < runs[0].size(); ++i) {
+    EXPECT_EQ(runs[0][i]["key"], runs[1][i]["key"]);
+    EXPECT_EQ(runs[0][i]["metrics"], runs[1][i]["metrics"]) << runs[0][i]["key"];
+  }
+}

@@ -52,11 +52,25 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
   std::vector<const GridCell*> shared, own;
   for (const GridCell* c : cells) (needs_own_prefill(s, *c) ? own : shared).push_back(c);
 
-  if (!shared.empty()) {
+  // The compressed copies of a shared prefill live side by side until each cell has run: cells
+  // are grouped so that their estimated copies fit the grid's memory budget, one prefill per group.
+  const ModelConfig& cfg = model.config();
+  const double full_bytes = static_cast<double>(n_context) * static_cast<double>(cfg.n_layer * cfg.n_head_kv) *
+                            (static_cast<double>(cfg.head_dim_k + cfg.head_dim_v) * static_cast<double>(kv_type_bytes(s.session.kv_type)) + 4.0);
+  const double budget_bytes = static_cast<double>(s.grid_memory_mib) * 1048576.0;
+  for (size_t first = 0; first < shared.size();) {
     std::vector<BuiltPress> presses;
     std::vector<PrefillCell> prefill_cells;
-    for (const GridCell* c : shared) {
-      presses.push_back(build(model, s, *c, 0));
+    std::vector<const GridCell*> group;
+    double group_bytes = 0.0;
+    for (; first < shared.size(); ++first) {
+      BuiltPress bp = build(model, s, *shared[first], 0);
+      // Global presses hold a full copy until installed; the others about their share.
+      const double bytes = full_bytes * (bp.press && !bp.press->needs_all_layers() ? 1.0 - bp.budget.ratio : 1.0);
+      if (!group.empty() && group_bytes + bytes > budget_bytes) break;
+      group_bytes += bytes;
+      group.push_back(shared[first]);
+      presses.push_back(std::move(bp));
       prefill_cells.push_back({presses.back().press.get(), presses.back().budget});
     }
     Session session(model, s.session);
@@ -66,13 +80,13 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
     const std::vector<float> logits = session.last_logits();
     double compress_total = 0.0;
     for (const auto& c : contexts) compress_total += c.compress_ms;
-    for (size_t i = 0; i < shared.size(); ++i) {
+    for (size_t i = 0; i < group.size(); ++i) {
       if (!contexts[i].shareable) {  // compressed between chunks on its own trigger: run it alone
-        own.push_back(shared[i]);
+        own.push_back(group[i]);
         continue;
       }
       InstalledCell ic;
-      ic.cell = shared[i];
+      ic.cell = group[i];
       ic.session = &session;
       ic.shared_prefill = true;
       // The shared pass's own time (the forward pass, without any cell's compression work).

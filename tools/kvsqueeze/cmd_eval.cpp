@@ -18,6 +18,7 @@ namespace {
 struct EvalArgs {
   std::string kind, model, out, kv_type = "f16", variant = "single", haystack, qa_file, longbench_dir, text_file;
   std::vector<std::string> presses, ratios, lengths, depths, tasks, datasets, press_opts;
+  int64_t grid_memory = 4096;
   int64_t chunk = 512, ctx_size = 0, samples = 0, needles = 3, limit = 0, max_length = 0, continuation = 256;
   int threads = 0;
   uint64_t seed = 42;
@@ -94,6 +95,8 @@ int run(EvalArgs& a) {
   s.seed = a.seed;
   s.out_dir = a.out;
   s.resume = !a.no_resume;
+  if (a.grid_memory < 1) throw Error("--grid-memory must be >= 1 MiB, got " + std::to_string(a.grid_memory));
+  s.grid_memory_mib = a.grid_memory;
   if (a.chunk < 1) throw Error("--chunk must be >= 1, got " + std::to_string(a.chunk));
   eval::make_grid(s);  // bad presses, options or ratios fail before the model loads
 
@@ -204,6 +207,9 @@ Runner add_eval(CLI::App& app) {
   sub->add_option("--decode-interval", a->policy.decode_interval, "Compress while decoding every N steps (no shared prefill)");
   sub->add_option("--decode-target", a->policy.decode_target, "Slots per head kept by decoding compression");
   sub->add_option("--decode-ratio", a->policy.decode_ratio, "Fraction of the positions seen removed by decoding compression");
+  sub->add_option("--grid-memory", a->grid_memory,
+                  "MiB the compressed copies of one shared prefill may hold; more cells take another prefill")
+      ->capture_default_str();
   sub->add_flag("--no-resume", a->no_resume, "Fail if OUT/results.jsonl already has results (default: skip the cells done)");
   sub->add_flag("--no-report", a->no_report, "Only append results; no summary or plots");
   return [a] { return run(*a); };

@@ -33,6 +33,8 @@ struct EvalSettings {
   uint64_t seed = 42;
   std::string out_dir;
   bool resume = true;                   // false: an existing results.jsonl is an error
+  // The compressed copies one shared prefill keeps at once; more cells take more prefills.
+  int64_t grid_memory_mib = 4096;
 };
 
 // One grid cell: a press expression and a ratio, with the options that apply to it.
