@@ -20,7 +20,7 @@ void register_dililazykv_press() {
        {{"head_scores", "string", 0, 0, 0,
          "JSON file of query-head scores keyed \"layer-head\" (a list of per-run scores, averaged, or a number; keys starting with _ "
          "skipped; _meta.model must name the loaded model)", {}, ""},
-        {"beta", "float", 1.351, 1.0000001, 1e9, "floor share: each head gets B - B//beta, the rest is shared by score", {}, ""},
+        {"beta", "float", 1.351, 1, 1e9, "floor share: each head gets B - B//beta, the rest is shared by score", {}, ""},
         {"temp", "float", 1, 0, 1e3, "temperature: the scores are raised to this power before the split", {}, ""},
         {"parity", "bool", 0, 0, 1,
          "upstream's raw caps (rounded, not fitted to the total; unusable budget wasted; no compression when B > L - window)", {}, ""}},

@@ -21,7 +21,7 @@ void register_headkv_press() {
        {{"head_scores", "string", 0, 0, 0,
          "JSON file of query-head scores keyed \"layer-head\" (a list of per-run scores, averaged, or a number; keys starting with _ "
          "skipped; _meta.model must name the loaded model)", {}, ""},
-        {"beta", "float", 1.005, 1.0000001, 1e9,
+        {"beta", "float", 1.005, 1, 1e9,
          "floor share: each head gets B - B//beta, the rest is shared by score (HeadKV swept 1.005-10)", {}, ""},
         {"temp", "float", 1, 0, 1e3, "temperature: the normalised scores are raised to this power and renormalised", {}, ""},
         {"parity", "bool", 0, 0, 1,
