@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "fixture_models.h"
+#include "head_scores_writer.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press.h"
 #include "kvsqueeze/press_pipeline.h"
@@ -59,7 +60,8 @@ std::string duo_calibration_file() {
 // Small windows and chunks so that a ~100-token prompt exercises every press.
 const std::map<std::string, std::vector<Maker>>& press_table() {
   static const std::map<std::string, std::vector<Maker>> table = {
-      {"adakv", {with_ratio("adakv(snapkv(window_size=8))"), with_ratio("adakv(keydiff)")}},
+      {"adakv", {with_ratio("adakv(snapkv(window_size=8))"), with_ratio("adakv(keydiff)"),
+                 with_ratio("adakv(snapkv(window_size=8), rule=original)")}},
       {"block", {with_ratio("block(knorm, block_size=16)")}},
       {"cap", {with_ratio("cap(n_future_positions=16)")}},
       {"chunk", {with_ratio("chunk(keydiff, chunk_length=32)")}},
@@ -75,11 +77,21 @@ const std::map<std::string, std::vector<Maker>>& press_table() {
       {"duo_attention", {[](const ModelConfig&, double r) {
          return PressSetup{"duo_attention(sink_size=4, recent_size=16, positions=64)", {"calibration_file=" + duo_calibration_file()}, Budget{r}, ""};
        }}},
+      // Head-score files of the model's shape (layers x query heads); the maths is in allocators_test.
+      {"dililazykv", {[](const ModelConfig& c, double r) {
+         const std::string file = test_head_scores::write("matrix-" + std::to_string(c.n_layer) + "-" + std::to_string(c.n_head), c.n_layer, c.n_head, c.name);
+         return PressSetup{"dililazykv(snapkv(window_size=8))", {"head_scores=" + file}, Budget{r}, ""};
+       }}},
       {"expected_attention", {with_ratio("expected_attention(n_future_positions=16)")}},
       {"finch", {with_ratio("finch(window_size=8, rerotate_keys=false)"), with_ratio("finch(window_size=8, rerotate_keys=false, chunk_length=48)")}},
       // Renumbering positions is refused where sliding-window layers keep the original ones.
       {"key_rerotation", {[](const ModelConfig& c, double r) {
          return PressSetup{"key_rerotation(knorm)", {}, Budget{r}, has_sliding_layers(c) ? "sliding-window layers" : ""};
+       }}},
+      {"global_topk", {with_ratio("global_topk(snapkv(window_size=8))"), with_ratio("global_topk(keydiff)")}},
+      {"headkv", {[](const ModelConfig& c, double r) {
+         const std::string file = test_head_scores::write("matrix-" + std::to_string(c.n_layer) + "-" + std::to_string(c.n_head), c.n_layer, c.n_head, c.name);
+         return PressSetup{"headkv(snapkv(window_size=8))", {"head_scores=" + file}, Budget{r}, ""};
        }}},
       {"keydiff", {with_ratio("keydiff")}},
       {"knorm", {with_ratio("knorm")}},

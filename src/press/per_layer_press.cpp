@@ -1,7 +1,12 @@
 // Per-layer ratios (kvpress PerLayerCompressionPress): layer l keeps floor(len (1 - ratios[l]))
-// slots per head by the inner press's rule. The ratios replace the pipeline's ratio (give
-// neither --ratio nor budget=); the ratio reported for the whole cache is their mean.
+// slots per head by the inner press's rule. The ratios (option `ratios`, or a JSON file
+// `ratios_file`: a list or {"ratios": [...]}) replace the pipeline's ratio (give neither --ratio
+// nor budget=); the ratio reported for the whole cache is their mean.
+#include <cmath>
+#include <fstream>
 #include <numeric>
+
+#include <nlohmann/json.hpp>
 
 #include "kvsqueeze/error.h"
 #include "press/press_registry.h"
@@ -45,19 +50,51 @@ class PerLayerPress : public wrapper::Single {
   std::vector<double> ratios_;
 };
 
+// The ratios of a JSON file: [r0, r1, ...] or {"ratios": [r0, r1, ...]}, each in [0, 1).
+std::vector<double> read_ratios_file(const std::string& path) {
+  const std::string who = "press 'per_layer' ratios_file '" + path + "'";
+  std::ifstream in(path);
+  if (!in) throw Error(who + " cannot be read (missing file?)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    throw Error(who + " is not valid JSON (" + msg + ")");
+  }
+  if (j.is_object() && j.contains("ratios")) j = j["ratios"];
+  if (!j.is_array() || j.empty()) throw Error(who + " must hold a non-empty list of ratios, [r0, r1, ...] or {\"ratios\": [...]}");
+  std::vector<double> out;
+  for (const auto& x : j) {
+    if (!x.is_number()) throw Error(who + ": ratio " + std::to_string(out.size()) + " is not a number");
+    const double r = x.get<double>();
+    if (!(r >= 0.0 && r < 1.0)) throw Error(who + ": ratio " + std::to_string(out.size()) + " is " + std::to_string(r) + ", not in [0, 1)");
+    out.push_back(r);
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_per_layer_press() {
   register_wrapper({"per_layer",
                     "Each layer compressed with its own ratio by the inner press.",
                     {{"ratios", "floats", 0, 0, 0.999999,
-                      "one ratio (fraction removed) per layer, separated by ':' (or ',' in --press-opt)", {}, ""}},
+                      "one ratio (fraction removed) per layer, separated by ':' (or ',' in --press-opt)", {}, ""},
+                     {"ratios_file", "string", 0, 0, 0,
+                      "instead of ratios: a JSON file holding one ratio per layer, [r0, r1, ...] or {\"ratios\": [r0, r1, ...]}", {}, ""}},
                     1,
                     "Replaces the pipeline's ratio; the overall ratio is the mean of the layers' ratios. Sliding-window layers "
                     "(gemma) stay uncompressed whatever their ratio."},
                    [](const PressOptionValues& o, PressList inner) {
                      auto ratios = o.floats("ratios");
-                     if (ratios.empty()) throw Error("press 'per_layer' needs ratios=R0:R1:... (one ratio per layer)");
+                     const std::string& file = o.text("ratios_file");
+                     if (!file.empty() && !ratios.empty()) throw Error("press 'per_layer': give ratios or ratios_file, not both");
+                     if (!file.empty()) ratios = read_ratios_file(file);
+                     if (ratios.empty())
+                       throw Error("press 'per_layer' needs ratios=R0:R1:... or ratios_file=FILE (one ratio per layer)");
                      return std::make_unique<PerLayerPress>(std::move(inner.at(0)), std::move(ratios));
                    });
 }

@@ -41,6 +41,8 @@ PressRunner::~PressRunner() {
 void PressRunner::prefill(const std::vector<int32_t>& ids, int64_t slack) {
   decoding_ = false;
   session_.set_stats_request(prefill_press_ ? prefill_press_->needs() : StatsRequest{});
+  // Presses scoring while the context is evaluated (global_topk) learn the budget first.
+  if (prefill_press_ && prefill_press_->needs_all_layers()) prefill_press_->set_budget(budget_);
   session_.eval(ids);
   if (prefill_press_ && prefill_press_->needs_all_layers() && (!budget_.none() || prefill_press_->own_budget())) {
     session_.set_layer_hook(nullptr);  // its extra passes must not re-enter the runner

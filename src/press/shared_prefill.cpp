@@ -59,6 +59,9 @@ std::vector<CompressedContext> shared_prefill(Session& session, const std::vecto
     if (c.press) all = union_of(all, c.press->needs());
   std::vector<CompressedContext> out(cells.size());
   for (auto& o : out) o.cache = std::make_unique<KvCache>(session.cache().shape(), 0);
+  // Presses scoring while the context is evaluated (global_topk) learn the budget first.
+  for (const auto& c : cells)
+    if (c.press && c.press->needs_all_layers()) c.press->set_budget(c.budget);
   session.set_stats_request(all);
   session.set_layer_hook([&](const LayerStats& shared, KvCache& cache) {
     const int64_t l = shared.layer;
