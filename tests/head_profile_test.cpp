@@ -3,6 +3,7 @@
 // answer gate, determinism and the CLI's errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -140,7 +141,7 @@ TEST(HeadProfileGate, AnswerChecks) {
                                   "to relax and do nothing"),
               2.0 * (5.0 / 13.0) / (5.0 / 13.0 + 1.0), 1e-9);
   EXPECT_EQ(profile::gate_score("f1", "The library.", "to relax and do nothing"), 0.0);
-  EXPECT_DOUBLE_EQ(profile::gate_score("rouge", "in 2020", "in 2020"), 1.0);
+  EXPECT_NEAR(profile::gate_score("rouge", "in 2020", "in 2020"), 1.0, 1e-6);  // the rouge package's 1e-8 smoothing
   EXPECT_EQ(profile::gate_score("none", "", "anything"), 1.0);
   EXPECT_THROW(profile::gate_score("cosine", "a", "b"), kvsqueeze::Error);
   // The default needles' references pass the default gate with themselves.
@@ -298,31 +299,49 @@ TEST_F(HeadProfileStories, RunProducesEveryHeadWithValidRanges) {
 }
 
 TEST_F(HeadProfileStories, GateCountsMatchTheAnswers) {
-  // The default gate (token F1 >= 0.5): every run's recorded score is the F1 of its answer, the
-  // accepted count is the number of scores >= 0.5, and the per-head lists hold that many values.
+  // First every run with no gate, to learn the answers; then the token-F1 gate with a threshold
+  // between the two best F1 values seen, so some runs pass and some do not. The second file must
+  // record each answer's F1, accept exactly the runs at or above the threshold, and hold per head
+  // exactly the first file's values of those runs.
   profile::ProfileOptions o = stories_options();
   o.depths = {50};
-  int64_t accepted = 0, total = 0;
-  nlohmann::json j;
-  try {
-    j = profile::profile_heads(*model_, o);
-  } catch (const kvsqueeze::Error& e) {
-    // A tiny model may answer nothing right: then nothing is returned and the error says so.
-    EXPECT_NE(std::string(e.what()).find("no run passed the answer gate (f1 >= 0.5): 0 of 6"), std::string::npos) << e.what();
-    return;
+  o.needles = {{"Tom had a small dog named Spot who liked to run.", "What was the name of the dog?", "Spot the dog"},
+               profile::default_needles()[0]};
+  o.gate = "none";
+  const nlohmann::json all_runs = profile::profile_heads(*model_, o);
+  std::vector<double> f1;
+  for (const auto& run : all_runs.at("_runs"))
+    f1.push_back(kvsqueeze::eval::qa_f1(run.at("answer").get<std::string>(), o.needles[run.at("needle").get<size_t>()].answer));
+  ASSERT_EQ(f1.size(), 4u);
+  std::vector<double> distinct = f1;
+  std::sort(distinct.rbegin(), distinct.rend());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  if (distinct.size() < 2) GTEST_SKIP() << "every answer has the same F1 " << distinct[0];
+  o.gate = "f1";
+  o.gate_threshold = (distinct[0] + distinct[1]) / 2;
+  const nlohmann::json gated = profile::profile_heads(*model_, o);
+  int64_t expected = 0;
+  std::vector<size_t> kept;
+  for (size_t r = 0; r < f1.size(); ++r) {
+    const auto& run = gated.at("_runs")[r];
+    EXPECT_EQ(run.at("answer"), all_runs.at("_runs")[r].at("answer"));
+    EXPECT_DOUBLE_EQ(run.at("gate_score").get<double>(), f1[r]);
+    EXPECT_EQ(run.at("accepted").get<bool>(), f1[r] >= o.gate_threshold);
+    if (f1[r] >= o.gate_threshold) {
+      ++expected;
+      kept.push_back(r);
+    }
   }
-  for (const auto& run : j.at("_runs")) {
-    ++total;
-    const auto needle = profile::default_needles()[run.at("needle").get<size_t>()];
-    const double f1 = kvsqueeze::eval::qa_f1(run.at("answer").get<std::string>(), needle.answer);
-    EXPECT_DOUBLE_EQ(run.at("gate_score").get<double>(), f1);
-    EXPECT_EQ(run.at("accepted").get<bool>(), f1 >= 0.5);
-    accepted += f1 >= 0.5;
+  EXPECT_GE(expected, 1);
+  EXPECT_LT(expected, 4);
+  EXPECT_EQ(gated.at("_meta").at("accepted"), expected);
+  EXPECT_EQ(gated.at("_meta").at("rejected"), 4 - expected);
+  EXPECT_EQ(gated.at("_meta").at("gate").at("name"), "f1");
+  for (const auto& [key, list] : gated.items()) {
+    if (key[0] == '_') continue;
+    ASSERT_EQ(list.size(), kept.size()) << key;
+    for (size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(list[i], all_runs.at(key)[kept[i]]) << key;
   }
-  EXPECT_EQ(total, 6);
-  EXPECT_EQ(j.at("_meta").at("accepted"), accepted);
-  EXPECT_EQ(j.at("_meta").at("rejected"), total - accepted);
-  EXPECT_EQ(j.at("0-0").size(), static_cast<size_t>(accepted));
 }
 
 TEST_F(HeadProfileStories, GateRejectsWrongAnswers) {
@@ -441,7 +460,7 @@ TEST(HeadProfileDefaultModel, GemmaProducesScores) {
   expect_tight_span(model->tokenizer(), p.ids, p.needle, needle.needle);
 
   const std::string out = scratch("gemma/heads.json");
-  const CliResult r = run_cli("profile-heads -q -m " + path + " --lengths 1024 --depths 25,75 --max-new-tokens 32 -o " + out);
+  const CliResult r = run_cli("profile-heads -q -m " + path + " --lengths 1024 --depths 25,50,75 --max-new-tokens 32 -o " + out);
   ASSERT_EQ(r.status, 0) << r.err;
   const auto j = nlohmann::json::parse(slurp(out));
   EXPECT_TRUE(std::filesystem::exists(scratch("gemma/heads.png")));

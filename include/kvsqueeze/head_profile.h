@@ -15,7 +15,8 @@
 //                 infscore, precision, recall, retrieval, retrieval_reasoning, and the four
 //                 category counts diligent, subconscious, distracted, diffuse_peripheral
 //   "_kv_heads"  the same per KV head ("L-K"): each run's mean over the KV head's G query heads
-//   "_runs"      [{length, depth, needle, prompt_tokens, needle_span [begin, end), answer,
+//   "_runs"      [{length, depth, needle, prompt_tokens, needle_span [begin, end), answer (the
+//                 greedy answer up to its first line break),
 //                 gate_score, accepted}] for every run, accepted or not
 // Readers skip keys beginning with "_" (as HeadKV's allocator expects plain "L-H" keys).
 #include <cstdint>
@@ -125,7 +126,7 @@ void validate(const ProfileOptions& options);
 nlohmann::json profile_heads(const Model& model, const ProfileOptions& options);
 
 // Writes `profile` to `path` atomically (a temporary file renamed into place) and, next to it,
-// a layer x head heat map of the mean chosen metric (PATH without ".json" + ".png"/".svg").
+// a layer x head heat map of the mean chosen metric x100 (PATH without ".json" + ".png"/".svg").
 // Returns the files written.
 std::vector<std::string> write_head_profile(const nlohmann::json& profile, const std::string& path);
 

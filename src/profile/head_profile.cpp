@@ -90,6 +90,8 @@ RunResult run_one(const Model& model, const ProfileOptions& o, const Needle& nee
 
   std::vector<float> logits = session.eval(prompt.ids);
   std::vector<int32_t> generated;
+  StreamingDetokenizer detok(tok, true, true);
+  std::string shown;
   std::vector<float> row;
   // Step s: the attention row of the token just evaluated (the last prompt token at s = 0), and
   // the token it predicts, generated[s].
@@ -120,6 +122,11 @@ RunResult run_one(const Model& model, const ProfileOptions& o, const Needle& nee
     }
     if (end) break;
     generated.push_back(next);
+    // The answer is its first line: HeadKV stops decoding at a newline, and small models run on
+    // with more of the book after a correct answer.
+    shown += detok.feed(next);
+    const size_t content = shown.find_first_not_of(" \t\r\n");
+    if (content != std::string::npos && shown.find('\n', content) != std::string::npos) break;
     if (step + 1 == o.max_new_tokens) break;
     logits = session.eval({next});
   }
@@ -129,6 +136,8 @@ RunResult run_one(const Model& model, const ProfileOptions& o, const Needle& nee
 
   std::string text = tok.decode(generated, true);
   const auto first = text.find_first_not_of(" \t\r\n");
+  const auto line_end = first == std::string::npos ? std::string::npos : text.find('\n', first);
+  if (line_end != std::string::npos) text.resize(line_end);
   const auto last = text.find_last_not_of(" \t\r\n");
   r.answer = first == std::string::npos ? "" : text.substr(first, last - first + 1);
   r.gate = gate_score(o.gate, r.answer, needle.answer);
@@ -253,7 +262,8 @@ nlohmann::json profile_heads(const Model& model, const ProfileOptions& options) 
   for (const auto& n : needles) needle_list.push_back({{"needle", n.needle}, {"question", n.question}, {"answer", n.answer}});
   nlohmann::json gate = {{"name", options.gate},
                          {"threshold", options.gate_threshold},
-                         {"answer", "greedy, at most " + std::to_string(options.max_new_tokens) + " tokens, whitespace-trimmed"},
+                         {"answer", "greedy, at most " + std::to_string(options.max_new_tokens) +
+                                        " tokens, stopped at its first line break (as HeadKV), whitespace-trimmed"},
                          {"rule", options.gate == "f1"      ? "LongBench qa_f1 (normalised token F1) of answer vs reference >= threshold"
                                   : options.gate == "rouge" ? "ROUGE-L F of answer vs reference >= threshold"
                                                             : "every run accepted"}};
@@ -296,7 +306,7 @@ std::vector<std::string> write_head_profile(const nlohmann::json& profile, const
   if (!parent.empty()) fs::create_directories(parent, ec);
   if (ec) throw Error("cannot create the folder of '" + path + "': " + ec.message());
 
-  // The heat map: the mean over accepted runs of the chosen metric.
+  // The heat map: the mean over accepted runs of the chosen metric, x100.
   std::vector<std::vector<double>> values(static_cast<size_t>(n_layer), std::vector<double>(static_cast<size_t>(n_head)));
   double top = 0;
   for (int64_t l = 0; l < n_layer; ++l)
@@ -304,14 +314,15 @@ std::vector<std::string> write_head_profile(const nlohmann::json& profile, const
       const auto& list = profile.at(key(l, h));
       double sum = 0;
       for (const auto& x : list) sum += x.get<double>();
-      const double mean = list.empty() ? NAN : sum / static_cast<double>(list.size());
+      // x100: the picture labels cells with whole numbers.
+      const double mean = list.empty() ? NAN : 100.0 * sum / static_cast<double>(list.size());
       values[static_cast<size_t>(l)][static_cast<size_t>(h)] = mean;
       if (mean > top) top = mean;
     }
   std::vector<std::string> heads, layers;
   for (int64_t h = 0; h < n_head; ++h) heads.push_back(std::to_string(h));
   for (int64_t l = 0; l < n_layer; ++l) layers.push_back(std::to_string(l));
-  const double vmax = metric == "retrieval_reasoning" ? (top > 0 ? top : 1.0) : 1.0;
+  const double vmax = metric == "retrieval_reasoning" ? (top > 0 ? top : 100.0) : 100.0;
 
   // Everything goes to temporary names first, then is renamed into place.
   const std::string tag = ".tmp-" + std::to_string(::getpid());
@@ -329,7 +340,7 @@ std::vector<std::string> write_head_profile(const nlohmann::json& profile, const
       out.flush();
       if (!out) throw Error("cannot write '" + path + "' (disk full?)");
     }
-    eval::plot_heatmap(plot_tmp, metric + " per head (" + meta.at("model").get<std::string>() + ", " +
+    eval::plot_heatmap(plot_tmp, metric + " x100 per head (" + meta.at("model").get<std::string>() + ", mean of " +
                                      std::to_string(meta.at("accepted").get<int64_t>()) + " runs)",
                        heads, layers, values, 0.0, vmax, "query head", "layer");
     for (const auto& [from, to] : moves) {

@@ -113,7 +113,7 @@ Runner add_profile_heads(CLI::App& app) {
       "Score every attention head on needle-in-a-haystack runs (DiliLazyKV InfScore, HeadKV retrieval) into HEADS.json");
   sub->footer(
       "Each run inserts a needle into the haystack at a depth, asks its question and decodes a greedy answer (at most\n"
-      "--max-new-tokens). The answer check: a run counts only if gate(answer, reference) >= --gate-threshold, where the\n"
+      "--max-new-tokens, stopped at its first line break as HeadKV does). The answer check: a run counts only if gate(answer, reference) >= --gate-threshold, where the\n"
       "gate is 'f1' (LongBench token F1 after normalisation: lower case, no punctuation or articles; the default, 0.5),\n"
       "'rouge' (ROUGE-L F) or 'none' (every run counts). Scores are taken from the last prompt token's attention (plus\n"
       "--decode-steps generated tokens) over every prompt position, per query head: DiliScore (weighted precision of\n"
