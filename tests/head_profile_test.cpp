@@ -477,6 +477,34 @@ TEST(HeadProfileDefaultModel, GemmaProducesScores) {
   EXPECT_EQ(keys, cfg.n_layer * cfg.n_head);
   EXPECT_GT(nonzero, 0);
   std::filesystem::remove_all(scratch("gemma"));
+
+  // A needle early in the context lies outside the sliding window of the last prompt token:
+  // sliding-window heads give it no attention at all (recall 0, none of it in their top-K),
+  // which is the truth for those heads; the global layers see it.
+  profile::ProfileOptions o;
+  o.lengths = {1024};
+  o.depths = {2};
+  o.needles = {needle};
+  o.gate = "none";
+  o.max_new_tokens = 4;
+  o.progress = false;
+  const nlohmann::json early = profile::profile_heads(*model, o);
+  const auto& run = early.at("_runs")[0];
+  ASSERT_LE(run.at("needle_span")[1].get<int64_t>(), run.at("prompt_tokens").get<int64_t>() - cfg.sliding_window);
+  int64_t global_seen = 0;
+  for (int64_t l = 0; l < cfg.n_layer; ++l)
+    for (int64_t h = 0; h < cfg.n_head; ++h) {
+      const std::string key = std::to_string(l) + "-" + std::to_string(h);
+      const double recall = early.at("_all").at("recall").at(key)[0].get<double>();
+      if (cfg.layer_sliding[static_cast<size_t>(l)]) {
+        EXPECT_EQ(recall, 0.0) << key;
+        EXPECT_EQ(early.at("_all").at("infscore").at(key)[0].get<double>(), 0.0) << key;
+        EXPECT_EQ(early.at("_all").at("diligent").at(key)[0].get<double>(), 0.0) << key;
+      } else {
+        global_seen += recall > 0;
+      }
+    }
+  EXPECT_GT(global_seen, 0);
 }
 
 }  // namespace
