@@ -31,6 +31,12 @@ double parse_number(const std::string& s, const std::string& flag) {
 
 // "a,b,c" (each repetition of the flag adds items) or "MIN:MAX:N" (N evenly spaced values from
 // MIN to MAX inclusive, as numpy/torch linspace).
+std::string show(double x) {
+  std::ostringstream out;
+  out << x;
+  return out.str();
+}
+
 std::vector<double> parse_values(const std::vector<std::string>& args, const std::string& flag) {
   std::vector<double> out;
   for (const auto& arg : args) {
@@ -63,20 +69,20 @@ int run(ProfileArgs& a) {
     o.lengths.clear();
     for (double x : parse_values(a.lengths, "--lengths")) {
       const double r = std::nearbyint(x);  // half to even, as Python's round of upstream's linspace
-      if (r < 1) throw Error("--lengths: " + std::to_string(x) + " is not a positive token count");
+      if (r < 1) throw Error("--lengths: " + show(x) + " is not a positive token count");
       o.lengths.push_back(static_cast<int64_t>(r));
     }
   }
   if (!a.depths.empty()) {
     for (double d : parse_values(a.depths, "--depths")) {
       if (a.depth_unit == "fraction") {
-        if (d < 0 || d > 1) throw Error("--depths: " + std::to_string(d) + " is outside 0..1 (--depth-unit fraction)");
+        if (d < 0 || d > 1) throw Error("--depths: " + show(d) + " is outside 0..1 (--depth-unit fraction)");
         o.depths.push_back(d * 100.0);
       } else {
         if (d >= 0 && d <= 1)
-          throw Error("--depths: " + std::to_string(d) +
+          throw Error("--depths: " + show(d) +
                       " is <= 1; depths are percentages (e.g. 10,50,90), pass --depth-unit fraction for 0..1 fractions");
-        if (d < 0 || d > 100) throw Error("--depths: " + std::to_string(d) + " is outside 1..100 (percent)");
+        if (d < 0 || d > 100) throw Error("--depths: " + show(d) + " is outside 1..100 (percent)");
         o.depths.push_back(d);
       }
     }
@@ -113,15 +119,16 @@ Runner add_profile_heads(CLI::App& app) {
       "Score every attention head on needle-in-a-haystack runs (DiliLazyKV InfScore, HeadKV retrieval) into HEADS.json");
   sub->footer(
       "Each run inserts a needle into the haystack at a depth, asks its question and decodes a greedy answer (at most\n"
-      "--max-new-tokens, stopped at its first line break as HeadKV does). The answer check: a run counts only if gate(answer, reference) >= --gate-threshold, where the\n"
-      "gate is 'f1' (LongBench token F1 after normalisation: lower case, no punctuation or articles; the default, 0.5),\n"
-      "'rouge' (ROUGE-L F) or 'none' (every run counts). Scores are taken from the last prompt token's attention (plus\n"
-      "--decode-steps generated tokens) over every prompt position, per query head: DiliScore (weighted precision of\n"
-      "the top-k), LazyScore (weighted recall), InfScore (their harmonic mean), category counts (diligent, subconscious,\n"
-      "distracted, diffuse peripheral), and HeadKV's retrieval scores over the answer's steps.\n"
+      "--max-new-tokens, stopped at its first line break as HeadKV does). The answer check: a run counts only if\n"
+      "gate(answer, reference) >= --gate-threshold, where the gate is 'f1' (LongBench token F1 after normalisation:\n"
+      "lower case, no punctuation or articles; the default, 0.5), 'rouge' (ROUGE-L F) or 'none' (every run counts).\n"
+      "Scores are taken from the last prompt token's attention (plus --decode-steps generated tokens) over every\n"
+      "prompt position, per query head: DiliScore (weighted precision of the top-k), LazyScore (weighted recall),\n"
+      "InfScore (their harmonic mean), category counts (diligent, subconscious, distracted, diffuse peripheral), and\n"
+      "HeadKV's retrieval scores over the answer's steps.\n"
       "Output: \"L-H\" keys (0-based layer and query head) hold the --metric of every accepted run; \"_all\" holds every\n"
       "metric, \"_kv_heads\" the mean of each KV head's query heads, \"_runs\" each run's answer and gate score, and\n"
-      "\"_meta\" the model, its hash, the gate and all settings. A heat map of the mean goes to HEADS.png/.svg.");
+      "\"_meta\" the model, its hash, the gate and all settings. A heat map of the mean x100 goes to HEADS.png/.svg.");
   sub->add_option("-m,--model", a->model, "GGUF model file")->required();
   sub->add_option("-o,--output", a->out, "Output JSON file (written atomically; the heat map goes next to it)")->required();
   sub->add_option("--lengths", a->lengths, "Context lengths in tokens: a list (1024,2048) or MIN:MAX:N (linspace) [2048]");
