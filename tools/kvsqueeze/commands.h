@@ -13,5 +13,6 @@ Runner add_generate(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_presses(CLI::App& app);
 Runner add_eval(CLI::App& app);
+Runner add_profile_heads(CLI::App& app);
 
 }  // namespace kvsqueeze::cli

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   add(kvsqueeze::cli::add_bench);
   add(kvsqueeze::cli::add_presses);
   add(kvsqueeze::cli::add_eval);
+  add(kvsqueeze::cli::add_profile_heads);
   std::string valid;
   bool known = false;
   for (const auto* sub : app.get_subcommands({})) {
