@@ -1,4 +1,5 @@
 #include "press/head_budget.h"
+#include "press/press_registry.h"
 
 #include <algorithm>
 #include <cctype>
@@ -411,6 +412,31 @@ std::vector<std::vector<int64_t>> head_file_caps(Press& press, const Model& mode
   auto* p = dynamic_cast<HeadFilePress*>(&press);
   if (!p) throw Error("internal: press '" + press.name() + "' does not allocate from a head-score file");
   return p->caps(model, base, available);
+}
+
+
+void register_head_file_press(const std::string& name, const std::string& doc, const std::string& notes, Formula formula,
+                              double beta_default, const std::string& beta_doc, const std::string& temp_doc) {
+  register_wrapper(
+      {name,
+       doc,
+       {{"head_scores", "string", 0, 0, 0,
+         "JSON file of query-head scores keyed \"layer-head\" (a list of per-run scores, averaged, or a number; keys starting with _ "
+         "skipped; _meta.model must name the loaded model)", {}, ""},
+        {"beta", "float", beta_default, 1, 1e9, beta_doc, {}, ""},
+        {"temp", "float", 1, 0, 1e3, temp_doc, {}, ""},
+        {"parity", "bool", 0, 0, 1,
+         "upstream's raw caps (rounded, not fitted to the total; unusable budget wasted; no compression when B > L - window)", {}, ""}},
+       1,
+       notes},
+      [formula](const PressOptionValues& o, PressList inner) {
+        HeadFileOptions h;
+        h.head_scores = o.text("head_scores");
+        h.beta = o.at("beta");
+        h.temp = o.at("temp");
+        h.parity = o.at("parity") != 0;
+        return make_head_file_press(formula, std::move(inner.at(0)), h);
+      });
 }
 
 }  // namespace kvsqueeze::head_budget

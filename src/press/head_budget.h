@@ -91,6 +91,10 @@ struct HeadFileOptions {
   bool parity = false;
 };
 std::unique_ptr<Press> make_head_file_press(Formula formula, std::unique_ptr<Press> inner, const HeadFileOptions& options);
+// Registers a head-file press (headkv, dililazykv): its options head_scores, beta (with this
+// default and doc), temp and parity, and a factory for `formula`.
+void register_head_file_press(const std::string& name, const std::string& doc, const std::string& notes, Formula formula,
+                              double beta_default, const std::string& beta_doc, const std::string& temp_doc);
 // The caps (allocated slots besides the protected ones) a head-file press gives every KV head of
 // the compressible layers, [layer][KV head] (empty rows for sliding-window layers), for base B
 // and `available` unprotected slots per head. For tests and reports.

@@ -9,38 +9,21 @@
 // cannot use goes to the others; the cache really shrinks per head.
 #include "kvsqueeze/error.h"
 #include "press/head_budget.h"
-#include "press/press_registry.h"
 
 namespace kvsqueeze {
 
 void register_headkv_press() {
-  register_wrapper(
-      {"headkv",
-       "Per-KV-head budgets from offline head-importance scores (HeadKV): a floor B - B//beta for every head, the pool (B//beta) N "
+  head_budget::register_head_file_press(
+      "headkv",
+      "Per-KV-head budgets from offline head-importance scores (HeadKV): a floor B - B//beta for every head, the pool (B//beta) N "
        "shared in proportion to the scores; the inner press ranks slots within each head.",
-       {{"head_scores", "string", 0, 0, 0,
-         "JSON file of query-head scores keyed \"layer-head\" (a list of per-run scores, averaged, or a number; keys starting with _ "
-         "skipped; _meta.model must name the loaded model)", {}, ""},
-        {"beta", "float", 1.005, 1, 1e9,
-         "floor share: each head gets B - B//beta, the rest is shared by score (HeadKV swept 1.005-10)", {}, ""},
-        {"temp", "float", 1, 0, 1e3, "temperature: the normalised scores are raised to this power and renormalised", {}, ""},
-        {"parity", "bool", 0, 0, 1,
-         "upstream's raw caps (rounded, not fitted to the total; unusable budget wasted; no compression when B > L - window)", {}, ""}},
-       1,
-       "Allocates per KV head (N = compressible layers x KV heads, each scored as the mean of its G query heads; upstream repeats "
+      "Allocates per KV head (N = compressible layers x KV heads, each scored as the mean of its G query heads; upstream repeats "
        "the KV per query head at G x memory, not reproduced). B = average per-head budget (ratio or budget=) minus the inner "
        "press's protected slots per head (upstream's window on top: max_capacity_prompts = our per-head budget). The caps are "
        "fitted to sum exactly to N B: the rounded caps differ from upstream's by at most 1 per head unless a cap exceeds the "
        "run (then redistributed); parity=true keeps upstream's raw caps. Sliding-window layers are neither compressed nor "
-       "given budget. The scores must match the model (layers x query heads)."},
-      [](const PressOptionValues& o, PressList inner) {
-        head_budget::HeadFileOptions h;
-        h.head_scores = o.text("head_scores");
-        h.beta = o.at("beta");
-        h.temp = o.at("temp");
-        h.parity = o.at("parity") != 0;
-        return head_budget::make_head_file_press(head_budget::Formula::HeadKV, std::move(inner.at(0)), h);
-      });
+       "given budget. The scores must match the model (layers x query heads).",
+      head_budget::Formula::HeadKV, 1.005, "floor share: each head gets B - B//beta, the rest is shared by score (HeadKV swept 1.005-10)", "temperature: the normalised scores are raised to this power and renormalised");
 }
 
 }  // namespace kvsqueeze
