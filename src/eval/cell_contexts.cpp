@@ -4,12 +4,12 @@
 
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/shared_prefill.h"
+#include "runtime/stopwatch.h"
 
 namespace kvsqueeze::eval {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 struct BuiltPress {
   std::unique_ptr<Press> press;  // null: no compression

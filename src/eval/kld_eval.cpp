@@ -11,6 +11,7 @@
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/progress.h"
 #include "kvsqueeze/eval/runner.h"
+#include "runtime/stopwatch.h"
 
 namespace kvsqueeze::eval {
 namespace {
@@ -103,7 +104,7 @@ int64_t run_kld_eval(const Model& model, const std::vector<KldText>& texts, cons
     for_each_cell(model, s, pending, text.context, {}, n, [&](InstalledCell& ic) {
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<float> logits = predicting_logits(ic, text.continuation, V);
-      const double decode_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const double decode_ms = ms_since(t0);
       if (ic.cell == &grid.front()) {
         reference = logits;
         reference_lse.assign(static_cast<size_t>(n), 0.0);

@@ -4,13 +4,10 @@
 #include <chrono>
 
 #include "kvsqueeze/error.h"
+#include "runtime/stopwatch.h"
 
 namespace kvsqueeze {
 namespace {
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
 
 void copy_layer(const KvCache& from, int64_t layer, KvCache& to) {
   for (int64_t h = 0; h < from.shape().n_head_kv; ++h)

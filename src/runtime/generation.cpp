@@ -5,14 +5,9 @@
 #include <chrono>
 
 #include "kvsqueeze/error.h"
+#include "runtime/stopwatch.h"
 
 namespace kvsqueeze {
-namespace {
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-}  // namespace
-
 GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, int64_t max_new, Sampler& sampler,
                           const std::function<void(const std::string&)>& on_text) {
   GenerationResult r;

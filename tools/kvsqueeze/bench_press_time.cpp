@@ -6,6 +6,8 @@
 // Wall and process CPU times are both kept: on a shared machine CPU time is the steadier one.
 #include "bench_press_time.h"
 
+#include "text_file.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -149,14 +151,6 @@ std::string builtin_paragraph(int64_t index) {
   return p + "\n\n";
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Exactly ctx token ids: the text (repeated as needed) tokenized with BOS, cut to ctx.
 std::vector<int32_t> context_ids(const PressTimeArgs& a, const Model& model, std::string& source) {
   const ModelConfig& cfg = model.config();
@@ -168,7 +162,7 @@ std::vector<int32_t> context_ids(const PressTimeArgs& a, const Model& model, std
     for (auto& id : ids) id = any(rng);
     return ids;
   }
-  const std::string file_text = a.prompt_file.empty() ? "" : read_file(a.prompt_file);
+  const std::string file_text = a.prompt_file.empty() ? "" : read_text_file(a.prompt_file, "prompt file");
   if (!a.prompt_file.empty() && file_text.empty()) throw Error("--prompt-file '" + a.prompt_file + "' is empty");
   source = a.prompt_file.empty() ? "built-in text (numbered paragraphs)" : "file " + a.prompt_file + " (repeated)";
   std::string text;

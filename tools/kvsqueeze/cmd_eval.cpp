@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "text_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/report.h"
 #include "kvsqueeze/eval/runner.h"
@@ -62,14 +63,6 @@ std::vector<T> numbers(const std::vector<std::string>& values, const std::string
   return out;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read text file '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 int run(EvalArgs& a) {
   if (a.kind == "report") {
     const auto results = eval::read_results(a.out + "/results.jsonl");
@@ -107,7 +100,7 @@ int run(EvalArgs& a) {
   const Tokenizer& tok = model->tokenizer();
   int64_t appended = 0;
   if (a.kind == "kld" || a.kind == "ppl") {
-    const std::string text = a.text_file.empty() ? eval::default_haystack() : read_file(a.text_file);
+    const std::string text = a.text_file.empty() ? eval::default_haystack() : read_text_file(a.text_file, "text file");
     const auto lengths = a.lengths.empty() ? std::vector<int64_t>{1024} : numbers<int64_t>(a.lengths, "--lengths");
     const auto texts = eval::kld_windows(*model, text, lengths, a.continuation, a.samples > 0 ? a.samples : 3, a.seed);
     appended = eval::run_kld_eval(*model, texts, s);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "text_file.h"
 #include "kernels/threading.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/error.h"
@@ -31,14 +32,6 @@ struct GenerateArgs {
   bool json = false, chat = false, kv_type_given = false, query_aware = false;
   SamplerOptions sampling;
 };
-
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read prompt file '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // The press that compresses the context, or null for --press none.
 std::unique_ptr<Press> build_press(const GenerateArgs& a) {
@@ -121,7 +114,7 @@ int run(GenerateArgs& a) {
   Press* decode_press = own_decode_press ? own_decode_press.get() : press.get();
   if (a.policy.decoding() && !decode_press) throw Error("--decode-interval needs a press: --decode-press NAME (or --press NAME)");
   Sampler::validate(a.sampling);
-  const std::string context = a.prompt_file.empty() ? a.prompt : read_text_file(a.prompt_file);
+  const std::string context = a.prompt_file.empty() ? a.prompt : read_text_file(a.prompt_file, "prompt file");
 
   auto model = Model::load(a.model);
   const ModelConfig& cfg = model->config();
