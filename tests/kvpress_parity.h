@@ -291,6 +291,27 @@ inline void expect_kept_per_chunk(const json& ref_kept, const json& ref_scores_a
   }
 }
 
+// The reference runs in fp32: while alive, our matmuls take fp32 activations, not the 8-bit path.
+struct ExactActivations {
+  ExactActivations() { kernels::set_exact_activations(true); }
+  ~ExactActivations() { kernels::set_exact_activations(false); }
+  ExactActivations(const ExactActivations&) = delete;
+  ExactActivations& operator=(const ExactActivations&) = delete;
+};
+
+// A fixture with its model loaded; nullopt when the fixture's model is absent (load()'s rule).
+struct LoadedFixture {
+  Fixture f;
+  std::unique_ptr<Model> model;
+};
+inline std::optional<LoadedFixture> open(const std::string& model_name, const std::string& fixture) {
+  auto f = load(model_name, fixture);
+  if (!f) return std::nullopt;
+  EXPECT_FALSE(f->j.contains("skipped"));
+  LoadedFixture l{*f, Model::load(f->model_path)};
+  return l;
+}
+
 struct Case {
   std::string fixture;                     // file name without .json
   std::string expression;                  // our press expression
@@ -310,11 +331,7 @@ inline void check(const std::string& model_name, const Case& c) {
   }
   ASSERT_FALSE(f->j.contains("skipped")) << f->j["skipped"];
   auto model = Model::load(f->model_path);
-  // The reference runs in fp32: compare against our fp32-activation path, not the 8-bit one.
-  struct Exact {
-    Exact() { kernels::set_exact_activations(true); }
-    ~Exact() { kernels::set_exact_activations(false); }
-  } exact;
+  ExactActivations exact;
   for (size_t r = 0; r < f->j["runs"].size(); ++r) {
     const json& run = f->run(r);
     Budget b;

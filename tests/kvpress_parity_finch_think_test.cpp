@@ -25,10 +25,7 @@ namespace {
 using parity::json;
 using namespace kvsqueeze;
 
-struct Exact {
-  Exact() { kernels::set_exact_activations(true); }
-  ~Exact() { kernels::set_exact_activations(false); }
-};
+using Exact = parity::ExactActivations;
 
 int64_t hf_channel(const ModelConfig& c, int64_t ch) {
   if (c.rope_neox) return ch;

@@ -15,10 +15,7 @@ using parity::json;
 using parity::num;
 using namespace kvsqueeze;
 
-struct Exact {
-  Exact() { kernels::set_exact_activations(true); }
-  ~Exact() { kernels::set_exact_activations(false); }
-};
+using Exact = parity::ExactActivations;
 
 const GlobalPressTrace& trace_of(const Press& p) { return dynamic_cast<const TracedPress&>(p).trace(); }
 

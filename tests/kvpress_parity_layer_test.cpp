@@ -36,10 +36,7 @@ void check_simlayerkv(const std::string& model_name, const std::string& fixture,
     return;
   }
   auto model = kvsqueeze::Model::load(f->model_path);
-  struct Exact {
-    Exact() { kvsqueeze::kernels::set_exact_activations(true); }
-    ~Exact() { kvsqueeze::kernels::set_exact_activations(false); }
-  } exact;
+  parity::ExactActivations exact;
   const auto& cfg = model->config();
   int compared_mass = 0, lazy_layers = 0;
   for (size_t r = 0; r < f->j["runs"].size(); ++r) {
@@ -110,10 +107,7 @@ void check_lagkv_nan_aware(const parity::Case& c, const std::string& raw_fixture
   auto raw = parity::load("gemma", raw_fixture);
   if (!f || !raw) GTEST_SKIP() << "default model not present (scripts/get_default_model.sh)";
   auto model = kvsqueeze::Model::load(f->model_path);
-  struct Exact {
-    Exact() { kvsqueeze::kernels::set_exact_activations(true); }
-    ~Exact() { kvsqueeze::kernels::set_exact_activations(false); }
-  } exact;
+  parity::ExactActivations exact;
   const bool parity_mode = std::find(c.options.begin(), c.options.end(), "parity=true") != c.options.end();
   const bool cross = std::find(c.options.begin(), c.options.end(), "cross_scoring=true") != c.options.end();
   int finite_layers = 0, nan_layers = 0;

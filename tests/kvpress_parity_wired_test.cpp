@@ -30,23 +30,10 @@ parity::Tolerance gemma_tol() {
   return t;
 }
 
-struct Exact {
-  Exact() { kernels::set_exact_activations(true); }
-  ~Exact() { kernels::set_exact_activations(false); }
-};
+using Exact = parity::ExactActivations;
 
-struct Loaded {
-  parity::Fixture f;
-  std::unique_ptr<Model> model;
-};
-
-std::optional<Loaded> open(const std::string& model_name, const std::string& fixture) {
-  auto f = parity::load(model_name, fixture);
-  if (!f) return std::nullopt;
-  EXPECT_FALSE(f->j.contains("skipped"));
-  Loaded l{*f, Model::load(f->model_path)};
-  return l;
-}
+using Loaded = parity::LoadedFixture;
+using parity::open;
 
 #define OPEN_OR_SKIP(l, model_name, fixture)                                  \
   auto l = open(model_name, fixture);                                         \

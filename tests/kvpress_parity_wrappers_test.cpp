@@ -20,24 +20,10 @@ parity::Tolerance gemma_tol() { return parity::gemma_tolerance(); }
 
 LayerScores inner_scores(Press& p, const LayerView& v) { return p.inner_presses().at(0)->score(v); }
 
-struct Loaded {
-  parity::Fixture f;
-  std::unique_ptr<Model> model;
-};
+using Loaded = parity::LoadedFixture;
+using parity::open;
 
-// Loads a fixture and its model, or skips (gemma) / fails (stories) when missing.
-std::optional<Loaded> open(const std::string& model_name, const std::string& fixture) {
-  auto f = parity::load(model_name, fixture);
-  if (!f) return std::nullopt;
-  EXPECT_FALSE(f->j.contains("skipped"));
-  Loaded l{*f, Model::load(f->model_path)};
-  return l;
-}
-
-struct Exact {
-  Exact() { kernels::set_exact_activations(true); }
-  ~Exact() { kernels::set_exact_activations(false); }
-};
+using Exact = parity::ExactActivations;
 
 // AdaKV: kvpress masks (mode "masked", kept = complement). Disagreements are allowed only at the
 // layer-wide cut of the safeguarded reference scores; when every slot we keep is protected
