@@ -32,7 +32,6 @@ parity::Tolerance gemma_tol() {
 
 using Exact = parity::ExactActivations;
 
-using Loaded = parity::LoadedFixture;
 using parity::open;
 
 #define OPEN_OR_SKIP(l, model_name, fixture)                                  \

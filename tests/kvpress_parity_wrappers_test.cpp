@@ -20,7 +20,6 @@ parity::Tolerance gemma_tol() { return parity::gemma_tolerance(); }
 
 LayerScores inner_scores(Press& p, const LayerView& v) { return p.inner_presses().at(0)->score(v); }
 
-using Loaded = parity::LoadedFixture;
 using parity::open;
 
 using Exact = parity::ExactActivations;
