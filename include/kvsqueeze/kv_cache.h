@@ -78,6 +78,12 @@ class KvCache {
   // length x head_dim_k floats (stored in the cache's element type), `pos` strictly ascending.
   // Key re-rotation renumbers kept slots with this.
   void rewrite_keys(int64_t layer, int64_t head, const float* keys, const int32_t* pos);
+  // Overwrites slots [first, first+n) of a run in place: keys (n x head_dim_k floats; a
+  // channel-pruned run stores just its channels), values (n x head_dim_v) and positions, each
+  // left as it is when null. Positions must keep the run strictly ascending. Merging presses
+  // write pooled or merged rows with this before compacting.
+  void rewrite_rows(int64_t layer, int64_t head, int64_t first, int64_t n, const float* keys, const float* values,
+                    const int32_t* pos);
 
   // Keeps only `channels` (strictly ascending, a subset of the run's current channels) of every
   // key of the run, present and appended later; the K memory shrinks to the narrower rows.

@@ -290,27 +290,29 @@ void KvCache::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k,
 }
 
 void KvCache::rewrite_keys(int64_t layer, int64_t head, const float* keys, const int32_t* pos) {
+  if (!at(layer, head).k_channels.empty())
+    throw Error("cannot re-rotate keys whose channels were pruned (think): re-rotate before pruning");
+  rewrite_rows(layer, head, 0, length(layer, head), keys, nullptr, pos);
+}
+
+void KvCache::rewrite_rows(int64_t layer, int64_t head, int64_t first, int64_t n, const float* keys, const float* values,
+                           const int32_t* pos) {
   Run& r = at(layer, head);
-  if (!r.k_channels.empty()) throw Error("cannot re-rotate keys whose channels were pruned (think): re-rotate before pruning");
-  for (int64_t j = 1; j < r.len; ++j)
-    if (pos[j] <= pos[j - 1]) throw Error("internal: rewritten positions of layer " + std::to_string(layer) + " head " +
-                                           std::to_string(head) + " are not strictly ascending");
-  const int64_t d = shape_.head_dim_k;
-  for (int64_t j = 0; j < r.len; ++j) {
-    uint8_t* row = r.k.data() + static_cast<size_t>(j) * k_row_bytes();
-    const float* src = keys + j * d;
-    switch (shape_.type) {
-      case KvType::F32:
-        std::memcpy(row, src, static_cast<size_t>(d) * sizeof(float));
-        break;
-      case KvType::F16:
-        for (int64_t i = 0; i < d; ++i) reinterpret_cast<uint16_t*>(row)[i] = kernels::fp32_to_fp16(src[i]);
-        break;
-      case KvType::BF16:
-        for (int64_t i = 0; i < d; ++i) reinterpret_cast<uint16_t*>(row)[i] = kernels::fp32_to_bf16(src[i]);
-        break;
-    }
-    r.positions()[j] = pos[j];
+  const std::string where = "layer " + std::to_string(layer) + " head " + std::to_string(head);
+  if (first < 0 || n < 0 || first + n > r.len)
+    throw Error("internal: rewriting slots [" + std::to_string(first) + ", " + std::to_string(first + n) + ") of a run of " +
+                std::to_string(r.len) + " (" + where + ")");
+  if (pos && n > 0) {  // the run's positions stay strictly ascending, across the span's edges too
+    bool ascending = (first == 0 || pos[0] > r.positions()[first - 1]) && (first + n == r.len || pos[n - 1] < r.positions()[first + n]);
+    for (int64_t j = 1; j < n; ++j) ascending = ascending && pos[j] > pos[j - 1];
+    if (!ascending) throw Error("internal: rewritten positions of " + where + " are not strictly ascending");
+  }
+  for (int64_t j = first; j < first + n; ++j) {
+    if (keys) store_row(keys + (j - first) * shape_.head_dim_k, shape_.head_dim_k, shape_.type,
+                        r.k.data() + static_cast<size_t>(j) * k_row_bytes(r), &r.k_channels);
+    if (values) store_row(values + (j - first) * shape_.head_dim_v, shape_.head_dim_v, shape_.type,
+                          r.v.data() + static_cast<size_t>(j) * v_row_bytes());
+    if (pos) r.positions()[j] = pos[j - first];
   }
 }
 
