@@ -273,6 +273,30 @@ TEST(EvalReportSummary, ReturnsEveryFileWrittenOnePlotPerKind) {
                                              "score_vs_ratio_ruler.svg", "summary.csv", "summary.md"}));
 }
 
+// Presses with their own budget rules (merging, allocators) compare at equal memory: a second
+// plot against the bytes each cell held, drawn only when every compressed cell measured them.
+TEST(EvalReportSummary, PlotsAgainstBytesHeldWhenEveryCellMeasuredThem) {
+  ScratchDir scratch("held");
+  std::vector<json> results;
+  for (const std::string press : {"none", "snapkv", "pyramid_merge"})
+    for (double ratio : {0.25, 0.5}) {
+      json r = result("kld", "kld", press, press == "snapkv" ? ratio : 0.0, 0.1 * ratio);
+      r["kv_bytes_held"] = (1.0 - ratio) * 1048576.0;
+      results.push_back(r);
+    }
+  kvsqueeze::eval::write_report(results, scratch.path.string());
+  EXPECT_TRUE(fs::exists(scratch.path / "score_vs_kv_held.png"));
+  EXPECT_TRUE(fs::exists(scratch.path / "score_vs_kv_held.svg"));
+  EXPECT_TRUE(fs::exists(scratch.path / "score_vs_ratio.png"));
+
+  ScratchDir unmeasured("held_missing");
+  results.back().erase("kv_bytes_held");
+  results[results.size() - 2].erase("kv_bytes_held");
+  kvsqueeze::eval::write_report(results, unmeasured.path.string());
+  EXPECT_FALSE(fs::exists(unmeasured.path / "score_vs_kv_held.png"));
+  EXPECT_TRUE(fs::exists(unmeasured.path / "score_vs_ratio.png"));
+}
+
 TEST(EvalReportSummary, BadResultsAreClearErrors) {
   ScratchDir scratch("bad");
   const fs::path dir = scratch.path;

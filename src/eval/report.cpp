@@ -57,7 +57,12 @@ class Stems {
   std::set<std::string> used_;
 };
 
-void score_plots(const Summary& summary, const std::filesystem::path& dir, Stems& stems, std::vector<std::string>& written) {
+// The x axis of a score plot: the requested ratio, or the KV bytes each cell really held (where
+// presses with their own budgets, merging and allocators compare at equal memory).
+enum class XAxis { kRatio, kHeld };
+
+void score_plots(const Summary& summary, XAxis axis, const std::filesystem::path& dir, Stems& stems,
+                 std::vector<std::string>& written) {
   std::map<std::string, std::vector<const SummaryRow*>> by_kind;
   for (const SummaryRow& row : summary.means) by_kind[row.kind].push_back(&row);
 
@@ -75,18 +80,27 @@ void score_plots(const Summary& summary, const std::filesystem::path& dir, Stems
         series.push_back(s);
       }
       Series& s = series[it->second];
-      s.x.push_back(row->ratio);
+      s.x.push_back(axis == XAxis::kRatio ? row->ratio : row->kv_held_mib);
       s.y.push_back(row->score);
+    }
+    // Against bytes held: only when every compressed cell measured them.
+    if (axis == XAxis::kHeld) {
+      bool measured = true;
+      for (const SummaryRow* row : rows)
+        measured = measured && (row->press == "none" || row->press.rfind("none ", 0) == 0 || std::isfinite(row->kv_held_mib));
+      if (!measured) continue;
     }
     std::set<std::string> task_names;
     for (const SummaryRow& row : summary.rows)
       if (row.kind == kind) task_names.insert(row.task);
     const size_t tasks = task_names.size();
-    const std::string stem = stems.take(by_kind.size() == 1 ? "score_vs_ratio" : "score_vs_ratio_" + file_name_piece(kind));
+    const std::string base = axis == XAxis::kRatio ? "score_vs_ratio" : "score_vs_kv_held";
+    const std::string stem = stems.take(by_kind.size() == 1 ? base : base + "_" + file_name_piece(kind));
     std::string title = kind + (kind == "kld" ? ": KL divergence" : ": score") +
-                        " vs compression ratio";
+                        (axis == XAxis::kRatio ? " vs compression ratio" : " vs KV bytes held");
     if (tasks > 1) title += " (mean over " + std::to_string(tasks) + " tasks)";
-    plot_lines((dir / stem).string(), title, "compression ratio", y_axis_label(kind), series);
+    plot_lines((dir / stem).string(), title, axis == XAxis::kRatio ? "compression ratio" : "KV cache held (MiB, mean per cell)",
+               y_axis_label(kind), series);
     written.push_back((dir / (stem + ".png")).string());
     written.push_back((dir / (stem + ".svg")).string());
   }
@@ -163,7 +177,8 @@ std::vector<std::string> write_report(const std::vector<nlohmann::json>& results
   write_text((dir / "summary.md").string(), summary_markdown(summary));
   written.push_back((dir / "summary.md").string());
   Stems stems;
-  score_plots(summary, dir, stems, written);
+  score_plots(summary, XAxis::kRatio, dir, stems, written);
+  score_plots(summary, XAxis::kHeld, dir, stems, written);
   niah_heatmaps(results, dir, stems, written);
   return written;
 }

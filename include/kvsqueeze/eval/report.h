@@ -30,13 +30,15 @@ void append_result(const std::string& path, const nlohmann::json& result);
 
 // Writes summary.csv and summary.md (task x press x ratio: mean score x100, n, kv_bytes_held,
 // achieved ratio; and per press x ratio the mean over tasks, RULER's headline), and the plots:
-// score vs ratio per press (score_vs_ratio.{png,svg}; for kld, KL vs ratio) and, for niah,
+// score vs ratio per press (score_vs_ratio.{png,svg}; for kld, KL vs ratio), score vs the mean
+// kv_bytes_held per cell (score_vs_kv_held.{png,svg}, when every compressed cell has it: presses
+// compared at equal memory whatever their budget rule) and, for niah,
 // a depth x length heat map per press and ratio (niah_PRESS_RATIO.{png,svg}). Returns the files written.
 //   summary.csv columns: kind,task,press,ratio,n,tasks,score,kl,top1,ppl_ratio,kv_held_mib,achieved_ratio;
 //   rows with task "mean over tasks" are the per kind x press x ratio means of the task means ("tasks"
 //   of them). score: mean x100, except kld/ppl: the mean as stored (kld: KL in nats). kl, top1 (x100)
 //   and ppl_ratio: means of "metrics". The press column is the expression plus " [press_opts]" if any;
-//   "none" is reported at ratio 0. Several kinds: one score_vs_ratio_KIND per kind. Niah results
+//   "none" is reported at ratio 0. Several kinds: one score_vs_ratio_KIND (and score_vs_kv_held_KIND) per kind. Niah results
 //   without numeric meta.depth and meta.length stay out of the heat maps. A result without kind,
 //   task, press (strings), a numeric score, or (unless press is "none") a numeric ratio throws
 //   kvsqueeze::Error before anything is written.
