@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "cli_runner.h"
 #include "kvsqueeze/error.h"
@@ -76,6 +77,46 @@ TEST(EvalGrid, BaselineFirstThenPressesTimesRatios) {
   EXPECT_TRUE(grid[1].options.empty());  // snapkv's option does not reach knorm
   EXPECT_EQ(grid[4].label(), "adakv(snapkv,alpha_safeguard=0.3)@0.75");
   EXPECT_EQ(grid[4].options, std::vector<std::string>{"snapkv.window_size=8"});
+}
+
+TEST(EvalGrid, MergeOptionWrapsEveryPress) {
+  EvalSettings s = settings("kld", "unused");
+  s.presses = {"knorm", "adakv(snapkv)"};
+  s.ratios = {0.5};
+  s.press_opts = {"merge=similarity", "merging.similarity_threshold=0.2", "snapkv.window_size=8"};
+  const auto grid = make_grid(s);
+  ASSERT_EQ(grid.size(), 3u);
+  EXPECT_EQ(grid[1].options, (std::vector<std::string>{"merge=similarity", "merging.similarity_threshold=0.2"}));
+  EXPECT_EQ(grid[2].options, s.press_opts);
+  s.press_opts = {"merge=pool"};
+  EXPECT_THROW(make_grid(s), Error);
+  s.press_opts = {"cam.merge_budget=4"};  // no cam without merge=cam
+  EXPECT_THROW(make_grid(s), Error);
+}
+
+TEST(EvalKld, MergedCellsShareThePrefill) {
+  auto model = Model::load(test_paths::stories260k());
+  const auto texts = kld_windows(*model, long_story(12), {96}, 24, 1, 3);
+  auto run = [&](const std::string& tag, const std::vector<std::string>& opts) {
+    const std::string out = fresh_dir(tag);
+    EvalSettings s = settings("kld", out);
+    s.presses = {"knorm", "snapkv(window_size=8)"};
+    s.ratios = {0.5};
+    s.press_opts = opts;
+    EXPECT_EQ(run_kld_eval(*model, texts, s), 3);
+    std::map<std::string, double> kl;
+    for (const auto& r : read_results(out + "/results.jsonl")) {
+      EXPECT_TRUE(r["shared_prefill"].get<bool>()) << r.dump();
+      kl[r["press"].get<std::string>()] = r["metrics"]["kl"].get<double>();
+    }
+    return kl;
+  };
+  const auto plain = run("kld_plain", {}), merged = run("kld_merged", {"merge=similarity"}), cam = run("kld_cam", {"merge=cam"});
+  for (const std::string p : {"knorm", "snapkv(window_size=8)"}) {
+    EXPECT_GT(merged.at(p), 0.0);
+    EXPECT_NE(merged.at(p), plain.at(p)) << p;  // merged values change the continuation's logits
+    EXPECT_NE(cam.at(p), plain.at(p)) << p;
+  }
 }
 
 TEST(EvalGrid, BadGridsAreOneClearError) {

@@ -101,7 +101,14 @@ TEST(SharedPrefill, EveryCellEqualsItsOwnPrefillOverSeveralChunks) {
                {"key_rerotation(knorm)", {0.5}},  // renumbers positions: the next position moves
                {"kvzip", {0.5}},                  // global, with extra passes in finish()
                {"composed(snapkv(window_size=16),think)", {0.5}},
-               {"lagkv", {0.5}}},
+               {"lagkv", {0.5}},
+               // Merging wrappers: values merged per cell, on the shared path as on its own.
+               {"merging(snapkv(window_size=16))", {0.5}},
+               {"merging(adakv(snapkv), merge_fraction=0.5)", {0.5}},
+               {"merging(kvzip)", {0.5}},  // merges after finish()
+               {"cam(snapkv(window_size=16), merge_budget=8)", {0.5}},  // attention column sums over every chunk
+               {"cam(adakv(snapkv))", {0.5}},
+               {"cam(kvzip)", {0.5}}},
               160, 32);
 }
 

@@ -150,6 +150,10 @@ std::vector<PressInfo> list_presses();
 // NAME.KEY of every press called NAME in the expression. Unknown press or option, a value of
 // the wrong type or out of range, a malformed expression: kvsqueeze::Error naming the valid choices.
 std::unique_ptr<Press> make_press(const std::string& expression, const std::vector<std::string>& options = {});
+// KEY=VALUE options may include merge=similarity or merge=cam, which wrap the whole expression in
+// merging(...) or cam(...) (their options then as merging.KEY=V / cam.KEY=V). The press such an
+// option adds ("merging", "cam"), or "" without one; throws for another value.
+std::string merge_option_press(const std::vector<std::string>& options);
 // Whether a press expression names `press` (as a whole word): "adakv(snapkv)" names snapkv.
 bool expression_mentions(const std::string& expression, const std::string& press);
 

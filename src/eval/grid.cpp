@@ -17,20 +17,28 @@ std::string ratio_text(double r) {
   return buf;
 }
 
-bool is_budget_option(const std::string& o) { return o.rfind("budget=", 0) == 0 || o.rfind("budget_bytes=", 0) == 0; }
+// Budget options and merge=similarity|cam (a wrapper around every press) go to every cell.
+bool is_global_option(const std::string& o) {
+  return o.rfind("budget=", 0) == 0 || o.rfind("budget_bytes=", 0) == 0 || o.rfind("merge=", 0) == 0;
+}
 
-// The options of `press_opts` for one press of the grid: budget options go to every cell,
-// NAME.KEY=V to the presses whose expression names NAME, KEY=V only when the grid has one press.
+// Whether NAME.KEY=V options reach `expression`: it names NAME, or merge= wraps it in NAME.
+bool reaches(const std::string& expression, const std::string& name, const EvalSettings& s) {
+  return expression_mentions(expression, name) || (!name.empty() && merge_option_press(s.press_opts) == name);
+}
+
+// The options of `press_opts` for one press of the grid: budget and merge options go to every
+// cell, NAME.KEY=V to the presses whose expression names NAME, KEY=V only when the grid has one press.
 std::vector<std::string> options_for(const std::string& expression, const EvalSettings& s) {
   std::vector<std::string> out;
   for (const auto& o : s.press_opts) {
     const size_t eq = o.find('=');
     if (eq == std::string::npos) throw Error("--press-opt '" + o + "' is not KEY=VALUE or NAME.KEY=VALUE");
     const std::string key = o.substr(0, eq);
-    if (is_budget_option(o)) {
+    if (is_global_option(o)) {
       out.push_back(o);
     } else if (const size_t dot = key.find('.'); dot != std::string::npos) {
-      if (expression_mentions(expression, key.substr(0, dot))) out.push_back(o);
+      if (reaches(expression, key.substr(0, dot), s)) out.push_back(o);
     } else {
       if (s.presses.size() > 1)
         throw Error("--press-opt " + o + " is ambiguous with several presses: write NAME." + o + " (NAME: the press it is for)");
@@ -52,7 +60,7 @@ std::vector<GridCell> make_grid(const EvalSettings& s) {
   for (const auto& o : s.press_opts)
     if (const size_t dot = o.substr(0, o.find('=')).find('.'); dot != std::string::npos) {
       bool used = false;
-      for (const auto& p : s.presses) used = used || expression_mentions(p, o.substr(0, dot));
+      for (const auto& p : s.presses) used = used || reaches(p, o.substr(0, dot), s);
       if (!used) throw Error("--press-opt " + o + ": no press of the grid is called '" + o.substr(0, dot) + "'");
     }
   for (const auto& p : s.presses) {

@@ -174,18 +174,20 @@ class ExpressionParser {
   int depth_ = 0;
 };
 
+// `around`: a press already built that this node wraps (the merge=... sugar), instead of node.inner.
 std::unique_ptr<Press> build(const Node& node, bool root, const std::vector<std::pair<std::string, std::string>>& cli_options,
-                             std::vector<bool>& used) {
+                             std::vector<bool>& used, std::unique_ptr<Press> around = nullptr) {
   auto it = registry().find(node.name);
   if (it == registry().end()) throw Error("unknown press '" + node.name + "' (valid: " + valid_names() + ")");
   const PressInfo& info = it->second.info;
-  if (info.inner == 0 && !node.inner.empty())
+  const size_t n_inner = around ? 1 : node.inner.size();
+  if (info.inner == 0 && n_inner != 0)
     throw Error("press '" + node.name + "' is a scorer and wraps no other press");
-  if (info.inner != 0 && node.inner.empty())
+  if (info.inner != 0 && n_inner == 0)
     throw Error("press '" + node.name + "' wraps another press: write " + node.name + "(INNER), e.g. " + node.name + "(snapkv)");
-  if (info.inner > 0 && static_cast<int>(node.inner.size()) != info.inner)
+  if (info.inner > 0 && static_cast<int>(n_inner) != info.inner)
     throw Error("press '" + node.name + "' wraps exactly " + std::to_string(info.inner) + " press(es), got " +
-                std::to_string(node.inner.size()));
+                std::to_string(n_inner));
   PressOptionValues values;
   for (const auto& opt : info.options) {
     if (opt.type == "choice" || opt.type == "string" || opt.type == "floats") {
@@ -214,6 +216,7 @@ std::unique_ptr<Press> build(const Node& node, bool root, const std::vector<std:
     }
   }
   PressList inner;
+  if (around) inner.push_back(std::move(around));
   for (const auto& child : node.inner) inner.push_back(build(child, false, cli_options, used));
   return it->second.factory(values, std::move(inner));
 }
@@ -288,8 +291,17 @@ std::unique_ptr<Press> make_press_unchecked(const std::string& expression, const
     if (eq == std::string::npos || eq == 0) throw Error("--press-opt expects KEY=VALUE or PRESS.KEY=VALUE, got '" + kv + "'");
     cli.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
   }
+  // merge=similarity|cam wraps the whole expression in merging(...) / cam(...); options without a
+  // press name still go to the expression's outermost press.
+  std::string merge;
+  for (size_t i = 0; i < cli.size(); ++i)
+    if (cli[i].first == "merge") {
+      merge = merge_option_press({"merge=" + cli[i].second});
+      cli.erase(cli.begin() + static_cast<std::ptrdiff_t>(i--));
+    }
   std::vector<bool> used(cli.size(), false);
   auto press = build(root, true, cli, used);
+  if (!merge.empty()) press = build(Node{merge, {}, {}}, false, cli, used, std::move(press));
   for (size_t i = 0; i < cli.size(); ++i)
     if (!used[i])
       throw Error("--press-opt " + cli[i].first + ": no press '" + cli[i].first.substr(0, cli[i].first.find('.')) +
@@ -312,6 +324,18 @@ std::unique_ptr<Press> make_press(const std::string& expression, const std::vect
 }  // namespace kvsqueeze
 
 namespace kvsqueeze {
+
+std::string merge_option_press(const std::vector<std::string>& options) {
+  std::string out;
+  for (const auto& kv : options) {
+    if (kv.rfind("merge=", 0) != 0) continue;
+    const std::string v = kv.substr(6);
+    if (v == "similarity") out = "merging";
+    else if (v == "cam") out = "cam";
+    else throw Error("--press-opt merge=" + one_line(v) + ": unknown merge policy (valid: similarity, cam)");
+  }
+  return out;
+}
 
 bool expression_mentions(const std::string& expression, const std::string& press) {
   auto word = [&](size_t i) {
