@@ -247,7 +247,7 @@ void register_cam_press() {
                     "Cache merging (CAMPress) on any press: evicted slots' values are merged, with a probability from the "
                     "attention they received, into the next kept slots; keys unchanged.",
                     {{"merge_budget", "int", 32, 1, 1e9, "kept slots after a candidate that share its value", {}, ""},
-                     {"seed", "int", 0, 0, 4294967295.0, "seed of the merge draws (mt19937_64 keyed by seed, layer, head, event)", {}, ""},
+                     {"seed", "int", 42, 0, 4294967295.0, "seed of the merge draws (mt19937_64 keyed by seed, layer, head, event)", {}, ""},
                      {"parity", "bool", 0, 0, 1,
                       "kvpress's rule: inner scores averaged over heads, the same slots evicted from every head", {}, ""}},
                     1,
