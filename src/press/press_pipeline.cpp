@@ -32,9 +32,6 @@ PressRunner::PressRunner(Session& session, Press* prefill_press, const Budget& b
   if (!(budget_.ratio >= 0.0 && budget_.ratio < 1.0))
     throw Error("compression ratio must be in [0, 1) (the fraction removed), got " + std::to_string(budget_.ratio));
   if (policy_.decoding() && !decode_press_) throw Error("decoding-time compression needs a press");
-  const auto& sliding = session.model().config().layer_sliding;
-  for (size_t l = 0; l < sliding.size(); ++l)
-    if (!sliding[l]) last_full_layer_ = static_cast<int64_t>(l);
   last_decode_compression_.assign(static_cast<size_t>(session.model().config().n_layer), 0);
   session_.set_layer_hook([this](const LayerStats& st, KvCache& cache) { on_layer(st, cache); });
 }
@@ -102,13 +99,10 @@ void PressRunner::on_layer(const LayerStats& st, KvCache& cache) {
       ++compressions_;
     }
   }
-  // Decoding: what was evicted or merged away leaves the process now (once per step, after the
-  // last layer that can compress), keeping room for the next interval or the press's own need.
-  if (decoding_ && removed > 0) released_pending_ = true;
-  if (decoding_ && released_pending_ && st.layer == last_full_layer_) {
-    cache.release_slack(std::max(policy_.decode_interval + 1, press->decode_slack(session_.model().config())));
-    released_pending_ = false;
-  }
+  // Decoding: what was evicted or merged away leaves the process now, keeping room in this
+  // layer for the next interval or the press's own need (other layers keep their capacity).
+  if (decoding_ && removed > 0)
+    cache.release_layer_slack(st.layer, std::max(policy_.decode_interval + 1, press->decode_slack(session_.model().config())));
 }
 
 }  // namespace kvsqueeze
