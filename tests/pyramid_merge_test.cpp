@@ -820,3 +820,22 @@ TEST(PyramidMergeEval, GenerationCellDecodesLikeGenerate) {
   }
   EXPECT_EQ(checked, 1);
 }
+
+// Several questions: each starts from its own copy of the pooled context, and the press picks up
+// its state from right after the context (not the previous answer's): the second answer equals
+// the answer to that question asked alone.
+TEST(PyramidMergeCli, EachQuestionStartsFromThePooledContext) {
+  const std::string base = "generate -m " + test_paths::stories260k() +
+                           " -p 'Once upon a time there was a little girl named Lily. She loved to play outside with her dog Max. "
+                           "One day Lily and Max went to the park. They saw a big red ball under a tree.' -t 1 -n 60 --json"
+                           " --press pyramid_merge --press-opt initial_local_window=12";
+  const CliResult two = run_cli(base + " -q ' Who is Max?' -q ' What did they see?'");
+  ASSERT_EQ(two.status, 0) << two.err;
+  const CliResult one = run_cli(base + " -q ' What did they see?'");
+  ASSERT_EQ(one.status, 0) << one.err;
+  const json j2 = json::parse(two.out), j1 = json::parse(one.out);
+  ASSERT_EQ(j2["answers"].size(), 2u);
+  EXPECT_EQ(j2["answers"][1]["output_tokens"], j1["answers"][0]["output_tokens"]);
+  EXPECT_EQ(j2["answers"][1]["output_tokens"].size(), 60u);
+  EXPECT_GT(j2["compression"]["layer_compressions"].get<int64_t>(), 5 * 6);  // both answers pooled while decoding
+}

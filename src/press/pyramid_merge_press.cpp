@@ -170,7 +170,7 @@ void register_pyramid_merge_press() {
       "pyramid_merge",
       "Pools pairs of consecutive slots past the sinks (mean, max, a per-channel vote, or a token-weighted mean) so that "
       "layer k keeps at most W_k = int(L0 (1 + (k/m)(1/beta - 1))) slots unmerged; after the context and again whenever "
-      "W_k new slots accumulate while decoding (the seed, en-jai-neer/kv-cache-compression). Sets its own budget.",
+      "more than W_k slots lie past the last pooling while decoding (the seed, en-jai-neer/kv-cache-compression). Sets its own budget.",
       {{"initial_local_window", "int", 512, 1, 1e9, "L0: the unmerged window of layer 0", {}, ""},
        {"steepness_coefficient", "float", 1.0, 0, 1e9,
         "beta > 0: the last layers' windows approach L0 / beta (1: every layer L0; < 1: wider windows in deeper layers)", {}, ""},
@@ -185,7 +185,9 @@ void register_pyramid_merge_press() {
       "Keys are pooled post-RoPE as cached, as the seed does: an averaged key corresponds to no single position. Positions "
       "stay absolute (the seed passes none): a pooled slot takes the position of the later slot of its pair. While "
       "decoding only the post-sink region is pooled: the seed's compress_decode also pools its sinks and prepends them "
-      "again (compress2d ignores its start), a defect not reproduced. weighted_mean is kvsqueeze's addition: each slot "
+      "again (compress2d ignores its start; with an odd sink count it fails), a defect not reproduced. After the context, "
+      "decoding-time pooling settles each run between sink + W_k + 1 and sink + 2 W_k + 2 slots, or one more when the "
+      "prefill left more than W_k + 1 unmerged slots. --ratio and budget options are not used. weighted_mean is kvsqueeze's addition: each slot "
       "counts the tokens it stands for, kept by the press per (layer, head). A window W_k below 1 is taken as 1 (the "
       "seed's prefill loop would not end). skip_prefill_compression is named by the seed's README but does not exist "
       "there. Decoding-time pooling needs no decode flag; sliding-window layers are left alone."};
