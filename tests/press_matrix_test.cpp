@@ -112,6 +112,10 @@ const std::map<std::string, std::vector<Maker>>& press_table() {
          return PressSetup{"per_layer(snapkv(window_size=8))", {"ratios=" + ratios}, Budget{}, ""};
        }}},
       {"pyramidkv", {with_ratio("pyramidkv(window_size=8)")}},
+      // Sets its own budget (the ratio is unused) and keeps pooling while decoding.
+      {"pyramid_merge", {with_ratio("pyramid_merge(initial_local_window=16)"),
+                         with_ratio("pyramid_merge(initial_local_window=8, steepness_coefficient=0.5, sink_tokens=2, seq_pooling_type=weighted_mean)"),
+                         with_ratio("pyramid_merge(initial_local_window=8, seq_pooling_type=best, skip_prefill_compression=true)")}},
       // Learned filters: a deterministic file of the model's shape (the maths is in qfilter_test).
       {"qfilter", {[](const ModelConfig& c, double r) {
          std::vector<float> f(static_cast<size_t>(c.n_layer * c.n_head_kv * c.head_dim_k));

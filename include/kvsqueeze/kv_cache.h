@@ -72,6 +72,9 @@ class KvCache {
   void truncate_from_position(int32_t pos);
   // Reallocates each run to its length plus `slack` slots, returning the rest to the OS.
   void release_slack(int64_t slack);
+  // The same for the runs of one layer only (decoding-time compression frees what it removed
+  // from that layer without resizing the others).
+  void release_layer_slack(int64_t layer, int64_t slack);
   void clear();
 
   // Overwrites the keys and positions of a run in place, its length unchanged: `keys` is

@@ -100,6 +100,13 @@ class Press {
   // or a decode step; the pipeline then calls compress() with the session's budget, which such
   // a press interprets itself (LagKV keeps k of each scored partition).
   virtual bool triggers(const LayerView& view) const { (void)view; return false; }
+  // Presses whose method compresses while decoding on their own trigger (pyramid_merge: pools
+  // whenever W_k new slots accumulate): with no decoding policy given, the pipeline uses the
+  // prefill press as decode press on its own trigger.
+  virtual bool compresses_while_decoding() const { return false; }
+  // Slots per run such a press fills between two of its decoding-time compressions: the slack
+  // the pipeline keeps when it releases memory after one (0: no preference).
+  virtual int64_t decode_slack(const ModelConfig& config) const { (void)config; return 0; }
   // Presses that must see every layer before deciding (global allocation across layers,
   // extra passes over the context) return true: they collect in observe() and compress
   // everything in finish(), after the whole context was evaluated.

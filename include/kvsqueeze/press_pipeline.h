@@ -3,7 +3,9 @@
 //   - prefill: once, each layer right after its attention on the context's last chunk (kvpress);
 //   - chunked prefill: after every chunk, back to the budget of the tokens seen so far, so the
 //     peak cache stays near the budget plus one chunk;
-//   - presses with their own trigger (LagKV) compress whenever they ask to, in prefill and decoding;
+//   - presses with their own trigger (LagKV, pyramid_merge) compress whenever they ask to, in
+//     prefill and decoding; a press whose method compresses while decoding (pyramid_merge) keeps
+//     doing so when no decoding policy is given;
 //   - decoding: every `decode_interval` steps back to `decode_target` slots per head
 //     (kvpress DecodingPress), or to (1 - decode_ratio) of the positions seen
 //     (CompressionRatioDecodingPress); a separate decode press gives PrefillDecodingPress.
@@ -54,8 +56,6 @@ class PressRunner {
   bool decoding_ = false;
   std::vector<int32_t> last_decode_compression_;  // per layer: next position when it last compressed
   int64_t compressions_ = 0, removed_ = 0;
-  int64_t last_full_layer_ = 0;   // the last layer decoding compression can touch
-  bool released_pending_ = false;  // slots were evicted in this step: release slack at its end
 };
 
 }  // namespace kvsqueeze

@@ -257,6 +257,13 @@ void KvCache::release_slack(int64_t slack) {
     if (r.cap != r.len + slack) set_capacity(r, r.len + slack);
 }
 
+void KvCache::release_layer_slack(int64_t layer, int64_t slack) {
+  for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+    Run& r = at(layer, h);
+    if (r.cap != r.len + slack) set_capacity(r, r.len + slack);
+  }
+}
+
 void KvCache::clear() {
   for (auto& r : runs_) {
     r.len = 0;

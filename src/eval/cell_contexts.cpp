@@ -24,9 +24,18 @@ BuiltPress build(const Model& model, const EvalSettings& s, const GridCell& cell
   return {make_press(cell.press, opts), budget};
 }
 
-bool needs_own_prefill(const EvalSettings& s, const GridCell& cell) {
+// Whether the cell's press compresses while decoding as part of its method (pyramid_merge).
+bool compresses_while_decoding(const Model& model, const EvalSettings& s, const GridCell& cell) {
+  const BuiltPress bp = build(model, s, cell, 1);
+  return bp.press && bp.press->compresses_while_decoding();
+}
+
+// Cells that cannot share a prefill: their cache changes between chunks or while decoding
+// (then their runner must own the session and run the decoding steps token by token).
+bool needs_own_prefill(const Model& model, const EvalSettings& s, const GridCell& cell) {
   if (cell.press == "none") return false;
-  return s.policy.every_chunk || s.policy.decoding() || s.query_aware || expression_mentions(cell.press, "finch");
+  return s.policy.every_chunk || s.policy.decoding() || s.query_aware || expression_mentions(cell.press, "finch") ||
+         compresses_while_decoding(model, s, cell);
 }
 
 void measure(const Model& model, const Session& session, int64_t context_tokens, InstalledCell& out) {
@@ -50,7 +59,7 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
                    const std::function<void(InstalledCell&)>& use) {
   const auto n_context = static_cast<int64_t>(context.size());
   std::vector<const GridCell*> shared, own;
-  for (const GridCell* c : cells) (needs_own_prefill(s, *c) ? own : shared).push_back(c);
+  for (const GridCell* c : cells) (needs_own_prefill(model, s, *c) ? own : shared).push_back(c);
 
   // The compressed copies of a shared prefill live side by side until each cell has run: cells
   // are grouped so that their estimated copies fit the grid's memory budget, one prefill per group.
@@ -126,7 +135,8 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
     }
     ic.prefill_ms = ms_since(t0);  // prefill and compression together
     runner->start_decoding();
-    if (s.policy.decoding()) ic.runner = runner.get();
+    // The runner decodes with the press on its own trigger when its method asks (pyramid_merge).
+    if (s.policy.decoding() || (bp.press && bp.press->compresses_while_decoding())) ic.runner = runner.get();
     else runner.reset();
     use(ic);
   }

@@ -23,12 +23,15 @@ PressRunner::PressRunner(Session& session, Press* prefill_press, const Budget& b
                          const CompressionPolicy& policy)
     : session_(session), prefill_press_(prefill_press), decode_press_(decode_press), budget_(budget), policy_(policy) {
   policy_.validate();
+  // A press whose method compresses while decoding (pyramid_merge) keeps doing so on its own
+  // trigger when no decoding policy was asked for.
+  if (!policy_.decoding() && !decode_press_ && prefill_press_ && prefill_press_->compresses_while_decoding()) {
+    decode_press_ = prefill_press_;
+    policy_.decode_triggers = true;
+  }
   if (!(budget_.ratio >= 0.0 && budget_.ratio < 1.0))
     throw Error("compression ratio must be in [0, 1) (the fraction removed), got " + std::to_string(budget_.ratio));
   if (policy_.decoding() && !decode_press_) throw Error("decoding-time compression needs a press");
-  const auto& sliding = session.model().config().layer_sliding;
-  for (size_t l = 0; l < sliding.size(); ++l)
-    if (!sliding[l]) last_full_layer_ = static_cast<int64_t>(l);
   last_decode_compression_.assign(static_cast<size_t>(session.model().config().n_layer), 0);
   session_.set_layer_hook([this](const LayerStats& st, KvCache& cache) { on_layer(st, cache); });
 }
@@ -69,35 +72,37 @@ void PressRunner::on_layer(const LayerStats& st, KvCache& cache) {
   press->observe(view);
   if (cache.window(st.layer) > 0 || st.positions.empty()) return;
   const int32_t next = st.positions.back() + 1;  // positions seen so far
-  if (press->triggers(view)) {  // the press's own schedule (LagKV)
+  int64_t removed = 0;
+  if (press->triggers(view)) {  // the press's own schedule (LagKV, pyramid_merge)
     // Decoding keeps the press's own schedule at --decode-ratio, or else the context's ratio.
-    removed_ += compress_layer(*press, view, decoding_ && policy_.decode_ratio > 0 ? Budget{policy_.decode_ratio} : budget_, cache);
+    removed = compress_layer(*press, view, decoding_ && policy_.decode_ratio > 0 ? Budget{policy_.decode_ratio} : budget_, cache);
+    removed_ += removed;
     ++compressions_;
-    return;
-  }
-  Budget b;
-  if (!decoding_) {
-    if (press->needs_all_layers() || !(st.last_chunk || policy_.every_chunk)) return;
-    b = budget_;
-    if (policy_.every_chunk && b.tokens < 0)  // back to the ratio's share of everything seen
-      b = Budget{0.0, std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - budget_.ratio))))};
   } else {
-    int32_t& last = last_decode_compression_[static_cast<size_t>(st.layer)];
-    if (policy_.decode_interval == 0 || next - last < policy_.decode_interval) return;
-    last = next;
-    b.tokens = policy_.decode_target > 0 ? policy_.decode_target
-                                         : std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - policy_.decode_ratio))));
+    Budget b;
+    bool compress = true;
+    if (!decoding_) {
+      compress = !press->needs_all_layers() && (st.last_chunk || policy_.every_chunk);
+      b = budget_;
+      if (policy_.every_chunk && b.tokens < 0)  // back to the ratio's share of everything seen
+        b = Budget{0.0, std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - budget_.ratio))))};
+    } else {
+      int32_t& last = last_decode_compression_[static_cast<size_t>(st.layer)];
+      compress = policy_.decode_interval > 0 && next - last >= policy_.decode_interval;
+      if (compress) last = next;
+      b.tokens = policy_.decode_target > 0 ? policy_.decode_target
+                                           : std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - policy_.decode_ratio))));
+    }
+    if (compress) {
+      removed = compress_layer(*press, view, b, cache);
+      removed_ += removed;
+      ++compressions_;
+    }
   }
-  const int64_t removed = compress_layer(*press, view, b, cache);
-  removed_ += removed;
-  ++compressions_;
-  // Decoding: what was evicted leaves the process now (once per step, after the last layer
-  // that compressed), keeping room for the next interval.
-  if (decoding_ && removed > 0) released_pending_ = true;
-  if (decoding_ && released_pending_ && st.layer == last_full_layer_) {
-    cache.release_slack(policy_.decode_interval + 1);
-    released_pending_ = false;
-  }
+  // Decoding: what was evicted or merged away leaves the process now, keeping room in this
+  // layer for the next interval or the press's own need (other layers keep their capacity).
+  if (decoding_ && removed > 0)
+    cache.release_layer_slack(st.layer, std::max(policy_.decode_interval + 1, press->decode_slack(session_.model().config())));
 }
 
 }  // namespace kvsqueeze

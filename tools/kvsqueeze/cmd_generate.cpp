@@ -105,6 +105,8 @@ int run(GenerateArgs& a) {
   if (a.query_aware && !press) throw Error("--query-aware needs a press (--press NAME --ratio R)");
   // A decode press compresses on its own trigger (LagKV) and/or every --decode-interval steps.
   a.policy.decode_triggers = !a.decode_press.empty();
+  // A press whose method compresses while decoding (pyramid_merge) does so without a decode flag.
+  if (press && press->compresses_while_decoding() && !a.policy.decoding()) a.policy.decode_triggers = true;
   if (a.decode_press.empty() && !a.decode_press_opts.empty()) throw Error("--decode-press-opt needs --decode-press");
   if (a.policy.every_chunk && !press) throw Error("--compress-chunks needs a press (--press NAME --ratio R)");
   // The same expression as --press shares that press (and its state, e.g. LagKV's compressed prefix).
@@ -188,7 +190,9 @@ int run(GenerateArgs& a) {
       const auto t0 = std::chrono::steady_clock::now();
       GenerationResult r;
       {
-        PressRunner question_runner(session, question_press.get(), budget, a.policy.decoding() ? decode_press : nullptr, a.policy);
+        // Decoding with --press itself continues with the press that compressed this question.
+        Press* question_decode_press = decode_press == press.get() ? question_press.get() : decode_press;
+        PressRunner question_runner(session, question_press.get(), budget, a.policy.decoding() ? question_decode_press : nullptr, a.policy);
         question_runner.prefill(ids, a.n_predict);
         const double question_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         question_runner.start_decoding();
