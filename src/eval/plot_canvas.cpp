@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "kvsqueeze/error.h"
 
@@ -115,14 +117,29 @@ double text_width(cairo_t* cr, const std::string& text, double size, bool bold) 
 
 std::string fit_text(cairo_t* cr, const std::string& text, double size, double max_width) {
   if (text_width(cr, text, size) <= max_width) return text;
-  std::string cut = text;
-  while (!cut.empty()) {
-    // Drop the last whole UTF-8 character: its continuation bytes (10xxxxxx), then its first byte.
-    while (!cut.empty() && (static_cast<unsigned char>(cut.back()) & 0xC0) == 0x80) cut.pop_back();
-    if (!cut.empty()) cut.pop_back();
-    if (text_width(cr, cut + "...", size) <= max_width) break;
+  // Press expressions differ at both ends (the press, its last option): cut from the middle,
+  // whole UTF-8 characters (a first byte with its 10xxxxxx continuation bytes) at a time.
+  std::vector<std::string> chars;
+  for (unsigned char c : text) {
+    if (chars.empty() || (c & 0xC0) != 0x80) chars.emplace_back();
+    chars.back() += static_cast<char>(c);
   }
-  return cut + "...";
+  size_t head = 0, tail = 0;  // characters kept from the start and from the end
+  auto join = [&](size_t h, size_t t) {
+    std::string out;
+    for (size_t i = 0; i < h; ++i) out += chars[i];
+    out += "...";
+    for (size_t i = chars.size() - t; i < chars.size(); ++i) out += chars[i];
+    return out;
+  };
+  // Grow the kept ends, 2 characters of head for every 3 of tail, while they fit.
+  while (head + tail < chars.size()) {
+    const bool grow_head = 3 * head < 2 * tail;
+    const size_t h = head + (grow_head ? 1 : 0), t = tail + (grow_head ? 0 : 1);
+    if (text_width(cr, join(h, t), size) > max_width) break;
+    head = h, tail = t;
+  }
+  return join(head, tail);
 }
 
 void draw_text(cairo_t* cr, const std::string& text, double x, double y, double size, Align h, Align v, bool bold,

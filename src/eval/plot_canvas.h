@@ -34,7 +34,8 @@ enum class Align { kStart, kCenter, kEnd };
 void draw_text(cairo_t* cr, const std::string& text, double x, double y, double size, Align h, Align v,
                bool bold = false, double angle = 0.0);
 double text_width(cairo_t* cr, const std::string& text, double size, bool bold = false);
-// `text`, cut with "..." to at most `max_width` (whole UTF-8 characters).
+// `text`, cut in the middle with "..." to at most `max_width` (whole UTF-8 characters; press
+// expressions differ at both ends).
 std::string fit_text(cairo_t* cr, const std::string& text, double size, double max_width);
 
 }  // namespace kvsqueeze::eval::canvas
