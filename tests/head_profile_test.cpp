@@ -15,6 +15,7 @@
 #include "kvsqueeze/eval/tasks.h"
 #include "kvsqueeze/head_profile.h"
 #include "kvsqueeze/model.h"
+#include "press/head_budget.h"
 
 namespace {
 
@@ -392,6 +393,17 @@ TEST(HeadProfileCli, DeterministicFileAndHeatMap) {
                               " --gate none --metric retrieval -o " + c);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(slurp(c), first);
+  // The allocators read the file's "layer-head" lists, or with metric=NAME that metric of "_all".
+  namespace hb = kvsqueeze::head_budget;
+  const auto top = hb::read_head_scores(a), retrieval = hb::read_head_scores(a, "retrieval"),
+             infscore = hb::read_head_scores(a, "infscore");
+  EXPECT_EQ(top.scores, retrieval.scores);
+  const auto runs = j.at("_all").at("infscore").at("1-0").get<std::vector<double>>();
+  double mean = 0;
+  for (double x : runs) mean += x / static_cast<double>(runs.size());
+  EXPECT_NEAR(infscore.scores.at({1, 0}), mean, 1e-12);
+  EXPECT_EQ(infscore.scores.size(), top.scores.size());
+  EXPECT_THROW(hb::read_head_scores(a, "no_such_metric"), kvsqueeze::Error);
   for (const char* dir : {"a", "b", "c"}) std::filesystem::remove_all(scratch(dir));
 }
 

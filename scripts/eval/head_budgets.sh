@@ -17,7 +17,7 @@ HEADS="$OUT/gemma.heads.json"
 [ -f "$HEADS" ] || build/kvsqueeze profile-heads -m "$MODEL" -o "$HEADS" --lengths 1024,2048,3072 --depths 2:98:9 -q
 [ -f "$OUT/stories.heads.json" ] ||
   build/kvsqueeze profile-heads -m "$STORIES" -o "$OUT/stories.heads.json" --lengths 300,400,450 --depths 2:98:9 --gate none --max-new-tokens 16 -q
-presses() { echo "snapkv,adakv(snapkv),adakv(snapkv,rule=original),headkv(snapkv,head_scores=$1),dililazykv(snapkv,head_scores=$1)"; }
+presses() { echo "snapkv,adakv(snapkv),adakv(snapkv,rule=original),headkv(snapkv,head_scores=$1),headkv(snapkv,head_scores=$1,metric=retrieval_reasoning),dililazykv(snapkv,head_scores=$1)"; }
 RATIOS="0.25,0.5,0.75,0.9"
 build/kvsqueeze eval kld -m "$MODEL" --press "$(presses "$HEADS")" --ratio "$RATIOS" \
   --lengths 2048,4096 --samples 2 --continuation 256 -o "$OUT/kld" >/dev/null

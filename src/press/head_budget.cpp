@@ -221,7 +221,7 @@ std::string normalized(const std::string& s) {
 
 }  // namespace
 
-HeadScoreFile read_head_scores(const std::string& path) {
+HeadScoreFile read_head_scores(const std::string& path, const std::string& metric) {
   HeadScoreFile f;
   f.path = path;
   std::ifstream in(path);
@@ -235,22 +235,33 @@ HeadScoreFile read_head_scores(const std::string& path) {
     bad_file(path, "not valid JSON (" + msg + ")");
   }
   if (!j.is_object()) bad_file(path, "must be a JSON object keyed \"layer-head\"");
-  for (const auto& [key, value] : j.items()) {
-    if (!key.empty() && key[0] == '_') {
-      if (key == "_meta") {
-        f.has_meta = true;
-        if (!value.is_object()) bad_file(path, "\"_meta\" must be an object");
-        if (value.contains("model")) {
-          if (!value["model"].is_string()) bad_file(path, "\"_meta.model\" must be a string");
-          f.meta_model = value["model"].get<std::string>();
-        }
-        if (value.contains("model_sha")) {
-          if (!value["model_sha"].is_string()) bad_file(path, "\"_meta.model_sha\" must be a string");
-          f.meta_sha = value["model_sha"].get<std::string>();
-        }
-      }
-      continue;
+  if (j.contains("_meta")) {
+    const auto& meta = j["_meta"];
+    f.has_meta = true;
+    if (!meta.is_object()) bad_file(path, "\"_meta\" must be an object");
+    if (meta.contains("model")) {
+      if (!meta["model"].is_string()) bad_file(path, "\"_meta.model\" must be a string");
+      f.meta_model = meta["model"].get<std::string>();
     }
+    if (meta.contains("model_sha")) {
+      if (!meta["model_sha"].is_string()) bad_file(path, "\"_meta.model_sha\" must be a string");
+      f.meta_sha = meta["model_sha"].get<std::string>();
+    }
+  }
+  // The scores: the top-level "layer-head" lists, or those of one metric of a profile's "_all".
+  const nlohmann::json* scores = &j;
+  if (!metric.empty()) {
+    if (!j.contains("_all") || !j["_all"].is_object())
+      bad_file(path, "has no \"_all\" object, so metric=" + metric + " cannot be read (omit metric to use its \"layer-head\" scores)");
+    if (!j["_all"].contains(metric) || !j["_all"][metric].is_object()) {
+      std::string names;
+      for (const auto& [name, value] : j["_all"].items()) names += (names.empty() ? "" : ", ") + name;
+      bad_file(path, "has no metric '" + metric + "' in \"_all\" (it has: " + names + ")");
+    }
+    scores = &j["_all"][metric];
+  }
+  for (const auto& [key, value] : scores->items()) {
+    if (!key.empty() && key[0] == '_') continue;
     const size_t dash = key.find('-');
     int64_t layer = 0, head = 0;
     if (dash == std::string::npos || !parse_index(key.substr(0, dash), layer) || !parse_index(key.substr(dash + 1), head))
@@ -325,7 +336,7 @@ namespace {
 class HeadFilePress : public wrapper::Single {
  public:
   HeadFilePress(Formula f, std::unique_ptr<Press> inner, HeadFileOptions o)
-      : Single(std::move(inner)), formula_(f), o_(std::move(o)), file_(read_head_scores(o_.head_scores)) {
+      : Single(std::move(inner)), formula_(f), o_(std::move(o)), file_(read_head_scores(o_.head_scores, o_.metric)) {
     reject_deferred(name());
   }
   std::string name() const override { return formula_ == Formula::HeadKV ? "headkv" : "dililazykv"; }
@@ -423,6 +434,9 @@ void register_head_file_press(const std::string& name, const std::string& doc, c
        {{"head_scores", "string", 0, 0, 0,
          "JSON file of query-head scores keyed \"layer-head\" (a list of per-run scores, averaged, or a number; keys starting with _ "
          "skipped; _meta.model must name the loaded model)", {}, ""},
+        {"metric", "string", 0, 0, 0,
+         "read this metric of a kvsqueeze profile's \"_all\" (infscore, retrieval, retrieval_reasoning, ...) instead of the "
+         "file's \"layer-head\" lists", {}, ""},
         {"beta", "float", beta_default, 1, 1e9, beta_doc, {}, ""},
         {"temp", "float", 1, 0, 1e3, temp_doc, {}, ""},
         {"parity", "bool", 0, 0, 1,
@@ -432,6 +446,7 @@ void register_head_file_press(const std::string& name, const std::string& doc, c
       [formula](const PressOptionValues& o, PressList inner) {
         HeadFileOptions h;
         h.head_scores = o.text("head_scores");
+        h.metric = o.text("metric");
         h.beta = o.at("beta");
         h.temp = o.at("temp");
         h.parity = o.at("parity") != 0;

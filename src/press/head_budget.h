@@ -70,7 +70,9 @@ struct HeadScoreFile {
 };
 // Reads and validates the syntax (missing file, malformed JSON, a bad key or value: one clear
 // kvsqueeze::Error naming the file and what is wrong).
-HeadScoreFile read_head_scores(const std::string& path);
+// `metric` non-empty: the scores of _all[metric] (every metric a kvsqueeze profile-heads file
+// holds) instead of the top-level "layer-head" lists.
+HeadScoreFile read_head_scores(const std::string& path, const std::string& metric = "");
 // Checks that the file was made for `model`: _meta.model names it (compared lowercased, letters
 // and digits only, with general.name, the file name or its stem) or _meta.model_sha is its
 // fingerprint; warns on stderr when there is no _meta.
@@ -86,6 +88,7 @@ std::vector<std::vector<double>> kv_head_scores(const HeadScoreFile& file, int64
 enum class Formula { HeadKV, DiliLazyKV };
 struct HeadFileOptions {
   std::string head_scores;
+  std::string metric;  // "" : the file's "layer-head" lists; else _all[metric]
   double beta = 1.005;
   double temp = 1.0;
   bool parity = false;
