@@ -17,17 +17,14 @@
 #include "kvsqueeze/press_pipeline.h"
 #include "kvsqueeze/session.h"
 #include "press/merge_math.h"
+#include "test_inputs.h"
 #include "test_paths.h"
 
 using namespace kvsqueeze;
 
 namespace {
 
-std::vector<float> floats(const nlohmann::json& j) {
-  std::vector<float> out;
-  for (const auto& x : j) out.push_back(static_cast<float>(x.get<double>()));
-  return out;
-}
+using test_inputs::floats;
 
 }  // namespace
 

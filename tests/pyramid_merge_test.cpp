@@ -30,6 +30,7 @@
 #include "kvsqueeze/press_pipeline.h"
 #include "kvsqueeze/session.h"
 #include "press/pyramid_merge_math.h"
+#include "test_inputs.h"
 #include "test_paths.h"
 
 using namespace kvsqueeze;
@@ -311,15 +312,7 @@ const Model* load_model(const std::string& name, std::string* why) {
   return (cache[name] = Model::load(path)).get();
 }
 
-std::vector<int32_t> prompt_ids(const Model& m, size_t n) {
-  std::string text;
-  const auto& tok = m.tokenizer();
-  while (tok.encode(text, tok.add_bos_by_default()).size() < n)
-    text += "Once upon a time there was a little girl named Lily. She loved to play outside with her dog. ";
-  auto ids = tok.encode(text, tok.add_bos_by_default());
-  ids.resize(n);
-  return ids;
-}
+std::vector<int32_t> prompt_ids(const Model& m, size_t n) { return test_inputs::story_prompt(m, n); }
 
 int32_t argmax(const std::vector<float>& logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
