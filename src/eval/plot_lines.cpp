@@ -1,6 +1,7 @@
 // Line plot in the style of the kvpress leaderboard: one coloured line with markers per press,
 // the uncompressed baseline as a dashed horizontal line, the legend to the right.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -71,6 +72,24 @@ void set_line_style(cairo_t* cr, const Style& style, double width) {
   cairo_set_line_width(cr, width);
   static const double dashes[] = {8.0, 5.0};
   cairo_set_dash(cr, dashes, style.dashed ? 2 : 0, 0);
+}
+
+// A legend label that does not fit loses its option names first ("pyramid_merge(
+// initial_local_window=256,seq_pooling_type=best)" -> "pyramid_merge(256,best)"): the values are
+// what tells a grid's lines apart.
+std::string without_option_names(const std::string& label) {
+  std::string out;
+  size_t i = 0;
+  while (i < label.size()) {
+    out += label[i];
+    if (label[i] == '(' || label[i] == ',') {
+      size_t j = i + 1;
+      while (j < label.size() && (std::isalnum(static_cast<unsigned char>(label[j])) || label[j] == '_' || label[j] == '.')) ++j;
+      if (j < label.size() && j > i + 1 && label[j] == '=') i = j;  // skip "name=" (the '=' too)
+    }
+    ++i;
+  }
+  return out;
 }
 
 }  // namespace
@@ -198,7 +217,9 @@ void plot_lines(const std::string& path, const std::string& title, const std::st
       cairo_stroke(cr);
       if (!series[k].horizontal) draw_marker(cr, styles[k].marker, legend_x + 14, legend_y + 9, 4.5);
       cairo_set_source_rgb(cr, 0, 0, 0);
-      canvas::draw_text(cr, canvas::fit_text(cr, series[k].label, 13, kMaxLabelWidth), legend_x + 36, legend_y + 9, 13,
+      std::string label = series[k].label;
+      if (canvas::text_width(cr, label, 13) > kMaxLabelWidth) label = without_option_names(label);
+      canvas::draw_text(cr, canvas::fit_text(cr, label, 13, kMaxLabelWidth), legend_x + 36, legend_y + 9, 13,
                         Align::kStart, Align::kCenter);
       legend_y += 22;
     }
