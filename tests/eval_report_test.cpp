@@ -11,6 +11,7 @@
 #include <limits>
 #include <sstream>
 
+#include "eval/summary.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/progress.h"
 #include "kvsqueeze/eval/report.h"
@@ -282,8 +283,23 @@ TEST(EvalReportSummary, PlotsAgainstBytesHeldWhenEveryCellMeasuredThem) {
     for (double ratio : {0.25, 0.5}) {
       json r = result("kld", "kld", press, press == "snapkv" ? ratio : 0.0, 0.1 * ratio);
       r["kv_bytes_held"] = (1.0 - ratio) * 1048576.0;
+      r["achieved_ratio"] = ratio;
+      if (press == "pyramid_merge") r["own_budget"] = true;
       results.push_back(r);
     }
+  // A press that sets its own size is summarised at the grid's nominal ratio, flagged so that the
+  // ratio plot places it at its achieved ratio (here the mean, 0.375).
+  const auto summary = kvsqueeze::eval::summarise(results);
+  int flagged = 0;
+  for (const auto& row : summary.means)
+    if (row.press == "pyramid_merge") {
+      EXPECT_TRUE(row.own_budget);
+      EXPECT_DOUBLE_EQ(row.achieved_ratio, 0.375);
+      ++flagged;
+    } else {
+      EXPECT_FALSE(row.own_budget) << row.press;
+    }
+  EXPECT_EQ(flagged, 1);
   kvsqueeze::eval::write_report(results, scratch.path.string());
   EXPECT_TRUE(fs::exists(scratch.path / "score_vs_kv_held.png"));
   EXPECT_TRUE(fs::exists(scratch.path / "score_vs_kv_held.svg"));

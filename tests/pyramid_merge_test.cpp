@@ -803,6 +803,7 @@ TEST(PyramidMergeEval, GenerationCellDecodesLikeGenerate) {
   for (const auto& r : results) {
     if (r["press"] != press) continue;
     EXPECT_FALSE(r["shared_prefill"].get<bool>());
+    EXPECT_TRUE(r.value("own_budget", false));  // the grid's 0.5 is nominal: plotted at its achieved ratio
     const CliResult g = run_cli("generate -m " + test_paths::stories260k() + " -p \"" + a.context + "\" -q \"" + a.question +
                                 "\" -n 60 --json -t 1 --press '" + press + "' --ratio 0.5");
     ASSERT_EQ(g.status, 0) << g.err;

@@ -98,6 +98,7 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
       ic.cell = group[i];
       ic.session = &session;
       ic.shared_prefill = true;
+      ic.own_budget = prefill_cells[i].press && prefill_cells[i].press->own_budget();
       // The shared pass's own time (the forward pass, without any cell's compression work).
       ic.prefill_ms = prefill_ms - compress_total;
       ic.compress_ms = contexts[i].compress_ms;
@@ -134,6 +135,7 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
       session.reserve(slack);
     }
     ic.prefill_ms = ms_since(t0);  // prefill and compression together
+    ic.own_budget = bp.press && bp.press->own_budget();
     runner->start_decoding();
     // The runner decodes with the press on its own trigger when its method asks (pyramid_merge).
     if (s.policy.decoding() || (bp.press && bp.press->compresses_while_decoding())) ic.runner = runner.get();

@@ -21,6 +21,7 @@ struct InstalledCell {
   int64_t context_tokens = 0;
   size_t kv_bytes_held = 0, kv_bytes_full = 0;  // right after compression, before any question
   double achieved_ratio = 0.0;                  // 1 - slots kept / slots of the full context (full-attention layers)
+  bool own_budget = false;  // the press sets its own size (pyramid_merge, per_layer): the grid's ratio is nominal
 };
 
 // Calls `use` once per cell, in order, with the context installed (`question` only matters to

@@ -80,7 +80,9 @@ void score_plots(const Summary& summary, XAxis axis, const std::filesystem::path
         series.push_back(s);
       }
       Series& s = series[it->second];
-      s.x.push_back(axis == XAxis::kRatio ? row->ratio : row->kv_held_mib);
+      // Presses that set their own size sit at the ratio they achieved, not the grid's nominal one.
+      const double ratio = row->own_budget && std::isfinite(row->achieved_ratio) ? row->achieved_ratio : row->ratio;
+      s.x.push_back(axis == XAxis::kRatio ? ratio : row->kv_held_mib);
       s.y.push_back(row->score);
     }
     // Against bytes held: only when every compressed cell measured them.

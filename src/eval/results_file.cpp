@@ -44,6 +44,7 @@ void fill_measurements(nlohmann::json& j, const InstalledCell& ic, double decode
   j["achieved_ratio"] = ic.achieved_ratio;
   j["context_tokens"] = ic.context_tokens;
   j["shared_prefill"] = ic.shared_prefill;
+  if (ic.own_budget) j["own_budget"] = true;
   j["timings"] = {{"prefill_ms", ic.prefill_ms}, {"compress_ms", ic.compress_ms}, {"decode_ms", decode_ms}};
 }
 

@@ -131,6 +131,7 @@ double reported_ratio(const nlohmann::json& result) {
 Summary summarise(const std::vector<nlohmann::json>& results) {
   struct Accumulator {
     Mean score, kl, top1, ppl_ratio, kv_held, achieved;
+    bool own_budget = false;
   };
   using Key = std::tuple<std::string, std::string, std::string, double>;  // kind, task, press, ratio
   auto key_less = [](const Key& a, const Key& b) {
@@ -155,6 +156,7 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     cell.ppl_ratio.add(number_or_nan(metrics, "ppl_ratio"));
     cell.kv_held.add(number_or_nan(result, "kv_bytes_held") / kMiB);
     cell.achieved.add(number_or_nan(result, "achieved_ratio"));
+    cell.own_budget = cell.own_budget || result.value("own_budget", false);
   }
 
   Summary summary;
@@ -162,6 +164,7 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
   struct MeanAccumulator {
     Mean score, kl, top1, ppl_ratio, kv_held, achieved;
     int64_t n = 0, tasks = 0;
+    bool own_budget = false;
   };
   using MeanKey = std::tuple<std::string, std::string, double>;  // kind, press, ratio
   auto mean_key_less = [](const MeanKey& a, const MeanKey& b) {
@@ -181,6 +184,7 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     row.ppl_ratio = cell.ppl_ratio.value();
     row.kv_held_mib = cell.kv_held.value();
     row.achieved_ratio = cell.achieved.value();
+    row.own_budget = cell.own_budget;
     summary.rows.push_back(row);
 
     MeanAccumulator& mean = means[{row.kind, row.press, row.ratio}];
@@ -192,6 +196,7 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     mean.achieved.add(row.achieved_ratio);
     mean.n += row.n;
     mean.tasks += 1;
+    mean.own_budget = mean.own_budget || row.own_budget;
   }
   for (const auto& [key, mean] : means) {
     SummaryRow row;
@@ -205,6 +210,7 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     row.ppl_ratio = mean.ppl_ratio.value();
     row.kv_held_mib = mean.kv_held.value();
     row.achieved_ratio = mean.achieved.value();
+    row.own_budget = mean.own_budget;
     summary.means.push_back(row);
   }
   return summary;

@@ -25,6 +25,7 @@ struct SummaryRow {
   double score = 0;               // mean score x100; divergence kinds: the mean as stored (kld: KL in nats)
   double kl = 0, top1 = 0, ppl_ratio = 0;  // means of metrics.kl, metrics.top1 (x100), metrics.ppl_ratio; NaN if absent
   double kv_held_mib = 0, achieved_ratio = 0;  // means; NaN if absent
+  bool own_budget = false;  // some result says its press set its own size: plot it at achieved_ratio
 };
 
 struct Summary {

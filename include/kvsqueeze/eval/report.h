@@ -12,7 +12,9 @@
 //   "metrics"     {name: value} (kld/ppl: kl, abs_dlogp, top1, ppl, ppl_full, ppl_ratio)
 //   "prediction", "references"
 //   "kv_bytes_held", "kv_bytes_full", "achieved_ratio" (1 - kept slots / full slots)
-//   "context_tokens", "timings" {"prefill_ms", "compress_ms", "decode_ms"}, "shared_prefill" bool
+//   "context_tokens", "timings" {"prefill_ms", "compress_ms", "decode_ms"}, "shared_prefill" bool,
+//   "own_budget" true when the press sets its own size (pyramid_merge, per_layer): the score-vs-ratio
+//   plot then places it at its achieved ratio
 //   "config" {model, model_sha, chunk, kv_type, seed, query_aware, threads, version}
 #include <cstdint>
 #include <string>
