@@ -29,6 +29,11 @@ struct CompressionPolicy {
   void validate() const;
 };
 
+// The policy a run with `press` follows: `policy`, or, when it asks for no decoding-time
+// compression and the press's method compresses while decoding (pyramid_merge), decoding on the
+// press's own trigger. PressRunner, generate and the eval suite all decide by this.
+CompressionPolicy effective_policy(CompressionPolicy policy, const Press* press);
+
 class PressRunner {
  public:
   // `prefill_press` compresses the context (may be null: decoding only); `decode_press` the

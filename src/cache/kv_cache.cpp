@@ -253,8 +253,7 @@ void KvCache::truncate_from_position(int32_t pos) {
 }
 
 void KvCache::release_slack(int64_t slack) {
-  for (auto& r : runs_)
-    if (r.cap != r.len + slack) set_capacity(r, r.len + slack);
+  for (int64_t l = 0; l < shape_.n_layer; ++l) release_layer_slack(l, slack);
 }
 
 void KvCache::release_layer_slack(int64_t layer, int64_t slack) {

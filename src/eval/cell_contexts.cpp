@@ -24,18 +24,16 @@ BuiltPress build(const Model& model, const EvalSettings& s, const GridCell& cell
   return {make_press(cell.press, opts), budget};
 }
 
-// Whether the cell's press compresses while decoding as part of its method (pyramid_merge).
-bool compresses_while_decoding(const Model& model, const EvalSettings& s, const GridCell& cell) {
-  const BuiltPress bp = build(model, s, cell, 1);
-  return bp.press && bp.press->compresses_while_decoding();
+// Whether the cell decodes with compression: the grid's policy, or its press's own (pyramid_merge).
+bool decodes(const Model& model, const EvalSettings& s, const GridCell& cell) {
+  return effective_policy(s.policy, build(model, s, cell, 1).press.get()).decoding();
 }
 
 // Cells that cannot share a prefill: their cache changes between chunks or while decoding
 // (then their runner must own the session and run the decoding steps token by token).
 bool needs_own_prefill(const Model& model, const EvalSettings& s, const GridCell& cell) {
   if (cell.press == "none") return false;
-  return s.policy.every_chunk || s.policy.decoding() || s.query_aware || expression_mentions(cell.press, "finch") ||
-         compresses_while_decoding(model, s, cell);
+  return s.policy.every_chunk || s.query_aware || expression_mentions(cell.press, "finch") || decodes(model, s, cell);
 }
 
 void measure(const Model& model, const Session& session, int64_t context_tokens, InstalledCell& out) {
@@ -138,7 +136,7 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
     ic.own_budget = bp.press && bp.press->own_budget();
     runner->start_decoding();
     // The runner decodes with the press on its own trigger when its method asks (pyramid_merge).
-    if (s.policy.decoding() || (bp.press && bp.press->compresses_while_decoding())) ic.runner = runner.get();
+    if (effective_policy(s.policy, bp.press.get()).decoding()) ic.runner = runner.get();
     else runner.reset();
     use(ic);
   }

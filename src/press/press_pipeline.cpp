@@ -19,15 +19,20 @@ void CompressionPolicy::validate() const {
   if (decode_target > 0 && decode_ratio > 0.0) throw Error("give either --decode-target or --decode-ratio, not both");
 }
 
+CompressionPolicy effective_policy(CompressionPolicy policy, const Press* press) {
+  if (!policy.decoding() && press && press->compresses_while_decoding()) policy.decode_triggers = true;
+  return policy;
+}
+
 PressRunner::PressRunner(Session& session, Press* prefill_press, const Budget& budget, Press* decode_press,
                          const CompressionPolicy& policy)
     : session_(session), prefill_press_(prefill_press), decode_press_(decode_press), budget_(budget), policy_(policy) {
   policy_.validate();
   // A press whose method compresses while decoding (pyramid_merge) keeps doing so on its own
   // trigger when no decoding policy was asked for.
-  if (!policy_.decoding() && !decode_press_ && prefill_press_ && prefill_press_->compresses_while_decoding()) {
-    decode_press_ = prefill_press_;
-    policy_.decode_triggers = true;
+  if (!decode_press_ && !policy_.decoding()) {
+    policy_ = effective_policy(policy_, prefill_press_);
+    if (policy_.decoding()) decode_press_ = prefill_press_;
   }
   if (!(budget_.ratio >= 0.0 && budget_.ratio < 1.0))
     throw Error("compression ratio must be in [0, 1) (the fraction removed), got " + std::to_string(budget_.ratio));

@@ -106,7 +106,7 @@ int run(GenerateArgs& a) {
   // A decode press compresses on its own trigger (LagKV) and/or every --decode-interval steps.
   a.policy.decode_triggers = !a.decode_press.empty();
   // A press whose method compresses while decoding (pyramid_merge) does so without a decode flag.
-  if (press && press->compresses_while_decoding() && !a.policy.decoding()) a.policy.decode_triggers = true;
+  a.policy = effective_policy(a.policy, press.get());
   if (a.decode_press.empty() && !a.decode_press_opts.empty()) throw Error("--decode-press-opt needs --decode-press");
   if (a.policy.every_chunk && !press) throw Error("--compress-chunks needs a press (--press NAME --ratio R)");
   // The same expression as --press shares that press (and its state, e.g. LagKV's compressed prefix).
