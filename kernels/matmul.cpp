@@ -836,7 +836,9 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
 
   const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
   WorkQueue rows_q(rows, row_chunk(rows, nth));
+#if defined(KVSQ_AVX512VNNI)
   WorkQueue panels_q((rows + 15) / 16, kPanelGroup);
+#endif
 #pragma omp parallel num_threads(nth)
   {
     const int id = omp_get_thread_num(), n = omp_get_num_threads();

@@ -150,7 +150,7 @@ TEST(ChatTemplate, DetectsFamilies) {
 TEST(ChatTemplate, ForModel) {
   auto stories = GgufFile::open(test_paths::stories260k());
   EXPECT_EQ(ChatTemplate::for_model(*stories).name(), "none");
-  const std::string gemma_path = test_paths::default_model();
+  const std::string gemma_path = test_paths::gemma_model();
   if (gemma_path.empty()) GTEST_SKIP() << "default model not downloaded";
   auto gemma = GgufFile::open(gemma_path);
   const ChatTemplate t = ChatTemplate::for_model(*gemma);

@@ -216,7 +216,7 @@ TEST_F(EvalLongBench, BadInputGivesOneClearError) {
 
 // The same truncation with the default model's tokenizer (Gemma 3: BOS added, 262k pieces).
 TEST(EvalLongBenchDefaultModel, TruncationFitsAndKeepsTheQuestion) {
-  const std::string path = test_paths::default_model();
+  const std::string path = test_paths::gemma_model();
   if (path.empty()) GTEST_SKIP() << "default model absent (scripts/get_default_model.sh)";
   const auto model = Model::load(path);
   const Tokenizer& tok = model->tokenizer();

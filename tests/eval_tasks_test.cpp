@@ -598,7 +598,7 @@ TEST(EvalRuler, TooShortLengthAndMissingHaystackAreErrors) {
 }
 
 TEST(EvalTasksDefaultModel, GemmaPromptsFitAt4096) {
-  const std::string path = test_paths::default_model();
+  const std::string path = test_paths::gemma_model();
   if (path.empty()) GTEST_SKIP() << "default model not downloaded (scripts/get_default_model.sh)";
   auto file = GgufFile::open(path);
   auto tok = Tokenizer::from_gguf(*file);

@@ -48,7 +48,7 @@ inline std::string model_path(const nlohmann::json& fixture, std::string* why) {
   if (kind == "real") {
     std::string path;
     if (file.find("stories260K") != std::string::npos) path = test_paths::stories260k();
-    else path = test_paths::default_model();
+    else path = test_paths::gemma_model();
     if (path.empty()) *why = "default model not present (run scripts/get_default_model.sh)";
     return path;
   }

@@ -461,7 +461,7 @@ TEST(HeadProfileCli, HelpDocumentsTheAnswerCheck) {
 // ---------------------------------------------------------------- default model
 
 TEST(HeadProfileDefaultModel, GemmaProducesScores) {
-  const std::string path = test_paths::default_model();
+  const std::string path = test_paths::gemma_model();
   if (path.empty()) GTEST_SKIP() << "default model not present (scripts/get_default_model.sh)";
   const auto model = kvsqueeze::Model::load(path);
   const auto& cfg = model->config();

@@ -61,7 +61,7 @@ inline std::optional<Fixture> load(const std::string& model, const std::string& 
   }
   f.j = json::parse(in);
   f.gemma = model == "gemma";
-  f.model_path = f.gemma ? test_paths::default_model() : test_paths::stories260k();
+  f.model_path = f.gemma ? test_paths::gemma_model() : test_paths::stories260k();
   if (f.model_path.empty()) return std::nullopt;
   f.ids = f.j["input"]["ids"].get<std::vector<int32_t>>();
   return f;

@@ -612,7 +612,7 @@ TEST(KvpressParityWired, FinchRerotated) { check_finch_rerotated("stories", pari
 // Gemma has sliding-window layers, which keep their original positions: Finch's re-rotation is
 // refused with a clear error; rerotate_keys=false compresses and keeps the positions.
 TEST(KvpressParityWiredDefaultModel, FinchRerotationRefused) {
-  const std::string path = test_paths::default_model();
+  const std::string path = test_paths::gemma_model();
   if (path.empty()) GTEST_SKIP() << "default model not present";
   auto model = Model::load(path);
   std::vector<int32_t> ids(80, 300);

@@ -372,7 +372,7 @@ TEST(KvpressParityWrappers, KeyRerotationStreamingLlm) { check_rerotation("key_r
 TEST(KvpressParityWrappers, KeyRerotationSnapKv) { check_rerotation("key_rerotation_snapkv", "snapkv", true); }
 // Gemma has sliding-window layers, which keep their original positions: re-rotation is refused.
 TEST(KvpressParityWrappersDefaultModel, KeyRerotationRefused) {
-  const std::string path = test_paths::default_model();
+  const std::string path = test_paths::gemma_model();
   if (path.empty()) GTEST_SKIP() << "default model not present";
   auto model = Model::load(path);
   Session s(*model, SessionOptions{});

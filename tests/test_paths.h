@@ -18,16 +18,29 @@ inline std::string shared_dir() {
 }
 inline std::string stories260k() { return shared_dir() + "/models/stories260K.gguf"; }
 inline std::string fixtures() { return source_dir() + "/tests/fixtures"; }
-// The default model, obtained by scripts/get_default_model.sh; empty when absent.
-inline std::string default_model() {
-  const char* env = std::getenv("KVSQ_DEFAULT_MODEL");
-  std::string path = env ? env : "";
+// A model in the cache folder (scripts/get_model.sh NAME), or the file named by the environment
+// variable `env`; empty when absent, so that the tests needing it report themselves skipped.
+inline std::string cached_model(const char* env, const char* file) {
+  const char* given = std::getenv(env);
+  std::string path = given ? given : "";
   if (path.empty()) {
+    const char* cache = std::getenv("KVSQ_CACHE");
     const char* home = std::getenv("HOME");
-    path = std::string(home ? home : ".") + "/.cache/kvsqueeze/models/gemma-3-270m-q4_k_m.gguf";
+    const std::string dir = cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/kvsqueeze";
+    path = dir + "/models/" + file;
   }
   return std::filesystem::exists(path) ? path : "";
 }
+// The default model: Qwen2.5-Coder-0.5B-Instruct Q4_K_M (scripts/get_model.sh qwen2.5-0.5b-instruct).
+inline std::string default_model() {
+  return cached_model("KVSQ_DEFAULT_MODEL", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+}
+// Qwen2.5-Coder-1.5B-Instruct Q4_K_M (scripts/get_model.sh qwen2.5-1.5b-instruct).
+inline std::string qwen15_model() {
+  return cached_model("KVSQ_QWEN15_MODEL", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
+}
+// Gemma 3 270M Q4_K_M, the sliding-window architecture (scripts/get_model.sh gemma3-270m).
+inline std::string gemma_model() { return cached_model("KVSQ_GEMMA_MODEL", "gemma-3-270m-q4_k_m.gguf"); }
 // Scratch directory for generated synthetic models.
 inline std::string scratch_dir() {
   auto dir = std::filesystem::temp_directory_path() / "kvsqueeze-tests";

@@ -138,7 +138,7 @@ TEST(Tokenizer, Stories260KSpacePrefixAndByteFallback) {
 // --- SentencePiece: Gemma 3 (the default model) ------------------------------------------------
 
 TEST(Tokenizer, GemmaMatchesReference) {
-  const std::string path = test_paths::default_model();
+  const std::string path = test_paths::gemma_model();
   if (path.empty()) GTEST_SKIP() << "default model not downloaded (scripts/get_default_model.sh)";
   auto l = load_gguf(path);
   const Tokenizer& tok = *l.tok;
@@ -162,7 +162,7 @@ TEST(Tokenizer, GemmaMatchesReference) {
 }
 
 TEST(Tokenizer, GemmaEncodes32kTokensFast) {
-  const std::string path = test_paths::default_model();
+  const std::string path = test_paths::gemma_model();
   if (path.empty()) GTEST_SKIP() << "default model not downloaded (scripts/get_default_model.sh)";
   auto l = load_gguf(path);
   const std::string text = large_text(160 * 1024);
