@@ -284,6 +284,88 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
 }
 #endif
 
+#if defined(KVSQ_AVX2_QUANT)
+// AVX2 unpackers (same output as unpack_scalar).
+inline __m256i nibbles32_avx2(const uint8_t* qs16) {  // 16 packed bytes -> 32 codes (lo then hi)
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs16));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+}
+// 32 bits -> 32 bytes, 0xFF where the bit is set.
+inline __m256i bits_to_bytes(uint32_t bits) {
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i mask = _mm256_set1_epi64x(0x8040201008040201);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask);
+}
+
+template <TensorType T>
+void unpack_avx2(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) {
+  const __m256i k15 = _mm256_set1_epi8(15), k16 = _mm256_set1_epi8(16), k3 = _mm256_set1_epi8(3);
+  if constexpr (T == TensorType::Q4_0 || T == TensorType::Q4_1 || T == TensorType::Q5_0 || T == TensorType::Q5_1) {
+    constexpr bool has_m = T == TensorType::Q4_1 || T == TensorType::Q5_1;
+    constexpr bool has_h = T == TensorType::Q5_0 || T == TensorType::Q5_1;
+    constexpr size_t bytes = has_m ? (has_h ? 24 : 20) : (has_h ? 22 : 18);
+    constexpr size_t qo = (has_m ? 4 : 2) + (has_h ? 4 : 0);
+    for (int64_t i = 0; i < cols / 32; ++i, b += bytes, u += 32) {
+      s[i] = load_f16(b);
+      if constexpr (has_m) m[i] = load_f16(b + 2);
+      __m256i q = nibbles32_avx2(b + qo);
+      if constexpr (has_h) q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(load_u32(b + qo - 4)), k16));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), q);
+    }
+  } else if constexpr (T == TensorType::Q8_0) {
+    for (int64_t i = 0; i < cols / 32; ++i, b += 34, u += 32) {
+      s[i] = load_f16(b);
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
+    }
+  } else if constexpr (T == TensorType::Q4_K || T == TensorType::Q5_K) {
+    constexpr bool q5 = T == TensorType::Q5_K;
+    for (int64_t i = 0; i < cols / 256; ++i, b += q5 ? 176 : 144, u += 256, s += 8, m += 8) {
+      const float d = load_f16(b), dmin = load_f16(b + 2);
+      for (int j = 0; j < 8; ++j) {
+        int sc, mn;
+        k_scale_min(b + 4, j, sc, mn);
+        s[j] = d * static_cast<float>(sc);
+        m[j] = -(dmin * static_cast<float>(mn));
+      }
+      const uint8_t* qs = b + (q5 ? 48 : 16);
+      __m256i qh = _mm256_setzero_si256();
+      if constexpr (q5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+      for (int p = 0; p < 4; ++p) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * p));
+        __m256i lo = _mm256_and_si256(v, k15);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), k15);
+        if constexpr (q5) {
+          const __m256i blo = _mm256_set1_epi8(static_cast<char>(1 << (2 * p)));
+          const __m256i bhi = _mm256_set1_epi8(static_cast<char>(1 << (2 * p + 1)));
+          lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, blo), blo), k16));
+          hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bhi), bhi), k16));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 64 * p), lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 64 * p + 32), hi);
+      }
+    }
+  } else if constexpr (T == TensorType::Q6_K) {
+    for (int64_t i = 0; i < cols / 256; ++i, b += 210, u += 256, s += 16) {
+      const float d = load_f16(b + 208);
+      for (int j = 0; j < 16; ++j) s[j] = d * static_cast<float>(static_cast<int8_t>(b[192 + j]));
+      for (int h = 0; h < 2; ++h) {
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+        for (int qq = 0; qq < 4; ++qq) {
+          const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (qq & 1)));
+          const __m256i nib = qq < 2 ? _mm256_and_si256(ql, k15) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), k15);
+          const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * qq)), k3);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 128 * h + 32 * qq),
+                              _mm256_or_si256(nib, _mm256_slli_epi16(hb, 4)));
+        }
+      }
+    }
+  }
+}
+#endif
+
 using UnpackFn = void (*)(const uint8_t*, int64_t, uint8_t*, float*, float*);
 
 UnpackFn unpacker(TensorType t) {
@@ -297,6 +379,18 @@ UnpackFn unpacker(TensorType t) {
     case TensorType::Q4_K: return unpack_avx<TensorType::Q4_K>;
     case TensorType::Q5_K: return unpack_avx<TensorType::Q5_K>;
     case TensorType::Q6_K: return unpack_avx<TensorType::Q6_K>;
+    default: break;
+  }
+#elif defined(KVSQ_AVX2_QUANT)
+  switch (t) {
+    case TensorType::Q4_0: return unpack_avx2<TensorType::Q4_0>;
+    case TensorType::Q4_1: return unpack_avx2<TensorType::Q4_1>;
+    case TensorType::Q5_0: return unpack_avx2<TensorType::Q5_0>;
+    case TensorType::Q5_1: return unpack_avx2<TensorType::Q5_1>;
+    case TensorType::Q8_0: return unpack_avx2<TensorType::Q8_0>;
+    case TensorType::Q4_K: return unpack_avx2<TensorType::Q4_K>;
+    case TensorType::Q5_K: return unpack_avx2<TensorType::Q5_K>;
+    case TensorType::Q6_K: return unpack_avx2<TensorType::Q6_K>;
     default: break;
   }
 #endif
@@ -382,6 +476,35 @@ void quantize_token(const float* x, int64_t cols, const QuantKind& k, bool want_
     _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16), _mm512_cvtsepi32_epi8(i1));
     sums16[0] = _mm512_reduce_add_epi32(i0);
     sums16[1] = _mm512_reduce_add_epi32(i1);
+#elif defined(KVSQ_AVX2_QUANT)
+    {
+      const __m256 sign = _mm256_set1_ps(-0.0f);
+      __m256 v[4], mx = _mm256_setzero_ps();
+      for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_loadu_ps(xb + 8 * i);
+        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[i]));
+      }
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+      const float amax = _mm_cvtss_f32(m4);
+      d = amax / 127.0f;
+      const __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+      __m256i iv[4];
+      for (int i = 0; i < 4; ++i) iv[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));  // round to nearest even
+      for (int h = 0; h < 2; ++h) {
+        const __m256i sum = _mm256_add_epi32(iv[2 * h], iv[2 * h + 1]);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        sums16[h] = _mm_cvtsi128_si32(s4);
+      }
+      // int32 -> int8 (values are within [-127, 127]); packs interleave 128-bit lanes, so restore order.
+      const __m256i p16a = _mm256_packs_epi32(iv[0], iv[1]), p16b = _mm256_packs_epi32(iv[2], iv[3]);
+      const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
+                                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), p8);
+    }
 #else
     float amax = 0.0f;
     for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(xb[l]));
@@ -751,6 +874,143 @@ void float_tile_n(int nt, const float* PF, const float* x, int64_t cols, int64_t
 }
 #endif  // KVSQ_AVX512VNNI
 
+#if defined(KVSQ_AVX2_QUANT)
+// ---------------------------------------------------------------------------------------------
+// AVX2 row-dot kernel (CPUs without AVX-512 VNNI): one unpacked row against NT tokens.
+// vpmaddubsw multiplies unsigned codes by signed activation bytes into saturating 16-bit pair
+// sums: codes up to 63 (Q6_K) keep |pair| <= 2*63*127 < 32767. Q8_0's codes reach 255, so it
+// runs SIGNED: the codes are turned back into int8 w = u - 128 and multiplied as |w| by
+// sign(q, w) (|pair| <= 2*128*127), which already is sum (u - off) q, so no offset correction.
+// The per-sub-block scale s_j*dx_j is applied in fp32 to the 8 lane sums of each 32-byte chunk;
+// the offset correction (symmetric types) or the bias m_j*X_j (asymmetric) goes into the same
+// accumulator 8 sub-blocks at a time.
+inline float hsum8(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+template <int SB, bool ASYM, bool SIGNED, int NT>
+void dot_row_avx2(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t t0, float* y,
+                  int64_t ldy) {
+  constexpr int kSubPerChunk = 32 / SB;  // sub-blocks per 32-byte chunk
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const int64_t nsub = a.nsub, nchunks = nsub / kSubPerChunk;
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g * 8 < nsub; ++g) {  // 8 sub-blocks per group
+    const __m256 sv = _mm256_loadu_ps(s + 8 * g);
+    __m256 ss[NT];
+    for (int t = 0; t < NT; ++t) ss[t] = _mm256_mul_ps(sv, _mm256_loadu_ps(a.tdxs(t0 + t) + 8 * g));
+    const int64_t c_end = std::min<int64_t>(nchunks, (g + 1) * 8 / kSubPerChunk);
+    for (int64_t c = g * 8 / kSubPerChunk; c < c_end; ++c) {
+      __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32 * c));
+      __m256i wabs;
+      if constexpr (SIGNED) {
+        w = _mm256_xor_si256(w, flip);
+        wabs = _mm256_abs_epi8(w);
+      }
+      const int lane = static_cast<int>(c * kSubPerChunk - 8 * g);
+      const __m256i idx = SB == 32 ? _mm256_set1_epi32(lane)
+                                   : _mm256_setr_epi32(lane, lane, lane, lane, lane + 1, lane + 1, lane + 1, lane + 1);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.tq(t0 + t) + 32 * c));
+        const __m256i p16 = SIGNED ? _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(q, w)) : _mm256_maddubs_epi16(w, q);
+        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+        acc[t] = _mm256_fmadd_ps(p, _mm256_permutevar8x32_ps(ss[t], idx), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      if constexpr (ASYM)
+        acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(m + 8 * g), _mm256_loadu_ps(a.tX(t0 + t) + 8 * g), acc[t]);
+      else if constexpr (!SIGNED)
+        acc[t] = _mm256_fmadd_ps(
+            ss[t], _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.tcorr(t0 + t) + 8 * g))),
+            acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) y[(t0 + t) * ldy] = hsum8(acc[t]);
+}
+
+template <int SB, bool ASYM, bool SIGNED>
+void dot_row_tokens_avx2(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t n_tokens, float* y,
+                         int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= n_tokens; t += 4) dot_row_avx2<SB, ASYM, SIGNED, 4>(u, s, m, a, t, y, ldy);
+  switch (n_tokens - t) {
+    case 3: dot_row_avx2<SB, ASYM, SIGNED, 3>(u, s, m, a, t, y, ldy); break;
+    case 2: dot_row_avx2<SB, ASYM, SIGNED, 2>(u, s, m, a, t, y, ldy); break;
+    case 1: dot_row_avx2<SB, ASYM, SIGNED, 1>(u, s, m, a, t, y, ldy); break;
+    default: break;
+  }
+}
+#endif  // KVSQ_AVX2_QUANT
+
+#if defined(KVSQ_AVX2_QUANT)
+// AVX2 float rows (F32/F16/BF16 weights, e.g. attention over the f16 KV cache): blocks of 4 rows
+// converted to fp32 once, then a 4-row x 3-token register tile of FMAs over the columns.
+inline void row_to_f32_avx2(TensorType type, const uint8_t* row, int64_t cols, float* dst) {
+  int64_t c = 0;
+  if (type == TensorType::F16)
+    for (; c + 8 <= cols; c += 8)
+      _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c))));
+  else if (type == TensorType::F32)
+    for (; c + 8 <= cols; c += 8) _mm256_storeu_ps(dst + c, _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c));
+  else if (type == TensorType::BF16)
+    for (; c + 8 <= cols; c += 8)
+      _mm256_storeu_ps(dst + c, _mm256_castsi256_ps(_mm256_slli_epi32(
+                                    _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c))), 16)));
+  if (c < cols) {
+    std::vector<float> tail(static_cast<size_t>(cols));
+    dequantize_row_scalar(type, row, tail.data(), cols);
+    for (; c < cols; ++c) dst[c] = tail[static_cast<size_t>(c)];
+  }
+}
+
+template <int NT>
+void float_tile4_avx2(const float* w4, int64_t cp, const float* x, int64_t cols, int64_t t0, float* y, int64_t ldy,
+                      int nr) {
+  __m256 acc[4][NT];
+  for (int r = 0; r < 4; ++r)
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+  const int64_t c8 = cols / 8 * 8;
+  for (int64_t c = 0; c < c8; c += 8) {
+    __m256 xv[NT];
+    for (int t = 0; t < NT; ++t) xv[t] = _mm256_loadu_ps(x + (t0 + t) * cols + c);
+    for (int r = 0; r < 4; ++r) {
+      const __m256 wv = _mm256_loadu_ps(w4 + r * cp + c);
+      for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < nr; ++r)
+    for (int t = 0; t < NT; ++t) {
+      float sum = hsum8(acc[r][t]);
+      for (int64_t c = c8; c < cols; ++c) sum += w4[r * cp + c] * x[(t0 + t) * cols + c];
+      y[(t0 + t) * ldy + r] = sum;
+    }
+}
+
+void float_rows_avx2(const WeightMatrix& w, const float* x, int64_t T, float* y, int64_t ldy, int64_t rb, int64_t re) {
+  const int64_t cols = w.cols, cp = round_up(cols, 8);
+  float* w4 = static_cast<float*>(tl_work.get(bytes_of<float>(4 * cp)));
+  for (int64_t r0 = rb; r0 < re; r0 += 4) {
+    const int nr = static_cast<int>(std::min<int64_t>(4, re - r0));
+    for (int r = 0; r < 4; ++r) {
+      if (r < nr)
+        row_to_f32_avx2(w.type, w.data + static_cast<size_t>(r0 + r) * w.row_bytes, cols, w4 + r * cp);
+      else
+        std::memset(w4 + r * cp, 0, static_cast<size_t>(cp) * sizeof(float));
+    }
+    int64_t t = 0;
+    for (; t + 3 <= T; t += 3) float_tile4_avx2<3>(w4, cp, x, cols, t, y + r0, ldy, nr);
+    if (T - t == 2) float_tile4_avx2<2>(w4, cp, x, cols, t, y + r0, ldy, nr);
+    if (T - t == 1) float_tile4_avx2<1>(w4, cp, x, cols, t, y + r0, ldy, nr);
+  }
+}
+#endif  // KVSQ_AVX2_QUANT
+
 // Token counts from which the panel (prefill) kernels are used instead of row dots. Measured
 // with bench/matmul_bench.cpp on Zen 5 (1 thread, CPU time): with 2 tokens the panel path is
 // already 5-15% faster for the 32-element sub-block types; Q6_K (16-element sub-blocks, more
@@ -813,6 +1073,8 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
 #if defined(KVSQ_AVX512VNNI)
   const bool panel = !portable && T >= (k.sb == 16 ? kQ6KPanelMinTokens : kQuantPanelMinTokens);
+#elif defined(KVSQ_AVX2_QUANT)
+  const bool panel = false;
 #else
   const bool panel = false;
   portable = true;
@@ -821,7 +1083,11 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   a.kp = round_up(cols, 64);
   a.nsub = cols / k.sb;
   a.nsp = round_up(a.nsub, 16);
-  const bool want_c64 = !k.asym && !panel && !portable;
+#if defined(KVSQ_AVX512VNNI)
+  const bool want_c64 = !k.asym && !panel && !portable;  // the VNNI row-dot kernels' correction layout
+#else
+  const bool want_c64 = false;
+#endif
   const size_t act_bytes = bytes_of<int8_t>(T * a.kp) + bytes_of<float>(T * a.nsp) +
                            (k.asym ? bytes_of<float>(T * a.nsp) : bytes_of<int32_t>(T * a.nsp)) +
                            (want_c64 ? bytes_of<int32_t>(T * a.kp / 64 * 16) : 0);
@@ -894,6 +1160,15 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
             dot_row_tokens<32, true>(u, s, m, a, T, y + r, ldy);
           else
             dot_row_tokens<32, false>(u, s, m, a, T, y + r, ldy);
+#elif defined(KVSQ_AVX2_QUANT)
+          if (k.sb == 16)
+            dot_row_tokens_avx2<16, false, false>(u, s, m, a, T, y + r, ldy);
+          else if (k.asym)
+            dot_row_tokens_avx2<32, true, false>(u, s, m, a, T, y + r, ldy);
+          else if (w.type == TensorType::Q8_0)
+            dot_row_tokens_avx2<32, false, true>(u, s, m, a, T, y + r, ldy);
+          else
+            dot_row_tokens_avx2<32, false, false>(u, s, m, a, T, y + r, ldy);
 #endif
         }
       }
@@ -966,6 +1241,8 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   const int64_t cols = w.cols, rows = w.rows;
 #if defined(KVSQ_AVX512VNNI)
   const bool panel = !portable && T >= kFloatPanelMinTokens;
+#elif defined(KVSQ_AVX2_QUANT)
+  const bool panel = false;
 #else
   const bool panel = false;
   portable = true;
@@ -980,6 +1257,12 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       int64_t rb, re;
       while (rows_q.get(rb, re)) {
         int64_t r = rb;
+#if defined(KVSQ_AVX2_QUANT)
+        if (!portable) {
+          float_rows_avx2(w, x, T, y, ldy, rb, re);
+          continue;
+        }
+#endif
 #if defined(KVSQ_AVX512VNNI)
         if (T == 1 && !portable)
           for (; r + 4 <= re; r += 4) {

@@ -32,6 +32,11 @@
 #define KVSQ_AVX512VNNI 1
 #endif
 #endif
+// Machines without AVX-512 VNNI (AVX2 CPUs, e.g. Zen 2/3) get their own integer row-dot kernels.
+#if !defined(KVSQ_AVX512VNNI) && defined(__AVX2__) && defined(__FMA__)
+#define KVSQ_AVX2_QUANT 1
+#include <immintrin.h>
+#endif
 
 namespace kvsqueeze::kernels::detail {
 
