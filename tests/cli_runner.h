@@ -26,10 +26,11 @@ inline std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-inline CliResult run_cli(const std::string& args) {
+// Runs `binary args` (a program built by this project).
+inline CliResult run_program(const std::string& binary, const std::string& args) {
   const std::string tag = test_paths::process_tag();  // ctest runs test processes side by side
   const std::string out = test_paths::scratch_dir() + "/cli" + tag + ".out", err = test_paths::scratch_dir() + "/cli" + tag + ".err";
-  const std::string cmd = test_paths::cli() + " " + args + " > " + out + " 2> " + err + " < /dev/null";
+  const std::string cmd = binary + " " + args + " > " + out + " 2> " + err + " < /dev/null";
   CliResult r;
   const int raw = std::system(cmd.c_str());
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
@@ -37,3 +38,5 @@ inline CliResult run_cli(const std::string& args) {
   r.err = slurp(err);
   return r;
 }
+
+inline CliResult run_cli(const std::string& args) { return run_program(test_paths::cli(), args); }
