@@ -1,20 +1,51 @@
 #!/usr/bin/env bash
-# Produces docs/RESULTS.md's figures: the default model on KL divergence, NIAH (kvpress style and
-# passkey) and RULER-style
-# tasks, uncompressed and with eight presses at three ratios (one grid per evaluation, each
-# sharing one prefill per sample). Resumable: re-running skips the cells already in
-# OUT/*/results.jsonl. About 40 minutes on 2 cores.
-#   scripts/eval/results.sh [OUT]   (default: docs/results)
+# Produces docs/RESULTS.md's figures on the default model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M):
+# KL divergence against the full cache, NIAH (depths x lengths up to 8K) and RULER at 4K (all 13
+# tasks, qa_1/qa_2 from data/qa/), for no compression and every scorer and allocator of the
+# library: the main presses at 0.25/0.5/0.75, every other one at 0.5. One shared prefill per sample
+# serves every cell that can share it. Resumable: re-running skips the cells already in
+# OUT/*/results.jsonl, so the run can be split over several sittings; STAGES picks evaluations.
+#   scripts/eval/results.sh [OUT]      (default: docs/results)
+#   STAGES="kld niah" THREADS=1 scripts/eval/results.sh
+# Wall time on 2 cores (AVX2, no AVX-512): kld ~15 min, niah ~1 h, ruler ~3 h.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:-docs/results}"
+STAGES="${STAGES:-kld niah ruler}"
 [ -x build/kvsqueeze ] || scripts/setup.sh
-MODEL="$(scripts/get_default_model.sh)"
-PRESSES="snapkv,expected_attention,tova,streaming_llm,knorm,lagkv,keydiff,adakv(expected_attention)"
-RATIOS="0.25,0.5,0.75"
-run() { build/kvsqueeze eval "$@" -m "$MODEL" --press "$PRESSES" --ratio "$RATIOS" >/dev/null; }
-run kld --lengths 2048,4096 --samples 2 --continuation 256 -o "$OUT/kld"
-run niah --lengths 1024,2048,4096 --depths 0,50,100 -o "$OUT/niah"
-run niah --variant passkey --lengths 1024,2048,4096 --depths 0,50,100 -o "$OUT/passkey"
-run ruler --lengths 4096 --samples 2 -o "$OUT/ruler"
-echo "results in $OUT/{kld,niah,passkey,ruler}: summary.md, summary.csv, plots"
+MODEL="$(scripts/get_model.sh qwen2.5-0.5b-instruct)"
+HEADS="docs/results/head_budgets/qwen05.heads.json"  # scripts/eval/head_budgets.sh writes it
+
+# Every press at 0.5; the main ones also at 0.25 and 0.75. Not here: qfilter (needs learned
+# filters for this model, which cannot be downloaded here), think (prunes key channels, not
+# tokens: see HEAD_BUDGETS/MERGING for composed uses), pyramid_merge and merging (MERGING.md),
+# finch (query-aware: in RULER only, where a question exists).
+MAIN="snapkv,expected_attention,tova,streaming_llm,knorm,keydiff,lagkv,adakv(snapkv),adakv(expected_attention)"
+REST="random,observed_attention,non_causal_attn,leverage_score,compactor,cur,cap,pyramidkv,duo_attention"
+REST+=",kvzip,kvcompose,simlayerkv(lazy_threshold=0.85),critical(expected_attention(use_vnorm=false))"
+REST+=",critical_adakv(expected_attention(use_vnorm=false)),global_topk(snapkv),chunkkv(snapkv),block(keydiff)"
+if [ -f "$HEADS" ]; then
+  REST+=",headkv(snapkv,head_scores=$HEADS,metric=retrieval_reasoning),dililazykv(snapkv,head_scores=$HEADS)"
+fi
+run() {  # run KIND ARGS...: the main grid, then the rest at 0.5 (the same results folder)
+  local kind="$1"; shift
+  [ -z "${THREADS:-}" ] || set -- "$@" -t "$THREADS"  # e.g. THREADS=1 beside another job
+  build/kvsqueeze eval "$kind" -m "$MODEL" --press "$MAIN" --ratio 0.25,0.5,0.75 "$@" >/dev/null
+  build/kvsqueeze eval "$kind" -m "$MODEL" --press "$REST" --ratio 0.5 "$@" >/dev/null
+}
+for stage in $STAGES; do
+  case "$stage" in
+    kld) run kld --lengths 2048,4096 --samples 2 --continuation 256 -o "$OUT/kld" ;;
+    niah) run niah --lengths 1024,2048,4096,8192 --depths 0,25,50,75,100 -o "$OUT/niah" ;;
+    ruler)
+      RULER_TASKS="niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3"
+      RULER_TASKS+=",niah_multivalue,niah_multiquery,vt,cwe,fwe"
+      run ruler --lengths 4096 --samples 5 --tasks "$RULER_TASKS" -o "$OUT/ruler"
+      run ruler --lengths 4096 --samples 5 --tasks qa_1 --qa-file data/qa/alice_squad.json -o "$OUT/ruler"
+      run ruler --lengths 4096 --samples 5 --tasks qa_2 --qa-file data/qa/alice_hotpotqa.json -o "$OUT/ruler"
+      # finch is query-aware: the question is part of its compressed prefill (its own prefill per cell).
+      build/kvsqueeze eval ruler -m "$MODEL" --press finch --ratio 0.5 --lengths 4096 --samples 5 --tasks "$RULER_TASKS" -o "$OUT/ruler" >/dev/null ;;
+    *) echo "unknown stage '$stage' (kld, niah, ruler)" >&2; exit 2 ;;
+  esac
+done
+echo "results in $OUT/{$(echo $STAGES | tr ' ' ',')}: summary.md, summary.csv, plots"
