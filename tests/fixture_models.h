@@ -1,11 +1,13 @@
 #pragma once
-// Resolves the model a reference fixture was made from: the shared real models, the default
-// model, or a synthetic GGUF regenerated with the exact command recorded in the fixture.
+// Resolves the model a reference fixture was made from: stories260K, the cached real models (the
+// Qwen2.5-Coder instruct models, Gemma 3 270M), or a synthetic GGUF regenerated with the exact
+// command recorded in the fixture.
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 
 #include "test_paths.h"
@@ -39,18 +41,35 @@ inline std::string python() {
   return env && *env ? env : "python3";
 }
 
-// Path of the fixture's model, or "" when it cannot be had (e.g. the default model is absent).
-// Synthetic models are regenerated once into the scratch folder and checked by sha256.
+// A real fixture names its model by file name (model.file); this is where the tests find it, and
+// how to get it when it is absent. Throws for a file no rule knows, so that a new fixture cannot
+// silently run against the wrong model.
+struct RealModel {
+  std::string path;  // "" when absent
+  std::string get;   // the command that obtains it
+};
+inline RealModel real_model(const std::string& file) {
+  auto has = [&](const char* s) { return file.find(s) != std::string::npos; };
+  if (has("stories260K")) return {test_paths::stories260k(), "it lives in ../shared/models"};
+  if (has("qwen2.5-coder-0.5b-instruct"))
+    return {test_paths::default_model(), "scripts/get_model.sh qwen2.5-0.5b-instruct, or set KVSQ_DEFAULT_MODEL"};
+  if (has("qwen2.5-coder-1.5b-instruct"))
+    return {test_paths::qwen15_model(), "scripts/get_model.sh qwen2.5-1.5b-instruct, or set KVSQ_QWEN15_MODEL"};
+  if (has("gemma-3-270m")) return {test_paths::gemma_model(), "scripts/get_model.sh gemma3-270m, or set KVSQ_GEMMA_MODEL"};
+  throw std::runtime_error("fixture names a real model this test does not know: " + file);
+}
+
+// Path of the fixture's model, or "" (with the reason in *why) when it cannot be had: a real model
+// that is not in the cache folder. Synthetic models are regenerated once into the scratch folder
+// and checked by sha256.
 inline std::string model_path(const nlohmann::json& fixture, std::string* why) {
   const auto& m = fixture.at("model");
   const std::string kind = m.at("kind");
   const std::string file = m.at("file");
   if (kind == "real") {
-    std::string path;
-    if (file.find("stories260K") != std::string::npos) path = test_paths::stories260k();
-    else path = test_paths::gemma_model();
-    if (path.empty()) *why = "default model not present (run scripts/get_default_model.sh)";
-    return path;
+    const RealModel r = real_model(file);
+    if (r.path.empty()) *why = std::filesystem::path(file).filename().string() + " not present (" + r.get + ")";
+    return r.path;
   }
   const std::string out = test_paths::scratch_dir() + "/" + file;
   const std::string want = m.at("sha256");

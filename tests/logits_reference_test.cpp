@@ -16,19 +16,34 @@ namespace {
 
 struct Tolerance {
   float abs;
-  float rel;  // of the position's largest |logit|
+  float rel;       // of the position's largest |logit|
+  float rel_pos0;  // the same at position 0
 };
 
 // HF dequantizes weights to fp32 and computes in fp32. Float-weight models differ from us only
 // by summation order and the fp16 KV cache (~1e-3 relative on a logit). Quantized-weight models
 // additionally see our 8-bit activation quantization in every matmul (as llama.cpp does): about
-// 1.5e-2 of the largest logit on the tiny models and up to 3.3e-2 on the 18-layer default model
-// (755-token prompt), so the bound is 5e-2. Real defects (a wrong RoPE base, window or scale)
-// move logits by O(1) relative and break top-1 agreement, which is checked on every position.
+// 1.5e-2 of the largest logit on the tiny models, up to 3.3e-2 on Gemma 3 270M (18 layers,
+// 755-token prompt) and 1.9e-2 on the Qwen2.5-Coder 0.5B/1.5B prompts past position 0, so the
+// bound is 5e-2. Real defects (a wrong RoPE base, window or scale) move logits by O(1) relative
+// and break top-1 agreement, which is checked on every position.
+//
+// Position 0 of Qwen2.5-Coder-1.5B is the exception. The first token's residual stream carries a
+// "massive activation" (max |h| 3300-4400 on these prompts, against 120-660 at the other
+// positions; measured in HF), so after RMSNorm one channel dwarfs the rest of its 32-wide block
+// and int8 activation quantization (amax/127 per 32) rounds the others coarsely. Measured there:
+// 7.2e-2 (capital), 3.4e-2 (code) and 9.7e-2 (chat) of the largest logit. HF itself, with the
+// same int8 quantization of every nn.Linear input (scripts/reference/act_quant_check.py), moves
+// by 7.3e-2, 3.5e-2 and 9.6e-2 there (and by at most 2.4e-2 elsewhere), and at position 0 of
+// "chat" lands within ~0.06 of our logits (~10, both ~1.5 above fp32): the gap is the activation
+// quantization, not a defect. That position gets 0.15; the 0.5B model (max |h| 800-2200 at
+// position 0) stays within 1.8e-2 there and keeps 5e-2.
 Tolerance tolerance_for(const std::string& name) {
   const bool float_weights = name.find("f32") != std::string::npos || name.find("f16") != std::string::npos ||
                              name.find("bf16") != std::string::npos || name.find("stories") != std::string::npos;
-  return float_weights ? Tolerance{2e-3f, 2e-3f} : Tolerance{5e-2f, 5e-2f};
+  if (float_weights) return {2e-3f, 2e-3f, 2e-3f};
+  if (name.find("qwen25_15b") != std::string::npos) return {5e-2f, 5e-2f, 0.15f};
+  return {5e-2f, 5e-2f, 5e-2f};
 }
 
 struct Comparison {
@@ -36,6 +51,8 @@ struct Comparison {
   int argmax_mismatch = 0;
   float max_swap_gap = 0.0f;  // largest reference top-1 margin over our choice, among swaps
   int positions = 0;
+  int64_t worst_pos = -1;       // where max_err is
+  float max_err_after_0 = 0.0f;  // max_err over positions > 0
 };
 
 Comparison compare_prompt(Session& session, const nlohmann::json& fixture, const nlohmann::json& prompt, const Tolerance& tol,
@@ -50,7 +67,7 @@ Comparison compare_prompt(Session& session, const nlohmann::json& fixture, const
     const int64_t pos = p.at("pos");
     const float* row = logits.data() + pos * V;
     const float scale = p.at("max_abs_logit");
-    const float allowed = tol.abs + tol.rel * scale;
+    const float allowed = tol.abs + (pos == 0 ? tol.rel_pos0 : tol.rel) * scale;
     const int32_t want_top = p.at("argmax");
     const int32_t got_top = static_cast<int32_t>(std::max_element(row, row + V) - row);
     c.positions++;
@@ -71,7 +88,12 @@ Comparison compare_prompt(Session& session, const nlohmann::json& fixture, const
     }
     auto check = [&](int32_t id, float want) {
       const float err = std::fabs(row[id] - want);
-      c.max_err = std::max(c.max_err, err / std::max(1.0f, scale));
+      const float rel = err / std::max(1.0f, scale);
+      if (rel > c.max_err) {
+        c.max_err = rel;
+        c.worst_pos = pos;
+      }
+      if (pos > 0) c.max_err_after_0 = std::max(c.max_err_after_0, rel);
       EXPECT_LE(err, allowed) << label << " pos " << pos << " id " << id << ": " << row[id] << " vs reference " << want;
     };
     const std::vector<int32_t> top_ids = p.at("top_ids");
@@ -98,8 +120,10 @@ void check_fixture(const std::string& name, KvType kv_type = KvType::F16) {
     Session session(*model, o);
     const std::string label = name + "/" + prompt.at("name").get<std::string>();
     const Comparison c = compare_prompt(session, fixture, prompt, tol, label);
-    std::printf("[ logits   ] %-32s %3d positions, max |diff| / max(1,|logit|max) = %.2e, argmax near-tie swaps %d (largest reference margin %.3f)\n",
-                label.c_str(), c.positions, c.max_err, c.argmax_mismatch, c.max_swap_gap);
+    std::printf("[ logits   ] %-32s %3d positions, max |diff| / max(1,|logit|max) = %.2e (pos %lld; %.2e after pos 0), "
+                "argmax near-tie swaps %d (largest reference margin %.3f)\n",
+                label.c_str(), c.positions, c.max_err, static_cast<long long>(c.worst_pos), c.max_err_after_0,
+                c.argmax_mismatch, c.max_swap_gap);
   }
 }
 
@@ -124,8 +148,10 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, LogitsReference, ::testing::ValuesIn(fixture_
                            std::string n = info.param;
                            for (auto& ch : n)
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           // The default model is large: tests naming it are run in the optimised build only.
-                           if (n.find("gemma3_270m") != std::string::npos) n = "DefaultModel_" + n;
+                           // The real cached models are large: tests naming them are run in the
+                           // optimised build only (the ASan stage excludes "DefaultModel").
+                           if (n.find("gemma3_270m") != std::string::npos || n.find("qwen25_") != std::string::npos)
+                             n = "DefaultModel_" + n;
                            return n;
                          });
 
@@ -153,3 +179,7 @@ void check_greedy(const std::string& name) {
 
 TEST(GreedyReference, Stories260KContinuationTokenForToken) { check_greedy("stories260k_greedy"); }
 TEST(GreedyReference, DefaultModelContinuationTokenForToken) { check_greedy("gemma3_270m_q4km_greedy"); }
+// The Qwen2.5-Coder instruct models: 32 tokens from the ChatML instruction prompt (HF's rendering of
+// the GGUF's chat template, default system prompt included).
+TEST(GreedyReference, DefaultModelQwen05bChatTokenForToken) { check_greedy("qwen25_05b_instruct_q4km_greedy"); }
+TEST(GreedyReference, DefaultModelQwen15bChatTokenForToken) { check_greedy("qwen25_15b_instruct_q4km_greedy"); }

@@ -9,6 +9,7 @@ fixture records the exact generator command and the sha256 of the file it produc
 
   /tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py            # all fixtures
   /tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py --only stories260k synth_llama_f32
+  /tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py --only qwen25_05b_instruct_q4km qwen25_15b_instruct_q4km
   /tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py --list
 
 See scripts/reference/README.md for what HF does differently from llama.cpp.
@@ -33,6 +34,11 @@ GEN = "scripts/synth/make_synthetic_gguf.py"
 OUT_DIR = os.path.join(REPO, "tests", "fixtures", "logits")
 STORIES = os.path.abspath(os.path.join(REPO, "..", "shared", "models", "stories260K.gguf"))
 GEMMA = os.path.expanduser("~/.cache/kvsqueeze/models/gemma-3-270m-q4_k_m.gguf")
+# The Qwen2.5-Coder instruct models (scripts/get_model.sh qwen2.5-0.5b-instruct / qwen2.5-1.5b-instruct).
+QWEN_MODELS = {
+    "qwen25_05b_instruct_q4km": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    "qwen25_15b_instruct_q4km": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+}
 
 TOP_K = 16
 N_PROBE = 32
@@ -55,6 +61,17 @@ GEMMA_PROMPTS = [
     ("story", "Write a short story about a robot who learns to paint. Once upon a time, in a small town "
               "by the sea, there lived a robot named"),
 ]
+
+# Qwen: a plain-text prompt, a code prompt, and an instruction rendered with the model's own chat
+# template (tokenizer.chat_template from the GGUF, as HF's apply_chat_template renders it; no system
+# message, so the template's default system prompt is part of it). Each at most 64 tokens.
+QWEN_PROMPTS = [
+    ("capital", GEMMA_PROMPTS[0][1]),
+    ("code", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n        return n\n"),
+]
+QWEN_CHAT = [{"role": "user", "content": "Write a Python function that checks whether a number is prime."}]
+QWEN_MAX_PROMPT_TOKENS = 64
+QWEN_GREEDY_TOKENS = 32
 
 LONG_TEXT = " ".join([
     "The history of the lighthouse at the northern end of the bay begins in the early nineteenth century,",
@@ -391,6 +408,88 @@ def fx_gemma(vers):
     write_fixture("gemma3_270m_q4km_greedy", fxg)
 
 
+QWEN_NOTES = [
+    "Real Qwen2.5-Coder-Instruct, Q4_K_M GGUF; HF dequantizes every tensor with gguf-py and runs float32.",
+    "Prompt ids from HF's GGUF Qwen2 tokenizer (byte-level BPE, pre qwen2); no BOS "
+    "(tokenizer.ggml.add_bos_token = false).",
+    "The 'chat' prompt is tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) with "
+    "the GGUF's own tokenizer.chat_template, tokenized with add_special_tokens=False (== the ids of "
+    "apply_chat_template(tokenize=True), checked); the messages are in the prompt's 'messages'. With no system "
+    "message the template inserts its default one (\"You are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.\").",
+    "HF config: qwen2, head_dim = hidden/heads = 64 (0.5B) or 128 (1.5B), q/k/v biases, rope theta 1e6 (neox), "
+    "rms eps 1e-6, no sliding window; separate output.weight in both files.",
+]
+
+
+def gguf_tensor_note(path: str) -> str:
+    import collections
+    import gguf
+    r = gguf.GGUFReader(path)
+    types = {t.name: t.tensor_type.name for t in r.tensors}
+    counts = collections.Counter(types.values())
+    return (f"general.name {r.fields['general.name'].contents()!r}; tensor types "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+            + f"; token_embd {types.get('token_embd.weight')}, output {types.get('output.weight', 'tied')}.")
+
+
+def qwen_chat_prompt(tok):
+    text = tok.apply_chat_template(QWEN_CHAT, add_generation_prompt=True, tokenize=False)
+    ids = tok(text, add_special_tokens=False).input_ids
+    direct = tok.apply_chat_template(QWEN_CHAT, add_generation_prompt=True, tokenize=True)
+    direct = direct["input_ids"] if hasattr(direct, "keys") else direct
+    if list(direct) != list(ids):
+        raise SystemExit(f"apply_chat_template ids {list(direct)} != encode(rendered) {ids}")
+    return text, ids
+
+
+def fx_qwen(name, vers):
+    file = QWEN_MODELS[name]
+    path = os.path.expanduser("~/.cache/kvsqueeze/models/" + file)
+    if not os.path.exists(path):
+        print(f"skip {name}: {path} missing")
+        return
+    tok = load_tokenizer(path)
+    m = load_model(path, {})
+    probes = probe_ids(m.config.vocab_size)
+    desc = {"kind": "real", "file": "~/.cache/kvsqueeze/models/" + file, "sha256": sha256_file(path),
+            "size": os.path.getsize(path)}
+    notes = QWEN_NOTES + [gguf_tensor_note(path)]
+    fx = base_fixture(name, desc, m, {}, notes, vers)
+    fx["probe_ids"] = probes
+    fx["prompts"] = []
+    prompts = [(pname, text, tok(text).input_ids, None) for pname, text in QWEN_PROMPTS]
+    chat_text, chat_ids = qwen_chat_prompt(tok)
+    prompts.append(("chat", chat_text, chat_ids, QWEN_CHAT))
+    for pname, text, ids, messages in prompts:
+        if len(ids) > QWEN_MAX_PROMPT_TOKENS:
+            raise SystemExit(f"{name}/{pname}: {len(ids)} tokens > {QWEN_MAX_PROMPT_TOKENS}")
+        e = prompt_entry(m, pname, ids, probes, text=text, fixture=name, tok=tok)
+        if messages is not None:
+            e = {"name": e.pop("name"), "messages": messages, "add_generation_prompt": True, **e}
+        fx["prompts"].append(e)
+    write_fixture(name, fx)
+
+    # greedy continuation of the chat prompt
+    import torch
+    n_new = QWEN_GREEDY_TOKENS
+    with torch.no_grad():
+        out = m.generate(torch.tensor([chat_ids]), attention_mask=torch.ones(1, len(chat_ids), dtype=torch.long),
+                         max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, num_beams=1,
+                         pad_token_id=tok.pad_token_id)
+    gen = [int(i) for i in out[0][len(chat_ids):]]
+    fxg = base_fixture(name + "_greedy", desc, m, {}, notes + [
+        f"HF generate(do_sample=False, num_beams=1, max_new_tokens={n_new}, min_new_tokens={n_new}) from the chat "
+        "prompt: EOS suppressed, HF KV cache."], vers)
+    fxg["prompt_messages"] = QWEN_CHAT
+    fxg["prompt_text"] = chat_text
+    fxg["prompt_ids"] = [int(i) for i in chat_ids]
+    fxg["new_tokens"] = n_new
+    fxg["generated_ids"] = gen
+    fxg["generated_text"] = tok.decode(gen)
+    write_fixture(name + "_greedy", fxg)
+
+
 SYNTH_NOTES = {
     "llama": ["llama.cpp arch 'llama'; Q/K stored permuted (llama.cpp layout, RoPE 'normal' = adjacent "
               "pairs); HF un-permutes and uses rotate_half: identical math."],
@@ -469,6 +568,8 @@ ALL_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K
 
 def all_fixtures():
     fx = {"stories260k": ("stories", None), "gemma3_270m_q4km": ("gemma", None)}
+    for name in QWEN_MODELS:
+        fx[name] = ("qwen", name)
     for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma3"]:
         fx[f"synth_{arch}_f32"] = ("synth", (arch, "F32"))
     for t in ALL_TYPES[1:]:
@@ -478,8 +579,8 @@ def all_fixtures():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", nargs="*", help="fixture names (stories260k also writes stories260k_greedy, "
-                                              "gemma3_270m_q4km also writes gemma3_270m_q4km_greedy)")
+    ap.add_argument("--only", nargs="*", help="fixture names (stories260k, gemma3_270m_q4km and the qwen25_* "
+                                              "fixtures also write their NAME_greedy)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--synth-dir", default=os.path.join(tempfile.gettempdir(), "kvsqueeze-synth"))
     a = ap.parse_args()
@@ -500,6 +601,8 @@ def main():
             fx_stories(vers)
         elif kind == "gemma":
             fx_gemma(vers)
+        elif kind == "qwen":
+            fx_qwen(arg, vers)
         else:
             fx_synth(*arg, vers, a.synth_dir)
         print(f"  {n}: {time.time() - t0:.1f}s", flush=True)
