@@ -174,6 +174,34 @@ TEST(Tokenizer, GemmaEncodes32kTokensFast) {
   EXPECT_EQ(l.tok->decode(ids, true), text);
 }
 
+// --- Byte-level BPE: Qwen2.5-Coder-0.5B-Instruct (the default model) -----------------------------
+
+TEST(TokenizerDefaultModel, QwenCoderMatchesReference) {
+  const std::string path = test_paths::default_model();
+  if (path.empty()) GTEST_SKIP() << "default model not downloaded (scripts/get_model.sh qwen2.5-0.5b-instruct)";
+  auto l = load_gguf(path);
+  const Tokenizer& tok = *l.tok;
+  EXPECT_EQ(tok.model_type(), "gpt2");
+  EXPECT_EQ(tok.vocab_size(), 151936);
+  EXPECT_EQ(tok.bos_id(), 151643);  // <|endoftext|>
+  EXPECT_EQ(tok.eos_id(), 151645);  // <|im_end|>
+  EXPECT_FALSE(tok.add_bos_by_default());
+  EXPECT_FALSE(tok.decode_strips_leading_space());
+  EXPECT_EQ(tok.token_text(151644), "<|im_start|>");
+  EXPECT_EQ(tok.token_text(151645), "<|im_end|>");
+  EXPECT_TRUE(tok.is_end_of_generation(151645));
+  EXPECT_TRUE(tok.is_end_of_generation(151643));
+  EXPECT_FALSE(tok.is_end_of_generation(151644));
+  EXPECT_TRUE(tok.is_control(151644));
+  EXPECT_FALSE(tok.is_control(151657));  // <tool_call> is user-defined
+  check_against_fixture(tok, load_json("qwen2.5-coder-0.5b-instruct.json"));
+  for (const auto& text : kRoundTrip) EXPECT_EQ(tok.decode(tok.encode(text, false)), text) << text;
+  EXPECT_EQ(tok.decode(tok.encode("  two leading spaces", false)), "  two leading spaces");
+  // Control tokens are single ids with parse_special, and ordinary text without it.
+  EXPECT_EQ(tok.encode("<|im_start|>user\n", false), (std::vector<int32_t>{151644, 872, 198}));
+  for (int32_t id : tok.encode("<|im_start|>", false, false)) EXPECT_FALSE(tok.is_control(id));
+}
+
 // --- Byte-level BPE -----------------------------------------------------------------------------
 
 TEST(Tokenizer, BpeQwen2MatchesReference) {

@@ -6,12 +6,20 @@ The reference is what the kvpress pipeline runs: the HF transformers tokenizer b
 models' official Jinja chat templates.
 
     /tmp/refenv/bin/python scripts/reference/make_tokenizer_fixtures.py
+    /tmp/refenv/bin/python scripts/reference/make_tokenizer_fixtures.py --only qwen  # the two Qwen files
     # needs transformers (5.x), tokenizers, gguf, jinja2; run make_bpe_test_gguf.py first
 
 Writes into tests/fixtures/tokenizer/:
   stories260K.json       llama/SentencePiece vocabulary, 512 tokens (../shared/models/stories260K.gguf)
   gemma-3-270m.json      Gemma 3 SentencePiece vocabulary, 262144 tokens (the default model, from
                          ~/.cache/kvsqueeze/models; skipped with a note when absent)
+  qwen2.5-coder-0.5b-instruct.json
+                         byte-level BPE, pre=qwen2, 151936 tokens: the real Qwen2.5-Coder-0.5B-Instruct
+                         GGUF (the default model, scripts/get_model.sh qwen2.5-0.5b-instruct)
+  qwen2.5-coder-chat.json
+                         the Qwen GGUFs' own tokenizer.chat_template as HF's apply_chat_template renders
+                         it (text and ids), with and without a system message, for the 0.5B and 1.5B
+                         models (each skipped with a note when absent)
   bpe-qwen2.json         byte-level BPE, pre=qwen2     (bpe-qwen2.gguf from make_bpe_test_gguf.py)
   bpe-llama3.json        byte-level BPE, pre=llama-bpe (bpe-llama3.gguf)
   bpe-pre-variants.json  the bpe-qwen2 vocabulary under every other pre-tokenizer we implement
@@ -70,8 +78,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
 OUT = os.path.join(REPO, "tests", "fixtures", "tokenizer")
 STORIES = os.path.normpath(os.path.join(REPO, "..", "shared", "models", "stories260K.gguf"))
-GEMMA = os.environ.get("KVSQ_DEFAULT_MODEL") or os.path.expanduser(
+GEMMA = os.environ.get("KVSQ_GEMMA_MODEL") or os.path.expanduser(
     "~/.cache/kvsqueeze/models/gemma-3-270m-q4_k_m.gguf")
+QWEN05 = os.environ.get("KVSQ_DEFAULT_MODEL") or os.path.expanduser(
+    "~/.cache/kvsqueeze/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+QWEN15 = os.environ.get("KVSQ_QWEN15_MODEL") or os.path.expanduser(
+    "~/.cache/kvsqueeze/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
 
 # --- work around get_gguf_tokenizer indexing the token list with "none" ids ----------------------
 _read_gguf_metadata = gguf_reader.read_gguf_metadata
@@ -399,7 +411,85 @@ def chat_fixture():
     return {"templates": out}
 
 
+# --- the real Qwen2.5-Coder instruct models -------------------------------------------------------
+
+def versions():
+    import importlib.metadata as md
+    import transformers
+    return {name: md.version(name) for name in ("tokenizers", "jinja2", "gguf")} | {
+        "transformers": transformers.__version__, "python": sys.version.split()[0]}
+
+
+QWEN_SYSTEM = {"role": "system", "content": "You are a concise assistant."}
+QWEN_TURNS = [{"role": "user", "content": "What is the capital of France?"},
+              {"role": "assistant", "content": "Paris."},
+              {"role": "user", "content": "And of Germany?"}]
+# name, messages, add_generation_prompt
+QWEN_CONVERSATIONS = [
+    ("system_user_assistant_user", [QWEN_SYSTEM] + QWEN_TURNS, True),
+    ("user_assistant_user", QWEN_TURNS, True),  # the template inserts its default system prompt
+    ("user", [{"role": "user", "content": "Write a Python function that checks whether a number is prime."}], True),
+    ("system_user_no_generation_prompt", [QWEN_SYSTEM, QWEN_TURNS[0]], False),
+    ("unicode_and_spaces", [{"role": "user", "content": "  Hello \u2014 caf\u00e9 \u6771\u4eac \U0001f600\n"}], True),
+]
+
+
+def qwen_chat_fixture():
+    """HF's rendering of each Qwen GGUF's own chat template (tok.chat_template is read from
+    tokenizer.chat_template by the GGUF loader), as text and as ids."""
+    import hashlib
+    models = []
+    for path in (QWEN05, QWEN15):
+        if not os.path.exists(path):
+            print(f"note: {path} not found, left out of qwen2.5-coder-chat.json", file=sys.stderr)
+            continue
+        tok = load(path)
+        cases = []
+        for name, messages, gen in QWEN_CONVERSATIONS:
+            text = tok.apply_chat_template(messages, add_generation_prompt=gen, tokenize=False)
+            enc = tok.apply_chat_template(messages, add_generation_prompt=gen, tokenize=True)
+            ids = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
+            if ids != tok.encode(text, add_special_tokens=False):
+                raise SystemExit(f"{name}: apply_chat_template ids differ from encode(rendered text)")
+            cases.append({"name": name, "messages": messages, "add_generation_prompt": gen,
+                          "expected_text": text, "expected_ids": ids})
+        models.append({
+            "gguf": os.path.basename(path),
+            "chat_template_sha256": hashlib.sha256(tok.chat_template.encode("utf-8")).hexdigest(),
+            "chat_template": tok.chat_template,
+            "bos_token": tok.bos_token, "eos_token": tok.eos_token,
+            "cases": cases,
+        })
+    return {
+        "note": "tok = AutoTokenizer.from_pretrained(dir, gguf_file=name); expected_text = "
+                "tok.apply_chat_template(messages, add_generation_prompt=..., tokenize=False); expected_ids = "
+                "apply_chat_template(..., tokenize=True) (== tok.encode(expected_text, add_special_tokens=False), "
+                "checked). The template is the GGUF's tokenizer.chat_template (the official Qwen2.5 one): without a "
+                "system message it inserts 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.'",
+        "versions": versions(),
+        "models": models,
+    }
+
+
+def qwen_fixtures():
+    if os.path.exists(QWEN05):
+        fx = tokenizer_fixture("qwen2.5-coder-0.5b-instruct", os.path.basename(QWEN05), load(QWEN05),
+                               "Qwen2.5-Coder-0.5B-Instruct: byte-level BPE, tokenizer.ggml.pre=qwen2, 151936 tokens")
+        fx["versions"] = versions()
+        write("qwen2.5-coder-0.5b-instruct.json", fx)
+    else:
+        print(f"note: {QWEN05} not found, qwen2.5-coder-0.5b-instruct.json left as it is", file=sys.stderr)
+    write("qwen2.5-coder-chat.json", qwen_chat_fixture())
+
+
 def main():
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=["qwen"], help="write only the Qwen tokenizer and chat fixtures")
+    if ap.parse_args().only == "qwen":
+        os.makedirs(OUT, exist_ok=True)
+        qwen_fixtures()
+        return
     os.makedirs(OUT, exist_ok=True)
     write("stories260K.json", tokenizer_fixture("stories260K", "stories260K.gguf", load(STORIES),
                                                 "llama SentencePiece vocabulary, 512 tokens"))
@@ -423,6 +513,7 @@ def main():
     write("bpe-llama3.json", fixture)
     write("bpe-pre-variants.json", pre_variants_fixture(qwen2))
     write("chat_templates.json", chat_fixture())
+    qwen_fixtures()
 
 
 if __name__ == "__main__":
