@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "fixture_models.h"
 #include "kvsqueeze/chat_template.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/gguf.h"
@@ -174,4 +175,44 @@ TEST(ChatTemplate, RenderedBosIsNotDoubled) {
   ASSERT_GE(ids.size(), 2u);
   EXPECT_EQ(ids[0], tok->bos_id());
   EXPECT_NE(ids[1], tok->bos_id());
+}
+
+// The built-in chatml template on the real Qwen2.5-Coder GGUFs against HF's apply_chat_template with
+// the files' own tokenizer.chat_template (fixture from make_tokenizer_fixtures.py --only qwen): the
+// same text and the same ids, with a system message and without one (where Qwen2.5's template puts
+// its default system prompt).
+TEST(ChatTemplateDefaultModel, QwenMatchesHfApplyChatTemplate) {
+  std::ifstream in(test_paths::fixtures() + "/tokenizer/qwen2.5-coder-chat.json");
+  ASSERT_TRUE(in) << "missing fixture qwen2.5-coder-chat.json";
+  const json fx = json::parse(in);
+  ASSERT_EQ(fx["models"].size(), 2u);
+  int checked = 0;
+  std::string absent;
+  for (const auto& m : fx["models"]) {
+    const std::string gguf = m["gguf"];
+    const fixture_models::RealModel model = fixture_models::real_model(gguf);
+    if (model.path.empty()) {
+      absent += " " + gguf + " (" + model.get + ")";
+      continue;
+    }
+    auto file = GgufFile::open(model.path);
+    const ChatTemplate tmpl = ChatTemplate::for_model(*file);
+    EXPECT_EQ(tmpl.name(), "chatml") << gguf;
+    EXPECT_EQ(tmpl.default_system(), "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.") << gguf;
+    EXPECT_FALSE(tmpl.renders_bos()) << gguf;
+    auto tok = Tokenizer::from_gguf(*file);
+    for (const auto& c : m["cases"]) {
+      const std::string label = gguf + " " + c["name"].get<std::string>();
+      const std::string want_text = c["expected_text"];
+      const auto want_ids = c["expected_ids"].get<std::vector<int32_t>>();
+      const std::string text = tmpl.apply(messages_of(c["messages"]), c["add_generation_prompt"]);
+      EXPECT_EQ(text, want_text) << label;
+      // The ids of our rendering as the engine encodes a prompt, and of HF's text (the tokenizer alone).
+      EXPECT_EQ(tok->encode(text, tok->add_bos_by_default()), want_ids) << label;
+      EXPECT_EQ(tok->encode(want_text, false), want_ids) << label;
+    }
+    checked++;
+  }
+  if (!absent.empty()) std::printf("[ chat     ] not checked, absent:%s\n", absent.c_str());
+  if (checked == 0) GTEST_SKIP() << "no Qwen model present:" << absent;
 }
