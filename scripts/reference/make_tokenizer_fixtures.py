@@ -11,8 +11,8 @@ models' official Jinja chat templates.
 
 Writes into tests/fixtures/tokenizer/:
   stories260K.json       llama/SentencePiece vocabulary, 512 tokens (../shared/models/stories260K.gguf)
-  gemma-3-270m.json      Gemma 3 SentencePiece vocabulary, 262144 tokens (the default model, from
-                         ~/.cache/kvsqueeze/models; skipped with a note when absent)
+  gemma-3-270m.json      Gemma 3 SentencePiece vocabulary, 262144 tokens (scripts/get_model.sh gemma3-270m,
+                         or KVSQ_GEMMA_MODEL; skipped with a note when absent)
   qwen2.5-coder-0.5b-instruct.json
                          byte-level BPE, pre=qwen2, 151936 tokens: the real Qwen2.5-Coder-0.5B-Instruct
                          GGUF (the default model, scripts/get_model.sh qwen2.5-0.5b-instruct)
