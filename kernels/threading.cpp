@@ -3,11 +3,17 @@
 #include <omp.h>
 
 #include <cstdlib>
+#include <string>
 #include <thread>
+
+#include "kvsqueeze/error.h"
 
 namespace kvsqueeze::kernels {
 
 void set_num_threads(int n) {
+  // OpenMP would try to start every one of them (100000 threads crash the process).
+  if (n < 0 || n > kMaxThreads)
+    throw Error("threads must be between 0 (one per core) and " + std::to_string(kMaxThreads) + ", got " + std::to_string(n));
   if (n <= 0) {
     // OMP_NUM_THREADS, when set, is the default (the test suite runs processes side by side).
     const char* env = std::getenv("OMP_NUM_THREADS");

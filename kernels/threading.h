@@ -2,7 +2,9 @@
 // Thread-count control for all kernels (OpenMP).
 namespace kvsqueeze::kernels {
 
-void set_num_threads(int n);  // n <= 0: one per core
+constexpr int kMaxThreads = 1024;
+// n == 0: one per core (or OMP_NUM_THREADS); throws kvsqueeze::Error outside [0, kMaxThreads].
+void set_num_threads(int n);
 int num_threads();
 
 }  // namespace kvsqueeze::kernels

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "cli_runner.h"
 
 namespace {
@@ -88,4 +90,38 @@ TEST(CliErrors, BadFlagsAndValues) {
   expect_clean_error(run_cli("nosuchcommand"), "unknown command 'nosuchcommand'");
   expect_clean_error(run_cli("bench -m " + kStories + " --ctx 64 --ratio 0.5 --press nosuch"), "unknown press 'nosuch'");
   expect_clean_error(run_cli("bench -m " + kStories + " --ctx 64 --ratio 1.5"), "--ratio expects");
+}
+
+// Defects found by trying the CLI as a new user (regression tests).
+TEST(CliErrors, ThreadCountHasARange) {
+  for (const std::string& cmd : {"generate -m " + kStories + " -p hi -n 1", "eval kld -m " + kStories + " --lengths 32 -o " +
+                                     test_paths::scratch_dir() + "/threads_eval" + test_paths::process_tag()})
+    for (const char* n : {"100000", "-1"})
+      expect_clean_error(run_cli(cmd + " --threads " + n), "threads must be between 0 (one per core) and 1024");
+}
+
+TEST(CliErrors, WholePromptPressesWithExtraPassesGenerate) {
+  // kvzip and kvcompose run extra passes over the context; the first token still comes from it.
+  for (const std::string press : {"kvzip", "kvcompose"}) {
+    const CliResult r = run_cli("generate -m " + kStories + " -p 'Once upon a time there was a girl' --press " + press +
+                                " --ratio 0.5 -n 4 --json");
+    ASSERT_EQ(r.status, 0) << press << ": " << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j.at("output_tokens").size(), 4u) << press;
+    EXPECT_EQ(j.at("stop_reason"), "max_tokens") << press;
+  }
+}
+
+TEST(CliErrors, FullContextIsReported) {
+  const CliResult r = run_cli("generate -m " + kStories + " -p 'Once upon a time' --ctx-size 8 -n 100 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("the context of 8 positions is full (raise --ctx-size"), std::string::npos) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("stop_reason"), "context_full");
+  // The cache holds all 8 positions; the last token is sampled from position 7's logits.
+  EXPECT_EQ(j.at("prompt_tokens").size() + j.at("output_tokens").size(), 9u);
+  // Stopping at -n is not a full context.
+  const CliResult fits = run_cli("generate -m " + kStories + " -p 'Once upon a time' --ctx-size 64 -n 4 --json");
+  ASSERT_EQ(fits.status, 0) << fits.err;
+  EXPECT_EQ(fits.err.find("is full"), std::string::npos) << fits.err;
 }

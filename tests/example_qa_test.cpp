@@ -68,7 +68,7 @@ TEST(ExampleLongContextQa, StoriesRunsEverySettingWithItsRealSize) {
 TEST(ExampleLongContextQa, BadSettingIsOneClearError) {
   const std::string doc = write_file("qa_doc.txt", story());
   const std::string questions = write_file("qa_questions.txt", "Who?\n");
-  for (const std::string& bad : {"snapkv@1.5", "nosuchpress@0.5", "snapkv", "snapkv@x"}) {
+  for (const std::string bad : {"snapkv@1.5", "nosuchpress@0.5", "snapkv", "snapkv@x"}) {
     const CliResult r = run_program(test_paths::example_qa_path(), test_paths::stories260k() + " " + doc + " " + questions + " " + bad);
     EXPECT_EQ(r.status, 1) << bad;
     EXPECT_EQ(r.err_lines(), 1) << bad << ": " << r.err;

@@ -14,6 +14,7 @@ struct GenerationResult {
   std::vector<int32_t> tokens;  // generated ids, the end-of-generation token excluded
   std::string text;
   bool stopped_at_eog = false;
+  bool stopped_at_context_end = false;  // the session's context size was reached before max_new
   int64_t prompt_tokens = 0;
   double prefill_ms = 0.0;
   double decode_ms = 0.0;  // sampling and evaluating the generated tokens

@@ -38,6 +38,8 @@ class Session {
   // not pass the context size. Key re-rotation renumbers the kept context to 0..n-1 and then
   // continues at n (the last logits stay those of the context's last token).
   void set_next_position(int32_t pos);
+  // Sets the logits the next sampled token comes from (those of the token at next_position - 1).
+  void set_last_logits(std::vector<float> logits);
   // Allocates cache room for n more tokens now, so that a known prompt plus generation never
   // reallocates (capped at the context size).
   void reserve(int64_t n_more);

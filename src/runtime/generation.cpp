@@ -35,7 +35,10 @@ GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, 
     }
     r.tokens.push_back(id);
     emit(detok.feed(id));
-    if (session.next_position() >= session.options().ctx_size) break;  // context full: stop cleanly
+    if (session.next_position() >= session.options().ctx_size) {  // context full: stop cleanly, and say so
+      r.stopped_at_context_end = i + 1 < max_new;
+      break;
+    }
     logits = session.eval({id});  // keep the cache complete so the text can be continued
   }
   emit(detok.flush());

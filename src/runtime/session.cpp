@@ -107,6 +107,13 @@ void Session::set_next_position(int32_t pos) {
   next_pos_ = pos;
 }
 
+void Session::set_last_logits(std::vector<float> logits) {
+  if (static_cast<int64_t>(logits.size()) != model_.config().n_vocab)
+    throw Error("cannot set " + std::to_string(logits.size()) + " logits for a vocabulary of " +
+                std::to_string(model_.config().n_vocab));
+  logits_ = std::move(logits);
+}
+
 void Session::reserve(int64_t n_more) { cache_->reserve(std::min<int64_t>(n_more, options_.ctx_size - next_pos_)); }
 
 void Session::rollback_to(int32_t pos) {

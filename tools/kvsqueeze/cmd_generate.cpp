@@ -230,6 +230,15 @@ int run(GenerateArgs& a) {
     }
     main_result = answers[0];
   }
+  // Generation that ran out of context stops early: say so, on stderr in every mode.
+  bool context_full = main_result.stopped_at_context_end;
+  for (const auto& r : answers) context_full = context_full || r.stopped_at_context_end;
+  if (context_full)
+    std::fprintf(stderr, "[kvsqueeze] stopped early: the context of %lld positions is full (raise --ctx-size, at most %lld)\n",
+                 static_cast<long long>(session.options().ctx_size), static_cast<long long>(cfg.n_ctx_train));
+  auto stop_reason = [](const GenerationResult& r) {
+    return r.stopped_at_eog ? "end_of_generation" : r.stopped_at_context_end ? "context_full" : "max_tokens";
+  };
   if (!a.json) {
     std::printf("\n");
     const auto t = timings_json(main_result);
@@ -245,6 +254,7 @@ int run(GenerateArgs& a) {
   j["prompt_tokens"] = prompt_ids;
   j["output_tokens"] = main_result.tokens;
   j["text"] = main_result.text;
+  j["stop_reason"] = stop_reason(main_result);
   j["kv_bytes_held"] = session.cache().bytes_held();
   j["kv_bytes_used"] = session.cache().bytes_used();
   j["kv_bytes_full"] = session.kv_bytes_full();
@@ -268,7 +278,7 @@ int run(GenerateArgs& a) {
     nlohmann::json arr = nlohmann::json::array();
     for (size_t i = 0; i < answers.size(); ++i)
       arr.push_back({{"question", a.questions[i]}, {"output_tokens", answers[i].tokens}, {"text", answers[i].text},
-                     {"timings", timings_json(answers[i])}});
+                     {"stop_reason", stop_reason(answers[i])}, {"timings", timings_json(answers[i])}});
     j["answers"] = arr;
   }
   std::cout << j.dump() << "\n";
