@@ -193,6 +193,13 @@ TEST(EvalResultsLog, MalformedMiddleLineNamesItsLineNumber) {
 //                              kv held: only ruler/a has it -> 1.00, achieved 0.5000
 //  mean over tasks, none: (75 + 100) / 2 = 87.50, n 4; kv held 3.00 (ruler/a only)
 //  kld knorm .5: KL scores 0.1, 0.3 -> 0.2 nats; top1 0.9, 0.7 -> 80.00 %; ppl_ratio 1.1, 1.3 -> 1.2000
+// 95% intervals (half-widths), by hand: t(0.975; 1) = 12.706, t(0.975; 2) = 4.303;
+//  ruler/a none: s = 35.355, se = 25       -> 12.706 * 25 = 317.65
+//  ruler/b none: s = 0                     -> 0.00
+//  ruler/a snapkv: s = 25, se = 14.434     -> 4.303 * 14.434 = 62.11
+//  ruler/b snapkv, with options: n = 1     -> none (empty)
+//  mean over tasks, none: 1.96 * sqrt(25^2 + 0^2) / 2 = 24.50; snapkv: ruler/b has 1 sample -> none
+//  kld knorm: s = 0.141421, se = 0.1       -> 12.706 * 0.1 = 1.27
 std::vector<json> hand_made_results() {
   std::vector<json> results;
   auto add = [&](json r, double kv_held, double achieved) {
@@ -225,16 +232,16 @@ TEST(EvalReportSummary, CsvHoldsHandComputedMeans) {
   const fs::path dir = scratch.path;
   auto files = kvsqueeze::eval::write_report(hand_made_results(), dir.string());
   const std::string csv = read_text(dir / "summary.csv");
-  EXPECT_EQ(csv.substr(0, csv.find('\n')), "kind,task,press,ratio,n,tasks,score,kl,top1,ppl_ratio,kv_held_mib,achieved_ratio");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "kind,task,press,ratio,n,tasks,score,score_ci95,kl,top1,ppl_ratio,kv_held_mib,achieved_ratio");
   for (const char* line : {
-           "ruler,ruler/a,none,0,2,1,75.00,,,,3.00,0.0000\n",
-           "ruler,ruler/b,none,0,2,1,100.00,,,,,\n",
-           "ruler,ruler/a,snapkv,0.5,3,1,25.00,,,,1.00,0.5000\n",
-           "ruler,ruler/b,snapkv,0.5,1,1,100.00,,,,,\n",
-           "ruler,ruler/a,snapkv [window=64],0.5,1,1,100.00,,,,,\n",
-           "ruler,mean over tasks,snapkv,0.5,4,2,62.50,,,,1.00,0.5000\n",
-           "ruler,mean over tasks,none,0,4,2,87.50,,,,3.00,0.0000\n",
-           "kld,kld,knorm,0.5,2,1,0.2,,80.00,1.2000,,\n",
+           "ruler,ruler/a,none,0,2,1,75.00,317.65,,,,3.00,0.0000\n",
+           "ruler,ruler/b,none,0,2,1,100.00,0.00,,,,,\n",
+           "ruler,ruler/a,snapkv,0.5,3,1,25.00,62.11,,,,1.00,0.5000\n",
+           "ruler,ruler/b,snapkv,0.5,1,1,100.00,,,,,,\n",
+           "ruler,ruler/a,snapkv [window=64],0.5,1,1,100.00,,,,,,\n",
+           "ruler,mean over tasks,snapkv,0.5,4,2,62.50,,,,,1.00,0.5000\n",
+           "ruler,mean over tasks,none,0,4,2,87.50,24.50,,,,3.00,0.0000\n",
+           "kld,kld,knorm,0.5,2,1,0.2,1.27,,80.00,1.2000,,\n",
        })
     EXPECT_NE(csv.find(line), std::string::npos) << "missing " << line << "in\n" << csv;
   // The baseline comes before the presses of its task.
@@ -248,14 +255,17 @@ TEST(EvalReportSummary, MarkdownTablesPerKind) {
   const std::string md = read_text(dir / "summary.md");
   for (const char* text : {
            "## ruler\n",
-           "| task | press | ratio | score | n | KV held (MiB) | achieved ratio |\n",
-           "| ruler/a | none | 0 | 75.00 | 2 | 3.00 | 0.0000 |\n",
-           "| ruler/b | snapkv | 0.5 | 100.00 | 1 | – | – |\n",
+           "| task | press | ratio | score | ±95% | n | KV held (MiB) | achieved ratio |\n",
+           "| ruler/a | none | 0 | 75.00 | 317.65 | 2 | 3.00 | 0.0000 |\n",
+           "| ruler/b | snapkv | 0.5 | 100.00 | – | 1 | – | – |\n",
            "### ruler: mean over tasks (2 tasks)\n",
-           "| 2 | snapkv | 0.5 | 62.50 | 4 | 1.00 | 0.5000 |\n",
+           "| 2 | snapkv | 0.5 | 62.50 | – | 4 | 1.00 | 0.5000 |\n",
+           "| 2 | none | 0 | 87.50 | 24.50 | 4 | 3.00 | 0.0000 |\n",
+           "| none | 87.50 ± 24.50 | – |\n",
+           "| knorm | 0.2 ± 1.27 |\n",
            "## kld\n",
-           "| task | press | ratio | KL (nats) | top-1 (%) | ppl ratio | n | KV held (MiB) | achieved ratio |\n",
-           "| kld | knorm | 0.5 | 0.2 | 80.00 | 1.2000 | 2 | – | – |\n",
+           "| task | press | ratio | KL (nats) | ±95% | top-1 (%) | ppl ratio | n | KV held (MiB) | achieved ratio |\n",
+           "| kld | knorm | 0.5 | 0.2 | 1.27 | 80.00 | 1.2000 | 2 | – | – |\n",
        })
     EXPECT_NE(md.find(text), std::string::npos) << "missing " << text << "in\n" << md;
 }

@@ -16,16 +16,36 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kMiB = 1024.0 * 1024.0;
 
+// Two-sided 95% quantile of Student's t with df degrees of freedom (a table to 30, then the
+// Cornish-Fisher expansion z + (z^3 + z) / (4 df), within 0.2% of the exact value from df 31).
+double t95(int64_t df) {
+  static const double table[] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                                 2.201,  2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+                                 2.080,  2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
+  if (df < 1) return kNaN;
+  if (df <= 30) return table[df - 1];
+  const double z = 1.959964;
+  return z + (z * z * z + z) / (4.0 * static_cast<double>(df));
+}
+
 // A running mean that stays NaN when nothing was added.
 struct Mean {
-  double sum = 0;
+  double sum = 0, sum_sq = 0;
   int64_t count = 0;
   void add(double v) {
     if (!std::isfinite(v)) return;
     sum += v;
+    sum_sq += v * v;
     ++count;
   }
   double value() const { return count ? sum / static_cast<double>(count) : kNaN; }
+  // Squared standard error of the mean (sample variance / n); NaN below 2 values.
+  double se_sq() const {
+    if (count < 2) return kNaN;
+    const double n = static_cast<double>(count), mean = sum / n;
+    return std::max(0.0, (sum_sq - n * mean * mean) / (n - 1.0)) / n;
+  }
+  double ci95() const { return t95(count - 1) * std::sqrt(se_sq()); }
 };
 
 double number_or_nan(const nlohmann::json& object, const char* name) {
@@ -77,6 +97,9 @@ std::string format(const char* spec, double value) {
 std::string format_ratio(double ratio) { return format("%g", ratio); }
 std::string format_score(const SummaryRow& row) {
   return format(is_divergence_kind(row.kind) ? "%.6g" : "%.2f", row.score);
+}
+std::string format_ci(const SummaryRow& row) {
+  return format(is_divergence_kind(row.kind) ? "%.3g" : "%.2f", row.score_ci95);
 }
 
 std::string csv_field(const std::string& text) {
@@ -163,6 +186,7 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
   // Means over tasks: each task counts once, whatever its number of samples (RULER's headline).
   struct MeanAccumulator {
     Mean score, kl, top1, ppl_ratio, kv_held, achieved;
+    double se_sq_sum = 0, single_task_ci = kNaN;  // one task: its own t interval
     int64_t n = 0, tasks = 0;
     bool own_budget = false;
   };
@@ -179,6 +203,7 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     std::tie(row.kind, row.task, row.press, row.ratio) = key;
     row.n = cell.score.count;
     row.score = cell.score.value();
+    row.score_ci95 = cell.score.ci95();
     row.kl = cell.kl.value();
     row.top1 = cell.top1.value();
     row.ppl_ratio = cell.ppl_ratio.value();
@@ -189,6 +214,8 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
 
     MeanAccumulator& mean = means[{row.kind, row.press, row.ratio}];
     mean.score.add(row.score);
+    mean.se_sq_sum += cell.score.se_sq();  // NaN (no interval) as soon as one task has fewer than 2 samples
+    mean.single_task_ci = row.score_ci95;
     mean.kl.add(row.kl);
     mean.top1.add(row.top1);
     mean.ppl_ratio.add(row.ppl_ratio);
@@ -205,6 +232,8 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     row.n = mean.n;
     row.tasks = mean.tasks;
     row.score = mean.score.value();
+    row.score_ci95 = mean.tasks == 1 ? mean.single_task_ci
+                                     : 1.959964 * std::sqrt(mean.se_sq_sum) / static_cast<double>(mean.tasks);
     row.kl = mean.kl.value();
     row.top1 = mean.top1.value();
     row.ppl_ratio = mean.ppl_ratio.value();
@@ -217,10 +246,10 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
 }
 
 std::string summary_csv(const Summary& summary) {
-  std::string text = "kind,task,press,ratio,n,tasks,score,kl,top1,ppl_ratio,kv_held_mib,achieved_ratio\n";
+  std::string text = "kind,task,press,ratio,n,tasks,score,score_ci95,kl,top1,ppl_ratio,kv_held_mib,achieved_ratio\n";
   auto append = [&](const SummaryRow& row) {
     text += csv_field(row.kind) + "," + csv_field(row.task) + "," + csv_field(row.press) + "," + format_ratio(row.ratio) +
-            "," + std::to_string(row.n) + "," + std::to_string(row.tasks) + "," + format_score(row) + "," +
+            "," + std::to_string(row.n) + "," + std::to_string(row.tasks) + "," + format_score(row) + "," + format_ci(row) + "," +
             format("%.6g", row.kl) + "," + format("%.2f", row.top1) + "," + format("%.4f", row.ppl_ratio) + "," +
             format("%.2f", row.kv_held_mib) + "," + format("%.4f", row.achieved_ratio) + "\n";
   };
@@ -233,21 +262,24 @@ std::string summary_markdown(const Summary& summary) {
   std::string text = "# Evaluation summary\n\n";
   text += "Scores are means x100 (kld: the mean per-token KL divergence in nats, lower is better). "
           "Press `none` is the uncompressed baseline, shown at ratio 0. KV held is the mean cache size in MiB; "
-          "achieved is 1 - kept slots / full slots.\n";
+          "achieved is 1 - kept slots / full slots. ±95% is the half-width of the 95% confidence interval of the mean "
+          "(Student's t over a task's samples; for a mean over tasks, 1.96 standard errors of the mean of the task means; "
+          "none with fewer than 2 samples).\n";
   std::set<std::string> kinds;
   for (const SummaryRow& row : summary.rows) kinds.insert(row.kind);
   for (const std::string& kind : kinds) {
     const bool divergence = is_divergence_kind(kind);
     text += "\n## " + kind + "\n\n";
-    std::vector<std::string> header = {"task", "press", "ratio", divergence ? (kind == "kld" ? "KL (nats)" : "score") : "score"};
+    std::vector<std::string> header = {"task", "press", "ratio", divergence ? (kind == "kld" ? "KL (nats)" : "score") : "score",
+                                       "±95%"};
     if (divergence) header.insert(header.end(), {"KL (nats)", "top-1 (%)", "ppl ratio"});
-    if (divergence && kind == "kld") header.erase(header.begin() + 4);  // the score is the KL already
+    if (divergence && kind == "kld") header.erase(header.begin() + 5);  // the score is the KL already
     header.insert(header.end(), {"n", "KV held (MiB)", "achieved ratio"});
     std::vector<bool> right(header.size(), true);
     right[0] = right[1] = false;
     text += md_row(header) + md_separator(right);
     auto cells_of = [&](const SummaryRow& row, const std::string& first) {
-      std::vector<std::string> cells = {first, row.press, format_ratio(row.ratio), format_score(row)};
+      std::vector<std::string> cells = {first, row.press, format_ratio(row.ratio), format_score(row), format_ci(row)};
       if (divergence) {
         if (kind != "kld") cells.push_back(format("%.6g", row.kl));
         cells.push_back(format("%.2f", row.top1));
@@ -278,7 +310,7 @@ std::string summary_markdown(const Summary& summary) {
       if (row.kind == kind) {
         ratios.insert(row.ratio);
         if (std::find(presses.begin(), presses.end(), row.press) == presses.end()) presses.push_back(row.press);
-        at[{row.press, row.ratio}] = format_score(row);
+        at[{row.press, row.ratio}] = format_score(row) + (std::isfinite(row.score_ci95) ? " ± " + format_ci(row) : "");
       }
     text += "\n### " + kind + ": " + (kind == "kld" ? std::string("KL (nats)") : kind == "ppl" ? std::string("perplexity") : std::string("score x100")) + " by press and ratio\n\n";
     std::vector<std::string> pivot_header = {"press"};

@@ -23,6 +23,11 @@ struct SummaryRow {
   int64_t n = 0;                  // samples
   int64_t tasks = 1;              // tasks averaged (mean rows)
   double score = 0;               // mean score x100; divergence kinds: the mean as stored (kld: KL in nats)
+  // Half-width of the 95% confidence interval of `score`: Student's t on the samples of a task
+  // row (NaN below 2 samples); for a mean over tasks, 1.96 x the standard error of the mean of
+  // independent task means, sqrt(sum se_t^2) / tasks (NaN when a task has fewer than 2 samples;
+  // with one task, that task's t interval).
+  double score_ci95 = 0;
   double kl = 0, top1 = 0, ppl_ratio = 0;  // means of metrics.kl, metrics.top1 (x100), metrics.ppl_ratio; NaN if absent
   double kv_held_mib = 0, achieved_ratio = 0;  // means; NaN if absent
   bool own_budget = false;  // some result says its press set its own size: plot it at achieved_ratio
