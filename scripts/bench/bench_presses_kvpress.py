@@ -58,7 +58,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-DEFAULT_MODEL = os.path.expanduser("~/.cache/kvsqueeze/models/gemma-3-270m-q4_k_m.gguf")
+DEFAULT_MODEL = os.path.expanduser("~/.cache/kvsqueeze/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 DEFAULT_PRESSES = "knorm,random,streaming_llm,snapkv,tova,keydiff,observed_attention"
 
 

@@ -52,7 +52,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 CACHE = os.environ.get("KVSQ_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kvsqueeze")
-DEFAULT_MODEL = os.path.join(CACHE, "models", "gemma-3-270m-q4_k_m.gguf")
+DEFAULT_MODEL = os.path.join(CACHE, "models", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 DEFAULT_LLAMACPP_BIN = os.environ.get("LLAMACPP_BIN") or os.path.join(CACHE, "llama.cpp", "build", "bin")
 SYNTH_SCRIPT = os.path.join(REPO, "scripts", "synth", "make_synthetic_gguf.py")
 SYNTH_PYTHON = "/tmp/refenv/bin/python"
@@ -428,7 +428,7 @@ def resolve_models(a) -> list[str]:
         raise UsageError("no model to benchmark (--no-default-model without --model/--with-synth)")
     for m in models:
         if not os.path.isfile(m):
-            hint = " (run scripts/get_default_model.sh)" if m == DEFAULT_MODEL else ""
+            hint = " (run scripts/get_model.sh)" if m == DEFAULT_MODEL else ""
             raise UsageError(f"model not found: {m}{hint}")
     seen, out = set(), []
     for m in models:
