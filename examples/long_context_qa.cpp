@@ -12,7 +12,12 @@
 //
 //   long_context_qa MODEL.gguf DOCUMENT.txt QUESTIONS.txt [SETTING ...]
 //     QUESTIONS.txt: one question per line; SETTING as above
-//     (default: snapkv@0.5+q snapkv@0.75+q expected_attention@0.5)
+//     (default: chunkkv(snapkv)@0.5+q chunkkv(snapkv)@0.75+q expected_attention@0.5)
+//
+// Why ChunkKV by default: answers copied from the document ("ORANGE MARMALADE") need every token
+// of the phrase; per-token eviction at 2x can keep "MAR" and drop the next piece, and the model
+// then copies the wrong continuation ("ORANGE MARMADE" with snapkv, adakv, tova or
+// expected_attention on this model), where ChunkKV keeps whole runs of 20 consecutive tokens.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -120,7 +125,7 @@ int run(int argc, char** argv) {
   const std::string document = read_file(argv[2]);
   const std::vector<std::string> questions = read_lines(argv[3]);
   std::vector<std::string> specs(argv + 4, argv + argc);
-  if (specs.empty()) specs = {"snapkv@0.5+q", "snapkv@0.75+q", "expected_attention@0.5"};
+  if (specs.empty()) specs = {"chunkkv(snapkv)@0.5+q", "chunkkv(snapkv)@0.75+q", "expected_attention@0.5"};
 
   const auto model = Model::load(argv[1]);
   const Tokenizer& tok = model->tokenizer();

@@ -3,7 +3,7 @@
 # questions about a long document (chapter I of Alice's Adventures in Wonderland, ~2,700 tokens)
 # from the uncompressed KV cache and from caches compressed 2x and 4x, printing the answers, the
 # bytes each cache really holds and the speeds. Extra arguments replace the default settings,
-# e.g. scripts/demo.sh 'tova@0.5' 'adakv(snapkv)@0.75+q' (see examples/long_context_qa.cpp).
+# e.g. scripts/demo.sh 'snapkv@0.5+q' 'adakv(snapkv)@0.75+q' (see examples/long_context_qa.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

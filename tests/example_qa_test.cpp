@@ -79,14 +79,14 @@ TEST(ExampleLongContextQa, BadSettingIsOneClearError) {
   EXPECT_NE(missing.err.find("/nonexistent.txt"), std::string::npos) << missing.err;
 }
 
-// The demo's claim: query-aware SnapKV at 2x and 4x answers every question the uncompressed cache
-// answers. Each question's key fact is a phrase of the chapter (data/demo/questions.txt).
+// The demo's claim: query-aware ChunkKV(SnapKV) at 2x and 4x answers every question the
+// uncompressed cache answers (its default settings). Each question's key fact is a phrase of the chapter (data/demo/questions.txt).
 TEST(ExampleLongContextQaDefaultModel, CompressedAnswersKeepTheFacts) {
   const std::string model = test_paths::default_model();
   if (model.empty()) GTEST_SKIP() << "default model not present (scripts/get_model.sh)";
   const std::string demo = test_paths::source_dir() + "/data/demo/";
   const CliResult r = run_program(test_paths::example_qa_path(), model + " " + demo + "alice_chapter1.txt " + demo +
-                                                                     "questions.txt snapkv@0.5+q snapkv@0.75+q");
+                                                                     "questions.txt 'chunkkv(snapkv)@0.5+q' 'chunkkv(snapkv)@0.75+q'");
   ASSERT_EQ(r.status, 0) << r.err;
   const auto settings = parse(r.out);
   ASSERT_EQ(settings.size(), 3u) << r.out;

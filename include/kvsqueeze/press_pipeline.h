@@ -34,6 +34,12 @@ struct CompressionPolicy {
 // press's own trigger. PressRunner, generate and the eval suite all decide by this.
 CompressionPolicy effective_policy(CompressionPolicy policy, const Press* press);
 
+// Runs press.finish() on the context in `session` (presses that decide with every layer at hand:
+// global top-k, KVzip) and keeps the context's last logits: the first generated token comes from
+// them (compression does not change the pass that produced them), while finish()'s extra passes
+// would leave the session without any.
+void finish_press(Press& press, Session& session, const Budget& budget);
+
 class PressRunner {
  public:
   // `prefill_press` compresses the context (may be null: decoding only); `decode_press` the

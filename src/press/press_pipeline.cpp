@@ -46,6 +46,14 @@ PressRunner::~PressRunner() {
   session_.set_stats_request({});
 }
 
+void finish_press(Press& press, Session& session, const Budget& budget) {
+  std::vector<float> context_logits = session.last_logits();
+  const int32_t context_end = session.next_position();
+  press.finish(session, budget);
+  if (session.last_logits().empty() && session.next_position() == context_end && !context_logits.empty())
+    session.set_last_logits(std::move(context_logits));
+}
+
 void PressRunner::prefill(const std::vector<int32_t>& ids, int64_t slack) {
   decoding_ = false;
   session_.set_stats_request(prefill_press_ ? prefill_press_->needs() : StatsRequest{});
@@ -53,14 +61,8 @@ void PressRunner::prefill(const std::vector<int32_t>& ids, int64_t slack) {
   if (prefill_press_ && prefill_press_->needs_all_layers()) prefill_press_->set_budget(budget_);
   session_.eval(ids);
   if (prefill_press_ && prefill_press_->needs_all_layers() && (!budget_.none() || prefill_press_->own_budget())) {
-    // The first generated token comes from the context's own logits (compression does not change
-    // the pass that produced them); extra passes of finish() (KVzip) leave the session without them.
-    std::vector<float> context_logits = session_.last_logits();
-    const int32_t context_end = session_.next_position();
     session_.set_layer_hook(nullptr);  // its extra passes must not re-enter the runner
-    prefill_press_->finish(session_, budget_);
-    if (session_.last_logits().empty() && session_.next_position() == context_end)
-      session_.set_last_logits(std::move(context_logits));
+    finish_press(*prefill_press_, session_, budget_);
     ++compressions_;
     session_.set_layer_hook([this](const LayerStats& st, KvCache& cache) { on_layer(st, cache); });
   }

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "kvsqueeze/error.h"
+#include "kvsqueeze/press_pipeline.h"
 #include "runtime/stopwatch.h"
 
 namespace kvsqueeze {
@@ -113,7 +114,7 @@ double install_context(Session& session, CompressedContext& context, const Prefi
   double ms = 0.0;
   if (context.pending_finish && cell.press) {
     const auto t0 = std::chrono::steady_clock::now();
-    cell.press->finish(session, cell.budget);
+    finish_press(*cell.press, session, cell.budget);
     ms = ms_since(t0);
   }
   if (cell.press && cell.press->next_position() >= 0) session.set_next_position(static_cast<int32_t>(cell.press->next_position()));
