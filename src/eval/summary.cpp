@@ -15,6 +15,7 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kMiB = 1024.0 * 1024.0;
+constexpr double kZ95 = 1.959964;  // two-sided 95% quantile of the standard normal
 
 // Two-sided 95% quantile of Student's t with df degrees of freedom (a table to 30, then the
 // Cornish-Fisher expansion z + (z^3 + z) / (4 df), within 0.2% of the exact value from df 31).
@@ -24,8 +25,7 @@ double t95(int64_t df) {
                                  2.080,  2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
   if (df < 1) return kNaN;
   if (df <= 30) return table[df - 1];
-  const double z = 1.959964;
-  return z + (z * z * z + z) / (4.0 * static_cast<double>(df));
+  return kZ95 + (kZ95 * kZ95 * kZ95 + kZ95) / (4.0 * static_cast<double>(df));
 }
 
 // A running mean that stays NaN when nothing was added.
@@ -233,7 +233,7 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     row.tasks = mean.tasks;
     row.score = mean.score.value();
     row.score_ci95 = mean.tasks == 1 ? mean.single_task_ci
-                                     : 1.959964 * std::sqrt(mean.se_sq_sum) / static_cast<double>(mean.tasks);
+                                     : kZ95 * std::sqrt(mean.se_sq_sum) / static_cast<double>(mean.tasks);
     row.kl = mean.kl.value();
     row.top1 = mean.top1.value();
     row.ppl_ratio = mean.ppl_ratio.value();
