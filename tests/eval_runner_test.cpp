@@ -144,6 +144,31 @@ TEST(EvalGrid, BadGridsAreOneClearError) {
   s.presses = {"snapkv"};
   s.press_opts = {"window_sise=8"};
   expect_error(s, "window_sise");
+  s = settings("kld", "unused");
+  s.presses = {"snapkv@half"};
+  expect_error(s, "'half' after '@' is not a ratio");
+  s = settings("kld", "unused");
+  s.presses = {"snapkv@1.5"};
+  expect_error(s, "[0, 1)");
+  s = settings("kld", "unused");
+  s.presses = {"snapkv"};  // no --ratio and no @R
+  s.ratios.clear();
+  expect_error(s, "--ratio needs at least one value");
+}
+
+TEST(EvalGrid, PressAtRatioAddsOneCellToTheSharedGrid) {
+  EvalSettings s = settings("kld", "unused");
+  s.presses = {"knorm", "knorm@0.25", "adakv(snapkv(window_size=8))@0.75", "knorm@0.5"};
+  s.ratios = {0.5};
+  const auto grid = make_grid(s);
+  ASSERT_EQ(grid.size(), 4u);  // knorm@0.5 twice is one cell
+  EXPECT_EQ(grid[1].label(), "knorm@0.5");
+  EXPECT_EQ(grid[2].label(), "knorm@0.25");
+  EXPECT_EQ(grid[3].press, "adakv(snapkv(window_size=8))");
+  EXPECT_EQ(grid[3].ratio, 0.75);
+  s.ratios.clear();
+  s.presses = {"knorm@0.25"};
+  EXPECT_EQ(make_grid(s).size(), 2u);  // every press fixed: --ratio may be left out
 }
 
 TEST(EvalKld, BaselineIsExactAndCompressionDivergesAndResumes) {

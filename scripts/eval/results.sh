@@ -27,11 +27,22 @@ REST+=",critical_adakv(expected_attention(use_vnorm=false)),global_topk(snapkv),
 if [ -f "$HEADS" ]; then
   REST+=",headkv(snapkv,head_scores=$HEADS,metric=retrieval_reasoning),dililazykv(snapkv,head_scores=$HEADS)"
 fi
-run() {  # run KIND ARGS...: the main grid, then the rest at 0.5 (the same results folder)
+# One grid per evaluation, so one shared prefill per sample serves all its cells: every press at
+# 0.5 (--ratio), the main ones also at 0.25 and 0.75 (PRESS@R entries).
+GRID="$MAIN,$REST"
+for r in 0.25 0.75; do
+  depth=0; entry=""
+  for ((i = 0; i < ${#MAIN}; i++)); do  # split MAIN at the commas outside parentheses
+    c="${MAIN:i:1}"
+    case "$c" in "(") depth=$((depth + 1)) ;; ")") depth=$((depth - 1)) ;; esac
+    if [ "$c" = "," ] && [ $depth -eq 0 ]; then GRID+=",$entry@$r"; entry=""; else entry+="$c"; fi
+  done
+  GRID+=",$entry@$r"
+done
+run() {  # run KIND ARGS...
   local kind="$1"; shift
   [ -z "${THREADS:-}" ] || set -- "$@" -t "$THREADS"  # e.g. THREADS=1 beside another job
-  build/kvsqueeze eval "$kind" -m "$MODEL" --press "$MAIN" --ratio 0.25,0.5,0.75 "$@" >/dev/null
-  build/kvsqueeze eval "$kind" -m "$MODEL" --press "$REST" --ratio 0.5 "$@" >/dev/null
+  build/kvsqueeze eval "$kind" -m "$MODEL" --press "$GRID" --ratio 0.5 --grid-memory 8192 "$@" >/dev/null
 }
 for stage in $STAGES; do
   case "$stage" in

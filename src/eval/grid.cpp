@@ -1,7 +1,11 @@
 // The evaluation grid: cells, the options that reach each press, resume keys, run config.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <utility>
 #include <sstream>
 
 #include "kvsqueeze/error.h"
@@ -48,23 +52,46 @@ std::vector<std::string> options_for(const std::string& expression, const EvalSe
   return out;
 }
 
+// "EXPR@R" (an '@' outside parentheses) is EXPR at ratio R only; a plain EXPR runs at every --ratio.
+std::pair<std::string, std::optional<double>> split_fixed_ratio(const std::string& entry) {
+  int depth = 0;
+  for (size_t i = entry.size(); i-- > 0;) {
+    const char c = entry[i];
+    if (c == ')') ++depth;
+    if (c == '(') --depth;
+    if (c != '@' || depth != 0) continue;
+    const std::string text = entry.substr(i + 1);
+    char* end = nullptr;
+    const double r = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size())
+      throw Error("--press " + entry + ": '" + text + "' after '@' is not a ratio");
+    return {entry.substr(0, i), r};
+  }
+  return {entry, std::nullopt};
+}
+
+void check_ratio(double r) {
+  if (!(r >= 0.0 && r < 1.0)) throw Error("--ratio values must be in [0, 1) (the fraction removed), got " + ratio_text(r));
+}
+
 }  // namespace
 
 std::string GridCell::label() const { return press == "none" ? "none" : press + "@" + ratio_text(ratio); }
 
 std::vector<GridCell> make_grid(const EvalSettings& s) {
   std::vector<GridCell> grid{{"none", 0.0, {}}};
-  if (s.ratios.empty() && !s.presses.empty()) throw Error("--ratio needs at least one value");
-  for (double r : s.ratios)
-    if (!(r >= 0.0 && r < 1.0)) throw Error("--ratio values must be in [0, 1) (the fraction removed), got " + ratio_text(r));
+  for (double r : s.ratios) check_ratio(r);
   for (const auto& o : s.press_opts)
     if (const size_t dot = o.substr(0, o.find('=')).find('.'); dot != std::string::npos) {
       bool used = false;
-      for (const auto& p : s.presses) used = used || reaches(p, o.substr(0, dot), s);
+      for (const auto& p : s.presses) used = used || reaches(split_fixed_ratio(p).first, o.substr(0, dot), s);
       if (!used) throw Error("--press-opt " + o + ": no press of the grid is called '" + o.substr(0, dot) + "'");
     }
-  for (const auto& p : s.presses) {
-    if (p == "none") continue;
+  for (const auto& entry : s.presses) {
+    if (entry == "none") continue;
+    const auto [p, fixed] = split_fixed_ratio(entry);
+    if (!fixed && s.ratios.empty()) throw Error("--ratio needs at least one value (or write PRESS@RATIO)");
+    if (fixed) check_ratio(*fixed);
     std::vector<std::string> opts = options_for(p, s);
     std::vector<std::string> checked = opts;
     ModelConfig any;  // budget options are split off for validation only
@@ -72,7 +99,10 @@ std::vector<GridCell> make_grid(const EvalSettings& s) {
     any.head_dim_k = any.head_dim_v = any.n_head_kv = 1;
     take_budget_options(any, KvType::F16, 0.0, checked);
     make_press(p, checked);  // throws for an unknown press or option, before anything runs
-    for (double r : s.ratios) grid.push_back({p, r, opts});
+    for (double r : fixed ? std::vector<double>{*fixed} : s.ratios) {
+      const bool listed = std::any_of(grid.begin(), grid.end(), [&](const GridCell& c) { return c.press == p && c.ratio == r; });
+      if (!listed) grid.push_back({p, r, opts});  // "snapkv" at 0.5 and "snapkv@0.5" are one cell
+    }
   }
   return grid;
 }

@@ -75,9 +75,9 @@ std::vector<KldText> kld_windows(const Model& model, const std::string& text, co
 
 int64_t run_kld_eval(const Model& model, const std::vector<KldText>& texts, const EvalSettings& s) {
   if (s.query_aware) throw Error("kld/ppl teacher-force a continuation: there is no question for query-aware compression");
-  for (const auto& p : s.presses)
-    if (expression_mentions(p, "finch")) throw Error("finch is query-aware: kld/ppl have no question to compress with");
   const std::vector<GridCell> grid = make_grid(s);
+  for (const auto& cell : grid)
+    if (expression_mentions(cell.press, "finch")) throw Error("finch is query-aware: kld/ppl have no question to compress with");
   ResultsFile results(s.out_dir, run_config(model, s), s.resume);
   const int64_t V = model.config().n_vocab;
   const int64_t ctx_size = s.session.ctx_size > 0 ? s.session.ctx_size : model.config().n_ctx_train;

@@ -172,7 +172,7 @@ Runner add_eval(CLI::App& app) {
       ->check(CLI::IsMember({"niah", "ruler", "longbench", "kld", "ppl", "report"}));
   sub->add_option("-m,--model", a->model, "GGUF model file");
   sub->add_option("-o,--out", a->out, "Output folder (results.jsonl, summary.csv/md, plots)")->required();
-  sub->add_option("--press", a->presses, "Press expressions, comma-separated (the uncompressed baseline always runs)");
+  sub->add_option("--press", a->presses, "Press expressions, comma-separated; PRESS@R runs PRESS at ratio R only (the uncompressed baseline always runs)");
   sub->add_option("--ratio", a->ratios, "Compression ratios (fraction removed), comma-separated");
   sub->add_option("--press-opt", a->press_opts, "NAME.KEY=VALUE for the presses called NAME (KEY=VALUE with one press)");
   sub->add_option("--lengths", a->lengths, "Context lengths in tokens, comma-separated (niah, ruler, kld, ppl)");
