@@ -13,7 +13,7 @@ namespace kvsqueeze::kernels {
 void set_num_threads(int n) {
   // OpenMP would try to start every one of them (100000 threads crash the process).
   if (n < 0 || n > kMaxThreads)
-    throw Error("threads must be between 0 (one per core) and " + std::to_string(kMaxThreads) + ", got " + std::to_string(n));
+    throw Error("`threads` must be between 0 (one per core) and " + std::to_string(kMaxThreads) + ", got " + std::to_string(n));
   if (n <= 0) {
     // OMP_NUM_THREADS, when set, is the default (the test suite runs processes side by side).
     const char* env = std::getenv("OMP_NUM_THREADS");

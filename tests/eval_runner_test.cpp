@@ -153,7 +153,7 @@ TEST(EvalGrid, BadGridsAreOneClearError) {
   s = settings("kld", "unused");
   s.presses = {"snapkv"};  // no --ratio and no @R
   s.ratios.clear();
-  expect_error(s, "--ratio needs at least one value");
+  expect_error(s, "`ratios` needs at least one value");
 }
 
 TEST(EvalGrid, PressAtRatioAddsOneCellToTheSharedGrid) {

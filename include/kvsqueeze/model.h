@@ -52,7 +52,9 @@ struct ModelWeights;  // private: see src/model/model_weights.h
 
 class Model {
  public:
-  // Opens, validates and maps a GGUF model; throws kvsqueeze::Error with one clear line.
+  // Opens, validates and maps a GGUF model. Throws FileError when the file is missing and
+  // ModelError (one clear line) when it is corrupt, truncated or unsupported. A loaded model is
+  // immutable: any number of sessions on any threads may share it.
   static std::unique_ptr<Model> load(const std::string& path);
   ~Model();
 
@@ -68,6 +70,7 @@ class Model {
   uint64_t fingerprint() const { return fingerprint_; }
 
  private:
+  static std::unique_ptr<Model> load_file(const std::string& path);
   Model() = default;
   std::string path_;
   std::unique_ptr<GgufFile> file_;

@@ -1,5 +1,6 @@
 #pragma once
 // A session: one sequence being processed by a model, with its KV cache.
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -30,6 +31,9 @@ class Session {
   const std::vector<float>& eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits = nullptr);
 
   int32_t next_position() const { return next_pos_; }
+  // A flag checked between prefill chunks: when set, eval() drops the chunks it added and throws
+  // CancelledError. Null (the default): never cancelled.
+  void set_cancel_flag(const std::atomic<bool>* flag) { cancel_ = flag; }
   // Replaces the cache, the next position and the last logits at once (loading a saved cache).
   // The cache must have this session's shape and KV type and hold only positions below
   // next_position, which must fit the context size; otherwise throws and changes nothing.
@@ -68,6 +72,7 @@ class Session {
   std::unique_ptr<ForwardPass> forward_;
   int32_t next_pos_ = 0;
   std::vector<float> logits_;
+  const std::atomic<bool>* cancel_ = nullptr;
 };
 
 }  // namespace kvsqueeze

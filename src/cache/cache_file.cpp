@@ -403,14 +403,14 @@ LoadedCache load_cache(Session& session, const std::string& path) {
   const KvCacheShape& want = session.cache().shape();
   if (info.shape.type != want.type)
     fail(path, std::string("holds an ") + kv_type_name(info.shape.type) + " KV cache but the session uses " +
-                   kv_type_name(want.type) + " (use --kv-type " + kv_type_name(info.shape.type) + ")");
+                   kv_type_name(want.type) + " (use `kv_type` " + kv_type_name(info.shape.type) + ")");
   if (info.shape.n_layer != want.n_layer || info.shape.n_head_kv != want.n_head_kv || info.shape.head_dim_k != want.head_dim_k ||
       info.shape.head_dim_v != want.head_dim_v || info.shape.layer_window != want.layer_window || info.n_vocab != c.n_vocab)
     fail(path, "does not match the layout of model " + model_desc(c.name, c.arch_name, model.fingerprint()) +
                    " (layers, KV heads, head sizes, windows or vocabulary differ)");
   if (info.next_position > session.options().ctx_size)
     fail(path, "covers " + std::to_string(info.next_position) + " tokens, more than the context size " +
-                   std::to_string(session.options().ctx_size) + " (raise --ctx-size)");
+                   std::to_string(session.options().ctx_size) + " (raise `ctx_size`)");
   session.restore(cache_from_file(info, file.data()), info.next_position, info.last_logits);
   LoadedCache out;
   out.tokens = info.tokens;

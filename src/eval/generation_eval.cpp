@@ -48,7 +48,7 @@ int64_t run_generation_eval(const Model& model, const std::vector<Sample>& sampl
     if (need > ctx_size)
       throw Error("sample " + sample.task + "/" + sample.id + " needs " + std::to_string(need) +
                   " positions (prompt and answer), more than the context size " + std::to_string(ctx_size) +
-                  " (raise --ctx-size or use shorter lengths)");
+                  " (raise `ctx_size` or use shorter `lengths`)");
   }
   Progress progress(s.kind, static_cast<int64_t>(samples.size() * grid.size()));
   int64_t appended = 0;

@@ -37,7 +37,7 @@ std::vector<std::string> options_for(const std::string& expression, const EvalSe
   std::vector<std::string> out;
   for (const auto& o : s.press_opts) {
     const size_t eq = o.find('=');
-    if (eq == std::string::npos) throw Error("--press-opt '" + o + "' is not KEY=VALUE or NAME.KEY=VALUE");
+    if (eq == std::string::npos) throw ParameterError("options", "`options` '" + o + "' is not KEY=VALUE or NAME.KEY=VALUE");
     const std::string key = o.substr(0, eq);
     if (is_global_option(o)) {
       out.push_back(o);
@@ -45,7 +45,7 @@ std::vector<std::string> options_for(const std::string& expression, const EvalSe
       if (reaches(expression, key.substr(0, dot), s)) out.push_back(o);
     } else {
       if (s.presses.size() > 1)
-        throw Error("--press-opt " + o + " is ambiguous with several presses: write NAME." + o + " (NAME: the press it is for)");
+        throw ParameterError("options", "`options` " + o + " is ambiguous with several presses: write NAME." + o + " (NAME: the press it is for)");
       out.push_back(o);
     }
   }
@@ -64,14 +64,14 @@ std::pair<std::string, std::optional<double>> split_fixed_ratio(const std::strin
     char* end = nullptr;
     const double r = std::strtod(text.c_str(), &end);
     if (text.empty() || end != text.c_str() + text.size())
-      throw Error("--press " + entry + ": '" + text + "' after '@' is not a ratio");
+      throw ParameterError("presses", "`presses` " + entry + ": '" + text + "' after '@' is not a ratio");
     return {entry.substr(0, i), r};
   }
   return {entry, std::nullopt};
 }
 
 void check_ratio(double r) {
-  if (!(r >= 0.0 && r < 1.0)) throw Error("--ratio values must be in [0, 1) (the fraction removed), got " + ratio_text(r));
+  if (!(r >= 0.0 && r < 1.0)) throw ParameterError("ratios", "`ratios` values must be in [0, 1) (the fraction removed), got " + ratio_text(r));
 }
 
 }  // namespace
@@ -85,12 +85,12 @@ std::vector<GridCell> make_grid(const EvalSettings& s) {
     if (const size_t dot = o.substr(0, o.find('=')).find('.'); dot != std::string::npos) {
       bool used = false;
       for (const auto& p : s.presses) used = used || reaches(split_fixed_ratio(p).first, o.substr(0, dot), s);
-      if (!used) throw Error("--press-opt " + o + ": no press of the grid is called '" + o.substr(0, dot) + "'");
+      if (!used) throw ParameterError("options", "`options` " + o + ": no press of the grid is called '" + o.substr(0, dot) + "'");
     }
   for (const auto& entry : s.presses) {
     if (entry == "none") continue;
     const auto [p, fixed] = split_fixed_ratio(entry);
-    if (!fixed && s.ratios.empty()) throw Error("--ratio needs at least one value (or write PRESS@RATIO)");
+    if (!fixed && s.ratios.empty()) throw ParameterError("ratios", "`ratios` needs at least one value (or write PRESS@RATIO)");
     if (fixed) check_ratio(*fixed);
     std::vector<std::string> opts = options_for(p, s);
     std::vector<std::string> checked = opts;

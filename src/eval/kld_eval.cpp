@@ -43,8 +43,8 @@ std::vector<float> predicting_logits(InstalledCell& ic, const std::vector<int32_
 
 std::vector<KldText> kld_windows(const Model& model, const std::string& text, const std::vector<int64_t>& lengths,
                                  int64_t continuation, int64_t per_length, uint64_t seed) {
-  if (continuation < 1) throw Error("--continuation must be >= 1 token, got " + std::to_string(continuation));
-  if (per_length < 1) throw Error("--samples must be >= 1, got " + std::to_string(per_length));
+  if (continuation < 1) throw ParameterError("continuation", "`continuation` must be >= 1 token, got " + std::to_string(continuation));
+  if (per_length < 1) throw ParameterError("samples", "`samples` must be >= 1, got " + std::to_string(per_length));
   const Tokenizer& tok = model.tokenizer();
   const std::vector<int32_t> ids = tok.encode(text, false);
   std::vector<KldText> out;

@@ -15,7 +15,7 @@ ResultsFile::ResultsFile(const std::string& out_dir, nlohmann::json config, bool
   if (ec || !std::filesystem::is_directory(out_dir)) throw Error("cannot create the output folder '" + out_dir + "'");
   const auto earlier = read_results(path_);
   if (!earlier.empty() && !resume)
-    throw Error(path_ + " already holds " + std::to_string(earlier.size()) + " results; remove it or resume (drop --no-resume)");
+    throw Error(path_ + " already holds " + std::to_string(earlier.size()) + " results; remove it or `resume`");
   for (const auto& r : earlier) {
     const auto& c = r.value("config", nlohmann::json::object());
     if (c.value("model_sha", "") != config_.value("model_sha", ""))

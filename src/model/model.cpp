@@ -1,6 +1,7 @@
 #include "kvsqueeze/model.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "cache/hash64.h"
 #include "kvsqueeze/error.h"
@@ -68,6 +69,18 @@ uint64_t model_fingerprint(const GgufFile& file, const ModelConfig& c) {
 Model::~Model() = default;
 
 std::unique_ptr<Model> Model::load(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw FileError(path + ": cannot open model file: it does not exist or is not a regular file");
+  try {
+    return load_file(path);
+  } catch (const ModelError&) {
+    throw;
+  } catch (const Error& e) {  // everything wrong inside the file: corrupt, truncated, unsupported
+    throw ModelError(e.what());
+  }
+}
+
+std::unique_ptr<Model> Model::load_file(const std::string& path) {
   std::unique_ptr<Model> m(new Model());
   m->path_ = path;
   m->file_ = GgufFile::open(path);

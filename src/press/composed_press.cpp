@@ -45,7 +45,7 @@ class ComposedPress : public Press {
   }
   KeepSets compress(const LayerView& view, const Budget& budget, KvCache& cache) override {
     if (!ratios_.empty() && !budget.none())
-      throw Error("press 'composed' was given one ratio per press: give no --ratio or budget= with it");
+      throw Error("press 'composed' was given one ratio per press: give no `ratio` or budget= with it");
     KeepSets total;
     for (int64_t h = 0; h < view.n_head_kv(); ++h) {
       std::vector<int32_t> all(static_cast<size_t>(view.length(h)));
@@ -78,7 +78,7 @@ void register_composed_press() {
   register_wrapper({"composed",
                     "Presses applied one after the other on what the previous kept (ComposedPress).",
                     {{"ratios", "floats", 0, 0, 0.999999,
-                      "one ratio per press, separated by ':' (or ',' in --press-opt); default: the pipeline's ratio for each",
+                      "one ratio per press, separated by ':' (or ',' in `options`); default: the pipeline's ratio for each",
                       {}, ""}},
                     -1,
                     "Overall ratio 1 - prod(1 - cr_i). Statistics are captured before any eviction and gathered to the kept "

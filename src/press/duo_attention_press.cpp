@@ -172,7 +172,7 @@ class DuoAttentionPress : public TracedPress {
   std::string name() const override { return "duo_attention"; }
   KeepSets select(const LayerView& v, const Budget& budget) override {
     if (budget.tokens >= 0)
-      throw Error("duo_attention takes a fraction of heads (--ratio or head_compression_ratio), not an absolute budget");
+      throw Error("duo_attention takes a fraction of heads (`ratio` or head_compression_ratio), not an absolute budget");
     const double ratio = o_.head_ratio >= 0 ? o_.head_ratio : budget.ratio;
     ensure_mask(v.model, ratio);
     KeepSets keep(static_cast<size_t>(v.n_head_kv()));
@@ -227,14 +227,14 @@ std::vector<std::vector<char>> duo_attention_streaming_mask(const Press& p) {
 void register_duo_attention_press() {
   register_scorer({"duo_attention",
                    "DuoAttention: the lowest-scoring heads (on-the-fly calibration) keep only sink and recent slots.",
-                   {{"head_compression_ratio", "float", -1, -1, 1, "fraction of heads made streaming heads; -1: the --ratio", {}, ""},
+                   {{"head_compression_ratio", "float", -1, -1, 1, "fraction of heads made streaming heads; -1: the `ratio`", {}, ""},
                     {"sink_size", "int", 128, 0, 1e9, "first slots a streaming head keeps", {}, ""},
                     {"recent_size", "int", 256, 0, 1e9, "last slots a streaming head keeps", {}, ""},
                     {"positions", "int", 500, 1, 1e6, "RoPE positions of the calibration curve", {}, ""},
                     {"calibration_file", "string", 0, 0, 0, "calibration texts separated by lines '---' (default: 50 built-in rotations of a short story)", {}, ""},
                     {"parity", "bool", 0, 0, 1, "rank heads of sliding-window layers too (kvpress on Gemma 3); they are still not compressed", {}, ""}},
                    0,
-                   "--ratio is the fraction of heads turned into streaming heads (kvpress head_compression_ratio), unless "
+                   "`ratio` is the fraction of heads turned into streaming heads (kvpress head_compression_ratio), unless "
                    "head_compression_ratio is given; the fraction of slots removed is about ratio * (1 - (sink+recent)/L). "
                    "Streaming heads really shrink (kvpress masks). kvpress calibrates on 50 BookSum chapters from the hub; "
                    "the default here is built-in text (the texts the fixtures used); pass calibration_file for your own. "

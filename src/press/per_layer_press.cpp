@@ -38,7 +38,7 @@ class PerLayerPress : public wrapper::Single {
  private:
   Budget layer_budget(const LayerView& view, const Budget& budget) const {
     if (!budget.none())
-      throw Error("press 'per_layer' sets each layer's ratio with its 'ratios' option: give no --ratio or budget= with it");
+      throw Error("press 'per_layer' sets each layer's ratio with its 'ratios' option: give no `ratio` or budget= with it");
     const int64_t n_layer = view.config().n_layer;
     if (static_cast<int64_t>(ratios_.size()) != n_layer)
       throw Error("press 'per_layer' has " + std::to_string(ratios_.size()) + " ratios for a model of " + std::to_string(n_layer) +
@@ -82,7 +82,7 @@ void register_per_layer_press() {
   register_wrapper({"per_layer",
                     "Each layer compressed with its own ratio by the inner press.",
                     {{"ratios", "floats", 0, 0, 0.999999,
-                      "one ratio (fraction removed) per layer, separated by ':' (or ',' in --press-opt)", {}, ""},
+                      "one ratio (fraction removed) per layer, separated by ':' (or ',' in `options`)", {}, ""},
                      {"ratios_file", "string", 0, 0, 0,
                       "instead of ratios: a JSON file holding one ratio per layer, [r0, r1, ...] or {\"ratios\": [r0, r1, ...]}", {}, ""}},
                     1,

@@ -89,7 +89,7 @@ Budget take_budget_options(const ModelConfig& config, KvType type, double ratio,
     }
     if (used != text.size() || text.empty() || !(v >= 1) || v != std::floor(v) || v > 1e15)
       throw Error(std::string(tokens ? "budget" : "budget_bytes") + " must be a positive integer, got '" + text + "'");
-    if (ratio != 0.0) throw Error("give either --ratio or an absolute budget (" + kv + "), not both");
+    if (ratio != 0.0) throw ParameterError("ratio", "give either `ratio` or an absolute budget (" + kv + "), not both");
     if (tokens) {
       b.tokens = static_cast<int64_t>(v);
     } else {

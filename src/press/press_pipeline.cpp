@@ -8,15 +8,15 @@
 namespace kvsqueeze {
 
 void CompressionPolicy::validate() const {
-  if (decode_interval < 0) throw Error("--decode-interval must be >= 0, got " + std::to_string(decode_interval));
-  if (decode_target < 0) throw Error("--decode-target must be >= 0, got " + std::to_string(decode_target));
+  if (decode_interval < 0) throw ParameterError("decode_interval", "`decode_interval` must be >= 0, got " + std::to_string(decode_interval));
+  if (decode_target < 0) throw ParameterError("decode_target", "`decode_target` must be >= 0, got " + std::to_string(decode_target));
   if (!(decode_ratio >= 0.0 && decode_ratio < 1.0))
-    throw Error("--decode-ratio must be in [0, 1) (the fraction of the positions seen removed), got " + std::to_string(decode_ratio));
+    throw ParameterError("decode_ratio", "`decode_ratio` must be in [0, 1) (the fraction of the positions seen removed), got " + std::to_string(decode_ratio));
   if (decode_interval > 0 && decode_target == 0 && decode_ratio == 0.0)
-    throw Error("--decode-interval needs a target: --decode-target N (slots per head) or --decode-ratio R");
+    throw ParameterError("decode_interval", "`decode_interval` needs a target: `decode_target` N (slots per head) or `decode_ratio` R");
   if (decode_interval == 0 && (decode_target > 0 || decode_ratio > 0.0))
-    throw Error("--decode-target / --decode-ratio need --decode-interval N (compress every N decoding steps)");
-  if (decode_target > 0 && decode_ratio > 0.0) throw Error("give either --decode-target or --decode-ratio, not both");
+    throw ParameterError("decode_interval", "`decode_target` / `decode_ratio` need `decode_interval` N (compress every N decoding steps)");
+  if (decode_target > 0 && decode_ratio > 0.0) throw ParameterError("decode_target", "give either `decode_target` or `decode_ratio`, not both");
 }
 
 CompressionPolicy effective_policy(CompressionPolicy policy, const Press* press) {

@@ -288,7 +288,7 @@ std::unique_ptr<Press> make_press_unchecked(const std::string& expression, const
   std::vector<std::pair<std::string, std::string>> cli;
   for (const auto& kv : options) {
     const size_t eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) throw Error("--press-opt expects KEY=VALUE or PRESS.KEY=VALUE, got '" + kv + "'");
+    if (eq == std::string::npos || eq == 0) throw ParameterError("options", "`options` expects KEY=VALUE or PRESS.KEY=VALUE, got '" + kv + "'");
     cli.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
   }
   // merge=similarity|cam wraps the whole expression in merging(...) / cam(...); options without a
@@ -304,7 +304,7 @@ std::unique_ptr<Press> make_press_unchecked(const std::string& expression, const
   if (!merge.empty()) press = build(Node{merge, {}, {}}, false, cli, used, std::move(press));
   for (size_t i = 0; i < cli.size(); ++i)
     if (!used[i])
-      throw Error("--press-opt " + cli[i].first + ": no press '" + cli[i].first.substr(0, cli[i].first.find('.')) +
+      throw ParameterError("options", "`options` " + cli[i].first + ": no press '" + cli[i].first.substr(0, cli[i].first.find('.')) +
                   "' in the expression '" + expression + "'");
   return press;
 }
@@ -332,7 +332,7 @@ std::string merge_option_press(const std::vector<std::string>& options) {
     const std::string v = kv.substr(6);
     if (v == "similarity") out = "merging";
     else if (v == "cam") out = "cam";
-    else throw Error("--press-opt merge=" + one_line(v) + ": unknown merge policy (valid: similarity, cam)");
+    else throw ParameterError("options", "`options` merge=" + one_line(v) + ": unknown merge policy (valid: similarity, cam)");
   }
   return out;
 }

@@ -187,7 +187,7 @@ void register_pyramid_merge_press() {
       "decoding only the post-sink region is pooled: the seed's compress_decode also pools its sinks and prepends them "
       "again (compress2d ignores its start; with an odd sink count it fails), a defect not reproduced. After the context, "
       "decoding-time pooling settles each run between sink + W_k + 1 and sink + 2 W_k + 2 slots, or one more when the "
-      "prefill left more than W_k + 1 unmerged slots. --ratio and budget options are not used. weighted_mean is kvsqueeze's addition: each slot "
+      "prefill left more than W_k + 1 unmerged slots. `ratio` and budget options are not used. weighted_mean is kvsqueeze's addition: each slot "
       "counts the tokens it stands for, kept by the press per (layer, head). A window W_k below 1 is taken as 1 (the "
       "seed's prefill loop would not end). skip_prefill_compression is named by the seed's README but does not exist "
       "there. Decoding-time pooling needs no decode flag; sliding-window layers are left alone."};

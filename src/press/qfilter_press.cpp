@@ -74,7 +74,7 @@ void register_qfilter_press() {
   info.notes = "Optional learned scorer: loads the filters from a user-given file (no hub access). kvzap and fastkvzip "
                "(other learned scorers) are not implemented.";
   register_scorer(info, [](const PressOptionValues& o) {
-    if (o.text("file").empty()) throw Error("press 'qfilter' needs its filters: --press-opt file=PATH.safetensors");
+    if (o.text("file").empty()) throw Error("press 'qfilter' needs its filters: `options` file=PATH.safetensors");
     return std::make_unique<QFilterPress>(o.text("file"), o.at("hf_channel_order") != 0);
   });
 }

@@ -196,10 +196,10 @@ nlohmann::json profile_heads(const Model& model, const ProfileOptions& options) 
   if (need > cfg.n_ctx_train)
     throw Error("the longest prompt (" + std::to_string(longest_prompt) + " tokens) and its answer (" +
                 std::to_string(options.max_new_tokens) + ") exceed the model's trained context " +
-                std::to_string(cfg.n_ctx_train) + " (use shorter --lengths)");
+                std::to_string(cfg.n_ctx_train) + " (use shorter `lengths`)");
   if (options.session.ctx_size > 0 && need > options.session.ctx_size)
     throw Error("the longest prompt (" + std::to_string(longest_prompt) + " tokens) and its answer (" +
-                std::to_string(options.max_new_tokens) + ") exceed --ctx-size " + std::to_string(options.session.ctx_size));
+                std::to_string(options.max_new_tokens) + ") exceed `ctx_size` " + std::to_string(options.session.ctx_size));
   const int64_t ctx_size = options.session.ctx_size > 0 ? options.session.ctx_size : need;
 
   const auto& names = stored_names();
@@ -234,7 +234,7 @@ nlohmann::json profile_heads(const Model& model, const ProfileOptions& options) 
   if (accepted == 0) {
     std::string gate = options.gate == "none" ? "none" : options.gate + " >= " + eval::format_number(options.gate_threshold);
     throw Error("no run passed the answer gate (" + gate + "): 0 of " + std::to_string(total) +
-                " accepted, nothing written (try other --lengths/--depths, --gate rouge, a lower --gate-threshold, or --gate none)");
+                " accepted, nothing written (try other `lengths`/`depths`, `gate` rouge, a lower `gate_threshold`, or `gate` none)");
   }
 
   nlohmann::json out = nlohmann::json::object();

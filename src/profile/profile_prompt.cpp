@@ -59,7 +59,7 @@ ProfilePrompt build_prompt(const Model& model, const std::vector<int32_t>& hayst
   if (limit <= 0)
     throw Error("the needle \"" + needle.needle + "\" (" + std::to_string(needle_tokens) + " tokens) does not fit length " +
                 std::to_string(length) + ": the haystack part is length - " + std::to_string(kReserve) +
-                " tokens and must hold the needle and some text (use longer --lengths or a shorter needle)");
+                " tokens and must hold the needle and some text (use longer `lengths` or a shorter needle)");
   if (static_cast<int64_t>(haystack_ids.size()) < limit)
     throw Error("the haystack has " + std::to_string(haystack_ids.size()) + " tokens, fewer than the " + std::to_string(limit) +
                 " that length " + std::to_string(length) + " needs");

@@ -14,10 +14,10 @@ int32_t argmax(const std::vector<float>& logits) {
 
 void Sampler::validate(const SamplerOptions& o) {
   if (!(o.temperature >= 0.0f) || !std::isfinite(o.temperature))
-    throw Error("--temp must be >= 0, got " + std::to_string(o.temperature));
-  if (o.top_k < 0) throw Error("--top-k must be >= 0 (0 disables it), got " + std::to_string(o.top_k));
-  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) throw Error("--top-p must be in (0, 1], got " + std::to_string(o.top_p));
-  if (!(o.min_p >= 0.0f && o.min_p < 1.0f)) throw Error("--min-p must be in [0, 1), got " + std::to_string(o.min_p));
+    throw ParameterError("temperature", "`temperature` must be >= 0, got " + std::to_string(o.temperature));
+  if (o.top_k < 0) throw ParameterError("top_k", "`top_k` must be >= 0 (0 disables it), got " + std::to_string(o.top_k));
+  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) throw ParameterError("top_p", "`top_p` must be in (0, 1], got " + std::to_string(o.top_p));
+  if (!(o.min_p >= 0.0f && o.min_p < 1.0f)) throw ParameterError("min_p", "`min_p` must be in [0, 1), got " + std::to_string(o.min_p));
 }
 
 Sampler::Sampler(const SamplerOptions& options) : options_(options), rng_(options.seed) { validate(options); }

@@ -12,7 +12,7 @@ namespace kvsqueeze {
 Session::Session(const Model& model, const SessionOptions& options) : model_(model), options_(options) {
   const ModelConfig& c = model.config();
   if (options_.ctx_size <= 0) options_.ctx_size = c.n_ctx_train;
-  if (options_.chunk <= 0) throw Error("--chunk must be positive, got " + std::to_string(options_.chunk));
+  if (options_.chunk <= 0) throw ParameterError("chunk", "`chunk` must be positive, got " + std::to_string(options_.chunk));
   kernels::set_num_threads(options_.threads);
   KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type, {}};
   for (int64_t l = 0; l < c.n_layer; ++l) shape.layer_window.push_back(c.layer_sliding[static_cast<size_t>(l)] ? c.sliding_window : 0);
@@ -26,8 +26,8 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) throw Error("nothing to evaluate: empty token list");
   if (next_pos_ + n > options_.ctx_size)
-    throw Error("context of " + std::to_string(next_pos_ + n) + " tokens exceeds the context size " +
-                std::to_string(options_.ctx_size) + " (raise --ctx-size, at most the model's " +
+    throw ContextFullError("context of " + std::to_string(next_pos_ + n) + " tokens exceeds the context size " +
+                std::to_string(options_.ctx_size) + " (raise `ctx_size`, at most the model's " +
                 std::to_string(model_.config().n_ctx_train) + ")");
   const int32_t vocab_id_limit = static_cast<int32_t>(model_.config().n_vocab);
   for (int32_t id : tokens)
@@ -52,6 +52,10 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
     len = std::min(options_.chunk, n - start);
     if (n - start - len > 0 && n - start - len < tail) len = n - start - tail;
     if (len <= 0) len = n - start;
+    if (start > 0 && cancel_ && cancel_->load(std::memory_order_relaxed)) {
+      cache_->truncate_from_position(next_pos_);  // the chunks of this call are dropped
+      throw CancelledError("cancelled during prefill after " + std::to_string(start) + " of " + std::to_string(n) + " tokens");
+    }
     const bool last_chunk = start + len == n;
     float* out = all_logits ? all_logits->data() + start * V : logits_.data();
     if (!all_logits && !last_chunk) out = nullptr;
@@ -77,8 +81,8 @@ void Session::restore(KvCache cache, int32_t next_position, std::vector<float> l
     throw Error(std::string("cannot restore a ") + kv_type_name(have.type) + " KV cache into a session using " +
                 kv_type_name(want.type));
   if (next_position < 0 || next_position > options_.ctx_size)
-    throw Error("cannot restore a cache of " + std::to_string(next_position) + " positions: the context size is " +
-                std::to_string(options_.ctx_size) + " (raise --ctx-size)");
+    throw ContextFullError("cannot restore a cache of " + std::to_string(next_position) + " positions: the context size is " +
+                std::to_string(options_.ctx_size) + " (raise `ctx_size`)");
   if (!last_logits.empty() && static_cast<int64_t>(last_logits.size()) != model_.config().n_vocab)
     throw Error("cannot restore " + std::to_string(last_logits.size()) + " logits for a vocabulary of " +
                 std::to_string(model_.config().n_vocab));

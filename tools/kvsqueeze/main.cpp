@@ -7,6 +7,7 @@
 #include <string>
 
 #include "commands.h"
+#include "flag_names.h"
 #include "kvsqueeze/error.h"
 
 namespace {
@@ -15,7 +16,7 @@ namespace {
 // from the user's input (a newline inside --press-opt, a file name) are written as escapes.
 void print_error(const std::string& message, const char* suffix = "") {
   std::string line;
-  for (const char ch : message) {
+  for (const char ch : kvsqueeze::cli::with_flag_names(message)) {
     const auto c = static_cast<unsigned char>(ch);
     if (c == '\n') line += "\\n";
     else if (c < 0x20 || c == 0x7f) line += "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];

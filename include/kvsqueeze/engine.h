@@ -1,0 +1,160 @@
+#pragma once
+// The engine API: the one way in for every front end (the CLI, the Python package, the HTTP
+// server, the examples). In the spirit of llama.cpp's llama.h: load a Model once, open an Engine
+// per sequence, give it a compression plan, prefill a context, answer questions from it or
+// generate, and read back what the cache holds.
+//
+//   auto model = kvsqueeze::Model::load("model.gguf");
+//   kvsqueeze::Engine engine(*model);
+//   engine.set_plan({.press = "snapkv", .ratio = 0.5});
+//   engine.prefill_context(document);                           // compressed as the plan says
+//   auto a = engine.answer("What is the capital?");             // the context is kept for the next one
+//   std::printf("%s (%zu of %zu bytes held)\n", a.text.c_str(), engine.accounting().kv_bytes_held,
+//               engine.accounting().kv_bytes_full);
+//
+// Thread-safety: a Model is immutable once loaded and may be shared by any number of Engines on
+// any threads. An Engine is one sequence: use it from one thread at a time. Cancellation is the
+// exception: GenerateParams::cancel may be set from any thread.
+//
+// Errors: every failure is a kvsqueeze::Error (error.h). ParameterError names the field of
+// CompressionPlan / SessionOptions / SamplerOptions / GenerateParams that is wrong, never a CLI flag.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/generation.h"
+#include "kvsqueeze/model.h"
+#include "kvsqueeze/press_pipeline.h"
+#include "kvsqueeze/sampler.h"
+#include "kvsqueeze/session.h"
+
+namespace kvsqueeze {
+
+// How the context's cache is compressed. Validated once by Engine::set_plan (or validate_plan).
+struct CompressionPlan {
+  std::string press = "none";        // a press expression: "snapkv", "adakv(expected_attention)", "none"
+  double ratio = 0.0;                // fraction of the context's cache removed, in [0, 1)
+  std::vector<std::string> options;  // KEY=VALUE or PRESS.KEY=VALUE; budget=N / budget_bytes=N give an absolute budget
+  bool query_aware = false;          // compress the context together with each question (implied by finch)
+  // Where it acts besides the end of the prefill: after every prefill chunk, and while decoding.
+  CompressionPolicy policy;
+  std::string decode_press;                 // decoding-time press ("" : `press`); alone it compresses on its own trigger
+  std::vector<std::string> decode_options;  // its options
+};
+
+// The plan as the engine will carry it out.
+struct PlanReport {
+  std::string press = "none";
+  double ratio = 0.0;
+  bool compresses = false;        // a press acts on the context
+  bool query_aware = false;       // each question is compressed with its own copy of the context
+  bool own_budget = false;        // the press sizes itself (pyramid_merge, per_layer): `ratio` is nominal
+  int64_t budget_tokens = -1;     // an absolute budget in slots per head (-1: by ratio)
+  int64_t budget_bytes = -1;      // an absolute budget in bytes (-1: none)
+  CompressionPolicy policy;       // with the press's own decoding trigger when it has one (pyramid_merge)
+  std::string decode_press = "none";
+};
+
+// Checks a plan without a model: unknown presses or options, ratios out of range, inconsistent
+// policies. Throws ParameterError naming the field ("press", "ratio", "options", "policy.decode_interval"...).
+PlanReport validate_plan(const CompressionPlan& plan);
+
+struct GenerateParams {
+  int64_t max_tokens = 128;
+  SamplerOptions sampling;
+  // Generation ends before the first occurrence of any of these; the text stops before it.
+  std::vector<std::string> stop;
+  // Streaming: called with each piece of text as it completes (UTF-8 safe, stop strings held
+  // back until they are ruled out). Return false to stop (StopReason::Callback).
+  std::function<bool(const std::string& piece)> on_text;
+  // Set from any thread to stop: checked before every token and between the question's prefill
+  // chunks (Engine::set_cancel_flag covers the context's prefill).
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+struct Timings {
+  int64_t prompt_tokens = 0;     // evaluated for this answer (context included)
+  int64_t generated_tokens = 0;
+  double prefill_ms = 0.0;       // context (and question) evaluation, compression included
+  double decode_ms = 0.0;
+  double prefill_tok_s() const { return prefill_ms > 0 ? prompt_tokens * 1000.0 / prefill_ms : 0.0; }
+  double decode_tok_s() const { return decode_ms > 0 ? generated_tokens * 1000.0 / decode_ms : 0.0; }
+};
+
+struct Completion {
+  std::vector<int32_t> tokens;  // generated ids (the end-of-generation token excluded)
+  std::string text;             // their text, cut before a stop string
+  StopReason stop_reason = StopReason::MaxTokens;
+  Timings timings;
+};
+
+// What the cache holds, measured (bytes actually allocated, not a mask).
+struct Accounting {
+  size_t kv_bytes_held = 0;   // allocated for the runs
+  size_t kv_bytes_used = 0;   // occupied by kept slots
+  size_t kv_bytes_full = 0;   // what an uncompressed f16 cache of the same positions would hold
+  int64_t context_tokens = 0;
+  std::vector<std::vector<int64_t>> kv_lengths;  // [layer][kv head]: slots kept
+  int64_t layer_compressions = 0;
+  int64_t slots_removed = 0;
+};
+
+class Engine {
+ public:
+  // `model` must outlive the engine. Throws ParameterError for bad options (ctx_size, chunk, threads).
+  explicit Engine(const Model& model, const SessionOptions& options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // A flag any thread may set to stop the work in progress: prefill stops between chunks with
+  // CancelledError (the context is dropped), generation stops with StopReason::Cancelled.
+  void set_cancel_flag(const std::atomic<bool>* flag);
+  // Throws ContextFullError (before any work) unless `tokens` positions fit the context size.
+  void check_fits(int64_t tokens) const;
+
+  // Validates and adopts the plan for the next context (the current one is dropped).
+  const PlanReport& set_plan(const CompressionPlan& plan);
+  const PlanReport& plan() const;
+
+  // --- Context + questions (kvpress's pipeline): only the context is compressed.
+  // The context's tokens: the chat template's part before the question (kvpress's split), or the
+  // text itself with chat=false.
+  std::vector<int32_t> context_ids(const std::string& context, bool chat = true) const;
+  // A question's tokens after that context (the template's closing part included).
+  std::vector<int32_t> question_ids(const std::string& context, const std::string& question, bool chat = true) const;
+  // Evaluates the context (compressed as planned), with cache room for `reserve_tokens` more
+  // (a question and its answer). Throws ContextFullError, before any work, when context +
+  // reserve_tokens exceed the context size. Returns the milliseconds spent.
+  double prefill_context(const std::vector<int32_t>& ids, int64_t reserve_tokens = 0);
+  // Loads a prompt cache saved by save_prompt_cache instead of evaluating the context; its tokens
+  // must be `ids` when ids is not empty. Returns the cached tokens.
+  std::vector<int32_t> load_prompt_cache(const std::string& path, const std::vector<int32_t>& ids = {});
+  // Saves the context's (compressed) cache with its tokens; `meta_json` is free-form.
+  void save_prompt_cache(const std::string& path, const std::string& meta_json = "") const;
+  // Answers a question from the context, then restores the context (rolled back, or a copy when
+  // decoding compression or query-aware compression changed it) for the next question.
+  // keep_context=false skips the copy for the last question.
+  Completion answer(const std::vector<int32_t>& question_ids, const GenerateParams& params = {}, bool keep_context = true);
+
+  // --- Plain generation: the prompt is the context (compressed as planned), then generation
+  // continues it. An empty prompt continues from the last logits (a loaded cache).
+  Completion generate(const std::vector<int32_t>& prompt, const GenerateParams& params = {});
+
+  // The context tokens evaluated (or loaded) so far.
+  const std::vector<int32_t>& context_tokens() const;
+  Accounting accounting() const;
+  const Model& model() const;
+  // The low-level session (for the evaluation suite and presses' tests).
+  Session& session();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvsqueeze

@@ -1,0 +1,253 @@
+// The engine API's sequence flow: a context compressed once as the plan says, then questions
+// answered from it (rolled back, or from copies when compression changed it), or generation.
+#include "kvsqueeze/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "engine/plan_presses.h"
+#include "kvsqueeze/cache_file.h"
+#include "runtime/stopwatch.h"
+
+namespace kvsqueeze {
+
+struct Engine::Impl {
+  Impl(const Model& m, const SessionOptions& o) : model(m), session(m, o) {}
+
+  const Model& model;
+  Session session;
+  CompressionPlan plan;
+  PlanReport report;
+  PlanPresses presses;
+  std::unique_ptr<PressRunner> runner;  // compresses the context (and decoding, if planned)
+  const std::atomic<bool>* cancel = nullptr;
+
+  bool has_context = false;
+  std::vector<int32_t> context_ids;
+  int32_t context_end = 0;
+  std::vector<float> context_logits;
+  double context_ms = 0.0;
+  bool protected_end = false;
+  int64_t compressions = 0, removed = 0;  // of runners already gone (query-aware questions)
+
+  // Drops any context and rebuilds the presses (they may hold per-context state).
+  void reset() {
+    runner.reset();
+    session.set_layer_hook({});
+    if (session.next_position() > 0) session.rollback_to(0);
+    presses = build_plan_presses(plan, model.config(), session.options().kv_type, &report);
+    has_context = false;
+    context_ids.clear();
+    context_end = 0;
+    context_logits.clear();
+    context_ms = 0.0;
+    compressions = removed = 0;
+  }
+
+  // The runner that compresses the context, unless compression waits for each question.
+  void make_runner() {
+    const bool decoding = report.policy.decoding();
+    if (report.query_aware || (!presses.press && !decoding)) return;
+    runner = std::make_unique<PressRunner>(session, presses.press.get(), presses.budget,
+                                           decoding ? presses.decode_press : nullptr, report.policy);
+  }
+
+  void context_ready() {
+    has_context = true;
+    context_end = session.next_position();
+    context_logits = session.last_logits();
+    protected_end = false;
+  }
+
+  // Before the first answer: keep what rolling back to the context's end needs (sliding windows).
+  void protect_context() {
+    if (protected_end || report.query_aware) return;
+    session.cache().protect_query_position(context_end);
+    protected_end = true;
+  }
+
+  DecodeControl control(const GenerateParams& p) const {
+    DecodeControl c;
+    c.stop = p.stop;
+    c.on_text = p.on_text;
+    c.cancel = p.cancel ? p.cancel : cancel;
+    return c;
+  }
+};
+
+Engine::Engine(const Model& model, const SessionOptions& options) : impl_(std::make_unique<Impl>(model, options)) {
+  impl_->reset();
+}
+Engine::~Engine() = default;
+
+void Engine::set_cancel_flag(const std::atomic<bool>* flag) {
+  impl_->cancel = flag;
+  impl_->session.set_cancel_flag(flag);
+}
+
+void Engine::check_fits(int64_t tokens) const {
+  const int64_t limit = impl_->session.options().ctx_size;
+  if (tokens > limit)
+    throw ContextFullError("prompt of " + std::to_string(tokens) + " tokens exceeds the context size " + std::to_string(limit) +
+                           " (raise `ctx_size`, at most the model's " + std::to_string(impl_->model.config().n_ctx_train) + ")");
+}
+
+const PlanReport& Engine::set_plan(const CompressionPlan& plan) {
+  const CompressionPlan previous = impl_->plan;
+  impl_->plan = plan;
+  try {
+    impl_->reset();
+  } catch (...) {
+    impl_->plan = previous;  // a rejected plan leaves the engine as it was (without a context)
+    impl_->reset();
+    throw;
+  }
+  return impl_->report;
+}
+
+const PlanReport& Engine::plan() const { return impl_->report; }
+
+std::vector<int32_t> Engine::context_ids(const std::string& context, bool chat) const {
+  const Tokenizer& tok = impl_->model.tokenizer();
+  const std::string text = chat ? impl_->model.chat_template().split(context, "").context_part : context;
+  return tok.encode(text, tok.add_bos_by_default());
+}
+
+std::vector<int32_t> Engine::question_ids(const std::string& context, const std::string& question, bool chat) const {
+  const std::string text = chat ? impl_->model.chat_template().split(context, question).question_part : question;
+  return impl_->model.tokenizer().encode(text, false);
+}
+
+double Engine::prefill_context(const std::vector<int32_t>& ids, int64_t reserve_tokens) {
+  Impl& m = *impl_;
+  check_fits(static_cast<int64_t>(ids.size()));
+  m.reset();
+  m.make_runner();
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    if (reserve_tokens > 0) m.session.reserve(static_cast<int64_t>(ids.size()) + reserve_tokens);
+    if (m.runner) m.runner->prefill(ids, reserve_tokens);
+    else m.session.eval(ids);
+  } catch (...) {
+    m.reset();  // cancelled or failed: no half context
+    throw;
+  }
+  m.context_ms = ms_since(t0);
+  m.context_ids = ids;
+  m.context_ready();
+  return m.context_ms;
+}
+
+std::vector<int32_t> Engine::load_prompt_cache(const std::string& path, const std::vector<int32_t>& ids) {
+  Impl& m = *impl_;
+  m.reset();
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> cached = load_cache(m.session, path).tokens;
+  if (!ids.empty() && cached != ids) {
+    const size_t same = static_cast<size_t>(std::mismatch(ids.begin(), ids.end(), cached.begin(), cached.end()).first - ids.begin());
+    m.reset();
+    throw ParameterError("prompt", "the prompt does not match the cached tokens of '" + path + "' (" + std::to_string(ids.size()) +
+                                       " prompt tokens, " + std::to_string(cached.size()) + " cached, the first " +
+                                       std::to_string(same) + " equal)");
+  }
+  m.make_runner();  // decoding-time compression still applies to what is generated from it
+  m.context_ms = ms_since(t0);
+  m.context_ids = cached;
+  m.context_ready();
+  return cached;
+}
+
+void Engine::save_prompt_cache(const std::string& path, const std::string& meta_json) const {
+  if (!impl_->has_context) throw Error("no context to save: prefill or load one first");
+  save_cache(impl_->session, impl_->context_ids, path, meta_json);
+}
+
+Completion Engine::answer(const std::vector<int32_t>& question_ids, const GenerateParams& params, bool keep_context) {
+  Impl& m = *impl_;
+  if (!m.has_context) throw Error("no context to answer from: prefill or load one first");
+  if (question_ids.empty()) throw ParameterError("question", "`question` is empty");
+  Sampler::validate(params.sampling);
+  Sampler sampler(params.sampling);
+  const bool decoding = m.report.policy.decoding();
+  m.protect_context();
+  // Decoding-time and query-aware compression change the context for good: later questions
+  // start from a copy of it (a fork) instead of a rollback.
+  std::unique_ptr<KvCache> snapshot;
+  if (keep_context && (decoding || m.report.query_aware)) snapshot = std::make_unique<KvCache>(clone_cache(m.session.cache()));
+  Completion out;
+  GenerationResult r;
+  if (m.report.query_aware) {
+    // The question is compressed together with the context (Finch; kvpress's question-in-context
+    // setting) by a press of its own: finch's window is the question's length.
+    std::vector<std::string> opts = m.presses.press_options;
+    if (expression_mentions(m.plan.press, "finch")) opts.push_back("finch.window_size=" + std::to_string(question_ids.size()));
+    auto question_press = make_press(m.plan.press, opts);
+    // Decoding with the context press itself continues with the press that compressed this question.
+    Press* decode_press = m.presses.decode_press == m.presses.press.get() ? question_press.get() : m.presses.decode_press;
+    const auto t0 = std::chrono::steady_clock::now();
+    PressRunner question_runner(m.session, question_press.get(), m.presses.budget, decoding ? decode_press : nullptr, m.report.policy);
+    question_runner.prefill(question_ids, params.max_tokens);
+    const double question_ms = ms_since(t0);
+    question_runner.start_decoding();
+    r = kvsqueeze::generate(m.session, {}, params.max_tokens, sampler, m.control(params));
+    r.prefill_ms = m.context_ms + question_ms;
+    r.prompt_tokens = static_cast<int64_t>(m.context_ids.size() + question_ids.size());
+    m.compressions += question_runner.compressions();
+    m.removed += question_runner.slots_removed();
+  } else {
+    if (m.runner) m.runner->start_decoding();
+    r = kvsqueeze::generate(m.session, question_ids, params.max_tokens, sampler, m.control(params));
+    r.prefill_ms += m.context_ms;
+    r.prompt_tokens += static_cast<int64_t>(m.context_ids.size());
+  }
+  if (snapshot) m.session.restore(std::move(*snapshot), m.context_end, m.context_logits);
+  else if (!decoding && !m.report.query_aware) m.session.rollback_to(m.context_end);
+  if (!keep_context && (decoding || m.report.query_aware)) m.has_context = false;  // the last question used it up
+  out.tokens = std::move(r.tokens);
+  out.text = std::move(r.text);
+  out.stop_reason = r.stop_reason;
+  out.timings.prompt_tokens = r.prompt_tokens;
+  out.timings.generated_tokens = static_cast<int64_t>(out.tokens.size());
+  out.timings.prefill_ms = r.prefill_ms;
+  out.timings.decode_ms = r.decode_ms;
+  return out;
+}
+
+Completion Engine::generate(const std::vector<int32_t>& prompt, const GenerateParams& params) {
+  Impl& m = *impl_;
+  Sampler::validate(params.sampling);
+  Sampler sampler(params.sampling);
+  if (m.runner) m.runner->start_decoding();
+  GenerationResult r = kvsqueeze::generate(m.session, prompt, params.max_tokens, sampler, m.control(params));
+  Completion out;
+  out.tokens = std::move(r.tokens);
+  out.text = std::move(r.text);
+  out.stop_reason = r.stop_reason;
+  const bool continues_context = m.has_context && prompt.empty();
+  out.timings.prompt_tokens = r.prompt_tokens + (continues_context ? static_cast<int64_t>(m.context_ids.size()) : 0);
+  out.timings.prefill_ms = r.prefill_ms + (continues_context ? m.context_ms : 0.0);
+  out.timings.generated_tokens = static_cast<int64_t>(out.tokens.size());
+  out.timings.decode_ms = r.decode_ms;
+  m.has_context = false;  // the sequence moved on: answers need a fresh context
+  return out;
+}
+
+const std::vector<int32_t>& Engine::context_tokens() const { return impl_->context_ids; }
+
+Accounting Engine::accounting() const {
+  const Impl& m = *impl_;
+  Accounting a;
+  a.kv_bytes_held = m.session.cache().bytes_held();
+  a.kv_bytes_used = m.session.cache().bytes_used();
+  a.kv_bytes_full = m.session.kv_bytes_full();
+  a.context_tokens = static_cast<int64_t>(m.context_ids.size());
+  a.kv_lengths = m.session.cache().lengths();
+  a.layer_compressions = m.compressions + (m.runner ? m.runner->compressions() : 0);
+  a.slots_removed = m.removed + (m.runner ? m.runner->slots_removed() : 0);
+  return a;
+}
+
+const Model& Engine::model() const { return impl_->model; }
+Session& Engine::session() { return impl_->session; }
+
+}  // namespace kvsqueeze

@@ -1,0 +1,42 @@
+#include "flag_names.h"
+
+#include <map>
+
+namespace kvsqueeze::cli {
+namespace {
+
+const std::map<std::string, std::string>& flags() {
+  static const std::map<std::string, std::string> table = {
+      {"press", "--press"}, {"presses", "--press"}, {"ratio", "--ratio"}, {"ratios", "--ratio"},
+      {"options", "--press-opt"}, {"decode_press", "--decode-press"}, {"decode_options", "--decode-press-opt"},
+      {"decode_interval", "--decode-interval"}, {"decode_target", "--decode-target"}, {"decode_ratio", "--decode-ratio"},
+      {"ctx_size", "--ctx-size"}, {"chunk", "--chunk"}, {"threads", "--threads"}, {"kv_type", "--kv-type"},
+      {"max_tokens", "-n"}, {"temperature", "--temp"}, {"top_k", "--top-k"}, {"top_p", "--top-p"}, {"min_p", "--min-p"},
+      {"lengths", "--lengths"}, {"depths", "--depths"}, {"gate", "--gate"}, {"gate_threshold", "--gate-threshold"},
+      {"query_aware", "--query-aware"}, {"every_chunk", "--compress-chunks"}, {"question", "-q"},
+      {"continuation", "--continuation"}, {"samples", "--samples"}, {"resume", "resume (drop --no-resume)"},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::string with_flag_names(const std::string& message) {
+  std::string out;
+  for (size_t i = 0; i < message.size();) {
+    const size_t open = message.find('`', i);
+    const size_t close = open == std::string::npos ? std::string::npos : message.find('`', open + 1);
+    if (close == std::string::npos) {
+      out += message.substr(i);
+      break;
+    }
+    out += message.substr(i, open - i);
+    const std::string field = message.substr(open + 1, close - open - 1);
+    const auto it = flags().find(field);
+    out += it != flags().end() ? it->second : field;
+    i = close + 1;
+  }
+  return out;
+}
+
+}  // namespace kvsqueeze::cli
