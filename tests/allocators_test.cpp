@@ -1,4 +1,4 @@
-// Head/layer-adaptive allocators (ALGORITHMS.md §4): the original AdaKV rule, HeadKV and
+// Head/layer-adaptive allocators (docs/METHODS.md §4): the original AdaKV rule, HeadKV and
 // DiliLazyKV against hand-computed examples and against upstream's arithmetic run by
 // scripts/reference/allocators/make_allocator_fixtures.py on the fixed inputs of
 // tests/fixtures/allocators/; then on stories260K: per-head kept lengths equal the computed

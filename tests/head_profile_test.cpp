@@ -1,4 +1,4 @@
-// kvsqueeze profile-heads (ALGORITHMS.md §5): the head metrics on hand-made attention rows, the
+// kvsqueeze profile-heads (docs/METHODS.md §5): the head metrics on hand-made attention rows, the
 // needle's span in the final tokens, real runs on stories260K (and the default model), the
 // answer gate, determinism and the CLI's errors.
 #include <gtest/gtest.h>

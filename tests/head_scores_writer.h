@@ -1,5 +1,5 @@
 #pragma once
-// Writes head-score files (ALGORITHMS.md §5.4) for tests: deterministic per-run lists keyed
+// Writes head-score files (docs/METHODS.md §5.4) for tests: deterministic per-run lists keyed
 // "layer-head" over n_layer x n_head query heads, and a _meta naming `model` (none if empty).
 #include <fstream>
 #include <string>

@@ -206,7 +206,7 @@ inline void expect_kept(const json& ref_layer, const json* ref_scores, const std
       if (!got.count(p) && !at_cut(p)) ++uni;
     const double jaccard = uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0;
     EXPECT_GE(jaccard, tol.min_jaccard) << where << " head " << h << ": kept " << got.size() << ", reference " << want.size();
-    // More protected slots than the budget: we keep them all (ALGORITHMS.md §0), kvpress keeps
+    // More protected slots than the budget: we keep them all (docs/METHODS.md §0), kvpress keeps
     // an arbitrary subset of its tied pads. Then the reference must be a subset of ours.
     bool all_protected = !our_scores.empty() && got.size() > want.size();
     if (all_protected)

@@ -98,7 +98,7 @@ void check_simlayerkv(const std::string& model_name, const std::string& fixture,
 // LagKV on the default model. Layers 5 and 17 have key channels that are exactly zero (their
 // k_norm weight), so the next partition's range of those channels is 0 and kvpress's raw scores
 // are NaN there (its rank mode then ranks by torch's order of NaNs, and its cross mode evicts the
-// sinks, NaN sorting above the protected 1s). ALGORITHMS.md §3.9 guards the range by default.
+// sinks, NaN sorting above the protected 1s). docs/METHODS.md §3.9 guards the range by default.
 // Layers whose raw scores (the `_cross` fixture) are finite get the full parity check; on the
 // others our scores must be finite (guarded), or with parity=true NaN exactly where kvpress's raw
 // scores are (cross mode; ranks are finite, NaN ranking lowest), and sinks and tail are kept.
@@ -173,7 +173,7 @@ TEST(KvpressParityLayer, LagKvCross) { parity::check("stories", make_case("lagkv
 TEST(KvpressParityLayer, LagKvCrossParity) {
   parity::check("stories", make_case("lagkv_lag16_cross", "lagkv", {"lag_size=16", "cross_scoring=true", "parity=true"}));
 }
-// PyramidKV budgets by hand (ALGORITHMS.md §4.2). L = 218, cr = 0.5, w = 64, beta = 20: base 109,
+// PyramidKV budgets by hand (docs/METHODS.md §4.2). L = 218, cr = 0.5, w = 64, beta = 20: base 109,
 // mn = 5.45, mx = 212.55 >= L - w = 154, so mx = 154 and mn = 218 - 154 = 64; 218 >= 154 >= 64 >= 64
 // holds: n_l = round(154 - l * 90 / 17) over 18 layers.
 TEST(KvpressParityLayer, PyramidKvBudgetByHand) {

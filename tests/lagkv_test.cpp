@@ -232,7 +232,7 @@ void drive(const Flow& f, const std::function<int64_t(int)>& chunk, int64_t tota
       }
       const auto len = static_cast<int64_t>(got.size());
       EXPECT_EQ(len, std::min<int64_t>(f.n_sink, d.seen) + parts * k + std::max<int64_t>(0, tail));
-      // ALGORITHMS.md §2.2: n_sink + keep (seen - n_sink - tail) + tail, keep = k / lag <= 1 - cr.
+      // docs/METHODS.md §2.2: n_sink + keep (seen - n_sink - tail) + tail, keep = k / lag <= 1 - cr.
       if (d.seen > f.n_sink) {
         EXPECT_LE(static_cast<double>(len), static_cast<double>(f.n_sink) + (1.0 - f.ratio) * static_cast<double>(d.seen - f.n_sink - tail) +
                                                  static_cast<double>(tail) + 1e-9);

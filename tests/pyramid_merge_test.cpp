@@ -1,4 +1,4 @@
-// pyramid_merge (ALGORITHMS.md §6.1): the seed's pyramidal pairwise pooling.
+// pyramid_merge (docs/METHODS.md §6.1): the seed's pyramidal pairwise pooling.
 //  - The maths (pyramid_merge_math.h) by hand: thresholds, each pooling type, the prefill loop.
 //  - Against the seed's own code (en-jai-neer/kv-cache-compression): tests/fixtures/merging/
 //    pyramid_seed.json, made by scripts/reference/merging/make_pyramid_fixture.py, records the
@@ -528,7 +528,7 @@ RunResult run_pipeline(const Model& m, KvType type, const PyramidSettings& s, si
       if (len != shadow.shadow_len(l)) return out;
       // A decoding pooling leaves sink + W + 1 + e slots, e' = ceil(e / 2) from one to the next:
       // e settles at 0 from below (the run then oscillates within [sink+W+1, sink+2W+2], as
-      // ALGORITHMS.md §6.1 says) or at 1 from above (after a prefill that left more than W + 1
+      // docs/METHODS.md §6.1 says) or at 1 from above (after a prefill that left more than W + 1
       // slots past the sinks: [sink+W+2, sink+2W+3]).
       if (last_len[static_cast<size_t>(l)] > len && (len == s.sink + w + 1 || len == s.sink + w + 2)) steady[static_cast<size_t>(l)] = true;
       if (steady[static_cast<size_t>(l)]) {

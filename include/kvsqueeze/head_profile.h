@@ -1,5 +1,5 @@
 #pragma once
-// Head-importance profiling (ALGORITHMS.md §5): needle-in-a-haystack runs whose attention rows
+// Head-importance profiling (docs/METHODS.md §5): needle-in-a-haystack runs whose attention rows
 // score every query head by how it attends to the needle: DiliScore (weighted precision),
 // LazyScore (weighted recall), their harmonic mean InfScore (DiliLazyKV), the four attention
 // categories, and HeadKV's retrieval score (copying the needle token by token). Only runs whose

@@ -1,5 +1,5 @@
 #pragma once
-// Where and when a press compresses a session's cache (ALGORITHMS.md §2):
+// Where and when a press compresses a session's cache (docs/METHODS.md §2):
 //   - prefill: once, each layer right after its attention on the context's last chunk (kvpress);
 //   - chunked prefill: after every chunk, back to the budget of the tokens seen so far, so the
 //     peak cache stays near the budget plus one chunk;

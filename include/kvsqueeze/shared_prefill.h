@@ -1,5 +1,5 @@
 #pragma once
-// One prefill serving many presses and budgets (evaluation grids, ALGORITHMS.md §8).
+// One prefill serving many presses and budgets (evaluation grids, docs/METHODS.md §8).
 //
 // A prefill-time press does not change the forward pass that produced the cache: kvpress
 // compresses each layer after its attention, and the layer's output was already computed over

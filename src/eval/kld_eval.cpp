@@ -1,4 +1,4 @@
-// KL divergence and perplexity against the full cache (ALGORITHMS.md §8.4): a continuation
+// KL divergence and perplexity against the full cache (docs/METHODS.md §8.4): a continuation
 // teacher-forced after the context, once from the full cache (the baseline cell) and once from
 // each compressed copy; next-token distributions compared token by token.
 #include <algorithm>

@@ -1,4 +1,4 @@
-// AdaKV (arXiv 2407.11550; ALGORITHMS.md §4.3): head-wise budgets within a layer, by one of two
+// AdaKV (arXiv 2407.11550; docs/METHODS.md §4.3): head-wise budgets within a layer, by one of two
 // rules.
 // rule=kvpress (kvpress AdaKVPress, the default): each head keeps its own top
 //   floor(n_h * alpha_safeguard) slots; the rest of the layer's budget (sum of

@@ -1,4 +1,4 @@
-// CaM, cache merging (kvpress CAMPress, ALGORITHMS.md §6.3), on any press. The wrapper keeps
+// CaM, cache merging (kvpress CAMPress, docs/METHODS.md §6.3), on any press. The wrapper keeps
 // Abar, the attention each slot received (mean over the G query heads of its KV head), summed
 // over every query it observed since the sequence started: the context's queries (attention
 // column sums, accumulated over prefill chunks) and every generated token while it compresses

@@ -1,4 +1,4 @@
-// CAP / CAPKV (kvpress CapPress, ALGORITHMS.md §3.14): a query anchor mu_q = Rbar · mean of the
+// CAP / CAPKV (kvpress CapPress, docs/METHODS.md §3.14): a query anchor mu_q = Rbar · mean of the
 // context's pre-RoPE queries after the sinks (Rbar: mean RoPE rotation of the next
 // n_future_positions positions, as in expected_attention), weights w_i = exp(tau·(c_i − max c))
 // from the clamped cosine c_i of mu_q and k_i, a capacity matrix A = I + Σ (w_i + eps) v_i v_iᵀ

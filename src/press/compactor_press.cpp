@@ -1,4 +1,4 @@
-// Compactor (kvpress CompactorPress, ALGORITHMS.md §3.12): on the middle slots (all but the
+// Compactor (kvpress CompactorPress, docs/METHODS.md §3.12): on the middle slots (all but the
 // first sink_size_start and the last sink_size_end), blending · z(leverage) + z(non-causal
 // attention), each z-scored over the middle slots of all heads. blending defaults to the
 // compression ratio (the budget given to set_budget() or select()). The end slots are protected.

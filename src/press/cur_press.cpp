@@ -1,4 +1,4 @@
-// CUR / CurDKV (kvpress CURPress, ALGORITHMS.md §3.13): approximate leverage of keys and values
+// CUR / CurDKV (kvpress CURPress, docs/METHODS.md §3.13): approximate leverage of keys and values
 // from their squared norms, optionally after a random projection to 20 dimensions, each divided
 // by its sum within non-overlapping local windows (the tail window zero-padded), combined by
 // `leverage_type` and normalised by the total over the run. The first num_sinks slots are

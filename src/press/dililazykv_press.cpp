@@ -1,4 +1,4 @@
-// DiliLazyKV (DiliLazyKV/DiliLazyKV headkv/snapkv_utils.py; ALGORITHMS.md §4.5): HeadKV's budget
+// DiliLazyKV (DiliLazyKV/DiliLazyKV headkv/snapkv_utils.py; docs/METHODS.md §4.5): HeadKV's budget
 // split with a layer-aware adjustment, exactly as coded upstream (float32). With B, N, s as in
 // HeadKV (headkv_press.cpp):
 //   S = s^temp;  S' = S + 0.01 S / (sum of S over the heads of its layer + 1e-9)

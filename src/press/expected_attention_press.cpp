@@ -1,4 +1,4 @@
-// ExpectedAttention (kvpress ExpectedAttentionPress, ALGORITHMS.md §3.7): the attention that
+// ExpectedAttention (kvpress ExpectedAttentionPress, docs/METHODS.md §3.7): the attention that
 // future queries are expected to pay each slot, if queries are Gaussian. The mean and biased
 // covariance of the context's pre-RoPE queries after the first n_sink rows are accumulated over
 // prefill chunks (observe()), rotated by the mean RoPE rotation of the next n_future_positions

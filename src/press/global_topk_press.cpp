@@ -1,4 +1,4 @@
-// Global top-k across layers (ALGORITHMS.md §4.6, KVzip's allocation for any scorer): every
+// Global top-k across layers (docs/METHODS.md §4.6, KVzip's allocation for any scorer): every
 // compressible layer is scored by the inner press right after its attention on the context's
 // last chunk; once the whole context was evaluated, the lowest floor(total cr) scores over all
 // (layer, KV head, slot) are evicted together (budget=N: all but N per head on average). Layers

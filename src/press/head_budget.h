@@ -1,5 +1,5 @@
 #pragma once
-// Head-adaptive budget allocators (ALGORITHMS.md §4.3-4.5): the original AdaKV capacity rule
+// Head-adaptive budget allocators (docs/METHODS.md §4.3-4.5): the original AdaKV capacity rule
 // (FFY0/AdaKV AdaptiveSnapKVCluster), HeadKV (FYYFU/HeadKV ReasonSnapKVCluster) and DiliLazyKV
 // (DiliLazyKV/DiliLazyKV headkv/snapkv_utils.py), the head-score files they read (§5.4), and
 // the largest-remainder fit that makes per-head budgets sum exactly to the requested total.
@@ -58,7 +58,7 @@ HeadCaps headkv_caps(const std::vector<double>& scores, int64_t base, double bet
 // cap = round(P pool + (B - B // beta) + 0.5). `per_layer` units per layer.
 HeadCaps dililazykv_caps(const std::vector<double>& scores, int64_t per_layer, int64_t base, double beta, double temp);
 
-// --- Head-score files (ALGORITHMS.md §5.4) ----------------------------------------------------
+// --- Head-score files (docs/METHODS.md §5.4) ----------------------------------------------------
 // {"layer-head": [numbers] | number, ..., "_meta": {...}}: query-head scores (the mean of each
 // list), keys starting with "_" skipped.
 struct HeadScoreFile {

@@ -1,4 +1,4 @@
-// HeadKV (arXiv 2410.19258, FYYFU/HeadKV ReasonSnapKVCluster; ALGORITHMS.md §4.4): per-head
+// HeadKV (arXiv 2410.19258, FYYFU/HeadKV ReasonSnapKVCluster; docs/METHODS.md §4.4): per-head
 // budgets from offline head-importance scores. With B the average per-head budget less the
 // inner press's protected slots (its window), N the compressible layers' KV heads and s each KV
 // head's score (the mean of its G query heads' means):

@@ -1,5 +1,5 @@
 #pragma once
-// LagKV scoring (arXiv 2504.04704; ALGORITHMS.md §3.9), header-only so that tests can check it on
+// LagKV scoring (arXiv 2504.04704; docs/METHODS.md §3.9), header-only so that tests can check it on
 // hand-made partitions. A region of m full partitions of `lag` rows is scored partition by
 // partition against the NEXT one: per channel, lo/hi are the min/max over the next partition's
 // rows; each row's score is the unbiased standard deviation over its channels of

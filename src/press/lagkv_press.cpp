@@ -1,4 +1,4 @@
-// LagKV (arXiv 2504.04704; ALGORITHMS.md §3.9, §2.2): attention-free scoring of each partition
+// LagKV (arXiv 2504.04704; docs/METHODS.md §3.9, §2.2): attention-free scoring of each partition
 // of `lag_size` slots against the partition after it (lagkv_math.h). Two flows:
 //  - mode=kvpress (kvpress LagKVPress): a one-shot scorer at the end of prefill. Sinks, the
 //    last full partition and the remainder are protected; the other partitions score

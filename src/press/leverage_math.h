@@ -1,6 +1,6 @@
 #pragma once
 // Approximate leverage scores of key rows under a right Gaussian sketch (kvpress
-// LeverageScorePress, ALGORITHMS.md §3.11), separated from the press so tests can feed the exact
+// LeverageScorePress, docs/METHODS.md §3.11), separated from the press so tests can feed the exact
 // sketches torch drew (the fixtures store them) and check the maths alone.
 #include <cmath>
 #include <cstdint>

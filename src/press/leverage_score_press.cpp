@@ -1,4 +1,4 @@
-// LeverageScore (kvpress LeverageScorePress, ALGORITHMS.md §3.11): approximate statistical
+// LeverageScore (kvpress LeverageScorePress, docs/METHODS.md §3.11): approximate statistical
 // leverage of the centred pre-RoPE keys under a Gaussian right sketch of width
 // sketch_dimension, z-scored over all heads at once (maths in leverage_math.h).
 #include "press/leverage_math.h"

@@ -1,5 +1,5 @@
 #pragma once
-// Value merging on any press (ALGORITHMS.md §6.2 MergingPress, §6.3 CaM): the arithmetic of one
+// Value merging on any press (docs/METHODS.md §6.2 MergingPress, §6.3 CaM): the arithmetic of one
 // head, testable on hand-made tensors, and the wrapper base both merging presses share.
 //
 // The wrapper snapshots every head's keys / values (fp32) before the inner press compresses,

@@ -1,4 +1,4 @@
-// Merge-on-evict on any press (kvpress MergingPress, ALGORITHMS.md §6.2): after the inner press
+// Merge-on-evict on any press (kvpress MergingPress, docs/METHODS.md §6.2): after the inner press
 // chose what each head keeps, every evicted slot folds its value into the most key-cosine-similar
 // kept slot of the same head, when the similarity reaches similarity_threshold and is within the
 // top merge_fraction of the head's similarities (torch.quantile, linear, failed ones at -inf, as

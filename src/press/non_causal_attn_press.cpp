@@ -1,4 +1,4 @@
-// NonCausalAttn (kvpress NonCausalAttnPress, ALGORITHMS.md §3.10): the attention each slot
+// NonCausalAttn (kvpress NonCausalAttnPress, docs/METHODS.md §3.10): the attention each slot
 // receives from the context's queries, computed without a causal mask inside chunks of
 // chunk_size slots, averaged over the query group, times ||v||, avg-pooled over 3 slots and
 // z-scored over all heads at once. Prefill only: the queries are gathered over chunks.

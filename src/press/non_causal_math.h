@@ -1,5 +1,5 @@
 #pragma once
-// Non-causal chunked attention column sums (kvpress NonCausalAttnPress, ALGORITHMS.md §3.10),
+// Non-causal chunked attention column sums (kvpress NonCausalAttnPress, docs/METHODS.md §3.10),
 // shared by non_causal_attn and compactor: the context's queries (RoPE at their positions)
 // attend without a causal mask to the keys of their own chunk of `chunk` slots; the attention
 // each slot receives is averaged over the query group, times ||v||, avg-pooled (3) and

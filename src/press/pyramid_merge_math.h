@@ -1,6 +1,6 @@
 #pragma once
 // Pyramidal pairwise pooling (the seed, en-jai-neer/kv-cache-compression
-// sequence_kv_compress.py; ALGORITHMS.md §6.1), header-only so that tests can run it on
+// sequence_kv_compress.py; docs/METHODS.md §6.1), header-only so that tests can run it on
 // hand-made rows and against the seed's own outputs (tests/fixtures/merging/).
 //  - local_window: layer k of m lets W_k = int(L0 (1 + (k/m)(1/beta - 1))) slots stay unmerged.
 //  - halve: a span of n rows (n x d, row-major) becomes ceil(n/2) rows; an odd span duplicates
@@ -152,7 +152,7 @@ inline PrefillResult prefill(Run& r, int64_t sink, int64_t w, Pooling p) {
   return res;
 }
 
-// The seed's decoding rule, post-sink only (the seed also pools its sinks: ALGORITHMS.md §6.1):
+// The seed's decoding rule, post-sink only (the seed also pools its sinks: docs/METHODS.md §6.1):
 // when more than w slots lie past rws, halve all of [sink, len) once and set rws = len.
 inline bool decode_step(Run& r, int64_t& rws, int64_t sink, int64_t w, Pooling p) {
   if (r.len() - rws <= w || r.len() <= sink) return false;

@@ -1,5 +1,5 @@
 // pyramid_merge: the seed's pyramidal pairwise pooling (en-jai-neer/kv-cache-compression,
-// ALGORITHMS.md §6.1; the maths in pyramid_merge_math.h). Nothing is scored or evicted: per
+// docs/METHODS.md §6.1; the maths in pyramid_merge_math.h). Nothing is scored or evicted: per
 // (layer, KV head), pairs of consecutive slots past the sinks are pooled into one slot, so that
 // at most W_k = int(L0 (1 + (k/m)(1/beta - 1))) slots of layer k stay unmerged.
 //  - After the context (its last chunk), the seed's prefill loop: rws = sink; while

@@ -1,4 +1,4 @@
-// PyramidKV (arXiv 2406.02069, kvpress PyramidKVPress; ALGORITHMS.md §4.2): SnapKV scores with a
+// PyramidKV (arXiv 2406.02069, kvpress PyramidKVPress; docs/METHODS.md §4.2): SnapKV scores with a
 // per-layer budget that falls linearly from the first layer to the last, averaging to the
 // uniform budget. For layer l of N_L, run length L and base = L (1 - cr):
 //   mn = base / beta, mx = 2 base - mn; if mx >= L - w: mx = L - w, mn = 2 base - mx

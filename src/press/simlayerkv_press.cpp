@@ -1,4 +1,4 @@
-// SimLayerKV (arXiv 2410.13846, kvpress SimLayerKVPress; ALGORITHMS.md §3.17): a layer is lazy
+// SimLayerKV (arXiv 2410.13846, kvpress SimLayerKVPress; docs/METHODS.md §3.17): a layer is lazy
 // when its last n_last queries pay more than lazy_threshold of their attention to the first
 // n_initial slots plus the n_recent slots before them (averaged over query heads and those
 // queries; the window's own columns are left out, as kvpress's window attention does). A lazy

@@ -1,5 +1,5 @@
 #pragma once
-// SnapKV scores (ALGORITHMS.md §3.4), shared by snapkv and pyramidkv: the attention the last w
+// SnapKV scores (docs/METHODS.md §3.4), shared by snapkv and pyramidkv: the attention the last w
 // queries (the window the forward pass computed) pay to each earlier slot, averaged over those
 // queries, smoothed by a 1-D average pool (kernel_size, stride 1, zero padding counted as torch's
 // avg_pool1d does), averaged over the G query heads of each KV head. The window scores +inf.

@@ -1,4 +1,4 @@
-// Per-row head metrics of the profiler (ALGORITHMS.md §5.2), HeadKV's retrieval scores and the
+// Per-row head metrics of the profiler (docs/METHODS.md §5.2), HeadKV's retrieval scores and the
 // answer gate (§5.3).
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-// The profiler's needle-in-a-haystack prompts (ALGORITHMS.md §5.1) and the needle's span in the
+// The profiler's needle-in-a-haystack prompts (docs/METHODS.md §5.1) and the needle's span in the
 // final tokens.
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-// kvsqueeze profile-heads: head-importance scores from needle-in-a-haystack runs (ALGORITHMS.md
+// kvsqueeze profile-heads: head-importance scores from needle-in-a-haystack runs (docs/METHODS.md
 // §5), written as HEADS.json (keyed "layer-head") with a heat map HEADS.png/.svg next to it.
 #include <algorithm>
 #include <cmath>

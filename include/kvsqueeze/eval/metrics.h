@@ -1,5 +1,5 @@
 #pragma once
-// Answer metrics (ALGORITHMS.md §8): RULER's string matching, LongBench's metrics as the official
+// Answer metrics (docs/METHODS.md §8): RULER's string matching, LongBench's metrics as the official
 // THUDM/LongBench metrics.py computes them, and the ROUGE used by kvpress's needle benchmark.
 // Every function returns a score in [0, 1] for one prediction; callers report x100.
 #include <string>

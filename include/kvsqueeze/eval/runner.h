@@ -56,7 +56,7 @@ nlohmann::json run_config(const Model& model, const EvalSettings& settings);
 // Returns the number of results appended.
 int64_t run_generation_eval(const Model& model, const std::vector<Sample>& samples, const EvalSettings& settings);
 
-// KL divergence and perplexity (ALGORITHMS.md §8.4): a context and a continuation teacher-forced
+// KL divergence and perplexity (docs/METHODS.md §8.4): a context and a continuation teacher-forced
 // after it, once with the full cache and once per cell with the compressed one.
 struct KldText {
   std::string id;

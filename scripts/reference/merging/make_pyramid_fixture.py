@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fixture of the seed's pyramidal pairwise pooling (en-jai-neer/kv-cache-compression,
-src/compression/sequence_kv_compress.py, `SequenceKVCompressor`; ALGORITHMS.md §6.1).
+src/compression/sequence_kv_compress.py, `SequenceKVCompressor`; docs/METHODS.md §6.1).
 
 The seed's code is imported from a checkout (or `git archive` export) given on the command line;
 nothing of it is vendored. For a few settings (L0, beta, sinks, pooling) the script feeds random
@@ -12,7 +12,7 @@ as its `LanguageModel.decode` does, then appends one token per layer at a time a
 - `prefill`: the input K/V per layer and the seed's output K/V and retention-window start;
 - `decode`: per step the appended K/V, which layers pooled, the retention-window starts, and for
   each pooled layer (a) `intended`: the seed's decode step with its pooling applied to the
-  post-sink region only (ALGORITHMS.md §6.1: `compress_decode` calls `compress2d(x, sink, len)`
+  post-sink region only (docs/METHODS.md §6.1: `compress_decode` calls `compress2d(x, sink, len)`
   but compress2d ignores its start and pools the sinks too), made by replacing the seed's
   `compress_decode` with `cat(sinks, compress2d(x[:, :, sink:], 0, len - sink))` so that the
   seed's own bookkeeping and pooling run; the trajectory continues from this output;
