@@ -87,6 +87,9 @@ struct Timings {
 
 struct Completion {
   std::vector<int32_t> tokens;  // generated ids (the end-of-generation token excluded)
+  // Bytes the cache's kept slots occupied once the question was in (after a query-aware
+  // press compressed context and question), before the answer was decoded.
+  size_t kv_bytes_used = 0;
   std::string text;             // their text, cut before a stop string
   StopReason stop_reason = StopReason::MaxTokens;
   Timings timings;
@@ -101,6 +104,22 @@ struct Accounting {
   std::vector<std::vector<int64_t>> kv_lengths;  // [layer][kv head]: slots kept
   int64_t layer_compressions = 0;
   int64_t slots_removed = 0;
+};
+
+class SharedPrefill;  // one prefill of a context, compressed for several plans (Engine::prefill_shared)
+
+class SharedPrefill {
+ public:
+  ~SharedPrefill();
+  double prefill_ms() const;     // the shared forward pass
+  double compress_ms(size_t index) const;  // that plan's compression of its copy (0 when it has its own prefill)
+  size_t size() const;
+
+ private:
+  friend class Engine;
+  SharedPrefill();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 class Engine {
@@ -131,6 +150,15 @@ class Engine {
   // (a question and its answer). Throws ContextFullError, before any work, when context +
   // reserve_tokens exceed the context size. Returns the milliseconds spent.
   double prefill_context(const std::vector<int32_t>& ids, int64_t reserve_tokens = 0);
+  // One forward pass over the context serving several plans: a prefill-time press does not change
+  // the pass that produced the cache (kvpress compresses each layer after its attention), so each
+  // plan's compressed copy is taken from the same pass. Plans that cannot share it (compression
+  // after every chunk or while decoding) get their own prefill when used; query-aware plans start
+  // from the uncompressed copy. Returns the copies; use_shared() makes one of them the context.
+  std::unique_ptr<SharedPrefill> prefill_shared(const std::vector<int32_t>& ids, const std::vector<CompressionPlan>& plans);
+  // Adopts plans[index] and its copy as the context (each compressed copy can be used once; the
+  // uncompressed one any number of times). Returns the plan as validated.
+  const PlanReport& use_shared(SharedPrefill& shared, size_t index, int64_t reserve_tokens = 0);
   // Loads a prompt cache saved by save_prompt_cache instead of evaluating the context; its tokens
   // must be `ids` when ids is not empty. Returns the cached tokens.
   std::vector<int32_t> load_prompt_cache(const std::string& path, const std::vector<int32_t>& ids = {});

@@ -7,6 +7,7 @@
 
 #include "engine/plan_presses.h"
 #include "kvsqueeze/cache_file.h"
+#include "kvsqueeze/shared_prefill.h"
 #include "runtime/stopwatch.h"
 
 namespace kvsqueeze {
@@ -75,6 +76,29 @@ struct Engine::Impl {
   }
 };
 
+struct SharedPrefill::Impl {
+  static constexpr int kOwnPrefill = -1;  // the plan compresses between chunks or while decoding
+  std::vector<int32_t> ids;
+  std::vector<float> logits;
+  double prefill_ms = 0.0;
+  std::vector<CompressionPlan> plans;
+  std::vector<PlanPresses> presses;  // per plan: the presses that observed the shared pass
+  std::vector<int> copy_of;          // per plan: its copy, or kOwnPrefill
+  std::vector<PrefillCell> cells;
+  std::vector<CompressedContext> copies;
+  std::vector<bool> used;
+  int full = -1;  // the uncompressed copy: plans without a press, and query-aware ones
+};
+
+SharedPrefill::SharedPrefill() : impl_(std::make_unique<Impl>()) {}
+SharedPrefill::~SharedPrefill() = default;
+double SharedPrefill::prefill_ms() const { return impl_->prefill_ms; }
+size_t SharedPrefill::size() const { return impl_->plans.size(); }
+double SharedPrefill::compress_ms(size_t index) const {
+  const int c = impl_->copy_of.at(index);
+  return c >= 0 ? impl_->copies[static_cast<size_t>(c)].compress_ms : 0.0;
+}
+
 Engine::Engine(const Model& model, const SessionOptions& options) : impl_(std::make_unique<Impl>(model, options)) {
   impl_->reset();
 }
@@ -138,6 +162,79 @@ double Engine::prefill_context(const std::vector<int32_t>& ids, int64_t reserve_
   return m.context_ms;
 }
 
+std::unique_ptr<SharedPrefill> Engine::prefill_shared(const std::vector<int32_t>& ids, const std::vector<CompressionPlan>& plans) {
+  Impl& m = *impl_;
+  check_fits(static_cast<int64_t>(ids.size()));
+  std::unique_ptr<SharedPrefill> out(new SharedPrefill());
+  SharedPrefill::Impl& sp = *out->impl_;
+  sp.ids = ids;
+  sp.plans = plans;
+  for (const auto& plan : plans) {
+    PlanReport report;
+    sp.presses.push_back(build_plan_presses(plan, m.model.config(), m.session.options().kv_type, &report));
+    Press* press = sp.presses.back().press.get();
+    if (!press || report.query_aware) {
+      if (sp.full < 0) {
+        sp.full = static_cast<int>(sp.cells.size());
+        sp.cells.push_back({nullptr, {}});
+      }
+      sp.copy_of.push_back(sp.full);
+    } else if (report.policy.every_chunk || report.policy.decoding()) {
+      sp.copy_of.push_back(SharedPrefill::Impl::kOwnPrefill);
+    } else {
+      sp.copy_of.push_back(static_cast<int>(sp.cells.size()));
+      sp.cells.push_back({press, sp.presses.back().budget});
+    }
+  }
+  m.plan = {};
+  m.reset();
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    sp.copies = shared_prefill(m.session, ids, sp.cells);
+  } catch (...) {
+    m.reset();
+    throw;
+  }
+  sp.prefill_ms = ms_since(t0);
+  sp.logits = m.session.last_logits();
+  sp.used.assign(sp.copies.size(), false);
+  m.reset();  // the engine holds no context until use_shared picks one
+  return out;
+}
+
+const PlanReport& Engine::use_shared(SharedPrefill& shared, size_t index, int64_t reserve_tokens) {
+  Impl& m = *impl_;
+  SharedPrefill::Impl& sp = *shared.impl_;
+  if (index >= sp.plans.size())
+    throw ParameterError("index", "`index` " + std::to_string(index) + " is not a plan of this prefill (it has " + std::to_string(sp.plans.size()) + ")");
+  const int c = sp.copy_of[index];
+  auto& copy = c >= 0 ? sp.copies[static_cast<size_t>(c)] : sp.copies.front();
+  if (c < 0 || !copy.shareable) {  // compressed between chunks or while decoding: a prefill of its own
+    set_plan(sp.plans[index]);
+    prefill_context(sp.ids, reserve_tokens);
+    return m.report;
+  }
+  if (c != sp.full && sp.used[static_cast<size_t>(c)])
+    throw Error("the compressed copy of plan " + std::to_string(index) + " was already used (a copy serves one context)");
+  m.plan = sp.plans[index];
+  m.reset();
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto n = static_cast<int32_t>(sp.ids.size());
+  if (c == sp.full) {
+    m.session.restore(clone_cache(*copy.cache), n, sp.logits);
+    m.session.cache().release_slack(0);
+  } else {
+    sp.used[static_cast<size_t>(c)] = true;
+    install_context(m.session, copy, sp.cells[static_cast<size_t>(c)], n, sp.logits, 0);
+    m.presses = std::move(sp.presses[index]);  // the presses that observed the pass (finish() state)
+  }
+  if (reserve_tokens > 0) m.session.reserve(reserve_tokens);
+  m.context_ms = sp.prefill_ms + ms_since(t0) + (c >= 0 && c != sp.full ? copy.compress_ms : 0.0);
+  m.context_ids = sp.ids;
+  m.context_ready();
+  return m.report;
+}
+
 std::vector<int32_t> Engine::load_prompt_cache(const std::string& path, const std::vector<int32_t>& ids) {
   Impl& m = *impl_;
   m.reset();
@@ -188,6 +285,7 @@ Completion Engine::answer(const std::vector<int32_t>& question_ids, const Genera
     PressRunner question_runner(m.session, question_press.get(), m.presses.budget, decoding ? decode_press : nullptr, m.report.policy);
     question_runner.prefill(question_ids, params.max_tokens);
     const double question_ms = ms_since(t0);
+    out.kv_bytes_used = m.session.cache().bytes_used();
     question_runner.start_decoding();
     r = kvsqueeze::generate(m.session, {}, params.max_tokens, sampler, m.control(params));
     r.prefill_ms = m.context_ms + question_ms;
@@ -196,9 +294,14 @@ Completion Engine::answer(const std::vector<int32_t>& question_ids, const Genera
     m.removed += question_runner.slots_removed();
   } else {
     if (m.runner) m.runner->start_decoding();
-    r = kvsqueeze::generate(m.session, question_ids, params.max_tokens, sampler, m.control(params));
-    r.prefill_ms += m.context_ms;
-    r.prompt_tokens += static_cast<int64_t>(m.context_ids.size());
+    m.session.reserve(static_cast<int64_t>(question_ids.size()) + params.max_tokens);
+    const auto t0 = std::chrono::steady_clock::now();
+    m.session.eval(question_ids);
+    const double question_ms = ms_since(t0);
+    out.kv_bytes_used = m.session.cache().bytes_used();
+    r = kvsqueeze::generate(m.session, {}, params.max_tokens, sampler, m.control(params));
+    r.prefill_ms = m.context_ms + question_ms;
+    r.prompt_tokens = static_cast<int64_t>(m.context_ids.size() + question_ids.size());
   }
   if (snapshot) m.session.restore(std::move(*snapshot), m.context_end, m.context_logits);
   else if (!decoding && !m.report.query_aware) m.session.rollback_to(m.context_end);
