@@ -20,6 +20,18 @@ echo "== tests (Release, -Werror)"
 # Test processes run side by side, one thread each: oversubscribed OpenMP teams crawl.
 OMP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j "$JOBS"
 
+echo "== the example program built against the installed engine (cmake --install, find_package(kvsqueeze))"
+example="$(mktemp -d)"
+cmake --install build --prefix "$example/prefix" >/dev/null
+cmake -S examples/installed -B "$example/build" -G Ninja -DCMAKE_PREFIX_PATH="$example/prefix" $LAUNCHER >/dev/null
+ninja -C "$example/build" >/dev/null
+printf 'Lily lived in a small house by the sea with her dog Max. Every morning they walked to the market, where the baker gave Max a bone. One day the baker was sick, so Lily baked bread for the whole town.\n' >"$example/doc.txt"
+printf 'Who baked bread?\nWhat did the baker give Max?\n' >"$example/questions.txt"
+"$example/build/long_context_qa" ../shared/models/stories260K.gguf "$example/doc.txt" "$example/questions.txt" \
+  'knorm@0.5' 'snapkv(window_size=8)@0.5+q' >"$example/out.txt"
+grep -c "KV cache:" "$example/out.txt" | grep -qx 3 || { cat "$example/out.txt"; echo "the installed example did not run every setting" >&2; exit 1; }
+rm -rf "$example"
+
 echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_SANITIZE=ON -DKVSQ_WERROR=ON \
   -DKVSQ_BUILD_BENCH=OFF $LAUNCHER >/dev/null
