@@ -113,6 +113,8 @@ class SharedPrefill {
   ~SharedPrefill();
   double prefill_ms() const;     // the shared forward pass
   double compress_ms(size_t index) const;  // that plan's compression of its copy (0 when it has its own prefill)
+  // Whether plans[index] is served by the shared pass (false: use_shared gives it a prefill of its own).
+  bool shared(size_t index) const;
   size_t size() const;
 
  private:
@@ -173,6 +175,8 @@ class Engine {
   // continues it. An empty prompt continues from the last logits (a loaded cache).
   Completion generate(const std::vector<int32_t>& prompt, const GenerateParams& params = {});
 
+  // Milliseconds spent putting the current context in: its prefill, compression and finish().
+  double context_ms() const;
   // The context tokens evaluated (or loaded) so far.
   const std::vector<int32_t>& context_tokens() const;
   Accounting accounting() const;

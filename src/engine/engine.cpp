@@ -94,6 +94,10 @@ SharedPrefill::SharedPrefill() : impl_(std::make_unique<Impl>()) {}
 SharedPrefill::~SharedPrefill() = default;
 double SharedPrefill::prefill_ms() const { return impl_->prefill_ms; }
 size_t SharedPrefill::size() const { return impl_->plans.size(); }
+bool SharedPrefill::shared(size_t index) const {
+  const int c = impl_->copy_of.at(index);
+  return c >= 0 && impl_->copies[static_cast<size_t>(c)].shareable;
+}
 double SharedPrefill::compress_ms(size_t index) const {
   const int c = impl_->copy_of.at(index);
   return c >= 0 ? impl_->copies[static_cast<size_t>(c)].compress_ms : 0.0;
@@ -335,6 +339,7 @@ Completion Engine::generate(const std::vector<int32_t>& prompt, const GeneratePa
   return out;
 }
 
+double Engine::context_ms() const { return impl_->context_ms; }
 const std::vector<int32_t>& Engine::context_tokens() const { return impl_->context_ids; }
 
 Accounting Engine::accounting() const {

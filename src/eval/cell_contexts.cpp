@@ -3,7 +3,7 @@
 #include <chrono>
 
 #include "kvsqueeze/error.h"
-#include "kvsqueeze/shared_prefill.h"
+#include "kvsqueeze/engine.h"
 #include "runtime/stopwatch.h"
 
 namespace kvsqueeze::eval {
@@ -66,45 +66,43 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
                             (static_cast<double>(cfg.head_dim_k + cfg.head_dim_v) * static_cast<double>(kv_type_bytes(s.session.kv_type)) + 4.0);
   const double budget_bytes = static_cast<double>(s.grid_memory_mib) * 1048576.0;
   for (size_t first = 0; first < shared.size();) {
-    std::vector<BuiltPress> presses;
-    std::vector<PrefillCell> prefill_cells;
     std::vector<const GridCell*> group;
     double group_bytes = 0.0;
     for (; first < shared.size(); ++first) {
-      BuiltPress bp = build(model, s, *shared[first], 0);
+      const BuiltPress bp = build(model, s, *shared[first], 0);
       // Global presses hold a full copy until installed; the others about their share.
       const double bytes = full_bytes * (bp.press && !bp.press->needs_all_layers() ? 1.0 - bp.budget.ratio : 1.0);
       if (!group.empty() && group_bytes + bytes > budget_bytes) break;
       group_bytes += bytes;
       group.push_back(shared[first]);
-      presses.push_back(std::move(bp));
-      prefill_cells.push_back({presses.back().press.get(), presses.back().budget});
     }
-    Session session(model, s.session);
-    const auto t0 = Clock::now();
-    auto contexts = shared_prefill(session, context, prefill_cells);
-    const double prefill_ms = ms_since(t0);
-    const std::vector<float> logits = session.last_logits();
+    std::vector<CompressionPlan> plans;
+    for (const GridCell* c : group) {
+      CompressionPlan plan;
+      if (c->press != "none") plan = {.press = c->press, .ratio = c->ratio, .options = c->options, .policy = s.policy};
+      plans.push_back(plan);
+    }
+    Engine engine(model, s.session);
+    const auto prefill = engine.prefill_shared(context, plans);
     double compress_total = 0.0;
-    for (const auto& c : contexts) compress_total += c.compress_ms;
+    for (size_t i = 0; i < group.size(); ++i) compress_total += prefill->compress_ms(i);
     for (size_t i = 0; i < group.size(); ++i) {
-      if (!contexts[i].shareable) {  // compressed between chunks on its own trigger: run it alone
+      if (!prefill->shared(i)) {  // compressed between chunks on its own trigger: run it alone
         own.push_back(group[i]);
         continue;
       }
       InstalledCell ic;
       ic.cell = group[i];
-      ic.session = &session;
+      ic.session = &engine.session();
       ic.shared_prefill = true;
-      ic.own_budget = prefill_cells[i].press && prefill_cells[i].press->own_budget();
-      // The shared pass's own time (the forward pass, without any cell's compression work).
-      ic.prefill_ms = prefill_ms - compress_total;
-      ic.compress_ms = contexts[i].compress_ms;
       // Measured without slack (what the compressed context holds), then room for the question
       // and the answer.
-      ic.compress_ms += install_context(session, contexts[i], prefill_cells[i], static_cast<int32_t>(n_context), logits, 0);
-      measure(model, session, n_context, ic);
-      session.reserve(slack);
+      ic.own_budget = engine.use_shared(*prefill, i, 0).own_budget;
+      // The shared pass's own time (the forward pass, without any cell's compression work).
+      ic.prefill_ms = prefill->prefill_ms() - compress_total;
+      ic.compress_ms = engine.context_ms() - prefill->prefill_ms();
+      measure(model, engine.session(), n_context, ic);
+      engine.session().reserve(slack);
       use(ic);
     }
   }
