@@ -139,6 +139,10 @@ struct PressInfo {
   std::vector<PressOption> options;
   int inner = 0;  // presses it wraps: 0 (a scorer), 1, or -1 (one or more)
   std::string notes;  // fixes over upstream, limitations (shown by `presses --json`)
+  // Traits the pipeline reads instead of the press's name. Query-aware presses (Finch) score
+  // the context by the question's attention: non-empty, this option receives the number of
+  // question tokens at the end of the evaluated ids, and the press only runs query-aware.
+  std::string question_length_option;
 };
 
 // Option values after validation (bools as 0/1).
@@ -163,6 +167,11 @@ std::unique_ptr<Press> make_press(const std::string& expression, const std::vect
 std::string merge_option_press(const std::vector<std::string>& options);
 // Whether a press expression names `press` (as a whole word): "adakv(snapkv)" names snapkv.
 bool expression_mentions(const std::string& expression, const std::string& press);
+// Whether some press of the expression is query-aware only (PressInfo::question_length_option).
+bool expression_needs_question(const std::string& expression);
+// The options telling the expression's query-aware presses the question's length
+// ("NAME.OPTION=N" for each), empty when none is query-aware. Throws for a malformed expression.
+std::vector<std::string> question_length_options(const std::string& expression, int64_t question_tokens);
 
 // Takes the pipeline-level options out of `press_opts`: budget=N (slots kept per head, an
 // absolute budget instead of the ratio) and budget_bytes=B (bytes the compressible layers'

@@ -16,8 +16,10 @@ std::string number(double v) {
 }
 
 // A press built from an expression; errors keep their message and name the field they came from.
-std::unique_ptr<Press> build(const std::string& field, const std::string& expression, const std::vector<std::string>& options) {
+// A query-aware press's question length is set per question: a placeholder validates the rest.
+std::unique_ptr<Press> build(const std::string& field, const std::string& expression, std::vector<std::string> options) {
   try {
+    for (const auto& o : question_length_options(expression, 1)) options.push_back(o);
     return make_press(expression, options);
   } catch (const ParameterError&) {
     throw;
@@ -42,10 +44,7 @@ PlanPresses build_plan_presses(const CompressionPlan& plan, const ModelConfig& c
     if (!plan.options.empty()) throw ParameterError("options", "press 'none' has no options (got `options` " + plan.options[0] + ")");
   } else {
     out.budget = take_budget_options(config, kv_type, plan.ratio, rest);
-    // finch's window is each question's length, set per question; validate the rest now.
-    std::vector<std::string> checked = rest;
-    if (expression_mentions(plan.press, "finch")) checked.push_back("finch.window_size=1");
-    out.press = build("press", plan.press, checked);
+    out.press = build("press", plan.press, rest);
     out.press_options = rest;
     r.compresses = true;
     r.own_budget = out.press->own_budget();
@@ -53,8 +52,8 @@ PlanPresses build_plan_presses(const CompressionPlan& plan, const ModelConfig& c
   }
   for (const auto& o : plan.options)
     if (o.rfind("budget_bytes=", 0) == 0) r.budget_bytes = static_cast<int64_t>(std::stod(o.substr(13)));
-  // Finch scores the context by the question's attention: it only exists query-aware.
-  r.query_aware = plan.query_aware || expression_mentions(plan.press, "finch");
+  // Presses that score the context by the question's attention (Finch) only exist query-aware.
+  r.query_aware = plan.query_aware || (out.press && expression_needs_question(plan.press));
   if (r.query_aware && !out.press) throw ParameterError("query_aware", "`query_aware` needs a press (`press` NAME `ratio` R)");
   if (plan.decode_press.empty() && !plan.decode_options.empty())
     throw ParameterError("decode_options", "`decode_options` needs `decode_press`");

@@ -279,9 +279,9 @@ Completion Engine::answer(const std::vector<int32_t>& question_ids, const Genera
   GenerationResult r;
   if (m.report.query_aware) {
     // The question is compressed together with the context (Finch; kvpress's question-in-context
-    // setting) by a press of its own: finch's window is the question's length.
+    // setting) by a press of its own, told the question's length.
     std::vector<std::string> opts = m.presses.press_options;
-    if (expression_mentions(m.plan.press, "finch")) opts.push_back("finch.window_size=" + std::to_string(question_ids.size()));
+    for (const auto& o : question_length_options(m.plan.press, static_cast<int64_t>(question_ids.size()))) opts.push_back(o);
     auto question_press = make_press(m.plan.press, opts);
     // Decoding with the context press itself continues with the press that compressed this question.
     Press* decode_press = m.presses.decode_press == m.presses.press.get() ? question_press.get() : m.presses.decode_press;

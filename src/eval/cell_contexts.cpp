@@ -20,7 +20,7 @@ BuiltPress build(const Model& model, const EvalSettings& s, const GridCell& cell
   if (cell.press == "none") return {};
   std::vector<std::string> opts = cell.options;
   const Budget budget = take_budget_options(model.config(), s.session.kv_type, cell.ratio, opts);
-  if (expression_mentions(cell.press, "finch")) opts.push_back("finch.window_size=" + std::to_string(std::max<int64_t>(1, question_tokens)));
+  for (const auto& o : question_length_options(cell.press, std::max<int64_t>(1, question_tokens))) opts.push_back(o);
   return {make_press(cell.press, opts), budget};
 }
 
@@ -33,7 +33,7 @@ bool decodes(const Model& model, const EvalSettings& s, const GridCell& cell) {
 // (then their runner must own the session and run the decoding steps token by token).
 bool needs_own_prefill(const Model& model, const EvalSettings& s, const GridCell& cell) {
   if (cell.press == "none") return false;
-  return s.policy.every_chunk || s.query_aware || expression_mentions(cell.press, "finch") || decodes(model, s, cell);
+  return s.policy.every_chunk || s.query_aware || expression_needs_question(cell.press) || decodes(model, s, cell);
 }
 
 void measure(const Model& model, const Session& session, int64_t context_tokens, InstalledCell& out) {
@@ -108,7 +108,7 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
   }
 
   for (const GridCell* c : own) {
-    const bool query_aware = s.query_aware || expression_mentions(c->press, "finch");
+    const bool query_aware = s.query_aware || expression_needs_question(c->press);
     BuiltPress bp = build(model, s, *c, static_cast<int64_t>(question.size()));
     Session session(model, s.session);
     InstalledCell ic;

@@ -77,7 +77,8 @@ int64_t run_kld_eval(const Model& model, const std::vector<KldText>& texts, cons
   if (s.query_aware) throw Error("kld/ppl teacher-force a continuation: there is no question for query-aware compression");
   const std::vector<GridCell> grid = make_grid(s);
   for (const auto& cell : grid)
-    if (expression_mentions(cell.press, "finch")) throw Error("finch is query-aware: kld/ppl have no question to compress with");
+    if (cell.press != "none" && expression_needs_question(cell.press))
+      throw ParameterError("presses", cell.press + " is query-aware: kld/ppl have no question to compress with");
   ResultsFile results(s.out_dir, run_config(model, s), s.resume);
   const int64_t V = model.config().n_vocab;
   const int64_t ctx_size = s.session.ctx_size > 0 ? s.session.ctx_size : model.config().n_ctx_train;

@@ -112,7 +112,8 @@ void register_finch_press() {
        0,
        "The question length is given by window_size instead of kvpress's delimiter token. With rerotate_keys "
        "(default, as kvpress) later tokens continue at the kept count; it is refused on models with sliding-window "
-       "layers (gemma), whose uncompressed windows keep their original positions: pass rerotate_keys=false there."},
+       "layers (gemma), whose uncompressed windows keep their original positions: pass rerotate_keys=false there.",
+       /*question_length_option=*/"window_size"},
       [](const PressOptionValues& o) {
         const auto window = static_cast<int64_t>(o.at("window_size"));
         if (window < 1)

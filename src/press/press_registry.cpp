@@ -254,6 +254,27 @@ void register_wrapper(PressInfo info, WrapperFactory factory) {
   table()[name] = Entry{std::move(info), std::move(factory)};
 }
 
+namespace {
+
+void collect_question_options(const Node& node, int64_t question_tokens, std::vector<std::string>& out) {
+  const auto it = registry().find(node.name);
+  if (it == registry().end()) throw Error("unknown press '" + node.name + "' (valid: " + valid_names() + ")");
+  const std::string& option = it->second.info.question_length_option;
+  const std::string entry = node.name + "." + option + "=" + std::to_string(question_tokens);
+  if (!option.empty() && std::find(out.begin(), out.end(), entry) == out.end()) out.push_back(entry);
+  for (const auto& inner : node.inner) collect_question_options(inner, question_tokens, out);
+}
+
+}  // namespace
+
+std::vector<std::string> question_length_options(const std::string& expression, int64_t question_tokens) {
+  std::vector<std::string> out;
+  collect_question_options(ExpressionParser(expression).parse(), question_tokens, out);
+  return out;
+}
+
+bool expression_needs_question(const std::string& expression) { return !question_length_options(expression, 1).empty(); }
+
 std::vector<PressInfo> list_presses() {
   std::vector<PressInfo> out;
   for (const auto& [name, entry] : registry()) out.push_back(entry.info);
