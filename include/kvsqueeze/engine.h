@@ -74,6 +74,7 @@ struct GenerateParams {
   // Set from any thread to stop: checked before every token and between the question's prefill
   // chunks (Engine::set_cancel_flag covers the context's prefill).
   const std::atomic<bool>* cancel = nullptr;
+  bool ignore_eos = false;  // keep generating past end-of-generation tokens (benchmarks)
 };
 
 struct Timings {

@@ -24,6 +24,8 @@ struct DecodeControl {
   std::function<bool(const std::string&)> on_text;
   // Checked before every generated token: set from another thread to stop (StopReason::Cancelled).
   const std::atomic<bool>* cancel = nullptr;
+  // Keep going past end-of-generation tokens (benchmarks: a fixed number of decode steps).
+  bool ignore_eos = false;
 };
 
 struct GenerationResult {

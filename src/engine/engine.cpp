@@ -72,6 +72,7 @@ struct Engine::Impl {
     c.stop = p.stop;
     c.on_text = p.on_text;
     c.cancel = p.cancel ? p.cancel : cancel;
+    c.ignore_eos = p.ignore_eos;
     return c;
   }
 };

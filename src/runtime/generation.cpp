@@ -114,7 +114,7 @@ GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, 
       break;
     }
     const int32_t id = sampler.sample(logits);
-    if (tok.is_end_of_generation(id)) {
+    if (!control.ignore_eos && tok.is_end_of_generation(id)) {
       r.stopped_at_eog = true;
       r.stop_reason = StopReason::EndOfGeneration;
       break;

@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "kernels/threading.h"
 #include "kvsqueeze/cache_file.h"
+#include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
 #include "kvsqueeze/model.h"
@@ -88,26 +89,27 @@ int run_speed(const BenchArgs& a, const Model& model) {
   nlohmann::json results = nlohmann::json::array();
   for (int64_t ctx : parse_int_list(a.ctx_list, "--ctx")) {
     check_context(cfg, ctx, a.n_decode, ctx + a.n_decode);
-    Session session(model, session_options(a, ctx + a.n_decode));
-    session.reserve(ctx + a.n_decode);
-    const int64_t t0 = now_ns();
-    std::vector<float> logits = session.eval(random_prompt(cfg, ctx, a.seed));
-    const double prefill_ms = ms_since_steady(t0);
-    const double decode_ms = decode(session, logits, a.n_decode);
+    Engine engine(model, session_options(a, ctx + a.n_decode));
+    const double prefill_ms = engine.prefill_context(random_prompt(cfg, ctx, a.seed), a.n_decode);
+    GenerateParams greedy;
+    greedy.max_tokens = a.n_decode;
+    greedy.ignore_eos = true;  // a fixed number of decode steps
+    const double decode_ms = engine.generate({}, greedy).timings.decode_ms;
+    const Accounting held = engine.accounting();
     nlohmann::json r = {{"ctx", ctx},
                         {"prefill_ms", prefill_ms},
                         {"prefill_tok_s", ctx * 1000.0 / prefill_ms},
                         {"decode_tokens", a.n_decode},
                         {"decode_ms", decode_ms},
                         {"decode_tok_s", a.n_decode * 1000.0 / decode_ms},
-                        {"kv_bytes_held", session.cache().bytes_held()},
-                        {"kv_bytes_full", session.kv_bytes_full()},
+                        {"kv_bytes_held", held.kv_bytes_held},
+                        {"kv_bytes_full", held.kv_bytes_full},
                         {"peak_rss_bytes", peak_rss_bytes()}};
     results.push_back(r);
     if (!a.json)
       std::printf("ctx %6lld  prefill %8.1f tok/s  decode %7.2f tok/s (%.2f ms/token)  kv held %.1f MiB\n", (long long)ctx,
                   r["prefill_tok_s"].get<double>(), r["decode_tok_s"].get<double>(), decode_ms / a.n_decode,
-                  session.cache().bytes_held() / 1048576.0);
+                  held.kv_bytes_held / 1048576.0);
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model}, {"threads", kernels::num_threads()}, {"kv_type", a.kv_type}, {"results", results}};
