@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kvsqueeze/press.h"
+#include "press/head_scores_file.h"
 #include "press/wrapper_util.h"
 
 namespace kvsqueeze::head_budget {
@@ -58,28 +59,7 @@ HeadCaps headkv_caps(const std::vector<double>& scores, int64_t base, double bet
 // cap = round(P pool + (B - B // beta) + 0.5). `per_layer` units per layer.
 HeadCaps dililazykv_caps(const std::vector<double>& scores, int64_t per_layer, int64_t base, double beta, double temp);
 
-// --- Head-score files (docs/METHODS.md §5.4) ----------------------------------------------------
-// {"layer-head": [numbers] | number, ..., "_meta": {...}}: query-head scores (the mean of each
-// list), keys starting with "_" skipped.
-struct HeadScoreFile {
-  std::string path;
-  std::map<std::pair<int64_t, int64_t>, double> scores;  // (layer, query head) -> mean score
-  std::string meta_model;                                // _meta.model, "" if none
-  std::string meta_sha;                                  // _meta.model_sha, "" if none
-  bool has_meta = false;
-};
-// Reads and validates the syntax (missing file, malformed JSON, a bad key or value: one clear
-// kvsqueeze::Error naming the file and what is wrong).
-// `metric` non-empty: the scores of _all[metric] (every metric a kvsqueeze profile-heads file
-// holds) instead of the top-level "layer-head" lists.
-HeadScoreFile read_head_scores(const std::string& path, const std::string& metric = "");
-// Checks that the file was made for `model`: _meta.model names it (compared lowercased, letters
-// and digits only, with general.name, the file name or its stem) or _meta.model_sha is its
-// fingerprint; warns on stderr when there is no _meta.
-void check_model(const HeadScoreFile& file, const Model& model);
-// Each KV head's score, [layer][KV head]: the mean of its G = n_head / n_head_kv query heads'
-// (query head q belongs to KV head q / G). The file must hold exactly n_layer x n_head keys.
-std::vector<std::vector<double>> kv_head_scores(const HeadScoreFile& file, int64_t n_layer, int64_t n_head, int64_t n_head_kv);
+// Head-score files: press/head_scores_file.h.
 
 // A wrapper allocating per KV head from a head-score file (headkv, dililazykv): the inner press
 // ranks the slots of each head; its protected slots (window) are kept on top of the allocated

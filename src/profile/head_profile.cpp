@@ -12,6 +12,7 @@
 
 #include "eval/task_text.h"
 #include "kvsqueeze/cache_file.h"
+#include "press/head_scores_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/progress.h"
 #include "kvsqueeze/eval/report.h"
@@ -145,7 +146,7 @@ RunResult run_one(const Model& model, const ProfileOptions& o, const Needle& nee
   return r;
 }
 
-std::string key(int64_t layer, int64_t head) { return std::to_string(layer) + "-" + std::to_string(head); }
+std::string key(int64_t layer, int64_t head) { return head_budget::head_score_key(layer, head); }
 
 }  // namespace
 
@@ -333,13 +334,7 @@ std::vector<std::string> write_head_profile(const nlohmann::json& profile, const
     for (const auto& [from, to] : moves) fs::remove(from, ec);
   };
   try {
-    {
-      std::ofstream out(json_tmp, std::ios::binary | std::ios::trunc);
-      if (!out) throw Error("cannot write '" + path + "'");
-      out << profile.dump(1) << "\n";
-      out.flush();
-      if (!out) throw Error("cannot write '" + path + "' (disk full?)");
-    }
+    head_budget::write_head_scores(profile, json_tmp);
     eval::plot_heatmap(plot_tmp, metric + " x100 per head (" + meta.at("model").get<std::string>() + ", mean of " +
                                      std::to_string(meta.at("accepted").get<int64_t>()) + " runs)",
                        heads, layers, values, 0.0, vmax, "query head", "layer");
