@@ -3,18 +3,10 @@
 
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/model.h"
+#include "models/architecture.h"
 
 namespace kvsqueeze {
 namespace {
-
-struct ArchInfo {
-  const char* name;
-  ArchFamily family;
-};
-constexpr ArchInfo kArchs[] = {
-    {"llama", ArchFamily::Llama}, {"mistral", ArchFamily::Llama}, {"qwen2", ArchFamily::Qwen2},
-    {"qwen3", ArchFamily::Qwen3}, {"gemma3", ArchFamily::Gemma3},
-};
 
 int64_t positive(const GgufFile& f, const std::string& key, int64_t value) {
   if (value <= 0 || value > (int64_t{1} << 31))
@@ -39,24 +31,22 @@ int64_t uniform_int(const GgufFile& f, const std::string& key) {
 
 std::vector<std::string> supported_architectures() {
   std::vector<std::string> names;
-  for (const auto& a : kArchs) names.emplace_back(a.name);
+  for (const auto& a : models::architectures()) names.push_back(a.name);
   return names;
 }
 
 ModelConfig read_model_config(const GgufFile& f) {
   ModelConfig c;
   c.arch_name = f.get_string("general.architecture");
-  bool known = false;
-  for (const auto& a : kArchs)
-    if (c.arch_name == a.name) {
-      c.family = a.family;
-      known = true;
-    }
-  if (!known) {
+  const models::Architecture* arch = nullptr;
+  for (const auto& a : models::architectures())
+    if (c.arch_name == a.name) arch = &a;
+  if (!arch) {
     std::string valid;
     for (const auto& n : supported_architectures()) valid += (valid.empty() ? "" : ", ") + n;
     throw Error(f.path() + ": unknown architecture '" + c.arch_name + "' (supported: " + valid + ")");
   }
+  c.family = arch->family;
   const std::string a = c.arch_name + ".";
   c.name = f.get_string_opt("general.name").value_or("");
   c.n_embd = uniform_int(f, a + "embedding_length");
@@ -82,31 +72,7 @@ ModelConfig read_model_config(const GgufFile& f) {
   c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim_k));
   c.layer_sliding.assign(static_cast<size_t>(c.n_layer), false);
 
-  switch (c.family) {
-    case ArchFamily::Llama: break;
-    case ArchFamily::Qwen2:
-      c.rope_neox = true;
-      c.qkv_bias = true;
-      break;
-    case ArchFamily::Qwen3:
-      c.rope_neox = true;
-      c.qk_norm = true;
-      break;
-    case ArchFamily::Gemma3: {
-      c.rope_neox = true;
-      c.qk_norm = true;
-      c.post_norms = true;
-      c.activation = Activation::GeluTanhGated;
-      c.embed_scale = std::sqrt(static_cast<float>(c.n_embd));
-      c.rope_base_local = 10000.0f;  // llama.cpp and HF fix the local base for gemma3
-      c.sliding_window = static_cast<int32_t>(f.get_int_opt(a + "attention.sliding_window").value_or(0));
-      // Every sixth layer is global, the others slide (llama.cpp swa pattern 6, HF layer_types).
-      const int64_t pattern = f.get_int_opt(a + "attention.sliding_window_pattern").value_or(6);
-      for (int64_t l = 0; l < c.n_layer; ++l)
-        c.layer_sliding[static_cast<size_t>(l)] = c.sliding_window > 0 && (l + 1) % pattern != 0;
-      break;
-    }
-  }
+  arch->configure(c, f, a);  // what sets this architecture apart: src/models/NAME.cpp
   return c;
 }
 
