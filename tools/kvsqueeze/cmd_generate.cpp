@@ -35,15 +35,8 @@ struct GenerateArgs {
 };
 
 CompressionPlan plan_of(const GenerateArgs& a) {
-  CompressionPlan p;
-  p.press = a.press;
-  p.ratio = a.ratio;
-  p.options = a.press_opts;
-  p.query_aware = a.query_aware;
-  p.policy = a.policy;
-  p.decode_press = a.decode_press;
-  p.decode_options = a.decode_press_opts;
-  return p;
+  return {.press = a.press, .ratio = a.ratio, .options = a.press_opts, .query_aware = a.query_aware, .policy = a.policy,
+          .decode_press = a.decode_press, .decode_options = a.decode_press_opts};
 }
 
 nlohmann::json timings_json(const Timings& t) {
