@@ -54,7 +54,7 @@
 #include "kernels/dequantize.h"
 #include "kernels/quant_blocks.h"
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 namespace detail {
 namespace {
 
@@ -1399,4 +1399,4 @@ void get_row(const WeightMatrix& w, int64_t row, float* dst) {
   dequantize_row(w.type, w.data + static_cast<size_t>(row) * w.row_bytes, dst, w.cols);
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT
