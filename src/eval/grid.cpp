@@ -100,7 +100,9 @@ std::vector<GridCell> make_grid(const EvalSettings& s) {
     take_budget_options(any, KvType::F16, 0.0, checked);
     make_press(p, checked);  // throws for an unknown press or option, before anything runs
     for (double r : fixed ? std::vector<double>{*fixed} : s.ratios) {
-      const bool listed = std::any_of(grid.begin(), grid.end(), [&](const GridCell& c) { return c.press == p && c.ratio == r; });
+      // An init-capture, not p itself: clang before 16 cannot capture a structured binding.
+      const bool listed =
+          std::any_of(grid.begin(), grid.end(), [&, &press = p](const GridCell& c) { return c.press == press && c.ratio == r; });
       if (!listed) grid.push_back({p, r, opts});  // "snapkv" at 0.5 and "snapkv@0.5" are one cell
     }
   }
