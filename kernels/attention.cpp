@@ -16,7 +16,7 @@
 #include <immintrin.h>
 #endif
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 namespace {
 
 constexpr int64_t kQueryBlock = 64;  // queries per work item in prefill
@@ -251,4 +251,4 @@ void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, in
     }
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

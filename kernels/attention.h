@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/variant.h"
+
 namespace kvsqueeze::kernels {
 
 enum class KvElement { F32, F16, BF16 };
@@ -32,12 +34,6 @@ struct AttentionShape {
   int32_t window = 0;     // > 0: a query at p sees keys at p' with p - p' < window (sliding layers)
 };
 
-// q: n_q rows of n_head*head_dim_k floats; q_pos: their positions; runs: n_head_kv runs.
-// out: n_q rows of n_head*head_dim_v floats. A query sees slots with pos <= its own position.
-// lse (optional): n_q x n_head log-sum-exp of each row's scaled scores, for attention_probabilities.
-void attention(const AttentionShape& shape, const float* q, const int32_t* q_pos, int64_t n_q,
-               const KvRun* runs, float* out, float* lse = nullptr);
-
 // Statistics a compression method may ask for, computed from the scores again in a second pass
 // (exp(s - lse)), never as an n_q x L matrix.
 struct ProbabilityRequest {
@@ -53,7 +49,18 @@ struct Probabilities {
   std::vector<std::vector<float>> column_sums;
 };
 
+}  // namespace kvsqueeze::kernels
+
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
+
+// q: n_q rows of n_head*head_dim_k floats; q_pos: their positions; runs: n_head_kv runs.
+// out: n_q rows of n_head*head_dim_v floats. A query sees slots with pos <= its own position.
+// lse (optional): n_q x n_head log-sum-exp of each row's scaled scores, for attention_probabilities.
+void attention(const AttentionShape& shape, const float* q, const int32_t* q_pos, int64_t n_q,
+               const KvRun* runs, float* out, float* lse = nullptr);
+
+// Fills `out` as `request` asks, given the lse of attention() for the same arguments.
 void attention_probabilities(const AttentionShape& shape, const float* q, const int32_t* q_pos, int64_t n_q,
                              const KvRun* runs, const float* lse, const ProbabilityRequest& request, Probabilities& out);
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

@@ -9,7 +9,7 @@
 #include "kernels/kv_rows.h"
 #include "kernels/vec_math.h"
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 namespace {
 
 constexpr int64_t kRowBlock = 64;
@@ -67,4 +67,4 @@ void attention_probabilities(const AttentionShape& s, const float* q, const int3
   }
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

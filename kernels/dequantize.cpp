@@ -16,7 +16,7 @@
 // sub-block scale d*sc, then multiply. Scalar code goes through no_fma(); vector code uses the
 // explicitly rounded intrinsics (_mm512_mul_round_ps etc.), which the compiler never contracts.
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 namespace detail {
 namespace {
 
@@ -316,4 +316,4 @@ void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) {
 #endif
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

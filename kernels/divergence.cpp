@@ -5,7 +5,7 @@
 
 #include "kernels/vec_math.h"
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 
 double log_sum_exp(const float* x, int64_t n) {
   const float m = *std::max_element(x, x + n);
@@ -45,4 +45,4 @@ double kl_divergence_logits(const float* p, double lse_p, const float* q, double
   return sum + (lse_q - lse_p);
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

@@ -2,11 +2,13 @@
 // Half and bfloat16 conversions (IEEE-exact; F16C when the compiler targets it).
 #include <cstdint>
 #include <cstring>
+
+#include "kernels/variant.h"
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 
 inline float fp16_to_fp32(uint16_t h) {
 #if defined(__F16C__)
@@ -68,4 +70,4 @@ inline uint16_t fp32_to_bf16(float f) {  // round to nearest even, NaN stays NaN
   return static_cast<uint16_t>((x + (0x7fffu + ((x >> 16) & 1))) >> 16);
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

@@ -54,7 +54,7 @@
 #include "kernels/dequantize.h"
 #include "kernels/quant_blocks.h"
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 namespace detail {
 namespace {
 
@@ -1015,9 +1015,10 @@ void float_rows_avx2(const WeightMatrix& w, const float* x, int64_t T, float* y,
 // with bench/matmul_bench.cpp on Zen 5 (1 thread, CPU time): with 2 tokens the panel path is
 // already 5-15% faster for the 32-element sub-block types; Q6_K (16-element sub-blocks, more
 // fp32 work per vpdpbusd) breaks even at 4; fp32 panels pay off from about 8 tokens.
-constexpr int64_t kQuantPanelMinTokens = 2;
-constexpr int64_t kQ6KPanelMinTokens = 4;
-constexpr int64_t kFloatPanelMinTokens = 8;
+// (Only the AVX-512 VNNI variant has panel kernels.)
+[[maybe_unused]] constexpr int64_t kQuantPanelMinTokens = 2;
+[[maybe_unused]] constexpr int64_t kQ6KPanelMinTokens = 4;
+[[maybe_unused]] constexpr int64_t kFloatPanelMinTokens = 8;
 
 void validate(const WeightMatrix& w, const char* what) {
   const auto layout = block_layout(w.type);
@@ -1399,4 +1400,4 @@ void get_row(const WeightMatrix& w, int64_t row, float* dst) {
   dequantize_row(w.type, w.data + static_cast<size_t>(row) * w.row_bytes, dst, w.cols);
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/variant.h"
 #include "kvsqueeze/tensor_type.h"
 
 namespace kvsqueeze::kernels {
@@ -16,6 +17,10 @@ struct WeightMatrix {
   int64_t cols = 0;
   size_t row_bytes = 0;
 };
+
+}  // namespace kvsqueeze::kernels
+
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 
 // y[t * ldy + r] = sum_c x[t * cols + c] * W[r][c] for t < n_tokens, r < rows.
 // Parallel over OpenMP threads (the caller sets the thread count). Chooses the decode
@@ -32,4 +37,4 @@ void set_exact_activations(bool exact);
 // Dequantized copy of row `row` into dst[cols] (embedding lookup).
 void get_row(const WeightMatrix& w, int64_t row, float* dst);
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

@@ -9,7 +9,7 @@
 #include <immintrin.h>
 #endif
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 
 void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) {
   double sum = 0.0;  // double: long rows of large activations lose precision in float
@@ -103,4 +103,4 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

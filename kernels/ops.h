@@ -2,17 +2,23 @@
 // Element-wise and row-wise operations of a transformer layer, on fp32 rows.
 #include <cstdint>
 
-namespace kvsqueeze::kernels {
+#include "kernels/variant.h"
 
-// out[i] = x[i] / rms(x) * w[i]; w may be null (no scale). out may alias x.
-void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps);
-// Applies rms_norm to `rows` consecutive rows of length n.
-void rms_norm_rows(const float* x, const float* w, float* out, int64_t rows, int64_t n, float eps);
+namespace kvsqueeze::kernels {
 
 enum class RopeStyle {
   Normal,  // rotate adjacent pairs (x[2i], x[2i+1]): llama.cpp "norm" (llama, mistral)
   Neox,    // rotate (x[i], x[i+d/2]): llama.cpp "neox" (qwen2, qwen3, gemma3)
 };
+
+}  // namespace kvsqueeze::kernels
+
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
+
+// out[i] = x[i] / rms(x) * w[i]; w may be null (no scale). out may alias x.
+void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps);
+// Applies rms_norm to `rows` consecutive rows of length n.
+void rms_norm_rows(const float* x, const float* w, float* out, int64_t rows, int64_t n, float eps);
 
 // Rotary embedding tables: cos/sin of pos[t] * inv_freq[i] for t < n, i < d/2, row-major.
 // inv_freq already includes any frequency scaling. Computed once per chunk, shared by heads.
@@ -27,4 +33,4 @@ void scale_inplace(float* x, float s, int64_t n);
 // Numerically stable softmax in place.
 void softmax(float* x, int64_t n);
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

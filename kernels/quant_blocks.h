@@ -22,6 +22,7 @@
 
 #include "kernels/fp16.h"
 #include "kernels/matmul.h"
+#include "kernels/variant.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/tensor_type.h"
 
@@ -38,7 +39,7 @@
 #include <immintrin.h>
 #endif
 
-namespace kvsqueeze::kernels::detail {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail {
 
 constexpr int kQK = 32;    // legacy block
 constexpr int kQKK = 256;  // K-quant super-block
@@ -109,13 +110,14 @@ inline float no_fma(float v) {
   return v;
 }
 
-}  // namespace kvsqueeze::kernels::detail
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail
 
-namespace kvsqueeze::kernels::detail {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail {
 // Portable scalar dequantization (the reference the vector code is checked against; also what
 // dequantize_row uses where AVX-512 is unavailable). Same contract as dequantize_row.
+// Outside kernels/ (tests) this and matmul_portable run in the selected variant.
 void dequantize_row_scalar(TensorType type, const void* src, float* dst, int64_t n);
 // matmul() through the portable scalar kernels only (activations quantized the same way);
 // the path used where AVX-512 VNNI is unavailable, exposed so tests can check it everywhere.
 void matmul_portable(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy);
-}  // namespace kvsqueeze::kernels::detail
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail

@@ -5,11 +5,12 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/variant.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
-namespace kvsqueeze::kernels {
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 
 #if defined(__AVX512F__)
 inline __m512 exp_ps(__m512 x) {
@@ -55,4 +56,4 @@ inline float exp_shift_sum(float* x, int64_t n, float shift) {
   return sum;
 }
 
-}  // namespace kvsqueeze::kernels
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

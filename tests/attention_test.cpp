@@ -1,11 +1,14 @@
-// The attention kernel over ragged runs against a naive double-precision softmax attention.
+// The attention kernel over ragged runs against a naive double-precision softmax attention, in
+// every kernel variant.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
+#include <string>
 
 #include "kernels/attention.h"
 #include "kernels/fp16.h"
+#include "isa_variants.h"
 
 using namespace kvsqueeze::kernels;
 
@@ -111,12 +114,19 @@ void reference(const Fixture& f, std::vector<double>& out, std::vector<double>& 
     }
 }
 
-class AttentionKernel : public ::testing::TestWithParam<Case> {};
+class AttentionKernel : public isa_variants::TestWith<Case> {};
+
+std::string case_name(const Case& c) {
+  const char* type = c.type == KvElement::F32 ? "f32" : c.type == KvElement::F16 ? "f16" : "bf16";
+  return "h" + std::to_string(c.n_head) + "kv" + std::to_string(c.n_head_kv) + "_d" + std::to_string(c.dk) + "x" +
+         std::to_string(c.dv) + "_q" + std::to_string(c.n_q) + "_w" + std::to_string(c.window) + "_past" +
+         std::to_string(c.past) + "_" + type;
+}
 
 }  // namespace
 
 TEST_P(AttentionKernel, MatchesNaiveSoftmaxAttentionAndStatistics) {
-  const Case c = GetParam();
+  const Case c = param();
   const Fixture f = make(c, 1234);
   const auto& s = f.shape;
   std::vector<float> out(static_cast<size_t>(c.n_q * c.n_head * c.dv)), lse(static_cast<size_t>(c.n_q * c.n_head));
@@ -151,10 +161,12 @@ TEST_P(AttentionKernel, MatchesNaiveSoftmaxAttentionAndStatistics) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionKernel,
-    ::testing::Values(Case{4, 4, 16, 16, 1, 0, KvElement::F32},      // decode, MHA
-                      Case{8, 2, 32, 32, 3, 0, KvElement::F32},      // few queries, GQA
-                      Case{8, 2, 32, 32, 70, 0, KvElement::F32},     // blocked prefill path, GQA
-                      Case{4, 1, 64, 64, 20, 0, KvElement::F16},     // gemma-like MQA, fp16 cache
-                      Case{4, 1, 64, 64, 1, 0, KvElement::F16, 3000},  // fp16 decode, long enough to split keys
-                      Case{6, 2, 16, 24, 40, 32, KvElement::F32},    // sliding window, dk != dv
-                      Case{6, 2, 16, 16, 2, 7, KvElement::F16}));    // sliding window decode
+    ::testing::Combine(::testing::Values(Case{4, 4, 16, 16, 1, 0, KvElement::F32},        // decode, MHA
+                                         Case{8, 2, 32, 32, 3, 0, KvElement::F32},        // few queries, GQA
+                                         Case{8, 2, 32, 32, 70, 0, KvElement::F32},       // blocked prefill path, GQA
+                                         Case{4, 1, 64, 64, 20, 0, KvElement::F16},       // gemma-like MQA, fp16 cache
+                                         Case{4, 1, 64, 64, 1, 0, KvElement::F16, 3000},  // fp16 decode, long enough to split keys
+                                         Case{6, 2, 16, 24, 40, 32, KvElement::F32},      // sliding window, dk != dv
+                                         Case{6, 2, 16, 16, 2, 7, KvElement::F16}),       // sliding window decode
+                       ::testing::ValuesIn(isa_variants::all())),
+    isa_variants::name_with<Case>(case_name));

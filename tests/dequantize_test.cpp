@@ -1,5 +1,5 @@
 // dequantize_row against fixtures written by gguf-py (scripts/reference/make_quant_fixtures.py):
-// every supported type must reproduce gguf.quants.dequantize bit for bit.
+// every supported type must reproduce gguf.quants.dequantize bit for bit, in every kernel variant.
 #include "kernels/dequantize.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +13,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/quant_blocks.h"
+#include "isa_variants.h"
 #include "kvsqueeze/error.h"
 #include "test_paths.h"
 
@@ -71,9 +72,13 @@ void expect_bit_exact(const Case& c, const std::vector<float>& got, const char* 
   EXPECT_EQ(mismatches, 0) << which << " " << detail::type_label(c.type);
 }
 
+class Dequantize : public isa_variants::Test {};
+
 }  // namespace
 
-TEST(Dequantize, BitExactWithGgufPy) {
+INSTANTIATE_TEST_SUITE_P(Variants, Dequantize, ::testing::ValuesIn(isa_variants::all()), isa_variants::name);
+
+TEST_P(Dequantize, BitExactWithGgufPy) {
   const auto cases = load_fixtures();
   std::set<TensorType> seen;
   for (const auto& c : cases) {
@@ -92,7 +97,7 @@ TEST(Dequantize, BitExactWithGgufPy) {
     EXPECT_TRUE(seen.count(t)) << "no fixture for " << detail::type_label(t);
 }
 
-TEST(Dequantize, PartialRowsAndOffsets) {
+TEST_P(Dequantize, PartialRowsAndOffsets) {
   // Dequantizing a row in pieces (block-aligned) gives the same as the whole row.
   for (const auto& c : load_fixtures()) {
     const auto layout = detail::block_layout(c.type);
@@ -107,7 +112,7 @@ TEST(Dequantize, PartialRowsAndOffsets) {
   }
 }
 
-TEST(Dequantize, RejectsUnsupportedTypesAndBadLengths) {
+TEST_P(Dequantize, RejectsUnsupportedTypesAndBadLengths) {
   std::vector<uint8_t> buf(1024);
   std::vector<float> out(1024);
   for (auto t : {TensorType::Q8_1, TensorType::Q2_K, TensorType::Q3_K, TensorType::Q8_K}) {

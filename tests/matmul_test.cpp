@@ -1,4 +1,4 @@
-// matmul / get_row against a double-precision dequantize+dot reference.
+// matmul / get_row against a double-precision dequantize+dot reference, in every kernel variant.
 //
 // Tolerances. For quantized weights, matmul quantizes the activations per token in blocks of 32
 // to int8 (scale d = amax/127, round to nearest even), as llama.cpp does for Q8_0. So:
@@ -22,6 +22,7 @@
 #include "kernels/dequantize.h"
 #include "kernels/fp16.h"
 #include "kernels/quant_blocks.h"
+#include "isa_variants.h"
 #include "kvsqueeze/error.h"
 
 using namespace kvsqueeze;
@@ -190,10 +191,10 @@ std::vector<int64_t> cols_for(TensorType t) {
   return {256, 768};
 }
 
-class MatmulTest : public ::testing::TestWithParam<TensorType> {};
+class MatmulTest : public isa_variants::TestWith<TensorType> {};
 
 TEST_P(MatmulTest, MatchesReferenceAcrossShapes) {
-  const TensorType t = GetParam();
+  const TensorType t = param();
   std::mt19937 rng(1234u + static_cast<unsigned>(t));
   for (int64_t cols : cols_for(t))
     for (int64_t rows : {1, 7, 33})
@@ -205,7 +206,7 @@ TEST_P(MatmulTest, MatchesReferenceAcrossShapes) {
 
 TEST_P(MatmulTest, ThreadedAndPanelGroups) {
   // Enough work to use every thread; 70 rows = 4 full panels + a partial one.
-  const TensorType t = GetParam();
+  const TensorType t = param();
   std::mt19937 rng(99u + static_cast<unsigned>(t));
   const int64_t cols = detail::block_layout(t).elems == 256 ? 512 : 384;
   const int saved = omp_get_max_threads();
@@ -217,14 +218,14 @@ TEST_P(MatmulTest, ThreadedAndPanelGroups) {
 }
 
 TEST_P(MatmulTest, PortablePathMatches) {
-  const TensorType t = GetParam();
+  const TensorType t = param();
   std::mt19937 rng(7u + static_cast<unsigned>(t));
   for (int64_t cols : cols_for(t))
     for (int64_t tokens : {1, 5, 12}) check_case(t, {9, cols, tokens}, true, rng);
 }
 
 TEST_P(MatmulTest, GetRowEqualsDequantizeRow) {
-  const TensorType t = GetParam();
+  const TensorType t = param();
   std::mt19937 rng(5u + static_cast<unsigned>(t));
   const int64_t rows = 5, cols = cols_for(t).back();
   const auto data = random_weights(t, rows, cols, rng);
@@ -239,12 +240,13 @@ TEST_P(MatmulTest, GetRowEqualsDequantizeRow) {
   EXPECT_THROW(get_row(w, -1, a.data()), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulTest, ::testing::ValuesIn(kAllTypes),
-                         [](const ::testing::TestParamInfo<TensorType>& info) {
-                           return detail::type_label(info.param);
-                         });
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulTest,
+                         ::testing::Combine(::testing::ValuesIn(kAllTypes), ::testing::ValuesIn(isa_variants::all())),
+                         isa_variants::name_with<TensorType>(detail::type_label));
 
-TEST(Matmul, RejectsUnsupportedAndMalformed) {
+class Matmul : public isa_variants::Test {};
+
+TEST_P(Matmul, RejectsUnsupportedAndMalformed) {
   std::vector<uint8_t> buf(4096);
   std::vector<float> x(256), y(16);
   for (auto t : {TensorType::Q2_K, TensorType::Q3_K, TensorType::Q8_K, TensorType::Q8_1}) {
@@ -263,7 +265,7 @@ TEST(Matmul, RejectsUnsupportedAndMalformed) {
   EXPECT_THROW(matmul(short_rows, x.data(), 1, y.data()), Error);
 }
 
-TEST(Matmul, ZeroTokensAndEmptyMatrices) {
+TEST_P(Matmul, ZeroTokensAndEmptyMatrices) {
   std::vector<uint8_t> buf(4096, 0);
   std::vector<float> x(64, 1.0f), y(8, 5.0f);
   WeightMatrix w{TensorType::Q8_0, buf.data(), 4, 64, 68};
@@ -273,5 +275,7 @@ TEST(Matmul, ZeroTokensAndEmptyMatrices) {
   matmul(nocols, x.data(), 2, y.data());
   for (int i = 0; i < 8; ++i) EXPECT_EQ(y[static_cast<size_t>(i)], 0.0f);
 }
+
+INSTANTIATE_TEST_SUITE_P(Variants, Matmul, ::testing::ValuesIn(isa_variants::all()), isa_variants::name);
 
 }  // namespace

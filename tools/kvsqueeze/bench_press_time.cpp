@@ -25,6 +25,7 @@
 #include "kernels/threading.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
+#include "kvsqueeze/kernels_isa.h"
 #include "kvsqueeze/press.h"
 
 namespace kvsqueeze::cli {
@@ -346,7 +347,7 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model_path}, {"ctx", a.ctx},           {"ratio", a.ratio},
-                        {"threads", kernels::num_threads()}, {"kv_type", a.kv_type}, {"chunk", a.chunk},
+                        {"threads", kernels::num_threads()}, {"kernels", kernels_isa()}, {"kv_type", a.kv_type}, {"chunk", a.chunk},
                         {"repeat", a.repeat},          {"source", source},     {"compressible_layers", n_global},
                         {"n_layer", cfg.n_layer},      {"press_opts", a.press_opts}, {"max_foreign_load", a.max_foreign_load},
                         {"wait_idle_s", a.wait_idle_s}, {"results", results}};

@@ -23,6 +23,7 @@
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
+#include "kvsqueeze/kernels_isa.h"
 #include "kvsqueeze/model.h"
 #include "kvsqueeze/press.h"
 
@@ -112,7 +113,8 @@ int run_speed(const BenchArgs& a, const Model& model) {
                   held.kv_bytes_held / 1048576.0);
   }
   if (a.json) {
-    nlohmann::json j = {{"model", a.model}, {"threads", kernels::num_threads()}, {"kv_type", a.kv_type}, {"results", results}};
+    nlohmann::json j = {{"model", a.model},     {"threads", kernels::num_threads()}, {"kernels", kernels_isa()},
+                        {"kv_type", a.kv_type}, {"results", results}};
     std::cout << j.dump() << "\n";
   }
   return 0;
@@ -204,7 +206,8 @@ int run_memory(const BenchArgs& a, const Model& model) {
     }
   }
   if (a.json) {
-    nlohmann::json j = {{"model", a.model}, {"press", a.press}, {"threads", a.threads}, {"kv_type", a.kv_type}, {"results", results}};
+    nlohmann::json j = {{"model", a.model},     {"press", a.press},    {"threads", a.threads},
+                        {"kernels", kernels_isa()}, {"kv_type", a.kv_type}, {"results", results}};
     std::cout << j.dump() << "\n";
   }
   return 0;

@@ -16,6 +16,7 @@
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
+#include "kvsqueeze/kernels_isa.h"
 #include "kvsqueeze/model.h"
 #include "kvsqueeze/press.h"
 #include "kvsqueeze/press_pipeline.h"
@@ -163,6 +164,7 @@ int run(GenerateArgs& a) {
   j["timings"] = timings_json(main_result.timings);
   j["peak_rss_bytes"] = peak_rss_bytes();
   j["threads"] = kernels::num_threads();
+  j["kernels"] = kernels_isa();
   if (!answers.empty()) {
     nlohmann::json arr = nlohmann::json::array();
     for (size_t i = 0; i < answers.size(); ++i)

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "kvsqueeze/kernels_isa.h"
 #include "kvsqueeze/model.h"
 
 namespace kvsqueeze::cli {
@@ -67,6 +68,7 @@ int run(const InspectArgs& args) {
   nlohmann::json meta;
   for (const auto& [key, value] : f.metadata()) meta[key] = value_json(value);
   j["metadata"] = meta;
+  j["kernels"] = kernels_isa();  // of this machine, not of the file: what a run here would use
   if (args.tensors) {
     nlohmann::json ts = nlohmann::json::array();
     for (const auto& t : f.tensors())
@@ -93,6 +95,7 @@ int run(const InspectArgs& args) {
               (long long)c.kv_bytes_per_token_f16(), (long long)c.n_layer, (long long)c.n_head_kv, (long long)c.head_dim_k,
               (long long)c.head_dim_v, c.kv_bytes_per_token_f16() * c.n_ctx_train / 1048576.0, (long long)c.n_ctx_train);
   std::printf("metadata      %zu keys (--json shows them)\n", f.metadata().size());
+  std::printf("kernels       %s (this machine; KVSQ_ISA=scalar|avx2|avx512 asks for a lower set)\n", kernels_isa().c_str());
   if (args.tensors)
     for (const auto& t : f.tensors()) {
       std::printf("  %-40s %-5s [", t.name.c_str(), tensor_type_info(t.type).name);

@@ -1,0 +1,12 @@
+#pragma once
+// Which instruction set the numeric kernels use in this process.
+#include <string>
+
+namespace kvsqueeze {
+
+// "avx512_vnni", "avx2" or "scalar": the best variant this CPU runs, chosen at the first kernel
+// call, unless the environment variable KVSQ_ISA=scalar|avx2|avx512 asked for a lower one (a
+// value that is unknown or unsupported here prints one line to stderr and is ignored).
+std::string kernels_isa();
+
+}  // namespace kvsqueeze
