@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string>
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(KVSQ_HAVE_AVX2) || defined(KVSQ_HAVE_AVX512)
 #include <cpuid.h>
 #endif
 
@@ -25,7 +25,7 @@ extern "C" const kvsqueeze::kernels::KernelOps kvsq_kernel_ops_avx512;
 namespace kvsqueeze::kernels {
 namespace {
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(KVSQ_HAVE_AVX2) || defined(KVSQ_HAVE_AVX512)
 // x86-64-v3, what the avx2 variant is compiled for. __builtin_cpu_supports also checks that the
 // OS saves the AVX (and below, AVX-512) register state; clang 14's builtin does not know F16C,
 // LZCNT and MOVBE, so those come from CPUID directly.

@@ -12,7 +12,10 @@
 // Everywhere else (src/, tools/, tests/ and the dispatcher itself) the namespace is `baseline`:
 // there the public kernel functions are the entry points of kernels/forward.cpp, which call the
 // variant chosen at startup (kernels/dispatch.h), and inline helpers are compiled for the baseline.
-#if !defined(KVSQ_VARIANT)
+// KVSQ_VARIANT_TU is defined in the variants' translation units only.
+#if defined(KVSQ_VARIANT)
+#define KVSQ_VARIANT_TU 1
+#else
 #define KVSQ_VARIANT baseline
 #endif
 
