@@ -157,7 +157,11 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, LogitsReference, ::testing::ValuesIn(fixture_
 
 TEST(LogitsReference, StoriesF32CacheIsTighter) { check_fixture("stories260k", KvType::F32); }
 
-// Greedy continuation from HF generate(do_sample=False), token for token.
+// Greedy continuation from HF generate(do_sample=False), token for token, teacher-forced on the
+// reference's tokens so every step is checked. A step may pick another token only on a near-tie:
+// our own logit for the reference's token within 0.15 of our best (the near-tie bound of the
+// logits comparison above). Such ties are real: the AVX2 and AVX-512 kernel variants fuse
+// accumulations differently and flip the Gemma continuation's step 5 between them.
 void check_greedy(const std::string& name) {
   const auto fixture = fixture_models::load_json(test_paths::fixtures() + "/logits/" + name + ".json");
   std::string why;
@@ -167,14 +171,24 @@ void check_greedy(const std::string& name) {
   Session session(*model, {});
   const std::vector<int32_t> prompt = fixture.at("prompt_ids");
   const std::vector<int32_t> want = fixture.at("generated_ids");
-  std::vector<int32_t> got;
+  constexpr float kNearTie = 0.15f;
+  int swaps = 0;
+  float widest = 0.0f;
   std::vector<float> logits = session.eval(prompt);
   for (size_t i = 0; i < want.size(); ++i) {
     const int32_t id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    got.push_back(id);
-    logits = session.eval({id});
+    if (id != want[i]) {
+      const float margin = logits[static_cast<size_t>(id)] - logits[static_cast<size_t>(want[i])];
+      ++swaps;
+      widest = std::max(widest, margin);
+      EXPECT_LE(margin, kNearTie) << name << " step " << i << ": we pick " << id << " ("
+                                  << model->tokenizer().decode({id}) << "), the reference " << want[i] << " ("
+                                  << model->tokenizer().decode({want[i]}) << "), by a margin of " << margin;
+    }
+    logits = session.eval({want[i]});
   }
-  EXPECT_EQ(got, want);
+  std::printf("[ greedy   ] %-36s %zu steps, near-tie swaps %d (widest margin %.3f)\n", name.c_str(), want.size(), swaps,
+              widest);
 }
 
 TEST(GreedyReference, Stories260KContinuationTokenForToken) { check_greedy("stories260k_greedy"); }

@@ -20,6 +20,7 @@ Usage:
   scripts/bench/bench_speed.py [--model M.gguf ...] [--no-default-model] [--with-synth]
                                [--repeat 3] [--threads 2] [--ctx 512,4096] [--n-gen 128]
                                [--kvsqueeze build/kvsqueeze] [--llamacpp-bin DIR]
+                               [--baseline OLD/kvsqueeze]
                                [--skip-kvsqueeze | --skip-llamacpp]
                                [--wait-idle 60] [--max-foreign-load 0.25] [--retry-contended 2]
                                [--json OUT.json] [--markdown OUT.md]
@@ -30,6 +31,10 @@ cores; it records the foreign load seen *during* each measurement (from /proc/st
 the child's own CPU time) and re-measures a contended one up to --retry-contended times
 (keeping the least contended). Medians that still include a contended sample are
 flagged with '*'.
+
+--baseline OLD/kvsqueeze puts an earlier kvsqueeze build in llama.cpp's place (same commands
+as kvsqueeze, alternating the same way): a before/after comparison in one run, the ratio
+being new/old.
 
 Python 3 standard library only. Exit status: 0 ok, 1 a benchmark failed, 2 bad usage /
 missing binary or model (one-line error on stderr).
@@ -318,6 +323,7 @@ def table_rows(results: list[dict]) -> list[list[str]]:
 
 
 HEADER = ["model", "test", "llama.cpp tok/s", "spread", "kvsqueeze tok/s", "spread", "kvsq/llama.cpp"]
+BASELINE_HEADER = ["model", "test", "before tok/s", "spread", "after tok/s", "spread", "after/before"]
 
 
 def text_table(rows: list[list[str]]) -> str:
@@ -375,6 +381,8 @@ def parse_args(argv):
     p.add_argument("--kvsqueeze", default=os.path.join(REPO, "build", "kvsqueeze"), help="kvsqueeze binary")
     p.add_argument("--llamacpp-bin", default=DEFAULT_LLAMACPP_BIN,
                    help="folder with llama-bench (scripts/bench/build_llamacpp.sh prints it)")
+    p.add_argument("--baseline", metavar="BIN",
+                   help="an earlier kvsqueeze binary measured in llama.cpp's place (before/after in one run)")
     p.add_argument("--skip-kvsqueeze", action="store_true", help="only run llama.cpp")
     p.add_argument("--skip-llamacpp", action="store_true", help="only run kvsqueeze")
     p.add_argument("--repeat", "-r", type=int, default=3, help="alternating rounds per model (median reported)")
@@ -444,10 +452,10 @@ def measure(engine: str, cmd: list[str], a, label: str):
     for attempt in range(1 + a.retry_contended):
         if a.wait_idle > 0:
             wait_idle(a.wait_idle, a.max_foreign_load)
-        got = run_llamacpp(cmd, a) if engine == "llamacpp" else run_kvsqueeze(cmd, a)
+        got = run_llamacpp(cmd, a) if engine == "llamacpp" and not a.baseline else run_kvsqueeze(cmd, a)
         res, info = got[0], got[1]
         fc = info.get("foreign_cores")
-        log(f"{label}: {engine}: " + ", ".join(f"{t} {fmt(v)}" for t, v in res.items())
+        log(f"{label}: {'baseline' if engine == 'llamacpp' and a.baseline else engine}: " + ", ".join(f"{t} {fmt(v)}" for t, v in res.items())
             + f"  [{info['wall_s']:.1f}s wall, {info['cpu_s']:.1f}s cpu"
             + (f", other processes {fc:.2f} cores" if fc is not None else "") + "]"
             + (f" (retry {attempt})" if attempt else ""))
@@ -463,7 +471,14 @@ def main(argv=None) -> int:
     try:
         a = parse_args(argv)
         bench = os.path.join(a.llamacpp_bin, "llama-bench")
-        if not a.skip_llamacpp and not os.access(bench, os.X_OK):
+        if a.baseline:
+            a.baseline = os.path.abspath(a.baseline)
+            if not os.access(a.baseline, os.X_OK):
+                raise UsageError(f"baseline binary not found: {a.baseline}")
+            a.skip_llamacpp = False
+            global HEADER
+            HEADER = BASELINE_HEADER
+        elif not a.skip_llamacpp and not os.access(bench, os.X_OK):
             raise UsageError(f"llama-bench not found: {bench} (run scripts/bench/build_llamacpp.sh, "
                              f"pass --llamacpp-bin, or --skip-llamacpp)")
         kvsq = os.path.abspath(a.kvsqueeze)
@@ -487,7 +502,11 @@ def main(argv=None) -> int:
         "kvsqueeze_cmd": " ; ".join(shlex.join(["build/kvsqueeze", *kvsqueeze_cmd(kvsq, models[0], a, [c])[1:]])
                                     .replace(shlex.quote(models[0]), "MODEL") for c in a.ctx),
     }
-    if not a.skip_llamacpp:
+    if a.baseline:
+        meta["llamacpp_version"] = f"(replaced by the baseline {a.baseline})"
+        meta["baseline"] = a.baseline
+        meta["llamacpp_cmds"] = []
+    elif not a.skip_llamacpp:
         meta["llamacpp_version"] = llamacpp_version(a.llamacpp_bin)
         meta["llamacpp_system_info"] = llamacpp_system_info(a.llamacpp_bin, models[0], a.threads)
     else:
@@ -507,7 +526,8 @@ def main(argv=None) -> int:
                         if engine == "llamacpp":
                             if a.skip_llamacpp:
                                 continue
-                            units = llamacpp_unit_cmds(bench, model, a, ctx)
+                            units = ([kvsqueeze_cmd(a.baseline, model, a, [ctx])] if a.baseline
+                                     else llamacpp_unit_cmds(bench, model, a, ctx))
                         else:
                             if a.skip_kvsqueeze:
                                 continue
