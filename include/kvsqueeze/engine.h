@@ -86,16 +86,6 @@ struct Timings {
   double decode_tok_s() const { return decode_ms > 0 ? generated_tokens * 1000.0 / decode_ms : 0.0; }
 };
 
-struct Completion {
-  std::vector<int32_t> tokens;  // generated ids (the end-of-generation token excluded)
-  // Bytes the cache's kept slots occupied once the question was in (after a query-aware
-  // press compressed context and question), before the answer was decoded.
-  size_t kv_bytes_used = 0;
-  std::string text;             // their text, cut before a stop string
-  StopReason stop_reason = StopReason::MaxTokens;
-  Timings timings;
-};
-
 // What the cache holds, measured (bytes actually allocated, not a mask).
 struct Accounting {
   size_t kv_bytes_held = 0;   // allocated for the runs
@@ -105,6 +95,19 @@ struct Accounting {
   std::vector<std::vector<int64_t>> kv_lengths;  // [layer][kv head]: slots kept
   int64_t layer_compressions = 0;
   int64_t slots_removed = 0;
+};
+
+struct Completion {
+  std::vector<int32_t> tokens;  // generated ids (the end-of-generation token excluded)
+  // Bytes the cache's kept slots occupied once the question was in (after a query-aware
+  // press compressed context and question), before the answer was decoded.
+  size_t kv_bytes_used = 0;
+  // The whole of what the cache held at that moment (a query-aware plan's compression of context
+  // and question is in it; Engine::accounting() afterwards shows the context restored instead).
+  Accounting prompt;
+  std::string text;             // their text, cut before a stop string
+  StopReason stop_reason = StopReason::MaxTokens;
+  Timings timings;
 };
 
 class SharedPrefill;  // one prefill of a context, compressed for several plans (Engine::prefill_shared)
@@ -171,6 +174,12 @@ class Engine {
   // decoding compression or query-aware compression changed it) for the next question.
   // keep_context=false skips the copy for the last question.
   Completion answer(const std::vector<int32_t>& question_ids, const GenerateParams& params = {}, bool keep_context = true);
+
+  // Teacher forcing (perplexity, KL divergence): feeds `tokens` after the context and returns the
+  // logits that predicted each one, n x n_vocab floats: the context's last logits, then those after
+  // every token but the last. Decoding-time compression runs between the tokens as planned (one
+  // token at a time then; otherwise one pass). The context is used up, as by generate().
+  std::vector<float> teacher_force(const std::vector<int32_t>& tokens);
 
   // --- Plain generation: the prompt is the context (compressed as planned), then generation
   // continues it. An empty prompt continues from the last logits (a loaded cache).

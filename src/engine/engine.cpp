@@ -291,6 +291,9 @@ Completion Engine::answer(const std::vector<int32_t>& question_ids, const Genera
     question_runner.prefill(question_ids, params.max_tokens);
     const double question_ms = ms_since(t0);
     out.kv_bytes_used = m.session.cache().bytes_used();
+    out.prompt = accounting();
+    out.prompt.layer_compressions += question_runner.compressions();
+    out.prompt.slots_removed += question_runner.slots_removed();
     question_runner.start_decoding();
     r = kvsqueeze::generate(m.session, {}, params.max_tokens, sampler, m.control(params));
     r.prefill_ms = m.context_ms + question_ms;
@@ -304,6 +307,7 @@ Completion Engine::answer(const std::vector<int32_t>& question_ids, const Genera
     m.session.eval(question_ids);
     const double question_ms = ms_since(t0);
     out.kv_bytes_used = m.session.cache().bytes_used();
+    out.prompt = accounting();
     r = kvsqueeze::generate(m.session, {}, params.max_tokens, sampler, m.control(params));
     r.prefill_ms = m.context_ms + question_ms;
     r.prompt_tokens = static_cast<int64_t>(m.context_ids.size() + question_ids.size());
@@ -337,6 +341,34 @@ Completion Engine::generate(const std::vector<int32_t>& prompt, const GeneratePa
   out.timings.generated_tokens = static_cast<int64_t>(out.tokens.size());
   out.timings.decode_ms = r.decode_ms;
   m.has_context = false;  // the sequence moved on: answers need a fresh context
+  return out;
+}
+
+std::vector<float> Engine::teacher_force(const std::vector<int32_t>& tokens) {
+  Impl& m = *impl_;
+  if (!m.has_context) throw Error("no context to continue: prefill or load one first");
+  if (tokens.empty()) throw ParameterError("tokens", "`tokens` is empty");
+  const auto n = static_cast<int64_t>(tokens.size());
+  check_fits(static_cast<int64_t>(m.session.next_position()) + n);
+  const auto V = static_cast<size_t>(m.model.config().n_vocab);
+  std::vector<float> out(static_cast<size_t>(n) * V);
+  std::copy(m.context_logits.begin(), m.context_logits.end(), out.begin());
+  m.has_context = false;  // whatever happens next, the context is no longer as prefilled
+  if (n == 1) return out;
+  const std::vector<int32_t> inputs(tokens.begin(), tokens.end() - 1);
+  m.session.reserve(n);
+  if (m.runner) m.runner->start_decoding();
+  if (m.report.policy.decoding()) {
+    // The runner compresses between decoding steps: one token per step, as generation runs.
+    for (size_t t = 0; t < inputs.size(); ++t) {
+      const auto& logits = m.session.eval({inputs[t]});
+      std::copy(logits.begin(), logits.end(), out.begin() + static_cast<std::ptrdiff_t>((t + 1) * V));
+    }
+  } else {
+    std::vector<float> all;
+    m.session.eval(inputs, &all);
+    std::copy(all.begin(), all.end(), out.begin() + static_cast<std::ptrdiff_t>(V));
+  }
   return out;
 }
 

@@ -7,15 +7,14 @@
 #include <vector>
 
 #include "kvsqueeze/eval/runner.h"
-#include "kvsqueeze/press_pipeline.h"
+#include "kvsqueeze/engine.h"
 
 namespace kvsqueeze::eval {
 
 struct InstalledCell {
   const GridCell* cell = nullptr;
-  Session* session = nullptr;
-  PressRunner* runner = nullptr;   // decoding-time compression: already in decoding mode
-  bool question_evaluated = false;  // query-aware: the question is in the cache, compressed with the context
+  Engine* engine = nullptr;  // holds the context, compressed as the cell's plan says
+  bool query_aware = false;  // the context is compressed with the question, by Engine::answer
   bool shared_prefill = false;
   double prefill_ms = 0.0, compress_ms = 0.0;
   int64_t context_tokens = 0;
@@ -24,10 +23,11 @@ struct InstalledCell {
   bool own_budget = false;  // the press sets its own size (pyramid_merge, per_layer): the grid's ratio is nominal
 };
 
-// Calls `use` once per cell, in order, with the context installed (`question` only matters to
-// query-aware cells; `slack` is the room left per run for the question and the answer).
+// Sets the cell's bytes and achieved ratio from what the cache held over `tokens` positions.
+void measure(const Model& model, const Accounting& held, int64_t tokens, InstalledCell& out);
+
+// Calls `use` once per cell, in order, with the context installed in the cell's engine.
 void for_each_cell(const Model& model, const EvalSettings& settings, const std::vector<const GridCell*>& cells,
-                   const std::vector<int32_t>& context, const std::vector<int32_t>& question, int64_t slack,
-                   const std::function<void(InstalledCell&)>& use);
+                   const std::vector<int32_t>& context, const std::function<void(InstalledCell&)>& use);
 
 }  // namespace kvsqueeze::eval

@@ -14,32 +14,6 @@
 #include "runtime/stopwatch.h"
 
 namespace kvsqueeze::eval {
-namespace {
-
-// The logits that predicted each continuation token: the context's last logits, then those of
-// every continuation token but the last. Decoding-time compression runs token by token (its
-// runner compresses between steps); everything else in one teacher-forced pass.
-std::vector<float> predicting_logits(InstalledCell& ic, const std::vector<int32_t>& continuation, int64_t V) {
-  Session& s = *ic.session;
-  const auto n = static_cast<int64_t>(continuation.size());
-  std::vector<float> out(static_cast<size_t>(n * V));
-  std::copy(s.last_logits().begin(), s.last_logits().end(), out.begin());
-  if (n == 1) return out;
-  const std::vector<int32_t> inputs(continuation.begin(), continuation.end() - 1);
-  if (ic.runner) {
-    for (int64_t t = 0; t + 1 < n; ++t) {
-      const auto& logits = s.eval({inputs[static_cast<size_t>(t)]});
-      std::copy(logits.begin(), logits.end(), out.begin() + (t + 1) * V);
-    }
-  } else {
-    std::vector<float> all;
-    s.eval(inputs, &all);
-    std::copy(all.begin(), all.end(), out.begin() + V);
-  }
-  return out;
-}
-
-}  // namespace
 
 std::vector<KldText> kld_windows(const Model& model, const std::string& text, const std::vector<int64_t>& lengths,
                                  int64_t continuation, int64_t per_length, uint64_t seed) {
@@ -102,9 +76,9 @@ int64_t run_kld_eval(const Model& model, const std::vector<KldText>& texts, cons
     const auto n = static_cast<int64_t>(text.continuation.size());
     std::vector<float> reference;
     std::vector<double> reference_lse;
-    for_each_cell(model, s, pending, text.context, {}, n, [&](InstalledCell& ic) {
+    for_each_cell(model, s, pending, text.context, [&](InstalledCell& ic) {
       const auto t0 = std::chrono::steady_clock::now();
-      std::vector<float> logits = predicting_logits(ic, text.continuation, V);
+      const std::vector<float> logits = ic.engine->teacher_force(text.continuation);
       const double decode_ms = ms_since(t0);
       if (ic.cell == &grid.front()) {
         reference = logits;
