@@ -144,7 +144,7 @@ nb::dict run_generation(PyEngine& e, GenerateParams& params, nb::object on_text,
 }  // namespace
 
 void bind_engine(nb::module_& m) {
-  nb::class_<PyEngine>(m, "Engine",
+  nb::class_<PyEngine>(m, "Engine", nb::dynamic_attr(),
                        "One sequence on a shared Model: a compression plan, a context prefilled (and compressed) once, "
                        "questions answered from it, or plain generation. Use one Engine per thread.")
       .def(
