@@ -130,7 +130,7 @@ class _RegistryPress(BasePress):
 
     _has_ratio = True
     _hidden: tuple = ()
-    _renamed: dict = {}  # kvpress argument -> registry option
+    _renamed: dict = {}  # registry option -> kvpress argument
 
     def _options(self) -> list[str]:
         out = []
@@ -138,7 +138,7 @@ class _RegistryPress(BasePress):
         for opt in self._info["options"]:
             if opt["name"] in self._hidden:
                 continue
-            field = next((k for k, v in self._renamed.items() if v == opt["name"]), opt["name"])
+            field = self._renamed.get(opt["name"], opt["name"])
             value = getattr(self, field)
             if value is None or value == defaults[field]:
                 continue
@@ -202,7 +202,7 @@ def _make_class(info: dict) -> type:
     for opt in info["options"]:
         if opt["name"] in hidden:
             continue
-        field = next((k for k, v in renamed.items() if v == opt["name"]), opt["name"])
+        field = renamed.get(opt["name"], opt["name"])
         if keyword.iskeyword(field):
             continue
         default = opt["default"]
