@@ -10,7 +10,7 @@ VENV="$CACHE/venv"
 BUILD="${KVSQ_BUILD_DIR:-build}"
 PACKAGES=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
           libcpp-httplib-dev libcairo2-dev ccache libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev clang libclang-rt-14-dev libomp-dev
-          python3-venv python3-pip)
+          python3-venv python3-pip python3-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -30,6 +30,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if ! "$VENV/bin/python" -c "import gguf, numpy" 2>/dev/null; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-tools.txt
+fi
+# The Python package's build backend and test runner (scripts/test.sh builds it without isolation).
+if ! "$VENV/bin/python" -c "import scikit_build_core, nanobind, pytest" 2>/dev/null; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-python.txt
 fi
 
 # Compiler cache in the cache folder: rebuilding a fresh clone (CI) reuses earlier objects.

@@ -32,6 +32,15 @@ printf 'Who baked bread?\nWhat did the baker give Max?\n' >"$example/questions.t
 grep -c "KV cache:" "$example/out.txt" | grep -qx 3 || { cat "$example/out.txt"; echo "the installed example did not run every setting" >&2; exit 1; }
 rm -rf "$example"
 
+echo "== the Python package: pip install . (scikit-build-core + nanobind), then pytest"
+# Built in build-py with the compiler cache and the same flags as build/ (-Werror), so the engine's
+# objects come from ccache; without build isolation, the venv's pinned backend does the build.
+"$KVSQ_PYTHON" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
+  -C build-dir=build-py -C cmake.define.KVSQ_WERROR=ON \
+  -C cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache -C cmake.define.CMAKE_C_COMPILER_LAUNCHER=ccache .
+# From outside the source tree, so that the installed package (not python/kvsqueeze) is imported.
+(cd python/tests && OMP_NUM_THREADS=2 "$KVSQ_PYTHON" -m pytest -q -p no:cacheprovider -c ../../pyproject.toml --rootdir ../.. .)
+
 echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_SANITIZE=ON -DKVSQ_WERROR=ON \
   -DKVSQ_BUILD_BENCH=OFF $LAUNCHER >/dev/null

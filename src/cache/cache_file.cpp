@@ -144,11 +144,11 @@ class MappedFile {
  public:
   explicit MappedFile(const std::string& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Error("cannot open cache file '" + path + "': " + std::strerror(errno));
+    if (fd < 0) throw FileError("cannot open cache file '" + path + "': " + std::strerror(errno));
     struct stat st {};
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd);
-      throw Error("cannot open cache file '" + path + "': not a regular file");
+      throw FileError("cannot open cache file '" + path + "': not a regular file");
     }
     size_ = static_cast<size_t>(st.st_size);
     if (size_ > 0) {

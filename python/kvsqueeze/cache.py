@@ -1,0 +1,102 @@
+"""The KV cache of an engine, read from Python: per-head lengths, bytes held, and per layer and KV
+head the cached keys, values and positions as numpy arrays.
+
+The arrays are read-only *copies* (float32 keys and values, int32 positions): the engine compacts
+and reallocates its runs in place, so a zero-copy view could outlive the memory it points at.
+A KVCache reads from its engine lazily and refuses to read once the engine moved on (a new
+context, a later call), instead of returning another context's data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class KVCache:
+    """What a compressed context's cache holds. Pass one as ``cache=`` to the pipeline (kvpress's
+    argument) to get the cache of the context it compressed, or read ``LLM.cache``."""
+
+    def __init__(self) -> None:
+        self._engine = None
+        self._epoch = None
+        self._accounting: dict | None = None
+
+    def _capture(self, engine, epoch) -> None:
+        self._engine, self._epoch = engine, epoch
+        self._accounting = engine.accounting()
+
+    def _check(self) -> None:
+        if self._engine is None:
+            raise RuntimeError("this KVCache is empty: pass it as cache= to a pipeline call first")
+        if getattr(self._engine, "_kvsq_epoch", None) != self._epoch:
+            raise RuntimeError("the engine this KVCache was read from has moved on to another context")
+
+    def _acc(self) -> dict:
+        if self._accounting is None:
+            raise RuntimeError("this KVCache is empty: pass it as cache= to a pipeline call first")
+        return self._accounting
+
+    @property
+    def kv_lengths(self) -> np.ndarray:
+        """Slots kept per (layer, KV head), an n_layer x n_head_kv int64 array."""
+        return self._acc()["kv_lengths"]
+
+    def head_lens(self, layer: int) -> np.ndarray:
+        """Slots kept by each KV head of ``layer`` (the AdaKV fork's ``metadata.head_lens``)."""
+        return self.kv_lengths[layer]
+
+    def get_seq_length(self, layer: int = 0) -> int:
+        """The longest head of ``layer`` (transformers' ``Cache.get_seq_length``)."""
+        return int(self.kv_lengths[layer].max()) if self.kv_lengths.size else 0
+
+    @property
+    def n_layer(self) -> int:
+        return int(self.kv_lengths.shape[0])
+
+    @property
+    def n_head_kv(self) -> int:
+        return int(self.kv_lengths.shape[1])
+
+    @property
+    def kv_bytes_held(self) -> int:
+        """Bytes allocated for the cache's runs (memory really freed by compression)."""
+        return int(self._acc()["kv_bytes_held"])
+
+    @property
+    def kv_bytes_used(self) -> int:
+        return int(self._acc()["kv_bytes_used"])
+
+    @property
+    def kv_bytes_full(self) -> int:
+        """What an uncompressed f16 cache of the same positions would hold."""
+        return int(self._acc()["kv_bytes_full"])
+
+    @property
+    def compression_ratio(self) -> float:
+        """1 - slots kept / slots of an uncompressed cache of the same positions."""
+        lengths = self.kv_lengths
+        full = self._acc()["context_tokens"] * lengths.size
+        return 1.0 - float(lengths.sum()) / full if full else 0.0
+
+    def _read(self, what: str, layer: int, head: int) -> np.ndarray:
+        self._check()
+        array = getattr(self._engine, "cache_" + what)(layer, head)
+        array.setflags(write=False)
+        return array
+
+    def keys(self, layer: int, head: int) -> np.ndarray:
+        """Cached (post-RoPE) keys of one KV head: slots x head_dim_k float32 (read-only copy)."""
+        return self._read("keys", layer, head)
+
+    def values(self, layer: int, head: int) -> np.ndarray:
+        """Cached values of one KV head: slots x head_dim_v float32 (read-only copy)."""
+        return self._read("values", layer, head)
+
+    def positions(self, layer: int, head: int) -> np.ndarray:
+        """Original positions of one KV head's slots, ascending (read-only copy)."""
+        return self._read("positions", layer, head)
+
+    def __repr__(self) -> str:
+        if self._accounting is None:
+            return "KVCache(empty)"
+        return (f"KVCache(n_layer={self.n_layer}, n_head_kv={self.n_head_kv}, "
+                f"kv_bytes_held={self.kv_bytes_held}, kv_bytes_full={self.kv_bytes_full})")
