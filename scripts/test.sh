@@ -39,7 +39,7 @@ echo "== the Python package: pip install . (scikit-build-core + nanobind), then 
   -C build-dir=build-py -C cmake.define.KVSQ_WERROR=ON \
   -C cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache -C cmake.define.CMAKE_C_COMPILER_LAUNCHER=ccache .
 # From outside the source tree, so that the installed package (not python/kvsqueeze) is imported.
-(cd python/tests && OMP_NUM_THREADS=2 "$KVSQ_PYTHON" -m pytest -q -p no:cacheprovider -c ../../pyproject.toml --rootdir ../.. .)
+(cd python/tests && OMP_NUM_THREADS=2 "$KVSQ_PYTHON" -m pytest -q -rs -p no:cacheprovider -c ../../pyproject.toml --rootdir ../.. .)
 
 echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_SANITIZE=ON -DKVSQ_WERROR=ON \
