@@ -3,6 +3,7 @@
 // session, stop strings, streaming callbacks, cancellation, prompt caches and accounting.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -220,6 +221,66 @@ TEST(EngineApi, PromptCachesRoundTripThroughTheEngine) {
     EXPECT_NE(std::string(e.what()).find("does not match the cached tokens"), std::string::npos) << e.what();
   }
   std::filesystem::remove(path);
+}
+
+// A loaded context compressed afterwards equals the same press applied at prefill, for a press
+// that scores from the cache alone; one that needs attention statistics is refused.
+TEST(EngineApi, LoadedContextsCompressLikeAPrefill) {
+  const std::string path = (std::filesystem::temp_directory_path() / "kvsq-engine-loaded.kvc").string();
+  Engine full(*stories(), one_thread());
+  const auto context = full.context_ids(kContext);
+  full.prefill_context(context);
+  full.save_prompt_cache(path);
+
+  Engine at_prefill(*stories(), one_thread());
+  at_prefill.set_plan({.press = "knorm", .ratio = 0.5});
+  at_prefill.prefill_context(context);
+  Engine loaded(*stories(), one_thread());
+  loaded.set_plan({.press = "knorm", .ratio = 0.5});
+  loaded.load_prompt_cache(path, context);
+  const size_t before = loaded.accounting().kv_bytes_held;
+  loaded.compress_context(0);
+  const Accounting a = loaded.accounting();
+  EXPECT_EQ(a.kv_lengths, at_prefill.accounting().kv_lengths);
+  EXPECT_LT(a.kv_bytes_held, before * 6 / 10);
+  EXPECT_GT(a.slots_removed, 0);
+  const auto q = loaded.question_ids(kContext, "Who had a dog?");
+  GenerateParams params;
+  params.max_tokens = 8;
+  EXPECT_EQ(loaded.answer(q, params).tokens, at_prefill.answer(q, params).tokens);
+
+  Engine needs_stats(*stories(), one_thread());
+  needs_stats.set_plan({.press = "snapkv", .ratio = 0.5});
+  needs_stats.load_prompt_cache(path, context);
+  try {
+    needs_stats.compress_context(0);
+    ADD_FAILURE() << "a press needing attention statistics compressed a loaded context";
+  } catch (const ParameterError& e) {
+    EXPECT_EQ(e.parameter(), "press");
+  }
+  std::filesystem::remove(path);
+}
+
+// Teacher forcing returns the logits that predicted each token: the context's last, then the
+// session's own logits over the continuation.
+TEST(EngineApi, TeacherForcingGivesThePredictingLogits) {
+  Engine engine(*stories(), one_thread());
+  const auto context = engine.context_ids(kContext);
+  const std::vector<int32_t> continuation = {context[5], context[9], context[2], context[7]};
+  engine.prefill_context(context);
+  const std::vector<float> last = engine.session().last_logits();
+  const std::vector<float> got = engine.teacher_force(continuation);
+  const size_t V = last.size();
+  ASSERT_EQ(got.size(), continuation.size() * V);
+  EXPECT_TRUE(std::equal(last.begin(), last.end(), got.begin()));
+
+  Session by_hand(*stories(), one_thread());
+  by_hand.eval(context);
+  std::vector<float> all;
+  by_hand.eval(std::vector<int32_t>(continuation.begin(), continuation.end() - 1), &all);
+  ASSERT_EQ(all.size(), (continuation.size() - 1) * V);
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_NEAR(got[V + i], all[i], 1e-5f) << i;
+  EXPECT_THROW(engine.teacher_force(continuation), Error);  // the context was used up
 }
 
 TEST(EngineApi, ContextsThatDoNotFitAreOneTypedError) {

@@ -168,6 +168,12 @@ class Engine {
   // Loads a prompt cache saved by save_prompt_cache instead of evaluating the context; its tokens
   // must be `ids` when ids is not empty. Returns the cached tokens.
   std::vector<int32_t> load_prompt_cache(const std::string& path, const std::vector<int32_t>& ids = {});
+  // Compresses the current context now with the plan's press, under the plan's budget: for a
+  // context loaded from a prompt cache (a prefill compresses as planned by itself). A loaded cache
+  // carries no attention statistics, so the press must need none (ParameterError "press"
+  // otherwise). Sliding-window layers are left alone. What was removed is freed, keeping room for
+  // `reserve_tokens` more per run. Returns the milliseconds spent.
+  double compress_context(int64_t reserve_tokens = 0);
   // Saves the context's (compressed) cache with its tokens; `meta_json` is free-form.
   void save_prompt_cache(const std::string& path, const std::string& meta_json = "") const;
   // Answers a question from the context, then restores the context (rolled back, or a copy when

@@ -259,6 +259,27 @@ std::vector<int32_t> Engine::load_prompt_cache(const std::string& path, const st
   return cached;
 }
 
+double Engine::compress_context(int64_t reserve_tokens) {
+  Impl& m = *impl_;
+  if (!m.has_context) throw Error("no context to compress: prefill or load one first");
+  if (!m.presses.press) throw ParameterError("press", "the plan has no press: nothing to compress the context with");
+  if (m.presses.press->needs().any())
+    throw ParameterError("press", "press " + m.plan.press + " needs attention statistics, which a loaded context does not carry " +
+                                      "(use a press that scores from the cache alone)");
+  const auto t0 = std::chrono::steady_clock::now();
+  KvCache& cache = m.session.cache();
+  for (int64_t l = 0; l < cache.shape().n_layer; ++l) {
+    LayerStats stats;
+    stats.layer = l;
+    m.removed += compress_layer(*m.presses.press, LayerView(m.model, l, cache, stats), m.presses.budget, cache);
+    ++m.compressions;
+  }
+  cache.release_slack(reserve_tokens);
+  const double ms = ms_since(t0);
+  m.context_ms += ms;
+  return ms;
+}
+
 void Engine::save_prompt_cache(const std::string& path, const std::string& meta_json) const {
   if (!impl_->has_context) throw Error("no context to save: prefill or load one first");
   save_cache(impl_->session, impl_->context_ids, path, meta_json);

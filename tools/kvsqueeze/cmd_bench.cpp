@@ -65,26 +65,6 @@ SessionOptions session_options(const BenchArgs& a, int64_t ctx_size) {
   return so;
 }
 
-// Greedy decode of n tokens; returns the wall time in ms.
-double decode(Session& session, std::vector<float> logits, int64_t n) {
-  const int64_t t0 = now_ns();
-  for (int64_t i = 0; i < n; ++i) logits = session.eval({argmax(logits)});
-  return ms_since_steady(t0);
-}
-
-// Compresses every layer of a loaded cache with a press that needs no attention statistics
-// (a loaded cache carries none). Sliding-window layers are left alone, as kvpress does.
-void compress_loaded(const Model& model, const std::string& press_name, double ratio, KvCache& cache) {
-  auto press = make_press(press_name, {});  // statistics-free: run_memory checked it
-  for (int64_t l = 0; l < cache.shape().n_layer; ++l) {
-    LayerStats stats;
-    stats.layer = l;
-    Budget budget;
-    budget.ratio = ratio;
-    compress_layer(*press, LayerView(model, l, cache, stats), budget, cache);
-  }
-}
-
 int run_speed(const BenchArgs& a, const Model& model) {
   const ModelConfig& cfg = model.config();
   nlohmann::json results = nlohmann::json::array();
@@ -125,19 +105,21 @@ int run_worker(const BenchArgs& a, const Model& model) {
   const CacheFileInfo info = read_cache_info(a.worker_cache);
   BenchArgs b = a;
   b.kv_type = kv_type_name(info.shape.type);
-  Session session(model, session_options(b, info.next_position + a.n_decode + 1));
-  load_cache(session, a.worker_cache);
-  const size_t full = session.kv_bytes_full();
-  const int64_t t0 = now_ns();
-  compress_loaded(model, a.press, a.worker_ratio, session.cache());
-  session.cache().release_slack(a.n_decode + 1);  // room for the decode steps only
-  const double cut_ms = ms_since_steady(t0);
-  const size_t held = session.cache().bytes_held();
-  const double decode_ms = decode(session, session.last_logits(), a.n_decode);
+  Engine engine(model, session_options(b, info.next_position + a.n_decode + 1));
+  engine.set_plan({.press = a.press, .ratio = a.worker_ratio});  // ratio 0: nothing removed, slack released as for the others
+  engine.load_prompt_cache(a.worker_cache);
+  const size_t full = engine.accounting().kv_bytes_full;
+  // Sliding-window layers are left alone, as kvpress does; room is kept for the decode steps only.
+  const double cut_ms = engine.compress_context(a.n_decode + 1);
+  const Accounting held = engine.accounting();
+  GenerateParams greedy;
+  greedy.max_tokens = a.n_decode;
+  greedy.ignore_eos = true;  // a fixed number of decode steps
+  const double decode_ms = engine.generate({}, greedy).timings.decode_ms;
   nlohmann::json j = {{"ratio", a.worker_ratio},
                       {"ctx", info.next_position},
-                      {"kv_bytes_held", held},
-                      {"kv_bytes_used", session.cache().bytes_used()},
+                      {"kv_bytes_held", held.kv_bytes_held},
+                      {"kv_bytes_used", held.kv_bytes_used},
                       {"kv_bytes_full", full},
                       {"cut_ms", cut_ms},
                       {"decode_tokens", a.n_decode},
@@ -171,13 +153,9 @@ int run_memory(const BenchArgs& a, const Model& model) {
                              "-seed" + std::to_string(a.seed) + ".kvc";
     double prefill_ms = -1;
     if (!std::filesystem::exists(file)) {
-      Session session(model, session_options(a, ctx));
-      session.reserve(ctx);
-      const auto prompt = random_prompt(cfg, ctx, a.seed);
-      const int64_t t0 = now_ns();
-      session.eval(prompt);
-      prefill_ms = ms_since_steady(t0);
-      save_cache(session, prompt, file, R"({"bench":"random prompt"})");
+      Engine engine(model, session_options(a, ctx));
+      prefill_ms = engine.prefill_context(random_prompt(cfg, ctx, a.seed));
+      engine.save_prompt_cache(file, R"({"bench":"random prompt"})");
       if (!a.json) std::fprintf(stderr, "[bench] prefilled %lld tokens in %.1f s, saved %s\n", (long long)ctx, prefill_ms / 1000, file.c_str());
     }
     double base_ms = 0;
