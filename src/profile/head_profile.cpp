@@ -12,6 +12,7 @@
 
 #include "eval/task_text.h"
 #include "kvsqueeze/cache_file.h"
+#include "kvsqueeze/engine.h"
 #include "press/head_scores_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/progress.h"
@@ -76,7 +77,8 @@ RunResult run_one(const Model& model, const ProfileOptions& o, const Needle& nee
   const int64_t n_heads = cfg.n_layer * cfg.n_head;
   SessionOptions so = o.session;
   so.ctx_size = ctx_size;
-  Session session(model, so);
+  Engine engine(model, so);  // the statistics below are read from its session directly
+  Session& session = engine.session();
   StatsRequest request;
   request.window_queries = 1;
   session.set_stats_request(request);
