@@ -1,5 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
+#include <algorithm>
+
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -18,7 +20,7 @@ struct CpuBuffer final : Buffer {
 float* host(Buffer& b) { return static_cast<CpuBuffer&>(b).data.data(); }
 const float* host(const Buffer& b) { return static_cast<const CpuBuffer&>(b).data.data(); }
 
-const WeightMatrix& matrix(const LayerWeights& L, Matrix m) {
+const WeightMatrix& weight_matrix(const LayerWeights& L, Matrix m) {
   switch (m) {
     case Matrix::Q: return L.wq;
     case Matrix::K: return L.wk;
@@ -31,7 +33,7 @@ const WeightMatrix& matrix(const LayerWeights& L, Matrix m) {
   throw Error("internal: unknown weight matrix");
 }
 
-const std::vector<float>& vector(const LayerWeights& L, Vector v) {
+const std::vector<float>& weight_vector(const LayerWeights& L, Vector v) {
   switch (v) {
     case Vector::AttnNorm: return L.attn_norm;
     case Vector::FfnNorm: return L.ffn_norm;
@@ -72,16 +74,16 @@ void CpuBackend::embed(const int32_t* ids, int64_t n, Buffer& x) {
 }
 
 void CpuBackend::rms_norm(const Buffer& x, int64_t rows, int64_t width, int64_t layer, Vector w, Buffer& out) {
-  const auto& scale = vector(w_.layers[static_cast<size_t>(layer)], w);
+  const auto& scale = weight_vector(w_.layers[static_cast<size_t>(layer)], w);
   kernels::rms_norm_rows(host(x), scale.data(), host(out), rows, width, cfg_.rms_eps);
 }
 
 void CpuBackend::matmul(int64_t layer, Matrix m, const Buffer& x, int64_t n, Buffer& y) {
-  kernels::matmul(matrix(w_.layers[static_cast<size_t>(layer)], m), host(x), n, host(y));
+  kernels::matmul(weight_matrix(w_.layers[static_cast<size_t>(layer)], m), host(x), n, host(y));
 }
 
 void CpuBackend::add_bias(int64_t layer, Vector b, int64_t n, Buffer& x) {
-  const auto& bias = vector(w_.layers[static_cast<size_t>(layer)], b);
+  const auto& bias = weight_vector(w_.layers[static_cast<size_t>(layer)], b);
   if (bias.empty()) return;
   const int64_t width = static_cast<int64_t>(bias.size());
   for (int64_t t = 0; t < n; ++t) kernels::add_inplace(host(x) + t * width, bias.data(), width);

@@ -38,8 +38,11 @@ void value_row(const KvRun& run, int64_t index, int64_t d, float* dst) {
 
 float key_dot(const KvRun& run, int64_t index, int64_t d, const float* q) {
   if (!run.k_channels) return kernels::dot_row(q, run.k, index, run.k_stride, d, run.type);
-  std::vector<float> gathered(static_cast<size_t>(run.k_stride));  // the query channels the key holds
-  return kernels::dot_row(kernels::gather_query(run, q, gathered.data()), run.k, index, run.k_stride, run.k_stride, run.type);
+  float stored[1024];  // the query channels the key holds
+  std::vector<float> big;
+  float* gathered = stored;
+  if (run.k_stride > 1024) gathered = (big.resize(static_cast<size_t>(run.k_stride)), big.data());
+  return kernels::dot_row(kernels::gather_query(run, q, gathered), run.k, index, run.k_stride, run.k_stride, run.type);
 }
 
 }  // namespace kvsqueeze::host

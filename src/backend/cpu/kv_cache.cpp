@@ -1,9 +1,12 @@
+// The KV cache on host memory, as the CPU backend stores it: per run, SlotBuffers of rows in
+// the cache's element type (the kernels read them in place through KvRun). A device backend
+// keeps the same KvCache interface over its own storage.
 #include "kvsqueeze/kv_cache.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "cache/slot_buffer.h"
+#include "backend/cpu/slot_buffer.h"
 #include "kernels/fp16.h"
 #include "kvsqueeze/error.h"
 
