@@ -6,24 +6,15 @@
 #include <vector>
 
 #include "kernels/variant.h"
+#include "kvsqueeze/attention_probabilities.h"
+#include "kvsqueeze/kv_run.h"
 
 namespace kvsqueeze::kernels {
 
-enum class KvElement { F32, F16, BF16 };
-
-// One KV head's cached slots: row i of K/V at k + i*k_stride (elements), position pos[i].
-struct KvRun {
-  const void* k = nullptr;
-  const void* v = nullptr;
-  const int32_t* pos = nullptr;
-  int64_t len = 0;
-  int64_t k_stride = 0;
-  int64_t v_stride = 0;
-  KvElement type = KvElement::F16;
-  // Non-null: each key row holds only these k_stride channels of the head_dim_k (ascending;
-  // ThinK key-channel pruning); the other channels count as zero, so q.k sums over these.
-  const int32_t* k_channels = nullptr;
-};
+// The run and statistics types are public (the cache and LayerStats expose them).
+using kvsqueeze::KvElement;
+using kvsqueeze::KvRun;
+using kvsqueeze::Probabilities;
 
 struct AttentionShape {
   int64_t n_head = 0;     // query heads
@@ -39,14 +30,6 @@ struct AttentionShape {
 struct ProbabilityRequest {
   int64_t window_rows = 0;   // probabilities of the last window_rows queries over every slot
   bool column_sums = false;  // per query head, sum over all n_q queries of each slot's probability
-};
-
-struct Probabilities {
-  int64_t window_rows = 0;
-  // [query head] -> window_rows x run length (slots a query cannot see are 0).
-  std::vector<std::vector<float>> window;
-  // [query head] -> run length.
-  std::vector<std::vector<float>> column_sums;
 };
 
 }  // namespace kvsqueeze::kernels

@@ -8,15 +8,7 @@
 
 namespace kvsqueeze::kernels {
 
-// A row-major weight matrix as stored in GGUF: `rows` rows of `cols` elements, each row
-// `row_bytes` bytes of blocks of `type`.
-struct WeightMatrix {
-  TensorType type = TensorType::F32;
-  const uint8_t* data = nullptr;
-  int64_t rows = 0;
-  int64_t cols = 0;
-  size_t row_bytes = 0;
-};
+using kvsqueeze::WeightMatrix;  // public: include/kvsqueeze/tensor_type.h
 
 }  // namespace kvsqueeze::kernels
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "kvsqueeze/error.h"
+#include "kvsqueeze/kernels_isa.h"
 
 namespace kvsqueeze::kernels {
 
@@ -26,3 +27,8 @@ void set_num_threads(int n) {
 int num_threads() { return omp_get_max_threads(); }
 
 }  // namespace kvsqueeze::kernels
+
+namespace kvsqueeze {
+int kernels_threads() { return kernels::num_threads(); }
+void set_kernels_threads(int n) { kernels::set_num_threads(n); }
+}  // namespace kvsqueeze

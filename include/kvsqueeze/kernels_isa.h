@@ -8,5 +8,9 @@ namespace kvsqueeze {
 // call, unless the environment variable KVSQ_ISA=scalar|avx2|avx512 asked for a lower one (a
 // value that is unknown or unsupported here prints one line to stderr and is ignored).
 std::string kernels_isa();
+// Threads the CPU kernels run on (the last session's `threads`, or the default), and setting
+// them ahead of any session (0: one per core, or OMP_NUM_THREADS; throws when out of range).
+int kernels_threads();
+void set_kernels_threads(int n);
 
 }  // namespace kvsqueeze

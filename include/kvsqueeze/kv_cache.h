@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention.h"
+#include "kvsqueeze/kv_run.h"
 
 namespace kvsqueeze {
 
@@ -53,7 +53,9 @@ class KvCache {
   // query can see any more and makes room so that the appends will not reallocate.
   void prepare_append(int32_t next_pos, int64_t n);
 
-  kernels::KvRun run(int64_t layer, int64_t head) const;
+  // A host view of a run's stored rows, valid until the run changes (the CPU storage lends its
+  // memory; presses read through LayerView's accessors instead).
+  KvRun run(int64_t layer, int64_t head) const;
   int64_t length(int64_t layer, int64_t head) const;
   int64_t capacity(int64_t layer, int64_t head) const;
   std::span<const int32_t> positions(int64_t layer, int64_t head) const;

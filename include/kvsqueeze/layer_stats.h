@@ -5,7 +5,7 @@
 #include <functional>
 #include <vector>
 
-#include "kernels/attention.h"
+#include "kvsqueeze/attention_probabilities.h"
 
 namespace kvsqueeze {
 
@@ -27,7 +27,7 @@ struct LayerStats {
   bool last_chunk = true;          // the last chunk of the current eval() call
   std::vector<int32_t> positions;  // of the chunk's tokens
   // Probabilities over each KV head's run as it was when the chunk attended (chunk included).
-  kernels::Probabilities attention;
+  Probabilities attention;
   int64_t pre_rope_rows = 0;
   std::vector<float> pre_rope_queries;  // pre_rope_rows x n_head x head_dim_k (the chunk's last rows)
   std::vector<float> hidden_states;     // chunk rows x n_embd, when requested

@@ -22,33 +22,50 @@ class Session;
 
 // What a press sees of one layer, right after that layer's attention: the cached runs of each
 // KV head (possibly a sub-range, for chunk-wise wrappers) and the statistics it asked for.
+// Presses read the runs through the accessors only (host floats, whatever the backend).
 struct LayerView {
   const Model& model;
   int64_t layer = 0;
-  std::vector<kernels::KvRun> runs;  // per KV head
   const LayerStats& stats;
 
   LayerView(const Model& m, int64_t l, const KvCache& cache, const LayerStats& s);
-  LayerView(const Model& m, int64_t l, std::vector<kernels::KvRun> r, const LayerStats& s)
-      : model(m), layer(l), runs(std::move(r)), stats(s) {}
+  // Slots [begin[h], end[h]) of each head of `full` (clamped to the runs), with statistics `s`.
+  LayerView(const LayerView& full, const std::vector<int64_t>& begin, const std::vector<int64_t>& end, const LayerStats& s);
+  // Rows the view holds itself, as floats: per head, len x head_dim_k keys, len x head_dim_v
+  // values and len positions (gathered copies of another view's slots).
+  struct OwnedRows {
+    std::vector<std::vector<float>> keys, values;
+    std::vector<std::vector<int32_t>> positions;
+  };
+  LayerView(const Model& m, int64_t l, OwnedRows rows, const LayerStats& s);
 
   const ModelConfig& config() const { return model.config(); }
-  int64_t n_head_kv() const { return static_cast<int64_t>(runs.size()); }
+  int64_t n_head_kv() const { return static_cast<int64_t>(runs_.size()); }
   int64_t group() const { return config().n_head / n_head_kv(); }  // query heads per KV head
   int64_t head_dim_k() const { return config().head_dim_k; }
   int64_t head_dim_v() const { return config().head_dim_v; }
-  int64_t length(int64_t h) const { return runs[static_cast<size_t>(h)].len; }
+  int64_t length(int64_t h) const { return runs_[static_cast<size_t>(h)].len; }
   std::span<const int32_t> positions(int64_t h) const {
-    const auto& r = runs[static_cast<size_t>(h)];
+    const auto& r = runs_[static_cast<size_t>(h)];
     return {r.pos, static_cast<size_t>(r.len)};
   }
-  // Keys / values of head h as len x d floats (post-RoPE keys, as cached).
+  // Keys / values of head h as len x d floats (post-RoPE keys, as cached; channels a press
+  // pruned read 0).
   std::vector<float> keys(int64_t h) const;
   std::vector<float> values(int64_t h) const;
+  // One slot's key (head_dim_k floats) or value (head_dim_v floats).
+  void key_row(int64_t h, int64_t slot, float* dst) const;
+  void value_row(int64_t h, int64_t slot, float* dst) const;
+  // q . key of a slot (q: head_dim_k floats), with the attention kernel's arithmetic.
+  float key_dot(int64_t h, int64_t slot, const float* q) const;
   // Keys with RoPE undone (rotated back from their positions): what W_k (+k_norm) produced.
   std::vector<float> pre_rope_keys(int64_t h) const;
   // RoPE frequencies of this layer (global or sliding base, scaling included).
   std::span<const float> inv_freq() const;
+
+ private:
+  std::vector<KvRun> runs_;                  // per KV head: host rows the cache's backend lends
+  std::shared_ptr<const OwnedRows> owned_;  // what runs_ point into, for views of OwnedRows
 };
 
 // Scores per KV head of the layer, one per slot of its run; higher is kept. Slots that must

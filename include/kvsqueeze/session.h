@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "kvsqueeze/device.h"
 #include "kvsqueeze/kv_cache.h"
 #include "kvsqueeze/layer_stats.h"
 #include "kvsqueeze/model.h"
@@ -16,9 +17,13 @@ struct SessionOptions {
   int64_t chunk = 512;   // prefill is processed in chunks of this many tokens
   int threads = 0;       // 0: one per core
   KvType kv_type = KvType::F16;
+  Device device = Device::Cpu;  // where the forward pass runs (only the cpu backend is built)
 };
 
 class ForwardPass;
+namespace backend {
+class Backend;
+}
 
 class Session {
  public:
@@ -68,6 +73,7 @@ class Session {
  private:
   const Model& model_;
   SessionOptions options_;
+  std::unique_ptr<backend::Backend> backend_;  // before forward_, which uses it
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<ForwardPass> forward_;
   int32_t next_pos_ = 0;

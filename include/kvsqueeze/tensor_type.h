@@ -39,4 +39,14 @@ std::string tensor_type_name(uint32_t raw_type);
 // Bytes of one row of n elements; n must be a multiple of the block size.
 size_t tensor_row_bytes(TensorType type, int64_t n);
 
+// A row-major weight matrix as stored in GGUF: `rows` rows of `cols` elements, each row
+// `row_bytes` bytes of blocks of `type`.
+struct WeightMatrix {
+  TensorType type = TensorType::F32;
+  const uint8_t* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_bytes = 0;
+};
+
 }  // namespace kvsqueeze

@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "eval/cell_contexts.h"
-#include "kernels/divergence.h"
+#include "backend/host_math.h"
 #include "eval/results_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/progress.h"
@@ -84,7 +84,7 @@ int64_t run_kld_eval(const Model& model, const std::vector<KldText>& texts, cons
         reference = logits;
         reference_lse.assign(static_cast<size_t>(n), 0.0);
 #pragma omp parallel for schedule(static)
-        for (int64_t t = 0; t < n; ++t) reference_lse[static_cast<size_t>(t)] = kernels::log_sum_exp(reference.data() + t * V, V);
+        for (int64_t t = 0; t < n; ++t) reference_lse[static_cast<size_t>(t)] = host::log_sum_exp(reference.data() + t * V, V);
       }
       if (reference.empty()) throw Error("internal: the kld baseline must run first");
       double kl = 0, dlogp = 0, nll_ref = 0, nll = 0;

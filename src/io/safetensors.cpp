@@ -4,7 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "kernels/fp16.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 
 namespace kvsqueeze {
@@ -66,7 +66,7 @@ SafetensorsTensor read_safetensors_tensor(const std::string& path, const std::st
     } else {
       uint16_t bits;
       std::memcpy(&bits, raw.data() + 2 * i, 2);
-      out.values[i] = dtype == "F16" ? kernels::fp16_to_fp32(bits) : kernels::bf16_to_fp32(bits);
+      out.values[i] = dtype == "F16" ? host::fp16_to_fp32(bits) : host::bf16_to_fp32(bits);
     }
   }
   return out;

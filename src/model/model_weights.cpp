@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "kernels/dequantize.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 
 namespace kvsqueeze {
@@ -38,7 +38,7 @@ class TensorLookup {
     config_.n_params += t.n_elements();
   }
 
-  kernels::WeightMatrix matrix(const std::string& name, int64_t cols, int64_t rows) {
+  WeightMatrix matrix(const std::string& name, int64_t cols, int64_t rows) {
     return view(require(name, {cols, rows}));
   }
 
@@ -48,8 +48,8 @@ class TensorLookup {
     return find(name) ? vector(name, n) : std::vector<float>{};
   }
 
-  static kernels::WeightMatrix view(const GgufTensorInfo& t) {
-    kernels::WeightMatrix w;
+  static WeightMatrix view(const GgufTensorInfo& t) {
+    WeightMatrix w;
     w.type = t.type;
     w.data = t.data;
     w.cols = t.row_length();
@@ -60,7 +60,7 @@ class TensorLookup {
 
   static std::vector<float> dequantized(const GgufTensorInfo& t) {
     std::vector<float> out(static_cast<size_t>(t.n_elements()));
-    kernels::dequantize_row(t.type, t.data, out.data(), t.n_elements());
+    host::dequantize_row(t.type, t.data, out.data(), t.n_elements());
     return out;
   }
 

@@ -2,13 +2,13 @@
 // Weight views into the mapped GGUF, validated against the config's shapes.
 #include <vector>
 
-#include "kernels/matmul.h"
+#include "kvsqueeze/tensor_type.h"
 #include "kvsqueeze/model.h"
 
 namespace kvsqueeze {
 
 struct LayerWeights {
-  kernels::WeightMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
+  WeightMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
   std::vector<float> attn_norm, ffn_norm;
   std::vector<float> q_norm, k_norm;                  // qk_norm archs
   std::vector<float> post_attn_norm, post_ffw_norm;   // gemma
@@ -16,8 +16,8 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  kernels::WeightMatrix token_embd;
-  kernels::WeightMatrix output;  // == token_embd when tied
+  WeightMatrix token_embd;
+  WeightMatrix output;  // == token_embd when tied
   std::vector<float> output_norm;
   std::vector<LayerWeights> layers;
   std::vector<float> inv_freq_global;  // RoPE frequencies of full-attention layers

@@ -11,7 +11,7 @@
 #include <numeric>
 #include <sstream>
 
-#include "kernels/ops.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/session.h"
 #include "press/global_presses.h"
@@ -80,7 +80,7 @@ std::vector<std::vector<float>> duo_attention_head_scores(const Model& model, co
   const int64_t Hq = cfg.n_head, Hkv = cfg.n_head_kv, G = Hq / Hkv, dk = cfg.head_dim_k, half = dk / 2;
   std::vector<std::vector<double>> scores(static_cast<size_t>(cfg.n_layer), std::vector<double>(static_cast<size_t>(Hkv), 0.0));
   const auto& tok = model.tokenizer();
-  const auto style = cfg.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+  const auto style = host::rope_style(cfg.rope_neox);
   for (const auto& text : texts) {
     const auto ids = tok.encode(text, tok.add_bos_by_default());
     if (ids.empty()) continue;
@@ -119,20 +119,20 @@ std::vector<std::vector<float>> duo_attention_head_scores(const Model& model, co
       const LayerView view(model, l, session.cache(), none);
       const auto freq = view.inv_freq();
       std::vector<float> cs(static_cast<size_t>(q_len * half)), sn(cs.size());
-      kernels::rope_tables(positions.data(), q_len, freq.data(), dk, cs.data(), sn.data());
+      host::rope_tables(positions.data(), q_len, freq.data(), dk, cs.data(), sn.data());
       for (int64_t h = 0; h < Hkv; ++h) {
         // The mean key at every position, rotated.
         std::vector<float> k(static_cast<size_t>(q_len * dk));
         for (int64_t j = 0; j < q_len; ++j) {
           for (int64_t i = 0; i < dk; ++i) k[static_cast<size_t>(j * dk + i)] = static_cast<float>(ksum[static_cast<size_t>(l)][static_cast<size_t>(h * dk + i)] / n);
-          kernels::rope_apply(k.data() + j * dk, dk, cs.data() + j * half, sn.data() + j * half, style);
+          host::rope_apply(k.data() + j * dk, dk, cs.data() + j * half, sn.data() + j * half, style);
         }
         double head = 0;
         for (int64_t g = 0; g < G; ++g) {
           const int64_t hq = h * G + g;
           std::vector<float> q(static_cast<size_t>(dk));
           for (int64_t i = 0; i < dk; ++i) q[static_cast<size_t>(i)] = static_cast<float>(qsum[static_cast<size_t>(l)][static_cast<size_t>(hq * dk + i)] / n);
-          kernels::rope_apply(q.data(), dk, cs.data() + (q_len - 1) * half, sn.data() + (q_len - 1) * half, style);  // the last query
+          host::rope_apply(q.data(), dk, cs.data() + (q_len - 1) * half, sn.data() + (q_len - 1) * half, style);  // the last query
           std::vector<double> a(static_cast<size_t>(q_len));
           double mx = -INFINITY;
           for (int64_t j = 0; j < q_len; ++j) {

@@ -2,7 +2,6 @@
 // direction are kept: a = mean_i k_i / ||k_i||, s_i = -cos(k_i, a). Attention-free.
 #include <cmath>
 
-#include "kernels/kv_rows.h"
 #include "press/press_registry.h"
 
 namespace kvsqueeze {
@@ -15,23 +14,23 @@ class KeyDiffPress : public Press {
     const int64_t dk = v.head_dim_k();
     LayerScores out(static_cast<size_t>(v.n_head_kv()));
     for (int64_t h = 0; h < v.n_head_kv(); ++h) {
-      const kernels::KvRun run = v.runs[static_cast<size_t>(h)];
-      std::vector<float> keys(static_cast<size_t>(run.len * dk));
-      std::vector<double> norm(static_cast<size_t>(run.len)), anchor(static_cast<size_t>(dk), 0.0);
-      for (int64_t j = 0; j < run.len; ++j) {
+      const int64_t len = v.length(h);
+      std::vector<float> keys(static_cast<size_t>(len * dk));
+      std::vector<double> norm(static_cast<size_t>(len)), anchor(static_cast<size_t>(dk), 0.0);
+      for (int64_t j = 0; j < len; ++j) {
         float* k = keys.data() + j * dk;
-        kernels::key_row_to_f32(run, j, dk, k);
+        v.key_row(h, j, k);
         double sum = 0;
         for (int64_t i = 0; i < dk; ++i) sum += static_cast<double>(k[i]) * k[i];
         norm[static_cast<size_t>(j)] = std::max(std::sqrt(sum), 1e-12);
-        for (int64_t i = 0; i < dk; ++i) anchor[static_cast<size_t>(i)] += k[i] / norm[static_cast<size_t>(j)] / static_cast<double>(run.len);
+        for (int64_t i = 0; i < dk; ++i) anchor[static_cast<size_t>(i)] += k[i] / norm[static_cast<size_t>(j)] / static_cast<double>(len);
       }
       double anchor_norm = 0;
       for (double a : anchor) anchor_norm += a * a;
       anchor_norm = std::max(std::sqrt(anchor_norm), 1e-12);
       auto& s = out[static_cast<size_t>(h)];
-      s.resize(static_cast<size_t>(run.len));
-      for (int64_t j = 0; j < run.len; ++j) {
+      s.resize(static_cast<size_t>(len));
+      for (int64_t j = 0; j < len; ++j) {
         double dot = 0;
         for (int64_t i = 0; i < dk; ++i) dot += keys[static_cast<size_t>(j * dk + i)] * anchor[static_cast<size_t>(i)];
         s[static_cast<size_t>(j)] = -static_cast<float>(dot / (norm[static_cast<size_t>(j)] * anchor_norm));

@@ -2,7 +2,6 @@
 // RoPE does not change the norm, so the cached post-RoPE keys serve directly.
 #include <cmath>
 
-#include "kernels/kv_rows.h"
 #include "press/press_registry.h"
 
 namespace kvsqueeze {
@@ -16,11 +15,11 @@ class KnormPress : public Press {
     const int64_t dk = v.head_dim_k();
     std::vector<float> row(static_cast<size_t>(dk));
     for (int64_t h = 0; h < v.n_head_kv(); ++h) {
-      const kernels::KvRun run = v.runs[static_cast<size_t>(h)];
+      const int64_t len = v.length(h);
       auto& s = out[static_cast<size_t>(h)];
-      s.resize(static_cast<size_t>(run.len));
-      for (int64_t j = 0; j < run.len; ++j) {
-        kernels::key_row_to_f32(run, j, dk, row.data());
+      s.resize(static_cast<size_t>(len));
+      for (int64_t j = 0; j < len; ++j) {
+        v.key_row(h, j, row.data());
         double sum = 0;
         for (float x : row) sum += static_cast<double>(x) * x;
         s[static_cast<size_t>(j)] = -static_cast<float>(std::sqrt(sum));

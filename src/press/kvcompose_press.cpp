@@ -12,8 +12,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/kv_rows.h"
-#include "kernels/ops.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/session.h"
 #include "press/global_presses.h"
@@ -80,30 +79,30 @@ void KvComposePress::finish(Session& session, const Budget& budget) {
     const auto freq = view.inv_freq();
     const int64_t half = dk / 2;
     std::vector<float> q(st.pre_rope_queries), cs(static_cast<size_t>(n * half)), sn(cs.size());
-    kernels::rope_tables(st.positions.data(), n, freq.data(), dk, cs.data(), sn.data());
-    const auto style = cfg.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+    host::rope_tables(st.positions.data(), n, freq.data(), dk, cs.data(), sn.data());
+    const auto style = host::rope_style(cfg.rope_neox);
     for (int64_t t = 0; t < n; ++t)
-      for (int64_t hq = 0; hq < Hq; ++hq) kernels::rope_apply(q.data() + (t * Hq + hq) * dk, dk, cs.data() + t * half, sn.data() + t * half, style);
+      for (int64_t hq = 0; hq < Hq; ++hq) host::rope_apply(q.data() + (t * Hq + hq) * dk, dk, cs.data() + t * half, sn.data() + t * half, style);
     const int32_t window = kv.window(l);
     for (int64_t h = 0; h < Hkv; ++h) {
-      const auto& run = view.runs[static_cast<size_t>(h)];
+      const int64_t run_len = view.length(h);
       const auto pos = view.positions(h);
-      std::vector<double> logit(static_cast<size_t>(run.len));
+      std::vector<double> logit(static_cast<size_t>(run_len));
       for (int64_t t = 0; t < n; ++t) {
         const int32_t qp = st.positions[static_cast<size_t>(t)];
         for (int64_t g = 0; g < G; ++g) {
           const int64_t hq = h * G + g;
           const float* qv = q.data() + (t * Hq + hq) * dk;
           double mx = -INFINITY;
-          for (int64_t j = 0; j < run.len; ++j) {
+          for (int64_t j = 0; j < run_len; ++j) {
             const int32_t p = pos[static_cast<size_t>(j)];
             const bool visible = p <= qp && (window == 0 || qp - p < window);
-            logit[static_cast<size_t>(j)] = visible ? static_cast<double>(cfg.attn_scale) * kernels::dot_row(qv, run.k, j, run.k_stride, dk, run.type) : -INFINITY;
+            logit[static_cast<size_t>(j)] = visible ? static_cast<double>(cfg.attn_scale) * view.key_dot(h, j, qv) : -INFINITY;
             mx = std::max(mx, logit[static_cast<size_t>(j)]);
           }
           double z = 0;
-          for (int64_t j = 0; j < run.len; ++j) z += std::exp(logit[static_cast<size_t>(j)] - mx);
-          for (int64_t j = 0; j < run.len; ++j) {
+          for (int64_t j = 0; j < run_len; ++j) z += std::exp(logit[static_cast<size_t>(j)] - mx);
+          for (int64_t j = 0; j < run_len; ++j) {
             const int64_t c = pos[static_cast<size_t>(j)] - first_pos_;
             if (c < 0 || c >= L) continue;
             const double p = std::exp(logit[static_cast<size_t>(j)] - mx) / z;

@@ -11,9 +11,7 @@
 #include <numeric>
 #include <tuple>
 
-#include "kernels/kv_rows.h"
-#include "kernels/matmul.h"
-#include "kernels/ops.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/session.h"
 #include "model/model_weights.h"
@@ -143,10 +141,10 @@ void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat
     const auto freq = view.inv_freq();
     const int64_t half = dk / 2;
     std::vector<float> q(st.pre_rope_queries), cs(static_cast<size_t>(n * half)), sn(cs.size());
-    kernels::rope_tables(st.positions.data(), n, freq.data(), dk, cs.data(), sn.data());
-    const auto style = cfg.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+    host::rope_tables(st.positions.data(), n, freq.data(), dk, cs.data(), sn.data());
+    const auto style = host::rope_style(cfg.rope_neox);
     for (int64_t t = 0; t < n; ++t)
-      for (int64_t hq = 0; hq < Hq; ++hq) kernels::rope_apply(q.data() + (t * Hq + hq) * dk, dk, cs.data() + t * half, sn.data() + t * half, style);
+      for (int64_t hq = 0; hq < Hq; ++hq) host::rope_apply(q.data() + (t * Hq + hq) * dk, dk, cs.data() + t * half, sn.data() + t * half, style);
     std::vector<float> inv_hnorm(static_cast<size_t>(n), 1.0f);
     if (o_.plus)
       for (int64_t t = 0; t < n; ++t) {
@@ -157,7 +155,6 @@ void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat
     const auto& wo = model.weights().layers[static_cast<size_t>(l)].wo;
     auto& layer_scores = trace_.scores[static_cast<size_t>(l)];
     for (int64_t h = 0; h < Hkv; ++h) {
-      const auto& run = view.runs[static_cast<size_t>(h)];
       const auto pos = view.positions(h);
       auto lb = [&](int32_t p) { return static_cast<int64_t>(std::lower_bound(pos.begin(), pos.end(), p) - pos.begin()); };
       // The slots the softmax runs over: sinks, the chunk, the repeat tokens.
@@ -166,7 +163,7 @@ void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat
       const int64_t chunk_at = static_cast<int64_t>(slots.size()), c_lo = lb(start), c_hi = lb(end);
       for (int64_t j = c_lo; j < c_hi; ++j) slots.push_back(j);
       const int64_t rep_at = static_cast<int64_t>(slots.size());
-      for (int64_t j = lb(rep0); j < run.len; ++j) slots.push_back(j);
+      for (int64_t j = lb(rep0); j < view.length(h); ++j) slots.push_back(j);
       const int64_t m = static_cast<int64_t>(slots.size());
       // KVzip+: ||W_o[q] v_j|| per query head of the group and slot.
       std::vector<float> wov;
@@ -177,8 +174,8 @@ void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat
           const int64_t hq = h * G + g;
           std::fill(rows.begin(), rows.end(), 0.0f);
           for (int64_t a = 0; a < m; ++a)
-            kernels::row_to_f32(run.v, slots[static_cast<size_t>(a)], run.v_stride, dv, run.type, rows.data() + (a * Hq + hq) * dv);
-          kernels::matmul(wo, rows.data(), m, out.data());
+            view.value_row(h, slots[static_cast<size_t>(a)], rows.data() + (a * Hq + hq) * dv);
+          host::matmul(wo, rows.data(), m, out.data());
           for (int64_t a = 0; a < m; ++a) {
             double ss = 0;
             for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(out[static_cast<size_t>(a * D + i)]) * out[static_cast<size_t>(a * D + i)];
@@ -196,7 +193,7 @@ void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat
           const float* qv = q.data() + (t * Hq + h * G + g) * dk;
           double mx = -INFINITY;
           for (int64_t a = 0; a < visible; ++a) {
-            logit[static_cast<size_t>(a)] = static_cast<double>(cfg.attn_scale) * kernels::dot_row(qv, run.k, slots[static_cast<size_t>(a)], run.k_stride, dk, run.type);
+            logit[static_cast<size_t>(a)] = static_cast<double>(cfg.attn_scale) * view.key_dot(h, slots[static_cast<size_t>(a)], qv);
             mx = std::max(mx, logit[static_cast<size_t>(a)]);
           }
           double z = 0;

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <unordered_map>
 
-#include "kernels/ops.h"
+#include "backend/host_math.h"
 #include "press/query_stats.h"
 
 namespace kvsqueeze::non_causal {
@@ -22,7 +22,7 @@ struct Options {
 inline LayerScores layer_scores(const LayerView& v, const qstats::QueryLog::Layer& log, int64_t lo_slots, int64_t hi_trim,
                                 const Options& o) {
   const int64_t hkv = v.n_head_kv(), group = v.group(), hq = v.config().n_head, d = v.head_dim_k(), dv = v.head_dim_v();
-  const auto style = v.config().rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+  const auto style = host::rope_style(v.config().rope_neox);
   const auto freq = v.inv_freq();
   std::unordered_map<int32_t, int64_t> row_of;
   for (size_t r = 0; r < log.pos.size(); ++r) row_of[log.pos[r]] = static_cast<int64_t>(r);
@@ -39,12 +39,12 @@ inline LayerScores layer_scores(const LayerView& v, const qstats::QueryLog::Laye
       if (it == row_of.end()) throw Error("non_causal_attn: slot at position " + std::to_string(pos[static_cast<size_t>(lo + i)]) +
                                           " was not evaluated in this prefill (prefill only)");
       const int32_t p = pos[static_cast<size_t>(lo + i)];
-      kernels::rope_tables(&p, 1, freq.data(), d, c.data(), s.data());
+      host::rope_tables(&p, 1, freq.data(), d, c.data(), s.data());
       for (int64_t g = 0; g < group; ++g) {
         float* dst = q.data() + (i * group + g) * d;
         const float* src = log.q.data() + (it->second * hq + h * group + g) * d;
         std::copy(src, src + d, dst);
-        kernels::rope_apply(dst, d, c.data(), s.data(), style);
+        host::rope_apply(dst, d, c.data(), s.data(), style);
       }
     }
     std::vector<double> col(static_cast<size_t>(n), 0.0), row;

@@ -5,64 +5,11 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/kv_rows.h"
-#include "kernels/ops.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press.h"
 #include "model/model_weights.h"
 
 namespace kvsqueeze {
-namespace {
-
-std::vector<float> rows_f32(const void* base, int64_t len, int64_t stride, int64_t d, kernels::KvElement type) {
-  std::vector<float> out(static_cast<size_t>(len * d));
-  for (int64_t j = 0; j < len; ++j) kernels::row_to_f32(base, j, stride, d, type, out.data() + j * d);
-  return out;
-}
-
-}  // namespace
-
-LayerView::LayerView(const Model& m, int64_t l, const KvCache& cache, const LayerStats& s) : model(m), layer(l), stats(s) {
-  for (int64_t h = 0; h < cache.shape().n_head_kv; ++h) runs.push_back(cache.run(l, h));
-}
-
-std::vector<float> LayerView::keys(int64_t h) const {
-  const auto& r = runs[static_cast<size_t>(h)];
-  const int64_t d = head_dim_k();
-  std::vector<float> out(static_cast<size_t>(r.len * d));
-  for (int64_t j = 0; j < r.len; ++j) kernels::key_row_to_f32(r, j, d, out.data() + j * d);  // pruned channels read 0
-  return out;
-}
-
-std::vector<float> LayerView::values(int64_t h) const {
-  const auto& r = runs[static_cast<size_t>(h)];
-  return rows_f32(r.v, r.len, r.v_stride, head_dim_v(), r.type);
-}
-
-std::span<const float> LayerView::inv_freq() const {
-  const auto& w = model.weights();
-  return config().layer_sliding[static_cast<size_t>(layer)] ? std::span<const float>(w.inv_freq_local)
-                                                            : std::span<const float>(w.inv_freq_global);
-}
-
-std::vector<float> LayerView::pre_rope_keys(int64_t h) const {
-  std::vector<float> k = keys(h);
-  const int64_t d = head_dim_k(), half = d / 2, len = length(h);
-  const auto pos = positions(h);
-  const auto freq = inv_freq();
-  const auto style = config().rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
-  std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
-  for (int64_t j = 0; j < len; ++j) {
-    for (int64_t i = 0; i < half; ++i) {  // rotating by -angle undoes the rotation
-      const double angle = static_cast<double>(pos[static_cast<size_t>(j)]) * freq[static_cast<size_t>(i)];
-      c[static_cast<size_t>(i)] = static_cast<float>(std::cos(angle));
-      s[static_cast<size_t>(i)] = static_cast<float>(-std::sin(angle));
-    }
-    kernels::rope_apply(k.data() + j * d, d, c.data(), s.data(), style);
-  }
-  return k;
-}
-
 int64_t Budget::keep(int64_t len) const {
   if (len <= 0) return 0;
   if (tokens >= 0) return std::min(len, tokens);

@@ -10,8 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/matmul.h"
-#include "kernels/ops.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press.h"
 
@@ -20,7 +19,7 @@ namespace kvsqueeze::qstats {
 // True when the chunk behind `v` starts the runs of its layer (a new context): state gathered
 // for an earlier context must be dropped.
 inline bool starts_context(const LayerView& v) {
-  if (v.runs.empty() || v.stats.positions.empty()) return true;
+  if (v.n_head_kv() == 0 || v.stats.positions.empty()) return true;
   const auto pos = v.positions(0);
   return pos.empty() || pos.front() == v.stats.positions.front();
 }
@@ -105,13 +104,13 @@ struct AvgRope {
 // y[t * n_w + r] = x_t . w_r for fp32 rows of width d, on the matmul kernels (the heavy part of
 // several scorers: Gram matrices, quadratic forms, chunk attention logits).
 inline void dot_rows(const float* w, int64_t n_w, const float* x, int64_t n_x, int64_t d, float* y) {
-  kernels::WeightMatrix m;
+  WeightMatrix m;
   m.type = TensorType::F32;
   m.data = reinterpret_cast<const uint8_t*>(w);
   m.rows = n_w;
   m.cols = d;
   m.row_bytes = static_cast<size_t>(d) * sizeof(float);
-  kernels::matmul(m, x, n_x, y);
+  host::matmul(m, x, n_x, y);
 }
 
 // Adds sum_t x_t x_t^T of n rows (row t at rows + t * stride, d wide) to out (d x d, double).

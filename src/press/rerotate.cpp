@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "kernels/ops.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 
 namespace kvsqueeze::rerotate {
@@ -10,21 +10,21 @@ namespace kvsqueeze::rerotate {
 void apply(const LayerView& view, KvCache& cache) {
   const int64_t d = view.head_dim_k(), half = d / 2;
   const auto freq = view.inv_freq();
-  const auto style = view.config().rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+  const auto style = host::rope_style(view.config().rope_neox);
   std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
   for (int64_t h = 0; h < view.n_head_kv(); ++h) {
-    const kernels::KvRun run = cache.run(view.layer, h);
-    const LayerView now(view.model, view.layer, std::vector<kernels::KvRun>{run}, view.stats);
-    std::vector<float> k = now.keys(0);
-    std::vector<int32_t> pos(static_cast<size_t>(run.len));
-    for (int64_t i = 0; i < run.len; ++i) {
-      const auto delta = static_cast<float>(i - run.pos[i]);
+    const LayerView now(view.model, view.layer, cache, view.stats);  // the run as compacted
+    std::vector<float> k = now.keys(h);
+    const auto at = now.positions(h);
+    std::vector<int32_t> pos(at.size());
+    for (int64_t i = 0; i < now.length(h); ++i) {
+      const auto delta = static_cast<float>(i - at[static_cast<size_t>(i)]);
       for (int64_t j = 0; j < half; ++j) {  // fp32 angles, as kvpress computes them
         const float angle = delta * freq[static_cast<size_t>(j)];
         cs[static_cast<size_t>(j)] = std::cos(angle);
         sn[static_cast<size_t>(j)] = std::sin(angle);
       }
-      kernels::rope_apply(k.data() + i * d, d, cs.data(), sn.data(), style);
+      host::rope_apply(k.data() + i * d, d, cs.data(), sn.data(), style);
       pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
     }
     cache.rewrite_keys(view.layer, h, k.data(), pos.data());

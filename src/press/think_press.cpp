@@ -12,7 +12,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/ops.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 #include "press/press_registry.h"
 
@@ -43,12 +43,12 @@ class ThinkPress : public Press {
     if (!pos.empty() && !st.positions.empty() && pos.front() == st.positions.front()) win.clear();
     const int32_t* qpos = st.positions.data() + st.positions.size() - static_cast<size_t>(rows);
     std::vector<float> c(static_cast<size_t>(rows * half)), s(c.size());
-    kernels::rope_tables(qpos, rows, v.inv_freq().data(), d, c.data(), s.data());
-    const auto style = v.config().rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+    host::rope_tables(qpos, rows, v.inv_freq().data(), d, c.data(), s.data());
+    const auto style = host::rope_style(v.config().rope_neox);
     std::vector<float> q(st.pre_rope_queries);
     for (int64_t t = 0; t < rows; ++t)
       for (int64_t h = 0; h < hq; ++h)
-        kernels::rope_apply(q.data() + (t * hq + h) * d, d, c.data() + t * half, s.data() + t * half, style);
+        host::rope_apply(q.data() + (t * hq + h) * d, d, c.data() + t * half, s.data() + t * half, style);
     win.insert(win.end(), q.begin(), q.end());
     const auto keep = static_cast<size_t>(window_ * hq * d);
     if (win.size() > keep) win.erase(win.begin(), win.end() - static_cast<std::ptrdiff_t>(keep));

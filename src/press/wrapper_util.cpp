@@ -5,14 +5,12 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/kv_rows.h"
+#include "backend/host_math.h"
 #include "kvsqueeze/error.h"
 #include "model/model_weights.h"
 
 namespace kvsqueeze::wrapper {
 namespace {
-
-size_t element_bytes(kernels::KvElement t) { return t == kernels::KvElement::F32 ? 4 : 2; }
 
 // Token-indexed rows of `s` whose positions lie in [lo, hi].
 void slice_tokens(const LayerStats& s, int32_t lo, int32_t hi, int64_t query_row, int64_t n_embd, LayerStats& out) {
@@ -48,52 +46,33 @@ void reject_attention(const Press& inner, const std::string& wrapper) {
 }
 
 SubView::SubView(const LayerView& full, const std::vector<int64_t>& begin, const std::vector<int64_t>& end, bool standalone) {
-  std::vector<kernels::KvRun> runs = full.runs;
-  for (size_t h = 0; h < runs.size(); ++h) {
-    auto& r = runs[h];
-    const int64_t b = std::clamp<int64_t>(begin.at(h), 0, r.len), e = std::clamp<int64_t>(end.at(h), b, r.len);
-    const size_t es = element_bytes(r.type);
-    r.k = static_cast<const uint8_t*>(r.k) + static_cast<size_t>(b * r.k_stride) * es;
-    r.v = static_cast<const uint8_t*>(r.v) + static_cast<size_t>(b * r.v_stride) * es;
-    r.pos += b;
-    r.len = e - b;
-  }
+  view_ = std::make_unique<LayerView>(full, begin, end, stats_);
   const auto& c = full.config();
-  if (!runs.empty() && runs[0].len > 0)
-    slice_tokens(full.stats, runs[0].pos[0], runs[0].pos[runs[0].len - 1], c.n_head * c.head_dim_k, c.n_embd, stats_);
+  if (view_->n_head_kv() > 0 && view_->length(0) > 0)
+    slice_tokens(full.stats, view_->positions(0).front(), view_->positions(0).back(), c.n_head * c.head_dim_k, c.n_embd, stats_);
   else
     stats_.layer = full.stats.layer, stats_.last_chunk = full.stats.last_chunk;
   stats_.standalone = standalone;
-  view_ = std::make_unique<LayerView>(full.model, full.layer, std::move(runs), stats_);
 }
 
 GatheredView::GatheredView(const LayerView& full, const KeepSets& slots) {
   const int64_t dk = full.head_dim_k(), dv = full.head_dim_v();
-  std::vector<kernels::KvRun> runs;
+  LayerView::OwnedRows rows;
   for (int64_t h = 0; h < full.n_head_kv(); ++h) {
-    const auto& src = full.runs[static_cast<size_t>(h)];
     const auto& s = slots.at(static_cast<size_t>(h));
-    auto& k = k_.emplace_back(s.size() * static_cast<size_t>(dk));
-    auto& v = v_.emplace_back(s.size() * static_cast<size_t>(dv));
-    auto& p = pos_.emplace_back(s.size());
+    const auto from = full.positions(h);
+    auto& k = rows.keys.emplace_back(s.size() * static_cast<size_t>(dk));
+    auto& v = rows.values.emplace_back(s.size() * static_cast<size_t>(dv));
+    auto& p = rows.positions.emplace_back(s.size());
     for (size_t j = 0; j < s.size(); ++j) {
-      kernels::row_to_f32(src.k, s[j], src.k_stride, dk, src.type, k.data() + j * static_cast<size_t>(dk));
-      kernels::row_to_f32(src.v, s[j], src.v_stride, dv, src.type, v.data() + j * static_cast<size_t>(dv));
-      p[j] = src.pos[s[j]];
+      full.key_row(h, s[j], k.data() + j * static_cast<size_t>(dk));
+      full.value_row(h, s[j], v.data() + j * static_cast<size_t>(dv));
+      p[j] = from[static_cast<size_t>(s[j])];
     }
-    kernels::KvRun r;
-    r.k = k.data();
-    r.v = v.data();
-    r.pos = p.data();
-    r.len = static_cast<int64_t>(s.size());
-    r.k_stride = dk;
-    r.v_stride = dv;
-    r.type = kernels::KvElement::F32;
-    runs.push_back(r);
   }
   stats_ = full.stats;
   stats_.attention = {};
-  view_ = std::make_unique<LayerView>(full.model, full.layer, std::move(runs), stats_);
+  view_ = std::make_unique<LayerView>(full.model, full.layer, std::move(rows), stats_);
 }
 
 LayerStats gather_stats(const LayerStats& stats, const KeepSets& keep, int64_t group) {
@@ -167,7 +146,7 @@ KeepSets pooled_top_k(const LayerScores& scores, int64_t total) {
 std::vector<float> output_projection(const LayerView& view) {
   const auto& wo = view.model.weights().layers.at(static_cast<size_t>(view.layer)).wo;
   std::vector<float> out(static_cast<size_t>(wo.rows * wo.cols));
-  for (int64_t r = 0; r < wo.rows; ++r) kernels::get_row(wo, r, out.data() + r * wo.cols);
+  for (int64_t r = 0; r < wo.rows; ++r) host::get_row(wo, r, out.data() + r * wo.cols);
   return out;
 }
 

@@ -40,8 +40,6 @@ class GatheredView {
   const LayerView& view() const { return *view_; }
 
  private:
-  std::vector<std::vector<float>> k_, v_;
-  std::vector<std::vector<int32_t>> pos_;
   LayerStats stats_;
   std::unique_ptr<LayerView> view_;
 };

@@ -46,14 +46,15 @@ void dense_row(const Session& session, int64_t layer, int64_t q, int64_t n_pos, 
   const auto& probs = st.attention;
   if (probs.window_rows < 1 || probs.window.size() != static_cast<size_t>(cfg.n_head))
     throw Error("profile-heads: the last query's attention was not computed for layer " + std::to_string(layer));
-  const kernels::KvRun run = session.cache().run(layer, q / (cfg.n_head / cfg.n_head_kv));
+  const auto pos = session.cache().positions(layer, q / (cfg.n_head / cfg.n_head_kv));
+  const auto len = static_cast<int64_t>(pos.size());
   const auto& p = probs.window[static_cast<size_t>(q)];
-  if (static_cast<int64_t>(p.size()) != probs.window_rows * run.len)
+  if (static_cast<int64_t>(p.size()) != probs.window_rows * len)
     throw Error("profile-heads: attention row and cache run of layer " + std::to_string(layer) + " differ in length");
-  const float* last = p.data() + (probs.window_rows - 1) * run.len;
+  const float* last = p.data() + (probs.window_rows - 1) * len;
   row.assign(static_cast<size_t>(n_pos), 0.0f);
-  for (int64_t i = 0; i < run.len; ++i)
-    if (run.pos[i] >= 0 && run.pos[i] < n_pos) row[static_cast<size_t>(run.pos[i])] = last[i];
+  for (int64_t i = 0; i < len; ++i)
+    if (pos[static_cast<size_t>(i)] >= 0 && pos[static_cast<size_t>(i)] < n_pos) row[static_cast<size_t>(pos[static_cast<size_t>(i)])] = last[i];
 }
 
 struct RunSpec {

@@ -2,137 +2,110 @@
 
 #include <algorithm>
 
-#include "kernels/attention.h"
-#include "kernels/matmul.h"
-#include "kernels/ops.h"
-
 namespace kvsqueeze {
-namespace {
 
-void add_bias(float* rows, const std::vector<float>& bias, int64_t n) {
-  if (bias.empty()) return;
-  const int64_t width = static_cast<int64_t>(bias.size());
-  for (int64_t t = 0; t < n; ++t) kernels::add_inplace(rows + t * width, bias.data(), width);
-}
-
-}  // namespace
+using backend::Matrix;
+using backend::Vector;
 
 void ForwardPass::ensure_scratch(int64_t n) {
   if (n <= scratch_rows_) return;
-  const auto rows = static_cast<size_t>(n);
-  x_.resize(rows * static_cast<size_t>(cfg_.n_embd));
-  h_.resize(x_.size());
-  proj_.resize(x_.size());
-  q_.resize(rows * static_cast<size_t>(cfg_.n_head * cfg_.head_dim_k));
-  k_.resize(rows * static_cast<size_t>(cfg_.n_head_kv * cfg_.head_dim_k));
-  v_.resize(rows * static_cast<size_t>(cfg_.n_head_kv * cfg_.head_dim_v));
-  att_.resize(rows * static_cast<size_t>(cfg_.n_head * cfg_.head_dim_v));
-  gate_.resize(rows * static_cast<size_t>(cfg_.n_ff));
-  up_.resize(gate_.size());
+  auto& b = backend_;
+  x_ = b.buffer(n * cfg_.n_embd);
+  h_ = b.buffer(n * cfg_.n_embd);
+  proj_ = b.buffer(n * cfg_.n_embd);
+  q_ = b.buffer(n * cfg_.n_head * cfg_.head_dim_k);
+  k_ = b.buffer(n * cfg_.n_head_kv * cfg_.head_dim_k);
+  v_ = b.buffer(n * cfg_.n_head_kv * cfg_.head_dim_v);
+  att_ = b.buffer(n * cfg_.n_head * cfg_.head_dim_v);
+  gate_ = b.buffer(n * cfg_.n_ff);
+  up_ = b.buffer(n * cfg_.n_ff);
   for (auto* table : {&rope_cos_global_, &rope_sin_global_, &rope_cos_local_, &rope_sin_local_})
-    table->resize(rows * static_cast<size_t>(cfg_.head_dim_k / 2));
+    *table = b.buffer(n * (cfg_.head_dim_k / 2));
   scratch_rows_ = n;
 }
 
 void ForwardPass::attention_block(int64_t l, const int32_t* pos, int64_t n, KvCache& cache) {
-  const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
+  auto& b = backend_;
   const int64_t D = cfg_.n_embd, dk = cfg_.head_dim_k, Hq = cfg_.n_head, Hkv = cfg_.n_head_kv;
   const bool sliding = cfg_.layer_sliding[static_cast<size_t>(l)];
 
-  kernels::rms_norm_rows(x_.data(), L.attn_norm.data(), h_.data(), n, D, cfg_.rms_eps);
-  kernels::matmul(L.wq, h_.data(), n, q_.data());
-  kernels::matmul(L.wk, h_.data(), n, k_.data());
-  kernels::matmul(L.wv, h_.data(), n, v_.data());
-  add_bias(q_.data(), L.bq, n);
-  add_bias(k_.data(), L.bk, n);
-  add_bias(v_.data(), L.bv, n);
+  b.rms_norm(*x_, n, D, l, Vector::AttnNorm, *h_);
+  b.matmul(l, Matrix::Q, *h_, n, *q_);
+  b.matmul(l, Matrix::K, *h_, n, *k_);
+  b.matmul(l, Matrix::V, *h_, n, *v_);
+  b.add_bias(l, Vector::BiasQ, n, *q_);
+  b.add_bias(l, Vector::BiasK, n, *k_);
+  b.add_bias(l, Vector::BiasV, n, *v_);
 
-  const auto& cos = sliding ? rope_cos_local_ : rope_cos_global_;
-  const auto& sin = sliding ? rope_sin_local_ : rope_sin_global_;
-  const auto style = cfg_.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
-  const int64_t half = dk / 2;
   if (cfg_.qk_norm) {
-    kernels::rms_norm_rows(q_.data(), L.q_norm.data(), q_.data(), n * Hq, dk, cfg_.rms_eps);
-    kernels::rms_norm_rows(k_.data(), L.k_norm.data(), k_.data(), n * Hkv, dk, cfg_.rms_eps);
+    b.rms_norm(*q_, n * Hq, dk, l, Vector::QNorm, *q_);
+    b.rms_norm(*k_, n * Hkv, dk, l, Vector::KNorm, *k_);
   }
   if (request_.pre_rope_query_rows > 0) {  // what query-statistics scorers re-project
     const int64_t rows = std::min(request_.pre_rope_query_rows, n);
-    q_pre_rope_.assign(q_.begin() + (n - rows) * Hq * dk, q_.begin() + n * Hq * dk);
+    q_pre_rope_.resize(static_cast<size_t>(rows * Hq * dk));
+    b.read(*q_, (n - rows) * Hq * dk, rows * Hq * dk, q_pre_rope_.data());
   }
-  for (int64_t t = 0; t < n; ++t) {
-    const float* ct = cos.data() + t * half;
-    const float* st = sin.data() + t * half;
-    float* qt = q_.data() + t * Hq * dk;
-    float* kt = k_.data() + t * Hkv * dk;
-    for (int64_t h = 0; h < Hq; ++h) kernels::rope_apply(qt + h * dk, dk, ct, st, style);
-    for (int64_t h = 0; h < Hkv; ++h) kernels::rope_apply(kt + h * dk, dk, ct, st, style);
-  }
+  const auto& cos = sliding ? *rope_cos_local_ : *rope_cos_global_;
+  const auto& sin = sliding ? *rope_sin_local_ : *rope_sin_global_;
+  b.rope(*q_, n, Hq, cos, sin);
+  b.rope(*k_, n, Hkv, cos, sin);
 
   // Keys are cached after RoPE; the chunk then attends to the cache (its past plus itself).
-  cache.append(l, n, k_.data(), v_.data(), pos);
-  std::vector<kernels::KvRun> runs;
-  for (int64_t h = 0; h < Hkv; ++h) runs.push_back(cache.run(l, h));
-  kernels::AttentionShape shape;
+  b.append_kv(cache, l, n, *k_, *v_, pos);
+  backend::AttentionShape shape;
   shape.n_head = Hq;
   shape.n_head_kv = Hkv;
   shape.head_dim_k = dk;
   shape.head_dim_v = cfg_.head_dim_v;
   shape.scale = cfg_.attn_scale;
   shape.window = sliding ? cfg_.sliding_window : 0;
-  const bool want_lse = request_.window_queries > 0 || request_.column_sums;
-  if (want_lse) lse_.resize(static_cast<size_t>(n * Hq));
-  kernels::attention(shape, q_.data(), pos, n, runs.data(), att_.data(), want_lse ? lse_.data() : nullptr);
-  if (request_.any() || hook_) collect_stats(l, pos, n, shape, runs, cache);
+  backend::ProbabilityRequest probs;
+  probs.window_rows = request_.window_queries;
+  probs.column_sums = request_.column_sums;
+  b.attention(shape, *q_, pos, n, cache, l, *att_, probs, probs.any() ? &stats_[static_cast<size_t>(l)].attention : nullptr);
+  if (request_.any() || hook_) collect_stats(l, pos, n, cache);
 
-  kernels::matmul(L.wo, att_.data(), n, proj_.data());
-  if (cfg_.post_norms) kernels::rms_norm_rows(proj_.data(), L.post_attn_norm.data(), proj_.data(), n, D, cfg_.rms_eps);
-  kernels::add_inplace(x_.data(), proj_.data(), n * D);
+  b.matmul(l, Matrix::O, *att_, n, *proj_);
+  if (cfg_.post_norms) b.rms_norm(*proj_, n, D, l, Vector::PostAttnNorm, *proj_);
+  b.add(*x_, *proj_, n * D);
 }
 
-void ForwardPass::collect_stats(int64_t l, const int32_t* pos, int64_t n, const kernels::AttentionShape& shape,
-                                const std::vector<kernels::KvRun>& runs, KvCache& cache) {
+void ForwardPass::collect_stats(int64_t l, const int32_t* pos, int64_t n, KvCache& cache) {
   LayerStats& st = stats_[static_cast<size_t>(l)];
   st.layer = l;
   st.last_chunk = last_chunk_;
   st.positions.assign(pos, pos + n);
-  if (request_.window_queries > 0 || request_.column_sums) {
-    kernels::ProbabilityRequest pr;
-    pr.window_rows = request_.window_queries;
-    pr.column_sums = request_.column_sums;
-    kernels::attention_probabilities(shape, q_.data(), pos, n, runs.data(), lse_.data(), pr, st.attention);
-  }
   st.pre_rope_rows = request_.pre_rope_query_rows > 0 ? std::min(request_.pre_rope_query_rows, n) : 0;
   st.pre_rope_queries = q_pre_rope_;
-  if (request_.hidden_states) st.hidden_states.assign(h_.begin(), h_.begin() + n * cfg_.n_embd);
+  if (request_.hidden_states) {
+    st.hidden_states.resize(static_cast<size_t>(n * cfg_.n_embd));
+    backend_.read(*h_, 0, n * cfg_.n_embd, st.hidden_states.data());
+  }
   if (request_.token_ids && tokens_) st.tokens.assign(tokens_, tokens_ + n);
   if (hook_) hook_(st, cache);
 }
 
 void ForwardPass::ffn_block(int64_t l, int64_t n) {
-  const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
+  auto& b = backend_;
   const int64_t D = cfg_.n_embd, F = cfg_.n_ff;
-  kernels::rms_norm_rows(x_.data(), L.ffn_norm.data(), h_.data(), n, D, cfg_.rms_eps);
-  kernels::matmul(L.w_gate, h_.data(), n, gate_.data());
-  kernels::matmul(L.w_up, h_.data(), n, up_.data());
-  if (cfg_.activation == Activation::GeluTanhGated) kernels::gelu_tanh_mul(gate_.data(), up_.data(), n * F);
-  else kernels::silu_mul(gate_.data(), up_.data(), n * F);
-  kernels::matmul(L.w_down, gate_.data(), n, proj_.data());
-  if (cfg_.post_norms) kernels::rms_norm_rows(proj_.data(), L.post_ffw_norm.data(), proj_.data(), n, D, cfg_.rms_eps);
-  kernels::add_inplace(x_.data(), proj_.data(), n * D);
+  b.rms_norm(*x_, n, D, l, Vector::FfnNorm, *h_);
+  b.matmul(l, Matrix::Gate, *h_, n, *gate_);
+  b.matmul(l, Matrix::Up, *h_, n, *up_);
+  b.gated_activation(*gate_, *up_, n * F);
+  b.matmul(l, Matrix::Down, *gate_, n, *proj_);
+  if (cfg_.post_norms) b.rms_norm(*proj_, n, D, l, Vector::PostFfwNorm, *proj_);
+  b.add(*x_, *proj_, n * D);
 }
 
 void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits) {
   ensure_scratch(n);
   stats_.resize(static_cast<size_t>(cfg_.n_layer));
   tokens_ = tokens;
-  const int64_t D = cfg_.n_embd;
   // RoPE tables for this chunk's positions, shared by every head and layer.
-  kernels::rope_tables(pos, n, w_.inv_freq_global.data(), cfg_.head_dim_k, rope_cos_global_.data(), rope_sin_global_.data());
-  kernels::rope_tables(pos, n, w_.inv_freq_local.data(), cfg_.head_dim_k, rope_cos_local_.data(), rope_sin_local_.data());
-  for (int64_t t = 0; t < n; ++t) {
-    kernels::get_row(w_.token_embd, tokens[t], x_.data() + t * D);
-    if (cfg_.embed_scale != 1.0f) kernels::scale_inplace(x_.data() + t * D, cfg_.embed_scale, D);
-  }
+  backend_.rope_tables(pos, n, false, *rope_cos_global_, *rope_sin_global_);
+  backend_.rope_tables(pos, n, true, *rope_cos_local_, *rope_sin_local_);
+  backend_.embed(tokens, n, *x_);
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     attention_block(l, pos, n, cache);
     ffn_block(l, n);
@@ -140,9 +113,8 @@ void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCa
   // The LM head is the largest matrix: during prefill only the last row needs it, and chunks
   // before the last need none.
   if (!logits) return;
-  const int64_t first = all_rows ? 0 : n - 1, rows = n - first;
-  kernels::rms_norm_rows(x_.data() + first * D, w_.output_norm.data(), h_.data(), rows, D, cfg_.rms_eps);
-  kernels::matmul(w_.output, h_.data(), rows, logits);
+  const int64_t first = all_rows ? 0 : n - 1;
+  backend_.logits(*x_, first, n - first, logits);
 }
 
 }  // namespace kvsqueeze

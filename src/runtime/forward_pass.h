@@ -1,17 +1,19 @@
 #pragma once
-// The transformer forward pass over one chunk of tokens (llama family and gemma3).
+// The transformer forward pass over one chunk of tokens (llama family and gemma3), written
+// against the backend seam: it decides what runs in which order, the backend runs it.
+#include <memory>
 #include <vector>
 
+#include "backend/backend.h"
 #include "kvsqueeze/kv_cache.h"
 #include "kvsqueeze/layer_stats.h"
 #include "kvsqueeze/model.h"
-#include "model/model_weights.h"
 
 namespace kvsqueeze {
 
 class ForwardPass {
  public:
-  explicit ForwardPass(const Model& model) : cfg_(model.config()), w_(model.weights()) {}
+  ForwardPass(const Model& model, backend::Backend& backend) : cfg_(model.config()), backend_(backend) {}
 
   // tokens[n] at positions pos[n]: appends to the cache and writes logits (n_vocab floats per
   // row) for the last token only, or for every token when all_rows is set; none when null.
@@ -25,19 +27,19 @@ class ForwardPass {
   const std::vector<LayerStats>& stats() const { return stats_; }
 
  private:
+  using Buffer = std::unique_ptr<backend::Buffer>;
   void ensure_scratch(int64_t n);
   void attention_block(int64_t layer, const int32_t* pos, int64_t n, KvCache& cache);
-  void collect_stats(int64_t layer, const int32_t* pos, int64_t n, const kernels::AttentionShape& shape,
-                     const std::vector<kernels::KvRun>& runs, KvCache& cache);
+  void collect_stats(int64_t layer, const int32_t* pos, int64_t n, KvCache& cache);
   void ffn_block(int64_t layer, int64_t n);
 
   const ModelConfig& cfg_;
-  const ModelWeights& w_;
+  backend::Backend& backend_;
   int64_t scratch_rows_ = 0;
-  // Activations of the chunk, row-major [n x width].
-  std::vector<float> x_, h_, q_, k_, v_, att_, proj_, gate_, up_;
-  std::vector<float> rope_cos_global_, rope_sin_global_, rope_cos_local_, rope_sin_local_;  // [n x d/2]
-  std::vector<float> lse_, q_pre_rope_;
+  // Activations of the chunk, row-major [n x width], in the backend's memory.
+  Buffer x_, h_, q_, k_, v_, att_, proj_, gate_, up_;
+  Buffer rope_cos_global_, rope_sin_global_, rope_cos_local_, rope_sin_local_;  // [n x d/2]
+  std::vector<float> q_pre_rope_;
   StatsRequest request_;
   LayerHook hook_;
   bool last_chunk_ = true;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "kernels/threading.h"
+#include "backend/backend.h"
 #include "kvsqueeze/error.h"
 #include "runtime/forward_pass.h"
 
@@ -13,11 +13,12 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   const ModelConfig& c = model.config();
   if (options_.ctx_size <= 0) options_.ctx_size = c.n_ctx_train;
   if (options_.chunk <= 0) throw ParameterError("chunk", "`chunk` must be positive, got " + std::to_string(options_.chunk));
-  kernels::set_num_threads(options_.threads);
+  backend_ = backend::make_backend(options_.device, model);
+  backend_->set_threads(options_.threads);
   KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type, {}};
   for (int64_t l = 0; l < c.n_layer; ++l) shape.layer_window.push_back(c.layer_sliding[static_cast<size_t>(l)] ? c.sliding_window : 0);
   cache_ = std::make_unique<KvCache>(shape, 0);  // sized by eval() and reserve() as tokens come
-  forward_ = std::make_unique<ForwardPass>(model);
+  forward_ = std::make_unique<ForwardPass>(model, *backend_);
 }
 
 Session::~Session() = default;
@@ -33,7 +34,7 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
   for (int32_t id : tokens)
     if (id < 0 || id >= vocab_id_limit)
       throw Error("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(vocab_id_limit) + ")");
-  kernels::set_num_threads(options_.threads);
+  backend_->set_threads(options_.threads);
   cache_->reserve(n);
 
   const int64_t V = model_.config().n_vocab;

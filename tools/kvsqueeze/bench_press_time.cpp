@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include "bench_common.h"
-#include "kernels/threading.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/generation.h"
 #include "kvsqueeze/kernels_isa.h"
@@ -278,7 +277,7 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
   for (int64_t l = 0; l < cfg.n_layer; ++l) n_global += cfg.layer_sliding.empty() || !cfg.layer_sliding[static_cast<size_t>(l)];
   if (!a.json) {
     std::printf("press timing: %lld tokens (%s), ratio %.2f, %d threads, kv %s, chunk %lld, best of %d\n", (long long)a.ctx,
-                source.c_str(), a.ratio, kernels::num_threads(), a.kv_type.c_str(), (long long)a.chunk, a.repeat);
+                source.c_str(), a.ratio, kernels_threads(), a.kv_type.c_str(), (long long)a.chunk, a.repeat);
     std::printf("compressible layers: %lld of %lld (sliding-window layers are never compressed)\n", (long long)n_global,
                 (long long)cfg.n_layer);
     std::printf("foreign load: cores other processes used during the prefill without / with the press (> %.2f: contended)\n",
@@ -347,7 +346,7 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model_path}, {"ctx", a.ctx},           {"ratio", a.ratio},
-                        {"threads", kernels::num_threads()}, {"kernels", kernels_isa()}, {"kv_type", a.kv_type}, {"chunk", a.chunk},
+                        {"threads", kernels_threads()}, {"kernels", kernels_isa()}, {"kv_type", a.kv_type}, {"chunk", a.chunk},
                         {"repeat", a.repeat},          {"source", source},     {"compressible_layers", n_global},
                         {"n_layer", cfg.n_layer},      {"press_opts", a.press_opts}, {"max_foreign_load", a.max_foreign_load},
                         {"wait_idle_s", a.wait_idle_s}, {"results", results}};

@@ -18,7 +18,6 @@
 #include "bench_common.h"
 #include "bench_press_time.h"
 #include "commands.h"
-#include "kernels/threading.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
@@ -93,7 +92,7 @@ int run_speed(const BenchArgs& a, const Model& model) {
                   held.kv_bytes_held / 1048576.0);
   }
   if (a.json) {
-    nlohmann::json j = {{"model", a.model},     {"threads", kernels::num_threads()}, {"kernels", kernels_isa()},
+    nlohmann::json j = {{"model", a.model},     {"threads", kernels_threads()}, {"kernels", kernels_isa()},
                         {"kv_type", a.kv_type}, {"results", results}};
     std::cout << j.dump() << "\n";
   }
@@ -222,7 +221,7 @@ int run(const BenchArgs& a) {
   if (!a.press_time && (!a.pt.press_opts.empty() || !a.pt.prompt_file.empty() || a.pt.random_ids || !a.pt.dump_ids.empty() || a.pt.repeat != 1 || a.pt.wait_idle_s != 0))
     throw Error("--press-opt, --prompt-file, --random-ids, --dump-ids, --repeat and --wait-idle belong to --press-time");
   auto model = Model::load(a.model);
-  kernels::set_num_threads(a.threads);
+  set_kernels_threads(a.threads);
   if (a.press_time) return press_time(a, *model);
   if (!a.worker_cache.empty()) return run_worker(a, *model);
   if (!a.ratio_list.empty()) return run_memory(a, *model);

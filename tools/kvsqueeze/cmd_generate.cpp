@@ -11,7 +11,6 @@
 
 #include "commands.h"
 #include "text_file.h"
-#include "kernels/threading.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
@@ -163,7 +162,7 @@ int run(GenerateArgs& a) {
                       {"slots_removed", acc.slots_removed}};
   j["timings"] = timings_json(main_result.timings);
   j["peak_rss_bytes"] = peak_rss_bytes();
-  j["threads"] = kernels::num_threads();
+  j["threads"] = kernels_threads();
   j["kernels"] = kernels_isa();
   if (!answers.empty()) {
     nlohmann::json arr = nlohmann::json::array();

@@ -1,4 +1,4 @@
-#include "cache/slot_buffer.h"
+#include "backend/cpu/slot_buffer.h"
 
 #include <sys/mman.h>
 

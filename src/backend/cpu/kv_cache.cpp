@@ -1,9 +1,12 @@
+// The KV cache on host memory, as the CPU backend stores it: per run, SlotBuffers of rows in
+// the cache's element type (the kernels read them in place through KvRun). A device backend
+// keeps the same KvCache interface over its own storage.
 #include "kvsqueeze/kv_cache.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "cache/slot_buffer.h"
+#include "backend/cpu/slot_buffer.h"
 #include "kernels/fp16.h"
 #include "kvsqueeze/error.h"
 
@@ -176,9 +179,9 @@ void KvCache::append(int64_t layer, int64_t n, const float* k, const float* v, c
   }
 }
 
-kernels::KvRun KvCache::run(int64_t layer, int64_t head) const {
+KvRun KvCache::run(int64_t layer, int64_t head) const {
   const Run& r = at(layer, head);
-  kernels::KvRun out;
+  KvRun out;
   out.k = r.k.data();
   out.v = r.v.data();
   out.pos = r.positions();
@@ -186,9 +189,9 @@ kernels::KvRun KvCache::run(int64_t layer, int64_t head) const {
   out.k_stride = r.k_channels.empty() ? shape_.head_dim_k : static_cast<int64_t>(r.k_channels.size());
   out.k_channels = r.k_channels.empty() ? nullptr : r.k_channels.data();
   out.v_stride = shape_.head_dim_v;
-  out.type = shape_.type == KvType::F32 ? kernels::KvElement::F32
-             : shape_.type == KvType::F16 ? kernels::KvElement::F16
-                                          : kernels::KvElement::BF16;
+  out.type = shape_.type == KvType::F32 ? KvElement::F32
+             : shape_.type == KvType::F16 ? KvElement::F16
+                                          : KvElement::BF16;
   return out;
 }
 

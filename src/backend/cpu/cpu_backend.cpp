@@ -1,0 +1,145 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kernels/threading.h"
+#include "kvsqueeze/error.h"
+#include "kvsqueeze/kv_cache.h"
+#include "model/model_weights.h"
+
+namespace kvsqueeze::backend {
+namespace {
+
+struct CpuBuffer final : Buffer {
+  std::vector<float> data;
+};
+
+float* host(Buffer& b) { return static_cast<CpuBuffer&>(b).data.data(); }
+const float* host(const Buffer& b) { return static_cast<const CpuBuffer&>(b).data.data(); }
+
+const WeightMatrix& weight_matrix(const LayerWeights& L, Matrix m) {
+  switch (m) {
+    case Matrix::Q: return L.wq;
+    case Matrix::K: return L.wk;
+    case Matrix::V: return L.wv;
+    case Matrix::O: return L.wo;
+    case Matrix::Gate: return L.w_gate;
+    case Matrix::Up: return L.w_up;
+    case Matrix::Down: return L.w_down;
+  }
+  throw Error("internal: unknown weight matrix");
+}
+
+const std::vector<float>& weight_vector(const LayerWeights& L, Vector v) {
+  switch (v) {
+    case Vector::AttnNorm: return L.attn_norm;
+    case Vector::FfnNorm: return L.ffn_norm;
+    case Vector::QNorm: return L.q_norm;
+    case Vector::KNorm: return L.k_norm;
+    case Vector::PostAttnNorm: return L.post_attn_norm;
+    case Vector::PostFfwNorm: return L.post_ffw_norm;
+    case Vector::BiasQ: return L.bq;
+    case Vector::BiasK: return L.bk;
+    case Vector::BiasV: return L.bv;
+  }
+  throw Error("internal: unknown weight vector");
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const Model& model) : cfg_(model.config()), w_(model.weights()) {}
+
+void CpuBackend::set_threads(int n) { kernels::set_num_threads(n); }
+
+std::unique_ptr<Buffer> CpuBackend::buffer(int64_t floats) {
+  auto b = std::make_unique<CpuBuffer>();
+  b->data.resize(static_cast<size_t>(floats));
+  return b;
+}
+
+void CpuBackend::read(const Buffer& src, int64_t offset, int64_t n, float* dst) const {
+  const float* from = host(src) + offset;
+  std::copy(from, from + n, dst);
+}
+
+void CpuBackend::embed(const int32_t* ids, int64_t n, Buffer& x) {
+  const int64_t D = cfg_.n_embd;
+  for (int64_t t = 0; t < n; ++t) {
+    kernels::get_row(w_.token_embd, ids[t], host(x) + t * D);
+    if (cfg_.embed_scale != 1.0f) kernels::scale_inplace(host(x) + t * D, cfg_.embed_scale, D);
+  }
+}
+
+void CpuBackend::rms_norm(const Buffer& x, int64_t rows, int64_t width, int64_t layer, Vector w, Buffer& out) {
+  const auto& scale = weight_vector(w_.layers[static_cast<size_t>(layer)], w);
+  kernels::rms_norm_rows(host(x), scale.data(), host(out), rows, width, cfg_.rms_eps);
+}
+
+void CpuBackend::matmul(int64_t layer, Matrix m, const Buffer& x, int64_t n, Buffer& y) {
+  kernels::matmul(weight_matrix(w_.layers[static_cast<size_t>(layer)], m), host(x), n, host(y));
+}
+
+void CpuBackend::add_bias(int64_t layer, Vector b, int64_t n, Buffer& x) {
+  const auto& bias = weight_vector(w_.layers[static_cast<size_t>(layer)], b);
+  if (bias.empty()) return;
+  const int64_t width = static_cast<int64_t>(bias.size());
+  for (int64_t t = 0; t < n; ++t) kernels::add_inplace(host(x) + t * width, bias.data(), width);
+}
+
+void CpuBackend::rope_tables(const int32_t* pos, int64_t n, bool sliding, Buffer& cos, Buffer& sin) {
+  const auto& freq = sliding ? w_.inv_freq_local : w_.inv_freq_global;
+  kernels::rope_tables(pos, n, freq.data(), cfg_.head_dim_k, host(cos), host(sin));
+}
+
+void CpuBackend::rope(Buffer& x, int64_t n, int64_t heads, const Buffer& cos, const Buffer& sin) {
+  const int64_t dk = cfg_.head_dim_k, half = dk / 2;
+  const auto style = cfg_.rope_neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal;
+  for (int64_t t = 0; t < n; ++t) {
+    float* xt = host(x) + t * heads * dk;
+    for (int64_t h = 0; h < heads; ++h) kernels::rope_apply(xt + h * dk, dk, host(cos) + t * half, host(sin) + t * half, style);
+  }
+}
+
+void CpuBackend::gated_activation(Buffer& gate, const Buffer& up, int64_t n) {
+  if (cfg_.activation == Activation::GeluTanhGated) kernels::gelu_tanh_mul(host(gate), host(up), n);
+  else kernels::silu_mul(host(gate), host(up), n);
+}
+
+void CpuBackend::add(Buffer& x, const Buffer& y, int64_t n) { kernels::add_inplace(host(x), host(y), n); }
+
+void CpuBackend::append_kv(KvCache& cache, int64_t layer, int64_t n, const Buffer& k, const Buffer& v, const int32_t* pos) {
+  cache.append(layer, n, host(k), host(v), pos);
+}
+
+void CpuBackend::attention(const AttentionShape& shape, const Buffer& q, const int32_t* pos, int64_t n, const KvCache& cache,
+                           int64_t layer, Buffer& out, const ProbabilityRequest& request, Probabilities* probs) {
+  std::vector<KvRun> runs;
+  for (int64_t h = 0; h < shape.n_head_kv; ++h) runs.push_back(cache.run(layer, h));
+  kernels::AttentionShape s;
+  s.n_head = shape.n_head;
+  s.n_head_kv = shape.n_head_kv;
+  s.head_dim_k = shape.head_dim_k;
+  s.head_dim_v = shape.head_dim_v;
+  s.scale = shape.scale;
+  s.window = shape.window;
+  const bool want = probs && request.any();
+  if (want) lse_.resize(static_cast<size_t>(n * shape.n_head));
+  kernels::attention(s, host(q), pos, n, runs.data(), host(out), want ? lse_.data() : nullptr);
+  if (!want) return;
+  kernels::ProbabilityRequest pr;
+  pr.window_rows = request.window_rows;
+  pr.column_sums = request.column_sums;
+  kernels::attention_probabilities(s, host(q), pos, n, runs.data(), lse_.data(), pr, *probs);
+}
+
+void CpuBackend::logits(const Buffer& x, int64_t first, int64_t rows, float* out) {
+  const int64_t D = cfg_.n_embd;
+  normed_.resize(static_cast<size_t>(rows * D));
+  kernels::rms_norm_rows(host(x) + first * D, w_.output_norm.data(), normed_.data(), rows, D, cfg_.rms_eps);
+  kernels::matmul(w_.output, normed_.data(), rows, out);
+}
+
+}  // namespace kvsqueeze::backend

@@ -1,0 +1,48 @@
+// The host helpers (src/backend/host_math.h) on the dispatched kernels.
+#include "backend/host_math.h"
+
+#include <vector>
+
+#include "kernels/divergence.h"
+#include "kernels/dequantize.h"
+#include "kernels/fp16.h"
+#include "kernels/kv_rows.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace kvsqueeze::host {
+
+void rope_tables(const int32_t* pos, int64_t n, const float* inv_freq, int64_t d, float* cos_out, float* sin_out) {
+  kernels::rope_tables(pos, n, inv_freq, d, cos_out, sin_out);
+}
+void rope_apply(float* x, int64_t d, const float* cos, const float* sin, RopeStyle style) {
+  kernels::rope_apply(x, d, cos, sin, style == RopeStyle::Neox ? kernels::RopeStyle::Neox : kernels::RopeStyle::Normal);
+}
+
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) { kernels::matmul(w, x, n_tokens, y); }
+void get_row(const WeightMatrix& w, int64_t row, float* dst) { kernels::get_row(w, row, dst); }
+void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) { kernels::dequantize_row(type, src, dst, n); }
+
+double log_sum_exp(const float* x, int64_t n) { return kernels::log_sum_exp(x, n); }
+double kl_divergence_logits(const float* p, double lse_p, const float* q, double lse_q, int64_t n) {
+  return kernels::kl_divergence_logits(p, lse_p, q, lse_q, n);
+}
+
+float fp16_to_fp32(uint16_t h) { return kernels::fp16_to_fp32(h); }
+float bf16_to_fp32(uint16_t b) { return kernels::bf16_to_fp32(b); }
+
+void key_row(const KvRun& run, int64_t index, int64_t d, float* dst) { kernels::key_row_to_f32(run, index, d, dst); }
+void value_row(const KvRun& run, int64_t index, int64_t d, float* dst) {
+  kernels::row_to_f32(run.v, index, run.v_stride, d, run.type, dst);
+}
+
+float key_dot(const KvRun& run, int64_t index, int64_t d, const float* q) {
+  if (!run.k_channels) return kernels::dot_row(q, run.k, index, run.k_stride, d, run.type);
+  float stored[1024];  // the query channels the key holds
+  std::vector<float> big;
+  float* gathered = stored;
+  if (run.k_stride > 1024) gathered = (big.resize(static_cast<size_t>(run.k_stride)), big.data());
+  return kernels::dot_row(kernels::gather_query(run, q, gathered), run.k, index, run.k_stride, run.k_stride, run.type);
+}
+
+}  // namespace kvsqueeze::host
