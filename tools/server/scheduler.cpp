@@ -143,7 +143,8 @@ void Scheduler::admit_locked() {
     std::vector<int32_t> prompt = job->context_ids;
     prompt.insert(prompt.end(), job->question_ids.begin(), job->question_ids.end());
     std::shared_ptr<const ContextSnapshot> hit;
-    if (options_.max_cached_contexts > 0) hit = cache_.longest_prefix(s->key, job->context_ids.size() ? prompt : prompt);
+    if (options_.max_cached_contexts > 0) hit = cache_.longest_prefix(s->key, prompt);
+    if (hit && hit->tokens().size() == prompt.size() && !job->question_ids.empty()) hit = nullptr;  // keep a question to evaluate
     const auto tail = static_cast<uint64_t>(prompt.size()) + static_cast<uint64_t>(job->max_tokens);
     s->reserved = hit ? hit->bytes_held() + (tail - hit->tokens().size()) * bytes_per_token_ : tail * bytes_per_token_;
     if (options_.kv_budget_bytes > 0) {
@@ -155,10 +156,9 @@ void Scheduler::admit_locked() {
       }
     }
     queue_.pop_front();
-    s->engine = std::make_unique<Engine>(model_, options_.session);
     try {
+      s->engine = std::make_unique<Engine>(model_, options_.session);
       s->engine->set_plan(job->plan);
-      if (hit && hit->tokens().size() == prompt.size() && !job->question_ids.empty()) hit = nullptr;  // keep a question to evaluate
       if (hit) {
         s->engine->restore_context(*hit, static_cast<int64_t>(tail - hit->tokens().size()));
         s->cached_tokens = static_cast<int64_t>(hit->tokens().size());
@@ -220,7 +220,12 @@ bool Scheduler::step_one(Sequence& s) {
       size_t freed = 0;
       while (options_.kv_budget_bytes > 0 && reserved_bytes() + size > options_.kv_budget_bytes && cache_.evict_one(&freed))
         ++metrics_.context_cache_evictions;
-      if (options_.kv_budget_bytes == 0 || reserved_bytes() + size <= options_.kv_budget_bytes) cache_.put(s.key, s.engine->snapshot_context());
+      if (options_.kv_budget_bytes == 0 || reserved_bytes() + size <= options_.kv_budget_bytes) {
+        cache_.put(s.key, s.engine->snapshot_context());
+        // The estimate was the kept slots; the copy's real size decides.
+        while (options_.kv_budget_bytes > 0 && reserved_bytes() > options_.kv_budget_bytes && cache_.evict_one(&freed))
+          ++metrics_.context_cache_evictions;
+      }
     }
     GenerateParams p;
     p.max_tokens = job.max_tokens;
