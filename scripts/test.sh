@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: set-up, a warnings-as-errors build, every test, the
 # same tests under ASan/UBSan, and short libFuzzer runs of the GGUF parser, the prompt cache loader,
-# the press expression parser and the evaluation file readers.
+# the press expression parser, the evaluation file readers and the server's request parser; the
+# HTTP server through the openai client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KVSQ_CACHE="${KVSQ_CACHE:-$HOME/.cache/kvsqueeze}"
@@ -40,6 +41,9 @@ echo "== the Python package: pip install . (scikit-build-core + nanobind), then 
   -C cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache -C cmake.define.CMAKE_C_COMPILER_LAUNCHER=ccache .
 # From outside the source tree, so that the installed package (not python/kvsqueeze) is imported.
 (cd python/tests && OMP_NUM_THREADS=2 "$KVSQ_PYTHON" -m pytest -q -rs -p no:cacheprovider -c ../../pyproject.toml --rootdir ../.. .)
+
+echo "== the HTTP server: kvsqueeze serve through the openai client (tests/server)"
+(cd tests/server && OMP_NUM_THREADS=1 "$KVSQ_PYTHON" -m pytest -q -rs -p no:cacheprovider -c ../../pyproject.toml --rootdir ../.. .)
 
 echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_SANITIZE=ON -DKVSQ_WERROR=ON \
@@ -90,6 +94,16 @@ printf '\x01{"input": "Q?", "context": "Question: x\\nType: City\\n", "answers":
 printf '\x02{"data":[{"title":"T","paragraphs":[{"context":"Paris is in France.","qas":[{"question":"Where is Paris?","id":"1","answers":[{"text":"France","answer_start":12}],"is_impossible":false}]}]}]}' >"$corpus/squad"
 printf '\x03[{"_id":"h","question":"Q?","answer":"A","context":[["T",["A is here."]]],"supporting_facts":[["T",0]]}]' >"$corpus/hotpotqa"
 build-fuzz/fuzz/eval_inputs_fuzz -max_total_time="${KVSQ_FUZZ_EVAL_SECONDS:-20}" -max_len=4096 -rss_limit_mb=4096 \
+  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
+rm -rf "$corpus"
+echo "== fuzzing the server's request parser (libFuzzer, ${KVSQ_FUZZ_SERVER_SECONDS:-15}s)"
+ninja -C build-fuzz server_request_fuzz >/dev/null
+corpus="$(mktemp -d)"
+# Seeds: the first byte picks the endpoint (0 completions, 1 chat), the rest is the JSON body.
+printf '\x00{"prompt":"Once","max_tokens":8,"temperature":0,"stop":["."],"logprobs":2,"kv_press":"snapkv","kv_ratio":0.5}' >"$corpus/completion"
+printf '\x01{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi"}]}],"stream":true,"stream_options":{"include_usage":true},"logprobs":true,"top_logprobs":3}' >"$corpus/chat"
+printf '\x00{"prompt":["x"],"kv_press":"adakv(expected_attention)","kv_budget":64,"kv_press_options":{"alpha_safeguard":0.3},"kv_decode_interval":8,"kv_decode_target":32}' >"$corpus/press"
+build-fuzz/fuzz/server_request_fuzz -max_total_time="${KVSQ_FUZZ_SERVER_SECONDS:-15}" -max_len=2048 -rss_limit_mb=4096 \
   -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
 rm -rf "$corpus"
 echo "== all test stages passed"

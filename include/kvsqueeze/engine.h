@@ -128,6 +128,23 @@ class SharedPrefill {
   std::unique_ptr<Impl> impl_;
 };
 
+// A context as prefilled (and compressed) by one engine, kept to start others from it without
+// evaluating it again (a server answering many questions on one document). Immutable.
+class ContextSnapshot {
+ public:
+  ~ContextSnapshot();
+  const std::vector<int32_t>& tokens() const;
+  size_t bytes_held() const;  // what the kept cache holds
+  size_t bytes_full() const;  // what an uncompressed f16 cache of its positions would hold
+  const PlanReport& plan() const;
+
+ private:
+  friend class Engine;
+  ContextSnapshot();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 class Engine {
  public:
   // `model` must outlive the engine. Throws ParameterError for bad options (ctx_size, chunk, threads).
@@ -190,6 +207,31 @@ class Engine {
   // --- Plain generation: the prompt is the context (compressed as planned), then generation
   // continues it. An empty prompt continues from the last logits (a loaded cache).
   Completion generate(const std::vector<int32_t>& prompt, const GenerateParams& params = {});
+
+  // --- One step at a time, for a server that interleaves sequences: each step is one prefill chunk
+  // or one generated token, and the steps do exactly the work (and give exactly the results) of
+  // prefill_context followed by generate({}) or answer(), so that a scheduler can run one step of
+  // every active sequence in turn. Cancellation: just stop stepping (and destroy or reuse the engine).
+  // begin_context: as prefill_context (same checks, throws before any work), without evaluating.
+  void begin_context(const std::vector<int32_t>& ids, int64_t reserve_tokens = 0);
+  // Evaluates the context's next chunk; true once the context is ready (compressed as planned).
+  bool step_context();
+  // Starts generating from the context: `question_ids` (empty: continue the context itself, as
+  // generate({}) does) are evaluated after it uncompressed, a chunk per step, then one token per
+  // step. The context is used up (no rollback). Query-aware plans compress each question with its
+  // own press and are not stepped: ParameterError "query_aware".
+  void begin_generation(const std::vector<int32_t>& question_ids, const GenerateParams& params);
+  // One question chunk or one token (params.on_text streams the text); false once generation ended.
+  bool step_generation();
+  // The tokens generated so far, and the logits the last one was sampled from (log-probabilities).
+  const std::vector<int32_t>& generated_tokens() const;
+  const std::vector<float>& last_token_logits() const;
+  Completion finish_generation();
+  // The current context, kept for other engines of the same model (not while stepping).
+  std::shared_ptr<const ContextSnapshot> snapshot_context() const;
+  // Starts from a snapshot instead of evaluating its tokens, under this engine's plan (which should
+  // be the one that compressed it), with room for `reserve_tokens` more.
+  void restore_context(const ContextSnapshot& snapshot, int64_t reserve_tokens = 0);
 
   // Milliseconds spent putting the current context in: its prefill, compression and finish().
   double context_ms() const;

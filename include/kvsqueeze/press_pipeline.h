@@ -51,6 +51,10 @@ class PressRunner {
 
   // Evaluates the context with compression, then frees the slack beyond `slack` slots per run.
   void prefill(const std::vector<int32_t>& ids, int64_t slack);
+  // The same one chunk at a time: begin_prefill, prefill_step until it returns true, finish_prefill.
+  void begin_prefill(const std::vector<int32_t>& ids);
+  bool prefill_step();
+  void finish_prefill(int64_t slack);
   // From now on evaluations are decoding steps (the decode policy applies).
   void start_decoding();
 

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kvsqueeze/device.h"
@@ -34,6 +35,16 @@ class Session {
   // returns the logits of the last one. With all_logits, every token's logits are written
   // there (tokens x n_vocab). Throws kvsqueeze::Error if the context would exceed ctx_size.
   const std::vector<float>& eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits = nullptr);
+
+  // The same evaluation one chunk at a time (a server interleaves sequences between chunks):
+  // begin_eval checks and reserves as eval() does; each eval_step() runs the next chunk and returns
+  // true after the last one (then the logits are ready and next_position has moved on), so that
+  // begin_eval + eval_step until true == eval(). `tokens` is copied; `all_logits` must outlive it.
+  // cancel_eval() drops the chunks evaluated so far. Other calls wait until the evaluation ends.
+  void begin_eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits = nullptr);
+  bool eval_step();
+  void cancel_eval();
+  bool evaluating() const { return pending_.active; }
 
   int32_t next_position() const { return next_pos_; }
   // A flag checked between prefill chunks: when set, eval() drops the chunks it added and throws
@@ -79,6 +90,14 @@ class Session {
   int32_t next_pos_ = 0;
   std::vector<float> logits_;
   const std::atomic<bool>* cancel_ = nullptr;
+  struct PendingEval {  // an evaluation between begin_eval and its last eval_step
+    bool active = false;
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> positions;
+    std::vector<float>* all_logits = nullptr;
+    int64_t start = 0, tail = 0;
+  };
+  PendingEval pending_;
 };
 
 }  // namespace kvsqueeze

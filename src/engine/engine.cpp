@@ -8,6 +8,7 @@
 #include "engine/plan_presses.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/shared_prefill.h"
+#include "runtime/decoder.h"
 #include "runtime/stopwatch.h"
 
 namespace kvsqueeze {
@@ -31,8 +32,24 @@ struct Engine::Impl {
   bool protected_end = false;
   int64_t compressions = 0, removed = 0;  // of runners already gone (query-aware questions)
 
+  // The step interface's state (begin_context / begin_generation and their steps).
+  enum class Stepping { None, Context, Question, Decode, Done };
+  Stepping stepping = Stepping::None;
+  std::vector<int32_t> step_ids;
+  int64_t step_reserve = 0;
+  int64_t step_question_tokens = 0;
+  int64_t step_max_tokens = 0;
+  double question_ms = 0.0;
+  std::unique_ptr<Sampler> step_sampler;
+  DecodeControl step_control;
+  std::unique_ptr<Decoder> decoder;
+
   // Drops any context and rebuilds the presses (they may hold per-context state).
   void reset() {
+    session.cancel_eval();  // a stepped evaluation left half way
+    stepping = Stepping::None;
+    decoder.reset();
+    step_sampler.reset();
     runner.reset();
     session.set_layer_hook({});
     if (session.next_position() > 0) session.rollback_to(0);
@@ -90,6 +107,22 @@ struct SharedPrefill::Impl {
   std::vector<bool> used;
   int full = -1;  // the uncompressed copy: plans without a press, and query-aware ones
 };
+
+struct ContextSnapshot::Impl {
+  std::unique_ptr<KvCache> cache;
+  int32_t next_position = 0;
+  std::vector<float> logits;
+  std::vector<int32_t> ids;
+  PlanReport plan;
+  size_t bytes_full = 0;
+};
+
+ContextSnapshot::ContextSnapshot() : impl_(std::make_unique<Impl>()) {}
+ContextSnapshot::~ContextSnapshot() = default;
+const std::vector<int32_t>& ContextSnapshot::tokens() const { return impl_->ids; }
+size_t ContextSnapshot::bytes_held() const { return impl_->cache->bytes_held(); }
+size_t ContextSnapshot::bytes_full() const { return impl_->bytes_full; }
+const PlanReport& ContextSnapshot::plan() const { return impl_->plan; }
 
 SharedPrefill::SharedPrefill() : impl_(std::make_unique<Impl>()) {}
 SharedPrefill::~SharedPrefill() = default;
@@ -391,6 +424,164 @@ std::vector<float> Engine::teacher_force(const std::vector<int32_t>& tokens) {
     std::copy(all.begin(), all.end(), out.begin() + static_cast<std::ptrdiff_t>(V));
   }
   return out;
+}
+
+void Engine::begin_context(const std::vector<int32_t>& ids, int64_t reserve_tokens) {
+  Impl& m = *impl_;
+  check_fits(static_cast<int64_t>(ids.size()));
+  m.reset();
+  m.make_runner();
+  try {
+    if (reserve_tokens > 0) m.session.reserve(static_cast<int64_t>(ids.size()) + reserve_tokens);
+    if (m.runner) m.runner->begin_prefill(ids);
+    else m.session.begin_eval(ids);
+  } catch (...) {
+    m.reset();
+    throw;
+  }
+  m.step_ids = ids;
+  m.step_reserve = reserve_tokens;
+  m.stepping = Impl::Stepping::Context;
+}
+
+bool Engine::step_context() {
+  Impl& m = *impl_;
+  if (m.stepping != Impl::Stepping::Context) throw Error("no context being prefilled: call begin_context first");
+  const auto t0 = std::chrono::steady_clock::now();
+  bool done = false;
+  try {
+    done = m.runner ? m.runner->prefill_step() : m.session.eval_step();
+    if (done && m.runner) m.runner->finish_prefill(m.step_reserve);
+  } catch (...) {
+    m.reset();  // cancelled or failed: no half context
+    throw;
+  }
+  m.context_ms += ms_since(t0);
+  if (!done) return false;
+  m.stepping = Impl::Stepping::None;
+  m.context_ids = std::move(m.step_ids);
+  m.step_ids.clear();
+  m.context_ready();
+  return true;
+}
+
+void Engine::begin_generation(const std::vector<int32_t>& question_ids, const GenerateParams& params) {
+  Impl& m = *impl_;
+  if (m.stepping != Impl::Stepping::None) throw Error("a stepped context or generation is still in progress");
+  if (!m.has_context) throw Error("no context to generate from: prefill, load or restore one first");
+  if (m.report.query_aware)
+    throw ParameterError("query_aware", "`query_aware` plans compress each question with a press of its own and cannot be stepped");
+  if (params.max_tokens < 0) throw ParameterError("max_tokens", "`max_tokens` must be >= 0, got " + std::to_string(params.max_tokens));
+  Sampler::validate(params.sampling);
+  check_fits(static_cast<int64_t>(m.session.next_position()) + static_cast<int64_t>(question_ids.size()));
+  m.step_sampler = std::make_unique<Sampler>(params.sampling);
+  m.step_control = m.control(params);
+  m.step_max_tokens = params.max_tokens;
+  m.step_question_tokens = static_cast<int64_t>(question_ids.size());
+  m.question_ms = 0.0;
+  m.has_context = false;  // the sequence moves on: no rollback
+  if (m.runner) m.runner->start_decoding();
+  m.session.reserve(static_cast<int64_t>(question_ids.size()) + params.max_tokens);
+  if (!question_ids.empty()) {
+    m.session.begin_eval(question_ids);
+    m.stepping = Impl::Stepping::Question;
+  } else {
+    m.decoder = std::make_unique<Decoder>(m.session, *m.step_sampler, m.step_control, m.step_max_tokens);
+    m.stepping = Impl::Stepping::Decode;
+  }
+}
+
+bool Engine::step_generation() {
+  Impl& m = *impl_;
+  switch (m.stepping) {
+    case Impl::Stepping::Question: {
+      const auto t0 = std::chrono::steady_clock::now();
+      bool done = false;
+      try {
+        done = m.session.eval_step();
+      } catch (...) {
+        m.stepping = Impl::Stepping::Done;
+        throw;
+      }
+      m.question_ms += ms_since(t0);
+      if (done) {
+        m.decoder = std::make_unique<Decoder>(m.session, *m.step_sampler, m.step_control, m.step_max_tokens);
+        m.stepping = Impl::Stepping::Decode;
+      }
+      return true;
+    }
+    case Impl::Stepping::Decode:
+      if (m.decoder->step()) return true;
+      m.stepping = Impl::Stepping::Done;
+      return false;
+    case Impl::Stepping::Done: return false;
+    default: throw Error("no generation in progress: call begin_generation first");
+  }
+}
+
+const std::vector<int32_t>& Engine::generated_tokens() const {
+  static const std::vector<int32_t> none;
+  return impl_->decoder ? impl_->decoder->tokens() : none;
+}
+
+const std::vector<float>& Engine::last_token_logits() const {
+  static const std::vector<float> none;
+  return impl_->decoder ? impl_->decoder->sampled_from() : none;
+}
+
+Completion Engine::finish_generation() {
+  Impl& m = *impl_;
+  if (m.stepping == Impl::Stepping::None || m.stepping == Impl::Stepping::Context)
+    throw Error("no generation in progress: call begin_generation first");
+  Completion out;
+  if (m.decoder) {
+    GenerationResult r = m.decoder->finish();
+    out.tokens = std::move(r.tokens);
+    out.text = std::move(r.text);
+    out.stop_reason = r.stop_reason;
+    out.timings.decode_ms = r.decode_ms;
+  } else {
+    out.stop_reason = StopReason::Cancelled;  // ended during the question
+  }
+  out.timings.prompt_tokens = static_cast<int64_t>(m.context_ids.size()) + m.step_question_tokens;
+  out.timings.prefill_ms = m.context_ms + m.question_ms;
+  out.timings.generated_tokens = static_cast<int64_t>(out.tokens.size());
+  m.session.cancel_eval();
+  m.decoder.reset();
+  m.step_sampler.reset();
+  m.stepping = Impl::Stepping::None;
+  return out;
+}
+
+std::shared_ptr<const ContextSnapshot> Engine::snapshot_context() const {
+  const Impl& m = *impl_;
+  if (!m.has_context || m.stepping != Impl::Stepping::None) throw Error("no context to keep: prefill, load or restore one first");
+  std::shared_ptr<ContextSnapshot> snap(new ContextSnapshot());
+  snap->impl_->cache = std::make_unique<KvCache>(clone_cache(m.session.cache()));
+  snap->impl_->next_position = m.session.next_position();
+  snap->impl_->logits = m.context_logits;
+  snap->impl_->ids = m.context_ids;
+  snap->impl_->plan = m.report;
+  snap->impl_->bytes_full = m.session.kv_bytes_full();
+  return snap;
+}
+
+void Engine::restore_context(const ContextSnapshot& snapshot, int64_t reserve_tokens) {
+  Impl& m = *impl_;
+  m.reset();
+  const auto t0 = std::chrono::steady_clock::now();
+  const ContextSnapshot::Impl& s = *snapshot.impl_;
+  try {
+    m.session.restore(clone_cache(*s.cache), s.next_position, s.logits);
+    if (reserve_tokens > 0) m.session.reserve(reserve_tokens);
+  } catch (...) {
+    m.reset();
+    throw;
+  }
+  m.make_runner();  // decoding-time compression still applies to what is generated from it
+  m.context_ms = ms_since(t0);
+  m.context_ids = s.ids;
+  m.context_ready();
 }
 
 double Engine::context_ms() const { return impl_->context_ms; }

@@ -55,11 +55,23 @@ void finish_press(Press& press, Session& session, const Budget& budget) {
 }
 
 void PressRunner::prefill(const std::vector<int32_t>& ids, int64_t slack) {
+  begin_prefill(ids);
+  while (!prefill_step()) {
+  }
+  finish_prefill(slack);
+}
+
+void PressRunner::begin_prefill(const std::vector<int32_t>& ids) {
   decoding_ = false;
   session_.set_stats_request(prefill_press_ ? prefill_press_->needs() : StatsRequest{});
   // Presses scoring while the context is evaluated (global_topk) learn the budget first.
   if (prefill_press_ && prefill_press_->needs_all_layers()) prefill_press_->set_budget(budget_);
-  session_.eval(ids);
+  session_.begin_eval(ids);
+}
+
+bool PressRunner::prefill_step() { return session_.eval_step(); }
+
+void PressRunner::finish_prefill(int64_t slack) {
   if (prefill_press_ && prefill_press_->needs_all_layers() && (!budget_.none() || prefill_press_->own_budget())) {
     session_.set_layer_hook(nullptr);  // its extra passes must not re-enter the runner
     finish_press(*prefill_press_, session_, budget_);

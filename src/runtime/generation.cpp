@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "kvsqueeze/error.h"
+#include "runtime/decoder.h"
 #include "runtime/stopwatch.h"
 
 namespace kvsqueeze {
@@ -92,48 +93,100 @@ GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, 
 GenerationResult generate(Session& session, const std::vector<int32_t>& prompt, int64_t max_new, Sampler& sampler,
                           const DecodeControl& control) {
   if (max_new < 0) throw ParameterError("max_tokens", "`max_tokens` must be >= 0, got " + std::to_string(max_new));
-  GenerationResult r;
-  r.prompt_tokens = static_cast<int64_t>(prompt.size());
-  const Tokenizer& tok = session.model().tokenizer();
-  StreamingDetokenizer detok(tok, /*skip_special=*/false, /*starts_text=*/false);  // continues the prompt's text
-  StopStringFilter filter(control, r.text);
-  auto cancelled = [&] { return control.cancel && control.cancel->load(std::memory_order_relaxed); };
-
   session.reserve(static_cast<int64_t>(prompt.size()) + max_new);
-  auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
   // An empty prompt continues from the logits the session already has (e.g. a loaded cache).
   if (prompt.empty() && session.last_logits().empty()) throw Error("nothing to generate from: empty prompt and no logits");
-  std::vector<float> logits = prompt.empty() ? session.last_logits() : session.eval(prompt);
-  r.prefill_ms = ms_since(t0);
-
-  t0 = std::chrono::steady_clock::now();
-  bool going = true;
-  for (int64_t i = 0; i < max_new && going; ++i) {
-    if (cancelled()) {
-      r.stop_reason = StopReason::Cancelled;
-      break;
-    }
-    const int32_t id = sampler.sample(logits);
-    if (!control.ignore_eos && tok.is_end_of_generation(id)) {
-      r.stopped_at_eog = true;
-      r.stop_reason = StopReason::EndOfGeneration;
-      break;
-    }
-    r.tokens.push_back(id);
-    going = filter.feed(detok.feed(id));
-    if (session.next_position() >= session.options().ctx_size) {  // context full: stop cleanly, and say so
-      r.stopped_at_context_end = going && i + 1 < max_new;
-      if (r.stopped_at_context_end) r.stop_reason = StopReason::ContextFull;
-      going = false;
-      break;
-    }
-    logits = session.eval({id});  // keep the cache complete so the text can be continued
+  if (!prompt.empty()) session.eval(prompt);
+  const double prefill_ms = ms_since(t0);
+  Decoder decoder(session, sampler, control, max_new);
+  while (decoder.step()) {
   }
-  if (!filter.stopped_by_string() && !filter.stopped_by_callback()) filter.feed(detok.flush()) && filter.flush();
-  if (filter.stopped_by_string()) r.stop_reason = StopReason::StopString;
-  else if (filter.stopped_by_callback()) r.stop_reason = StopReason::Callback;
-  r.decode_ms = ms_since(t0);
+  GenerationResult r = decoder.finish();
+  r.prompt_tokens = static_cast<int64_t>(prompt.size());
+  r.prefill_ms = prefill_ms;
   return r;
+}
+
+struct Decoder::State {
+  State(Session& s, Sampler& sm, const DecodeControl& c, int64_t n)
+      : session(s), sampler(sm), control(c), max_new(n), tok(s.model().tokenizer()),
+        detok(tok, /*skip_special=*/false, /*starts_text=*/false), filter(control, r.text) {}
+  Session& session;
+  Sampler& sampler;
+  DecodeControl control;
+  int64_t max_new;
+  const Tokenizer& tok;
+  GenerationResult r;
+  StreamingDetokenizer detok;  // continues the prompt's text
+  StopStringFilter filter;
+  std::vector<float> logits, sampled_from;
+  int64_t i = 0;
+  bool going = true, finished = false;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  double decode_ms = 0.0;
+};
+
+Decoder::Decoder(Session& session, Sampler& sampler, const DecodeControl& control, int64_t max_new)
+    : s_(std::make_unique<State>(session, sampler, control, max_new)) {
+  if (max_new < 0) throw ParameterError("max_tokens", "`max_tokens` must be >= 0, got " + std::to_string(max_new));
+  if (session.last_logits().empty()) throw Error("nothing to generate from: empty prompt and no logits");
+  s_->logits = session.last_logits();
+}
+
+Decoder::~Decoder() = default;
+
+bool Decoder::step() {
+  State& s = *s_;
+  if (!s.going || s.i >= s.max_new) return false;
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool more = step_once();
+  s.decode_ms += ms_since(t0);
+  return more;
+}
+
+bool Decoder::step_once() {
+  State& s = *s_;
+  const Tokenizer& tok = s.tok;
+  if (s.control.cancel && s.control.cancel->load(std::memory_order_relaxed)) {
+    s.r.stop_reason = StopReason::Cancelled;
+    s.going = false;
+    return false;
+  }
+  const int32_t id = s.sampler.sample(s.logits);
+  if (!s.control.ignore_eos && tok.is_end_of_generation(id)) {
+    s.r.stopped_at_eog = true;
+    s.r.stop_reason = StopReason::EndOfGeneration;
+    s.going = false;
+    return false;
+  }
+  s.r.tokens.push_back(id);
+  s.going = s.filter.feed(s.detok.feed(id));
+  s.sampled_from.swap(s.logits);
+  const int64_t i = s.i++;
+  if (s.session.next_position() >= s.session.options().ctx_size) {  // context full: stop cleanly, and say so
+    s.r.stopped_at_context_end = s.going && i + 1 < s.max_new;
+    if (s.r.stopped_at_context_end) s.r.stop_reason = StopReason::ContextFull;
+    s.going = false;
+    return false;
+  }
+  s.logits = s.session.eval({id});  // keep the cache complete so the text can be continued
+  return s.going && s.i < s.max_new;
+}
+
+const std::vector<float>& Decoder::sampled_from() const { return s_->sampled_from; }
+const std::vector<int32_t>& Decoder::tokens() const { return s_->r.tokens; }
+
+GenerationResult Decoder::finish() {
+  State& s = *s_;
+  if (!s.finished) {
+    s.finished = true;
+    if (!s.filter.stopped_by_string() && !s.filter.stopped_by_callback()) s.filter.feed(s.detok.flush()) && s.filter.flush();
+    if (s.filter.stopped_by_string()) s.r.stop_reason = StopReason::StopString;
+    else if (s.filter.stopped_by_callback()) s.r.stop_reason = StopReason::Callback;
+    s.r.decode_ms = s.decode_ms;
+  }
+  return s.r;
 }
 
 size_t peak_rss_bytes() {

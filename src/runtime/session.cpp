@@ -24,6 +24,13 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
 Session::~Session() = default;
 
 const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits) {
+  begin_eval(tokens, all_logits);
+  while (!eval_step()) {
+  }
+  return logits_;
+}
+
+void Session::begin_eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) throw Error("nothing to evaluate: empty token list");
   if (next_pos_ + n > options_.ctx_size)
@@ -40,33 +47,57 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, std:
   const int64_t V = model_.config().n_vocab;
   logits_.resize(static_cast<size_t>(V));
   if (all_logits) all_logits->resize(static_cast<size_t>(n * V));
-  std::vector<int32_t> pos(static_cast<size_t>(n));
-  std::iota(pos.begin(), pos.end(), next_pos_);
+  pending_.tokens = tokens;
+  pending_.all_logits = all_logits;
+  pending_.start = 0;
+  pending_.positions.resize(static_cast<size_t>(n));
+  std::iota(pending_.positions.begin(), pending_.positions.end(), next_pos_);
   // Statistics of the context's last rows (a press's query window) are computed on the last
   // chunk only: the chunks before it leave it at least that many rows, even past --chunk.
   // Requests of more query rows than a chunk ("every row") are accumulated over chunks by the
   // press itself and must not turn the prefill into one huge chunk.
   const StatsRequest& req = forward_->stats_request();
   const int64_t query_rows = req.pre_rope_query_rows <= options_.chunk ? req.pre_rope_query_rows : 0;
-  const int64_t tail = std::min(n, std::max(req.window_queries, query_rows));
-  for (int64_t start = 0, len = 0; start < n; start += len) {
-    len = std::min(options_.chunk, n - start);
-    if (n - start - len > 0 && n - start - len < tail) len = n - start - tail;
-    if (len <= 0) len = n - start;
-    if (start > 0 && cancel_ && cancel_->load(std::memory_order_relaxed)) {
-      cache_->truncate_from_position(next_pos_);  // the chunks of this call are dropped
-      throw CancelledError("cancelled during prefill after " + std::to_string(start) + " of " + std::to_string(n) + " tokens");
-    }
-    const bool last_chunk = start + len == n;
-    float* out = all_logits ? all_logits->data() + start * V : logits_.data();
-    if (!all_logits && !last_chunk) out = nullptr;
-    cache_->prepare_append(pos[static_cast<size_t>(start)], len);
-    forward_->set_last_chunk(last_chunk);
-    forward_->run(tokens.data() + start, pos.data() + start, len, *cache_, all_logits != nullptr, out);
+  pending_.tail = std::min(n, std::max(req.window_queries, query_rows));
+  pending_.active = true;
+}
+
+bool Session::eval_step() {
+  if (!pending_.active) throw Error("no evaluation in progress: begin_eval first");
+  const int64_t n = static_cast<int64_t>(pending_.tokens.size());
+  const int64_t start = pending_.start;
+  int64_t len = std::min(options_.chunk, n - start);
+  if (n - start - len > 0 && n - start - len < pending_.tail) len = n - start - pending_.tail;
+  if (len <= 0) len = n - start;
+  if (start > 0 && cancel_ && cancel_->load(std::memory_order_relaxed)) {
+    cancel_eval();
+    throw CancelledError("cancelled during prefill after " + std::to_string(start) + " of " + std::to_string(n) + " tokens");
   }
+  const int64_t V = model_.config().n_vocab;
+  const bool last_chunk = start + len == n;
+  std::vector<float>* all_logits = pending_.all_logits;
+  float* out = all_logits ? all_logits->data() + start * V : logits_.data();
+  if (!all_logits && !last_chunk) out = nullptr;
+  cache_->prepare_append(pending_.positions[static_cast<size_t>(start)], len);
+  forward_->set_last_chunk(last_chunk);
+  try {
+    forward_->run(pending_.tokens.data() + start, pending_.positions.data() + start, len, *cache_, all_logits != nullptr, out);
+  } catch (...) {
+    cancel_eval();
+    throw;
+  }
+  pending_.start = start + len;
+  if (!last_chunk) return false;
   if (all_logits) std::copy(all_logits->end() - V, all_logits->end(), logits_.begin());
   next_pos_ += static_cast<int32_t>(n);
-  return logits_;
+  pending_ = {};
+  return true;
+}
+
+void Session::cancel_eval() {
+  if (!pending_.active) return;
+  cache_->truncate_from_position(next_pos_);  // the chunks of this evaluation are dropped
+  pending_ = {};
 }
 
 void Session::set_stats_request(const StatsRequest& request) { forward_->set_stats_request(request); }

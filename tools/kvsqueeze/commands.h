@@ -14,5 +14,6 @@ Runner add_bench(CLI::App& app);
 Runner add_presses(CLI::App& app);
 Runner add_eval(CLI::App& app);
 Runner add_profile_heads(CLI::App& app);
+Runner add_serve(CLI::App& app);
 
 }  // namespace kvsqueeze::cli

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   add(kvsqueeze::cli::add_presses);
   add(kvsqueeze::cli::add_eval);
   add(kvsqueeze::cli::add_profile_heads);
+  add(kvsqueeze::cli::add_serve);
   std::string valid;
   bool known = false;
   for (const auto* sub : app.get_subcommands({})) {

@@ -1,0 +1,75 @@
+#pragma once
+// Continuous batching over one Engine per sequence: requests wait in a bounded queue, are admitted
+// while fewer than `parallel` run and the KV budget has room, and every scheduler step advances
+// every running sequence by one prefill chunk or one token (step_all, step_batch.cpp: the one
+// place a batched forward pass will replace). Running streams never wait for a long prompt more
+// than one chunk. The HTTP layer only submits jobs and reads their events.
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "context_cache.h"
+#include "job.h"
+#include "kvsqueeze/engine.h"
+#include "metrics.h"
+
+namespace kvsqueeze::server {
+
+struct SchedulerOptions {
+  int parallel = 4;             // sequences stepped together
+  size_t queue_max = 64;        // waiting requests beyond which a request gets 503
+  uint64_t kv_budget_bytes = 0; // running sequences + cached contexts (0: no limit)
+  int64_t max_prompt_tokens = 0;  // 0: the context size
+  SessionOptions session;       // per sequence (ctx_size, chunk, threads)
+  size_t max_cached_contexts = 64;  // 0: no context reuse
+};
+
+class Scheduler {
+ public:
+  Scheduler(const Model& model, const SchedulerOptions& options, Metrics& metrics);
+  ~Scheduler();  // cancels what runs and joins the thread
+
+  // Tokenizes and checks the request, then queues it. Throws ApiError: 400 for a prompt that is
+  // too long (for the context size or the KV budget), 503 when the queue is full or draining.
+  std::shared_ptr<Job> submit(CompletionRequest request);
+  // Stops accepting, lets running and queued requests finish until `deadline`, then cancels the
+  // rest and returns once the scheduler is idle.
+  void drain(std::chrono::steady_clock::time_point deadline);
+  bool draining() const { return draining_; }
+  const SchedulerOptions& options() const { return options_; }
+  // KV bytes a token costs at most in an uncompressed cache (all layers, heads, K, V, position).
+  uint64_t bytes_per_token() const { return bytes_per_token_; }
+
+ private:
+  struct Sequence;
+  void loop();
+  void admit_locked();
+  void step_all();  // step_batch.cpp
+  bool step_one(Sequence& s);  // true once the sequence has ended (its final event sent)
+  void finish(Sequence& s);
+  void publish_memory();
+  uint64_t reserved_bytes() const;
+
+  const Model& model_;
+  SchedulerOptions options_;
+  Metrics& metrics_;
+  uint64_t bytes_per_token_ = 0;
+  ContextCache cache_;
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stop_ = false;
+  bool cancel_all_ = false;  // drain past its deadline
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> idle_{true};
+  std::vector<std::unique_ptr<Sequence>> running_;  // scheduler thread only
+  std::thread thread_;
+};
+
+}  // namespace kvsqueeze::server
