@@ -71,7 +71,7 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
     for (; first < shared.size(); ++first) {
       const BuiltPress bp = build(model, s, *shared[first], 0);
       // Global presses hold a full copy until installed; the others about their share.
-      const double bytes = full_bytes * (bp.press && !bp.press->needs_all_layers() ? 1.0 - bp.budget.ratio : 1.0);
+      const double bytes = full_bytes * (bp.press && !bp.press->traits().needs_all_layers ? 1.0 - bp.budget.ratio : 1.0);
       if (!group.empty() && group_bytes + bytes > budget_bytes) break;
       group_bytes += bytes;
       group.push_back(shared[first]);
@@ -131,7 +131,7 @@ void for_each_cell(const Model& model, const EvalSettings& s, const std::vector<
       session.reserve(slack);
     }
     ic.prefill_ms = ms_since(t0);  // prefill and compression together
-    ic.own_budget = bp.press && bp.press->own_budget();
+    ic.own_budget = bp.press && bp.press->traits().own_budget;
     runner->start_decoding();
     // The runner decodes with the press on its own trigger when its method asks (pyramid_merge).
     if (effective_policy(s.policy, bp.press.get()).decoding()) ic.runner = runner.get();
