@@ -178,15 +178,6 @@ struct PressInfo {
   std::string merge_policy;
 };
 
-// Option values after validation (bools as 0/1).
-struct PressOptionValues {
-  std::map<std::string, double> numbers;
-  std::map<std::string, std::string> texts;  // choice, string and floats options as given
-  double at(const std::string& key) const;
-  const std::string& text(const std::string& key) const;
-  std::vector<double> floats(const std::string& key) const;
-};
-
 // Every registered press, sorted by name.
 std::vector<PressInfo> list_presses();
 // Builds a press from an expression ("snapkv", "adakv(expected_attention(epsilon=0.01))",

@@ -15,7 +15,7 @@ namespace {
 
 struct Entry {
   PressInfo info;
-  WrapperFactory factory;
+  detail::Factory factory;
 };
 
 std::map<std::string, Entry>& table() {
@@ -243,13 +243,7 @@ std::vector<double> PressOptionValues::floats(const std::string& key) const {
   return out;
 }
 
-void register_press(PressInfo info, PressFactory factory) {
-  info.inner = 0;
-  const std::string name = info.name;
-  table()[name] = Entry{std::move(info), [f = std::move(factory)](const PressOptionValues& o, PressList) { return f(o); }};
-}
-
-void register_wrapper(PressInfo info, WrapperFactory factory) {
+void detail::add_entry(PressInfo info, Factory factory) {
   const std::string name = info.name;
   table()[name] = Entry{std::move(info), std::move(factory)};
 }

@@ -11,6 +11,7 @@
 //   register_press<SnapKvOptions>({"snapkv", "doc"}, {field("window_size", &SnapKvOptions::window_size, 1, 1e6, "doc")},
 //                                 [](const SnapKvOptions& o) { return std::make_unique<SnapKvPress>(o); });
 #include <functional>
+#include <map>
 #include <type_traits>
 
 #include "kvsqueeze/press.h"
@@ -18,6 +19,15 @@
 namespace kvsqueeze {
 
 using PressList = std::vector<std::unique_ptr<Press>>;
+
+// Option values after validation, by name (bools as 0/1): what the registry hands a field's reader.
+struct PressOptionValues {
+  std::map<std::string, double> numbers;
+  std::map<std::string, std::string> texts;  // choice, string and floats options as given
+  double at(const std::string& key) const;
+  const std::string& text(const std::string& key) const;
+  std::vector<double> floats(const std::string& key) const;
+};
 
 // One declared option of an options struct O: what `presses` shows and validation checks, and
 // how the validated value reaches its field.
@@ -64,14 +74,11 @@ OptionField<O> field(std::string name, std::vector<double> O::*f, double min, do
   return {std::move(d), [f, name](O& o, const PressOptionValues& v) { o.*f = v.floats(name); }};
 }
 
-// The untyped registry under the typed registrations below (PressOptionValues: the options
-// after validation, by name).
-using PressFactory = std::function<std::unique_ptr<Press>(const PressOptionValues&)>;
-using WrapperFactory = std::function<std::unique_ptr<Press>(const PressOptionValues&, PressList inner)>;
-void register_press(PressInfo info, PressFactory factory);
-void register_wrapper(PressInfo info, WrapperFactory factory);
-
 namespace detail {
+// The registry under the typed registrations below: an entry builds its press from the option
+// values after validation (PressOptionValues) and the inner presses.
+using Factory = std::function<std::unique_ptr<Press>(const PressOptionValues&, PressList inner)>;
+void add_entry(PressInfo info, Factory factory);
 template <class O>
 O read_options(const std::vector<OptionField<O>>& fields, const PressOptionValues& values) {
   O o;
@@ -87,27 +94,29 @@ void declare(PressInfo& info, const std::vector<OptionField<O>>& fields) {
 
 // A press that wraps none, without options.
 inline void register_press(PressInfo info, std::function<std::unique_ptr<Press>()> make) {
-  register_press(std::move(info), [make = std::move(make)](const PressOptionValues&) { return make(); });
+  info.inner = 0;
+  detail::add_entry(std::move(info), [make = std::move(make)](const PressOptionValues&, PressList) { return make(); });
 }
 // A press that wraps none, with the options `fields` of its struct O.
 template <class O>
 void register_press(PressInfo info, std::vector<OptionField<O>> fields,
                     std::type_identity_t<std::function<std::unique_ptr<Press>(const O&)>> make) {
   detail::declare(info, fields);
-  register_press(std::move(info), [fields = std::move(fields), make = std::move(make)](const PressOptionValues& v) {
+  info.inner = 0;
+  detail::add_entry(std::move(info), [fields = std::move(fields), make = std::move(make)](const PressOptionValues& v, PressList) {
     return make(detail::read_options(fields, v));
   });
 }
 // A press that wraps info.inner presses (-1: one or more), without options.
 inline void register_wrapper(PressInfo info, std::function<std::unique_ptr<Press>(PressList inner)> make) {
-  register_wrapper(std::move(info), [make = std::move(make)](const PressOptionValues&, PressList inner) { return make(std::move(inner)); });
+  detail::add_entry(std::move(info), [make = std::move(make)](const PressOptionValues&, PressList inner) { return make(std::move(inner)); });
 }
 // A press that wraps info.inner presses, with the options `fields` of its struct O.
 template <class O>
 void register_wrapper(PressInfo info, std::vector<OptionField<O>> fields,
                       std::type_identity_t<std::function<std::unique_ptr<Press>(const O&, PressList inner)>> make) {
   detail::declare(info, fields);
-  register_wrapper(std::move(info), [fields = std::move(fields), make = std::move(make)](const PressOptionValues& v, PressList inner) {
+  detail::add_entry(std::move(info), [fields = std::move(fields), make = std::move(make)](const PressOptionValues& v, PressList inner) {
     return make(detail::read_options(fields, v), std::move(inner));
   });
 }
