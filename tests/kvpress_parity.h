@@ -93,7 +93,7 @@ inline OurRun run_ours(const Model& model, const std::vector<int32_t>& ids, Pres
   out.scores.resize(static_cast<size_t>(n_layer));
   out.kept.resize(static_cast<size_t>(n_layer));
   session.set_stats_request(press.needs());
-  const bool deferred = press.needs_all_layers();
+  const bool deferred = press.traits().needs_all_layers;
   session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
     const LayerView view(model, st.layer, cache, st);
     press.observe(view);

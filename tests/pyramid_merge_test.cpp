@@ -338,9 +338,7 @@ class Shadow final : public Press {
   Shadow(std::unique_ptr<Press> inner, const PyramidSettings& s, bool exact)
       : inner_(std::move(inner)), s_(s), pooling_(pm::parse_pooling(s.pooling)), exact_(exact) {}
   std::string name() const override { return inner_->name(); }
-  bool own_budget() const override { return inner_->own_budget(); }
-  bool compresses_while_decoding() const override { return inner_->compresses_while_decoding(); }
-  int64_t decode_slack(const ModelConfig& c) const override { return inner_->decode_slack(c); }
+  PressTraits traits() const override { return inner_->traits(); }
   bool triggers(const LayerView& v) const override { return inner_->triggers(v); }
 
   void observe(const LayerView& v) override {
@@ -723,8 +721,8 @@ TEST(PyramidMergePress, OptionsAndErrors) {
   EXPECT_THROW(make_press("pyramid_merge(seq_pooling_type=median)"), Error);
   EXPECT_THROW(make_press("pyramid_merge(sink_tokens=-1)"), Error);
   auto p = make_press("pyramid_merge");
-  EXPECT_TRUE(p->own_budget());
-  EXPECT_TRUE(p->compresses_while_decoding());
+  EXPECT_TRUE(p->traits().own_budget);
+  EXPECT_TRUE(p->traits().compresses_while_decoding);
 }
 
 TEST(PyramidMergeCli, GenerateMergesWithoutADecodeFlag) {

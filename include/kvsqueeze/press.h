@@ -84,17 +84,43 @@ struct Budget {
   bool none() const { return tokens < 0 && ratio == 0.0; }
 };
 
+// What a press declares about its schedule and capabilities, read by the pipeline instead of
+// the press's name. Plain data: a press returns it from traits(), wrappers may pass on their
+// inner press's.
+struct PressTraits {
+  // Must see every layer before deciding (global allocation across layers, extra passes over
+  // the context): it collects in observe() and compresses everything in finish(), after the
+  // whole context was evaluated.
+  bool needs_all_layers = false;
+  // Its own options set the budget (per_layer's ratios, pyramid_merge's windows): it compresses
+  // even when the pipeline's budget is none, and the ratio it achieves is its own.
+  bool own_budget = false;
+  // Its method compresses while decoding on its own trigger (pyramid_merge pools whenever W_k
+  // new slots accumulate): with no decoding policy given, the pipeline uses the prefill press as
+  // decode press on its own trigger (triggers()).
+  bool compresses_while_decoding = false;
+  // Slots per run such a press fills between two of its decoding-time compressions: the slack
+  // the pipeline keeps when it releases memory after one (0: no preference).
+  int64_t decode_slack = 0;
+};
+
+// kvpress's BasePress: a press compresses a layer of the cache, right after that layer's
+// attention. Most presses are scorers (ScorerPress below); the rest (allocators, wrappers,
+// presses that transform kept slots or decide over all layers) override the hooks they need.
 class Press {
  public:
   virtual ~Press() = default;
   virtual std::string name() const = 0;
   // Statistics the forward pass must compute for this press.
   virtual StatsRequest needs() const { return {}; }
+  // Its schedule and capabilities (see PressTraits).
+  virtual PressTraits traits() const { return {}; }
+
   // Called for every prefill chunk of the context, before compress() on the last one, so a
   // press can accumulate statistics over chunks (e.g. attention column sums).
   virtual void observe(const LayerView& view) { (void)view; }
-  // Scorers: per-slot scores (higher kept, +inf protected). Presses that are not scorers
-  // (allocators over a fixed rule) throw.
+  // Per-slot scores (higher kept, +inf protected). Presses that are not scorers (allocators
+  // over a fixed rule) throw.
   virtual LayerScores score(const LayerView& view);
   // Which slots each head keeps under `budget`. Default: the uniform rule on score().
   virtual KeepSets select(const LayerView& view, const Budget& budget);
@@ -117,27 +143,31 @@ class Press {
   // or a decode step; the pipeline then calls compress() with the session's budget, which such
   // a press interprets itself (LagKV keeps k of each scored partition).
   virtual bool triggers(const LayerView& view) const { (void)view; return false; }
-  // Presses whose method compresses while decoding on their own trigger (pyramid_merge: pools
-  // whenever W_k new slots accumulate): with no decoding policy given, the pipeline uses the
-  // prefill press as decode press on its own trigger.
-  virtual bool compresses_while_decoding() const { return false; }
-  // Slots per run such a press fills between two of its decoding-time compressions: the slack
-  // the pipeline keeps when it releases memory after one (0: no preference).
-  virtual int64_t decode_slack(const ModelConfig& config) const { (void)config; return 0; }
-  // Presses that must see every layer before deciding (global allocation across layers,
-  // extra passes over the context) return true: they collect in observe() and compress
-  // everything in finish(), after the whole context was evaluated.
-  virtual bool needs_all_layers() const { return false; }
+  // Presses with PressTraits::needs_all_layers compress every layer here, once the whole
+  // context was evaluated.
   virtual void finish(Session& session, const Budget& budget) { (void)session, (void)budget; }
   // Wrappers: the presses they wrap, in order (tests compare their scores to the reference).
   virtual std::vector<Press*> inner_presses() { return {}; }
-  // Presses whose own options set the budget (per_layer's ratios) compress even when the
-  // pipeline's budget is none.
-  virtual bool own_budget() const { return false; }
-  // Presses that renumber the kept slots' positions (key re-rotation: 0..n-1) return the
-  // position the next token must take once every layer was compressed, -1 if none.
-  // prefill_with_press sets it on the session (Session::set_next_position) after compression.
-  virtual int64_t next_position() const { return -1; }
+
+  // Presses that renumber the kept slots' positions (key re-rotation: 0..n-1): the position the
+  // next token must take once every layer was compressed, -1 if none. prefill_with_press sets it
+  // on the session (Session::set_next_position) after compression.
+  int64_t next_position() const { return next_position_; }
+
+ protected:
+  int64_t next_position_ = -1;  // set by presses that renumber positions, after they compress
+};
+
+// kvpress's ScorerPress: a press that only scores slots. A subclass implements score() (and
+// needs() when it reads statistics); the uniform rule keeps the best slots of each head and the
+// layer is compacted to them.
+class ScorerPress : public Press {
+ public:
+  LayerScores score(const LayerView& view) override = 0;
+  KeepSets select(const LayerView& view, const Budget& budget) final { return Press::select(view, budget); }
+  KeepSets compress(const LayerView& view, const Budget& budget, KvCache& cache) final {
+    return Press::compress(view, budget, cache);
+  }
 };
 
 struct PressOption {
@@ -156,19 +186,13 @@ struct PressInfo {
   std::vector<PressOption> options;
   int inner = 0;  // presses it wraps: 0 (a scorer), 1, or -1 (one or more)
   std::string notes;  // fixes over upstream, limitations (shown by `presses --json`)
-  // Traits the pipeline reads instead of the press's name. Query-aware presses (Finch) score
+  // Read by the pipeline instead of the press's name. Query-aware presses (Finch) score
   // the context by the question's attention: non-empty, this option receives the number of
   // question tokens at the end of the evaluated ids, and the press only runs query-aware.
   std::string question_length_option;
-};
-
-// Option values after validation (bools as 0/1).
-struct PressOptionValues {
-  std::map<std::string, double> numbers;
-  std::map<std::string, std::string> texts;  // choice, string and floats options as given
-  double at(const std::string& key) const;
-  const std::string& text(const std::string& key) const;
-  std::vector<double> floats(const std::string& key) const;
+  // Value-merging wrappers: the word of the merge=WORD option that wraps an expression in this
+  // press (merge_option_press), empty for the others.
+  std::string merge_policy;
 };
 
 // Every registered press, sorted by name.
@@ -178,9 +202,10 @@ std::vector<PressInfo> list_presses();
 // NAME.KEY of every press called NAME in the expression. Unknown press or option, a value of
 // the wrong type or out of range, a malformed expression: kvsqueeze::Error naming the valid choices.
 std::unique_ptr<Press> make_press(const std::string& expression, const std::vector<std::string>& options = {});
-// KEY=VALUE options may include merge=similarity or merge=cam, which wrap the whole expression in
-// merging(...) or cam(...) (their options then as merging.KEY=V / cam.KEY=V). The press such an
-// option adds ("merging", "cam"), or "" without one; throws for another value.
+// KEY=VALUE options may include merge=WORD (similarity, cam: PressInfo::merge_policy), which wraps
+// the whole expression in the press declaring that word (merging(...), cam(...); their options
+// then as merging.KEY=V / cam.KEY=V). The press such an option adds, or "" without one; throws
+// for another value.
 std::string merge_option_press(const std::vector<std::string>& options);
 // Whether a press expression names `press` (as a whole word): "adakv(snapkv)" names snapkv.
 bool expression_mentions(const std::string& expression, const std::string& press);

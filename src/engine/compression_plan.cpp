@@ -47,7 +47,7 @@ PlanPresses build_plan_presses(const CompressionPlan& plan, const ModelConfig& c
     out.press = build("press", plan.press, rest);
     out.press_options = rest;
     r.compresses = true;
-    r.own_budget = out.press->own_budget();
+    r.own_budget = out.press->traits().own_budget;
     r.budget_tokens = out.budget.tokens;
   }
   for (const auto& o : plan.options)

@@ -29,7 +29,7 @@ double copy_bytes(const Model& model, const EvalSettings& s, const GridCell& cel
   if (cell.press == "none") return full;
   std::vector<std::string> opts = cell.options;
   const Budget budget = take_budget_options(cfg, s.session.kv_type, cell.ratio, opts);
-  return make_press(cell.press, opts)->needs_all_layers() ? full : full * (1.0 - budget.ratio);
+  return make_press(cell.press, opts)->traits().needs_all_layers ? full : full * (1.0 - budget.ratio);
 }
 
 }  // namespace

@@ -23,7 +23,8 @@ namespace {
 
 struct AdaKvOptions {
   double alpha = 0.2;
-  bool original = false;
+  std::string rule = "kvpress";
+  bool original = false;  // rule == "original"
   double floor_alpha = 0.2;
   bool normalize = false;
   bool parity = false;
@@ -71,36 +72,32 @@ class AdaKvPress : public wrapper::Single {
 }  // namespace
 
 void register_adakv_press() {
-  register_wrapper(
+  using O = AdaKvOptions;
+  register_wrapper<O>(
       {"adakv",
        "Head-wise budgets within each layer (AdaKV): kvpress's rule (a per-head safeguard, then the layer's best scores over all "
        "heads pooled) or the original one (counts in the layer's pooled top, blended with a floor).",
-       {{"alpha_safeguard", "float", 0.2, 0, 1, "rule=kvpress: fraction of its own budget each head keeps by its own ranking", {}, ""},
-        {"rule", "choice", 0, 0, 0,
-         "kvpress: safeguard then pooled top-k (kvpress AdaKVPress); original: cap_h = round(c_h (1 - floor_alpha) + "
-         "floor(B' floor_alpha)) from head h's count c_h in the layer's pooled top (FFY0/AdaKV)",
-         {"kvpress", "original"}, "kvpress"},
-        {"floor_alpha", "float", 0.2, 0, 1,
-         "rule=original: the floor share of each head's budget B' (FFY0/AdaKV floor_alpha; 0.2 as its LongBench scripts and HeadKV; "
-         "its code default is 0.5)", {}, ""},
-        {"normalize", "bool", 0, 0, 1,
-         "rule=original: before counting, scale each head's scores by the mass of its top B' over its total mass (upstream "
-         "normalize; meaningful for non-negative scores)", {}, ""},
-        {"parity", "bool", 0, 0, 1, "rule=original: upstream's raw rounded caps (their sum may fall short of the budget)", {}, ""}},
+       {},
        1,
        "Evicts for real (kvpress only masks): heads of a layer end with different lengths and the memory is freed. The inner "
        "press's scores must be comparable across heads (SnapKV, ExpectedAttention, ...). rule=original: upstream's window on top "
        "becomes the inner press's protected slots, counted inside our per-head budget n (B' = n - protected slots, i.e. "
        "upstream's base_capacity = n); caps are fitted to sum exactly to the layer's budget (largest remainder) unless "
        "parity=true; skip and pyram_mode are not offered (use per_layer/pyramidkv)."},
-      [](const PressOptionValues& o, PressList inner) {
-        AdaKvOptions a;
-        a.alpha = o.at("alpha_safeguard");
-        a.original = o.text("rule") == "original";
-        a.floor_alpha = o.at("floor_alpha");
-        a.normalize = o.at("normalize") != 0;
-        a.parity = o.at("parity") != 0;
-        return std::make_unique<AdaKvPress>(std::move(inner.at(0)), a);
+      {field("alpha_safeguard", &O::alpha, 0, 1, "rule=kvpress: fraction of its own budget each head keeps by its own ranking"),
+       field("rule", &O::rule, {"kvpress", "original"},
+             "kvpress: safeguard then pooled top-k (kvpress AdaKVPress); original: cap_h = round(c_h (1 - floor_alpha) + "
+             "floor(B' floor_alpha)) from head h's count c_h in the layer's pooled top (FFY0/AdaKV)"),
+       field("floor_alpha", &O::floor_alpha, 0, 1,
+             "rule=original: the floor share of each head's budget B' (FFY0/AdaKV floor_alpha; 0.2 as its LongBench scripts and HeadKV; "
+             "its code default is 0.5)"),
+       field("normalize", &O::normalize,
+             "rule=original: before counting, scale each head's scores by the mass of its top B' over its total mass (upstream "
+             "normalize; meaningful for non-negative scores)"),
+       field("parity", &O::parity, "rule=original: upstream's raw rounded caps (their sum may fall short of the budget)")},
+      [](O o, PressList inner) {
+        o.original = o.rule == "original";
+        return std::make_unique<AdaKvPress>(std::move(inner.at(0)), o);
       });
 }
 

@@ -11,6 +11,10 @@
 namespace kvsqueeze {
 namespace {
 
+struct BlockOptions {
+  int64_t block_size = 128;
+};
+
 class BlockPress : public wrapper::Single {
  public:
   BlockPress(std::unique_ptr<Press> inner, int64_t block) : Single(std::move(inner)), block_(block) {
@@ -58,15 +62,12 @@ class BlockPress : public wrapper::Single {
 }  // namespace
 
 void register_block_press() {
-  register_wrapper({"block",
-                    "Keeps the best n of the kept slots plus each next block, block after block (BlockPress, KeyDiff paper).",
-                    {{"block_size", "int", 128, 1, 1e9, "slots added per step"}},
-                    1,
-                    "Simulated after the whole context was evaluated, as kvpress does (not during chunked prefill). "
-                    "Inner presses needing forward-pass statistics are rejected."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<BlockPress>(std::move(inner.at(0)), static_cast<int64_t>(o.at("block_size")));
-                   });
+  using O = BlockOptions;
+  register_wrapper<O>({"block", "Keeps the best n of the kept slots plus each next block, block after block (BlockPress, KeyDiff paper).", {}, 1,
+                       "Simulated after the whole context was evaluated, as kvpress does (not during chunked prefill). "
+                       "Inner presses needing forward-pass statistics are rejected."},
+                      {field("block_size", &O::block_size, 1, 1e9, "slots added per step")},
+                      [](const O& o, PressList inner) { return std::make_unique<BlockPress>(std::move(inner.at(0)), o.block_size); });
 }
 
 }  // namespace kvsqueeze

@@ -31,11 +31,17 @@
 namespace kvsqueeze {
 namespace {
 
+struct CamOptions {
+  int64_t merge_budget = 32;
+  int64_t seed = 42;
+  bool parity = false;
+};
+
 class CamPress : public merge::ValueMergeWrapper {
  public:
   CamPress(std::unique_ptr<Press> inner, int64_t merge_budget, uint64_t seed, bool parity)
       : ValueMergeWrapper(std::move(inner), "cam", false), merge_budget_(merge_budget), seed_(seed), parity_(parity) {
-    if (parity_ && inner_->needs_all_layers())
+    if (parity_ && inner_->traits().needs_all_layers)
       throw Error("press 'cam' with parity=true needs a scorer, not '" + inner_->name() + "', which decides over all layers at once");
   }
   StatsRequest needs() const override {
@@ -243,24 +249,26 @@ std::unique_ptr<Press> merge::make_cam_press(std::unique_ptr<Press> inner, int64
 }
 
 void register_cam_press() {
-  register_wrapper({"cam",
-                    "Cache merging (CAMPress) on any press: evicted slots' values are merged, with a probability from the "
-                    "attention they received, into the next kept slots; keys unchanged.",
-                    {{"merge_budget", "int", 32, 1, 1e9, "kept slots after a candidate that share its value", {}, ""},
-                     {"seed", "int", 42, 0, 4294967295.0, "seed of the merge draws (mt19937_64 keyed by seed, layer, head, event)", {}, ""},
-                     {"parity", "bool", 0, 0, 1,
-                      "kvpress's rule: inner scores averaged over heads, the same slots evicted from every head", {}, ""}},
-                    1,
-                    "kvpress runs CaM while decoding only, on generated tokens' attention; here any compression merges (prefill "
-                    "too), with the attention of every query observed since the sequence started (context and generated). "
-                    "Default: each head keeps what the inner press chose (allocators allowed) and merges its own k best evicted "
-                    "slots; parity=true reproduces kvpress's head-averaged eviction. Presses deciding over all layers in finish() "
-                    "(kvzip, global_topk at prefill) give no per-layer scores: candidates are then the k latest evicted. Draws are "
-                    "seeded and portable, not torch.bernoulli's. Must be outermost (or inside composed)."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<CamPress>(std::move(inner.at(0)), static_cast<int64_t>(o.at("merge_budget")),
-                                                       static_cast<uint64_t>(o.at("seed")), o.at("parity") != 0);
-                   });
+  using O = CamOptions;
+  register_wrapper<O>({"cam",
+                       "Cache merging (CAMPress) on any press: evicted slots' values are merged, with a probability from the "
+                       "attention they received, into the next kept slots; keys unchanged.",
+                       {},
+                       1,
+                       "kvpress runs CaM while decoding only, on generated tokens' attention; here any compression merges (prefill "
+                       "too), with the attention of every query observed since the sequence started (context and generated). "
+                       "Default: each head keeps what the inner press chose (allocators allowed) and merges its own k best evicted "
+                       "slots; parity=true reproduces kvpress's head-averaged eviction. Presses deciding over all layers in finish() "
+                       "(kvzip, global_topk at prefill) give no per-layer scores: candidates are then the k latest evicted. Draws are "
+                       "seeded and portable, not torch.bernoulli's. Must be outermost (or inside composed).",
+                       /*question_length_option=*/"",
+                       /*merge_policy=*/"cam"},
+                      {field("merge_budget", &O::merge_budget, 1, 1e9, "kept slots after a candidate that share its value"),
+                       field("seed", &O::seed, 0, 4294967295.0, "seed of the merge draws (mt19937_64 keyed by seed, layer, head, event)"),
+                       field("parity", &O::parity, "kvpress's rule: inner scores averaged over heads, the same slots evicted from every head")},
+                      [](const O& o, PressList inner) {
+                        return std::make_unique<CamPress>(std::move(inner.at(0)), o.merge_budget, static_cast<uint64_t>(o.seed), o.parity);
+                      });
 }
 
 }  // namespace kvsqueeze

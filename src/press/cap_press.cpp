@@ -11,7 +11,14 @@
 namespace kvsqueeze {
 namespace {
 
-class CapPress : public Press {
+struct CapOptions {
+  double tau = 5.0;
+  int64_t n_future_positions = 512;
+  int64_t n_sink = 4;
+  double epsilon = 1e-6;
+};
+
+class CapPress : public ScorerPress {
  public:
   CapPress(double tau, int64_t n_future, int64_t n_sink, double eps) : tau_(tau), n_future_(n_future), n_sink_(n_sink), eps_(eps) {}
   std::string name() const override { return "cap"; }
@@ -117,18 +124,15 @@ class CapPress : public Press {
 }  // namespace
 
 void register_cap_press() {
-  using qstats::option;
-  register_scorer(qstats::info("cap", "Capacity-aware leverage of values weighted by alignment with a query anchor (CAPKV).",
-                               {option("tau", "float", 5.0, 0, 1e6, "temperature of the weights exp(tau·(cos(mu_q, k) − max))"),
-                                option("n_future_positions", "int", 512, 1, 1e7, "future positions whose mean RoPE rotation is applied to the query anchor"),
-                                option("n_sink", "int", 4, 0, 1e6, "first slots kept (attention sinks); their queries are left out of the anchor"),
-                                option("epsilon", "float", 1e-6, 0, 1e6, "added to the weights inside the capacity matrix only (as kvpress)")},
-                               "As kvpress: epsilon enters only A = I + Σ (w+eps) v vᵀ, the score uses w without it. "
-                               "Query sums are accumulated over prefill chunks; A is factored in double precision (Cholesky)."),
-                  [](const PressOptionValues& o) {
-                    return std::make_unique<CapPress>(o.at("tau"), static_cast<int64_t>(o.at("n_future_positions")),
-                                                      static_cast<int64_t>(o.at("n_sink")), o.at("epsilon"));
-                  });
+  using O = CapOptions;
+  register_press<O>({"cap", "Capacity-aware leverage of values weighted by alignment with a query anchor (CAPKV).", {}, 0,
+                     "As kvpress: epsilon enters only A = I + Σ (w+eps) v vᵀ, the score uses w without it. "
+                     "Query sums are accumulated over prefill chunks; A is factored in double precision (Cholesky)."},
+                    {field("tau", &O::tau, 0, 1e6, "temperature of the weights exp(tau·(cos(mu_q, k) − max))"),
+                     field("n_future_positions", &O::n_future_positions, 1, 1e7, "future positions whose mean RoPE rotation is applied to the query anchor"),
+                     field("n_sink", &O::n_sink, 0, 1e6, "first slots kept (attention sinks); their queries are left out of the anchor"),
+                     field("epsilon", &O::epsilon, 0, 1e6, "added to the weights inside the capacity matrix only (as kvpress)")},
+                    [](const O& o) { return std::make_unique<CapPress>(o.tau, o.n_future_positions, o.n_sink, o.epsilon); });
 }
 
 }  // namespace kvsqueeze

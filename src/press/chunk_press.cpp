@@ -10,6 +10,11 @@
 namespace kvsqueeze {
 namespace {
 
+struct ChunkOptions {
+  int64_t chunk_length = 1024;
+  bool parity = false;
+};
+
 class ChunkPress : public wrapper::Single {
  public:
   ChunkPress(std::unique_ptr<Press> inner, int64_t chunk, bool parity) : Single(std::move(inner)), chunk_(chunk), parity_(parity) {
@@ -64,23 +69,20 @@ class ChunkPress : public wrapper::Single {
 }  // namespace
 
 void register_chunk_press() {
-  register_wrapper({"chunk",
-                    "Scores and compresses each chunk of the cache on its own (ChunkPress, FINCH-style).",
-                    {{"chunk_length", "int", 1024, 1, 1e9, "slots per chunk (the last one may be shorter)"},
-                     {"parity", "bool", 0, 0, 1,
-                      "score each chunk as a context of its own, as kvpress: expected_attention takes its query statistics "
-                      "from the chunk's rows and its future positions from the chunk's length (needs the whole context in "
-                      "the last prefill chunk)"}},
-                    1,
-                    "Inner presses needing attention statistics (window attention, column sums) are rejected: those cover the "
-                    "whole cache. Token statistics (pre-RoPE queries, hidden states) are sliced to each chunk's positions. "
-                    "kvpress hands the inner scorer the chunk's hidden states only, so expected_attention estimates the "
-                    "future queries from the chunk's own queries, and places them at positions [len_c, len_c + 512) whatever "
-                    "the chunk's place (its keys are at their true positions); here statistics of the whole context and the "
-                    "true future positions are used, kvpress's behaviour under parity=true."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<ChunkPress>(std::move(inner.at(0)), static_cast<int64_t>(o.at("chunk_length")), o.at("parity") != 0);
-                   });
+  using O = ChunkOptions;
+  register_wrapper<O>({"chunk", "Scores and compresses each chunk of the cache on its own (ChunkPress, FINCH-style).", {}, 1,
+                       "Inner presses needing attention statistics (window attention, column sums) are rejected: those cover the "
+                       "whole cache. Token statistics (pre-RoPE queries, hidden states) are sliced to each chunk's positions. "
+                       "kvpress hands the inner scorer the chunk's hidden states only, so expected_attention estimates the "
+                       "future queries from the chunk's own queries, and places them at positions [len_c, len_c + 512) whatever "
+                       "the chunk's place (its keys are at their true positions); here statistics of the whole context and the "
+                       "true future positions are used, kvpress's behaviour under parity=true."},
+                      {field("chunk_length", &O::chunk_length, 1, 1e9, "slots per chunk (the last one may be shorter)"),
+                       field("parity", &O::parity,
+                             "score each chunk as a context of its own, as kvpress: expected_attention takes its query statistics "
+                             "from the chunk's rows and its future positions from the chunk's length (needs the whole context in "
+                             "the last prefill chunk)")},
+                      [](const O& o, PressList inner) { return std::make_unique<ChunkPress>(std::move(inner.at(0)), o.chunk_length, o.parity); });
 }
 
 }  // namespace kvsqueeze

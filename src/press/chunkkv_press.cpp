@@ -14,6 +14,10 @@
 namespace kvsqueeze {
 namespace {
 
+struct ChunkKvOptions {
+  int64_t chunk_length = 20;
+};
+
 class ChunkKvPress : public wrapper::Single {
  public:
   ChunkKvPress(std::unique_ptr<Press> inner, int64_t chunk) : Single(std::move(inner)), chunk_(chunk) { reject_deferred("chunkkv"); }
@@ -68,14 +72,11 @@ class ChunkKvPress : public wrapper::Single {
 }  // namespace
 
 void register_chunkkv_press() {
-  register_wrapper({"chunkkv",
-                    "Keeps whole chunks of consecutive slots, chosen by the inner scores summed over heads (ChunkKV).",
-                    {{"chunk_length", "int", 20, 1, 1e9, "slots per chunk (the last one may be shorter)"}},
-                    1,
-                    "The kept count is max(1, floor(n_chunks (1 - cr))) chunks, not floor(L (1 - cr)) slots (as kvpress)."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<ChunkKvPress>(std::move(inner.at(0)), static_cast<int64_t>(o.at("chunk_length")));
-                   });
+  using O = ChunkKvOptions;
+  register_wrapper<O>({"chunkkv", "Keeps whole chunks of consecutive slots, chosen by the inner scores summed over heads (ChunkKV).", {}, 1,
+                       "The kept count is max(1, floor(n_chunks (1 - cr))) chunks, not floor(L (1 - cr)) slots (as kvpress)."},
+                      {field("chunk_length", &O::chunk_length, 1, 1e9, "slots per chunk (the last one may be shorter)")},
+                      [](const O& o, PressList inner) { return std::make_unique<ChunkKvPress>(std::move(inner.at(0)), o.chunk_length); });
 }
 
 }  // namespace kvsqueeze

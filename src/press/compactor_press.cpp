@@ -11,6 +11,18 @@
 namespace kvsqueeze {
 namespace {
 
+struct CompactorOptions {
+  int64_t sink_size_start = 8;
+  int64_t sink_size_end = 4;
+  int64_t sketch_dimension = 48;
+  double blending = -1;
+  int64_t chunk_size = 256;  // the attention part (non_causal::Options)
+  double scale = 1.0;
+  bool parity = false;
+  int64_t seed = 42;
+  std::string output = "blend";
+};
+
 class CompactorPress : public Press {
  public:
   CompactorPress(int64_t start, int64_t end, int64_t k, double blending, non_causal::Options nc, uint64_t seed, std::string output)
@@ -71,31 +83,29 @@ class CompactorPress : public Press {
 }  // namespace
 
 void register_compactor_press() {
-  using qstats::option;
-  register_scorer(
-      qstats::info("compactor", "Blend of key leverage and non-causal chunked attention on the middle slots (Compactor).",
-                   {option("sink_size_start", "int", 8, 0, 1e6, "first slots kept"),
-                    option("sink_size_end", "int", 4, 0, 1e6, "last slots kept"),
-                    option("chunk_size", "int", 256, 1, 1e7, "slots per chunk of non-causal attention"),
-                    option("sketch_dimension", "int", 48, 1, 4096, "columns of the Gaussian sketch of the leverage part"),
-                    option("blending", "float", -1, -1, 1e6, "weight of the leverage z-score; -1: the compression ratio (kvpress default)"),
-                    option("scale", "float", 1.0, 0, 1e6, "multiplies q.k in the attention part (kvpress: 1)"),
-                    option("parity", "bool", 0, 0, 1, "kvpress's padding of the last attention chunk (see non_causal_attn)"),
-                    option("seed", "int", 42, 0, 4294967295.0, "seed of the sketch (counter-based, per layer and head)"),
-                    option("output", "choice", 0, 0, 0, "scores returned: the blend, or one part (diagnostics)",
-                           {"blend", "leverage", "non_causal"}, "blend")},
-                   "End slots score +inf (kvpress pads them with the maximum middle score, which can tie). blending = "
-                   "compression ratio comes from the budget (Press::set_budget, forwarded by wrappers such as adakv; an "
-                   "absolute budget: the fraction it removes; score() alone: kvpress's 0.35). The attention part masks the last chunk's padding unless parity=true; "
-                   "the sketch is kvsqueeze's seeded one (see leverage_score)."),
-      [](const PressOptionValues& o) {
+  using O = CompactorOptions;
+  register_press<O>(
+      {"compactor", "Blend of key leverage and non-causal chunked attention on the middle slots (Compactor).", {}, 0,
+       "End slots score +inf (kvpress pads them with the maximum middle score, which can tie). blending = "
+       "compression ratio comes from the budget (Press::set_budget, forwarded by wrappers such as adakv; an "
+       "absolute budget: the fraction it removes; score() alone: kvpress's 0.35). The attention part masks the last chunk's padding unless parity=true; "
+       "the sketch is kvsqueeze's seeded one (see leverage_score)."},
+      {field("sink_size_start", &O::sink_size_start, 0, 1e6, "first slots kept"),
+       field("sink_size_end", &O::sink_size_end, 0, 1e6, "last slots kept"),
+       field("chunk_size", &O::chunk_size, 1, 1e7, "slots per chunk of non-causal attention"),
+       field("sketch_dimension", &O::sketch_dimension, 1, 4096, "columns of the Gaussian sketch of the leverage part"),
+       field("blending", &O::blending, -1, 1e6, "weight of the leverage z-score; -1: the compression ratio (kvpress default)"),
+       field("scale", &O::scale, 0, 1e6, "multiplies q.k in the attention part (kvpress: 1)"),
+       field("parity", &O::parity, "kvpress's padding of the last attention chunk (see non_causal_attn)"),
+       field("seed", &O::seed, 0, 4294967295.0, "seed of the sketch (counter-based, per layer and head)"),
+       field("output", &O::output, {"blend", "leverage", "non_causal"}, "scores returned: the blend, or one part (diagnostics)")},
+      [](const O& o) {
         non_causal::Options nc;
-        nc.chunk = static_cast<int64_t>(o.at("chunk_size"));
-        nc.scale = o.at("scale");
-        nc.parity = o.at("parity") != 0;
-        return std::make_unique<CompactorPress>(static_cast<int64_t>(o.at("sink_size_start")), static_cast<int64_t>(o.at("sink_size_end")),
-                                                static_cast<int64_t>(o.at("sketch_dimension")), o.at("blending"), nc,
-                                                static_cast<uint64_t>(o.at("seed")), o.text("output"));
+        nc.chunk = o.chunk_size;
+        nc.scale = o.scale;
+        nc.parity = o.parity;
+        return std::make_unique<CompactorPress>(o.sink_size_start, o.sink_size_end, o.sketch_dimension, o.blending, nc,
+                                                static_cast<uint64_t>(o.seed), o.output);
       });
 }
 

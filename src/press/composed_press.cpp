@@ -10,6 +10,10 @@
 namespace kvsqueeze {
 namespace {
 
+struct ComposedOptions {
+  std::vector<double> ratios;  // empty: the pipeline's ratio for each press
+};
+
 class ComposedPress : public Press {
  public:
   ComposedPress(PressList presses, std::vector<double> ratios) : presses_(std::move(presses)), ratios_(std::move(ratios)) {
@@ -17,7 +21,7 @@ class ComposedPress : public Press {
       throw Error("press 'composed' has " + std::to_string(ratios_.size()) + " ratios for " + std::to_string(presses_.size()) +
                   " presses: give one per press, or none to use the pipeline's ratio for each");
     for (const auto& p : presses_)
-      if (p->needs_all_layers()) throw Error("press 'composed' cannot run '" + p->name() + "', which decides over all layers at once");
+      if (p->traits().needs_all_layers) throw Error("press 'composed' cannot run '" + p->name() + "', which decides over all layers at once");
   }
   std::string name() const override { return "composed"; }
   StatsRequest needs() const override {
@@ -36,7 +40,7 @@ class ComposedPress : public Press {
     for (auto& p : presses_) out.push_back(p.get());
     return out;
   }
-  bool own_budget() const override { return !ratios_.empty(); }
+  PressTraits traits() const override { return {.own_budget = !ratios_.empty()}; }
   // The overall fraction removed for per-press ratios cr_i: 1 - prod(1 - cr_i).
   static double combined_ratio(const std::vector<double>& ratios) {
     double kept = 1.0;
@@ -75,18 +79,14 @@ class ComposedPress : public Press {
 }  // namespace
 
 void register_composed_press() {
-  register_wrapper({"composed",
-                    "Presses applied one after the other on what the previous kept (ComposedPress).",
-                    {{"ratios", "floats", 0, 0, 0.999999,
-                      "one ratio per press, separated by ':' (or ',' in `options`); default: the pipeline's ratio for each",
-                      {}, ""}},
-                    -1,
-                    "Overall ratio 1 - prod(1 - cr_i). Statistics are captured before any eviction and gathered to the kept "
-                    "slots for each later press (kvpress passes stale ones, #145). A press relying on the window being the "
-                    "last slots (snapkv) should come first."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<ComposedPress>(std::move(inner), o.floats("ratios"));
-                   });
+  using O = ComposedOptions;
+  register_wrapper<O>({"composed", "Presses applied one after the other on what the previous kept (ComposedPress).", {}, -1,
+                       "Overall ratio 1 - prod(1 - cr_i). Statistics are captured before any eviction and gathered to the kept "
+                       "slots for each later press (kvpress passes stale ones, #145). A press relying on the window being the "
+                       "last slots (snapkv) should come first."},
+                      {field("ratios", &O::ratios, 0, 0.999999,
+                             "one ratio per press, separated by ':' (or ',' in `options`); default: the pipeline's ratio for each")},
+                      [](const O& o, PressList inner) { return std::make_unique<ComposedPress>(std::move(inner), o.ratios); });
 }
 
 }  // namespace kvsqueeze

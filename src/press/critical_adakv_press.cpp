@@ -12,6 +12,12 @@
 namespace kvsqueeze {
 namespace {
 
+struct CriticalAdaKvOptions {
+  double alpha_safeguard = 0.2;
+  double epsilon = 1e-4;
+  double first_stage_ratio = 0.5;
+};
+
 class CriticalAdaKvPress : public wrapper::Single {
  public:
   CriticalAdaKvPress(std::unique_ptr<Press> inner, double alpha, double eps, double first)
@@ -46,18 +52,16 @@ class CriticalAdaKvPress : public wrapper::Single {
 }  // namespace
 
 void register_critical_adakv_press() {
-  register_wrapper({"critical_adakv",
-                    "AdaKV's head-wise budgets with CriticalKV's two stages within each head (CriticalAdaKV).",
-                    {{"alpha_safeguard", "float", 0.2, 0, 1, "fraction of its own budget each head keeps by its own ranking"},
-                     {"epsilon", "float", 1e-4, 0, 1e6, "added to the inner scores before weighting"},
-                     {"first_stage_ratio", "float", 0.5, 0, 1, "fraction of each head's budget kept by the inner scores alone"}},
-                    1,
-                    "Evicts for real (kvpress only masks): heads end with different lengths. Wrap expected_attention with "
-                    "use_vnorm=false."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<CriticalAdaKvPress>(std::move(inner.at(0)), o.at("alpha_safeguard"), o.at("epsilon"),
-                                                                 o.at("first_stage_ratio"));
-                   });
+  using O = CriticalAdaKvOptions;
+  register_wrapper<O>({"critical_adakv", "AdaKV's head-wise budgets with CriticalKV's two stages within each head (CriticalAdaKV).", {}, 1,
+                       "Evicts for real (kvpress only masks): heads end with different lengths. Wrap expected_attention with "
+                       "use_vnorm=false."},
+                      {field("alpha_safeguard", &O::alpha_safeguard, 0, 1, "fraction of its own budget each head keeps by its own ranking"),
+                       field("epsilon", &O::epsilon, 0, 1e6, "added to the inner scores before weighting"),
+                       field("first_stage_ratio", &O::first_stage_ratio, 0, 1, "fraction of each head's budget kept by the inner scores alone")},
+                      [](const O& o, PressList inner) {
+                        return std::make_unique<CriticalAdaKvPress>(std::move(inner.at(0)), o.alpha_safeguard, o.epsilon, o.first_stage_ratio);
+                      });
 }
 
 }  // namespace kvsqueeze

@@ -10,6 +10,11 @@
 namespace kvsqueeze {
 namespace {
 
+struct CriticalOptions {
+  double epsilon = 1e-4;
+  double first_stage_ratio = 0.5;
+};
+
 class CriticalPress : public wrapper::Single {
  public:
   CriticalPress(std::unique_ptr<Press> inner, double eps, double first) : Single(std::move(inner)), eps_(eps), first_(first) {
@@ -49,16 +54,15 @@ class CriticalPress : public wrapper::Single {
 }  // namespace
 
 void register_critical_press() {
-  register_wrapper({"critical",
-                    "Two-stage selection: the inner press's best, then scores weighted by ||v W_o||_1 (CriticalKV).",
-                    {{"epsilon", "float", 1e-4, 0, 1e6, "added to the inner scores before weighting"},
-                     {"first_stage_ratio", "float", 0.5, 0, 1, "fraction of the budget kept by the inner scores alone"}},
-                    1,
-                    "Wrap expected_attention with use_vnorm=false (the value norm is replaced by the projected one). "
-                    "score() returns the second-stage scores without the first-stage protection (it depends on the budget)."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<CriticalPress>(std::move(inner.at(0)), o.at("epsilon"), o.at("first_stage_ratio"));
-                   });
+  using O = CriticalOptions;
+  register_wrapper<O>({"critical", "Two-stage selection: the inner press's best, then scores weighted by ||v W_o||_1 (CriticalKV).", {}, 1,
+                       "Wrap expected_attention with use_vnorm=false (the value norm is replaced by the projected one). "
+                       "score() returns the second-stage scores without the first-stage protection (it depends on the budget)."},
+                      {field("epsilon", &O::epsilon, 0, 1e6, "added to the inner scores before weighting"),
+                       field("first_stage_ratio", &O::first_stage_ratio, 0, 1, "fraction of the budget kept by the inner scores alone")},
+                      [](const O& o, PressList inner) {
+                        return std::make_unique<CriticalPress>(std::move(inner.at(0)), o.epsilon, o.first_stage_ratio);
+                      });
 }
 
 }  // namespace kvsqueeze

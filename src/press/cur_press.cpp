@@ -11,7 +11,16 @@
 namespace kvsqueeze {
 namespace {
 
-class CurPress : public Press {
+struct CurOptions {
+  int64_t num_sinks = 4;
+  std::string leverage_type = "kv_product";
+  bool use_random_leverage = false;
+  bool use_local_approximation = true;
+  int64_t local_window_size = 16;
+  int64_t seed = 42;
+};
+
+class CurPress : public ScorerPress {
  public:
   CurPress(int64_t sinks, std::string type, bool random, bool local, int64_t window, uint64_t seed)
       : sinks_(sinks), type_(std::move(type)), random_(random), local_(local), window_(window), seed_(seed) {}
@@ -76,22 +85,20 @@ class CurPress : public Press {
 }  // namespace
 
 void register_cur_press() {
-  using qstats::option;
-  register_scorer(qstats::info("cur", "Approximate key/value leverage from squared norms, locally normalised (CurDKV).",
-                               {option("num_sinks", "int", 4, 0, 1e6, "first slots kept (attention sinks)"),
-                                option("leverage_type", "choice", 0, 0, 0, "how key and value leverage combine",
-                                       {"kv_product", "key", "value", "kv_avg"}, "kv_product"),
-                                option("use_random_leverage", "bool", 0, 0, 1, "project keys and values to 20 dimensions with a seeded Gaussian first"),
-                                option("use_local_approximation", "bool", 1, 0, 1, "normalise the squared norms within local windows"),
-                                option("local_window_size", "int", 16, 1, 1e6, "width of the local windows"),
-                                option("seed", "int", 42, 0, 4294967295.0, "seed of the random projection")},
-                               "Sinks score +inf instead of 1.0 (same selection). The optional random projection uses "
-                               "kvsqueeze's counter-based RNG (seed, layer, head), not torch's."),
-                  [](const PressOptionValues& o) {
-                    return std::make_unique<CurPress>(static_cast<int64_t>(o.at("num_sinks")), o.text("leverage_type"),
-                                                      o.at("use_random_leverage") != 0, o.at("use_local_approximation") != 0,
-                                                      static_cast<int64_t>(o.at("local_window_size")), static_cast<uint64_t>(o.at("seed")));
-                  });
+  using O = CurOptions;
+  register_press<O>({"cur", "Approximate key/value leverage from squared norms, locally normalised (CurDKV).", {}, 0,
+                     "Sinks score +inf instead of 1.0 (same selection). The optional random projection uses "
+                     "kvsqueeze's counter-based RNG (seed, layer, head), not torch's."},
+                    {field("num_sinks", &O::num_sinks, 0, 1e6, "first slots kept (attention sinks)"),
+                     field("leverage_type", &O::leverage_type, {"kv_product", "key", "value", "kv_avg"}, "how key and value leverage combine"),
+                     field("use_random_leverage", &O::use_random_leverage, "project keys and values to 20 dimensions with a seeded Gaussian first"),
+                     field("use_local_approximation", &O::use_local_approximation, "normalise the squared norms within local windows"),
+                     field("local_window_size", &O::local_window_size, 1, 1e6, "width of the local windows"),
+                     field("seed", &O::seed, 0, 4294967295.0, "seed of the random projection")},
+                    [](const O& o) {
+                      return std::make_unique<CurPress>(o.num_sinks, o.leverage_type, o.use_random_leverage, o.use_local_approximation,
+                                                        o.local_window_size, static_cast<uint64_t>(o.seed));
+                    });
 }
 
 }  // namespace kvsqueeze

@@ -225,30 +225,21 @@ std::vector<std::vector<char>> duo_attention_streaming_mask(const Press& p) {
 }
 
 void register_duo_attention_press() {
-  register_scorer({"duo_attention",
-                   "DuoAttention: the lowest-scoring heads (on-the-fly calibration) keep only sink and recent slots.",
-                   {{"head_compression_ratio", "float", -1, -1, 1, "fraction of heads made streaming heads; -1: the `ratio`", {}, ""},
-                    {"sink_size", "int", 128, 0, 1e9, "first slots a streaming head keeps", {}, ""},
-                    {"recent_size", "int", 256, 0, 1e9, "last slots a streaming head keeps", {}, ""},
-                    {"positions", "int", 500, 1, 1e6, "RoPE positions of the calibration curve", {}, ""},
-                    {"calibration_file", "string", 0, 0, 0, "calibration texts separated by lines '---' (default: 50 built-in rotations of a short story)", {}, ""},
-                    {"parity", "bool", 0, 0, 1, "rank heads of sliding-window layers too (kvpress on Gemma 3); they are still not compressed", {}, ""}},
-                   0,
-                   "`ratio` is the fraction of heads turned into streaming heads (kvpress head_compression_ratio), unless "
-                   "head_compression_ratio is given; the fraction of slots removed is about ratio * (1 - (sink+recent)/L). "
-                   "Streaming heads really shrink (kvpress masks). kvpress calibrates on 50 BookSum chapters from the hub; "
-                   "the default here is built-in text (the texts the fixtures used); pass calibration_file for your own. "
-                   "Outside parity mode only compressible layers are ranked. Runs on Gemma 3 (kvpress fails there)."},
-                  [](const PressOptionValues& o) {
-                    DuoOptions d;
-                    d.head_ratio = o.at("head_compression_ratio");
-                    d.sink = static_cast<int64_t>(o.at("sink_size"));
-                    d.recent = static_cast<int64_t>(o.at("recent_size"));
-                    d.positions = static_cast<int64_t>(o.at("positions"));
-                    d.calibration_file = o.text("calibration_file");
-                    d.parity = o.at("parity") != 0;
-                    return std::make_unique<DuoAttentionPress>(d);
-                  });
+  using O = DuoOptions;
+  register_press<O>({"duo_attention", "DuoAttention: the lowest-scoring heads (on-the-fly calibration) keep only sink and recent slots.", {}, 0,
+                     "`ratio` is the fraction of heads turned into streaming heads (kvpress head_compression_ratio), unless "
+                     "head_compression_ratio is given; the fraction of slots removed is about ratio * (1 - (sink+recent)/L). "
+                     "Streaming heads really shrink (kvpress masks). kvpress calibrates on 50 BookSum chapters from the hub; "
+                     "the default here is built-in text (the texts the fixtures used); pass calibration_file for your own. "
+                     "Outside parity mode only compressible layers are ranked. Runs on Gemma 3 (kvpress fails there)."},
+                    {field("head_compression_ratio", &O::head_ratio, -1, 1, "fraction of heads made streaming heads; -1: the `ratio`"),
+                     field("sink_size", &O::sink, 0, 1e9, "first slots a streaming head keeps"),
+                     field("recent_size", &O::recent, 0, 1e9, "last slots a streaming head keeps"),
+                     field("positions", &O::positions, 1, 1e6, "RoPE positions of the calibration curve"),
+                     field("calibration_file", &O::calibration_file,
+                           "calibration texts separated by lines '---' (default: 50 built-in rotations of a short story)"),
+                     field("parity", &O::parity, "rank heads of sliding-window layers too (kvpress on Gemma 3); they are still not compressed")},
+                    [](const O& o) { return std::make_unique<DuoAttentionPress>(o); });
 }
 
 }  // namespace kvsqueeze

@@ -16,7 +16,15 @@
 namespace kvsqueeze {
 namespace {
 
-class ExpectedAttentionPress : public Press {
+struct ExpectedAttentionOptions {
+  int64_t n_future_positions = 512;
+  int64_t n_sink = 4;
+  bool use_covariance = true;
+  bool use_vnorm = true;
+  double epsilon = 0;
+};
+
+class ExpectedAttentionPress : public ScorerPress {
  public:
   ExpectedAttentionPress(int64_t n_future, int64_t n_sink, bool cov, bool vnorm, double eps)
       : n_future_(n_future), n_sink_(n_sink), use_cov_(cov), use_vnorm_(vnorm), eps_(eps) {}
@@ -155,21 +163,19 @@ class ExpectedAttentionPress : public Press {
 }  // namespace
 
 void register_expected_attention_press() {
-  using qstats::option;
-  register_scorer(qstats::info("expected_attention",
-                   "Attention expected from future queries under a Gaussian model of the context's queries (ExpectedAttention).",
-                   {option("n_future_positions", "int", 512, 1, 1e7, "future positions whose mean RoPE rotation is applied to the query statistics"),
-                    option("n_sink", "int", 4, 0, 1e6, "first slots kept (attention sinks); their queries are left out of the statistics"),
-                    option("use_covariance", "bool", 1, 0, 1, "add the query covariance term k^T Sig k/(2d)"),
-                    option("use_vnorm", "bool", 1, 0, 1, "weight the expected attention by ||v|| as (a + epsilon)·||v||"),
-                    option("epsilon", "float", 0, 0, 1e6, "added to the expected attention before the value-norm weighting")},
-                   "Query statistics are accumulated over prefill chunks (exact for any chunk size). Future positions start "
-                   "after the last context position. Mean and covariance are accumulated in double precision."),
-                  [](const PressOptionValues& o) {
-                    return std::make_unique<ExpectedAttentionPress>(static_cast<int64_t>(o.at("n_future_positions")),
-                                                                    static_cast<int64_t>(o.at("n_sink")), o.at("use_covariance") != 0,
-                                                                    o.at("use_vnorm") != 0, o.at("epsilon"));
-                  });
+  using O = ExpectedAttentionOptions;
+  register_press<O>({"expected_attention",
+                     "Attention expected from future queries under a Gaussian model of the context's queries (ExpectedAttention).", {}, 0,
+                     "Query statistics are accumulated over prefill chunks (exact for any chunk size). Future positions start "
+                     "after the last context position. Mean and covariance are accumulated in double precision."},
+                    {field("n_future_positions", &O::n_future_positions, 1, 1e7, "future positions whose mean RoPE rotation is applied to the query statistics"),
+                     field("n_sink", &O::n_sink, 0, 1e6, "first slots kept (attention sinks); their queries are left out of the statistics"),
+                     field("use_covariance", &O::use_covariance, "add the query covariance term k^T Sig k/(2d)"),
+                     field("use_vnorm", &O::use_vnorm, "weight the expected attention by ||v|| as (a + epsilon)·||v||"),
+                     field("epsilon", &O::epsilon, 0, 1e6, "added to the expected attention before the value-norm weighting")},
+                    [](const O& o) {
+                      return std::make_unique<ExpectedAttentionPress>(o.n_future_positions, o.n_sink, o.use_covariance, o.use_vnorm, o.epsilon);
+                    });
 }
 
 }  // namespace kvsqueeze

@@ -21,6 +21,13 @@
 namespace kvsqueeze {
 namespace {
 
+struct FinchOptions {
+  int64_t window_size = 0;  // the question's length, set by the caller
+  bool normalize_scores = true;
+  int64_t chunk_length = 0;
+  bool rerotate_keys = true;
+};
+
 class FinchPress : public Press {
  public:
   FinchPress(int64_t window, bool normalize, int64_t chunk, bool rerotate)
@@ -67,9 +74,9 @@ class FinchPress : public Press {
     compact_layer(cache, view.layer, keep);
     compacted(view.layer, keep);
     rerotate::apply(view, cache);
+    next_position_ = renumbering_.next_position();
     return keep;
   }
-  int64_t next_position() const override { return rerotate_ ? renumbering_.next_position() : -1; }
 
   KeepSets select(const LayerView& v, const Budget& budget) override {
     if (chunk_ == 0) return Press::select(v, budget);
@@ -102,24 +109,25 @@ class FinchPress : public Press {
 }  // namespace
 
 void register_finch_press() {
-  register_scorer(
+  using O = FinchOptions;
+  register_press<O>(
       {"finch",
        "Query-aware: the question's attention to the context, normalised by the keys each row sees (Finch).",
-       {{"window_size", "int", 0, 0, 1e9, "question tokens at the end of the evaluated ids (set by the caller; required)", {}, ""},
-        {"normalize_scores", "bool", 1, 0, 1, "multiply question row i by the number of keys it sees (L - w + i)", {}, ""},
-        {"chunk_length", "int", 0, 0, 1e9, "> 0: apply the budget per chunk of this many slots (must exceed w / (1 - ratio))", {}, ""},
-        {"rerotate_keys", "bool", 1, 0, 1, "renumber the kept slots 0..n-1 and re-rotate their keys to match (refused on models with sliding-window layers)", {}, ""}},
+       {},
        0,
        "The question length is given by window_size instead of kvpress's delimiter token. With rerotate_keys "
        "(default, as kvpress) later tokens continue at the kept count; it is refused on models with sliding-window "
        "layers (gemma), whose uncompressed windows keep their original positions: pass rerotate_keys=false there.",
        /*question_length_option=*/"window_size"},
-      [](const PressOptionValues& o) {
-        const auto window = static_cast<int64_t>(o.at("window_size"));
-        if (window < 1)
+      {field("window_size", &O::window_size, 0, 1e9, "question tokens at the end of the evaluated ids (set by the caller; required)"),
+       field("normalize_scores", &O::normalize_scores, "multiply question row i by the number of keys it sees (L - w + i)"),
+       field("chunk_length", &O::chunk_length, 0, 1e9, "> 0: apply the budget per chunk of this many slots (must exceed w / (1 - ratio))"),
+       field("rerotate_keys", &O::rerotate_keys,
+             "renumber the kept slots 0..n-1 and re-rotate their keys to match (refused on models with sliding-window layers)")},
+      [](const O& o) {
+        if (o.window_size < 1)
           throw Error("press 'finch' needs window_size, the number of question tokens at the end of the evaluated ids");
-        return std::make_unique<FinchPress>(window, o.at("normalize_scores") != 0, static_cast<int64_t>(o.at("chunk_length")),
-                                            o.at("rerotate_keys") != 0);
+        return std::make_unique<FinchPress>(o.window_size, o.normalize_scores, o.chunk_length, o.rerotate_keys);
       });
 }
 

@@ -40,7 +40,7 @@ class ContextPassPress : public TracedPress {
     r.token_ids = true;
     return r;
   }
-  bool needs_all_layers() const override { return true; }
+  PressTraits traits() const override { return {.needs_all_layers = true}; }
   void observe(const LayerView& v) override {
     if (v.layer != 0) return;  // every layer sees the same tokens
     ids_.insert(ids_.end(), v.stats.tokens.begin(), v.stats.tokens.end());

@@ -21,7 +21,7 @@ class GlobalTopKPress : public wrapper::Single {
  public:
   explicit GlobalTopKPress(std::unique_ptr<Press> inner) : Single(std::move(inner)) { reject_deferred("global_topk"); }
   std::string name() const override { return "global_topk"; }
-  bool needs_all_layers() const override { return true; }
+  PressTraits traits() const override { return {.needs_all_layers = true}; }
   LayerScores score(const LayerView& view) override { return inner_->score(view); }
   // The pipeline announces the budget before it evaluates the context: from then on, the last
   // chunk's layers are scored for finish().
@@ -137,7 +137,7 @@ void register_global_topk_press() {
                     "(attention-based scorers). The prefill holds the whole context's KV until every layer is scored. Every head "
                     "keeps at least its best slot; ties: the earlier slot goes first. Decoding-time compression runs layer by "
                     "layer, so there it pools each layer's heads only (adakv without safeguard)."},
-                   [](const PressOptionValues&, PressList inner) { return std::make_unique<GlobalTopKPress>(std::move(inner.at(0))); });
+                   [](PressList inner) { return std::make_unique<GlobalTopKPress>(std::move(inner.at(0))); });
 }
 
 }  // namespace kvsqueeze

@@ -181,11 +181,11 @@ namespace {
 
 class HeadFilePress : public wrapper::Single {
  public:
-  HeadFilePress(Formula f, std::unique_ptr<Press> inner, HeadFileOptions o)
-      : Single(std::move(inner)), formula_(f), o_(std::move(o)), file_(read_head_scores(o_.head_scores, o_.metric)) {
-    reject_deferred(name());
+  HeadFilePress(std::string name, Formula f, std::unique_ptr<Press> inner, HeadFileOptions o)
+      : Single(std::move(inner)), name_(std::move(name)), formula_(f), o_(std::move(o)), file_(read_head_scores(o_.head_scores, o_.metric)) {
+    reject_deferred(name_);
   }
-  std::string name() const override { return formula_ == Formula::HeadKV ? "headkv" : "dililazykv"; }
+  std::string name() const override { return name_; }
   LayerScores score(const LayerView& view) override { return inner_->score(view); }
 
   KeepSets select(const LayerView& view, const Budget& budget) override {
@@ -249,6 +249,7 @@ class HeadFilePress : public wrapper::Single {
   }
 
  private:
+  std::string name_;
   Formula formula_;
   HeadFileOptions o_;
   HeadScoreFile file_;
@@ -258,11 +259,11 @@ class HeadFilePress : public wrapper::Single {
 
 }  // namespace
 
-std::unique_ptr<Press> make_head_file_press(Formula formula, std::unique_ptr<Press> inner, const HeadFileOptions& options) {
+std::unique_ptr<Press> make_head_file_press(const std::string& name, Formula formula, std::unique_ptr<Press> inner,
+                                            const HeadFileOptions& options) {
   if (options.head_scores.empty())
-    throw Error(std::string("press '") + (formula == Formula::HeadKV ? "headkv" : "dililazykv") +
-                "' needs head_scores=FILE (a JSON file of per-head importance scores keyed \"layer-head\")");
-  return std::make_unique<HeadFilePress>(formula, std::move(inner), options);
+    throw Error("press '" + name + "' needs head_scores=FILE (a JSON file of per-head importance scores keyed \"layer-head\")");
+  return std::make_unique<HeadFilePress>(name, formula, std::move(inner), options);
 }
 
 std::vector<std::vector<int64_t>> head_file_caps(Press& press, const Model& model, int64_t base, int64_t available) {
@@ -274,30 +275,22 @@ std::vector<std::vector<int64_t>> head_file_caps(Press& press, const Model& mode
 
 void register_head_file_press(const std::string& name, const std::string& doc, const std::string& notes, Formula formula,
                               double beta_default, const std::string& beta_doc, const std::string& temp_doc) {
-  register_wrapper(
-      {name,
-       doc,
-       {{"head_scores", "string", 0, 0, 0,
-         "JSON file of query-head scores keyed \"layer-head\" (a list of per-run scores, averaged, or a number; keys starting with _ "
-         "skipped; _meta.model must name the loaded model)", {}, ""},
-        {"metric", "string", 0, 0, 0,
-         "read this metric of a kvsqueeze profile's \"_all\" (infscore, retrieval, retrieval_reasoning, ...) instead of the "
-         "file's \"layer-head\" lists", {}, ""},
-        {"beta", "float", beta_default, 1, 1e9, beta_doc, {}, ""},
-        {"temp", "float", 1, 0, 1e3, temp_doc, {}, ""},
-        {"parity", "bool", 0, 0, 1,
-         "upstream's raw caps (rounded, not fitted to the total; unusable budget wasted; no compression when B > L - window)", {}, ""}},
-       1,
-       notes},
-      [formula](const PressOptionValues& o, PressList inner) {
-        HeadFileOptions h;
-        h.head_scores = o.text("head_scores");
-        h.metric = o.text("metric");
-        h.beta = o.at("beta");
-        h.temp = o.at("temp");
-        h.parity = o.at("parity") != 0;
-        return make_head_file_press(formula, std::move(inner.at(0)), h);
-      });
+  using O = HeadFileOptions;
+  std::vector<OptionField<O>> fields{
+      field("head_scores", &O::head_scores,
+            "JSON file of query-head scores keyed \"layer-head\" (a list of per-run scores, averaged, or a number; keys starting with _ "
+            "skipped; _meta.model must name the loaded model)"),
+      field("metric", &O::metric,
+            "read this metric of a kvsqueeze profile's \"_all\" (infscore, retrieval, retrieval_reasoning, ...) instead of the "
+            "file's \"layer-head\" lists"),
+      field("beta", &O::beta, 1, 1e9, beta_doc),
+      field("temp", &O::temp, 0, 1e3, temp_doc),
+      field("parity", &O::parity,
+            "upstream's raw caps (rounded, not fitted to the total; unusable budget wasted; no compression when B > L - window)")};
+  fields[2].decl.default_value = beta_default;  // each formula has its own default beta
+  register_wrapper<O>({name, doc, {}, 1, notes}, std::move(fields), [name, formula](const O& o, PressList inner) {
+    return make_head_file_press(name, formula, std::move(inner.at(0)), o);
+  });
 }
 
 }  // namespace kvsqueeze::head_budget

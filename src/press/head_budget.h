@@ -73,7 +73,9 @@ struct HeadFileOptions {
   double temp = 1.0;
   bool parity = false;
 };
-std::unique_ptr<Press> make_head_file_press(Formula formula, std::unique_ptr<Press> inner, const HeadFileOptions& options);
+// `name`: the registered press (headkv, dililazykv), for messages.
+std::unique_ptr<Press> make_head_file_press(const std::string& name, Formula formula, std::unique_ptr<Press> inner,
+                                            const HeadFileOptions& options);
 // Registers a head-file press (headkv, dililazykv): its options head_scores, beta (with this
 // default and doc), temp and parity, and a factory for `formula`.
 void register_head_file_press(const std::string& name, const std::string& doc, const std::string& notes, Formula formula,

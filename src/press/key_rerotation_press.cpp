@@ -29,9 +29,9 @@ class KeyRerotationPress : public wrapper::Single {
     compact_layer(cache, view.layer, keep);
     inner_->compacted(view.layer, keep);
     rerotate::apply(view, cache);
+    next_position_ = renumbering_.next_position();
     return keep;
   }
-  int64_t next_position() const override { return renumbering_.next_position(); }
 
  private:
   rerotate::Renumbering renumbering_{"key_rerotation"};
@@ -46,7 +46,7 @@ void register_key_rerotation_press() {
                     1,
                     "Later tokens continue at position n. Every layer and head must keep the same n; refused on models with "
                     "sliding-window layers (gemma), whose uncompressed windows keep their original positions."},
-                   [](const PressOptionValues&, PressList inner) { return std::make_unique<KeyRerotationPress>(std::move(inner.at(0))); });
+                   [](PressList inner) { return std::make_unique<KeyRerotationPress>(std::move(inner.at(0))); });
 }
 
 }  // namespace kvsqueeze

@@ -7,7 +7,7 @@
 namespace kvsqueeze {
 namespace {
 
-class KeyDiffPress : public Press {
+class KeyDiffPress : public ScorerPress {
  public:
   std::string name() const override { return "keydiff"; }
   LayerScores score(const LayerView& v) override {
@@ -43,8 +43,8 @@ class KeyDiffPress : public Press {
 }  // namespace
 
 void register_keydiff_press() {
-  register_scorer({"keydiff", "Keeps the keys least similar to the mean key direction (KeyDiff).", {}},
-                 [](const PressOptionValues&) { return std::make_unique<KeyDiffPress>(); });
+  register_press({"keydiff", "Keeps the keys least similar to the mean key direction (KeyDiff).", {}},
+                 [] { return std::make_unique<KeyDiffPress>(); });
 }
 
 }  // namespace kvsqueeze

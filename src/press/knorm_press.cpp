@@ -7,7 +7,7 @@
 namespace kvsqueeze {
 namespace {
 
-class KnormPress : public Press {
+class KnormPress : public ScorerPress {
  public:
   std::string name() const override { return "knorm"; }
   LayerScores score(const LayerView& v) override {
@@ -32,8 +32,8 @@ class KnormPress : public Press {
 }  // namespace
 
 void register_knorm_press() {
-  register_scorer({"knorm", "Keeps the keys with the lowest L2 norm (arXiv 2406.11430).", {}},
-                 [](const PressOptionValues&) { return std::make_unique<KnormPress>(); });
+  register_press({"knorm", "Keeps the keys with the lowest L2 norm (arXiv 2406.11430).", {}},
+                 [] { return std::make_unique<KnormPress>(); });
 }
 
 }  // namespace kvsqueeze

@@ -23,6 +23,7 @@ namespace {
 
 struct ComposeOptions {
   bool structured = true;
+  std::string agg_task = "max", agg_group = "mean", agg_head = "mean";  // as given; read through the flags below
   bool task_max = true, group_max = false, head_max = false;
   bool v_norm = false, mean_across_heads = true;
   int64_t lower_bound = 0;
@@ -238,35 +239,26 @@ void KvComposePress::finish(Session& session, const Budget& budget) {
 }  // namespace
 
 void register_kvcompose_press() {
-  PressOption agg_task{"agg_task", "choice", 0, 0, 0, "how the second pass's queries aggregate each slot's attention", {"max", "mean"}, "max"};
-  PressOption agg_group{"agg_group", "choice", 0, 0, 0, "aggregation over the G query heads of a KV head", {"mean", "max"}, "mean"};
-  PressOption agg_head{"agg_head", "choice", 0, 0, 0, "aggregation of the heads' sorted scores into the layer composite", {"mean", "max"}, "mean"};
-  register_scorer({"kvcompose",
-                   "KVCompose: attention of a second pass over the context; composite per-layer budgets from a global top-k.",
-                   {{"structured", "bool", 1, 0, 1, "same count for every head of a layer (false: a count per head)", {}, ""},
-                    agg_task,
-                    agg_group,
-                    agg_head,
-                    {"add_v_norm", "bool", 0, 0, 1, "multiply each slot's score by ||v||", {}, ""},
-                    {"add_mean_across_heads", "bool", 1, 0, 1, "add the mean over the layer's heads to each head's scores", {}, ""},
-                    {"keep_token_lower_bound", "int", 0, 0, 1e9, "slots every layer (head) keeps at least", {}, ""},
-                    {"parity", "bool", 0, 0, 1, "share the budget with sliding-window layers too, as kvpress does on Gemma 3 (they are still not compressed)", {}, ""}},
-                   0,
-                   "The second pass is rolled back (kvpress truncates, or in unstructured mode keeps the duplicate context "
-                   "visible). Unstructured mode really shrinks each head to its own count (kvpress masks). Outside parity "
-                   "mode only compressible layers share the budget."},
-                  [](const PressOptionValues& o) {
-                    ComposeOptions c;
-                    c.structured = o.at("structured") != 0;
-                    c.task_max = o.text("agg_task") == "max";
-                    c.group_max = o.text("agg_group") == "max";
-                    c.head_max = o.text("agg_head") == "max";
-                    c.v_norm = o.at("add_v_norm") != 0;
-                    c.mean_across_heads = o.at("add_mean_across_heads") != 0;
-                    c.lower_bound = static_cast<int64_t>(o.at("keep_token_lower_bound"));
-                    c.parity = o.at("parity") != 0;
-                    return std::make_unique<KvComposePress>(c);
-                  });
+  using O = ComposeOptions;
+  register_press<O>({"kvcompose", "KVCompose: attention of a second pass over the context; composite per-layer budgets from a global top-k.", {}, 0,
+                     "The second pass is rolled back (kvpress truncates, or in unstructured mode keeps the duplicate context "
+                     "visible). Unstructured mode really shrinks each head to its own count (kvpress masks). Outside parity "
+                     "mode only compressible layers share the budget."},
+                    {field("structured", &O::structured, "same count for every head of a layer (false: a count per head)"),
+                     field("agg_task", &O::agg_task, {"max", "mean"}, "how the second pass's queries aggregate each slot's attention"),
+                     field("agg_group", &O::agg_group, {"mean", "max"}, "aggregation over the G query heads of a KV head"),
+                     field("agg_head", &O::agg_head, {"mean", "max"}, "aggregation of the heads' sorted scores into the layer composite"),
+                     field("add_v_norm", &O::v_norm, "multiply each slot's score by ||v||"),
+                     field("add_mean_across_heads", &O::mean_across_heads, "add the mean over the layer's heads to each head's scores"),
+                     field("keep_token_lower_bound", &O::lower_bound, 0, 1e9, "slots every layer (head) keeps at least"),
+                     field("parity", &O::parity,
+                           "share the budget with sliding-window layers too, as kvpress does on Gemma 3 (they are still not compressed)")},
+                    [](O o) {
+                      o.task_max = o.agg_task == "max";
+                      o.group_max = o.agg_group == "max";
+                      o.head_max = o.agg_head == "max";
+                      return std::make_unique<KvComposePress>(o);
+                    });
 }
 
 }  // namespace kvsqueeze

@@ -275,26 +275,20 @@ void KvzipPress::allocate(Session& session, const Budget& budget) {
 }  // namespace
 
 void register_kvzip_press() {
-  register_scorer({"kvzip",
-                   "Context reconstruction (KVzip): the attention that repeating the context pays each slot; global eviction across layers.",
-                   {{"layerwise", "bool", 0, 0, 1, "evict the same number of slots in every layer (pooled over its heads) instead of globally", {}, ""},
-                    {"n_sink", "int", 4, 0, 1e6, "first context slots always kept", {}, ""},
-                    {"kvzip_plus_normalization", "bool", 0, 0, 1, "KVzip+: divide each query's row by ||x_query||, multiply each slot by ||W_o[q] v||", {}, ""},
-                    {"chunk_size", "int", 2048, 1, 1e7, "context tokens repeated per pass", {}, ""},
-                    {"parity", "bool", 0, 0, 1, "do not protect the chat-template prefix (kvpress evicts it first)", {}, ""}},
-                   0,
-                   "Really evicts (per-head lengths differ) where kvpress only masks. Runs on Gemma 3 too (kvpress refuses it); "
-                   "sliding-window layers are neither scored nor compressed and the global budget is shared by the other layers. "
-                   "Outside parity mode the chat-template prefix after the sinks is protected. Costs 2-3x the prefill."},
-                  [](const PressOptionValues& o) {
-                    KvzipOptions k;
-                    k.layerwise = o.at("layerwise") != 0;
-                    k.n_sink = static_cast<int64_t>(o.at("n_sink"));
-                    k.plus = o.at("kvzip_plus_normalization") != 0;
-                    k.chunk_size = static_cast<int64_t>(o.at("chunk_size"));
-                    k.parity = o.at("parity") != 0;
-                    return std::make_unique<KvzipPress>(k);
-                  });
+  using O = KvzipOptions;
+  register_press<O>({"kvzip",
+                     "Context reconstruction (KVzip): the attention that repeating the context pays each slot; global eviction across layers.",
+                     {},
+                     0,
+                     "Really evicts (per-head lengths differ) where kvpress only masks. Runs on Gemma 3 too (kvpress refuses it); "
+                     "sliding-window layers are neither scored nor compressed and the global budget is shared by the other layers. "
+                     "Outside parity mode the chat-template prefix after the sinks is protected. Costs 2-3x the prefill."},
+                    {field("layerwise", &O::layerwise, "evict the same number of slots in every layer (pooled over its heads) instead of globally"),
+                     field("n_sink", &O::n_sink, 0, 1e6, "first context slots always kept"),
+                     field("kvzip_plus_normalization", &O::plus, "KVzip+: divide each query's row by ||x_query||, multiply each slot by ||W_o[q] v||"),
+                     field("chunk_size", &O::chunk_size, 1, 1e7, "context tokens repeated per pass"),
+                     field("parity", &O::parity, "do not protect the chat-template prefix (kvpress evicts it first)")},
+                    [](const O& o) { return std::make_unique<KvzipPress>(o); });
 }
 
 }  // namespace kvsqueeze

@@ -22,6 +22,16 @@
 namespace kvsqueeze {
 namespace {
 
+struct LagKvOptions {
+  std::string mode = "kvpress";
+  int64_t n_sink = -1;  // -1: the mode's upstream default
+  int64_t lag_size = 128;
+  bool cross_scoring = false;
+  double score_v_ratio = 1.0;
+  std::string short_sequence = "keep_all";
+  bool parity = false;
+};
+
 class LagKvPress : public Press {
  public:
   LagKvPress(bool lagkv_mode, int64_t n_sink, int64_t lag, bool cross, bool streaming_short, double v_ratio, bool parity)
@@ -165,38 +175,37 @@ class LagKvPress : public Press {
 }  // namespace
 
 void register_lagkv_press() {
-  PressInfo info{
-      "lagkv",
-      "Scores each partition of lag_size slots by how its keys and values spread relative to the next partition (LagKV); "
-      "attention- and query-free.",
-      {{"mode", "choice", 0, 0, 0,
-        "kvpress: one-shot at prefill, uniform budget over partition scores (kvpress LagKVPress); lagkv: the LagKV "
-        "repository's incremental flow, keeping floor((1-cr) lag_size) of each scored partition whenever 2 lag_size slots "
-        "are uncompressed (after prefill chunks and decode steps)",
-        {"kvpress", "lagkv"}, "kvpress"},
-       {"n_sink", "int", -1, -1, 1e9, "first slots never evicted; -1: the mode's upstream default (kvpress 4, lagkv 16)", {}, ""},
-       {"lag_size", "int", 128, 1, 1e9, "slots per partition", {}, ""},
-       {"cross_scoring", "bool", 0, 0, 1,
-        "mode=kvpress: keep the raw scores, comparable across partitions (for adakv), instead of within-partition ranks", {}, ""},
-       {"score_v_ratio", "float", 1.0, 0, 1e9, "mode=lagkv: weight of the value score (score = s_K + ratio s_V)", {}, ""},
-       {"short_sequence", "choice", 0, 0, 0,
-        "mode=kvpress, fewer than n_sink + 2 lag_size slots: keep_all (no compression), or streaming (kvpress's ramp: keeps "
-        "the sinks and the most recent slots, as streaming_llm)",
-        {"keep_all", "streaming"}, "keep_all"},
-       {"parity", "bool", 0, 0, 1,
-        "raw upstream formula: no guard of a constant channel's range (max(hi-lo, 1e-6) otherwise); NaN scores rank lowest", {}, ""}},
-      0,
-      "Fix: the min-max range of each channel is guarded with max(hi - lo, 1e-6) (parity=true: raw, NaN ranks lowest). "
-      "kvpress mode: protected slots (sinks, newest partition, remainder) score +inf instead of 1 (same kept sets); "
-      "sequences shorter than n_sink + 2 lag_size are not compressed unless short_sequence=streaming (kvpress's ramp). "
-      "lagkv mode: only ratio budgets; sinks default to 16 as in the LagKV repository."};
-  register_scorer(std::move(info), [](const PressOptionValues& o) {
-    const bool lagkv_mode = o.text("mode") == "lagkv";
-    auto n_sink = static_cast<int64_t>(o.at("n_sink"));
-    if (n_sink < 0) n_sink = lagkv_mode ? 16 : 4;
-    return std::make_unique<LagKvPress>(lagkv_mode, n_sink, static_cast<int64_t>(o.at("lag_size")), o.at("cross_scoring") != 0,
-                                        o.text("short_sequence") == "streaming", o.at("score_v_ratio"), o.at("parity") != 0);
-  });
+  using O = LagKvOptions;
+  register_press<O>(
+      {"lagkv",
+       "Scores each partition of lag_size slots by how its keys and values spread relative to the next partition (LagKV); "
+       "attention- and query-free.",
+       {},
+       0,
+       "Fix: the min-max range of each channel is guarded with max(hi - lo, 1e-6) (parity=true: raw, NaN ranks lowest). "
+       "kvpress mode: protected slots (sinks, newest partition, remainder) score +inf instead of 1 (same kept sets); "
+       "sequences shorter than n_sink + 2 lag_size are not compressed unless short_sequence=streaming (kvpress's ramp). "
+       "lagkv mode: only ratio budgets; sinks default to 16 as in the LagKV repository."},
+      {field("mode", &O::mode, {"kvpress", "lagkv"},
+             "kvpress: one-shot at prefill, uniform budget over partition scores (kvpress LagKVPress); lagkv: the LagKV "
+             "repository's incremental flow, keeping floor((1-cr) lag_size) of each scored partition whenever 2 lag_size slots "
+             "are uncompressed (after prefill chunks and decode steps)"),
+       field("n_sink", &O::n_sink, -1, 1e9, "first slots never evicted; -1: the mode's upstream default (kvpress 4, lagkv 16)"),
+       field("lag_size", &O::lag_size, 1, 1e9, "slots per partition"),
+       field("cross_scoring", &O::cross_scoring,
+             "mode=kvpress: keep the raw scores, comparable across partitions (for adakv), instead of within-partition ranks"),
+       field("score_v_ratio", &O::score_v_ratio, 0, 1e9, "mode=lagkv: weight of the value score (score = s_K + ratio s_V)"),
+       field("short_sequence", &O::short_sequence, {"keep_all", "streaming"},
+             "mode=kvpress, fewer than n_sink + 2 lag_size slots: keep_all (no compression), or streaming (kvpress's ramp: keeps "
+             "the sinks and the most recent slots, as streaming_llm)"),
+       field("parity", &O::parity,
+             "raw upstream formula: no guard of a constant channel's range (max(hi-lo, 1e-6) otherwise); NaN scores rank lowest")},
+      [](const O& o) {
+        const bool lagkv_mode = o.mode == "lagkv";
+        const int64_t n_sink = o.n_sink >= 0 ? o.n_sink : lagkv_mode ? 16 : 4;
+        return std::make_unique<LagKvPress>(lagkv_mode, n_sink, o.lag_size, o.cross_scoring, o.short_sequence == "streaming",
+                                            o.score_v_ratio, o.parity);
+      });
 }
 
 }  // namespace kvsqueeze

@@ -7,7 +7,12 @@
 namespace kvsqueeze {
 namespace {
 
-class LeverageScorePress : public Press {
+struct LeverageScoreOptions {
+  int64_t sketch_dimension = 48;
+  int64_t seed = 42;
+};
+
+class LeverageScorePress : public ScorerPress {
  public:
   LeverageScorePress(int64_t k, uint64_t seed) : k_(k), seed_(seed) {}
   std::string name() const override { return "leverage_score"; }
@@ -21,15 +26,13 @@ class LeverageScorePress : public Press {
 }  // namespace
 
 void register_leverage_score_press() {
-  using qstats::option;
-  register_scorer(qstats::info("leverage_score", "Approximate leverage of the pre-RoPE keys under a Gaussian sketch (Compactor's geometry part).",
-                               {option("sketch_dimension", "int", 48, 1, 4096, "columns of the Gaussian sketch"),
-                                option("seed", "int", 42, 0, 4294967295.0, "seed of the sketch (counter-based, per layer and head)")},
-                               "The sketch comes from kvsqueeze's counter-based RNG keyed by (seed, layer, head), not torch's "
-                               "global RNG, so scores match kvpress only given the same sketch. Maths in double precision."),
-                  [](const PressOptionValues& o) {
-                    return std::make_unique<LeverageScorePress>(static_cast<int64_t>(o.at("sketch_dimension")), static_cast<uint64_t>(o.at("seed")));
-                  });
+  using O = LeverageScoreOptions;
+  register_press<O>({"leverage_score", "Approximate leverage of the pre-RoPE keys under a Gaussian sketch (Compactor's geometry part).", {}, 0,
+                     "The sketch comes from kvsqueeze's counter-based RNG keyed by (seed, layer, head), not torch's "
+                     "global RNG, so scores match kvpress only given the same sketch. Maths in double precision."},
+                    {field("sketch_dimension", &O::sketch_dimension, 1, 4096, "columns of the Gaussian sketch"),
+                     field("seed", &O::seed, 0, 4294967295.0, "seed of the sketch (counter-based, per layer and head)")},
+                    [](const O& o) { return std::make_unique<LeverageScorePress>(o.sketch_dimension, static_cast<uint64_t>(o.seed)); });
 }
 
 }  // namespace kvsqueeze

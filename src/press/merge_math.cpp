@@ -195,6 +195,7 @@ KeepSets ValueMergeWrapper::compress(const LayerView& view, const Budget& budget
   const LayerSnapshot snap = snapshot(view);
   before_compress(view);
   KeepSets keep = inner_->compress(view, budget, cache);
+  next_position_ = inner_->next_position();
   if (static_cast<int64_t>(keep.size()) != view.n_head_kv())
     throw Error("internal: press '" + inner_->name() + "' returned " + std::to_string(keep.size()) + " keep sets for " +
                 std::to_string(view.n_head_kv()) + " heads");
@@ -216,6 +217,7 @@ void ValueMergeWrapper::finish(Session& session, const Budget& budget) {
   for (int64_t l = 0; l < cfg.n_layer; ++l)
     if (!cfg.layer_sliding[static_cast<size_t>(l)] && cache.window(l) == 0) snaps[static_cast<size_t>(l)] = snapshot(LayerView(model, l, cache, none));
   inner_->finish(session, budget);
+  next_position_ = inner_->next_position();
   for (int64_t l = 0; l < cfg.n_layer; ++l) {
     const auto& snap = snaps[static_cast<size_t>(l)];
     if (snap.empty()) continue;

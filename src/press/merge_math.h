@@ -84,9 +84,11 @@ class ValueMergeWrapper : public wrapper::Single {
   LayerScores score(const LayerView& view) override;
   KeepSets select(const LayerView& view, const Budget& budget) override;
   bool triggers(const LayerView& view) const override { return inner_->triggers(view); }
-  bool needs_all_layers() const override { return inner_->needs_all_layers(); }
-  bool own_budget() const override { return inner_->own_budget(); }
-  int64_t next_position() const override { return inner_->next_position(); }
+  // The inner press's schedule, but not its decoding-time compression (which would skip the merge).
+  PressTraits traits() const override {
+    const PressTraits t = inner_->traits();
+    return {.needs_all_layers = t.needs_all_layers, .own_budget = t.own_budget};
+  }
   KeepSets compress(const LayerView& view, const Budget& budget, KvCache& cache) override;
   void finish(Session& session, const Budget& budget) override;
 

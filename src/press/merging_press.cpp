@@ -11,6 +11,11 @@
 namespace kvsqueeze {
 namespace {
 
+struct MergingOptions {
+  double similarity_threshold = 0.0;
+  double merge_fraction = 1.0;
+};
+
 class MergingPress : public merge::ValueMergeWrapper {
  public:
   MergingPress(std::unique_ptr<Press> inner, double threshold, double fraction)
@@ -34,19 +39,23 @@ class MergingPress : public merge::ValueMergeWrapper {
 }  // namespace
 
 void register_merging_press() {
-  register_wrapper({"merging",
-                    "Merge-on-evict on any press (MergingPress): each evicted slot's value is folded into its most key-similar "
-                    "kept slot of the same head; keys unchanged.",
-                    {{"similarity_threshold", "float", 0.0, 0.0, 1.0, "minimum key cosine similarity for a merge", {}, ""},
-                     {"merge_fraction", "float", 1.0, 1e-9, 1.0,
-                      "fraction of each head's evicted slots (the most similar) that merge; upstream's quantile rule", {}, ""}},
-                    1,
-                    "Wraps every press, allocators and presses deciding over all layers (global_topk, kvzip) included; kvpress "
-                    "accepts scorers only. Kept slots, keys and memory are exactly the inner press's. Must be outermost (or inside "
-                    "composed). Equal similarities: the earliest kept slot (upstream: the first in top-k order)."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     return std::make_unique<MergingPress>(std::move(inner.at(0)), o.at("similarity_threshold"), o.at("merge_fraction"));
-                   });
+  using O = MergingOptions;
+  register_wrapper<O>({"merging",
+                       "Merge-on-evict on any press (MergingPress): each evicted slot's value is folded into its most key-similar "
+                       "kept slot of the same head; keys unchanged.",
+                       {},
+                       1,
+                       "Wraps every press, allocators and presses deciding over all layers (global_topk, kvzip) included; kvpress "
+                       "accepts scorers only. Kept slots, keys and memory are exactly the inner press's. Must be outermost (or inside "
+                       "composed). Equal similarities: the earliest kept slot (upstream: the first in top-k order).",
+                       /*question_length_option=*/"",
+                       /*merge_policy=*/"similarity"},
+                      {field("similarity_threshold", &O::similarity_threshold, 0.0, 1.0, "minimum key cosine similarity for a merge"),
+                       field("merge_fraction", &O::merge_fraction, 1e-9, 1.0,
+                             "fraction of each head's evicted slots (the most similar) that merge; upstream's quantile rule")},
+                      [](const O& o, PressList inner) {
+                        return std::make_unique<MergingPress>(std::move(inner.at(0)), o.similarity_threshold, o.merge_fraction);
+                      });
 }
 
 }  // namespace kvsqueeze

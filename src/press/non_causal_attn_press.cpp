@@ -8,7 +8,7 @@
 namespace kvsqueeze {
 namespace {
 
-class NonCausalAttnPress : public Press {
+class NonCausalAttnPress : public ScorerPress {
  public:
   explicit NonCausalAttnPress(non_causal::Options o) : o_(o) {}
   std::string name() const override { return "non_causal_attn"; }
@@ -24,24 +24,18 @@ class NonCausalAttnPress : public Press {
 }  // namespace
 
 void register_non_causal_attn_press() {
-  using qstats::option;
-  register_scorer(
-      qstats::info("non_causal_attn", "Attention received from the context's queries without a causal mask, in chunks (Compactor's attention part).",
-                   {option("chunk_size", "int", 256, 1, 1e7, "slots per chunk of non-causal attention"),
-                    option("scale", "float", 1.0, 0, 1e6, "multiplies q.k (kvpress applies no 1/sqrt(d): 1)"),
-                    option("parity", "bool", 0, 0, 1,
-                           "reproduce kvpress's padding of the last chunk: padded keys take softmax mass (logit -1e-9) and "
-                           "padded query rows add 1/chunk_size to every slot of that chunk")},
-                   "Fix (default): the last, shorter chunk is not padded, so only real queries and keys count; parity=true "
-                   "restores kvpress's padding. No 1/sqrt(d) unless scale is set. The context's pre-RoPE queries are kept "
-                   "until the layer is compressed (rows x heads x d floats per layer)."),
-      [](const PressOptionValues& o) {
-        non_causal::Options opt;
-        opt.chunk = static_cast<int64_t>(o.at("chunk_size"));
-        opt.scale = o.at("scale");
-        opt.parity = o.at("parity") != 0;
-        return std::make_unique<NonCausalAttnPress>(opt);
-      });
+  using O = non_causal::Options;
+  register_press<O>(
+      {"non_causal_attn", "Attention received from the context's queries without a causal mask, in chunks (Compactor's attention part).", {}, 0,
+       "Fix (default): the last, shorter chunk is not padded, so only real queries and keys count; parity=true "
+       "restores kvpress's padding. No 1/sqrt(d) unless scale is set. The context's pre-RoPE queries are kept "
+       "until the layer is compressed (rows x heads x d floats per layer)."},
+      {field("chunk_size", &O::chunk, 1, 1e7, "slots per chunk of non-causal attention"),
+       field("scale", &O::scale, 0, 1e6, "multiplies q.k (kvpress applies no 1/sqrt(d): 1)"),
+       field("parity", &O::parity,
+             "reproduce kvpress's padding of the last chunk: padded keys take softmax mass (logit -1e-9) and "
+             "padded query rows add 1/chunk_size to every slot of that chunk")},
+      [](const O& o) { return std::make_unique<NonCausalAttnPress>(o); });
 }
 
 }  // namespace kvsqueeze

@@ -10,7 +10,7 @@
 namespace kvsqueeze {
 namespace {
 
-class ObservedAttentionPress : public Press {
+class ObservedAttentionPress : public ScorerPress {
  public:
   std::string name() const override { return "observed_attention"; }
   StatsRequest needs() const override {
@@ -70,8 +70,8 @@ class ObservedAttentionPress : public Press {
 }  // namespace
 
 void register_observed_attention_press() {
-  register_scorer({"observed_attention", "Average attention each slot received from the context (H2O-like).", {}},
-                 [](const PressOptionValues&) { return std::make_unique<ObservedAttentionPress>(); });
+  register_press({"observed_attention", "Average attention each slot received from the context (H2O-like).", {}},
+                 [] { return std::make_unique<ObservedAttentionPress>(); });
 }
 
 }  // namespace kvsqueeze

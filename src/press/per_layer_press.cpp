@@ -15,13 +15,18 @@
 namespace kvsqueeze {
 namespace {
 
+struct PerLayerOptions {
+  std::vector<double> ratios;
+  std::string ratios_file;
+};
+
 class PerLayerPress : public wrapper::Single {
  public:
   PerLayerPress(std::unique_ptr<Press> inner, std::vector<double> ratios) : Single(std::move(inner)), ratios_(std::move(ratios)) {
     reject_deferred("per_layer");
   }
   std::string name() const override { return "per_layer"; }
-  bool own_budget() const override { return true; }
+  PressTraits traits() const override { return {.own_budget = true}; }
   LayerScores score(const LayerView& view) override { return inner_->score(view); }
   KeepSets select(const LayerView& view, const Budget& budget) override {
     const Budget b = layer_budget(view, budget);
@@ -79,24 +84,21 @@ std::vector<double> read_ratios_file(const std::string& path) {
 }  // namespace
 
 void register_per_layer_press() {
-  register_wrapper({"per_layer",
-                    "Each layer compressed with its own ratio by the inner press.",
-                    {{"ratios", "floats", 0, 0, 0.999999,
-                      "one ratio (fraction removed) per layer, separated by ':' (or ',' in `options`)", {}, ""},
-                     {"ratios_file", "string", 0, 0, 0,
-                      "instead of ratios: a JSON file holding one ratio per layer, [r0, r1, ...] or {\"ratios\": [r0, r1, ...]}", {}, ""}},
-                    1,
-                    "Replaces the pipeline's ratio; the overall ratio is the mean of the layers' ratios. Sliding-window layers "
-                    "(gemma) stay uncompressed whatever their ratio."},
-                   [](const PressOptionValues& o, PressList inner) {
-                     auto ratios = o.floats("ratios");
-                     const std::string& file = o.text("ratios_file");
-                     if (!file.empty() && !ratios.empty()) throw Error("press 'per_layer': give ratios or ratios_file, not both");
-                     if (!file.empty()) ratios = read_ratios_file(file);
-                     if (ratios.empty())
-                       throw Error("press 'per_layer' needs ratios=R0:R1:... or ratios_file=FILE (one ratio per layer)");
-                     return std::make_unique<PerLayerPress>(std::move(inner.at(0)), std::move(ratios));
-                   });
+  using O = PerLayerOptions;
+  register_wrapper<O>({"per_layer", "Each layer compressed with its own ratio by the inner press.", {}, 1,
+                       "Replaces the pipeline's ratio; the overall ratio is the mean of the layers' ratios. Sliding-window layers "
+                       "(gemma) stay uncompressed whatever their ratio."},
+                      {field("ratios", &O::ratios, 0, 0.999999, "one ratio (fraction removed) per layer, separated by ':' (or ',' in `options`)"),
+                       field("ratios_file", &O::ratios_file,
+                             "instead of ratios: a JSON file holding one ratio per layer, [r0, r1, ...] or {\"ratios\": [r0, r1, ...]}")},
+                      [](const O& o, PressList inner) {
+                        auto ratios = o.ratios;
+                        if (!o.ratios_file.empty() && !ratios.empty()) throw Error("press 'per_layer': give ratios or ratios_file, not both");
+                        if (!o.ratios_file.empty()) ratios = read_ratios_file(o.ratios_file);
+                        if (ratios.empty())
+                          throw Error("press 'per_layer' needs ratios=R0:R1:... or ratios_file=FILE (one ratio per layer)");
+                        return std::make_unique<PerLayerPress>(std::move(inner.at(0)), std::move(ratios));
+                      });
 }
 
 }  // namespace kvsqueeze

@@ -106,7 +106,7 @@ void compact_layer(KvCache& cache, int64_t layer, const KeepSets& keep) {
 int64_t compress_layer(Press& press, const LayerView& view, const Budget& budget, KvCache& cache) {
   if (!(budget.ratio >= 0.0 && budget.ratio < 1.0))
     throw Error("compression ratio must be in [0, 1) (the fraction removed), got " + std::to_string(budget.ratio));
-  if ((budget.none() && !press.own_budget()) || cache.window(view.layer) > 0) return 0;
+  if ((budget.none() && !press.traits().own_budget) || cache.window(view.layer) > 0) return 0;
   int64_t before = 0, after = 0;
   for (int64_t h = 0; h < cache.shape().n_head_kv; ++h) before += cache.length(view.layer, h);
   press.set_budget(budget);

@@ -20,7 +20,7 @@ void CompressionPolicy::validate() const {
 }
 
 CompressionPolicy effective_policy(CompressionPolicy policy, const Press* press) {
-  if (!policy.decoding() && press && press->compresses_while_decoding()) policy.decode_triggers = true;
+  if (!policy.decoding() && press && press->traits().compresses_while_decoding) policy.decode_triggers = true;
   return policy;
 }
 
@@ -65,14 +65,14 @@ void PressRunner::begin_prefill(const std::vector<int32_t>& ids) {
   decoding_ = false;
   session_.set_stats_request(prefill_press_ ? prefill_press_->needs() : StatsRequest{});
   // Presses scoring while the context is evaluated (global_topk) learn the budget first.
-  if (prefill_press_ && prefill_press_->needs_all_layers()) prefill_press_->set_budget(budget_);
+  if (prefill_press_ && prefill_press_->traits().needs_all_layers) prefill_press_->set_budget(budget_);
   session_.begin_eval(ids);
 }
 
 bool PressRunner::prefill_step() { return session_.eval_step(); }
 
 void PressRunner::finish_prefill(int64_t slack) {
-  if (prefill_press_ && prefill_press_->needs_all_layers() && (!budget_.none() || prefill_press_->own_budget())) {
+  if (prefill_press_ && prefill_press_->traits().needs_all_layers && (!budget_.none() || prefill_press_->traits().own_budget)) {
     session_.set_layer_hook(nullptr);  // its extra passes must not re-enter the runner
     finish_press(*prefill_press_, session_, budget_);
     ++compressions_;
@@ -107,7 +107,7 @@ void PressRunner::on_layer(const LayerStats& st, KvCache& cache) {
     Budget b;
     bool compress = true;
     if (!decoding_) {
-      compress = !press->needs_all_layers() && (st.last_chunk || policy_.every_chunk);
+      compress = !press->traits().needs_all_layers && (st.last_chunk || policy_.every_chunk);
       b = budget_;
       if (policy_.every_chunk && b.tokens < 0)  // back to the ratio's share of everything seen
         b = Budget{0.0, std::max<int64_t>(1, static_cast<int64_t>(std::trunc(next * (1.0 - budget_.ratio))))};
@@ -127,7 +127,7 @@ void PressRunner::on_layer(const LayerStats& st, KvCache& cache) {
   // Decoding: what was evicted or merged away leaves the process now, keeping room in this
   // layer for the next interval or the press's own need (other layers keep their capacity).
   if (decoding_ && removed > 0)
-    cache.release_layer_slack(st.layer, std::max(policy_.decode_interval + 1, press->decode_slack(session_.model().config())));
+    cache.release_layer_slack(st.layer, std::max(policy_.decode_interval + 1, press->traits().decode_slack));
 }
 
 }  // namespace kvsqueeze

@@ -15,7 +15,7 @@ namespace {
 
 struct Entry {
   PressInfo info;
-  WrapperFactory factory;
+  detail::Factory factory;
 };
 
 std::map<std::string, Entry>& table() {
@@ -243,13 +243,7 @@ std::vector<double> PressOptionValues::floats(const std::string& key) const {
   return out;
 }
 
-void register_scorer(PressInfo info, ScorerFactory factory) {
-  info.inner = 0;
-  const std::string name = info.name;
-  table()[name] = Entry{std::move(info), [f = std::move(factory)](const PressOptionValues& o, PressList) { return f(o); }};
-}
-
-void register_wrapper(PressInfo info, WrapperFactory factory) {
+void detail::add_entry(PressInfo info, Factory factory) {
   const std::string name = info.name;
   table()[name] = Entry{std::move(info), std::move(factory)};
 }
@@ -351,9 +345,15 @@ std::string merge_option_press(const std::vector<std::string>& options) {
   for (const auto& kv : options) {
     if (kv.rfind("merge=", 0) != 0) continue;
     const std::string v = kv.substr(6);
-    if (v == "similarity") out = "merging";
-    else if (v == "cam") out = "cam";
-    else throw ParameterError("options", "`options` merge=" + one_line(v) + ": unknown merge policy (valid: similarity, cam)");
+    std::vector<std::string> valid;  // listed by descending word ("similarity, cam")
+    out.clear();
+    for (const auto& [name, entry] : registry()) {
+      const std::string& policy = entry.info.merge_policy;
+      if (policy.empty()) continue;
+      valid.insert(std::upper_bound(valid.begin(), valid.end(), policy, std::greater<>()), policy);
+      if (policy == v) out = name;
+    }
+    if (out.empty()) throw ParameterError("options", "`options` merge=" + one_line(v) + ": unknown merge policy (valid: " + join(valid) + ")");
   }
   return out;
 }

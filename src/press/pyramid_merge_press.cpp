@@ -31,24 +31,28 @@ namespace {
 
 namespace pm = pyramid_merge;
 
+struct PyramidMergeOptions {
+  int64_t initial_local_window = 512;
+  double steepness_coefficient = 1.0;
+  int64_t sink_tokens = 4;
+  std::string seq_pooling_type = "mean";
+  bool skip_prefill_compression = false;
+};
+
 class PyramidMergePress : public Press {
  public:
   PyramidMergePress(int64_t l0, double beta, int64_t sink, pm::Pooling pooling, bool skip_prefill)
       : l0_(l0), beta_(beta), sink_(sink), pooling_(pooling), skip_prefill_(skip_prefill) {}
   std::string name() const override { return "pyramid_merge"; }
-  bool own_budget() const override { return true; }
-  bool compresses_while_decoding() const override { return true; }
-
-  // Between two decoding-time poolings a run grows by at most W_k + 1 slots.
-  int64_t decode_slack(const ModelConfig& c) const override {
-    int64_t w = 0;
-    for (int64_t l = 0; l < c.n_layer; ++l)
-      if (!c.layer_sliding[static_cast<size_t>(l)]) w = std::max(w, window(l, c.n_layer));
-    return w + 1;
+  // Between two decoding-time poolings a run grows by at most W_k + 1 slots (known once a
+  // layer of the model was observed, which precedes every compression).
+  PressTraits traits() const override {
+    return {.own_budget = true, .compresses_while_decoding = true, .decode_slack = decode_slack_};
   }
 
   // A chunk starting at position 0 begins a new sequence: forget the layer's state.
   void observe(const LayerView& v) override {
+    if (decode_slack_ == 0) decode_slack_ = slack(v.config());
     if (!v.stats.positions.empty() && v.stats.positions.front() == 0) state_.erase(v.layer);
   }
 
@@ -117,6 +121,13 @@ class PyramidMergePress : public Press {
   }
 
  private:
+  int64_t slack(const ModelConfig& c) const {
+    int64_t w = 0;
+    for (int64_t l = 0; l < c.n_layer; ++l)
+      if (!c.layer_sliding[static_cast<size_t>(l)]) w = std::max(w, window(l, c.n_layer));
+    return w + 1;
+  }
+  int64_t decode_slack_ = 0;
   struct HeadState {
     std::vector<int32_t> pos;  // the run's positions after the press last pooled (or set rws)
     std::vector<float> count;  // tokens per slot of `pos` (weighted_mean only)
@@ -166,21 +177,13 @@ class PyramidMergePress : public Press {
 }  // namespace
 
 void register_pyramid_merge_press() {
+  using O = PyramidMergeOptions;
   PressInfo info{
       "pyramid_merge",
       "Pools pairs of consecutive slots past the sinks (mean, max, a per-channel vote, or a token-weighted mean) so that "
       "layer k keeps at most W_k = int(L0 (1 + (k/m)(1/beta - 1))) slots unmerged; after the context and again whenever "
       "more than W_k slots lie past the last pooling while decoding (the seed, en-jai-neer/kv-cache-compression). Sets its own budget.",
-      {{"initial_local_window", "int", 512, 1, 1e9, "L0: the unmerged window of layer 0", {}, ""},
-       {"steepness_coefficient", "float", 1.0, 0, 1e9,
-        "beta > 0: the last layers' windows approach L0 / beta (1: every layer L0; < 1: wider windows in deeper layers)", {}, ""},
-       {"sink_tokens", "int", 4, 0, 1e9, "first slots of each run never pooled", {}, ""},
-       {"seq_pooling_type", "choice", 0, 0, 0,
-        "mean: (x0 + x1) / 2; max: element-wise; best: per channel, x0 for every pair if x0 > x1 in at least half the pairs "
-        "of the span, else x1 (K and V vote separately); weighted_mean: mean weighted by the tokens each slot stands for "
-        "(kvsqueeze's own)",
-        {"mean", "max", "best", "weighted_mean"}, "mean"},
-       {"skip_prefill_compression", "bool", 0, 0, 1, "leave the context whole; pool only while decoding", {}, ""}},
+      {},
       0,
       "Keys are pooled post-RoPE as cached, as the seed does: an averaged key corresponds to no single position. Positions "
       "stay absolute (the seed passes none): a pooled slot takes the position of the later slot of its pair. While "
@@ -191,13 +194,23 @@ void register_pyramid_merge_press() {
       "counts the tokens it stands for, kept by the press per (layer, head). A window W_k below 1 is taken as 1 (the "
       "seed's prefill loop would not end). skip_prefill_compression is named by the seed's README but does not exist "
       "there. Decoding-time pooling needs no decode flag; sliding-window layers are left alone."};
-  register_scorer(std::move(info), [](const PressOptionValues& o) -> std::unique_ptr<Press> {
-    const double beta = o.at("steepness_coefficient");
-    if (!(beta > 0.0)) throw Error("press 'pyramid_merge' option 'steepness_coefficient' must be > 0, got " + std::to_string(beta));
-    return std::make_unique<PyramidMergePress>(static_cast<int64_t>(o.at("initial_local_window")), beta,
-                                               static_cast<int64_t>(o.at("sink_tokens")), pm::parse_pooling(o.text("seq_pooling_type")),
-                                               o.at("skip_prefill_compression") != 0);
-  });
+  register_press<O>(
+      std::move(info),
+      {field("initial_local_window", &O::initial_local_window, 1, 1e9, "L0: the unmerged window of layer 0"),
+       field("steepness_coefficient", &O::steepness_coefficient, 0, 1e9,
+             "beta > 0: the last layers' windows approach L0 / beta (1: every layer L0; < 1: wider windows in deeper layers)"),
+       field("sink_tokens", &O::sink_tokens, 0, 1e9, "first slots of each run never pooled"),
+       field("seq_pooling_type", &O::seq_pooling_type, {"mean", "max", "best", "weighted_mean"},
+             "mean: (x0 + x1) / 2; max: element-wise; best: per channel, x0 for every pair if x0 > x1 in at least half the pairs "
+             "of the span, else x1 (K and V vote separately); weighted_mean: mean weighted by the tokens each slot stands for "
+             "(kvsqueeze's own)"),
+       field("skip_prefill_compression", &O::skip_prefill_compression, "leave the context whole; pool only while decoding")},
+      [](const O& o) -> std::unique_ptr<Press> {
+        const double beta = o.steepness_coefficient;
+        if (!(beta > 0.0)) throw Error("press 'pyramid_merge' option 'steepness_coefficient' must be > 0, got " + std::to_string(beta));
+        return std::make_unique<PyramidMergePress>(o.initial_local_window, beta, o.sink_tokens, pm::parse_pooling(o.seq_pooling_type),
+                                                   o.skip_prefill_compression);
+      });
 }
 
 }  // namespace kvsqueeze

@@ -39,6 +39,12 @@ int64_t pyramidkv_layer_budget(int64_t len, double ratio, int64_t window, double
 
 namespace {
 
+struct PyramidKvOptions {
+  int64_t window_size = 64;
+  int64_t kernel_size = 5;
+  double beta = 20;
+};
+
 class PyramidKvPress : public Press {
  public:
   PyramidKvPress(int64_t window, int64_t kernel, double beta) : window_(window), kernel_(kernel), beta_(beta) {}
@@ -70,20 +76,18 @@ class PyramidKvPress : public Press {
 }  // namespace
 
 void register_pyramidkv_press() {
-  register_scorer({"pyramidkv",
-                   "SnapKV scores with layer budgets falling linearly from the first layer to the last (PyramidKV).",
-                   {{"window_size", "int", 64, 1, 1e6, "queries whose attention scores the cache; their slots are kept", {}, ""},
-                    {"kernel_size", "int", 5, 1, 1001, "odd width of the average pool over slots", {}, ""},
-                    {"beta", "float", 20, 1, 1e9, "steepness: the last layer's budget is about base / beta", {}, ""}},
-                   0,
-                   "As kvpress: the layer index is the model's (gemma 3 compresses its global layers only, with their "
-                   "pyramid budgets); when the pyramid does not fit (L >= mx >= mn >= window fails) the budget is "
-                   "round(L (1 - cr)), half to even. More window slots than the budget: all kept (kvpress keeps a subset)."},
-                  [](const PressOptionValues& o) {
-                    const auto kernel = static_cast<int64_t>(o.at("kernel_size"));
-                    if (kernel % 2 == 0) throw Error("press 'pyramidkv' option 'kernel_size' must be odd, got " + std::to_string(kernel));
-                    return std::make_unique<PyramidKvPress>(static_cast<int64_t>(o.at("window_size")), kernel, o.at("beta"));
-                  });
+  using O = PyramidKvOptions;
+  register_press<O>({"pyramidkv", "SnapKV scores with layer budgets falling linearly from the first layer to the last (PyramidKV).", {}, 0,
+                     "As kvpress: the layer index is the model's (gemma 3 compresses its global layers only, with their "
+                     "pyramid budgets); when the pyramid does not fit (L >= mx >= mn >= window fails) the budget is "
+                     "round(L (1 - cr)), half to even. More window slots than the budget: all kept (kvpress keeps a subset)."},
+                    {field("window_size", &O::window_size, 1, 1e6, "queries whose attention scores the cache; their slots are kept"),
+                     field("kernel_size", &O::kernel_size, 1, 1001, "odd width of the average pool over slots"),
+                     field("beta", &O::beta, 1, 1e9, "steepness: the last layer's budget is about base / beta")},
+                    [](const O& o) {
+                      if (o.kernel_size % 2 == 0) throw Error("press 'pyramidkv' option 'kernel_size' must be odd, got " + std::to_string(o.kernel_size));
+                      return std::make_unique<PyramidKvPress>(o.window_size, o.kernel_size, o.beta);
+                    });
 }
 
 }  // namespace kvsqueeze

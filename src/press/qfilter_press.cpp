@@ -12,7 +12,12 @@
 namespace kvsqueeze {
 namespace {
 
-class QFilterPress : public Press {
+struct QFilterOptions {
+  std::string file;
+  bool hf_channel_order = true;
+};
+
+class QFilterPress : public ScorerPress {
  public:
   QFilterPress(std::string file, bool hf_order) : file_(std::move(file)), hf_order_(hf_order) {
     filters_ = read_safetensors_tensor(file_, "q_filters");  // errors surface when the press is built
@@ -57,26 +62,16 @@ class QFilterPress : public Press {
 }  // namespace
 
 void register_qfilter_press() {
-  PressInfo info;
-  info.name = "qfilter";
-  info.doc = "Learned per-head filters: s = -f.k (Q-Filters); needs the published filters as a safetensors file.";
-  PressOption file;
-  file.name = "file";
-  file.type = "string";
-  file.doc = "safetensors file with tensor q_filters [n_layer, n_head_kv, head_dim] (e.g. nthngdy/<model>_qfilt)";
-  PressOption order;
-  order.name = "hf_channel_order";
-  order.type = "bool";
-  order.default_value = 1;
-  order.max = 1;
-  order.doc = "filters use Hugging Face's channel order (permuted for llama-family GGUFs)";
-  info.options = {file, order};
-  info.notes = "Optional learned scorer: loads the filters from a user-given file (no hub access). kvzap and fastkvzip "
-               "(other learned scorers) are not implemented.";
-  register_scorer(info, [](const PressOptionValues& o) {
-    if (o.text("file").empty()) throw Error("press 'qfilter' needs its filters: `options` file=PATH.safetensors");
-    return std::make_unique<QFilterPress>(o.text("file"), o.at("hf_channel_order") != 0);
-  });
+  using O = QFilterOptions;
+  register_press<O>({"qfilter", "Learned per-head filters: s = -f.k (Q-Filters); needs the published filters as a safetensors file.", {}, 0,
+                     "Optional learned scorer: loads the filters from a user-given file (no hub access). kvzap and fastkvzip "
+                     "(other learned scorers) are not implemented."},
+                    {field("file", &O::file, "safetensors file with tensor q_filters [n_layer, n_head_kv, head_dim] (e.g. nthngdy/<model>_qfilt)"),
+                     field("hf_channel_order", &O::hf_channel_order, "filters use Hugging Face's channel order (permuted for llama-family GGUFs)")},
+                    [](const O& o) {
+                      if (o.file.empty()) throw Error("press 'qfilter' needs its filters: `options` file=PATH.safetensors");
+                      return std::make_unique<QFilterPress>(o.file, o.hf_channel_order);
+                    });
 }
 
 }  // namespace kvsqueeze

@@ -168,30 +168,6 @@ inline void cholesky_solve(const std::vector<double>& l, int64_t n, double* b) {
   }
 }
 
-// A press option without the aggregate-initialisation warnings of partial braces.
-inline PressOption option(std::string name, std::string type, double def, double min, double max, std::string doc,
-                          std::vector<std::string> choices = {}, std::string default_text = {}) {
-  PressOption o;
-  o.name = std::move(name);
-  o.type = std::move(type);
-  o.default_value = def;
-  o.min = min;
-  o.max = max;
-  o.doc = std::move(doc);
-  o.choices = std::move(choices);
-  o.default_text = std::move(default_text);
-  return o;
-}
-
-inline PressInfo info(std::string name, std::string doc, std::vector<PressOption> options, std::string notes) {
-  PressInfo i;
-  i.name = std::move(name);
-  i.doc = std::move(doc);
-  i.options = std::move(options);
-  i.notes = std::move(notes);
-  return i;
-}
-
 // z-score over every score of every head at once (torch: unbiased std, clamped >= 1e-6).
 inline void zscore_all(LayerScores& s) {
   double sum = 0, n = 0;

@@ -7,7 +7,11 @@
 namespace kvsqueeze {
 namespace {
 
-class RandomPress : public Press {
+struct RandomOptions {
+  int64_t seed = 42;
+};
+
+class RandomPress : public ScorerPress {
  public:
   explicit RandomPress(uint64_t seed) : seed_(seed) {}
   std::string name() const override { return "random"; }
@@ -32,8 +36,9 @@ class RandomPress : public Press {
 }  // namespace
 
 void register_random_press() {
-  register_scorer({"random", "Random scores: the floor any method must beat.", {{"seed", "int", 42, 0, 4294967295.0, "RNG seed"}}},
-                 [](const PressOptionValues& o) { return std::make_unique<RandomPress>(static_cast<uint64_t>(o.at("seed"))); });
+  using O = RandomOptions;
+  register_press<O>({"random", "Random scores: the floor any method must beat."}, {field("seed", &O::seed, 0, 4294967295.0, "RNG seed")},
+                    [](const O& o) { return std::make_unique<RandomPress>(static_cast<uint64_t>(o.seed)); });
 }
 
 }  // namespace kvsqueeze

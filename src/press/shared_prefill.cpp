@@ -59,7 +59,7 @@ std::vector<CompressedContext> shared_prefill(Session& session, const std::vecto
   for (auto& o : out) o.cache = std::make_unique<KvCache>(session.cache().shape(), 0);
   // Presses scoring while the context is evaluated (global_topk) learn the budget first.
   for (const auto& c : cells)
-    if (c.press && c.press->needs_all_layers()) c.press->set_budget(c.budget);
+    if (c.press && c.press->traits().needs_all_layers) c.press->set_budget(c.budget);
   session.set_stats_request(all);
   session.set_layer_hook([&](const LayerStats& shared, KvCache& cache) {
     const int64_t l = shared.layer;
@@ -85,9 +85,9 @@ std::vector<CompressedContext> shared_prefill(Session& session, const std::vecto
         // The pipeline's rule (PressRunner): sliding-window layers are never compressed, and
         // presses that need every layer compress in finish().
         const LayerView view(model, l, *ctx.cache, own);
-        if (!sliding && (cell.press->triggers(view) || !cell.press->needs_all_layers()))
+        if (!sliding && (cell.press->triggers(view) || !cell.press->traits().needs_all_layers))
           compress_layer(*cell.press, view, cell.budget, *ctx.cache);
-        ctx.pending_finish = cell.press->needs_all_layers() && (!cell.budget.none() || cell.press->own_budget());
+        ctx.pending_finish = cell.press->traits().needs_all_layers && (!cell.budget.none() || cell.press->traits().own_budget);
       }
       ctx.compress_ms += ms_since(t0);
     }

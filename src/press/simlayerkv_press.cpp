@@ -40,12 +40,19 @@ double simlayerkv_mass(const LayerView& v, int64_t n_initial, int64_t n_recent) 
 
 namespace {
 
+struct SimLayerKvOptions {
+  double lazy_threshold = 1.0;
+  int64_t n_last = 1;
+  int64_t n_recent = 1024;
+  int64_t n_initial = 4;
+};
+
 class SimLayerKvPress : public Press {
  public:
   SimLayerKvPress(double threshold, int64_t n_last, int64_t n_recent, int64_t n_initial)
       : threshold_(threshold), n_last_(n_last), n_recent_(n_recent), n_initial_(n_initial) {}
   std::string name() const override { return "simlayerkv"; }
-  bool own_budget() const override { return true; }  // laziness decides, not the ratio
+  PressTraits traits() const override { return {.own_budget = true}; }  // laziness decides, not the ratio
   StatsRequest needs() const override {
     StatsRequest r;
     r.window_queries = n_last_;
@@ -79,25 +86,25 @@ class SimLayerKvPress : public Press {
 }  // namespace
 
 void register_simlayerkv_press() {
-  register_scorer({"simlayerkv",
-                   "Layers whose last queries attend almost only to the first and most recent slots keep just those "
-                   "(SimLayerKV); other layers keep everything.",
-                   {{"lazy_threshold", "float", 1.0, 0, 1e9,
-                     "a layer is lazy above this attention mass (1: never; suggested Llama-3 0.9, Llama-2 0.65, Mistral 0.8, Qwen 0.85)", {}, ""},
-                    {"n_last", "int", 1, 1, 1e6, "last queries whose attention measures laziness", {}, ""},
-                    {"n_recent", "int", 1024, 2, 1e9, "recent slots a lazy layer keeps (n_recent - n_last of them, as kvpress)", {}, ""},
-                    {"n_initial", "int", 4, 0, 1e9, "first slots a lazy layer keeps", {}, ""}},
-                   0,
-                   "Not a scorer: it cannot be wrapped. The compression ratio is ignored (any nonzero ratio enables the press). "
-                   "Layers shorter than n_initial + n_recent are never compressed."},
-                  [](const PressOptionValues& o) {
-                    const auto n_last = static_cast<int64_t>(o.at("n_last")), n_recent = static_cast<int64_t>(o.at("n_recent"));
-                    if (n_recent <= n_last)
-                      throw Error("press 'simlayerkv' option 'n_recent' must exceed n_last (" + std::to_string(n_last) + "), got " +
-                                  std::to_string(n_recent));
-                    return std::make_unique<SimLayerKvPress>(o.at("lazy_threshold"), n_last, n_recent,
-                                                             static_cast<int64_t>(o.at("n_initial")));
-                  });
+  using O = SimLayerKvOptions;
+  register_press<O>({"simlayerkv",
+                     "Layers whose last queries attend almost only to the first and most recent slots keep just those "
+                     "(SimLayerKV); other layers keep everything.",
+                     {},
+                     0,
+                     "Not a scorer: it cannot be wrapped. The compression ratio is ignored (any nonzero ratio enables the press). "
+                     "Layers shorter than n_initial + n_recent are never compressed."},
+                    {field("lazy_threshold", &O::lazy_threshold, 0, 1e9,
+                           "a layer is lazy above this attention mass (1: never; suggested Llama-3 0.9, Llama-2 0.65, Mistral 0.8, Qwen 0.85)"),
+                     field("n_last", &O::n_last, 1, 1e6, "last queries whose attention measures laziness"),
+                     field("n_recent", &O::n_recent, 2, 1e9, "recent slots a lazy layer keeps (n_recent - n_last of them, as kvpress)"),
+                     field("n_initial", &O::n_initial, 0, 1e9, "first slots a lazy layer keeps")},
+                    [](const O& o) {
+                      if (o.n_recent <= o.n_last)
+                        throw Error("press 'simlayerkv' option 'n_recent' must exceed n_last (" + std::to_string(o.n_last) + "), got " +
+                                    std::to_string(o.n_recent));
+                      return std::make_unique<SimLayerKvPress>(o.lazy_threshold, o.n_last, o.n_recent, o.n_initial);
+                    });
 }
 
 }  // namespace kvsqueeze

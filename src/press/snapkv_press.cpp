@@ -9,7 +9,12 @@
 namespace kvsqueeze {
 namespace {
 
-class SnapKvPress : public Press {
+struct SnapKvOptions {
+  int64_t window_size = 64;
+  int64_t kernel_size = 5;
+};
+
+class SnapKvPress : public ScorerPress {
  public:
   SnapKvPress(int64_t window, int64_t kernel) : window_(window), kernel_(kernel) {}
   std::string name() const override { return "snapkv"; }
@@ -27,16 +32,14 @@ class SnapKvPress : public Press {
 }  // namespace
 
 void register_snapkv_press() {
-  register_scorer({"snapkv", "Attention of the last window_size queries, pooled (SnapKV).",
-                  {{"window_size", "int", 64, 1, 1e6, "queries whose attention scores the cache; their slots are kept", {}, ""},
-                   {"kernel_size", "int", 5, 1, 1001, "odd width of the average pool over slots", {}, ""}},
-                  0,
-                  ""},
-                 [](const PressOptionValues& o) {
-                   const auto kernel = static_cast<int64_t>(o.at("kernel_size"));
-                   if (kernel % 2 == 0) throw Error("press 'snapkv' option 'kernel_size' must be odd, got " + std::to_string(kernel));
-                   return std::make_unique<SnapKvPress>(static_cast<int64_t>(o.at("window_size")), kernel);
-                 });
+  using O = SnapKvOptions;
+  register_press<O>({"snapkv", "Attention of the last window_size queries, pooled (SnapKV)."},
+                    {field("window_size", &O::window_size, 1, 1e6, "queries whose attention scores the cache; their slots are kept"),
+                     field("kernel_size", &O::kernel_size, 1, 1001, "odd width of the average pool over slots")},
+                    [](const O& o) {
+                      if (o.kernel_size % 2 == 0) throw Error("press 'snapkv' option 'kernel_size' must be odd, got " + std::to_string(o.kernel_size));
+                      return std::make_unique<SnapKvPress>(o.window_size, o.kernel_size);
+                    });
 }
 
 }  // namespace kvsqueeze

@@ -8,7 +8,11 @@
 namespace kvsqueeze {
 namespace {
 
-class StreamingLlmPress : public Press {
+struct StreamingLlmOptions {
+  int64_t n_sink = 4;
+};
+
+class StreamingLlmPress : public ScorerPress {
  public:
   explicit StreamingLlmPress(int64_t n_sink) : n_sink_(n_sink) {}
   std::string name() const override { return "streaming_llm"; }
@@ -30,9 +34,10 @@ class StreamingLlmPress : public Press {
 }  // namespace
 
 void register_streaming_llm_press() {
-  register_scorer({"streaming_llm", "Keeps the first n_sink tokens and the most recent ones (StreamingLLM).",
-                  {{"n_sink", "int", 4, 0, 1e9, "attention-sink positions always kept"}}},
-                 [](const PressOptionValues& o) { return std::make_unique<StreamingLlmPress>(static_cast<int64_t>(o.at("n_sink"))); });
+  using O = StreamingLlmOptions;
+  register_press<O>({"streaming_llm", "Keeps the first n_sink tokens and the most recent ones (StreamingLLM)."},
+                    {field("n_sink", &O::n_sink, 0, 1e9, "attention-sink positions always kept")},
+                    [](const O& o) { return std::make_unique<StreamingLlmPress>(o.n_sink); });
 }
 
 }  // namespace kvsqueeze

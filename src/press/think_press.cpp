@@ -19,11 +19,16 @@
 namespace kvsqueeze {
 namespace {
 
+struct ThinkOptions {
+  double key_channel_compression_ratio = 0.0;
+  int64_t window_size = 32;
+};
+
 class ThinkPress : public Press {
  public:
   ThinkPress(double ratio, int64_t window) : ratio_(ratio), window_(window) {}
   std::string name() const override { return "think"; }
-  bool own_budget() const override { return true; }  // key_channel_compression_ratio decides; no token is evicted
+  PressTraits traits() const override { return {.own_budget = true}; }  // key_channel_compression_ratio decides; no token is evicted
   StatsRequest needs() const override {
     StatsRequest r;
     r.pre_rope_query_rows = window_;
@@ -144,18 +149,15 @@ std::vector<std::vector<float>> think_channel_scores(Press& press, const LayerVi
 }
 
 void register_think_press() {
-  register_scorer(
-      {"think",
-       "Prunes the lowest-scoring key channels of every head (ThinK); evicts no token.",
-       {{"key_channel_compression_ratio", "float", 0.0, 0.0, 0.999, "fraction of key channels removed (floor(d * ratio))", {}, ""},
-        {"window_size", "int", 32, 1, 1e6, "last queries whose q^2 scores the channels", {}, ""}},
-       0,
-       "Memory is really freed: pruned heads store only their kept key channels (kvpress only zeroes them "
-       "and saves nothing, while reporting cr = ratio/2). Keys appended after compression are stored pruned "
-       "too, where kvpress keeps them at full width. Ignores the token budget."},
-      [](const PressOptionValues& o) {
-        return std::make_unique<ThinkPress>(o.at("key_channel_compression_ratio"), static_cast<int64_t>(o.at("window_size")));
-      });
+  using O = ThinkOptions;
+  register_press<O>({"think", "Prunes the lowest-scoring key channels of every head (ThinK); evicts no token.", {}, 0,
+                     "Memory is really freed: pruned heads store only their kept key channels (kvpress only zeroes them "
+                     "and saves nothing, while reporting cr = ratio/2). Keys appended after compression are stored pruned "
+                     "too, where kvpress keeps them at full width. Ignores the token budget."},
+                    {field("key_channel_compression_ratio", &O::key_channel_compression_ratio, 0.0, 0.999,
+                           "fraction of key channels removed (floor(d * ratio))"),
+                     field("window_size", &O::window_size, 1, 1e6, "last queries whose q^2 scores the channels")},
+                    [](const O& o) { return std::make_unique<ThinkPress>(o.key_channel_compression_ratio, o.window_size); });
 }
 
 }  // namespace kvsqueeze

@@ -8,7 +8,7 @@
 namespace kvsqueeze {
 namespace {
 
-class TovaPress : public Press {
+class TovaPress : public ScorerPress {
  public:
   std::string name() const override { return "tova"; }
   StatsRequest needs() const override {
@@ -37,8 +37,8 @@ class TovaPress : public Press {
 }  // namespace
 
 void register_tova_press() {
-  register_scorer({"tova", "Last query's attention averaged over all heads (TOVA).", {}},
-                 [](const PressOptionValues&) { return std::make_unique<TovaPress>(); });
+  register_press({"tova", "Last query's attention averaged over all heads (TOVA).", {}},
+                 [] { return std::make_unique<TovaPress>(); });
 }
 
 }  // namespace kvsqueeze

@@ -80,7 +80,7 @@ class Single : public Press {
  protected:
   // Wrappers whose inner press must decide per layer, right after its attention.
   void reject_deferred(const std::string& wrapper) const {
-    if (inner_->needs_all_layers())
+    if (inner_->traits().needs_all_layers)
       throw Error("press '" + wrapper + "' cannot wrap '" + inner_->name() + "', which decides over all layers at once");
   }
   std::unique_ptr<Press> inner_;

@@ -100,10 +100,7 @@ class TimedPress final : public Press {
   }
   void compacted(int64_t layer, const KeepSets& keep) override { inner_->compacted(layer, keep); }
   bool triggers(const LayerView& view) const override { return inner_->triggers(view); }
-  bool needs_all_layers() const override { return inner_->needs_all_layers(); }
-  bool own_budget() const override { return inner_->own_budget(); }
-  bool compresses_while_decoding() const override { return inner_->compresses_while_decoding(); }
-  int64_t decode_slack(const ModelConfig& config) const override { return inner_->decode_slack(config); }
+  PressTraits traits() const override { return inner_->traits(); }
   void finish(Session& session, const Budget& budget) override {
     const Clock c;
     inner_->finish(session, budget);
