@@ -11,26 +11,12 @@
 
 namespace kvsqueeze::kernels {
 
-// The run and statistics types are public (the cache and LayerStats expose them).
+// The run and statistics types are public (the cache, LayerStats and the backend seam use them).
+using kvsqueeze::AttentionShape;
 using kvsqueeze::KvElement;
 using kvsqueeze::KvRun;
 using kvsqueeze::Probabilities;
-
-struct AttentionShape {
-  int64_t n_head = 0;     // query heads
-  int64_t n_head_kv = 0;  // KV heads; query head q uses KV head q / (n_head / n_head_kv)
-  int64_t head_dim_k = 0;
-  int64_t head_dim_v = 0;
-  float scale = 1.0f;     // multiplies q.k
-  int32_t window = 0;     // > 0: a query at p sees keys at p' with p - p' < window (sliding layers)
-};
-
-// Statistics a compression method may ask for, computed from the scores again in a second pass
-// (exp(s - lse)), never as an n_q x L matrix.
-struct ProbabilityRequest {
-  int64_t window_rows = 0;   // probabilities of the last window_rows queries over every slot
-  bool column_sums = false;  // per query head, sum over all n_q queries of each slot's probability
-};
+using kvsqueeze::ProbabilityRequest;
 
 }  // namespace kvsqueeze::kernels
 

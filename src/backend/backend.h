@@ -27,21 +27,9 @@ class Buffer {
 enum class Matrix { Q, K, V, O, Gate, Up, Down };
 enum class Vector { AttnNorm, FfnNorm, QNorm, KNorm, PostAttnNorm, PostFfwNorm, BiasQ, BiasK, BiasV };
 
-struct AttentionShape {
-  int64_t n_head = 0;     // query heads
-  int64_t n_head_kv = 0;  // KV heads; query head q uses KV head q / (n_head / n_head_kv)
-  int64_t head_dim_k = 0;
-  int64_t head_dim_v = 0;
-  float scale = 1.0f;     // multiplies q.k
-  int32_t window = 0;     // > 0: a query at p sees keys at p' with p - p' < window (sliding layers)
-};
-
-// Attention probabilities a press asked for (StatsRequest), computed with the attention.
-struct ProbabilityRequest {
-  int64_t window_rows = 0;   // of the last window_rows queries over every slot
-  bool column_sums = false;  // per query head, summed over the chunk's queries
-  bool any() const { return window_rows > 0 || column_sums; }
-};
+// The attention's shape and the probabilities a press asked for (StatsRequest), computed with it.
+using kvsqueeze::AttentionShape;
+using kvsqueeze::ProbabilityRequest;
 
 class Backend {
  public:

@@ -2,6 +2,8 @@
 
 #include <map>
 
+#include "kvsqueeze/field_names.h"
+
 namespace kvsqueeze::cli {
 namespace {
 
@@ -22,21 +24,10 @@ const std::map<std::string, std::string>& flags() {
 }  // namespace
 
 std::string with_flag_names(const std::string& message) {
-  std::string out;
-  for (size_t i = 0; i < message.size();) {
-    const size_t open = message.find('`', i);
-    const size_t close = open == std::string::npos ? std::string::npos : message.find('`', open + 1);
-    if (close == std::string::npos) {
-      out += message.substr(i);
-      break;
-    }
-    out += message.substr(i, open - i);
-    const std::string field = message.substr(open + 1, close - open - 1);
+  return rename_fields(message, [](const std::string& field) {
     const auto it = flags().find(field);
-    out += it != flags().end() ? it->second : field;
-    i = close + 1;
-  }
-  return out;
+    return it != flags().end() ? it->second : field;
+  });
 }
 
 }  // namespace kvsqueeze::cli

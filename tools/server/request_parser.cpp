@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "kvsqueeze/field_names.h"
+
 namespace kvsqueeze::server {
 namespace {
 
@@ -116,18 +118,7 @@ std::vector<std::string> press_options(const json& v, const std::string& field) 
 
 // Rewrites `plan_field` names in an engine message to the request's field names.
 std::string with_request_fields(const std::string& message) {
-  std::string out;
-  for (size_t i = 0; i < message.size();) {
-    const size_t open = message.find('`', i);
-    const size_t close = open == std::string::npos ? std::string::npos : message.find('`', open + 1);
-    if (close == std::string::npos) {
-      out += message.substr(i);
-      break;
-    }
-    out += message.substr(i, open - i) + "`" + request_field_of(message.substr(open + 1, close - open - 1)) + "`";
-    i = close + 1;
-  }
-  return out;
+  return rename_fields(message, [](const std::string& field) { return "`" + request_field_of(field) + "`"; });
 }
 
 void apply_plan_fields(const json& body, CompletionRequest& r) {

@@ -118,21 +118,11 @@ void CpuBackend::attention(const AttentionShape& shape, const Buffer& q, const i
                            int64_t layer, Buffer& out, const ProbabilityRequest& request, Probabilities* probs) {
   std::vector<KvRun> runs;
   for (int64_t h = 0; h < shape.n_head_kv; ++h) runs.push_back(cache.run(layer, h));
-  kernels::AttentionShape s;
-  s.n_head = shape.n_head;
-  s.n_head_kv = shape.n_head_kv;
-  s.head_dim_k = shape.head_dim_k;
-  s.head_dim_v = shape.head_dim_v;
-  s.scale = shape.scale;
-  s.window = shape.window;
   const bool want = probs && request.any();
   if (want) lse_.resize(static_cast<size_t>(n * shape.n_head));
-  kernels::attention(s, host(q), pos, n, runs.data(), host(out), want ? lse_.data() : nullptr);
+  kernels::attention(shape, host(q), pos, n, runs.data(), host(out), want ? lse_.data() : nullptr);
   if (!want) return;
-  kernels::ProbabilityRequest pr;
-  pr.window_rows = request.window_rows;
-  pr.column_sums = request.column_sums;
-  kernels::attention_probabilities(s, host(q), pos, n, runs.data(), lse_.data(), pr, *probs);
+  kernels::attention_probabilities(shape, host(q), pos, n, runs.data(), lse_.data(), request, *probs);
 }
 
 void CpuBackend::logits(const Buffer& x, int64_t first, int64_t rows, float* out) {
