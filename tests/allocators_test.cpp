@@ -1,6 +1,6 @@
 // Head/layer-adaptive allocators (docs/METHODS.md §4): the original AdaKV rule, HeadKV and
 // DiliLazyKV against hand-computed examples and against upstream's arithmetic run by
-// scripts/reference/allocators/make_allocator_fixtures.py on the fixed inputs of
+// tests/reference/allocators/make_allocator_fixtures.py on the fixed inputs of
 // tests/fixtures/allocators/; then on stories260K: per-head kept lengths equal the computed
 // budgets, sums are exact, the bytes held follow, global_topk and pyramidkv really evict per
 // layer/head, per_layer reads its ratios from a file, and every bad head-score file is one

@@ -1,6 +1,6 @@
 // cam(PRESS) (kvpress CAMPress on any press): windows, probabilities and draws on hand-made
 // tensors; kvpress's own CAMPress.compress on random tensors (tests/fixtures/merging/cam.json,
-// written by scripts/reference/merging/make_merge_fixture.py: exact 0/1 probabilities, and
+// written by tests/reference/merging/make_merge_fixture.py: exact 0/1 probabilities, and
 // random ones with the Bernoulli mask upstream drew); and on stories260K as a decoding-time
 // press (--decode-interval 16 --decode-target 64 over 150 tokens), deterministic for a seed.
 #include <gtest/gtest.h>

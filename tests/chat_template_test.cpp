@@ -1,5 +1,5 @@
 // Chat templates against HF apply_chat_template renderings of the official Jinja templates, and
-// kvpress's context/question split (fixtures from scripts/reference/make_tokenizer_fixtures.py).
+// kvpress's context/question split (fixtures from tests/reference/make_tokenizer_fixtures.py).
 #include <gtest/gtest.h>
 
 #include <fstream>

@@ -1,4 +1,4 @@
-// dequantize_row against fixtures written by gguf-py (scripts/reference/make_quant_fixtures.py):
+// dequantize_row against fixtures written by gguf-py (tests/reference/make_quant_fixtures.py):
 // every supported type must reproduce gguf.quants.dequantize bit for bit, in every kernel variant.
 #include "kernels/dequantize.h"
 

@@ -3,7 +3,7 @@
 //  - tests/fixtures/eval/longbench_metrics.json: hundreds of (prediction, reference) pairs scored
 //    by the official Python code itself (LongBench metrics.py / eval.py imported, RULER
 //    constants.py, the `rouge` and `fuzzywuzzy` packages), made by
-//    scripts/reference/eval/make_longbench_metric_fixture.py.
+//    tests/reference/eval/make_longbench_metric_fixture.py.
 #include <gtest/gtest.h>
 
 #include <cmath>

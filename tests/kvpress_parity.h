@@ -1,6 +1,6 @@
 #pragma once
 // Parity with NVIDIA kvpress: runs a native press on the exact input of a committed kvpress
-// fixture (tests/fixtures/kvpress/, made by scripts/reference/kvpress/make_kvpress_fixtures.py)
+// fixture (tests/fixtures/kvpress/, made by tests/reference/kvpress/make_kvpress_fixtures.py)
 // and compares per (layer, KV head) the scores and the kept positions.
 //
 // Kept sets: every disagreement must be a near-tie in the reference (its reference score within

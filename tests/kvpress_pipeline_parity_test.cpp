@@ -1,5 +1,5 @@
 // End-to-end parity with kvpress's own pipeline on the default model (Qwen2.5-Coder-0.5B-Instruct
-// Q4_K_M). tests/fixtures/kvpress/pipeline_qwen05.json (scripts/reference/kvpress/
+// Q4_K_M). tests/fixtures/kvpress/pipeline_qwen05.json (tests/reference/kvpress/
 // make_pipeline_fixture.py) holds, per NIAH/RULER-style sample, the token ids that kvpress's
 // `pipeline("kv-press-text-generation")` built (chat template, context / question split), the
 // positions each press kept per (layer, KV head) at compression ratio 0.5, and the greedy answers.
@@ -9,7 +9,7 @@
 // reference runs, and compare:
 //   (a) kept positions per layer and head: every disagreement must be a near-tie in kvpress's own
 //       scores (within kTieRel of its cut, relative), and the per-press overlap must reach the
-//       bound below (measured numbers: scripts/reference/kvpress/README.md);
+//       bound below (measured numbers: tests/reference/kvpress/README.md);
 //   (b) greedy answers token for token: the question plus the reference answer are evaluated on the
 //       installed copy (one or two passes), and at every step our argmax must be the reference's
 //       next token (equivalent to greedy decoding while they agree, without a pass per token).

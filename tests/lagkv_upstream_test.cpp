@@ -1,5 +1,5 @@
 // LagKV (mode=lagkv) against the LagKV repository's own code (AI-Lab-China-Merchants-Bank/LagKV,
-// lag_kv.py): tests/fixtures/lagkv/*.json, made by scripts/reference/lagkv/make_lagkv_fixtures.py,
+// lag_kv.py): tests/fixtures/lagkv/*.json, made by tests/reference/lagkv/make_lagkv_fixtures.py,
 // record what upstream's cache kept after every chunk it was fed, and the key/value scores of
 // every compression. Here the same K/V rows go chunk by chunk into a KvCache, the press compresses
 // whenever it triggers (as the pipeline does), and we compare:

@@ -1,5 +1,5 @@
 // Logits against HF transformers on the same GGUF files (fixtures from
-// scripts/reference/make_logits_fixtures.py): top-1 on every stored position, and the
+// tests/reference/make_logits_fixtures.py): top-1 on every stored position, and the
 // stored top-16 and probe logits within a tolerance that depends on the weight type.
 #include <gtest/gtest.h>
 
@@ -33,7 +33,7 @@ struct Tolerance {
 // positions; measured in HF), so after RMSNorm one channel dwarfs the rest of its 32-wide block
 // and int8 activation quantization (amax/127 per 32) rounds the others coarsely. Measured there:
 // 7.2e-2 (capital), 3.4e-2 (code) and 9.7e-2 (chat) of the largest logit. HF itself, with the
-// same int8 quantization of every nn.Linear input (scripts/reference/act_quant_check.py), moves
+// same int8 quantization of every nn.Linear input (tests/reference/act_quant_check.py), moves
 // by 7.3e-2, 3.5e-2 and 9.6e-2 there (and by at most 2.4e-2 elsewhere), and at position 0 of
 // "chat" lands within ~0.06 of our logits (~10, both ~1.5 above fp32): the gap is the activation
 // quantization, not a defect. That position gets 0.15; the 0.5B model (max |h| 800-2200 at

@@ -1,6 +1,6 @@
 // merging(PRESS) (kvpress MergingPress on any press): the formula on hand-made tensors, kvpress's
 // own MergingPress.merge on random tensors (tests/fixtures/merging/merging.json, written by
-// scripts/reference/merging/make_merge_fixture.py), and end to end on stories260K around
+// tests/reference/merging/make_merge_fixture.py), and end to end on stories260K around
 // scorers, allocators, global presses and composed presses: the same slots, keys and bytes as
 // the inner press alone, only kept values change, and exactly as the formula says.
 #include <gtest/gtest.h>

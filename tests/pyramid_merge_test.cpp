@@ -1,7 +1,7 @@
 // pyramid_merge (docs/METHODS.md §6.1): the seed's pyramidal pairwise pooling.
 //  - The maths (pyramid_merge_math.h) by hand: thresholds, each pooling type, the prefill loop.
 //  - Against the seed's own code (en-jai-neer/kv-cache-compression): tests/fixtures/merging/
-//    pyramid_seed.json, made by scripts/reference/merging/make_pyramid_fixture.py, records the
+//    pyramid_seed.json, made by tests/reference/merging/make_pyramid_fixture.py, records the
 //    seed's prefill loop and decoding steps on random K/V; ours must give the same rows, lengths
 //    and retention-window starts. While decoding the seed also pools its sinks (a defect we do
 //    not reproduce): its raw output minus the pooled sinks is ours.

@@ -1,4 +1,4 @@
-// Tokenizers against the HF reference (fixtures from scripts/reference/make_tokenizer_fixtures.py):
+// Tokenizers against the HF reference (fixtures from tests/reference/make_tokenizer_fixtures.py):
 // exact ids for every text, decode, streaming detokenization, round trips, bad metadata, and a
 // large input that must stay fast.
 #include <gtest/gtest.h>

@@ -9,7 +9,7 @@ Usage:
 
 Needs only numpy and gguf-py (pip install numpy gguf); it never imports torch.
 The output is a pure function of (arch, shape, type, seed, vocab file contents, gguf-py version):
-running it twice gives byte-identical files. See scripts/reference/README.md.
+running it twice gives byte-identical files. See tests/reference/README.md.
 
 Design notes
 - Metadata keys and tensor names are the ones llama.cpp's convert_hf_to_gguf.py writes for the

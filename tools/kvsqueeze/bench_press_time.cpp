@@ -38,7 +38,7 @@ int64_t cpu_now_ns() {
 }
 
 // Busy CPU time of the whole machine (all CPUs) since boot in ms, from /proc/stat; < 0 if
-// unreadable. As scripts/bench/bench_speed.py: user nice system irq softirq steal.
+// unreadable. As bench/bench_speed.py: user nice system irq softirq steal.
 double machine_busy_ms() {
   std::ifstream f("/proc/stat");
   std::string cpu;

@@ -8,7 +8,7 @@
 //   Press time: bench -m M --ctx 8192 --press knorm,snapkv,tova --ratio 0.5 --press-time
 //           each press: the same context prefilled without and with the press; overhead and
 //           time inside the press's calls (bench_press_time.cpp). --dump-ids FILE writes the
-//           token ids (scripts/bench/bench_presses_kvpress.py feeds them to kvpress).
+//           token ids (bench/bench_presses_kvpress.py feeds them to kvpress).
 #include <cstdio>
 #include <filesystem>
 #include <iostream>

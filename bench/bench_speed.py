@@ -17,7 +17,7 @@ table reports the median over the rounds. One context per invocation keeps every
 measurement short, which matters on a shared machine (see below).
 
 Usage:
-  scripts/bench/bench_speed.py [--model M.gguf ...] [--no-default-model] [--with-synth]
+  bench/bench_speed.py [--model M.gguf ...] [--no-default-model] [--with-synth]
                                [--repeat 3] [--threads 2] [--ctx 512,4096] [--n-gen 128]
                                [--kvsqueeze build/kvsqueeze] [--llamacpp-bin DIR]
                                [--baseline OLD/kvsqueeze]
@@ -55,7 +55,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+REPO = os.path.abspath(os.path.join(HERE, ".."))
 CACHE = os.environ.get("KVSQ_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kvsqueeze")
 DEFAULT_MODEL = os.path.join(CACHE, "models", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 DEFAULT_LLAMACPP_BIN = os.environ.get("LLAMACPP_BIN") or os.path.join(CACHE, "llama.cpp", "build", "bin")
@@ -380,7 +380,7 @@ def parse_args(argv):
                         f"generated with {SYNTH_PYTHON} {os.path.relpath(SYNTH_SCRIPT, REPO)} if missing")
     p.add_argument("--kvsqueeze", default=os.path.join(REPO, "build", "kvsqueeze"), help="kvsqueeze binary")
     p.add_argument("--llamacpp-bin", default=DEFAULT_LLAMACPP_BIN,
-                   help="folder with llama-bench (scripts/bench/build_llamacpp.sh prints it)")
+                   help="folder with llama-bench (bench/build_llamacpp.sh prints it)")
     p.add_argument("--baseline", metavar="BIN",
                    help="an earlier kvsqueeze binary measured in llama.cpp's place (before/after in one run)")
     p.add_argument("--skip-kvsqueeze", action="store_true", help="only run llama.cpp")
@@ -479,7 +479,7 @@ def main(argv=None) -> int:
             global HEADER
             HEADER = BASELINE_HEADER
         elif not a.skip_llamacpp and not os.access(bench, os.X_OK):
-            raise UsageError(f"llama-bench not found: {bench} (run scripts/bench/build_llamacpp.sh, "
+            raise UsageError(f"llama-bench not found: {bench} (run bench/build_llamacpp.sh, "
                              f"pass --llamacpp-bin, or --skip-llamacpp)")
         kvsq = os.path.abspath(a.kvsqueeze)
         if not a.skip_kvsqueeze and not os.access(kvsq, os.X_OK):
@@ -496,7 +496,7 @@ def main(argv=None) -> int:
         "threads": a.threads,
         "repeat": a.repeat,
         "max_foreign_load": a.max_foreign_load,
-        "command": shlex.join(["scripts/bench/bench_speed.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(["bench/bench_speed.py", *(argv if argv is not None else sys.argv[1:])]),
         "llamacpp_cmds": [shlex.join(["llama-bench", *c[1:]]).replace(shlex.quote(models[0]), "MODEL")
                           for ctx in a.ctx for c in llamacpp_unit_cmds("llama-bench", models[0], a, ctx)],
         "kvsqueeze_cmd": " ; ".join(shlex.join(["build/kvsqueeze", *kvsqueeze_cmd(kvsq, models[0], a, [c])[1:]])

@@ -3,16 +3,16 @@
 
 Regenerate (from the repository root; stories takes ~1 min, gemma a few minutes on 2 CPU cores):
 
-  /tmp/refenv/bin/python scripts/reference/kvpress/make_kvpress_fixtures.py                  # everything
-  /tmp/refenv/bin/python scripts/reference/kvpress/make_kvpress_fixtures.py --model stories
-  /tmp/refenv/bin/python scripts/reference/kvpress/make_kvpress_fixtures.py --model gemma --only snapkv tova
-  /tmp/refenv/bin/python scripts/reference/kvpress/make_kvpress_fixtures.py --list
+  /tmp/refenv/bin/python tests/reference/kvpress/make_kvpress_fixtures.py                  # everything
+  /tmp/refenv/bin/python tests/reference/kvpress/make_kvpress_fixtures.py --model stories
+  /tmp/refenv/bin/python tests/reference/kvpress/make_kvpress_fixtures.py --model gemma --only snapkv tova
+  /tmp/refenv/bin/python tests/reference/kvpress/make_kvpress_fixtures.py --list
 
-Environment: the /tmp/refenv venv of scripts/reference/README.md plus
+Environment: the /tmp/refenv venv of tests/reference/README.md plus
   /tmp/refenv/bin/pip install --no-deps kvpress==0.5.5
   /tmp/refenv/bin/pip install 'cachetools>=5.5.2,<6' 'fire>=0.6,<0.7' requests datasets
 (kvpress 0.5.5 pins transformers<5.3; we keep transformers 5.23 and add the compatibility shims
-below). See scripts/reference/kvpress/README.md for the fixture format and per-press notes.
+below). See tests/reference/kvpress/README.md for the fixture format and per-press notes.
 
 Everything is deterministic: fixed token ids, torch.manual_seed(SEED) before every forward,
 float32 CPU, torch.set_num_threads(1).
@@ -31,7 +31,7 @@ from contextlib import ExitStack
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "scripts", "reference"))
+sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
 import make_logits_fixtures as mlf  # noqa: E402  (model/tokenizer loading, versions, sha256)
 
 import numpy as np  # noqa: E402

@@ -27,7 +27,7 @@ kvsqueeze's `pyramid_merge` must match `prefill` and `intended`; `seed` minus it
 
 Usage:
   git --git-dir=/path/to/kv-cache-compression/.git archive HEAD src | tar -x -C /tmp/seed
-  /path/to/python scripts/reference/merging/make_pyramid_fixture.py --seed-repo /tmp/seed [--commit HASH]
+  /path/to/python tests/reference/merging/make_pyramid_fixture.py --seed-repo /tmp/seed [--commit HASH]
 """
 from __future__ import annotations
 

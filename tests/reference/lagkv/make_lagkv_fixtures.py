@@ -202,8 +202,8 @@ def k_table(LagKV):
 def stories_kv():
     """Post-RoPE K/V of every layer of stories260K on the kvpress fixtures' text (HF, float32)."""
     import torch
-    sys.path.insert(0, os.path.join(REPO, "scripts", "reference"))
-    sys.path.insert(0, os.path.join(REPO, "scripts", "reference", "kvpress"))
+    sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
+    sys.path.insert(0, os.path.join(REPO, "tests", "reference", "kvpress"))
     import make_logits_fixtures as mlf
     from make_kvpress_fixtures import STORIES_TEXT
     from transformers import DynamicCache

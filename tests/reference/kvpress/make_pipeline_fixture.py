@@ -12,12 +12,12 @@ press, on a few NIAH- and RULER-style samples, and records per sample:
 
 Regenerate (from the repository root; ~15 min on 2 loaded CPU cores):
 
-  /tmp/refenv/bin/python scripts/reference/kvpress/make_pipeline_fixture.py
-  /tmp/refenv/bin/python scripts/reference/kvpress/make_pipeline_fixture.py --samples niah_single --presses snapkv
+  /tmp/refenv/bin/python tests/reference/kvpress/make_pipeline_fixture.py
+  /tmp/refenv/bin/python tests/reference/kvpress/make_pipeline_fixture.py --samples niah_single --presses snapkv
 
 Environment: as for make_kvpress_fixtures.py (kvpress 0.5.5 installed with --no-deps on transformers
 5.23, plus cachetools, fire, requests, datasets). Deterministic: float32, CPU, one thread,
-torch.manual_seed(SEED) before every pipeline call. See scripts/reference/kvpress/README.md
+torch.manual_seed(SEED) before every pipeline call. See tests/reference/kvpress/README.md
 ("End-to-end pipeline fixture").
 """
 
@@ -33,7 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "scripts", "reference"))
+sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
 import make_logits_fixtures as mlf  # noqa: E402
 import make_kvpress_fixtures as mkf  # noqa: E402  (shims, versions)
 

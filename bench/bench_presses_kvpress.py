@@ -16,8 +16,8 @@ is wrapped (cache read, compress = scoring, top-k and gather, cache write).
 
 Run from the repository root (build kvsqueeze first):
 
-  $REFENV/bin/python scripts/bench/bench_presses_kvpress.py                      # defaults below
-  $REFENV/bin/python scripts/bench/bench_presses_kvpress.py --ctx 8192 --ratio 0.5 \
+  $REFENV/bin/python bench/bench_presses_kvpress.py                      # defaults below
+  $REFENV/bin/python bench/bench_presses_kvpress.py --ctx 8192 --ratio 0.5 \
       --presses knorm,random,streaming_llm,snapkv,tova,keydiff,observed_attention --threads 2
   ... --kvpress-layers global      # kvpress hooks only the layers kvsqueeze compresses (see below)
   ... --reuse-ours                 # keep the kvsqueeze results and ids of the last run in --workdir
@@ -32,9 +32,9 @@ Environment (outside the repository, never committed; any path works, REFENV is 
   $REFENV/bin/pip install transformers gguf numpy sentencepiece \
       'cachetools>=5.5.2,<6' 'fire>=0.6,<0.7' requests datasets
   $REFENV/bin/pip install --no-deps kvpress==0.5.5   # it pins transformers<5.3: see
-                                                          # scripts/reference/kvpress/README.md
+                                                          # tests/reference/kvpress/README.md
 
-kvpress 0.5.5 on transformers 5.x needs the two shims of scripts/reference/kvpress/make_kvpress_fixtures.py
+kvpress 0.5.5 on transformers 5.x needs the two shims of tests/reference/kvpress/make_kvpress_fixtures.py
 (cache_position pre-hook; Gemma3 rotary bound per layer), which this script imports.
 
 Layers: kvsqueeze never compresses sliding-window layers (Gemma 3 270M: it compresses 3 of 18).
@@ -57,7 +57,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+REPO = os.path.abspath(os.path.join(HERE, ".."))
 DEFAULT_MODEL = os.path.expanduser("~/.cache/kvsqueeze/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 DEFAULT_PRESSES = "knorm,random,streaming_llm,snapkv,tova,keydiff,observed_attention"
 
@@ -173,8 +173,8 @@ class HookTimer:
 
 def kvpress_side(args, ids, names):
     import torch
-    sys.path.insert(0, os.path.join(REPO, "scripts", "reference"))
-    sys.path.insert(0, os.path.join(REPO, "scripts", "reference", "kvpress"))
+    sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
+    sys.path.insert(0, os.path.join(REPO, "tests", "reference", "kvpress"))
     import make_logits_fixtures as mlf
     import make_kvpress_fixtures as mkf
     from transformers import DynamicCache

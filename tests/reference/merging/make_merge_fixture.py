@@ -19,7 +19,7 @@ every merge probability is exactly 0 or 1 (the Bernoulli draws are then determin
 draws (seeded), and both are written down.
 
 Usage (from the repository root, with the reference venv that has torch + kvpress):
-  $REFENV/bin/python scripts/reference/merging/make_merge_fixture.py
+  $REFENV/bin/python tests/reference/merging/make_merge_fixture.py
 """
 import json
 import os
@@ -179,7 +179,7 @@ def main():
     import kvpress
     os.makedirs(FIX, exist_ok=True)
     meta = {"kvpress": getattr(kvpress, "__version__", "?"), "torch": torch.__version__,
-            "script": "scripts/reference/merging/make_merge_fixture.py"}
+            "script": "tests/reference/merging/make_merge_fixture.py"}
     for name, cases in (("merging.json", merging_cases()), ("cam.json", cam_cases())):
         path = os.path.join(FIX, name)
         with open(path, "w") as f:

@@ -7,12 +7,12 @@ top-16 (id, logit), the logits at 32 fixed pseudo-random "probe" ids, and max |l
 Synthetic models are first regenerated with scripts/synth/make_synthetic_gguf.py, and the
 fixture records the exact generator command and the sha256 of the file it produced.
 
-  /tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py            # all fixtures
-  /tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py --only stories260k synth_llama_f32
-  /tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py --only qwen25_05b_instruct_q4km qwen25_15b_instruct_q4km
-  /tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py --list
+  /tmp/refenv/bin/python tests/reference/make_logits_fixtures.py            # all fixtures
+  /tmp/refenv/bin/python tests/reference/make_logits_fixtures.py --only stories260k synth_llama_f32
+  /tmp/refenv/bin/python tests/reference/make_logits_fixtures.py --only qwen25_05b_instruct_q4km qwen25_15b_instruct_q4km
+  /tmp/refenv/bin/python tests/reference/make_logits_fixtures.py --list
 
-See scripts/reference/README.md for what HF does differently from llama.cpp.
+See tests/reference/README.md for what HF does differently from llama.cpp.
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ def base_fixture(name, model_desc, m, overrides, notes, vers):
             "hf_config": config_summary(m),
             "notes": notes,
         },
-        "regenerate": "/tmp/refenv/bin/python scripts/reference/make_logits_fixtures.py --only " + name,
+        "regenerate": "/tmp/refenv/bin/python tests/reference/make_logits_fixtures.py --only " + name,
         "top_k": TOP_K,
         "logit_digits": LOGIT_DIGITS,
     }

@@ -8,7 +8,7 @@ nn.Linear, and prints, per prompt, the largest |difference| over the fixture's s
 and probes) divided by max(1, max |logit|) -- the measure tests/logits_reference_test.cpp prints --
 at position 0 and over the other positions, plus the largest |hidden state| at positions 0 and 1.
 
-  /tmp/refenv/bin/python scripts/reference/act_quant_check.py qwen25_15b_instruct_q4km
+  /tmp/refenv/bin/python tests/reference/act_quant_check.py qwen25_15b_instruct_q4km
 
 Used to justify the position-0 tolerance of the Qwen2.5-Coder-1.5B fixture: the first token carries
 a massive activation (|h| in the thousands), and quantizing it with its 32-wide block moves the

@@ -3,7 +3,7 @@
 # reference for kvsqueeze. Nothing here is committed or linked into kvsqueeze:
 # everything lives in a cache folder outside the repository.
 #
-# Usage: scripts/bench/build_llamacpp.sh [--force] [--jobs N]
+# Usage: bench/build_llamacpp.sh [--force] [--jobs N]
 #
 # Environment:
 #   KVSQ_CACHE             cache root (default: $HOME/.cache/kvsqueeze)

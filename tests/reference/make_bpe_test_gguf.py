@@ -21,7 +21,7 @@ and BOS settings differ. Training uses the llama3 split regex followed by ByteLe
 Deterministic: the corpus comes from a fixed-seed generator, and training runs single-threaded
 (RAYON_NUM_THREADS=1), so running it twice gives byte-identical files.
 
-    /tmp/refenv/bin/python scripts/reference/make_bpe_test_gguf.py [out_dir]
+    /tmp/refenv/bin/python tests/reference/make_bpe_test_gguf.py [out_dir]
     # default out_dir: tests/fixtures/tokenizer/
 """
 import os

@@ -15,8 +15,8 @@ exactly. Score files are read by key ("layer-head"), layer-major; upstream reads
 order, which is the same for these files (written in that order).
 
 Usage (from the repository root; needs numpy and torch, e.g. the reference venv $REFENV):
-  $REFENV/bin/python scripts/reference/allocators/make_allocator_fixtures.py            # reference only
-  $REFENV/bin/python scripts/reference/allocators/make_allocator_fixtures.py --inputs   # also rewrite the inputs
+  $REFENV/bin/python tests/reference/allocators/make_allocator_fixtures.py            # reference only
+  $REFENV/bin/python tests/reference/allocators/make_allocator_fixtures.py --inputs   # also rewrite the inputs
 """
 import argparse
 import json
@@ -175,7 +175,7 @@ def main():
                     ada.append({"layer": li, "base": base, "floor_alpha": alpha, "normalize": normalize,
                                 "counts": counts, "caps": caps})
     out = {
-        "generator": "scripts/reference/allocators/make_allocator_fixtures.py",
+        "generator": "tests/reference/allocators/make_allocator_fixtures.py",
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__},
         "head_file_cases": cases,
         "adakv_cases": ada,

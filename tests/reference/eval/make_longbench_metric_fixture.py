@@ -16,7 +16,7 @@ python-Levenshtein, as LongBench's requirements.txt installs it: difflib's Seque
 jieba (metrics.py imports it), numpy (eval.py imports it).
 
   ~/.cache/kvsqueeze/venv/bin/pip install rouge==1.0.1 fuzzywuzzy==0.18.0 jieba==0.42.1
-  ~/.cache/kvsqueeze/venv/bin/python scripts/reference/eval/make_longbench_metric_fixture.py \
+  ~/.cache/kvsqueeze/venv/bin/python tests/reference/eval/make_longbench_metric_fixture.py \
       --longbench PATH/TO/LongBench/LongBench --ruler-constants PATH/TO/RULER/scripts/eval/synthetic/constants.py
 
 Cases are hand-written plus seeded random ones (random.Random(20240601)), so the output is
@@ -359,7 +359,7 @@ def main():
     versions = {name: metadata.version(name) for name in ["rouge", "fuzzywuzzy", "jieba", "numpy"]}
     versions["python"] = platform.python_version()
     fixture = {
-        "generator": "scripts/reference/eval/make_longbench_metric_fixture.py",
+        "generator": "tests/reference/eval/make_longbench_metric_fixture.py",
         "sources": {"longbench": "THUDM/LongBench LongBench/metrics.py + eval.py (imported)",
                     "ruler": "NVIDIA/RULER scripts/eval/synthetic/constants.py (imported), kvpress cleaning",
                     "niah": "kvpress evaluation/benchmarks/needle_in_haystack/calculate_metrics.py (rouge call)"},

@@ -7,7 +7,7 @@ kernels::dequantize_row reproduces it bit for bit.
 
 Regenerate (deterministic: fixed seed, so the output only changes if gguf-py changes):
 
-    /tmp/refenv/bin/python scripts/reference/make_quant_fixtures.py
+    /tmp/refenv/bin/python tests/reference/make_quant_fixtures.py
     # or any python with `pip install gguf numpy`
 
 Output: tests/fixtures/quant/dequant.bin, little-endian:

@@ -5,8 +5,8 @@ The reference is what the kvpress pipeline runs: the HF transformers tokenizer b
 (`AutoTokenizer.from_pretrained(dir, gguf_file=name)`) and `apply_chat_template` rendering the
 models' official Jinja chat templates.
 
-    /tmp/refenv/bin/python scripts/reference/make_tokenizer_fixtures.py
-    /tmp/refenv/bin/python scripts/reference/make_tokenizer_fixtures.py --only qwen  # the two Qwen files
+    /tmp/refenv/bin/python tests/reference/make_tokenizer_fixtures.py
+    /tmp/refenv/bin/python tests/reference/make_tokenizer_fixtures.py --only qwen  # the two Qwen files
     # needs transformers (5.x), tokenizers, gguf, jinja2; run make_bpe_test_gguf.py first
 
 Writes into tests/fixtures/tokenizer/:

@@ -20,7 +20,7 @@ drawn with a fixed seed, without repeats across questions as long as the book al
 containing the answer. Titles are "Alice ch.III p.12" (chapter, paragraph number in the chapter);
 the sentences of a paragraph join back into it exactly (HotpotQA keeps the leading space).
 
-Usage: python3 scripts/reference/eval/make_alice_qa.py [--haystack FILE] [--out-dir DIR]
+Usage: python3 tests/reference/eval/make_alice_qa.py [--haystack FILE] [--out-dir DIR]
 Python 3 standard library only; the output is byte-identical on every run.
 """
 import argparse
