@@ -94,6 +94,17 @@ def test_eight_concurrent_requests_equal_generate(server):
         assert text == generate_cli(STORIES, prompt, n, *flags), (prompt, press)
 
 
+def test_a_compressed_prefix_does_not_serve_a_longer_context(server):
+    # Regression: a prompt that extends a cached compressed context must be compressed whole, as
+    # generate does, not served from the prefix compressed on its own.
+    press = {"kv_press": "streaming_llm", "kv_ratio": 0.6}
+    c = client(server)
+    short, full = STORY[:120], STORY[:200]
+    c.completions.create(model="m", prompt=short, max_tokens=4, temperature=0, extra_body=press)
+    text = c.completions.create(model="m", prompt=full, max_tokens=31, temperature=0, extra_body=press).choices[0].text
+    assert text == generate_cli(STORIES, full, 31, "--press", "streaming_llm", "--ratio", "0.6")
+
+
 @pytest.mark.parametrize("body, status, param, code", [
     (b"{not json", 400, None, "invalid_json"),
     ({"prompt": "x", "max_tokens": "ten"}, 400, "max_tokens", "invalid_type"),

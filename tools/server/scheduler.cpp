@@ -145,6 +145,10 @@ void Scheduler::admit_locked() {
     std::shared_ptr<const ContextSnapshot> hit;
     if (options_.max_cached_contexts > 0) hit = cache_.longest_prefix(s->key, prompt);
     if (hit && hit->tokens().size() == prompt.size() && !job->question_ids.empty()) hit = nullptr;  // keep a question to evaluate
+    // A compressed context serves only the very same context: what a press keeps depends on all of
+    // it (a longer context compressed at once keeps other slots than a prefix compressed, then
+    // extended), so only an uncompressed cache can serve as a prefix.
+    if (hit && job->plan.press != "none" && hit->tokens() != job->context_ids) hit = nullptr;
     const auto tail = static_cast<uint64_t>(prompt.size()) + static_cast<uint64_t>(job->max_tokens);
     s->reserved = hit ? hit->bytes_held() + (tail - hit->tokens().size()) * bytes_per_token_ : tail * bytes_per_token_;
     if (options_.kv_budget_bytes > 0) {
