@@ -3,6 +3,8 @@
 // slots with its own length and preallocated capacity. Appends are O(1) per head, compaction
 // to any keep-set is in place, and releasing slack returns the memory: the bytes reported as
 // held are the bytes allocated. Positions stay ascending within a run.
+// KvCache keeps the rules (sliding windows, rollback protection, growth, argument checks); the
+// runs' memory belongs to a backend::KvStorage on the session's device (src/backend/kv_storage.h).
 // A run's key rows may hold only some of the head_dim_k channels (ThinK key-channel pruning):
 // then every key of that run, held or appended later, stores just those channels, and the
 // others count as zero in attention.
@@ -17,6 +19,10 @@
 #include "kvsqueeze/kv_run.h"
 
 namespace kvsqueeze {
+
+namespace backend {
+class KvStorage;
+}
 
 enum class KvType { F32, F16, BF16 };
 const char* kv_type_name(KvType type);
@@ -35,13 +41,19 @@ struct KvCacheShape {
 
 class KvCache {
  public:
+  // Runs of `initial_capacity` slots in host memory (the CPU backend's storage).
   KvCache(const KvCacheShape& shape, int64_t initial_capacity);
+  // Adopts a storage and the runs it holds (a backend's, a clone's); the shape is the storage's.
+  explicit KvCache(std::unique_ptr<backend::KvStorage> storage);
   ~KvCache();
   KvCache(KvCache&&) noexcept;
   KvCache& operator=(KvCache&&) noexcept;
 
   const KvCacheShape& shape() const { return shape_; }
   int64_t window(int64_t layer) const;
+  // The memory of the runs: a backend reaches its own device's rows through it.
+  backend::KvStorage& storage() { return *storage_; }
+  const backend::KvStorage& storage() const { return *storage_; }
 
   // Appends n tokens to every head of `layer`: k is n rows of n_head_kv*head_dim_k floats,
   // v likewise, pos their positions (greater than every position already held).
@@ -54,7 +66,7 @@ class KvCache {
   void prepare_append(int32_t next_pos, int64_t n);
 
   // A host view of a run's stored rows, valid until the run changes (the CPU storage lends its
-  // memory; presses read through LayerView's accessors instead).
+  // memory, a device storage a staged host copy; presses read through LayerView's accessors).
   KvRun run(int64_t layer, int64_t head) const;
   int64_t length(int64_t layer, int64_t head) const;
   int64_t capacity(int64_t layer, int64_t head) const;
@@ -110,15 +122,10 @@ class KvCache {
   size_t bytes_used() const;  // the same with lengths instead of capacities
 
  private:
-  struct Run;
-  Run& at(int64_t layer, int64_t head);
-  const Run& at(int64_t layer, int64_t head) const;
-  void set_capacity(Run& r, int64_t cap);
-  void ensure_capacity(Run& r, int64_t needed);
-  size_t k_row_bytes(const Run& r) const;
+  void ensure_capacity(int64_t layer, int64_t head, int64_t needed);
 
   KvCacheShape shape_;
-  std::vector<Run> runs_;
+  std::unique_ptr<backend::KvStorage> storage_;
   std::vector<int32_t> trimmed_below_;  // per layer: slots below this position were trimmed away
   int32_t protected_query_ = INT32_MAX;
 };

@@ -1,7 +1,8 @@
 #pragma once
 // The backend seam: the operations the forward pass needs, on memory the backend owns.
 // Activations are Buffers and weights are named by (layer, Matrix | Vector), so that a device
-// backend can keep both on its device; the KV cache's runs are reached through the KvCache.
+// backend can keep both on its device; the KV cache's runs live in a KvStorage the backend
+// creates (src/backend/kv_storage.h) and are reached through the KvCache that owns it.
 // Only src/backend/<device>/ knows how the memory is laid out or which kernels run on it.
 #include <cstdint>
 #include <memory>
@@ -12,9 +13,12 @@
 namespace kvsqueeze {
 
 class KvCache;
+struct KvCacheShape;
 class Model;
 
 namespace backend {
+
+class KvStorage;
 
 // Row-major floats the backend owns (host or device memory). Code above the seam holds
 // buffers and passes them to operations; only the backend reads or writes their contents.
@@ -60,6 +64,8 @@ class Backend {
   // x += y over n floats.
   virtual void add(Buffer& x, const Buffer& y, int64_t n) = 0;
 
+  // Empty runs (no capacity) of a KV cache of `shape` in this backend's memory, for a KvCache to own.
+  virtual std::unique_ptr<KvStorage> kv_storage(const KvCacheShape& shape) = 0;
   // Appends n tokens' keys and values (rows of n_head_kv x head dim) at positions pos (host)
   // to every run of `layer`.
   virtual void append_kv(KvCache& cache, int64_t layer, int64_t n, const Buffer& k, const Buffer& v, const int32_t* pos) = 0;

@@ -1,6 +1,8 @@
-// The device choice point: which backend a session runs on.
+// The device choice point: which backend a session runs on, and where a KV cache's runs live.
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_kv_storage.h"
+#include "backend/kv_storage.h"
 #include "kvsqueeze/error.h"
 
 namespace kvsqueeze {
@@ -17,6 +19,11 @@ namespace backend {
 
 std::unique_ptr<Backend> make_backend(Device device, const Model& model) {
   if (device == Device::Cpu) return std::make_unique<CpuBackend>(model);
+  throw Error(std::string("device '") + device_name(device) + "' is not available: this build has only the cpu backend");
+}
+
+std::unique_ptr<KvStorage> make_kv_storage(Device device, const KvCacheShape& shape) {
+  if (device == Device::Cpu) return std::make_unique<CpuKvStorage>(shape);
   throw Error(std::string("device '") + device_name(device) + "' is not available: this build has only the cpu backend");
 }
 

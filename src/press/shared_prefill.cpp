@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "backend/kv_storage.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press_pipeline.h"
 #include "runtime/stopwatch.h"
@@ -56,7 +57,7 @@ std::vector<CompressedContext> shared_prefill(Session& session, const std::vecto
   for (const auto& c : cells)
     if (c.press) all = union_of(all, c.press->needs());
   std::vector<CompressedContext> out(cells.size());
-  for (auto& o : out) o.cache = std::make_unique<KvCache>(session.cache().shape(), 0);
+  for (auto& o : out) o.cache = std::make_unique<KvCache>(session.cache().storage().empty_like());  // on the session's device
   // Presses scoring while the context is evaluated (global_topk) learn the budget first.
   for (const auto& c : cells)
     if (c.press && c.press->traits().needs_all_layers) c.press->set_budget(c.budget);

@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "backend/backend.h"
+#include "backend/kv_storage.h"
 #include "kvsqueeze/error.h"
 #include "runtime/forward_pass.h"
 
@@ -17,7 +18,7 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   backend_->set_threads(options_.threads);
   KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type, {}};
   for (int64_t l = 0; l < c.n_layer; ++l) shape.layer_window.push_back(c.layer_sliding[static_cast<size_t>(l)] ? c.sliding_window : 0);
-  cache_ = std::make_unique<KvCache>(shape, 0);  // sized by eval() and reserve() as tokens come
+  cache_ = std::make_unique<KvCache>(backend_->kv_storage(shape));  // sized by eval() and reserve() as tokens come
   forward_ = std::make_unique<ForwardPass>(model, *backend_);
 }
 

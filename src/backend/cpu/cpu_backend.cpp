@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/cpu/cpu_kv_storage.h"
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -109,6 +110,8 @@ void CpuBackend::gated_activation(Buffer& gate, const Buffer& up, int64_t n) {
 }
 
 void CpuBackend::add(Buffer& x, const Buffer& y, int64_t n) { kernels::add_inplace(host(x), host(y), n); }
+
+std::unique_ptr<KvStorage> CpuBackend::kv_storage(const KvCacheShape& shape) { return std::make_unique<CpuKvStorage>(shape); }
 
 void CpuBackend::append_kv(KvCache& cache, int64_t layer, int64_t n, const Buffer& k, const Buffer& v, const int32_t* pos) {
   cache.append(layer, n, host(k), host(v), pos);

@@ -30,6 +30,7 @@ class CpuBackend final : public Backend {
   void gated_activation(Buffer& gate, const Buffer& up, int64_t n) override;
   void add(Buffer& x, const Buffer& y, int64_t n) override;
 
+  std::unique_ptr<KvStorage> kv_storage(const KvCacheShape& shape) override;
   void append_kv(KvCache& cache, int64_t layer, int64_t n, const Buffer& k, const Buffer& v, const int32_t* pos) override;
   void attention(const AttentionShape& shape, const Buffer& q, const int32_t* pos, int64_t n, const KvCache& cache,
                  int64_t layer, Buffer& out, const ProbabilityRequest& request, Probabilities* probs) override;

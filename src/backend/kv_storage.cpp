@@ -1,0 +1,22 @@
+// What every storage reports the same way: row sizes and bytes used follow from the shape,
+// the lengths and the key channels.
+#include "backend/kv_storage.h"
+
+namespace kvsqueeze::backend {
+
+size_t KvStorage::k_row_bytes(int64_t layer, int64_t head) const {
+  const size_t channels = key_channels(layer, head).size();
+  return (channels == 0 ? static_cast<size_t>(shape_.head_dim_k) : channels) * kv_type_bytes(shape_.type);
+}
+
+size_t KvStorage::v_row_bytes() const { return static_cast<size_t>(shape_.head_dim_v) * kv_type_bytes(shape_.type); }
+
+size_t KvStorage::bytes_used() const {
+  size_t total = 0;
+  for (int64_t l = 0; l < shape_.n_layer; ++l)
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h)
+      total += static_cast<size_t>(length(l, h)) * (k_row_bytes(l, h) + v_row_bytes() + sizeof(int32_t));
+  return total;
+}
+
+}  // namespace kvsqueeze::backend

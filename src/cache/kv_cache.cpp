@@ -1,0 +1,225 @@
+// The KV cache's rules: sliding-window trimming and rollback protection, capacity growth, and
+// the checks on what callers ask for. The runs' memory is the KvStorage's (one per device).
+#include "kvsqueeze/kv_cache.h"
+
+#include <algorithm>
+
+#include "backend/kv_storage.h"
+#include "kvsqueeze/error.h"
+
+namespace kvsqueeze {
+
+const char* kv_type_name(KvType type) {
+  switch (type) {
+    case KvType::F32: return "f32";
+    case KvType::F16: return "f16";
+    case KvType::BF16: return "bf16";
+  }
+  return "?";
+}
+
+KvType parse_kv_type(const std::string& name) {
+  if (name == "f32") return KvType::F32;
+  if (name == "f16") return KvType::F16;
+  if (name == "bf16") return KvType::BF16;
+  throw Error("unknown KV cache type '" + name + "' (valid: f16, bf16, f32)");
+}
+
+size_t kv_type_bytes(KvType type) { return type == KvType::F32 ? 4 : 2; }
+
+namespace {
+std::string where(int64_t layer, int64_t head) { return "layer " + std::to_string(layer) + " head " + std::to_string(head); }
+
+// A key-channel list: strictly ascending within [0, d), not empty, and within `current` (the
+// run's channels so far; empty: all).
+void check_channels(std::span<const int32_t> channels, int64_t d, std::span<const int32_t> current, int64_t layer, int64_t head) {
+  if (channels.empty()) throw Error("internal: empty key-channel list for " + where(layer, head));
+  int32_t previous = -1;
+  for (int32_t c : channels) {
+    if (c <= previous || c >= d)
+      throw Error("internal: key channels of " + where(layer, head) + " are not strictly ascending within [0, " + std::to_string(d) + ")");
+    if (!current.empty() && !std::binary_search(current.begin(), current.end(), c))
+      throw Error("internal: key channel " + std::to_string(c) + " of " + where(layer, head) + " was already pruned");
+    previous = c;
+  }
+}
+
+KvCacheShape with_windows(KvCacheShape shape) {
+  if (shape.layer_window.empty()) shape.layer_window.assign(static_cast<size_t>(shape.n_layer), 0);
+  return shape;
+}
+
+// Extra slots a sliding-window run may hold beyond its window before old ones are dropped, so
+// that dropping (a memmove of the run) happens once per this many decode steps.
+constexpr int64_t kSlidingSlack = 64;
+}  // namespace
+
+KvCache::KvCache(const KvCacheShape& shape, int64_t initial_capacity)
+    : KvCache(backend::make_kv_storage(Device::Cpu, with_windows(shape))) {
+  const int64_t cap = std::max<int64_t>(initial_capacity, 0);
+  if (cap > 0)
+    for (int64_t l = 0; l < shape_.n_layer; ++l)
+      for (int64_t h = 0; h < shape_.n_head_kv; ++h) storage_->set_capacity(l, h, cap);
+}
+
+KvCache::KvCache(std::unique_ptr<backend::KvStorage> storage) : shape_(with_windows(storage->shape())), storage_(std::move(storage)) {
+  trimmed_below_.assign(static_cast<size_t>(shape_.n_layer), 0);
+}
+
+KvCache::~KvCache() = default;
+KvCache::KvCache(KvCache&&) noexcept = default;
+KvCache& KvCache::operator=(KvCache&&) noexcept = default;
+
+int64_t KvCache::window(int64_t layer) const { return shape_.layer_window[static_cast<size_t>(layer)]; }
+size_t KvCache::k_row_bytes() const { return static_cast<size_t>(shape_.head_dim_k) * kv_type_bytes(shape_.type); }
+size_t KvCache::k_row_bytes(int64_t layer, int64_t head) const { return storage_->k_row_bytes(layer, head); }
+size_t KvCache::v_row_bytes() const { return static_cast<size_t>(shape_.head_dim_v) * kv_type_bytes(shape_.type); }
+
+void KvCache::ensure_capacity(int64_t layer, int64_t head, int64_t needed) {
+  const int64_t cap = capacity(layer, head);
+  if (needed > cap) storage_->set_capacity(layer, head, std::max(needed, cap + cap / 2));  // x1.5: amortised O(1) appends
+}
+
+void KvCache::reserve(int64_t n_more) {
+  for (int64_t l = 0; l < shape_.n_layer; ++l) {
+    if (window(l) > 0) continue;
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h)
+      if (length(l, h) + n_more > capacity(l, h)) storage_->set_capacity(l, h, length(l, h) + n_more);
+  }
+}
+
+void KvCache::prepare_append(int32_t next_pos, int64_t n) {
+  for (int64_t l = 0; l < shape_.n_layer; ++l) {
+    const int64_t w = window(l);
+    if (w > 0) {
+      // The first new query sits at next_pos and sees positions > next_pos - w; a protected
+      // rollback point keeps what a query there would see.
+      int64_t len = 0;
+      for (int64_t h = 0; h < shape_.n_head_kv; ++h) len = std::max(len, length(l, h));
+      const int32_t query = std::min(next_pos, protected_query_);
+      if (len + n > w - 1 + std::max(n, kSlidingSlack)) drop_before_position(l, query - static_cast<int32_t>(w) + 1);
+    }
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h)
+      if (length(l, h) + n > capacity(l, h)) storage_->set_capacity(l, h, length(l, h) + n);
+  }
+}
+
+void KvCache::append(int64_t layer, int64_t n, const float* k, const float* v, const int32_t* pos) {
+  for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+    const auto held = positions(layer, h);
+    if (!held.empty() && n > 0 && pos[0] <= held.back())
+      throw Error("internal: KV append at position " + std::to_string(pos[0]) + " not after " + std::to_string(held.back()));
+    ensure_capacity(layer, h, length(layer, h) + n);
+  }
+  storage_->append(layer, n, k, v, pos);
+}
+
+KvRun KvCache::run(int64_t layer, int64_t head) const { return storage_->host_run(layer, head); }
+int64_t KvCache::length(int64_t layer, int64_t head) const { return storage_->length(layer, head); }
+int64_t KvCache::capacity(int64_t layer, int64_t head) const { return storage_->capacity(layer, head); }
+std::span<const int32_t> KvCache::positions(int64_t layer, int64_t head) const { return storage_->positions(layer, head); }
+
+std::vector<std::vector<int64_t>> KvCache::lengths() const {
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(shape_.n_layer));
+  for (int64_t l = 0; l < shape_.n_layer; ++l)
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h) out[static_cast<size_t>(l)].push_back(length(l, h));
+  return out;
+}
+
+void KvCache::compact(int64_t layer, int64_t head, std::span<const int32_t> keep) {
+  const int64_t len = length(layer, head);
+  int32_t previous = -1;
+  for (int32_t slot : keep) {
+    if (slot <= previous || slot >= len)
+      throw Error("internal: keep-set for " + where(layer, head) + " is not strictly ascending within [0, " + std::to_string(len) + ")");
+    previous = slot;
+  }
+  storage_->compact(layer, head, keep);
+}
+
+void KvCache::protect_query_position(int32_t pos) { protected_query_ = pos; }
+
+bool KvCache::can_roll_back_to(int32_t pos) const {
+  for (int64_t l = 0; l < shape_.n_layer; ++l)
+    if (window(l) > 0 && std::max(0, pos - static_cast<int32_t>(window(l)) + 1) < trimmed_below_[static_cast<size_t>(l)]) return false;
+  return true;
+}
+
+void KvCache::drop_before_position(int64_t layer, int32_t pos) {
+  trimmed_below_[static_cast<size_t>(layer)] = std::max(trimmed_below_[static_cast<size_t>(layer)], pos);
+  for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+    const auto p = positions(layer, h);
+    storage_->drop_front(layer, h, std::lower_bound(p.begin(), p.end(), pos) - p.begin());
+  }
+}
+
+void KvCache::truncate_from_position(int32_t pos) {
+  for (int64_t l = 0; l < shape_.n_layer; ++l)
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+      const auto p = positions(l, h);
+      storage_->truncate(l, h, std::lower_bound(p.begin(), p.end(), pos) - p.begin());
+    }
+}
+
+void KvCache::release_slack(int64_t slack) {
+  for (int64_t l = 0; l < shape_.n_layer; ++l) release_layer_slack(l, slack);
+}
+
+void KvCache::release_layer_slack(int64_t layer, int64_t slack) {
+  for (int64_t h = 0; h < shape_.n_head_kv; ++h)
+    if (capacity(layer, h) != length(layer, h) + slack) storage_->set_capacity(layer, h, length(layer, h) + slack);
+}
+
+void KvCache::clear() {
+  for (int64_t l = 0; l < shape_.n_layer; ++l)
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+      if (key_channels(l, h).empty()) storage_->truncate(l, h, 0);
+      else storage_->assign(l, h, 0, nullptr, nullptr, nullptr, {});  // a new sequence stores full keys again
+    }
+  std::fill(trimmed_below_.begin(), trimmed_below_.end(), 0);
+}
+
+const uint8_t* KvCache::k_bytes(int64_t layer, int64_t head) const { return static_cast<const uint8_t*>(run(layer, head).k); }
+const uint8_t* KvCache::v_bytes(int64_t layer, int64_t head) const { return static_cast<const uint8_t*>(run(layer, head).v); }
+
+void KvCache::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
+                     std::span<const int32_t> k_channels) {
+  if (!k_channels.empty()) check_channels(k_channels, shape_.head_dim_k, {}, layer, head);
+  storage_->assign(layer, head, len, k, v, pos, k_channels);
+}
+
+void KvCache::rewrite_keys(int64_t layer, int64_t head, const float* keys, const int32_t* pos) {
+  if (!key_channels(layer, head).empty())
+    throw Error("cannot re-rotate keys whose channels were pruned (think): re-rotate before pruning");
+  rewrite_rows(layer, head, 0, length(layer, head), keys, nullptr, pos);
+}
+
+void KvCache::rewrite_rows(int64_t layer, int64_t head, int64_t first, int64_t n, const float* keys, const float* values,
+                           const int32_t* pos) {
+  const int64_t len = length(layer, head);
+  if (first < 0 || n < 0 || first + n > len)
+    throw Error("internal: rewriting slots [" + std::to_string(first) + ", " + std::to_string(first + n) + ") of a run of " +
+                std::to_string(len) + " (" + where(layer, head) + ")");
+  if (pos && n > 0) {  // the run's positions stay strictly ascending, across the span's edges too
+    const auto held = positions(layer, head);
+    bool ascending = (first == 0 || pos[0] > held[static_cast<size_t>(first - 1)]) &&
+                     (first + n == len || pos[n - 1] < held[static_cast<size_t>(first + n)]);
+    for (int64_t j = 1; j < n; ++j) ascending = ascending && pos[j] > pos[j - 1];
+    if (!ascending) throw Error("internal: rewritten positions of " + where(layer, head) + " are not strictly ascending");
+  }
+  storage_->rewrite_rows(layer, head, first, n, keys, values, pos);
+}
+
+size_t KvCache::bytes_held() const { return storage_->bytes_held(); }
+size_t KvCache::bytes_used() const { return storage_->bytes_used(); }
+
+void KvCache::keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels) {
+  check_channels(channels, shape_.head_dim_k, key_channels(layer, head), layer, head);
+  storage_->keep_key_channels(layer, head, channels);
+}
+
+std::span<const int32_t> KvCache::key_channels(int64_t layer, int64_t head) const { return storage_->key_channels(layer, head); }
+
+KvCache clone_cache(const KvCache& cache) { return KvCache(cache.storage().clone()); }
+
+}  // namespace kvsqueeze
