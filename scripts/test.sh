@@ -52,29 +52,31 @@ ninja -C build-asan >/dev/null
 # The slowest end-to-end checks on the default model run only in the optimised build.
 OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$JOBS" -E "DefaultModel"
 
+# Builds one libFuzzer target and runs it for SECONDS from the seeds in CORPUS (removed after).
+fuzz() {
+  local target="$1" seconds="$2" max_len="$3" corpus="$4"
+  ninja -C build-fuzz "$target" >/dev/null
+  build-fuzz/fuzz/"$target" -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=4096 \
+    -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
+  rm -rf "$corpus"
+}
+
 echo "== fuzzing the GGUF parser and tokenizer builder (libFuzzer, ${KVSQ_FUZZ_SECONDS:-60}s)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSQ_FUZZ=ON \
   -DKVSQ_BUILD_TESTS=OFF -DKVSQ_BUILD_BENCH=OFF -DKVSQ_SANITIZE=ON $LAUNCHER >/dev/null
-ninja -C build-fuzz gguf_fuzz >/dev/null
 corpus="$(mktemp -d)"
 cp ../shared/models/stories260K.gguf "$corpus/" 2>/dev/null || true
-build-fuzz/fuzz/gguf_fuzz -max_total_time="${KVSQ_FUZZ_SECONDS:-60}" -max_len=65536 -rss_limit_mb=4096 \
-  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
-rm -rf "$corpus"
+fuzz gguf_fuzz "${KVSQ_FUZZ_SECONDS:-60}" 65536 "$corpus"
 
 echo "== fuzzing the prompt cache loader (libFuzzer, ${KVSQ_FUZZ_CACHE_SECONDS:-30}s)"
-ninja -C build-fuzz cache_file_fuzz >/dev/null
 corpus="$(mktemp -d)"
 # Seeds: small real cache files (plain and -q context, f16 and f32) saved by the CLI.
 build/kvsqueeze generate -m ../shared/models/stories260K.gguf -p "Once upon a time" -n 0 --json \
   --save-cache "$corpus/plain.kvc" >/dev/null 2>&1 || true
 build/kvsqueeze generate -m ../shared/models/stories260K.gguf -p "Lily had a ball." -q "What?" -n 0 --json --kv-type f32 \
   --save-cache "$corpus/context.kvc" >/dev/null 2>&1 || true
-build-fuzz/fuzz/cache_file_fuzz -max_total_time="${KVSQ_FUZZ_CACHE_SECONDS:-30}" -max_len=65536 -rss_limit_mb=4096 \
-  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
-rm -rf "$corpus"
+fuzz cache_file_fuzz "${KVSQ_FUZZ_CACHE_SECONDS:-30}" 65536 "$corpus"
 echo "== fuzzing the press expression and option parser (libFuzzer, ${KVSQ_FUZZ_PRESS_SECONDS:-20}s)"
-ninja -C build-fuzz press_expression_fuzz >/dev/null
 corpus="$(mktemp -d)"
 # Seeds: expressions (first line) with --press-opt options (further lines).
 printf 'snapkv(window_size=8, kernel_size=3)' >"$corpus/scorer"
@@ -82,28 +84,20 @@ printf 'adakv(expected_attention(epsilon=0.01))\nalpha_safeguard=0.3' >"$corpus/
 printf 'composed(snapkv,think, ratios=0.2:0.1)\nthink.key_channel_compression_ratio=0.5' >"$corpus/composed"
 printf 'per_layer(knorm)\nratios=0.1,0.2,0.3' >"$corpus/per_layer"
 printf 'lagkv(mode=lagkv, lag_size=16)\nlagkv.n_sink=2' >"$corpus/choice"
-build-fuzz/fuzz/press_expression_fuzz -max_total_time="${KVSQ_FUZZ_PRESS_SECONDS:-20}" -max_len=512 -rss_limit_mb=4096 \
-  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
-rm -rf "$corpus"
+fuzz press_expression_fuzz "${KVSQ_FUZZ_PRESS_SECONDS:-20}" 512 "$corpus"
 echo "== fuzzing the evaluation file readers: results, LongBench JSONL, RULER QA sources (libFuzzer, ${KVSQ_FUZZ_EVAL_SECONDS:-20}s)"
-ninja -C build-fuzz eval_inputs_fuzz >/dev/null
 corpus="$(mktemp -d)"
 # Seeds: the first byte picks the reader (0 results, 1 LongBench trec, 2 SQuAD, 3 HotpotQA).
 printf '\x00{"kind":"kld","key":"a","score":1}\n{"kind":"kld"' >"$corpus/results"
 printf '\x01{"input": "Q?", "context": "Question: x\\nType: City\\n", "answers": ["City"], "length": 20, "dataset": "trec", "language": "en", "all_classes": ["City", "Individual"], "_id": "t1"}\n' >"$corpus/longbench"
 printf '\x02{"data":[{"title":"T","paragraphs":[{"context":"Paris is in France.","qas":[{"question":"Where is Paris?","id":"1","answers":[{"text":"France","answer_start":12}],"is_impossible":false}]}]}]}' >"$corpus/squad"
 printf '\x03[{"_id":"h","question":"Q?","answer":"A","context":[["T",["A is here."]]],"supporting_facts":[["T",0]]}]' >"$corpus/hotpotqa"
-build-fuzz/fuzz/eval_inputs_fuzz -max_total_time="${KVSQ_FUZZ_EVAL_SECONDS:-20}" -max_len=4096 -rss_limit_mb=4096 \
-  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
-rm -rf "$corpus"
+fuzz eval_inputs_fuzz "${KVSQ_FUZZ_EVAL_SECONDS:-20}" 4096 "$corpus"
 echo "== fuzzing the server's request parser (libFuzzer, ${KVSQ_FUZZ_SERVER_SECONDS:-15}s)"
-ninja -C build-fuzz server_request_fuzz >/dev/null
 corpus="$(mktemp -d)"
 # Seeds: the first byte picks the endpoint (0 completions, 1 chat), the rest is the JSON body.
 printf '\x00{"prompt":"Once","max_tokens":8,"temperature":0,"stop":["."],"logprobs":2,"kv_press":"snapkv","kv_ratio":0.5}' >"$corpus/completion"
 printf '\x01{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi"}]}],"stream":true,"stream_options":{"include_usage":true},"logprobs":true,"top_logprobs":3}' >"$corpus/chat"
 printf '\x00{"prompt":["x"],"kv_press":"adakv(expected_attention)","kv_budget":64,"kv_press_options":{"alpha_safeguard":0.3},"kv_decode_interval":8,"kv_decode_target":32}' >"$corpus/press"
-build-fuzz/fuzz/server_request_fuzz -max_total_time="${KVSQ_FUZZ_SERVER_SECONDS:-15}" -max_len=2048 -rss_limit_mb=4096 \
-  -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
-rm -rf "$corpus"
+fuzz server_request_fuzz "${KVSQ_FUZZ_SERVER_SECONDS:-15}" 2048 "$corpus"
 echo "== all test stages passed"
