@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/fp16.h"
+#include "kernels/hadamard.h"
 #include "kernels/kv_rows.h"
 #include "kernels/matmul.h"
 #include "kernels/vec_math.h"
@@ -81,14 +82,14 @@ void attend_group(const AttentionShape& s, const float* q_group, int64_t group, 
   if (n <= 0) return;
   scores.resize(static_cast<size_t>(group * n));
   row.resize(static_cast<size_t>(std::max(dk, dv)));
-  // Channel-pruned keys: the G query vectors reduced to the channels the keys hold.
-  if (run.k_channels) {
+  // Channel-pruned or rotated keys: the G query vectors as the keys are stored.
+  if (run.k_channels || run.k_rotated) {
     q_kept.resize(static_cast<size_t>(group * run.k_stride));
     for (int64_t g = 0; g < group; ++g) gather_query(run, q_group + g * dk, q_kept.data() + g * run.k_stride);
     q_group = q_kept.data();
   }
   // Scores of all G heads in one product against the cached key rows (no per-key reductions).
-  matmul(key_rows(run, lo, n), q_group, group, scores.data(), n);
+  key_scores(run, lo, n, q_group, group, scores.data(), n);
   for (float& x : scores) x *= s.scale;
   for (int64_t g = 0; g < group; ++g) {
     float* sc = scores.data() + g * n;
@@ -99,7 +100,7 @@ void attend_group(const AttentionShape& s, const float* q_group, int64_t group, 
   row.resize(static_cast<size_t>(kValueBlock * dv));
   for (int64_t j0 = 0; j0 < n; j0 += kValueBlock) {
     const int64_t nb = std::min(kValueBlock, n - j0);
-    for (int64_t j = 0; j < nb; ++j) row_to_f32(run.v, lo + j0 + j, run.v_stride, dv, run.type, row.data() + j * dv);
+    for (int64_t j = 0; j < nb; ++j) row_to_f32(run.v, lo + j0 + j, run.v_stride, dv, run.v_type, row.data() + j * dv);
     for (int64_t g = 0; g < group; ++g) accumulate_rows(o + g * dv, scores.data() + g * n + j0, row.data(), nb, dv);
   }
 }
@@ -126,14 +127,16 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
     for (int64_t t = 0; t < nb; ++t)
       for (int64_t i = 0; i < kd; ++i)
         qb[static_cast<size_t>((g * nb + t) * kd + i)] = q_rows[t * q_ld + g * dk + (run.k_channels ? run.k_channels[i] : i)] * s.scale;
+  if (run.k_rotated)  // the keys are stored rotated: q.k == Hq.Hk
+    for (int64_t r = 0; r < rows; ++r) hadamard_rotate(qb.data() + r * kd, kd);
 
   for (int64_t j0 = range_lo; j0 < range_hi; j0 += kKeyTile) {
     const int64_t nt = std::min(kKeyTile, range_hi - j0);
     // Scores straight from the cached key rows (fp16/fp32 weights of a matmul), values
     // converted to fp32 and transposed so the second product is a matmul too.
-    matmul(key_rows(run, j0, nt), qb.data(), rows, sc.data(), nt);
+    key_scores(run, j0, nt, qb.data(), rows, sc.data(), nt);
     for (int64_t j = 0; j < nt; ++j) {
-      row_to_f32(run.v, j0 + j, run.v_stride, dv, run.type, vrow.data());
+      row_to_f32(run.v, j0 + j, run.v_stride, dv, run.v_type, vrow.data());
       for (int64_t i = 0; i < dv; ++i) vt[static_cast<size_t>(i * nt + j)] = vrow[static_cast<size_t>(i)];
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -173,6 +176,7 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
       const int64_t r = g * nb + t;
       const float inv = l[static_cast<size_t>(r)] > 0.0f ? 1.0f / l[static_cast<size_t>(r)] : 0.0f;
       for (int64_t i = 0; i < dv; ++i) out_rows[t * out_ld + g * dv + i] = acc[static_cast<size_t>(r * dv + i)] * inv;
+      if (run.v_rotated) hadamard_rotate(out_rows + t * out_ld + g * dv, dv);  // sum p Hv == H sum p v
       if (lse_rows) lse_rows[t * lse_ld + g] = m[static_cast<size_t>(r)] + std::log(l[static_cast<size_t>(r)]);
     }
 }
@@ -247,6 +251,7 @@ void attention(const AttentionShape& s, const float* q, const int32_t* q_pos, in
       }
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;
       for (int64_t i = 0; i < dv; ++i) o[i] *= inv;
+      if (runs[hk].v_rotated) hadamard_rotate(o, dv);  // the values are stored rotated
       if (lse) lse[t * s.n_head + h] = m + std::log(l);
     }
 }

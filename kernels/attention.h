@@ -13,7 +13,7 @@ namespace kvsqueeze::kernels {
 
 // The run and statistics types are public (the cache, LayerStats and the backend seam use them).
 using kvsqueeze::AttentionShape;
-using kvsqueeze::KvElement;
+using kvsqueeze::KvType;
 using kvsqueeze::KvRun;
 using kvsqueeze::Probabilities;
 using kvsqueeze::ProbabilityRequest;

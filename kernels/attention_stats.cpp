@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/hadamard.h"
 #include "kernels/kv_rows.h"
 #include "kernels/vec_math.h"
 
@@ -47,10 +48,11 @@ void attention_probabilities(const AttentionShape& s, const float* q, const int3
         range_hi = std::max(range_hi, hi[static_cast<size_t>(t)]);
         for (int64_t i = 0; i < kd; ++i)
           qb[static_cast<size_t>(t * kd + i)] = q[(t0 + t) * q_ld + h * dk + (run.k_channels ? run.k_channels[i] : i)] * s.scale;
+        if (run.k_rotated) hadamard_rotate(qb.data() + t * kd, kd);  // the keys are stored rotated
       }
       for (int64_t j0 = range_lo; j0 < range_hi; j0 += kKeyTile) {
         const int64_t nt = std::min(kKeyTile, range_hi - j0);
-        matmul(key_rows(run, j0, nt), qb.data(), nb, sc.data(), nt);
+        key_scores(run, j0, nt, qb.data(), nb, sc.data(), nt);
         for (int64_t t = 0; t < nb; ++t) {
           const int64_t a = std::max<int64_t>(lo[static_cast<size_t>(t)] - j0, 0);
           const int64_t b = std::min<int64_t>(hi[static_cast<size_t>(t)] - j0, nt);

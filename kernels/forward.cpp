@@ -33,10 +33,10 @@ void attention_probabilities(const AttentionShape& shape, const float* q, const 
   active_ops().attention_probabilities(shape, q, q_pos, n_q, runs, lse, request, out);
 }
 
-void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t d, KvElement type, float* dst) {
+void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t d, KvType type, float* dst) {
   active_ops().row_to_f32(base, index, stride, d, type, dst);
 }
-float dot_row(const float* q, const void* base, int64_t index, int64_t stride, int64_t d, KvElement type) {
+float dot_row(const float* q, const void* base, int64_t index, int64_t stride, int64_t d, KvType type) {
   return active_ops().dot_row(q, base, index, stride, d, type);
 }
 

@@ -25,8 +25,8 @@ struct KernelOps {
                                   const KvRun* runs, const float* lse, const ProbabilityRequest& request,
                                   Probabilities& out);
   // kv_rows.h
-  void (*row_to_f32)(const void* base, int64_t index, int64_t stride, int64_t d, KvElement type, float* dst);
-  float (*dot_row)(const float* q, const void* base, int64_t index, int64_t stride, int64_t d, KvElement type);
+  void (*row_to_f32)(const void* base, int64_t index, int64_t stride, int64_t d, KvType type, float* dst);
+  float (*dot_row)(const float* q, const void* base, int64_t index, int64_t stride, int64_t d, KvType type);
   // ops.h
   void (*rms_norm)(const float* x, const float* w, float* out, int64_t n, float eps);
   void (*rms_norm_rows)(const float* x, const float* w, float* out, int64_t rows, int64_t n, float eps);

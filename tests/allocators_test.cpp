@@ -46,7 +46,7 @@ int64_t sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v
 // Runs `hook` on every layer after its attention (f32 cache), without compressing.
 void run_hooked(const Model& model, const StatsRequest& req, const std::function<void(const LayerView&)>& hook) {
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   Session s(model, o);
   s.set_stats_request(req);
@@ -357,7 +357,7 @@ TEST(AllocatorPress, GlobalTopKEvictsTheLowestScoresOfAllLayers) {
     auto press = make_press("global_topk(snapkv(window_size=8))");
     SessionOptions o;
     o.threads = 1;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     Session s(*model, o);
     prefill_with_press(s, prompt(), *press, budget, 0);
     int64_t kept = 0;

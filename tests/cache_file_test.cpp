@@ -75,6 +75,9 @@ void expect_same_cache(const KvCache& a, const KvCache& b) {
     for (int64_t h = 0; h < a.shape().n_head_kv; ++h) {
       const auto pa = a.positions(l, h), pb = b.positions(l, h);
       ASSERT_TRUE(std::equal(pa.begin(), pa.end(), pb.begin(), pb.end())) << "layer " << l << " head " << h;
+      // Attention would not notice a lost key offset (softmax ignores it); the readers would.
+      const auto oa = a.key_offset(l, h), ob = b.key_offset(l, h);
+      ASSERT_TRUE(std::equal(oa.begin(), oa.end(), ob.begin(), ob.end())) << "key offset of layer " << l << " head " << h;
       const size_t len = static_cast<size_t>(a.length(l, h));
       if (len == 0) continue;
       ASSERT_EQ(std::memcmp(a.k_bytes(l, h), b.k_bytes(l, h), len * a.k_row_bytes()), 0) << "K of layer " << l << " head " << h;
@@ -140,7 +143,7 @@ TEST(CacheFile, RoundTripIsBitIdentical) {
   for (KvType type : {KvType::F32, KvType::F16, KvType::BF16}) {
     SCOPED_TRACE(kv_type_name(type));
     SessionOptions o;
-    o.kv_type = type;
+    o.kv_type_k = o.kv_type_v = type;
     o.chunk = 7;
     Session s(*model, o);
     s.eval(kPrompt);
@@ -153,7 +156,7 @@ TEST(CacheFile, CompressedRoundTripStaysCompressed) {
   for (KvType type : {KvType::F32, KvType::F16}) {
     SCOPED_TRACE(kv_type_name(type));
     SessionOptions o;
-    o.kv_type = type;
+    o.kv_type_k = o.kv_type_v = type;
     Session s(*model, o);
     s.eval(kPrompt);
     compact_randomly(s.cache(), 7);
@@ -165,11 +168,49 @@ TEST(CacheFile, CompressedRoundTripStaysCompressed) {
   }
 }
 
+TEST(CacheFile, QuantizedRotatedAndCentredCachesRoundTrip) {
+  auto model = Model::load(synthetic_model("synth_qwen2_f32"));  // head size 64: whole q8_0/q4_0 blocks
+  struct Types {
+    KvType k, v;
+    KvTransform rotation, centering;
+  };
+  for (const Types& t : {Types{KvType::Q8_0, KvType::Q8_0, KvTransform::Auto, KvTransform::Auto},
+                         Types{KvType::Q4_0, KvType::F16, KvTransform::Off, KvTransform::On},
+                         Types{KvType::BF16, KvType::Q4_0, KvTransform::On, KvTransform::Off}}) {
+    const std::string label = kv_types_label(t.k, t.v) + "-" + kv_transform_name(t.rotation) + "-" + kv_transform_name(t.centering);
+    SCOPED_TRACE(label);
+    SessionOptions o;
+    o.kv_type_k = t.k;
+    o.kv_type_v = t.v;
+    o.kv_rotation = t.rotation;
+    o.kv_centering = t.centering;
+    o.chunk = 6;
+    Session s(*model, o);
+    s.eval(kPrompt);
+    EXPECT_EQ(s.cache().key_offset(0, 0).empty(), !kv_keys_centered(t.centering, t.k));
+    compact_randomly(s.cache(), 3);
+    s.cache().release_slack(0);
+    const std::string path = scratch("typed-" + label + ".kvc");
+    round_trip(*model, s, kPrompt, kMore, "typed-" + label + ".kvc");
+    save_cache(s, kPrompt, path);
+    const CacheFileInfo info = read_cache_info(path);
+    EXPECT_EQ(info.version, 3u);
+    EXPECT_EQ(info.shape.k_type, t.k);
+    EXPECT_EQ(info.shape.v_type, t.v);
+    // A session with other types, rotation or centring refuses the file with one clear error.
+    SessionOptions other = o;
+    other.kv_centering = kv_keys_centered(t.centering, t.k) ? KvTransform::Off : KvTransform::On;
+    Session mismatch(*model, other);
+    EXPECT_NE(error_of([&] { load_cache(mismatch, path); }).find("kv_centering"), std::string::npos);
+    std::filesystem::remove(path);
+  }
+}
+
 TEST(CacheFile, SlidingWindowModelRoundTrip) {
   auto model = Model::load(synthetic_model("synth_gemma3_f32"));
   ASSERT_GT(model->config().sliding_window, 0);
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.chunk = 5;
   Session s(*model, o);
   std::vector<int32_t> prompt;
@@ -220,18 +261,19 @@ TEST(CacheFile, OtherModelIsAnErrorAndLeavesTheSessionAlone) {
 TEST(CacheFile, SessionMismatchesAreErrors) {
   auto model = Model::load(test_paths::stories260k());
   SessionOptions f32;
-  f32.kv_type = KvType::F32;
+  f32.kv_type_k = f32.kv_type_v = KvType::F32;
   Session s(*model, f32);
   s.eval(kPrompt);
   const std::string path = scratch("mismatch.kvc");
   save_cache(s, kPrompt, path);
   Session f16(*model, {});
-  EXPECT_NE(error_of([&] { load_cache(f16, path); }).find("holds an f32 KV cache but the session uses f16"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_cache(f16, path); }).find("holds a KV cache of type f32 but the session uses f16"), std::string::npos);
   SessionOptions small = f32;
   small.ctx_size = 8;
   Session tiny(*model, small);
   EXPECT_NE(error_of([&] { load_cache(tiny, path); }).find("more than the context size 8"), std::string::npos);
-  EXPECT_EQ(read_cache_info(path).shape.type, KvType::F32);
+  EXPECT_EQ(read_cache_info(path).shape.k_type, KvType::F32);
+  EXPECT_EQ(read_cache_info(path).shape.v_type, KvType::F32);
   // Saving needs one token id per position, valid JSON metadata and a writable place.
   EXPECT_NE(error_of([&] { save_cache(s, {1, 2}, scratch("x.kvc")); }).find("2 token ids given for a session at position 30"),
             std::string::npos);
@@ -324,11 +366,11 @@ TEST(CacheFile, UnknownVersionNamesTheSupportedOne) {
   const std::string path = scratch("version.kvc");
   save_cache(s, {1, 2, 3}, path);
   auto bytes = read_bytes(path);
-  bytes[8] = 3;
+  bytes[8] = 4;
   write_bytes(path, bytes);
   Session t(*model, {});
   EXPECT_EQ(error_of([&] { load_cache(t, path); }),
-            "cache file '" + path + "' has format version 3; this kvsqueeze reads versions 1 and 2 only");
+            "cache file '" + path + "' has format version 4; this kvsqueeze reads versions 1 to 3 only");
   std::filesystem::remove(path);
 }
 
@@ -415,7 +457,7 @@ TEST(CacheFile, CliRoundTrip) {
   // The cache's element type is used unless --kv-type says otherwise.
   const CliResult f32 = run_cli(base + " --kv-type f32 --load-cache " + path);
   EXPECT_NE(f32.status, 0);
-  EXPECT_NE(f32.err.find("holds an f16 KV cache but the session uses f32"), std::string::npos) << f32.err;
+  EXPECT_NE(f32.err.find("holds a KV cache of type f16 but the session uses f32"), std::string::npos) << f32.err;
 
   // A corrupt file: one line naming it.
   auto bytes = read_bytes(path);

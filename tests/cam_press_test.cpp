@@ -190,7 +190,7 @@ TEST(CamFixture, TheWrapperWithParityMatchesKvpress) {
     if (c.mode != "exact" || c.D != cfg.head_dim_k || cfg.n_head % c.H != 0) continue;
     SCOPED_TRACE(c.name);
     auto press = merge::make_cam_press(std::make_unique<GivenScores>(c.layer_scores()), c.budget, 0, true);
-    KvCacheShape shape{cfg.n_layer, c.H, c.D, c.D, KvType::F32, std::vector<int32_t>(static_cast<size_t>(cfg.n_layer), 0)};
+    KvCacheShape shape{cfg.n_layer, c.H, c.D, c.D, KvType::F32, KvType::F32, false, false, false, std::vector<int32_t>(static_cast<size_t>(cfg.n_layer), 0)};
     KvCache cache(shape, c.L);
     std::vector<float> k(static_cast<size_t>(c.L * c.H * c.D)), v(k.size());
     std::vector<int32_t> pos(static_cast<size_t>(c.L));
@@ -237,7 +237,7 @@ std::vector<int32_t> context_ids() {
 // Prefill at ratio 0.5, then 150 teacher-forced tokens, compressing every 16 steps to 64 slots.
 std::unique_ptr<Session> decode_run(const Model& model, Press& press, std::vector<std::vector<float>>* logits = nullptr) {
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   auto s = std::make_unique<Session>(model, o);
   CompressionPolicy policy;
@@ -345,7 +345,7 @@ TEST(CamDecoding, AroundAllocatorsAndGlobalPresses) {
   // merges there, the candidates being every evicted slot (the whole context is new).
   auto plain = make_press("kvzip(chunk_size=64)"), cam = make_press("cam(kvzip(chunk_size=64))");
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   Session a(*model, o), b(*model, o);
   prefill_with_press(a, context_ids(), *plain, Budget{0.5}, 0);

@@ -119,12 +119,12 @@ TEST_P(ElementwiseKernels, CachedRowsOfEveryElementType) {
       exactb[i] = bf16_to_fp32(b16[i]);
     }
     struct Stored {
-      KvElement type;
+      KvType type;
       const void* base;
       const std::vector<float>& exact;
     };
-    for (const Stored& s : {Stored{KvElement::F32, vals.data(), vals}, Stored{KvElement::F16, f16.data(), exact16},
-                            Stored{KvElement::BF16, b16.data(), exactb}})
+    for (const Stored& s : {Stored{KvType::F32, vals.data(), vals}, Stored{KvType::F16, f16.data(), exact16},
+                            Stored{KvType::BF16, b16.data(), exactb}})
       for (int64_t r = 0; r < rows; ++r) {
         std::vector<float> row(static_cast<size_t>(d));
         row_to_f32(s.base, r, stride, d, s.type, row.data());

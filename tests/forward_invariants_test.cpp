@@ -36,7 +36,7 @@ TEST(ForwardInvariants, ChunkedPrefillEqualsOnePass) {
   // An fp32 cache: with fp16, a 1e-7 difference upstream can flip one rounding of a cached
   // value (1e-3 relative), which would hide what this test is about.
   SessionOptions whole;
-  whole.kv_type = KvType::F32;
+  whole.kv_type_k = whole.kv_type_v = KvType::F32;
   whole.chunk = 512;
   SessionOptions chunked = whole;
   chunked.chunk = 7;
@@ -50,7 +50,7 @@ TEST(ForwardInvariants, ChunkedPrefillEqualsOnePass) {
 TEST(ForwardInvariants, TokenByTokenEqualsPrefill) {
   auto model = Model::load(test_paths::stories260k());
   SessionOptions o;
-  o.kv_type = KvType::F32;  // see ChunkedPrefillEqualsOnePass
+  o.kv_type_k = o.kv_type_v = KvType::F32;  // see ChunkedPrefillEqualsOnePass
   Session s(*model, o);
   std::vector<float> prefill;
   s.eval(kPrompt, &prefill);
@@ -67,9 +67,9 @@ TEST(ForwardInvariants, TokenByTokenEqualsPrefill) {
 TEST(ForwardInvariants, KvTypesAgree) {
   auto model = Model::load(test_paths::stories260k());
   SessionOptions f32, f16, bf16;
-  f32.kv_type = KvType::F32;
-  f16.kv_type = KvType::F16;
-  bf16.kv_type = KvType::BF16;
+  f32.kv_type_k = f32.kv_type_v = KvType::F32;
+  f16.kv_type_k = f16.kv_type_v = KvType::F16;
+  bf16.kv_type_k = bf16.kv_type_v = KvType::BF16;
   const auto a = all_logits(*model, f32, kPrompt);
   EXPECT_LT(max_abs_diff(a, all_logits(*model, f16, kPrompt)), 2e-2f);
   EXPECT_LT(max_abs_diff(a, all_logits(*model, bf16, kPrompt)), 1.5e-1f);

@@ -19,7 +19,7 @@ KvCache filled(KvType type, int64_t len) {
   shape.n_head_kv = 2;
   shape.head_dim_k = 4;
   shape.head_dim_v = 3;
-  shape.type = type;
+  shape.k_type = shape.v_type = type;
   KvCache cache(shape, len);
   std::vector<float> k(static_cast<size_t>(len * 2 * 4)), v(static_cast<size_t>(len * 2 * 3));
   for (size_t i = 0; i < k.size(); ++i) k[i] = static_cast<float>(i);
@@ -35,7 +35,7 @@ std::vector<float> row(const KvCache& cache, int64_t head, int64_t slot, bool ke
   const int64_t d = key ? cache.shape().head_dim_k : cache.shape().head_dim_v;
   std::vector<float> out(static_cast<size_t>(d));
   if (key) kernels::key_row_to_f32(r, slot, d, out.data());
-  else kernels::row_to_f32(r.v, slot, r.v_stride, d, r.type, out.data());
+  else kernels::row_to_f32(r.v, slot, r.v_stride, d, r.v_type, out.data());
   return out;
 }
 

@@ -21,7 +21,7 @@ KvCacheShape shape_of(KvType type) {
   s.n_head_kv = kHeads;
   s.head_dim_k = kDk;
   s.head_dim_v = kDv;
-  s.type = type;
+  s.k_type = s.v_type = type;
   return s;
 }
 
@@ -73,7 +73,8 @@ TEST(KvStorage, AppendsIntoCapacityAndHoldsWhatItAllocated) {
     EXPECT_EQ(s->device(), Device::Cpu);
     EXPECT_EQ(s->bytes_held(), 0u);
     reserve_all(*s, 8);
-    EXPECT_EQ(s->bytes_held(), 2u * kHeads * 8 * (kDk + kDv) * kv_type_bytes(type) + 2u * kHeads * 8 * sizeof(int32_t));
+    const size_t elem = type == KvType::F32 ? 4 : 2;
+    EXPECT_EQ(s->bytes_held(), 2u * kHeads * 8 * (kDk + kDv) * elem + 2u * kHeads * 8 * sizeof(int32_t));
     EXPECT_EQ(s->bytes_held(), expected_held(*s));
     append_positions(*s, 0, {0, 1, 2, 3, 4});
     EXPECT_EQ(s->length(0, 1), 5);
@@ -172,7 +173,7 @@ TEST(KvStorage, ClonesWithoutSlackAndAssignsRawRows) {
   EXPECT_EQ(empty->length(1, 0), 0);
   const KvRun from = copy->host_run(1, 0);
   empty->assign(1, 0, from.len, static_cast<const uint8_t*>(from.k), static_cast<const uint8_t*>(from.v), from.pos,
-                copy->key_channels(1, 0));
+                copy->key_channels(1, 0), copy->key_offset(1, 0));
   EXPECT_EQ(empty->length(1, 0), 4);
   EXPECT_EQ(empty->capacity(1, 0), 4);
   EXPECT_EQ(empty->k_row_bytes(1, 0), 3 * sizeof(uint16_t));

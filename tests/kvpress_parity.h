@@ -83,7 +83,7 @@ inline LayerScores root_scores(Press& p, const LayerView& v) { return p.score(v)
 inline OurRun run_ours(const Model& model, const std::vector<int32_t>& ids, Press& press, const Budget& budget,
                        const ScoreFn& score_fn = root_scores, int64_t chunk = 512) {
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.chunk = chunk;
   o.threads = 1;
   Session session(model, o);

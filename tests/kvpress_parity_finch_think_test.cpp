@@ -48,7 +48,7 @@ void check_think(const std::string& model_name, double rtol) {
     const double ratio = run["press"]["key_channel_compression_ratio"].get<double>();
     auto press = make_press("think", {"key_channel_compression_ratio=" + std::to_string(ratio)});
     SessionOptions o;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.threads = 1;
     Session session(*model, o);
     std::map<int64_t, std::vector<std::vector<float>>> scores;

@@ -103,7 +103,7 @@ struct Ran {
 Ran run_press(const Model& model, const std::vector<int32_t>& ids, const std::string& expr, const std::vector<std::string>& opts,
               const Budget& budget) {
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   Ran r;
   r.press = make_press(expr, opts);

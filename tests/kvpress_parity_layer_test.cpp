@@ -48,7 +48,7 @@ void check_simlayerkv(const std::string& model_name, const std::string& fixture,
     auto press = kvsqueeze::make_press("simlayerkv", {"lazy_threshold=" + std::to_string(threshold), "n_last=" + std::to_string(n_last),
                                                       "n_recent=" + std::to_string(n_recent), "n_initial=" + std::to_string(n_initial)});
     kvsqueeze::SessionOptions o;
-    o.kv_type = kvsqueeze::KvType::F32;
+    o.kv_type_k = o.kv_type_v = kvsqueeze::KvType::F32;
     o.threads = 1;
     kvsqueeze::Session session(*model, o);
     std::vector<double> mass(static_cast<size_t>(cfg.n_layer), NAN);

@@ -366,7 +366,7 @@ struct Ran {
 };
 Ran run_keeping_session(const Model& model, const std::vector<int32_t>& ids, Press& press, const Budget& budget, const parity::ScoreFn& score_fn) {
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   Ran out{{}, std::make_unique<Session>(model, o)};
   const auto n_layer = static_cast<size_t>(model.config().n_layer);

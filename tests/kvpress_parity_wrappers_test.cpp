@@ -289,7 +289,7 @@ void check_rerotation(const std::string& fixture, const std::string& inner, bool
     };
     // run_ours's session is gone when it returns: redo the pipeline here to read the cache.
     SessionOptions o;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.threads = 1;
     Session session(*l->model, o);
     session.set_stats_request(press->needs());

@@ -189,7 +189,7 @@ void run_sample(const std::string& name) {
 
   parity::ExactActivations exact;  // the reference runs in fp32
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.chunk = 4096;  // one pass over the context, as kvpress prefills it
   o.threads = 2;
   Session session(model, o);

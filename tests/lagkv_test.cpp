@@ -130,7 +130,7 @@ struct Driver {
     s.n_head_kv = m.config().n_head_kv;
     s.head_dim_k = m.config().head_dim_k;
     s.head_dim_v = m.config().head_dim_v;
-    s.type = KvType::F32;
+    s.k_type = s.v_type = KvType::F32;
     s.layer_window.assign(static_cast<size_t>(s.n_layer), 0);
     return s;
   }
@@ -386,7 +386,7 @@ TEST(LagKvPress, Options) {
 TEST(LagKvFlow, ChunkedPrefillAndDecodeOnStories) {
   auto model = Model::load(test_paths::stories260k());
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.chunk = 16;
   o.threads = 1;
   Session session(*model, o);

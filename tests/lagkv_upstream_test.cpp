@@ -112,7 +112,7 @@ void run_case(const json& c, const Rows& rows, int64_t layer, bool parity, Total
   shape.n_layer = model.config().n_layer;
   shape.n_head_kv = H;
   shape.head_dim_k = shape.head_dim_v = d;
-  shape.type = KvType::F32;
+  shape.k_type = shape.v_type = KvType::F32;
   shape.layer_window.assign(static_cast<size_t>(shape.n_layer), 0);
   KvCache cache(shape, 16);
   LayerStats stats;

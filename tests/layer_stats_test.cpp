@@ -71,7 +71,7 @@ TEST(LayerStats, RequestedStatisticsAreWellFormed) {
 TEST(LayerStats, ValueNormsMatchTheCachedValues) {
   auto model = Model::load(test_paths::stories260k());
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   Session s(*model, o);
   s.eval(kPrompt);
   const auto norms = value_norms(s.cache(), 2, 1);

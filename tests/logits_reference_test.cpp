@@ -114,7 +114,7 @@ void check_fixture(const std::string& name, KvType kv_type = KvType::F16) {
   const Tolerance tol = tolerance_for(name);
   for (const auto& prompt : fixture.at("prompts")) {
     SessionOptions o;
-    o.kv_type = kv_type;
+    o.kv_type_k = o.kv_type_v = kv_type;
     o.chunk = 64;  // exercise chunked prefill on the longer prompts
     o.ctx_size = static_cast<int64_t>(prompt.at("ids").size()) + 1;
     Session session(*model, o);

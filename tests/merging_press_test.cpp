@@ -134,7 +134,7 @@ std::vector<int32_t> prompt() {
 
 SessionOptions f32_options() {
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   o.chunk = 64;
   return o;
@@ -250,7 +250,7 @@ TEST_F(MergingEndToEnd, ThresholdOneLeavesValuesAsTheInnerPress) {
 
 TEST_F(MergingEndToEnd, F16CacheKeepsTheInnerPressSlotsAndBytes) {
   SessionOptions o = f32_options();
-  o.kv_type = KvType::F16;
+  o.kv_type_k = o.kv_type_v = KvType::F16;
   Session a(*model_, o), b(*model_, o);
   auto snap = make_press("snapkv"), merging = make_press("merging(snapkv)");
   prefill_with_press(a, prompt(), *snap, {0.5}, 0);

@@ -205,11 +205,30 @@ int64_t total(const std::vector<std::vector<int64_t>>& lengths) {
 
 // Run lengths without compression, the context evaluated in the same chunks as with the press
 // (sliding-window layers trim by chunk, and a press's query window shapes the last chunk).
-Reference reference_lengths(const Model& m, KvType type, const std::vector<int32_t>& ids, int64_t chunk, const StatsRequest& needs) {
-  SessionOptions o;
-  o.threads = 1;
-  o.kv_type = type;
-  o.chunk = chunk;
+// The cache's key and value types and whether keys are stored rotated.
+struct CacheTypes {
+  KvType k = KvType::F32, v = KvType::F32;
+  KvTransform rotation = KvTransform::Auto;
+  KvTransform centering = KvTransform::Auto;
+  SessionOptions options(int64_t chunk) const {
+    SessionOptions o;
+    o.threads = 1;
+    o.kv_type_k = k;
+    o.kv_type_v = v;
+    o.kv_rotation = rotation;
+    o.kv_centering = centering;
+    o.chunk = chunk;
+    return o;
+  }
+  std::string label() const {
+    return kv_types_label(k, v) + (kv_rows_rotated(rotation, k) ? "_rotated" : "") +
+           (kv_keys_centered(centering, k) ? "_centred" : "");
+  }
+};
+
+Reference reference_lengths(const Model& m, const CacheTypes& types, const std::vector<int32_t>& ids, int64_t chunk,
+                            const StatsRequest& needs) {
+  const SessionOptions o = types.options(chunk);
   Session s(m, o);
   s.set_stats_request(needs);
   Reference r;
@@ -222,15 +241,12 @@ Reference reference_lengths(const Model& m, KvType type, const std::vector<int32
 }
 
 // One run; returns "" or what went wrong.
-std::string run_one(const Model& m, KvType type, const std::vector<int32_t>& ids, const PressSetup& setup, int64_t chunk, int* evicted) {
+std::string run_one(const Model& m, const CacheTypes& types, const std::vector<int32_t>& ids, const PressSetup& setup, int64_t chunk,
+                    int* evicted) {
   try {
     auto press = make_press(setup.expr, setup.opts);
-    const Reference ref = reference_lengths(m, type, ids, chunk, press->needs());
-    SessionOptions o;
-    o.threads = 1;
-    o.kv_type = type;
-    o.chunk = chunk;
-    Session s(m, o);
+    const Reference ref = reference_lengths(m, types, ids, chunk, press->needs());
+    Session s(m, types.options(chunk));
     PressRunner runner(s, press.get(), setup.budget, nullptr, CompressionPolicy{});
     runner.prefill(ids, 0);
     if (!all_finite(s.last_logits())) return "non-finite logits after prefill";
@@ -252,9 +268,9 @@ std::string run_one(const Model& m, KvType type, const std::vector<int32_t>& ids
 
 struct MatrixParam {
   std::string model;
-  KvType type;
+  CacheTypes types;
 };
-void PrintTo(const MatrixParam& p, std::ostream* os) { *os << p.model << " " << kv_type_name(p.type); }
+void PrintTo(const MatrixParam& p, std::ostream* os) { *os << p.model << " " << p.types.label(); }
 
 class PressMatrix : public ::testing::TestWithParam<MatrixParam> {};
 
@@ -290,11 +306,11 @@ TEST_P(PressMatrix, EveryPressCompressesSafely) {
       for (double ratio : {0.25, 0.75})
         for (int64_t chunk : {int64_t{512}, int64_t{16}}) {
           const PressSetup setup = make(m->config(), ratio);
-          const std::string err = run_one(*m, p.type, ids, setup, chunk, &evicted);
+          const std::string err = run_one(*m, p.types, ids, setup, chunk, &evicted);
           ++runs;
           std::string opts;
           for (const auto& o : setup.opts) opts += " " + o;
-          EXPECT_EQ(err, "") << p.model << " " << kv_type_name(p.type) << " '" << setup.expr << "'" << opts << " ratio " << ratio
+          EXPECT_EQ(err, "") << p.model << " " << p.types.label() << " '" << setup.expr << "'" << opts << " ratio " << ratio
                              << " chunk " << chunk;
         }
     seconds[info.name] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -321,7 +337,7 @@ TEST(PressMatrixShortPrompts, EveryPressHandlesTinyContexts) {
         if (it == press_table().end()) continue;
         for (const auto& make : it->second) {
           const PressSetup setup = make(m->config(), 0.75);
-          const std::string err = run_one(*m, KvType::F32, ids, setup, 4, nullptr);
+          const std::string err = run_one(*m, CacheTypes{}, ids, setup, 4, nullptr);
           const bool clean_refusal = err.rfind("kvsqueeze::Error: ", 0) == 0 && err.find('\n') == std::string::npos;
           EXPECT_TRUE(err.empty() || clean_refusal) << name << " " << n << " tokens '" << setup.expr << "': " << err;
           if (!err.empty()) std::printf("[ refused  ] %s %zu tokens '%s': %s\n", name.c_str(), n, setup.expr.c_str(), err.c_str());
@@ -331,13 +347,23 @@ TEST(PressMatrixShortPrompts, EveryPressHandlesTinyContexts) {
   }
 }
 
+// Float caches on every model; the quantized ones (K and V chosen apart, keys rotated or not) on
+// the synthetic models, whose head sizes are whole blocks of 32 (stories260K's 8 are not).
+constexpr KvType F16 = KvType::F16, F32 = KvType::F32, BF16 = KvType::BF16, Q8 = KvType::Q8_0, Q4 = KvType::Q4_0;
 INSTANTIATE_TEST_SUITE_P(Models, PressMatrix,
-                         ::testing::Values(MatrixParam{"stories260k", KvType::F16}, MatrixParam{"stories260k", KvType::F32},
-                                           MatrixParam{"synth_llama_f32", KvType::F16}, MatrixParam{"synth_llama_f32", KvType::F32},
-                                           MatrixParam{"synth_mistral_f32", KvType::F16}, MatrixParam{"synth_mistral_f32", KvType::F32},
-                                           MatrixParam{"synth_qwen2_f32", KvType::F16}, MatrixParam{"synth_qwen2_f32", KvType::F32},
-                                           MatrixParam{"synth_qwen3_f32", KvType::F16}, MatrixParam{"synth_qwen3_f32", KvType::F32},
-                                           MatrixParam{"synth_gemma3_f32", KvType::F16}, MatrixParam{"synth_gemma3_f32", KvType::F32}),
+                         ::testing::Values(MatrixParam{"stories260k", {F16, F16}}, MatrixParam{"stories260k", {F32, F32}},
+                                           MatrixParam{"synth_llama_f32", {F16, F16}}, MatrixParam{"synth_llama_f32", {F32, F32}},
+                                           MatrixParam{"synth_mistral_f32", {F16, F16}}, MatrixParam{"synth_mistral_f32", {F32, F32}},
+                                           MatrixParam{"synth_qwen2_f32", {F16, F16}}, MatrixParam{"synth_qwen2_f32", {F32, F32}},
+                                           MatrixParam{"synth_qwen3_f32", {F16, F16}}, MatrixParam{"synth_qwen3_f32", {F32, F32}},
+                                           MatrixParam{"synth_gemma3_f32", {F16, F16}}, MatrixParam{"synth_gemma3_f32", {F32, F32}},
+                                           MatrixParam{"synth_llama_f32", {Q8, Q8}}, MatrixParam{"synth_qwen2_f32", {Q4, Q4}},
+                                           MatrixParam{"synth_mistral_f32", {Q4, F16, KvTransform::Off}},
+                                           MatrixParam{"synth_qwen3_f32", {BF16, Q8, KvTransform::On, KvTransform::On}},
+                                           MatrixParam{"synth_gemma3_f32", {Q8, Q4, KvTransform::On}}),
                          [](const ::testing::TestParamInfo<MatrixParam>& info) {
-                           return info.param.model + "_" + kv_type_name(info.param.type);
+                           std::string name = info.param.model + "_" + info.param.types.label();
+                           for (char& c : name)
+                             if (c == '/') c = '_';
+                           return name;
                          });

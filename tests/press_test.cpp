@@ -29,7 +29,7 @@ struct Compressed {
 
   Compressed(Press& press, double ratio, int64_t chunk = 512) {
     SessionOptions o;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.chunk = chunk;
     session = std::make_unique<Session>(*model, o);
     session->set_stats_request(press.needs());

@@ -462,7 +462,7 @@ RunResult run_pipeline(const Model& m, KvType type, const PyramidSettings& s, si
   const ModelConfig& c = m.config();
   SessionOptions o;
   o.threads = 1;
-  o.kv_type = type;
+  o.kv_type_k = o.kv_type_v = type;
   o.chunk = chunk;
   o.ctx_size = static_cast<int64_t>(prompt) + steps + 8;
   // The uncompressed run, for the sinks' bytes and kv_bytes_held.
@@ -638,7 +638,7 @@ TEST(PyramidMergePress, WeightedMeanSlotsAreMeansOfTheirTokens) {
   shape.n_head_kv = c.n_head_kv;
   shape.head_dim_k = c.head_dim_k;
   shape.head_dim_v = c.head_dim_v;
-  shape.type = KvType::F32;
+  shape.k_type = shape.v_type = KvType::F32;
   shape.layer_window.assign(static_cast<size_t>(c.n_layer), 0);
   KvCache cache(shape, 16);
   auto press = make_press("pyramid_merge", {"initial_local_window=6", "sink_tokens=3", "seq_pooling_type=weighted_mean"});

@@ -30,7 +30,7 @@ TEST(QFilter, ScoresAreMinusFilterDotKeyInTheEngineChannelOrder) {
   auto model = Model::load(test_paths::stories260k());
   auto press = make_press("qfilter", {"file=" + path});
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   Session s(*model, o);
   std::vector<LayerScores> scores(5);

@@ -250,7 +250,7 @@ TEST_P(RaggedCache, UncompressedMatchesReference) {
   const auto want = m->ref->forward(prompt, reference::all_visible, rounding(p.kv));
   for (int64_t chunk : {int64_t{512}, int64_t{3}}) {
     SessionOptions o;
-    o.kv_type = p.kv;
+    o.kv_type_k = o.kv_type_v = p.kv;
     o.chunk = chunk;
     Session s(*m->model, o);
     std::vector<float> got;
@@ -286,7 +286,7 @@ TEST_P(RaggedCache, CompactedMatchesMaskedReference) {
   KeptPositions first_kept;
   for (Feed how : {Feed::OneAtATime, Feed::Chunks3, Feed::OneChunk}) {
     SessionOptions o;
-    o.kv_type = p.kv;
+    o.kv_type_k = o.kv_type_v = p.kv;
     o.chunk = how == Feed::Chunks3 ? 3 : 512;
     Session s(*m->model, o);
     s.eval(prompt);
@@ -352,7 +352,7 @@ TEST_P(RaggedCache, RollbackKeepsCompactedSlots) {
   const auto prompt = random_tokens(tokens_rng, kPromptLen, V);
   const auto more = random_tokens(tokens_rng, 6, V);
   SessionOptions o;
-  o.kv_type = p.kv;
+  o.kv_type_k = o.kv_type_v = p.kv;
   Session s(*m->model, o);
   s.eval(prompt);
   Rng keep_rng(99);
@@ -409,7 +409,7 @@ TEST(RaggedCacheSliding, Gemma3RunsAreTrimmedAndLogitsMatch) {
   const auto prompt = random_tokens(rng, prompt_len, V);
   const auto more = random_tokens(rng, decode_len, V);
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.chunk = 16;  // the bound holds for chunks up to the slack
   Session s(*m->model, o);
   int64_t max_sliding = 0;
@@ -459,7 +459,7 @@ TEST(RaggedCacheSliding, Gemma3CompactionAfterTrimming) {
   const auto prompt = random_tokens(rng, prompt_len, V);
   const auto more = random_tokens(rng, decode_len, V);
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.chunk = 16;
   Session s(*m->model, o);
   s.eval(prompt);
@@ -493,7 +493,7 @@ TEST(RaggedCacheSliding, TrimmingBoundHoldsPerHeadAfterCompaction) {
   Rng rng(9);
   const auto ids = random_tokens(rng, 130, c.n_vocab);
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   Session s(*m->model, o);
   s.eval(std::vector<int32_t>(ids.begin(), ids.begin() + 60));
   const int32_t last[] = {59};
@@ -516,7 +516,7 @@ TEST(RaggedCacheSliding, RollbackBeyondTrimmedWindowIsRefusedOrExact) {
   Rng rng(10);
   const auto ids = random_tokens(rng, 150, V);
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.chunk = 16;  // sliding runs get trimmed during the prefill
   Session s(*m->model, o);
   s.eval(ids);
@@ -539,7 +539,7 @@ TEST(RaggedCacheSliding, ProtectedRollbackPointSurvivesLongAnswers) {
   Rng rng(11);
   const auto ids = random_tokens(rng, 150, V);
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.chunk = 16;
   Session s(*m->model, o);
   s.eval(std::vector<int32_t>(ids.begin(), ids.begin() + 40));
@@ -564,7 +564,7 @@ TEST(RaggedCacheLong, SplitDecodeOverCompactedRunsMatchesReference) {
   const auto prompt = random_tokens(rng, prompt_len, V);
   const auto more = random_tokens(rng, decode_len, V);
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 8;  // ceil(2 * 8 / 8 heads) = 2 splits once a run is >= 1024 slots long
   Session s(*m->model, o);
   s.eval(prompt);

@@ -54,7 +54,7 @@ void check_cells(const Model& model, const std::vector<Cell>& cells, int n_token
   SessionOptions o;
   o.chunk = chunk;
   o.threads = 1;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   Session shared(model, o);
   std::vector<std::unique_ptr<Press>> presses;
   std::vector<PrefillCell> prefill_cells;
@@ -163,7 +163,7 @@ TEST(SharedPrefill, ALongerQueryWindowOnlyMovesChunkBoundaries) {
   SessionOptions o;
   o.chunk = 32;
   o.threads = 1;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   Session shared(*model, o);
   auto snap = make_press("snapkv");
   auto contexts = shared_prefill(shared, ids, {{nullptr, {}}, {snap.get(), {0.5}}});

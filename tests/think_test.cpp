@@ -78,7 +78,7 @@ TEST(Think, LaterTokensAttendOverTheKeptChannelsOfEveryKey) {
   const std::vector<int32_t> context(ids.begin(), ids.begin() + L), rest(ids.begin() + L, ids.end());
 
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   Session s(*model, o);
   auto press = make_press("think", {"key_channel_compression_ratio=0.5", "window_size=16"});
   prefill(s, *press, context);
@@ -161,7 +161,7 @@ TEST(Think, CacheKeepKeyChannels) {
   shape.n_head_kv = 2;
   shape.head_dim_k = 4;
   shape.head_dim_v = 2;
-  shape.type = KvType::F32;
+  shape.k_type = shape.v_type = KvType::F32;
   KvCache cache(shape, 5);
   std::vector<float> k, v;
   std::vector<int32_t> pos;
@@ -236,7 +236,7 @@ TEST(Finch, OptionsAndChunkedBudget) {
   auto model = Model::load(test_paths::stories260k());
   const auto ids = random_tokens(9, 70, model->config().n_vocab);
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   // Per chunk of 32 slots (70 = 32 + 32 + 6), each keeps int(len * 0.5); the last 8 (the
   // question) are always kept, so the last chunk keeps all 6 of its slots (protected slots are
   // never evicted; kvpress would keep 3 of its 6 tied question slots).

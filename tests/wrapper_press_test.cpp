@@ -28,7 +28,7 @@ std::vector<int32_t> prompt() {
 // Runs `hook` on every layer after its attention (on an f32 cache), then nothing else.
 std::unique_ptr<Session> run(const Model& model, const StatsRequest& req, const std::function<void(const LayerView&, KvCache&)>& hook) {
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   auto s = std::make_unique<Session>(model, o);
   s->set_stats_request(req);
@@ -45,7 +45,7 @@ TEST(WrapperPress, AdaKvEvictsPerHeadAndFreesTheMemory) {
   for (const char* inner : {"snapkv", "knorm", "keydiff", "tova"}) {
     auto press = make_press(std::string("adakv(") + inner + ")");
     SessionOptions o;
-    o.kv_type = KvType::F16;
+    o.kv_type_k = o.kv_type_v = KvType::F16;
     o.threads = 1;
     Session s(*model, o);
     prefill_with_press(s, prompt(), *press, Budget{0.5}, 0);
@@ -168,7 +168,7 @@ TEST(WrapperPress, ComposedEqualsThePressesInSequence) {
   for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{{"snapkv", "knorm"}, {"knorm", "keydiff"}, {"tova", "knorm"}}) {
     auto composed = make_press("composed(" + a + "," + b + ")");
     SessionOptions o;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.threads = 1;
     Session s1(*model, o);
     prefill_with_press(s1, prompt(), *composed, Budget{0.3}, 0);
@@ -197,7 +197,7 @@ TEST(WrapperPress, ComposedGathersSlotStatisticsForLaterPresses) {
   auto model = Model::load(test_paths::stories260k());
   auto composed = make_press("composed(tova,tova)");
   SessionOptions o;
-  o.kv_type = KvType::F32;
+  o.kv_type_k = o.kv_type_v = KvType::F32;
   o.threads = 1;
   Session s1(*model, o);
   prefill_with_press(s1, prompt(), *composed, Budget{0.5}, 0);

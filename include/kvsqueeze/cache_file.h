@@ -15,15 +15,17 @@
 namespace kvsqueeze {
 
 // Version 1; version 2 (written only when some run's keys are channel-pruned) adds each run's
-// key-channel list. A reader accepts both.
-inline constexpr uint32_t kCacheFileVersion = 2;
+// key-channel list; version 3 (written when key and value types differ or one is quantized)
+// adds the value type and the q8_0/q4_0 types. A reader accepts all three.
+inline constexpr uint32_t kCacheFileVersion = 3;
 
 // Where one (layer, head) run lies in a parsed file.
 struct CacheFileRun {
   int64_t length = 0;
   size_t positions_offset = 0;  // length little-endian int32
   std::vector<int32_t> k_channels;  // key channels the rows hold (ascending); empty: all head_dim_k
-  size_t k_offset = 0;          // length rows of head_dim_k (or k_channels.size()) elements of shape.type
+  std::vector<float> key_offset;    // a centred run's per-channel key offset; empty: none
+  size_t k_offset = 0;          // length rows of head_dim_k (or k_channels.size()) elements of shape.k_type
   size_t v_offset = 0;          // length rows of head_dim_v elements
 };
 

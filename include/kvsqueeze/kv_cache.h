@@ -24,17 +24,41 @@ namespace backend {
 class KvStorage;
 }
 
-enum class KvType { F32, F16, BF16 };
 const char* kv_type_name(KvType type);
-KvType parse_kv_type(const std::string& name);  // f32 | f16 | bf16; throws on anything else
-size_t kv_type_bytes(KvType type);
+// A transform of the stored rows that makes quantization lose less (kv_rotation, kv_centering):
+// Auto applies it to the quantized types, On to every type, Off to none.
+enum class KvTransform { Auto, On, Off };
+// auto | on | off; throws ParameterError naming `parameter` on anything else.
+KvTransform parse_kv_transform(const std::string& name, const std::string& parameter);
+const char* kv_transform_name(KvTransform transform);
+// Whether rows (keys or values) of `type` are stored rotated under `rotation`.
+bool kv_rows_rotated(KvTransform rotation, KvType type);
+// Whether keys of `k_type` are stored centred (a per-channel offset taken off) under `centering`.
+bool kv_keys_centered(KvTransform centering, KvType k_type);
+// f32 | f16 | bf16 | q8_0 | q4_0; throws kvsqueeze::Error naming `what` on anything else.
+KvType parse_kv_type(const std::string& name, const std::string& what = "kv_type");
+// "f16" when keys and values share a type, else "q8_0/f16" (keys/values).
+std::string kv_types_label(KvType k_type, KvType v_type);
+// Bytes one cached slot of one KV head takes: its key row, its value row and its position.
+constexpr size_t kv_slot_bytes(KvType k_type, KvType v_type, int64_t head_dim_k, int64_t head_dim_v) {
+  return kv_row_bytes(k_type, head_dim_k) + kv_row_bytes(v_type, head_dim_v) + sizeof(int32_t);
+}
 
 struct KvCacheShape {
   int64_t n_layer = 0;
   int64_t n_head_kv = 0;
   int64_t head_dim_k = 0;
   int64_t head_dim_v = 0;
-  KvType type = KvType::F16;
+  KvType k_type = KvType::F16;  // keys: head_dim_k must be a multiple of the type's block
+  KvType v_type = KvType::F16;  // values: likewise head_dim_v
+  // Keys stored Walsh-Hadamard rotated over the head dimension (runs whose channels ThinK pruned
+  // are stored as they are): quantized rows lose less to a few large channels. Values likewise
+  // (attention rotates its output back).
+  bool k_rotated = false;
+  bool v_rotated = false;
+  // Keys stored centred: each run (without pruned channels) keeps a per-channel offset, the mean
+  // of the first keys appended to it, and stores key - offset.
+  bool k_centered = false;
   // Per layer: > 0 for sliding-window layers, whose runs only keep what the window can see.
   std::vector<int32_t> layer_window;
 };
@@ -111,9 +135,12 @@ class KvCache {
   // Raw rows for serialisation: len rows of K (k_row_bytes(layer, head) each) and V, and positions.
   const uint8_t* k_bytes(int64_t layer, int64_t head) const;
   const uint8_t* v_bytes(int64_t layer, int64_t head) const;
-  // Replaces a run's content (used when loading a saved cache); k_channels as key_channels().
+  // Replaces a run's content (used when loading a saved cache); k_channels as key_channels(),
+  // k_offset as key_offset().
   void assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
-              std::span<const int32_t> k_channels = {});
+              std::span<const int32_t> k_channels = {}, std::span<const float> k_offset = {});
+  // A centred run's per-channel key offset (head_dim_k floats); empty: none (kv_centering).
+  std::span<const float> key_offset(int64_t layer, int64_t head) const;
 
   size_t k_row_bytes() const;  // a full key row (head_dim_k elements)
   size_t k_row_bytes(int64_t layer, int64_t head) const;  // a key row of this run (fewer after channel pruning)

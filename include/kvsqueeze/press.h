@@ -218,7 +218,7 @@ std::vector<std::string> question_length_options(const std::string& expression, 
 // Takes the pipeline-level options out of `press_opts`: budget=N (slots kept per head, an
 // absolute budget instead of the ratio) and budget_bytes=B (bytes the compressible layers'
 // K, V and positions may hold, turned into slots per head for this model and element type).
-Budget take_budget_options(const ModelConfig& config, KvType type, double ratio, std::vector<std::string>& press_opts);
+Budget take_budget_options(const ModelConfig& config, KvType k_type, KvType v_type, double ratio, std::vector<std::string>& press_opts);
 
 // Compacts every head of `layer` to `keep` (slot indices, ascending).
 void compact_layer(KvCache& cache, int64_t layer, const KeepSets& keep);

@@ -47,7 +47,13 @@ class LLM:
     n_threads : int, default 0
         Threads (0: one per core).
     kv_type : str, default "f16"
-        KV cache element type: f16, bf16 or f32.
+        KV cache type of keys and values: f16, bf16, f32, q8_0 or q4_0.
+    type_k, type_v : str, optional
+        The keys' or the values' own KV cache type (llama.cpp's cache-type-k / cache-type-v).
+    kv_rotation : str, default "auto"
+        Store keys and values Walsh-Hadamard rotated: auto (quantized types), on or off.
+    kv_centering : str, default "auto"
+        Store keys centred (a per-channel offset taken off, exact for attention): auto (quantized keys), on or off.
     n_batch : int, default 512
         Prefill chunk in tokens.
     press : press, optional
@@ -57,10 +63,13 @@ class LLM:
     """
 
     def __init__(self, model_path: str, n_ctx: int = 0, n_threads: int = 0, kv_type: str = "f16", n_batch: int = 512,
-                 press: BasePress | None = None, seed: int | None = None, verbose: bool = False, **kwargs: Any) -> None:
+                 press: BasePress | None = None, type_k: str | None = None, type_v: str | None = None,
+                 kv_rotation: str = "auto", kv_centering: str = "auto", seed: int | None = None, verbose: bool = False, **kwargs: Any) -> None:
         self.model_path = str(model_path)
         self.model = _core.Model.load(self.model_path)
-        self._engine = _core.Engine(self.model, ctx_size=n_ctx, threads=n_threads, kv_type=kv_type, chunk=n_batch)
+        self._engine = _core.Engine(self.model, ctx_size=n_ctx, threads=n_threads, kv_type=kv_type,
+                                    type_k=type_k, type_v=type_v, kv_rotation=kv_rotation,
+                                    kv_centering=kv_centering, chunk=n_batch)
         self._engine._kvsq_epoch = 0
         self.press = press
         self.seed = seed

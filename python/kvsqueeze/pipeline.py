@@ -23,9 +23,12 @@ class KVPressTextGenerationPipeline:
     it, so one pipeline serves several threads."""
 
     def __init__(self, model: str | _core.Model, n_ctx: int = 0, n_threads: int = 0, kv_type: str = "f16",
-                 chunk: int = 512) -> None:
+                 chunk: int = 512, type_k: str | None = None, type_v: str | None = None,
+                 kv_rotation: str = "auto", kv_centering: str = "auto") -> None:
         self.model = model if isinstance(model, _core.Model) else _core.Model.load(str(model))
-        self._engine_args = {"ctx_size": n_ctx, "threads": n_threads, "kv_type": kv_type, "chunk": chunk}
+        self._engine_args = {"ctx_size": n_ctx, "threads": n_threads, "kv_type": kv_type, "chunk": chunk,
+                             "type_k": type_k, "type_v": type_v, "kv_rotation": kv_rotation,
+                             "kv_centering": kv_centering}
         _core.Engine(self.model, **self._engine_args)  # bad settings fail here, not at the first call
         self._local = threading.local()
 
@@ -80,7 +83,8 @@ def pipeline(task: str = TASK, model: str | _core.Model | None = None, **kwargs:
     """kvpress's entry point: ``pipeline("kv-press-text-generation", model="model.gguf")``.
 
     ``model`` is a GGUF path or a loaded ``kvsqueeze.Model``. Engine settings: ``n_ctx``,
-    ``n_threads``, ``kv_type`` (f16, bf16, f32), ``chunk``. transformers' ``device``,
+    ``n_threads``, ``kv_type`` (f16, bf16, f32, q8_0, q4_0; ``type_k``/``type_v`` for keys or
+    values alone), ``chunk``. transformers' ``device``,
     ``torch_dtype``, ``model_kwargs`` and ``trust_remote_code`` are accepted and ignored (the engine
     runs on the CPU with the GGUF's own weights)."""
     if task != TASK:

@@ -3,6 +3,7 @@
 // thread using it at once gets a RuntimeError instead of undefined behaviour.
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/function.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -149,17 +150,27 @@ void bind_engine(nb::module_& m) {
                        "questions answered from it, or plain generation. Use one Engine per thread.")
       .def(
           "__init__",
-          [](PyEngine* self, const Model& model, int64_t ctx_size, int64_t chunk, int threads, const std::string& kv_type) {
+          [](PyEngine* self, const Model& model, int64_t ctx_size, int64_t chunk, int threads, const std::string& kv_type,
+             const std::optional<std::string>& type_k, const std::optional<std::string>& type_v,
+             const std::string& kv_rotation, const std::string& kv_centering) {
             SessionOptions so;
             so.ctx_size = ctx_size;
             so.chunk = chunk;
             so.threads = threads;
-            so.kv_type = parse_kv_type(kv_type);
+            so.kv_type_k = type_k ? parse_kv_type(*type_k, "type_k") : parse_kv_type(kv_type);
+            so.kv_type_v = type_v ? parse_kv_type(*type_v, "type_v") : parse_kv_type(kv_type);
+            so.kv_rotation = parse_kv_transform(kv_rotation, "kv_rotation");
+            so.kv_centering = parse_kv_transform(kv_centering, "kv_centering");
             new (self) PyEngine(model, so);
           },
-          "model"_a, "ctx_size"_a = 0, "chunk"_a = 512, "threads"_a = 0, "kv_type"_a = "f16", nb::keep_alive<1, 2>(),
+          "model"_a, "ctx_size"_a = 0, "chunk"_a = 512, "threads"_a = 0, "kv_type"_a = "f16", "type_k"_a = nb::none(),
+          "type_v"_a = nb::none(), "kv_rotation"_a = "auto", "kv_centering"_a = "auto",
+          nb::keep_alive<1, 2>(),
           "ctx_size: most positions (0: the model's trained context); chunk: prefill chunk in tokens; threads: 0 for "
-          "one per core; kv_type: f16, bf16 or f32.")
+          "one per core; kv_type: the KV cache type of keys and values (f16, bf16, f32, q8_0, q4_0); type_k, type_v: "
+          "the keys' or the values' own type (llama.cpp's cache-type-k / cache-type-v); kv_rotation: store keys "
+          "and values Walsh-Hadamard rotated: auto (quantized types), on or off; kv_centering: store keys centred "
+          "(exact for attention): auto (quantized keys), on or off.")
       .def(
           "set_plan",
           [](PyEngine& e, const std::string& press, double ratio, const std::vector<std::string>& options, bool query_aware,
@@ -241,7 +252,12 @@ void bind_engine(nb::module_& m) {
       .def_prop_ro("n_past", [](PyEngine& e) { return e.engine->session().next_position(); },
                    "The position the next token takes.")
       .def_prop_ro("ctx_size", [](PyEngine& e) { return e.engine->session().options().ctx_size; })
-      .def_prop_ro("kv_type", [](PyEngine& e) { return std::string(kv_type_name(e.engine->session().options().kv_type)); })
+      .def_prop_ro("kv_type", [](PyEngine& e) {
+        const SessionOptions& o = e.engine->session().options();
+        return kv_types_label(o.kv_type_k, o.kv_type_v);
+      }, "\"f16\" when keys and values share a type, else \"KEYS/VALUES\" (e.g. \"q8_0/f16\").")
+      .def_prop_ro("type_k", [](PyEngine& e) { return std::string(kv_type_name(e.engine->session().options().kv_type_k)); })
+      .def_prop_ro("type_v", [](PyEngine& e) { return std::string(kv_type_name(e.engine->session().options().kv_type_v)); })
       .def("accounting", [](PyEngine& e) { return accounting_dict(e.engine->accounting()); },
            "What the cache holds: kv_bytes_held (allocated), kv_bytes_used, kv_bytes_full (an uncompressed f16 cache), "
            "kv_lengths (n_layer x n_head_kv slots kept), context_tokens, layer_compressions, slots_removed.")

@@ -6,10 +6,10 @@ namespace kvsqueeze::backend {
 
 size_t KvStorage::k_row_bytes(int64_t layer, int64_t head) const {
   const size_t channels = key_channels(layer, head).size();
-  return (channels == 0 ? static_cast<size_t>(shape_.head_dim_k) : channels) * kv_type_bytes(shape_.type);
+  return kv_row_bytes(shape_.k_type, channels == 0 ? shape_.head_dim_k : static_cast<int64_t>(channels));
 }
 
-size_t KvStorage::v_row_bytes() const { return static_cast<size_t>(shape_.head_dim_v) * kv_type_bytes(shape_.type); }
+size_t KvStorage::v_row_bytes() const { return kv_row_bytes(shape_.v_type, shape_.head_dim_v); }
 
 size_t KvStorage::bytes_used() const {
   size_t total = 0;

@@ -36,6 +36,8 @@ class KvStorage {
   virtual std::span<const int32_t> positions(int64_t layer, int64_t head) const = 0;  // host, length entries
   // The key channels a run stores (ascending); empty: all head_dim_k of them.
   virtual std::span<const int32_t> key_channels(int64_t layer, int64_t head) const = 0;
+  // A centred run's per-channel key offset (head_dim_k floats, host); empty: none.
+  virtual std::span<const float> key_offset(int64_t layer, int64_t head) const = 0;
 
   // Reallocates a run to exactly `cap` slots, keeping its first min(length, cap) rows; the
   // memory beyond is returned at once.
@@ -56,9 +58,10 @@ class KvStorage {
   // Keeps only `channels` (a subset of the run's) of every key row; K shrinks to the narrower rows.
   virtual void keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels) = 0;
   // Replaces a run's content with len raw host rows (k_row_bytes and v_row_bytes each, in the
-  // element type) and positions; k_channels as key_channels(). Grows the capacity to len if short.
+  // element type) and positions; k_channels as key_channels(), k_offset as key_offset(). Grows
+  // the capacity to len if short.
   virtual void assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
-                      std::span<const int32_t> k_channels) = 0;
+                      std::span<const int32_t> k_channels, std::span<const float> k_offset) = 0;
 
   // A host view of a run's rows, valid until the run changes: host memory lends itself, a device
   // storage stages a host copy.

@@ -1,16 +1,22 @@
 // Prompt cache files: a session's KV cache saved with its model's identity, the token ids it
 // covers and the logits after the last of them.
 //
-// Format version 1 (or 2, see below). Every integer and float is little-endian; there is no padding. A "str" is a
+// Format version 1 (2 or 3, see below). Every integer and float is little-endian; there is no padding. A "str" is a
 // u32 byte count followed by that many bytes (UTF-8, not NUL-terminated).
 //
 //   magic          8 bytes   "KVSQCACH"
-//   version        u32       1 or 2 (a reader rejects every other version)
+//   version        u32       1, 2 or 3 (a reader rejects every other version)
 //   file_size      u64       size of the whole file in bytes, checksum included
 //   fingerprint    u64       Model::fingerprint() of the model that made it
 //   arch           str       general.architecture (at most 65536 bytes)
 //   model_name     str       general.name, may be empty (at most 65536 bytes)
-//   kv_type        u32       element type of the K/V rows: 0 = f32, 1 = f16, 2 = bf16
+//   kv_type        u32       element type of the K rows (and of the V rows before version 3):
+//                            0 = f32, 1 = f16, 2 = bf16, 3 = q8_0, 4 = q4_0 (3 and 4 from version 3 on)
+//   (version 3 only:)
+//   v_type         u32       element type of the V rows, the same codes
+//   kv_flags       u32       bit 0: the key rows of runs without pruned channels are stored
+//                            Walsh-Hadamard rotated (kernels/hadamard.h); bit 1: the value rows
+//                            are; bit 2: keys are stored centred (see n_key_offset); other bits 0
 //   n_layer        u32       1 .. 65536
 //   n_head_kv      u32       1 .. 65536
 //   head_dim_k     u32       1 .. 65536
@@ -26,15 +32,20 @@
 //   runs           n_layer x n_head_kv of them, layer-major (layer 0 head 0, layer 0 head 1, ...):
 //     length       u32       slots held, <= next_position (compressed runs are shorter)
 //     positions    i32 x length   strictly ascending, in [0, next_position)
-//     (version 2 only:)
+//     (versions 2 and 3:)
 //     n_k_channels u32       0: keys hold all head_dim_k channels; else 1 .. head_dim_k - 1
 //     k_channels   i32 x n_k_channels  the key channels held (ThinK pruning), strictly ascending in [0, head_dim_k)
-//     k_rows       length x head_dim_k (or n_k_channels) elements of kv_type, raw
-//     v_rows       length x head_dim_v elements of kv_type, raw
+//     (version 3 only:)
+//     n_key_offset u32       0, or head_dim_k for a centred run without pruned channels
+//     key_offset   f32 x n_key_offset  taken off each key before it was stored (added back on reading)
+//     k_rows       length x head_dim_k (or n_k_channels) elements of kv_type, raw (quantized
+//                  types: whole 32-element blocks, so head_dim_k and n_k_channels are multiples of 32)
+//     v_rows       length x head_dim_v elements of v_type, raw
 //   checksum       u64       XXH64 (seed 0) of every byte before it
 //
-// Writers write version 1 unless some run's keys are channel-pruned, so files of uncompressed or
-// token-compressed caches stay readable by version-1 readers.
+// Writers write the lowest version that holds the cache: 1, 2 when some run's keys are
+// channel-pruned, 3 when keys and values differ in type, a type is quantized or keys are rotated; so files of
+// uncompressed or token-compressed f16 caches stay readable by older readers.
 // A reader checks magic, version, file_size against the real size (truncation), the checksum
 // (corruption), then every count against the bytes left before allocating anything for it.
 // Writers write a temporary file in the target's directory and rename() it over the target.
@@ -49,7 +60,9 @@
 #include <bit>
 #include <cerrno>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "cache/hash64.h"
@@ -67,12 +80,11 @@ constexpr uint32_t kMaxDim = 1u << 16;     // n_layer, n_head_kv, head dims
 constexpr size_t kFixedPrefix = 8 + 4 + 8;  // magic, version, file_size
 constexpr size_t kChecksumBytes = 8;
 
+constexpr KvType kTypesByCode[] = {KvType::F32, KvType::F16, KvType::BF16, KvType::Q8_0, KvType::Q4_0};
+
 uint32_t kv_type_code(KvType t) {
-  switch (t) {
-    case KvType::F32: return 0;
-    case KvType::F16: return 1;
-    case KvType::BF16: return 2;
-  }
+  for (uint32_t code = 0; code < std::size(kTypesByCode); ++code)
+    if (kTypesByCode[code] == t) return code;
   return 0;
 }
 
@@ -267,8 +279,8 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
   if (size < sizeof kMagic + 4) fail(label, "is truncated (" + std::to_string(size) + " bytes)");
   CacheFileInfo info;
   std::memcpy(&info.version, data + sizeof kMagic, 4);
-  if (info.version != 1 && info.version != kCacheFileVersion)
-    fail(label, "has format version " + std::to_string(info.version) + "; this kvsqueeze reads versions 1 and " +
+  if (info.version < 1 || info.version > kCacheFileVersion)
+    fail(label, "has format version " + std::to_string(info.version) + "; this kvsqueeze reads versions 1 to " +
                     std::to_string(kCacheFileVersion) + " only");
   if (size < kFixedPrefix + kChecksumBytes) fail(label, "is truncated (" + std::to_string(size) + " bytes)");
   std::memcpy(&info.file_size, data + sizeof kMagic + 4, 8);
@@ -289,13 +301,29 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
   info.fingerprint = r.read<uint64_t>("fingerprint");
   info.arch = r.read_string("architecture name", kMaxString);
   info.model_name = r.read_string("model name", kMaxString);
-  const uint32_t type = r.read<uint32_t>("KV type");
-  if (type > 2) r.corrupt("unknown KV element type " + std::to_string(type) + " (valid: 0 f32, 1 f16, 2 bf16)");
-  info.shape.type = type == 0 ? KvType::F32 : type == 1 ? KvType::F16 : KvType::BF16;
+  const uint32_t known_types = info.version >= 3 ? 5 : 3;  // q8_0 and q4_0 came with version 3
+  const auto read_type = [&](const char* what) {
+    const uint32_t code = r.read<uint32_t>(what);
+    if (code >= known_types)
+      r.corrupt("unknown " + std::string(what) + " " + std::to_string(code) + " in a version " + std::to_string(info.version) + " file");
+    return kTypesByCode[code];
+  };
+  info.shape.k_type = read_type("key type");
+  info.shape.v_type = info.version >= 3 ? read_type("value type") : info.shape.k_type;
+  if (info.version >= 3) {
+    const uint32_t flags = r.read<uint32_t>("KV flags");
+    if (flags > 7) r.corrupt("unknown KV flags " + std::to_string(flags));
+    info.shape.k_rotated = (flags & 1) != 0;
+    info.shape.v_rotated = (flags & 2) != 0;
+    info.shape.k_centered = (flags & 4) != 0;
+  }
   info.shape.n_layer = r.read_dim("layer count");
   info.shape.n_head_kv = r.read_dim("KV head count");
   info.shape.head_dim_k = r.read_dim("key head size");
   info.shape.head_dim_v = r.read_dim("value head size");
+  const int64_t k_block = kv_block_elems(info.shape.k_type);
+  if (info.shape.head_dim_k % k_block != 0 || info.shape.head_dim_v % kv_block_elems(info.shape.v_type) != 0)
+    r.corrupt("its head sizes are not whole blocks of its " + kv_types_label(info.shape.k_type, info.shape.v_type) + " rows");
   const size_t windows_at = r.skip(static_cast<uint64_t>(info.shape.n_layer) * 4, "layer windows");
   for (int64_t l = 0; l < info.shape.n_layer; ++l) {
     const int32_t w = load_i32(data + windows_at + static_cast<size_t>(l) * 4);
@@ -327,8 +355,8 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
   info.meta_json = r.read_string("metadata", r.remaining());
   if (!info.meta_json.empty() && !nlohmann::json::accept(info.meta_json)) r.corrupt("its metadata is not valid JSON");
 
-  const size_t elem = kv_type_bytes(info.shape.type);
-  const uint64_t k_row = static_cast<uint64_t>(info.shape.head_dim_k) * elem, v_row = static_cast<uint64_t>(info.shape.head_dim_v) * elem;
+  const uint64_t k_row = kv_row_bytes(info.shape.k_type, info.shape.head_dim_k);
+  const uint64_t v_row = kv_row_bytes(info.shape.v_type, info.shape.head_dim_v);
   const uint64_t n_runs = static_cast<uint64_t>(info.shape.n_layer) * static_cast<uint64_t>(info.shape.n_head_kv);
   r.need(n_runs * 4, std::to_string(n_runs) + " runs");  // each at least its length: bounds the allocation below
   info.runs.resize(static_cast<size_t>(n_runs));
@@ -365,7 +393,21 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
           prev = c;
           run.k_channels.push_back(c);
         }
-        if (n_ch > 0) row = static_cast<uint64_t>(n_ch) * elem;
+        if (n_ch % k_block != 0)
+          r.corrupt(where + " holds " + std::to_string(n_ch) + " key channels, not whole blocks of its " +
+                    kv_type_name(info.shape.k_type) + " keys");
+        if (n_ch > 0) row = kv_row_bytes(info.shape.k_type, n_ch);
+        if (info.version >= 3) {
+          const uint32_t n_off = r.read<uint32_t>(where + " key-offset count");
+          if (n_off != 0 && (n_off != static_cast<uint64_t>(info.shape.head_dim_k) || !info.shape.k_centered || n_ch != 0))
+            r.corrupt(where + " has a key offset of " + std::to_string(n_off) + " values (0, or head_dim_k for a centred run "
+                      "without pruned channels)");
+          const size_t at_off = r.skip(static_cast<uint64_t>(n_off) * 4, where + " key offset");
+          run.key_offset.resize(n_off);
+          if (n_off > 0) std::memcpy(run.key_offset.data(), data + at_off, static_cast<size_t>(n_off) * 4);
+          for (float x : run.key_offset)
+            if (!std::isfinite(x)) r.corrupt(where + " has a key offset that is not finite");
+        }
       }
       run.k_offset = r.skip(len * row, where + " keys");
       run.v_offset = r.skip(len * v_row, where + " values");
@@ -382,7 +424,7 @@ KvCache cache_from_file(const CacheFileInfo& info, const uint8_t* data) {
       const CacheFileRun& run = info.runs[static_cast<size_t>(l * info.shape.n_head_kv + h)];
       positions.resize(static_cast<size_t>(run.length));  // aligned copy: the file has no alignment
       if (run.length > 0) std::memcpy(positions.data(), data + run.positions_offset, positions.size() * 4);
-      cache.assign(l, h, run.length, data + run.k_offset, data + run.v_offset, positions.data(), run.k_channels);
+      cache.assign(l, h, run.length, data + run.k_offset, data + run.v_offset, positions.data(), run.k_channels, run.key_offset);
     }
   return cache;
 }
@@ -401,9 +443,18 @@ LoadedCache load_cache(Session& session, const std::string& path) {
     fail(path, "was made for model " + model_desc(info.model_name, info.arch, info.fingerprint) + ", not " +
                    model_desc(c.name, c.arch_name, model.fingerprint()));
   const KvCacheShape& want = session.cache().shape();
-  if (info.shape.type != want.type)
-    fail(path, std::string("holds an ") + kv_type_name(info.shape.type) + " KV cache but the session uses " +
-                   kv_type_name(want.type) + " (use `kv_type` " + kv_type_name(info.shape.type) + ")");
+  if (info.shape.k_rotated != want.k_rotated || info.shape.v_rotated != want.v_rotated)
+    fail(path, std::string("holds rows ") + (info.shape.k_rotated || info.shape.v_rotated ? "" : "not ") +
+                   "rotated otherwise than the session stores them (use `kv_rotation` " +
+                   (info.shape.k_rotated || info.shape.v_rotated ? "on" : "off") + ")");
+  if (info.shape.k_centered != want.k_centered)
+    fail(path, std::string("holds keys ") + (info.shape.k_centered ? "" : "not ") + "centred but the session " +
+                   (want.k_centered ? "centres" : "does not centre") + " them (use `kv_centering` " +
+                   (info.shape.k_centered ? "on" : "off") + ")");
+  if (info.shape.k_type != want.k_type || info.shape.v_type != want.v_type)
+    fail(path, "holds a KV cache of type " + kv_types_label(info.shape.k_type, info.shape.v_type) + " but the session uses " +
+                   kv_types_label(want.k_type, want.v_type) + " (use `kv_type_k` " + kv_type_name(info.shape.k_type) +
+                   " and `kv_type_v` " + kv_type_name(info.shape.v_type) + ")");
   if (info.shape.n_layer != want.n_layer || info.shape.n_head_kv != want.n_head_kv || info.shape.head_dim_k != want.head_dim_k ||
       info.shape.head_dim_v != want.head_dim_v || info.shape.layer_window != want.layer_window || info.n_vocab != c.n_vocab)
     fail(path, "does not match the layout of model " + model_desc(c.name, c.arch_name, model.fingerprint()) +
@@ -439,13 +490,16 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
   bool pruned = false;  // channel-pruned keys need version 2
   for (int64_t l = 0; l < shape.n_layer; ++l)
     for (int64_t h = 0; h < shape.n_head_kv; ++h) pruned = pruned || !cache.key_channels(l, h).empty();
-  const uint32_t version = pruned ? 2 : 1;
-  uint64_t size = kFixedPrefix + 8 + 4 + c.arch_name.size() + 4 + c.name.size() + 4 + 4 * 4 + 4 * static_cast<uint64_t>(shape.n_layer) +
+  const bool typed = shape.k_type != shape.v_type || kv_type_quantized(shape.k_type) || kv_type_quantized(shape.v_type) ||
+                     shape.k_rotated || shape.v_rotated || shape.k_centered;
+  const uint32_t version = typed ? 3 : pruned ? 2 : 1;
+  pruned = pruned || version >= 2;  // versions 2 and 3 write every run's channel count
+  uint64_t size = kFixedPrefix + 8 + 4 + c.arch_name.size() + 4 + c.name.size() + 4 + (version >= 3 ? 8 : 0) + 4 * 4 + 4 * static_cast<uint64_t>(shape.n_layer) +
                   4 + 4 + 4 + 4 * tokens.size() + 4 + 4 * n_logits + 4 + meta_json.size() + 4 * n_runs + kChecksumBytes;
   for (int64_t l = 0; l < shape.n_layer; ++l)
     for (int64_t h = 0; h < shape.n_head_kv; ++h)
       size += static_cast<uint64_t>(cache.length(l, h)) * (cache.k_row_bytes(l, h) + cache.v_row_bytes() + 4) +
-              (pruned ? 4 + 4 * cache.key_channels(l, h).size() : 0);
+              (pruned ? 4 + 4 * cache.key_channels(l, h).size() : 0) + (version >= 3 ? 4 + 4 * cache.key_offset(l, h).size() : 0);
 
   AtomicWriter w(path);
   w.write(kMagic, sizeof kMagic);
@@ -454,7 +508,11 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
   w.put<uint64_t>(model.fingerprint());
   w.put_string(c.arch_name);
   w.put_string(c.name);
-  w.put<uint32_t>(kv_type_code(shape.type));
+  w.put<uint32_t>(kv_type_code(shape.k_type));
+  if (version >= 3) {
+    w.put<uint32_t>(kv_type_code(shape.v_type));
+    w.put<uint32_t>((shape.k_rotated ? 1u : 0u) | (shape.v_rotated ? 2u : 0u) | (shape.k_centered ? 4u : 0u));
+  }
   for (int64_t d : {shape.n_layer, shape.n_head_kv, shape.head_dim_k, shape.head_dim_v}) w.put<uint32_t>(static_cast<uint32_t>(d));
   for (int64_t l = 0; l < shape.n_layer; ++l) w.put<int32_t>(static_cast<int32_t>(cache.window(l)));
   w.put<uint32_t>(static_cast<uint32_t>(c.n_vocab));
@@ -473,6 +531,11 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
         const auto channels = cache.key_channels(l, h);
         w.put<uint32_t>(static_cast<uint32_t>(channels.size()));
         w.write(channels.data(), channels.size() * 4);
+      }
+      if (version >= 3) {
+        const auto offset = cache.key_offset(l, h);
+        w.put<uint32_t>(static_cast<uint32_t>(offset.size()));
+        w.write(offset.data(), offset.size() * 4);
       }
       w.write(cache.k_bytes(l, h), len * cache.k_row_bytes(l, h));
       w.write(cache.v_bytes(l, h), len * cache.v_row_bytes());

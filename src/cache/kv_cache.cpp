@@ -14,18 +14,39 @@ const char* kv_type_name(KvType type) {
     case KvType::F32: return "f32";
     case KvType::F16: return "f16";
     case KvType::BF16: return "bf16";
+    case KvType::Q8_0: return "q8_0";
+    case KvType::Q4_0: return "q4_0";
   }
   return "?";
 }
 
-KvType parse_kv_type(const std::string& name) {
-  if (name == "f32") return KvType::F32;
-  if (name == "f16") return KvType::F16;
-  if (name == "bf16") return KvType::BF16;
-  throw Error("unknown KV cache type '" + name + "' (valid: f16, bf16, f32)");
+std::string kv_types_label(KvType k_type, KvType v_type) {
+  return k_type == v_type ? kv_type_name(k_type) : std::string(kv_type_name(k_type)) + "/" + kv_type_name(v_type);
 }
 
-size_t kv_type_bytes(KvType type) { return type == KvType::F32 ? 4 : 2; }
+KvTransform parse_kv_transform(const std::string& name, const std::string& parameter) {
+  for (KvTransform t : {KvTransform::Auto, KvTransform::On, KvTransform::Off})
+    if (name == kv_transform_name(t)) return t;
+  throw ParameterError(parameter, "`" + parameter + "` must be auto, on or off, got '" + name + "'");
+}
+
+const char* kv_transform_name(KvTransform transform) {
+  return transform == KvTransform::On ? "on" : transform == KvTransform::Off ? "off" : "auto";
+}
+
+bool kv_keys_centered(KvTransform centering, KvType k_type) {
+  return centering == KvTransform::On || (centering == KvTransform::Auto && kv_type_quantized(k_type));
+}
+
+bool kv_rows_rotated(KvTransform rotation, KvType type) {
+  return rotation == KvTransform::On || (rotation == KvTransform::Auto && kv_type_quantized(type));
+}
+
+KvType parse_kv_type(const std::string& name, const std::string& what) {
+  for (KvType t : {KvType::F32, KvType::F16, KvType::BF16, KvType::Q8_0, KvType::Q4_0})
+    if (name == kv_type_name(t)) return t;
+  throw ParameterError(what, "`" + what + "` must be one of f16, bf16, f32, q8_0, q4_0, got '" + name + "'");
+}
 
 namespace {
 std::string where(int64_t layer, int64_t head) { return "layer " + std::to_string(layer) + " head " + std::to_string(head); }
@@ -44,8 +65,17 @@ void check_channels(std::span<const int32_t> channels, int64_t d, std::span<cons
   }
 }
 
-KvCacheShape with_windows(KvCacheShape shape) {
+// Fills in the windows and checks that each row holds whole blocks of its type.
+KvCacheShape checked_shape(KvCacheShape shape) {
   if (shape.layer_window.empty()) shape.layer_window.assign(static_cast<size_t>(shape.n_layer), 0);
+  const auto check = [](KvType type, int64_t d, const char* parameter, const char* what) {
+    if (d % kv_block_elems(type) != 0)
+      throw ParameterError(parameter, std::string("`") + parameter + "` " + kv_type_name(type) + " stores blocks of " +
+                                          std::to_string(kv_block_elems(type)) + " elements, but this model's " + what +
+                                          " have " + std::to_string(d) + " (use f16, bf16 or f32)");
+  };
+  check(shape.k_type, shape.head_dim_k, "kv_type_k", "key heads");
+  check(shape.v_type, shape.head_dim_v, "kv_type_v", "value heads");
   return shape;
 }
 
@@ -55,14 +85,14 @@ constexpr int64_t kSlidingSlack = 64;
 }  // namespace
 
 KvCache::KvCache(const KvCacheShape& shape, int64_t initial_capacity)
-    : KvCache(backend::make_kv_storage(Device::Cpu, with_windows(shape))) {
+    : KvCache(backend::make_kv_storage(Device::Cpu, checked_shape(shape))) {
   const int64_t cap = std::max<int64_t>(initial_capacity, 0);
   if (cap > 0)
     for (int64_t l = 0; l < shape_.n_layer; ++l)
       for (int64_t h = 0; h < shape_.n_head_kv; ++h) storage_->set_capacity(l, h, cap);
 }
 
-KvCache::KvCache(std::unique_ptr<backend::KvStorage> storage) : shape_(with_windows(storage->shape())), storage_(std::move(storage)) {
+KvCache::KvCache(std::unique_ptr<backend::KvStorage> storage) : shape_(checked_shape(storage->shape())), storage_(std::move(storage)) {
   trimmed_below_.assign(static_cast<size_t>(shape_.n_layer), 0);
 }
 
@@ -71,9 +101,9 @@ KvCache::KvCache(KvCache&&) noexcept = default;
 KvCache& KvCache::operator=(KvCache&&) noexcept = default;
 
 int64_t KvCache::window(int64_t layer) const { return shape_.layer_window[static_cast<size_t>(layer)]; }
-size_t KvCache::k_row_bytes() const { return static_cast<size_t>(shape_.head_dim_k) * kv_type_bytes(shape_.type); }
+size_t KvCache::k_row_bytes() const { return kv_row_bytes(shape_.k_type, shape_.head_dim_k); }
 size_t KvCache::k_row_bytes(int64_t layer, int64_t head) const { return storage_->k_row_bytes(layer, head); }
-size_t KvCache::v_row_bytes() const { return static_cast<size_t>(shape_.head_dim_v) * kv_type_bytes(shape_.type); }
+size_t KvCache::v_row_bytes() const { return kv_row_bytes(shape_.v_type, shape_.head_dim_v); }
 
 void KvCache::ensure_capacity(int64_t layer, int64_t head, int64_t needed) {
   const int64_t cap = capacity(layer, head);
@@ -173,8 +203,8 @@ void KvCache::release_layer_slack(int64_t layer, int64_t slack) {
 void KvCache::clear() {
   for (int64_t l = 0; l < shape_.n_layer; ++l)
     for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
-      if (key_channels(l, h).empty()) storage_->truncate(l, h, 0);
-      else storage_->assign(l, h, 0, nullptr, nullptr, nullptr, {});  // a new sequence stores full keys again
+      if (key_channels(l, h).empty() && key_offset(l, h).empty()) storage_->truncate(l, h, 0);
+      else storage_->assign(l, h, 0, nullptr, nullptr, nullptr, {}, {});  // a new sequence: full keys, a new offset
     }
   std::fill(trimmed_below_.begin(), trimmed_below_.end(), 0);
 }
@@ -183,10 +213,14 @@ const uint8_t* KvCache::k_bytes(int64_t layer, int64_t head) const { return stat
 const uint8_t* KvCache::v_bytes(int64_t layer, int64_t head) const { return static_cast<const uint8_t*>(run(layer, head).v); }
 
 void KvCache::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
-                     std::span<const int32_t> k_channels) {
+                     std::span<const int32_t> k_channels, std::span<const float> k_offset) {
   if (!k_channels.empty()) check_channels(k_channels, shape_.head_dim_k, {}, layer, head);
-  storage_->assign(layer, head, len, k, v, pos, k_channels);
+  if (!k_offset.empty() && (!shape_.k_centered || !k_channels.empty() || static_cast<int64_t>(k_offset.size()) != shape_.head_dim_k))
+    throw Error("internal: a key offset for " + where(layer, head) + " that is not centred or has pruned channels");
+  storage_->assign(layer, head, len, k, v, pos, k_channels, k_offset);
 }
+
+std::span<const float> KvCache::key_offset(int64_t layer, int64_t head) const { return storage_->key_offset(layer, head); }
 
 void KvCache::rewrite_keys(int64_t layer, int64_t head, const float* keys, const int32_t* pos) {
   if (!key_channels(layer, head).empty())
@@ -215,6 +249,13 @@ size_t KvCache::bytes_used() const { return storage_->bytes_used(); }
 
 void KvCache::keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels) {
   check_channels(channels, shape_.head_dim_k, key_channels(layer, head), layer, head);
+  const int64_t block = kv_block_elems(shape_.k_type);
+  if (static_cast<int64_t>(channels.size()) % block != 0)
+    throw ParameterError("kv_type_k", "key-channel pruning keeps " + std::to_string(channels.size()) + " channels of " +
+                                          where(layer, head) + ", but a " + kv_type_name(shape_.k_type) +
+                                          " key cache stores blocks of " + std::to_string(block) +
+                                          " channels: keep a multiple of " + std::to_string(block) +
+                                          " or use an f16, bf16 or f32 key cache");
   storage_->keep_key_channels(layer, head, channels);
 }
 

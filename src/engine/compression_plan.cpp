@@ -30,7 +30,8 @@ std::unique_ptr<Press> build(const std::string& field, const std::string& expres
 
 }  // namespace
 
-PlanPresses build_plan_presses(const CompressionPlan& plan, const ModelConfig& config, KvType kv_type, PlanReport* report) {
+PlanPresses build_plan_presses(const CompressionPlan& plan, const ModelConfig& config, KvType k_type, KvType v_type,
+                               PlanReport* report) {
   if (!(plan.ratio >= 0.0 && plan.ratio < 1.0))
     throw ParameterError("ratio", "`ratio` must be in [0, 1) (the fraction removed), got " + number(plan.ratio));
   plan.policy.validate();
@@ -43,7 +44,7 @@ PlanPresses build_plan_presses(const CompressionPlan& plan, const ModelConfig& c
     if (plan.ratio != 0.0) throw ParameterError("ratio", "`ratio` " + number(plan.ratio) + " needs a press; press 'none' compresses nothing");
     if (!plan.options.empty()) throw ParameterError("options", "press 'none' has no options (got `options` " + plan.options[0] + ")");
   } else {
-    out.budget = take_budget_options(config, kv_type, plan.ratio, rest);
+    out.budget = take_budget_options(config, k_type, v_type, plan.ratio, rest);
     out.press = build("press", plan.press, rest);
     out.press_options = rest;
     r.compresses = true;
@@ -80,7 +81,7 @@ PlanReport validate_plan(const CompressionPlan& plan) {
   any.layer_sliding = {false};
   any.head_dim_k = any.head_dim_v = any.n_head_kv = 1;
   PlanReport r;
-  build_plan_presses(plan, any, KvType::F16, &r);
+  build_plan_presses(plan, any, KvType::F16, KvType::F16, &r);
   r.budget_tokens = -1;  // in slots of the model it runs on
   for (const auto& o : plan.options)
     if (o.rfind("budget=", 0) == 0) r.budget_tokens = static_cast<int64_t>(std::stod(o.substr(7)));

@@ -53,7 +53,7 @@ struct Engine::Impl {
     runner.reset();
     session.set_layer_hook({});
     if (session.next_position() > 0) session.rollback_to(0);
-    presses = build_plan_presses(plan, model.config(), session.options().kv_type, &report);
+    presses = build_plan_presses(plan, model.config(), session.options().kv_type_k, session.options().kv_type_v, &report);
     has_context = false;
     context_ids.clear();
     context_end = 0;
@@ -209,7 +209,8 @@ std::unique_ptr<SharedPrefill> Engine::prefill_shared(const std::vector<int32_t>
   sp.plans = plans;
   for (const auto& plan : plans) {
     PlanReport report;
-    sp.presses.push_back(build_plan_presses(plan, m.model.config(), m.session.options().kv_type, &report));
+    sp.presses.push_back(build_plan_presses(plan, m.model.config(), m.session.options().kv_type_k,
+                                                m.session.options().kv_type_v, &report));
     Press* press = sp.presses.back().press.get();
     if (!press || report.query_aware) {
       if (sp.full < 0) {

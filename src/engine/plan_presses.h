@@ -18,6 +18,7 @@ struct PlanPresses {
 };
 
 // Builds (and so validates) the plan's presses for a model; throws ParameterError naming the field.
-PlanPresses build_plan_presses(const CompressionPlan& plan, const ModelConfig& config, KvType kv_type, PlanReport* report);
+PlanPresses build_plan_presses(const CompressionPlan& plan, const ModelConfig& config, KvType k_type, KvType v_type,
+                               PlanReport* report);
 
 }  // namespace kvsqueeze

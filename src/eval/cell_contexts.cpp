@@ -25,10 +25,10 @@ bool needs_own_prefill(const EvalSettings& s, const GridCell& cell) {
 double copy_bytes(const Model& model, const EvalSettings& s, const GridCell& cell, int64_t n_context) {
   const ModelConfig& cfg = model.config();
   const double full = static_cast<double>(n_context) * static_cast<double>(cfg.n_layer * cfg.n_head_kv) *
-                      (static_cast<double>(cfg.head_dim_k + cfg.head_dim_v) * static_cast<double>(kv_type_bytes(s.session.kv_type)) + 4.0);
+                      static_cast<double>(kv_slot_bytes(s.session.kv_type_k, s.session.kv_type_v, cfg.head_dim_k, cfg.head_dim_v));
   if (cell.press == "none") return full;
   std::vector<std::string> opts = cell.options;
-  const Budget budget = take_budget_options(cfg, s.session.kv_type, cell.ratio, opts);
+  const Budget budget = take_budget_options(cfg, s.session.kv_type_k, s.session.kv_type_v, cell.ratio, opts);
   return make_press(cell.press, opts)->traits().needs_all_layers ? full : full * (1.0 - budget.ratio);
 }
 

@@ -97,7 +97,7 @@ std::vector<GridCell> make_grid(const EvalSettings& s) {
     ModelConfig any;  // budget options are split off for validation only
     any.layer_sliding = {false};
     any.head_dim_k = any.head_dim_v = any.n_head_kv = 1;
-    take_budget_options(any, KvType::F16, 0.0, checked);
+    take_budget_options(any, KvType::F16, KvType::F16, 0.0, checked);
     make_press(p, checked);  // throws for an unknown press or option, before anything runs
     for (double r : fixed ? std::vector<double>{*fixed} : s.ratios) {
       // An init-capture, not p itself: clang before 16 cannot capture a structured binding.
@@ -130,7 +130,10 @@ nlohmann::json run_config(const Model& model, const EvalSettings& s) {
           {"model_sha", sha},
           {"chunk", s.session.chunk},
           {"ctx_size", s.session.ctx_size},
-          {"kv_type", kv_type_name(s.session.kv_type)},
+          {"kv_type", kv_types_label(s.session.kv_type_k, s.session.kv_type_v)},
+          {"kv_rotation", kv_transform_name(s.session.kv_rotation)},
+          {"kv_centering", kv_transform_name(s.session.kv_centering)},
+          {"reference_kv_type", s.reference_kv_type ? kv_type_name(*s.reference_kv_type) : "same"},
           {"seed", s.seed},
           {"chat", s.chat},
           {"query_aware", s.query_aware},

@@ -8,6 +8,7 @@
 #include "eval/cell_contexts.h"
 #include "backend/host_math.h"
 #include "eval/results_file.h"
+#include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/progress.h"
 #include "kvsqueeze/eval/runner.h"
@@ -76,16 +77,25 @@ int64_t run_kld_eval(const Model& model, const std::vector<KldText>& texts, cons
     const auto n = static_cast<int64_t>(text.continuation.size());
     std::vector<float> reference;
     std::vector<double> reference_lse;
+    const auto set_reference = [&](std::vector<float> logits) {
+      reference = std::move(logits);
+      reference_lse.assign(static_cast<size_t>(n), 0.0);
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < n; ++t) reference_lse[static_cast<size_t>(t)] = host::log_sum_exp(reference.data() + t * V, V);
+    };
+    if (s.reference_kv_type) {  // an uncompressed cache of the reference type, stored plainly
+      SessionOptions ro = s.session;
+      ro.kv_type_k = ro.kv_type_v = *s.reference_kv_type;
+      ro.kv_rotation = ro.kv_centering = KvTransform::Off;
+      Engine ref(model, ro);
+      ref.prefill_context(text.context, static_cast<int64_t>(text.continuation.size()));
+      set_reference(ref.teacher_force(text.continuation));
+    }
     for_each_cell(model, s, pending, text.context, [&](InstalledCell& ic) {
       const auto t0 = std::chrono::steady_clock::now();
       const std::vector<float> logits = ic.engine->teacher_force(text.continuation);
       const double decode_ms = ms_since(t0);
-      if (ic.cell == &grid.front()) {
-        reference = logits;
-        reference_lse.assign(static_cast<size_t>(n), 0.0);
-#pragma omp parallel for schedule(static)
-        for (int64_t t = 0; t < n; ++t) reference_lse[static_cast<size_t>(t)] = host::log_sum_exp(reference.data() + t * V, V);
-      }
+      if (ic.cell == &grid.front() && !s.reference_kv_type) set_reference(logits);
       if (reference.empty()) throw Error("internal: the kld baseline must run first");
       double kl = 0, dlogp = 0, nll_ref = 0, nll = 0;
       int64_t agree = 0;

@@ -85,7 +85,7 @@ std::vector<std::vector<float>> duo_attention_head_scores(const Model& model, co
     const auto ids = tok.encode(text, tok.add_bos_by_default());
     if (ids.empty()) continue;
     SessionOptions o;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.threads = 1;
     Session session(model, o);
     std::vector<std::vector<double>> qsum(static_cast<size_t>(cfg.n_layer), std::vector<double>(static_cast<size_t>(Hq * dk), 0.0));

@@ -19,9 +19,8 @@ LayerView::LayerView(const LayerView& full, const std::vector<int64_t>& begin, c
   for (size_t h = 0; h < runs_.size(); ++h) {
     auto& r = runs_[h];
     const int64_t b = std::clamp<int64_t>(begin.at(h), 0, r.len), e = std::clamp<int64_t>(end.at(h), b, r.len);
-    const size_t es = r.type == KvElement::F32 ? 4 : 2;
-    r.k = static_cast<const uint8_t*>(r.k) + static_cast<size_t>(b * r.k_stride) * es;
-    r.v = static_cast<const uint8_t*>(r.v) + static_cast<size_t>(b * r.v_stride) * es;
+    r.k = r.k_row(b);
+    r.v = r.v_row(b);
     r.pos += b;
     r.len = e - b;
   }
@@ -37,7 +36,8 @@ LayerView::LayerView(const Model& m, int64_t l, OwnedRows rows, const LayerStats
     r.len = static_cast<int64_t>(owned_->positions[h].size());
     r.k_stride = head_dim_k();
     r.v_stride = head_dim_v();
-    r.type = KvElement::F32;
+    r.k_type = KvType::F32;
+    r.v_type = KvType::F32;
     runs_.push_back(r);
   }
 }

@@ -16,7 +16,7 @@ int64_t Budget::keep(int64_t len) const {
   return std::max<int64_t>(1, static_cast<int64_t>(std::trunc(static_cast<double>(len) * (1.0 - ratio))));
 }
 
-Budget take_budget_options(const ModelConfig& config, KvType type, double ratio, std::vector<std::string>& press_opts) {
+Budget take_budget_options(const ModelConfig& config, KvType k_type, KvType v_type, double ratio, std::vector<std::string>& press_opts) {
   Budget b;
   b.ratio = ratio;
   std::vector<std::string> rest;
@@ -42,7 +42,7 @@ Budget take_budget_options(const ModelConfig& config, KvType type, double ratio,
     } else {
       int64_t compressible = 0;
       for (bool sliding : config.layer_sliding) compressible += sliding ? 0 : 1;
-      const double slot = static_cast<double>(kv_type_bytes(type) * static_cast<size_t>(config.head_dim_k + config.head_dim_v) + 4);
+      const double slot = static_cast<double>(kv_slot_bytes(k_type, v_type, config.head_dim_k, config.head_dim_v));
       b.tokens = static_cast<int64_t>(v / (slot * static_cast<double>(std::max<int64_t>(1, compressible) * config.n_head_kv)));
       if (b.tokens < 1) throw Error("budget_bytes=" + text + " is less than one slot per head of this model");
     }

@@ -16,7 +16,10 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   if (options_.chunk <= 0) throw ParameterError("chunk", "`chunk` must be positive, got " + std::to_string(options_.chunk));
   backend_ = backend::make_backend(options_.device, model);
   backend_->set_threads(options_.threads);
-  KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type, {}};
+  KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type_k, options_.kv_type_v,
+                     kv_rows_rotated(options_.kv_rotation, options_.kv_type_k),
+                     kv_rows_rotated(options_.kv_rotation, options_.kv_type_v),
+                     kv_keys_centered(options_.kv_centering, options_.kv_type_k), {}};
   for (int64_t l = 0; l < c.n_layer; ++l) shape.layer_window.push_back(c.layer_sliding[static_cast<size_t>(l)] ? c.sliding_window : 0);
   cache_ = std::make_unique<KvCache>(backend_->kv_storage(shape));  // sized by eval() and reserve() as tokens come
   forward_ = std::make_unique<ForwardPass>(model, *backend_);
@@ -110,9 +113,14 @@ void Session::restore(KvCache cache, int32_t next_position, std::vector<float> l
   if (have.n_layer != want.n_layer || have.n_head_kv != want.n_head_kv || have.head_dim_k != want.head_dim_k ||
       have.head_dim_v != want.head_dim_v || have.layer_window != want.layer_window)
     throw Error("cannot restore a KV cache of another shape into this session");
-  if (have.type != want.type)
-    throw Error(std::string("cannot restore a ") + kv_type_name(have.type) + " KV cache into a session using " +
-                kv_type_name(want.type));
+  if (have.k_rotated != want.k_rotated || have.v_rotated != want.v_rotated)
+    throw Error("cannot restore a KV cache whose rows are rotated otherwise than this session's (`kv_rotation`)");
+  if (have.k_centered != want.k_centered)
+    throw Error("cannot restore a KV cache whose keys are centred otherwise than this session's (`kv_centering`)");
+  if (have.k_type != want.k_type || have.v_type != want.v_type)
+    throw Error(std::string("cannot restore a KV cache of ") + kv_type_name(have.k_type) + " keys and " +
+                kv_type_name(have.v_type) + " values into a session using " + kv_type_name(want.k_type) + " and " +
+                kv_type_name(want.v_type));
   if (next_position < 0 || next_position > options_.ctx_size)
     throw ContextFullError("cannot restore a cache of " + std::to_string(next_position) + " positions: the context size is " +
                 std::to_string(options_.ctx_size) + " (raise `ctx_size`)");

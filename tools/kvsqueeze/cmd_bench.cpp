@@ -18,6 +18,7 @@
 #include "bench_common.h"
 #include "bench_press_time.h"
 #include "commands.h"
+#include "kv_type_flags.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
@@ -30,11 +31,13 @@ namespace kvsqueeze::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, ctx_list = "512", ratio_list, press = "streaming_llm", kv_type = "f16", cache_dir, worker_cache;
+  std::string model, ctx_list = "512", ratio_list, press = "streaming_llm", cache_dir, worker_cache;
   int64_t n_decode = 64, chunk = 512;
   int threads = 0;
   uint64_t seed = 42;
   double worker_ratio = 0.0;
+  KvTypeFlags kv_types;
+  KvType k_type = KvType::F16, v_type = KvType::F16;  // kv_types, resolved by run()
   bool json = false;
   bool press_time = false, press_given = false;
   PressTimeArgs pt;  // --press-time only options
@@ -60,7 +63,8 @@ SessionOptions session_options(const BenchArgs& a, int64_t ctx_size) {
   so.ctx_size = ctx_size;
   so.chunk = a.chunk;
   so.threads = a.threads;
-  so.kv_type = parse_kv_type(a.kv_type);
+  so.kv_type_k = a.k_type;
+  so.kv_type_v = a.v_type;
   return so;
 }
 
@@ -93,7 +97,7 @@ int run_speed(const BenchArgs& a, const Model& model) {
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model},     {"threads", kernels_threads()}, {"kernels", kernels_isa()},
-                        {"kv_type", a.kv_type}, {"results", results}};
+                        {"kv_type", kv_types_label(a.k_type, a.v_type)}, {"results", results}};
     std::cout << j.dump() << "\n";
   }
   return 0;
@@ -103,7 +107,8 @@ int run_speed(const BenchArgs& a, const Model& model) {
 int run_worker(const BenchArgs& a, const Model& model) {
   const CacheFileInfo info = read_cache_info(a.worker_cache);
   BenchArgs b = a;
-  b.kv_type = kv_type_name(info.shape.type);
+  b.k_type = info.shape.k_type;
+  b.v_type = info.shape.v_type;
   Engine engine(model, session_options(b, info.next_position + a.n_decode + 1));
   engine.set_plan({.press = a.press, .ratio = a.worker_ratio});  // ratio 0: nothing removed, slack released as for the others
   engine.load_prompt_cache(a.worker_cache);
@@ -148,7 +153,7 @@ int run_memory(const BenchArgs& a, const Model& model) {
   nlohmann::json results = nlohmann::json::array();
   for (int64_t ctx : parse_int_list(a.ctx_list, "--ctx")) {
     check_context(cfg, ctx, a.n_decode, ctx + a.n_decode + 1);  // the worker's session size
-    const std::string file = dir + "/" + fingerprint_hex(model.fingerprint()) + "-ctx" + std::to_string(ctx) + "-" + a.kv_type +
+    const std::string file = dir + "/" + fingerprint_hex(model.fingerprint()) + "-ctx" + std::to_string(ctx) + "-" + kv_types_label(a.k_type, a.v_type) +
                              "-seed" + std::to_string(a.seed) + ".kvc";
     double prefill_ms = -1;
     if (!std::filesystem::exists(file)) {
@@ -184,7 +189,7 @@ int run_memory(const BenchArgs& a, const Model& model) {
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model},     {"press", a.press},    {"threads", a.threads},
-                        {"kernels", kernels_isa()}, {"kv_type", a.kv_type}, {"results", results}};
+                        {"kernels", kernels_isa()}, {"kv_type", kv_types_label(a.k_type, a.v_type)}, {"results", results}};
     std::cout << j.dump() << "\n";
   }
   return 0;
@@ -202,7 +207,8 @@ int press_time(const BenchArgs& a, const Model& model) {
   PressTimeArgs pt = a.pt;
   pt.model_path = a.model;
   pt.presses = a.press_given ? a.press : all_scorers();
-  pt.kv_type = a.kv_type;
+  pt.kv_type_k = a.k_type;
+  pt.kv_type_v = a.v_type;
   pt.chunk = a.chunk;
   pt.threads = a.threads;
   pt.seed = a.seed;
@@ -216,7 +222,9 @@ int press_time(const BenchArgs& a, const Model& model) {
   return cli::run_press_time(pt, model);
 }
 
-int run(const BenchArgs& a) {
+int run(BenchArgs a) {
+  a.k_type = a.kv_types.k_type();
+  a.v_type = a.kv_types.v_type();
   if (a.n_decode < 1) throw Error("-n must be >= 1");
   if (!a.press_time && (!a.pt.press_opts.empty() || !a.pt.prompt_file.empty() || a.pt.random_ids || !a.pt.dump_ids.empty() || a.pt.repeat != 1 || a.pt.wait_idle_s != 0))
     throw Error("--press-opt, --prompt-file, --random-ids, --dump-ids, --repeat and --wait-idle belong to --press-time");
@@ -244,7 +252,7 @@ Runner add_bench(CLI::App& app) {
   sub->add_option("-n,--n-decode", a->n_decode, "Tokens decoded after each prefill")->capture_default_str();
   sub->add_option("--chunk", a->chunk, "Prefill chunk size")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
-  sub->add_option("--kv-type", a->kv_type, "KV cache element type: f16, bf16, f32")->capture_default_str();
+  a->kv_types.add_to(*sub);
   sub->add_option("--seed", a->seed, "Seed of the random prompt")->capture_default_str();
   sub->add_option("--worker-cache", a->worker_cache, "(internal) measure one ratio on a saved cache")->group("");
   sub->add_option("--worker-ratio", a->worker_ratio, "(internal)")->group("");

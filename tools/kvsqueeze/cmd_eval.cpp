@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "kv_type_flags.h"
 #include "text_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/report.h"
@@ -17,7 +18,7 @@ namespace kvsqueeze::cli {
 namespace {
 
 struct EvalArgs {
-  std::string kind, model, out, kv_type = "f16", variant = "single", haystack, qa_file, longbench_dir, text_file;
+  std::string kind, model, out, variant = "single", haystack, qa_file, longbench_dir, text_file;
   std::vector<std::string> presses, ratios, lengths, depths, tasks, datasets, press_opts;
   int64_t grid_memory = 4096;
   int64_t chunk = 512, ctx_size = 0, samples = 0, needles = 3, limit = 0, max_length = 0, continuation = 256;
@@ -25,6 +26,8 @@ struct EvalArgs {
   uint64_t seed = 42;
   bool no_chat = false, no_resume = false, no_report = false, query_aware = false;
   CompressionPolicy policy;
+  KvTypeFlags kv_types;
+  std::string reference_kv_type;
 };
 
 // Splits "a,b(c,d),e" at the commas outside parentheses (expressions hold commas); every
@@ -84,7 +87,11 @@ int run(EvalArgs& a) {
   s.session.chunk = a.chunk;
   s.session.ctx_size = a.ctx_size;
   s.session.threads = a.threads;
-  s.session.kv_type = parse_kv_type(a.kv_type);
+  a.kv_types.apply(s.session);
+  if (!a.reference_kv_type.empty()) {
+    if (a.kind != "kld" && a.kind != "ppl") throw Error("--reference-kv-type belongs to kld and ppl");
+    s.reference_kv_type = parse_kv_type(a.reference_kv_type, "reference_kv_type");
+  }
   s.seed = a.seed;
   s.out_dir = a.out;
   s.resume = !a.no_resume;
@@ -193,7 +200,9 @@ Runner add_eval(CLI::App& app) {
   sub->add_option("--chunk", a->chunk, "Prefill chunk size")->capture_default_str();
   sub->add_option("--ctx-size", a->ctx_size, "Context size (0: the model's trained context)")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
-  sub->add_option("--kv-type", a->kv_type, "KV cache element type: f16, bf16, f32")->capture_default_str();
+  a->kv_types.add_to(*sub);
+  sub->add_option("--reference-kv-type", a->reference_kv_type,
+                  "kld/ppl: reference distributions from an uncompressed cache of this type (e.g. f16 for a quantized cache)");
   sub->add_flag("--no-chat", a->no_chat, "Do not wrap prompts in the model's chat template");
   sub->add_flag("--query-aware", a->query_aware, "Compress each context together with its question");
   sub->add_flag("--compress-chunks", a->policy.every_chunk, "Compress after every prefill chunk (no shared prefill)");

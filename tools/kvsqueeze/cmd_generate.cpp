@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "kv_type_flags.h"
 #include "text_file.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/engine.h"
@@ -24,13 +25,14 @@ namespace kvsqueeze::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, prompt_file, press = "none", kv_type = "f16", save_cache, load_cache, decode_press;
+  std::string model, prompt, prompt_file, press = "none", save_cache, load_cache, decode_press;
   std::vector<std::string> questions, press_opts, decode_press_opts;
   CompressionPolicy policy;
   int64_t n_predict = 128, chunk = 512, ctx_size = 0;
   int threads = 0;
   double ratio = 0.0;
-  bool json = false, chat = false, kv_type_given = false, query_aware = false;
+  bool json = false, chat = false, query_aware = false;
+  KvTypeFlags kv_types;
   SamplerOptions sampling;
 };
 
@@ -61,9 +63,13 @@ int run(GenerateArgs& a) {
   so.ctx_size = a.ctx_size;
   so.chunk = a.chunk;
   so.threads = a.threads;
-  so.kv_type = parse_kv_type(a.kv_type);
-  // A loaded cache brings its element type unless --kv-type asks for one (then they must agree).
-  if (!a.load_cache.empty() && !a.kv_type_given) so.kv_type = read_cache_info(a.load_cache).shape.type;
+  a.kv_types.apply(so);
+  // A loaded cache brings its element types unless the flags ask for some (then they must agree).
+  if (!a.load_cache.empty() && !a.kv_types.given()) {
+    const KvCacheShape file = read_cache_info(a.load_cache).shape;
+    so.kv_type_k = file.k_type;
+    so.kv_type_v = file.v_type;
+  }
   Engine engine(*model, so);
   const PlanReport& plan = engine.set_plan(plan_of(a));
   GenerateParams params;
@@ -147,7 +153,7 @@ int run(GenerateArgs& a) {
   j["kv_bytes_held"] = acc.kv_bytes_held;
   j["kv_bytes_used"] = acc.kv_bytes_used;
   j["kv_bytes_full"] = acc.kv_bytes_full;
-  j["kv_type"] = kv_type_name(so.kv_type);
+  j["kv_type"] = kv_types_label(so.kv_type_k, so.kv_type_v);
   j["cache_loaded"] = cache_loaded;
   j["kv_lengths"] = acc.kv_lengths;
   j["compression"] = {{"press", a.press},
@@ -207,16 +213,13 @@ Runner add_generate(CLI::App& app) {
   sub->add_option("--chunk", a->chunk, "Prefill chunk size in tokens")->capture_default_str();
   sub->add_option("--ctx-size", a->ctx_size, "Context size in tokens (0: the model's trained context)")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
-  auto* kv_type = sub->add_option("--kv-type", a->kv_type, "KV cache element type: f16, bf16, f32")->capture_default_str();
+  a->kv_types.add_to(*sub);
   sub->add_option("--save-cache", a->save_cache, "Save the cache of the prompt (the context with -q) to FILE");
   sub->add_option("--load-cache", a->load_cache,
                   "Start from a saved cache instead of evaluating the prompt (which must match its tokens)");
   sub->add_flag("--chat", a->chat, "Wrap the prompt in the model's chat template");
   sub->add_flag("--json", a->json, "Print one JSON object instead of streaming text");
-  return [a, kv_type] {
-    a->kv_type_given = kv_type->count() > 0;
-    return run(*a);
-  };
+  return [a] { return run(*a); };
 }
 
 }  // namespace kvsqueeze::cli

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "kv_type_flags.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/tasks.h"
 #include "kvsqueeze/head_profile.h"
@@ -16,7 +17,8 @@ namespace kvsqueeze::cli {
 namespace {
 
 struct ProfileArgs {
-  std::string model, out, needles_file, depth_unit = "percent", kv_type = "f16";
+  std::string model, out, needles_file, depth_unit = "percent";
+  KvTypeFlags kv_types;
   std::vector<std::string> lengths, depths;
   profile::ProfileOptions o;
   bool no_chat = false, quiet = false;
@@ -90,7 +92,7 @@ int run(ProfileArgs& a) {
   if (!a.needles_file.empty()) o.needles = profile::read_needles(a.needles_file);
   o.chat = !a.no_chat;
   o.progress = !a.quiet;
-  o.session.kv_type = parse_kv_type(a.kv_type);
+  a.kv_types.apply(o.session);
   profile::validate(o);
   // An output that cannot be written fails now, not after the runs.
   namespace fs = std::filesystem;
@@ -149,7 +151,7 @@ Runner add_profile_heads(CLI::App& app) {
   sub->add_option("--chunk", a->o.session.chunk, "Prefill chunk size")->capture_default_str();
   sub->add_option("--ctx-size", a->o.session.ctx_size, "Context size (0: the longest prompt plus its answer)")->capture_default_str();
   sub->add_option("-t,--threads", a->o.session.threads, "Threads (0: one per core)")->capture_default_str();
-  sub->add_option("--kv-type", a->kv_type, "KV cache element type: f16, bf16, f32")->capture_default_str();
+  a->kv_types.add_to(*sub);
   sub->add_flag("-q,--quiet", a->quiet, "No progress bar");
   return [a] { return run(*a); };
 }

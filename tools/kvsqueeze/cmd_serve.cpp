@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "kv_type_flags.h"
 #include "http_server.h"
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
@@ -23,6 +24,7 @@ struct ServeArgs {
   double ratio = 0.0, kv_budget_mib = 0.0, max_body_mib = 8.0, shutdown_timeout = 10.0;
   int64_t ctx_size = 0, chunk = 512, max_tokens = 4096, max_prompt_tokens = 0;
   size_t queue = 64, cached_contexts = 64;
+  KvTypeFlags kv_types;
 };
 
 int run(const ServeArgs& a) {
@@ -67,6 +69,7 @@ int run(const ServeArgs& a) {
     so.session.ctx_size = a.ctx_size;
     so.session.chunk = a.chunk;
     so.session.threads = a.threads;
+    a.kv_types.apply(so.session);
     so.max_cached_contexts = a.cached_contexts;
     if (a.ctx_size < 0 || a.ctx_size > model->config().n_ctx_train)
       throw Error("--ctx-size must be between 1 and the model's trained context " + std::to_string(model->config().n_ctx_train));
@@ -122,6 +125,7 @@ Runner add_serve(CLI::App& app) {
   sub->add_option("--ctx-size", a->ctx_size, "Context size per sequence (0: the model's trained context)")->capture_default_str();
   sub->add_option("--chunk", a->chunk, "Prefill chunk: the longest a running stream waits for a prompt")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
+  a->kv_types.add_to(*sub);
   sub->add_option("--alias", a->alias, "Model name in responses and /v1/models (default: the file's stem)");
   sub->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds requests in flight get after SIGTERM")->capture_default_str();
   return [a] { return run(*a); };

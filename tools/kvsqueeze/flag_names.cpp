@@ -12,7 +12,7 @@ const std::map<std::string, std::string>& flags() {
       {"press", "--press"}, {"presses", "--press"}, {"ratio", "--ratio"}, {"ratios", "--ratio"},
       {"options", "--press-opt"}, {"decode_press", "--decode-press"}, {"decode_options", "--decode-press-opt"},
       {"decode_interval", "--decode-interval"}, {"decode_target", "--decode-target"}, {"decode_ratio", "--decode-ratio"},
-      {"ctx_size", "--ctx-size"}, {"chunk", "--chunk"}, {"threads", "--threads"}, {"kv_type", "--kv-type"},
+      {"ctx_size", "--ctx-size"}, {"chunk", "--chunk"}, {"threads", "--threads"}, {"kv_type", "--kv-type"}, {"kv_type_k", "--cache-type-k"}, {"kv_type_v", "--cache-type-v"}, {"kv_rotation", "--kv-rotation"}, {"kv_centering", "--kv-centering"}, {"reference_kv_type", "--reference-kv-type"},
       {"max_tokens", "-n"}, {"temperature", "--temp"}, {"top_k", "--top-k"}, {"top_p", "--top-p"}, {"min_p", "--min-p"},
       {"lengths", "--lengths"}, {"depths", "--depths"}, {"gate", "--gate"}, {"gate_threshold", "--gate-threshold"},
       {"query_aware", "--query-aware"}, {"every_chunk", "--compress-chunks"}, {"question", "-q"},

@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "flag_names.h"
+#include "kv_type_flags.h"
 #include "kvsqueeze/error.h"
 
 namespace {
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
     print_error("unknown command '" + std::string(argv[1]) + "' (valid: " + valid + ")");
     return 2;
   }
+  kvsqueeze::cli::rewrite_llama_flags(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

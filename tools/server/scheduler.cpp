@@ -10,10 +10,10 @@ namespace kvsqueeze::server {
 
 namespace {
 
-uint64_t per_token_bytes(const Model& model, KvType type) {
+uint64_t per_token_bytes(const Model& model, const SessionOptions& session) {
   const ModelConfig& c = model.config();
-  const uint64_t elt = type == KvType::F32 ? 4 : 2;
-  return static_cast<uint64_t>(c.n_layer * c.n_head_kv) * (static_cast<uint64_t>(c.head_dim_k + c.head_dim_v) * elt + 4);
+  return static_cast<uint64_t>(c.n_layer * c.n_head_kv) *
+         kv_slot_bytes(session.kv_type_k, session.kv_type_v, c.head_dim_k, c.head_dim_v);
 }
 
 std::string finish_reason(StopReason r) {
@@ -48,7 +48,7 @@ Scheduler::Scheduler(const Model& model, const SchedulerOptions& options, Metric
   if (options_.session.ctx_size <= 0) options_.session.ctx_size = model.config().n_ctx_train;
   if (options_.max_prompt_tokens <= 0) options_.max_prompt_tokens = options_.session.ctx_size;
   options_.parallel = std::max(1, options_.parallel);
-  bytes_per_token_ = per_token_bytes(model, options_.session.kv_type);
+  bytes_per_token_ = per_token_bytes(model, options_.session);
   metrics_.kv_budget_bytes = options_.kv_budget_bytes;
   thread_ = std::thread([this] { loop(); });
 }

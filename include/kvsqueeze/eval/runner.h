@@ -8,6 +8,7 @@
 // query-aware compression (finch) and presses that compress between chunks on their own trigger
 // (lagkv mode=lagkv). The uncompressed baseline ("none") is always part of the grid.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ struct EvalSettings {
   bool query_aware = false;
   bool chat = true;                     // wrap context + question in the model's chat template
   SessionOptions session;
+  // kld/ppl: the reference distributions come from an uncompressed cache of these types instead
+  // of the session's own (a quantized cache measured against f16); unset: the session's.
+  std::optional<KvType> reference_kv_type;
   uint64_t seed = 42;
   std::string out_dir;
   bool resume = true;                   // false: an existing results.jsonl is an error

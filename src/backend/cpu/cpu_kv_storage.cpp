@@ -6,6 +6,9 @@
 #include <cstring>
 
 #include "kernels/fp16.h"
+#include "kernels/hadamard.h"
+#include "kernels/kv_quantize.h"
+#include "kernels/kv_rows.h"
 
 namespace kvsqueeze::backend {
 
@@ -21,6 +24,7 @@ std::unique_ptr<KvStorage> CpuKvStorage::clone() const {
     const Run& from = runs_[i];
     Run& to = copy->runs_[i];
     to.k_channels = from.k_channels;
+    to.k_offset = from.k_offset;
     copy->resize(to, from.len);
     to.len = from.len;
     if (from.len == 0) continue;
@@ -41,13 +45,19 @@ std::span<const int32_t> CpuKvStorage::key_channels(int64_t layer, int64_t head)
   return {r.k_channels.data(), r.k_channels.size()};
 }
 
+std::span<const float> CpuKvStorage::key_offset(int64_t layer, int64_t head) const {
+  const Run& r = at(layer, head);
+  return {r.k_offset.data(), r.k_offset.size()};
+}
+
 size_t CpuKvStorage::k_row_bytes(const Run& r) const {
-  return (r.k_channels.empty() ? static_cast<size_t>(shape().head_dim_k) : r.k_channels.size()) * kv_type_bytes(shape().type);
+  return kv_row_bytes(shape().k_type, r.k_channels.empty() ? shape().head_dim_k : static_cast<int64_t>(r.k_channels.size()));
 }
 
 void CpuKvStorage::resize(Run& r, int64_t cap) const {
   Run next;
   next.k_channels = r.k_channels;
+  next.k_offset = r.k_offset;
   const size_t kb = k_row_bytes(r);
   next.k = SlotBuffer(static_cast<size_t>(cap) * kb);
   next.v = SlotBuffer(static_cast<size_t>(cap) * v_row_bytes());
@@ -65,16 +75,8 @@ void CpuKvStorage::resize(Run& r, int64_t cap) const {
 void CpuKvStorage::set_capacity(int64_t layer, int64_t head, int64_t cap) { resize(at(layer, head), cap); }
 
 namespace {
-void store_row(const float* src, int64_t d, KvType type, uint8_t* dst, const std::vector<int32_t>* channels = nullptr) {
-  if (channels && !channels->empty()) {  // a channel-pruned key: only the stored channels
-    const size_t e = kv_type_bytes(type);
-    float x = 0;
-    for (size_t i = 0; i < channels->size(); ++i) {
-      x = src[(*channels)[i]];
-      store_row(&x, 1, type, dst + i * e);
-    }
-    return;
-  }
+// Writes d floats as one row of `type` (quantized types: whole blocks, d a multiple of 32).
+void encode_row(const float* src, int64_t d, KvType type, uint8_t* dst) {
   switch (type) {
     case KvType::F32: std::memcpy(dst, src, static_cast<size_t>(d) * 4); return;
     case KvType::F16: {
@@ -87,17 +89,59 @@ void store_row(const float* src, int64_t d, KvType type, uint8_t* dst, const std
       for (int64_t i = 0; i < d; ++i) out[i] = kernels::fp32_to_bf16(src[i]);
       return;
     }
+    case KvType::Q8_0: kernels::quantize_row_q8_0(src, dst, d); return;
+    case KvType::Q4_0: kernels::quantize_row_q4_0(src, dst, d); return;
   }
 }
 }  // namespace
+
+// Stores a key row of head_dim_k floats: a channel-pruned run keeps only its channels; a full
+// one takes its offset off (centred) and is rotated (rotated caches) first.
+void CpuKvStorage::store_key(const Run& r, const float* src, uint8_t* dst) const {
+  const int64_t d = shape().head_dim_k;
+  if (r.k_channels.empty() && r.k_offset.empty() && !shape().k_rotated) return encode_row(src, d, shape().k_type, dst);
+  std::vector<float> row;
+  if (!r.k_channels.empty()) {
+    for (int32_t c : r.k_channels) row.push_back(src[c]);
+  } else {
+    row.assign(src, src + d);
+    for (size_t i = 0; i < r.k_offset.size(); ++i) row[i] -= r.k_offset[i];
+    if (shape().k_rotated) kernels::hadamard_rotate(row.data(), d);
+  }
+  encode_row(row.data(), static_cast<int64_t>(row.size()), shape().k_type, dst);
+}
+
+// A centred run's offset: the per-channel mean of the first keys it stores (n rows, `stride`
+// floats apart), taken once, when they are appended to the empty run. A run that holds keys
+// stored without an offset keeps storing them so.
+void CpuKvStorage::take_offset(Run& r, const float* k, int64_t n, int64_t stride) const {
+  if (!shape().k_centered || !r.k_channels.empty() || !r.k_offset.empty() || r.len > 0 || n == 0) return;
+  const int64_t d = shape().head_dim_k;
+  std::vector<double> sum(static_cast<size_t>(d), 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < d; ++i) sum[static_cast<size_t>(i)] += k[t * stride + i];
+  r.k_offset.resize(static_cast<size_t>(d));
+  for (int64_t i = 0; i < d; ++i) r.k_offset[static_cast<size_t>(i)] = static_cast<float>(sum[static_cast<size_t>(i)] / static_cast<double>(n));
+}
+
+// Stores a value row of head_dim_v floats, rotated first when the cache rotates values.
+void CpuKvStorage::store_value(const float* src, uint8_t* dst) const {
+  const int64_t d = shape().head_dim_v;
+  if (!shape().v_rotated) return encode_row(src, d, shape().v_type, dst);
+  std::vector<float> row(src, src + d);
+  kernels::hadamard_rotate(row.data(), d);
+  encode_row(row.data(), d, shape().v_type, dst);
+}
+
 
 void CpuKvStorage::append(int64_t layer, int64_t n, const float* k, const float* v, const int32_t* pos) {
   const int64_t dk = shape().head_dim_k, dv = shape().head_dim_v, hkv = shape().n_head_kv;
   for (int64_t h = 0; h < hkv; ++h) {
     Run& r = at(layer, h);
+    take_offset(r, k + h * dk, n, hkv * dk);
     for (int64_t t = 0; t < n; ++t) {
-      store_row(k + (t * hkv + h) * dk, dk, shape().type, r.k.data() + static_cast<size_t>(r.len + t) * k_row_bytes(r), &r.k_channels);
-      store_row(v + (t * hkv + h) * dv, dv, shape().type, r.v.data() + static_cast<size_t>(r.len + t) * v_row_bytes());
+      store_key(r, k + (t * hkv + h) * dk, r.k.data() + static_cast<size_t>(r.len + t) * k_row_bytes(r));
+      store_value(v + (t * hkv + h) * dv, r.v.data() + static_cast<size_t>(r.len + t) * v_row_bytes());
       r.positions()[r.len + t] = pos[t];
     }
     r.len += n;
@@ -133,36 +177,40 @@ void CpuKvStorage::rewrite_rows(int64_t layer, int64_t head, int64_t first, int6
                                 const int32_t* pos) {
   Run& r = at(layer, head);
   for (int64_t j = first; j < first + n; ++j) {
-    if (keys) store_row(keys + (j - first) * shape().head_dim_k, shape().head_dim_k, shape().type,
-                        r.k.data() + static_cast<size_t>(j) * k_row_bytes(r), &r.k_channels);
-    if (values) store_row(values + (j - first) * shape().head_dim_v, shape().head_dim_v, shape().type,
-                          r.v.data() + static_cast<size_t>(j) * v_row_bytes());
+    if (keys) store_key(r, keys + (j - first) * shape().head_dim_k, r.k.data() + static_cast<size_t>(j) * k_row_bytes(r));
+    if (values) store_value(values + (j - first) * shape().head_dim_v, r.v.data() + static_cast<size_t>(j) * v_row_bytes());
     if (pos) r.positions()[j] = pos[j - first];
   }
 }
 
 void CpuKvStorage::keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels) {
   Run& r = at(layer, head);
-  // Where each kept channel sits in the current rows.
-  std::vector<size_t> from(channels.size());
-  for (size_t i = 0; i < channels.size(); ++i)
-    from[i] = r.k_channels.empty() ? static_cast<size_t>(channels[i])
-                                   : static_cast<size_t>(std::lower_bound(r.k_channels.begin(), r.k_channels.end(), channels[i]) -
-                                                         r.k_channels.begin());
-  const size_t e = kv_type_bytes(shape().type), old_row = k_row_bytes(r), new_row = channels.size() * e;
+  // Each key read back as it was given (rotated back, offset added), its kept channels gathered
+  // and stored as they are: exact for the float types; quantized keys are quantized anew over
+  // the kept channels (whole blocks, KvCache checks). A rotation mixes all channels, so pruned
+  // runs are stored neither rotated nor centred.
+  const KvType type = shape().k_type;
+  const int64_t d = shape().head_dim_k;
+  const KvRun before = host_run(layer, head);
+  const size_t new_row = kv_row_bytes(type, static_cast<int64_t>(channels.size()));
   SlotBuffer k(static_cast<size_t>(r.cap) * new_row);
-  for (int64_t j = 0; j < r.len; ++j)
-    for (size_t i = 0; i < from.size(); ++i)
-      std::memcpy(k.data() + static_cast<size_t>(j) * new_row + i * e, r.k.data() + static_cast<size_t>(j) * old_row + from[i] * e, e);
+  std::vector<float> row(static_cast<size_t>(d)), kept(channels.size());
+  for (int64_t j = 0; j < r.len; ++j) {
+    kernels::key_row_to_f32(before, j, d, row.data());
+    for (size_t i = 0; i < channels.size(); ++i) kept[i] = row[static_cast<size_t>(channels[i])];
+    encode_row(kept.data(), static_cast<int64_t>(kept.size()), type, k.data() + static_cast<size_t>(j) * new_row);
+  }
   r.k = std::move(k);
+  r.k_offset.clear();
   r.k_channels.assign(channels.begin(), channels.end());
   if (r.k_channels.size() == static_cast<size_t>(shape().head_dim_k)) r.k_channels.clear();  // all of them
 }
 
 void CpuKvStorage::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
-                          std::span<const int32_t> k_channels) {
+                          std::span<const int32_t> k_channels, std::span<const float> k_offset) {
   Run& r = at(layer, head);
   r.len = 0;
+  r.k_offset.assign(k_offset.begin(), k_offset.end());
   if (!std::equal(k_channels.begin(), k_channels.end(), r.k_channels.begin(), r.k_channels.end())) {
     r.k_channels.assign(k_channels.begin(), k_channels.end());
     r.k = SlotBuffer(static_cast<size_t>(r.cap) * k_row_bytes(r));
@@ -186,9 +234,11 @@ KvRun CpuKvStorage::host_run(int64_t layer, int64_t head) const {
   out.k_stride = r.k_channels.empty() ? shape().head_dim_k : static_cast<int64_t>(r.k_channels.size());
   out.k_channels = r.k_channels.empty() ? nullptr : r.k_channels.data();
   out.v_stride = shape().head_dim_v;
-  out.type = shape().type == KvType::F32 ? KvElement::F32
-             : shape().type == KvType::F16 ? KvElement::F16
-                                           : KvElement::BF16;
+  out.k_type = shape().k_type;
+  out.v_type = shape().v_type;
+  out.k_rotated = rotated(r);
+  out.k_offset = r.k_offset.empty() ? nullptr : r.k_offset.data();
+  out.v_rotated = shape().v_rotated;
   return out;
 }
 

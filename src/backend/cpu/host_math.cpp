@@ -6,6 +6,7 @@
 #include "kernels/divergence.h"
 #include "kernels/dequantize.h"
 #include "kernels/fp16.h"
+#include "kernels/hadamard.h"
 #include "kernels/kv_rows.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -33,16 +34,21 @@ float bf16_to_fp32(uint16_t b) { return kernels::bf16_to_fp32(b); }
 
 void key_row(const KvRun& run, int64_t index, int64_t d, float* dst) { kernels::key_row_to_f32(run, index, d, dst); }
 void value_row(const KvRun& run, int64_t index, int64_t d, float* dst) {
-  kernels::row_to_f32(run.v, index, run.v_stride, d, run.type, dst);
+  kernels::row_to_f32(run.v, index, run.v_stride, d, run.v_type, dst);
+  if (run.v_rotated) kernels::hadamard_rotate(dst, d);
 }
 
 float key_dot(const KvRun& run, int64_t index, int64_t d, const float* q) {
-  if (!run.k_channels) return kernels::dot_row(q, run.k, index, run.k_stride, d, run.type);
-  float stored[1024];  // the query channels the key holds
+  float offset_dot = 0.0f;  // centred keys: q . offset, the part of q.k the stored row lacks
+  if (run.k_offset)
+    for (int64_t i = 0; i < d; ++i) offset_dot += q[i] * run.k_offset[i];
+  if (!run.k_channels && !run.k_rotated) return kernels::dot_row(q, run.k, index, run.k_stride, d, run.k_type) + offset_dot;
+  float stored[1024];  // the query as the key is stored (its channels, or rotated)
   std::vector<float> big;
   float* gathered = stored;
   if (run.k_stride > 1024) gathered = (big.resize(static_cast<size_t>(run.k_stride)), big.data());
-  return kernels::dot_row(kernels::gather_query(run, q, gathered), run.k, index, run.k_stride, run.k_stride, run.type);
+  return kernels::dot_row(kernels::gather_query(run, q, gathered), run.k, index, run.k_stride, run.k_stride, run.k_type) +
+         offset_dot;
 }
 
 }  // namespace kvsqueeze::host
