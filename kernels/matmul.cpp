@@ -31,13 +31,8 @@
 // Threads: one OpenMP parallel region per call (omp_get_max_threads(), 1 for tiny products);
 // tokens are split among threads for the activation quantization, then contiguous chunks of
 // rows (row-dot path) or groups of panels (panel path) are handed out dynamically.
-//
-// GCC 12 reports false -W(maybe-)uninitialized inside avx512fintrin.h (_mm512_undefined_*
-// self-initialisation); it must be silenced before the intrinsics headers are first included.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 #include "kernels/matmul.h"
 
 #include <omp.h>
@@ -49,6 +44,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/dequantize.h"
@@ -368,67 +364,40 @@ void unpack_avx2(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m)
 
 using UnpackFn = void (*)(const uint8_t*, int64_t, uint8_t*, float*, float*);
 
+// unpack_scalar with its type fixed at compile time, to fit UnpackFn.
+template <TensorType T>
+void unpack_scalar_of(const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+  unpack_scalar(T, b, n, u, s, m);
+}
+
+// pick(std::integral_constant<TensorType, T>) for the quantized type t; null for other types.
+template <class Pick>
+UnpackFn by_quant_type(TensorType t, Pick pick) {
+  switch (t) {
+    case TensorType::Q4_0: return pick(std::integral_constant<TensorType, TensorType::Q4_0>{});
+    case TensorType::Q4_1: return pick(std::integral_constant<TensorType, TensorType::Q4_1>{});
+    case TensorType::Q5_0: return pick(std::integral_constant<TensorType, TensorType::Q5_0>{});
+    case TensorType::Q5_1: return pick(std::integral_constant<TensorType, TensorType::Q5_1>{});
+    case TensorType::Q8_0: return pick(std::integral_constant<TensorType, TensorType::Q8_0>{});
+    case TensorType::Q4_K: return pick(std::integral_constant<TensorType, TensorType::Q4_K>{});
+    case TensorType::Q5_K: return pick(std::integral_constant<TensorType, TensorType::Q5_K>{});
+    case TensorType::Q6_K: return pick(std::integral_constant<TensorType, TensorType::Q6_K>{});
+    default: return nullptr;
+  }
+}
+
 UnpackFn unpacker(TensorType t) {
+  const UnpackFn unpack = by_quant_type(t, [](auto type) -> UnpackFn {
 #if defined(KVSQ_AVX512VNNI)
-  switch (t) {
-    case TensorType::Q4_0: return unpack_avx<TensorType::Q4_0>;
-    case TensorType::Q4_1: return unpack_avx<TensorType::Q4_1>;
-    case TensorType::Q5_0: return unpack_avx<TensorType::Q5_0>;
-    case TensorType::Q5_1: return unpack_avx<TensorType::Q5_1>;
-    case TensorType::Q8_0: return unpack_avx<TensorType::Q8_0>;
-    case TensorType::Q4_K: return unpack_avx<TensorType::Q4_K>;
-    case TensorType::Q5_K: return unpack_avx<TensorType::Q5_K>;
-    case TensorType::Q6_K: return unpack_avx<TensorType::Q6_K>;
-    default: break;
-  }
+    return unpack_avx<decltype(type)::value>;
 #elif defined(KVSQ_AVX2_QUANT)
-  switch (t) {
-    case TensorType::Q4_0: return unpack_avx2<TensorType::Q4_0>;
-    case TensorType::Q4_1: return unpack_avx2<TensorType::Q4_1>;
-    case TensorType::Q5_0: return unpack_avx2<TensorType::Q5_0>;
-    case TensorType::Q5_1: return unpack_avx2<TensorType::Q5_1>;
-    case TensorType::Q8_0: return unpack_avx2<TensorType::Q8_0>;
-    case TensorType::Q4_K: return unpack_avx2<TensorType::Q4_K>;
-    case TensorType::Q5_K: return unpack_avx2<TensorType::Q5_K>;
-    case TensorType::Q6_K: return unpack_avx2<TensorType::Q6_K>;
-    default: break;
-  }
+    return unpack_avx2<decltype(type)::value>;
+#else
+    return unpack_scalar_of<decltype(type)::value>;
 #endif
-  switch (t) {
-    case TensorType::Q4_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q4_0, b, n, u, s, m);
-      };
-    case TensorType::Q4_1:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q4_1, b, n, u, s, m);
-      };
-    case TensorType::Q5_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q5_0, b, n, u, s, m);
-      };
-    case TensorType::Q5_1:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q5_1, b, n, u, s, m);
-      };
-    case TensorType::Q8_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q8_0, b, n, u, s, m);
-      };
-    case TensorType::Q4_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q4_K, b, n, u, s, m);
-      };
-    case TensorType::Q5_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q5_K, b, n, u, s, m);
-      };
-    case TensorType::Q6_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q6_K, b, n, u, s, m);
-      };
-    default: throw_unsupported(t, "matmul");
-  }
+  });
+  if (!unpack) throw_unsupported(t, "matmul");
+  return unpack;
 }
 
 // ---------------------------------------------------------------------------------------------
