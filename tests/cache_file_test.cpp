@@ -109,9 +109,8 @@ void round_trip(const Model& model, Session& original, const std::vector<int32_t
 }
 
 std::string synthetic_model(const std::string& fixture) {
-  const auto j = fixture_models::load_json(test_paths::fixtures() + "/logits/" + fixture + ".json");
   std::string why;
-  return fixture_models::model_path(j, &why);
+  return fixture_models::test_model_path(fixture, &why);
 }
 
 }  // namespace

@@ -113,9 +113,8 @@ TEST(SharedPrefill, EveryCellEqualsItsOwnPrefillOverSeveralChunks) {
 }
 
 TEST(SharedPrefill, SlidingWindowLayersAreCopiedNotCompressed) {
-  const auto j = fixture_models::load_json(test_paths::fixtures() + "/logits/synth_gemma3_f32.json");
   std::string why;
-  const std::string path = fixture_models::model_path(j, &why);
+  const std::string path = fixture_models::test_model_path("synth_gemma3_f32", &why);
   if (path.empty()) GTEST_SKIP() << why;
   auto model = Model::load(path);
   check_cells(*model, {{"none", {}}, {"snapkv(window_size=16)", {0.5}}, {"tova", {0.25}}, {"expected_attention", {0.5}}}, 128, 16);
