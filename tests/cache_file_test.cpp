@@ -138,10 +138,7 @@ TEST(CacheFile, RoundTripIsBitIdentical) {
   auto model = Model::load(test_paths::stories260k());
   for (KvType type : {KvType::F32, KvType::F16, KvType::BF16}) {
     SCOPED_TRACE(kv_type_name(type));
-    SessionOptions o;
-    o.kv_type = type;
-    o.chunk = 7;
-    Session s(*model, o);
+    Session s(*model, {.chunk = 7, .kv_type = type});
     s.eval(kPrompt);
     round_trip(*model, s, kPrompt, kMore, std::string("plain-") + kv_type_name(type) + ".kvc");
   }
@@ -151,9 +148,7 @@ TEST(CacheFile, CompressedRoundTripStaysCompressed) {
   auto model = Model::load(test_paths::stories260k());
   for (KvType type : {KvType::F32, KvType::F16}) {
     SCOPED_TRACE(kv_type_name(type));
-    SessionOptions o;
-    o.kv_type = type;
-    Session s(*model, o);
+    Session s(*model, {.kv_type = type});
     s.eval(kPrompt);
     compact_randomly(s.cache(), 7);
     s.cache().release_slack(0);
@@ -167,10 +162,7 @@ TEST(CacheFile, CompressedRoundTripStaysCompressed) {
 TEST(CacheFile, SlidingWindowModelRoundTrip) {
   auto model = Model::load(synthetic_model("synth_gemma3_f32"));
   ASSERT_GT(model->config().sliding_window, 0);
-  SessionOptions o;
-  o.kv_type = KvType::F32;
-  o.chunk = 5;
-  Session s(*model, o);
+  Session s(*model, {.chunk = 5, .kv_type = KvType::F32});
   std::vector<int32_t> prompt;
   for (int i = 0; i < 3; ++i) prompt.insert(prompt.end(), kPrompt.begin(), kPrompt.end());
   s.eval(prompt);
@@ -218,8 +210,7 @@ TEST(CacheFile, OtherModelIsAnErrorAndLeavesTheSessionAlone) {
 
 TEST(CacheFile, SessionMismatchesAreErrors) {
   auto model = Model::load(test_paths::stories260k());
-  SessionOptions f32;
-  f32.kv_type = KvType::F32;
+  const SessionOptions f32{.kv_type = KvType::F32};
   Session s(*model, f32);
   s.eval(kPrompt);
   const std::string path = scratch("mismatch.kvc");
