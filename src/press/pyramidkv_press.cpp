@@ -49,11 +49,7 @@ class PyramidKvPress : public Press {
  public:
   PyramidKvPress(int64_t window, int64_t kernel, double beta) : window_(window), kernel_(kernel), beta_(beta) {}
   std::string name() const override { return "pyramidkv"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.window_queries = window_;
-    return r;
-  }
+  StatsRequest needs() const override { return {.window_queries = window_}; }
   LayerScores score(const LayerView& v) override { return snapkv_scores(v, kernel_, "pyramidkv"); }
   KeepSets select(const LayerView& v, const Budget& budget) override {
     const LayerScores scores = score(v);

@@ -25,11 +25,7 @@ inline bool starts_context(const LayerView& v) {
 }
 
 // Asks for every row's pre-RoPE queries (after q_norm) of each chunk.
-inline StatsRequest all_query_rows() {
-  StatsRequest r;
-  r.pre_rope_query_rows = int64_t{1} << 40;
-  return r;
-}
+inline StatsRequest all_query_rows() { return {.pre_rope_query_rows = int64_t{1} << 40}; }
 
 // Pre-RoPE queries of every context row of each observed layer, in order, with positions.
 struct QueryLog {

@@ -18,11 +18,7 @@ class SnapKvPress : public ScorerPress {
  public:
   SnapKvPress(int64_t window, int64_t kernel) : window_(window), kernel_(kernel) {}
   std::string name() const override { return "snapkv"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.window_queries = window_;
-    return r;
-  }
+  StatsRequest needs() const override { return {.window_queries = window_}; }
   LayerScores score(const LayerView& v) override { return snapkv_scores(v, kernel_, "snapkv"); }
 
  private:

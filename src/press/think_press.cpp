@@ -29,11 +29,7 @@ class ThinkPress : public Press {
   ThinkPress(double ratio, int64_t window) : ratio_(ratio), window_(window) {}
   std::string name() const override { return "think"; }
   PressTraits traits() const override { return {.own_budget = true}; }  // key_channel_compression_ratio decides; no token is evicted
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.pre_rope_query_rows = window_;
-    return r;
-  }
+  StatsRequest needs() const override { return {.pre_rope_query_rows = window_}; }
 
   // Keeps the last window_size queries of the context, RoPE applied, across prefill chunks.
   void observe(const LayerView& v) override {
