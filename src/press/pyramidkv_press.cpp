@@ -73,15 +73,14 @@ class PyramidKvPress : public Press {
 
 void register_pyramidkv_press() {
   using O = PyramidKvOptions;
+  auto fields = snapkv_fields<O>();
+  fields.push_back(field("beta", &O::beta, 1, 1e9, "steepness: the last layer's budget is about base / beta"));
   register_press<O>({"pyramidkv", "SnapKV scores with layer budgets falling linearly from the first layer to the last (PyramidKV).", {}, 0,
                      "As kvpress: the layer index is the model's (gemma 3 compresses its global layers only, with their "
                      "pyramid budgets); when the pyramid does not fit (L >= mx >= mn >= window fails) the budget is "
                      "round(L (1 - cr)), half to even. More window slots than the budget: all kept (kvpress keeps a subset)."},
-                    {field("window_size", &O::window_size, 1, 1e6, "queries whose attention scores the cache; their slots are kept"),
-                     field("kernel_size", &O::kernel_size, 1, 1001, "odd width of the average pool over slots"),
-                     field("beta", &O::beta, 1, 1e9, "steepness: the last layer's budget is about base / beta")},
-                    [](const O& o) {
-                      if (o.kernel_size % 2 == 0) throw Error("press 'pyramidkv' option 'kernel_size' must be odd, got " + std::to_string(o.kernel_size));
+                    fields, [](const O& o) {
+                      check_kernel_size("pyramidkv", o.kernel_size);
                       return std::make_unique<PyramidKvPress>(o.window_size, o.kernel_size, o.beta);
                     });
 }
