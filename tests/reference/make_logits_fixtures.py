@@ -310,6 +310,22 @@ def write_greedy_fixture(name, desc, m, tok, overrides, notes, vers, text, ids, 
     write_fixture(name, fxg)
 
 
+def load_real(path, file, overrides):
+    """A real GGUF's tokenizer, HF model, probe ids and fixture description (`file`: as recorded)."""
+    tok = load_tokenizer(path)
+    m = load_model(path, overrides)
+    probes = probe_ids(m.config.vocab_size)
+    return tok, m, probes, {"kind": "real", "file": file, "sha256": sha256_file(path), "size": os.path.getsize(path)}
+
+
+def prompts_fixture(name, desc, m, overrides, notes, vers, probes):
+    """base_fixture with the probe ids and an empty prompt list to fill."""
+    fx = base_fixture(name, desc, m, overrides, notes, vers)
+    fx["probe_ids"] = probes
+    fx["prompts"] = []
+    return fx
+
+
 def base_fixture(name, model_desc, m, overrides, notes, vers):
     return {
         "fixture": name,
@@ -343,14 +359,8 @@ STORIES_NOTES = [
 
 
 def fx_stories(vers):
-    tok = load_tokenizer(STORIES)
-    m = load_model(STORIES, {"pad_token_id": None})
-    probes = probe_ids(m.config.vocab_size)
-    desc = {"kind": "real", "file": "../shared/models/stories260K.gguf", "sha256": sha256_file(STORIES),
-            "size": os.path.getsize(STORIES)}
-    fx = base_fixture("stories260k", desc, m, {"pad_token_id": None}, STORIES_NOTES, vers)
-    fx["probe_ids"] = probes
-    fx["prompts"] = []
+    tok, m, probes, desc = load_real(STORIES, "../shared/models/stories260K.gguf", {"pad_token_id": None})
+    fx = prompts_fixture("stories260k", desc, m, {"pad_token_id": None}, STORIES_NOTES, vers, probes)
     for pname, text in STORIES_PROMPTS:
         ids = tok(text).input_ids
         fx["prompts"].append(prompt_entry(m, pname, ids, probes, text=text, fixture="stories260k", tok=tok))
@@ -379,14 +389,8 @@ def fx_gemma(vers):
     if not os.path.exists(GEMMA):
         print(f"skip gemma: {GEMMA} missing")
         return
-    tok = load_tokenizer(GEMMA)
-    m = load_model(GEMMA, {})
-    probes = probe_ids(m.config.vocab_size)
-    desc = {"kind": "real", "file": "~/.cache/kvsqueeze/models/gemma-3-270m-q4_k_m.gguf",
-            "sha256": sha256_file(GEMMA), "size": os.path.getsize(GEMMA)}
-    fx = base_fixture("gemma3_270m_q4km", desc, m, {}, GEMMA_NOTES, vers)
-    fx["probe_ids"] = probes
-    fx["prompts"] = []
+    tok, m, probes, desc = load_real(GEMMA, "~/.cache/kvsqueeze/models/gemma-3-270m-q4_k_m.gguf", {})
+    fx = prompts_fixture("gemma3_270m_q4km", desc, m, {}, GEMMA_NOTES, vers, probes)
     for pname, text in GEMMA_PROMPTS:
         ids = tok(text).input_ids
         fx["prompts"].append(prompt_entry(m, pname, ids, probes, text=text, fixture="gemma", tok=tok))
@@ -445,15 +449,9 @@ def fx_qwen(name, vers):
     if not os.path.exists(path):
         print(f"skip {name}: {path} missing")
         return
-    tok = load_tokenizer(path)
-    m = load_model(path, {})
-    probes = probe_ids(m.config.vocab_size)
-    desc = {"kind": "real", "file": "~/.cache/kvsqueeze/models/" + file, "sha256": sha256_file(path),
-            "size": os.path.getsize(path)}
+    tok, m, probes, desc = load_real(path, "~/.cache/kvsqueeze/models/" + file, {})
     notes = QWEN_NOTES + [gguf_tensor_note(path)]
-    fx = base_fixture(name, desc, m, {}, notes, vers)
-    fx["probe_ids"] = probes
-    fx["prompts"] = []
+    fx = prompts_fixture(name, desc, m, {}, notes, vers, probes)
     prompts = [(pname, text, tok(text).input_ids, None) for pname, text in QWEN_PROMPTS]
     chat_text, chat_ids = qwen_chat_prompt(tok)
     prompts.append(("chat", chat_text, chat_ids, QWEN_CHAT))
