@@ -170,8 +170,10 @@ reference::Visibility compacted_mask(const KeptPositions& kept, int32_t cut) {
 
 // Chooses, for every (layer, kv head), a random keep-set of a random size in [1, len] (the
 // first run keeps exactly one slot, the second keeps all), checks positions() before, applies
-// KvCache::compact and checks positions() after. Returns the kept positions.
-KeptPositions compact_randomly(KvCache& cache, Rng& rng) {
+// KvCache::compact and checks positions() after. Returns the kept positions; the same `seed`
+// draws the same keep-sets.
+KeptPositions compact_randomly(KvCache& cache, uint32_t seed) {
+  Rng rng(seed);
   const auto& sh = cache.shape();
   KeptPositions kept(static_cast<size_t>(sh.n_layer), std::vector<std::set<int32_t>>(static_cast<size_t>(sh.n_head_kv)));
   int64_t index = 0;
@@ -306,8 +308,7 @@ TEST_P(RaggedCache, CompactedMatchesMaskedReference) {
     for (const auto& layer : cache.lengths())
       for (int64_t len : layer) ASSERT_EQ(len, kPromptLen);
 
-    Rng keep_rng(1234);  // the same keep-sets for every way of feeding
-    const KeptPositions kept = compact_randomly(cache, keep_rng);
+    const KeptPositions kept = compact_randomly(cache, 1234);  // the same keep-sets for every way of feeding
     if (first_kept.empty()) first_kept = kept;
     ASSERT_EQ(kept, first_kept);
     // The keep-sets differ in size from head to head and include 1 and all.
@@ -362,8 +363,7 @@ TEST_P(RaggedCache, RollbackKeepsCompactedSlots) {
   const auto more = random_tokens(tokens_rng, 6, V);
   Session s(*m->model, {.kv_type = p.kv});
   s.eval(prompt);
-  Rng keep_rng(99);
-  const KeptPositions kept = compact_randomly(s.cache(), keep_rng);
+  const KeptPositions kept = compact_randomly(s.cache(), 99);
   s.cache().release_slack(0);
   std::vector<float> first;
   s.eval(more, &first);
@@ -455,8 +455,7 @@ TEST(RaggedCacheSliding, Gemma3CompactionAfterTrimming) {
   const auto [prompt, more] = random_prompt(6, prompt_len, decode_len, V);
   Session s(*m->model, {.chunk = 16, .kv_type = KvType::F32});
   s.eval(prompt);
-  Rng keep_rng(77);
-  const KeptPositions kept = compact_randomly(s.cache(), keep_rng);
+  const KeptPositions kept = compact_randomly(s.cache(), 77);
   s.cache().release_slack(0);
   auto got = feed(s, std::vector<int32_t>(more.begin(), more.begin() + 10), Feed::OneChunk);  // blocked attention
   const auto rest = feed(s, std::vector<int32_t>(more.begin() + 10, more.end()), Feed::OneAtATime);
@@ -537,8 +536,7 @@ TEST(RaggedCacheLong, SplitDecodeOverCompactedRunsMatchesReference) {
   Session s(*m->model, {.threads = 8, .kv_type = KvType::F32});
   s.eval(prompt);
   // The first run keeps 1 slot, the second all; the rest random (most keep hundreds).
-  Rng keep_rng(3);
-  const KeptPositions kept = compact_randomly(s.cache(), keep_rng);
+  const KeptPositions kept = compact_randomly(s.cache(), 3);
   const auto got = feed(s, more, Feed::OneAtATime);
   ASSERT_EQ(got.size(), static_cast<size_t>(decode_len * V));
   compare_rows(got, masked_forward(*m, concat(prompt, more), kept, prompt_len), prompt_len, kF32Tol,
