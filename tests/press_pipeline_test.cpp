@@ -56,6 +56,16 @@ void decode_greedily(Session& s, PressRunner& runner, int steps, const std::func
   }
 }
 
+// Decoding-time compression alone: prefills `ids` whole (no prefill press), then decodes greedily
+// with `decode_press` compressing under `policy`.
+void decode_compressing(Session& s, const std::vector<int32_t>& ids, Press& decode_press, const CompressionPolicy& policy, int steps,
+                        const std::function<void(int step)>& after_step) {
+  PressRunner runner(s, nullptr, Budget{}, &decode_press, policy);
+  runner.prefill(ids, 0);
+  EXPECT_EQ(max_len(s.cache()), static_cast<int64_t>(ids.size()));  // no prefill press: the context is whole
+  decode_greedily(s, runner, steps, after_step);
+}
+
 }  // namespace
 
 TEST(PressPipeline, ChunkedPrefillCompressionBoundsThePeakCache) {
@@ -98,12 +108,8 @@ TEST(PressPipeline, DecodingCompressionOscillatesBetweenTargetAndTargetPlusInter
   const auto ids = prompt_ids(*model, 40);
   Session s(*model, {.threads = 1});
   auto press = make_press("streaming_llm");
-  const CompressionPolicy policy{.decode_interval = 10, .decode_target = 30};
-  PressRunner runner(s, nullptr, Budget{}, press.get(), policy);
-  runner.prefill(ids, 0);
-  EXPECT_EQ(max_len(s.cache()), 40);  // no prefill press: the context is whole
   int compressions_seen = 0;
-  decode_greedily(s, runner, 120, [&](int step) {
+  decode_compressing(s, ids, *press, {.decode_interval = 10, .decode_target = 30}, 120, [&](int step) {
     const int64_t len = max_len(s.cache());
     const int64_t steps_since = (s.next_position() - 40) % 10;
     if (steps_since == 0) {
@@ -128,10 +134,7 @@ TEST(PressPipeline, RatioDecodingKeepsAShareOfThePositionsSeen) {
   const auto ids = prompt_ids(*model, 20);
   Session s(*model, {.threads = 1});
   auto press = make_press("knorm");
-  const CompressionPolicy policy{.decode_interval = 8, .decode_ratio = 0.5};
-  PressRunner runner(s, nullptr, Budget{}, press.get(), policy);
-  runner.prefill(ids, 0);
-  decode_greedily(s, runner, 64, [&](int step) {
+  decode_compressing(s, ids, *press, {.decode_interval = 8, .decode_ratio = 0.5}, 64, [&](int step) {
     if ((s.next_position() - 20) % 8 == 0) {
       EXPECT_EQ(max_len(s.cache()), s.next_position() / 2) << "step " << step;
     }
