@@ -356,8 +356,7 @@ TEST_P(RaggedCache, CompactedMatchesMaskedReference) {
 TEST_P(RaggedCache, RollbackKeepsCompactedSlots) {
   const Case& p = GetParam();
   LOAD_OR_SKIP(m, p.model);
-  const ModelConfig& c = m->model->config();
-  const int64_t V = c.n_vocab;
+  const int64_t V = m->model->config().n_vocab;
   Rng tokens_rng(21);
   const auto prompt = random_tokens(tokens_rng, kPromptLen, V);
   const auto more = random_tokens(tokens_rng, 6, V);
@@ -450,8 +449,7 @@ TEST(RaggedCacheSliding, Gemma3RunsAreTrimmedAndLogitsMatch) {
 // window are outside every later query's window anyway.
 TEST(RaggedCacheSliding, Gemma3CompactionAfterTrimming) {
   LOAD_OR_SKIP(m, "synth_gemma3_f32");
-  const ModelConfig& c = m->model->config();
-  const int64_t V = c.n_vocab, prompt_len = 150, decode_len = 40;
+  const int64_t V = m->model->config().n_vocab, prompt_len = 150, decode_len = 40;
   const auto [prompt, more] = random_prompt(6, prompt_len, decode_len, V);
   Session s(*m->model, {.chunk = 16, .kv_type = KvType::F32});
   s.eval(prompt);
@@ -494,8 +492,7 @@ TEST(RaggedCacheSliding, TrimmingBoundHoldsPerHeadAfterCompaction) {
 // rollback point. Either refusing (an Error) or computing the right logits would be correct.
 TEST(RaggedCacheSliding, RollbackBeyondTrimmedWindowIsRefusedOrExact) {
   LOAD_OR_SKIP(m, "synth_gemma3_f32");
-  const ModelConfig& c = m->model->config();
-  const int64_t V = c.n_vocab;
+  const int64_t V = m->model->config().n_vocab;
   Rng rng(10);
   const auto ids = random_tokens(rng, 150, V);
   Session s(*m->model, {.chunk = 16, .kv_type = KvType::F32});  // sliding runs get trimmed during the prefill
@@ -529,8 +526,7 @@ TEST(RaggedCacheSliding, ProtectedRollbackPointSurvivesLongAnswers) {
 // key range and merges partial softmaxes; heavy, uneven compaction must not upset that.
 TEST(RaggedCacheLong, SplitDecodeOverCompactedRunsMatchesReference) {
   LOAD_OR_SKIP(m, "stories260k");
-  const ModelConfig& c = m->model->config();
-  const int64_t V = c.n_vocab, prompt_len = 1100, decode_len = 4;
+  const int64_t V = m->model->config().n_vocab, prompt_len = 1100, decode_len = 4;
   const auto [prompt, more] = random_prompt(8, prompt_len, decode_len, V);
   // ceil(2 * 8 / 8 heads) = 2 splits once a run is >= 1024 slots long
   Session s(*m->model, {.threads = 8, .kv_type = KvType::F32});
