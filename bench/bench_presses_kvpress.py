@@ -66,27 +66,36 @@ DEFAULT_PRESSES = "knorm,random,streaming_llm,snapkv,tova,keydiff,observed_atten
 # Constructor arguments are kvpress defaults, which the kvsqueeze defaults follow.
 def kvpress_specs():
     import kvpress as kp
-    specs = {
-        "knorm": (lambda r: kp.KnormPress(compression_ratio=r), "sdpa"),
-        "random": (lambda r: kp.RandomPress(compression_ratio=r, seed=42), "sdpa"),
-        "streaming_llm": (lambda r: kp.StreamingLLMPress(compression_ratio=r), "sdpa"),
-        "snapkv": (lambda r: kp.SnapKVPress(compression_ratio=r), "sdpa"),
-        "tova": (lambda r: kp.TOVAPress(compression_ratio=r), "sdpa"),
-        "keydiff": (lambda r: kp.KeyDiffPress(compression_ratio=r), "sdpa"),
-        "observed_attention": (lambda r: kp.ObservedAttentionPress(compression_ratio=r), "eager"),
-        "expected_attention": (lambda r: kp.ExpectedAttentionPress(compression_ratio=r), "sdpa"),
-        "lagkv": (lambda r: kp.LagKVPress(compression_ratio=r), "sdpa"),
-        "non_causal_attn": (lambda r: kp.NonCausalAttnPress(compression_ratio=r), "sdpa"),
-        "leverage": (lambda r: kp.LeverageScorePress(compression_ratio=r), "sdpa"),
-        "compactor": (lambda r: kp.CompactorPress(compression_ratio=r), "sdpa"),
-        "cur": (lambda r: kp.CURPress(compression_ratio=r), "sdpa"),
-        "cap": (lambda r: kp.CapPress(compression_ratio=r), "sdpa"),
-        "pyramidkv": (lambda r: kp.PyramidKVPress(compression_ratio=r), "sdpa"),
-        "adakv(snapkv)": (lambda r: kp.AdaKVPress(kp.SnapKVPress(compression_ratio=r)), "sdpa"),
-        "adakv(expected_attention)": (lambda r: kp.AdaKVPress(kp.ExpectedAttentionPress(compression_ratio=r)), "sdpa"),
-        "key_rerotation(streaming_llm)": (lambda r: kp.KeyRerotationPress(kp.StreamingLLMPress(compression_ratio=r)), "sdpa"),
-        "key_rerotation(snapkv)": (lambda r: kp.KeyRerotationPress(kp.SnapKVPress(compression_ratio=r)), "sdpa"),
-    }
+
+    def press(cls, **kwargs):  # built from the compression ratio
+        return lambda r: cls(compression_ratio=r, **kwargs)
+
+    def wrapped(wrapper, inner):  # a kvpress wrapper around such a press
+        return lambda r: wrapper(inner(r))
+
+    specs = {name: (build, "sdpa") for name, build in {
+        "knorm": press(kp.KnormPress),
+        "random": press(kp.RandomPress, seed=42),
+        "streaming_llm": press(kp.StreamingLLMPress),
+        "snapkv": press(kp.SnapKVPress),
+        "tova": press(kp.TOVAPress),
+        "keydiff": press(kp.KeyDiffPress),
+        "observed_attention": press(kp.ObservedAttentionPress),
+        "expected_attention": press(kp.ExpectedAttentionPress),
+        "lagkv": press(kp.LagKVPress),
+        "non_causal_attn": press(kp.NonCausalAttnPress),
+        "leverage": press(kp.LeverageScorePress),
+        "compactor": press(kp.CompactorPress),
+        "cur": press(kp.CURPress),
+        "cap": press(kp.CapPress),
+        "pyramidkv": press(kp.PyramidKVPress),
+        "adakv(snapkv)": wrapped(kp.AdaKVPress, press(kp.SnapKVPress)),
+        "adakv(expected_attention)": wrapped(kp.AdaKVPress, press(kp.ExpectedAttentionPress)),
+        "key_rerotation(streaming_llm)": wrapped(kp.KeyRerotationPress, press(kp.StreamingLLMPress)),
+        "key_rerotation(snapkv)": wrapped(kp.KeyRerotationPress, press(kp.SnapKVPress)),
+    }.items()}
+    # Observed attention needs the attention weights, which only the eager implementation returns.
+    specs["observed_attention"] = (specs["observed_attention"][0], "eager")
     return specs
 
 

@@ -1,9 +1,4 @@
-// GCC 12 reports false -W(maybe-)uninitialized inside avx512fintrin.h (_mm512_undefined_*
-// self-initialisation); it must be silenced before the intrinsics headers are first included.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 #include "kernels/dequantize.h"
 
 #include <cstring>
@@ -76,27 +71,14 @@ void scalar_q8_0(const uint8_t* b, float* y, int64_t nb) {
     for (int l = 0; l < 32; ++l) y[l] = d * static_cast<float>(static_cast<int8_t>(b[2 + l]));
   }
 }
-void scalar_q4_k(const uint8_t* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, b += 144, y += 256) {
+// Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins; Q5_K adds a fifth bit (qh).
+template <bool Q5>
+void scalar_q4_q5_k(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += Q5 ? 176 : 144, y += 256) {
     const float d = load_f16(b), dmin = load_f16(b + 2);
     const uint8_t* sc = b + 4;
-    const uint8_t* qs = b + 16;
-    for (int j = 0; j < 8; ++j) {
-      int s, m;
-      k_scale_min(sc, j, s, m);
-      const float ds = d * static_cast<float>(s), dm = dmin * static_cast<float>(m);
-      const uint8_t* q = qs + 32 * (j / 2);
-      const int shift = 4 * (j & 1);
-      for (int l = 0; l < 32; ++l) y[32 * j + l] = no_fma(ds * static_cast<float>((q[l] >> shift) & 15)) - dm;
-    }
-  }
-}
-void scalar_q5_k(const uint8_t* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, b += 176, y += 256) {
-    const float d = load_f16(b), dmin = load_f16(b + 2);
-    const uint8_t* sc = b + 4;
-    const uint8_t* qh = b + 16;
-    const uint8_t* qs = b + 48;
+    const uint8_t* qh = b + 16;  // Q5_K only
+    const uint8_t* qs = b + (Q5 ? 48 : 16);
     for (int j = 0; j < 8; ++j) {
       int s, m;
       k_scale_min(sc, j, s, m);
@@ -104,7 +86,8 @@ void scalar_q5_k(const uint8_t* b, float* y, int64_t nb) {
       const uint8_t* q = qs + 32 * (j / 2);
       const int shift = 4 * (j & 1);
       for (int l = 0; l < 32; ++l) {
-        int v = ((q[l] >> shift) & 15) | (((qh[l] >> j) & 1) << 4);
+        int v = (q[l] >> shift) & 15;
+        if constexpr (Q5) v |= ((qh[l] >> j) & 1) << 4;
         y[32 * j + l] = no_fma(ds * static_cast<float>(v)) - dm;
       }
     }
@@ -283,8 +266,8 @@ void dequantize_row_scalar(TensorType type, const void* src, float* dst, int64_t
     case TensorType::Q5_0: scalar_q5_0(b, dst, n / 32); return;
     case TensorType::Q5_1: scalar_q5_1(b, dst, n / 32); return;
     case TensorType::Q8_0: scalar_q8_0(b, dst, n / 32); return;
-    case TensorType::Q4_K: scalar_q4_k(b, dst, n / 256); return;
-    case TensorType::Q5_K: scalar_q5_k(b, dst, n / 256); return;
+    case TensorType::Q4_K: scalar_q4_q5_k<false>(b, dst, n / 256); return;
+    case TensorType::Q5_K: scalar_q4_q5_k<true>(b, dst, n / 256); return;
     case TensorType::Q6_K: scalar_q6_k(b, dst, n / 256); return;
     default: throw_unsupported(type, "dequantize_row");
   }

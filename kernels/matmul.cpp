@@ -31,13 +31,8 @@
 // Threads: one OpenMP parallel region per call (omp_get_max_threads(), 1 for tiny products);
 // tokens are split among threads for the activation quantization, then contiguous chunks of
 // rows (row-dot path) or groups of panels (panel path) are handed out dynamically.
-//
-// GCC 12 reports false -W(maybe-)uninitialized inside avx512fintrin.h (_mm512_undefined_*
-// self-initialisation); it must be silenced before the intrinsics headers are first included.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 #include "kernels/matmul.h"
 
 #include <omp.h>
@@ -49,6 +44,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/dequantize.h"
@@ -180,6 +176,28 @@ void unpack_scalar(TensorType t, const uint8_t* b, int64_t cols, uint8_t* u, flo
   }
 }
 
+#if defined(KVSQ_AVX512VNNI) || defined(KVSQ_AVX2_QUANT)
+// Shared by the AVX-512 and the AVX2 unpackers.
+// Q4_0 Q4_1 Q5_0 Q5_1 blocks of 32: f16 scale, [f16 min], [32 fifth bits], 16 bytes of nibbles at qo.
+template <TensorType T>
+struct LegacyBlock {
+  static constexpr bool is = T == TensorType::Q4_0 || T == TensorType::Q4_1 || T == TensorType::Q5_0 || T == TensorType::Q5_1;
+  static constexpr bool has_m = T == TensorType::Q4_1 || T == TensorType::Q5_1;
+  static constexpr bool has_h = T == TensorType::Q5_0 || T == TensorType::Q5_1;
+  static constexpr size_t bytes = has_m ? (has_h ? 24 : 20) : (has_h ? 22 : 18);
+  static constexpr size_t qo = (has_m ? 4 : 2) + (has_h ? 4 : 0);
+};
+
+// Q8_0: signed codes + 128 (flipping the sign bit) make the unsigned codes.
+inline void unpack_q8_0_avx2(const uint8_t* b, int64_t cols, uint8_t* u, float* s) {
+  for (int64_t i = 0; i < cols / 32; ++i, b += 34, u += 32) {
+    s[i] = load_f16(b);
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
+  }
+}
+#endif
+
 #if defined(KVSQ_AVX512VNNI)
 // Vectorized unpackers (same output as unpack_scalar).
 inline __m256i nibbles_32(const uint8_t* qs16) {  // 16 packed bytes -> 32 codes (lo then hi)
@@ -190,11 +208,9 @@ inline __m256i nibbles_32(const uint8_t* qs16) {  // 16 packed bytes -> 32 codes
 
 template <TensorType T>
 void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) {
-  if constexpr (T == TensorType::Q4_0 || T == TensorType::Q4_1 || T == TensorType::Q5_0 || T == TensorType::Q5_1) {
-    constexpr bool has_m = T == TensorType::Q4_1 || T == TensorType::Q5_1;
-    constexpr bool has_h = T == TensorType::Q5_0 || T == TensorType::Q5_1;
-    constexpr size_t bytes = has_m ? (has_h ? 24 : 20) : (has_h ? 22 : 18);
-    constexpr size_t qo = (has_m ? 4 : 2) + (has_h ? 4 : 0);
+  if constexpr (LegacyBlock<T>::is) {
+    constexpr bool has_m = LegacyBlock<T>::has_m, has_h = LegacyBlock<T>::has_h;
+    constexpr size_t bytes = LegacyBlock<T>::bytes, qo = LegacyBlock<T>::qo;
     const int64_t nb = cols / 32;
     int64_t i = 0;
     // Two blocks per step: [A.qs | B.qs] -> [A.lo A.hi B.lo B.hi] in one 512-bit vector.
@@ -225,11 +241,7 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), q);
     }
   } else if constexpr (T == TensorType::Q8_0) {
-    for (int64_t i = 0; i < cols / 32; ++i, b += 34, u += 32) {
-      s[i] = load_f16(b);
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
-    }
+    unpack_q8_0_avx2(b, cols, u, s);
   } else if constexpr (T == TensorType::Q4_K || T == TensorType::Q5_K) {
     constexpr bool q5 = T == TensorType::Q5_K;
     for (int64_t i = 0; i < cols / 256; ++i, b += q5 ? 176 : 144, u += 256, s += 8, m += 8) {
@@ -302,11 +314,9 @@ inline __m256i bits_to_bytes(uint32_t bits) {
 template <TensorType T>
 void unpack_avx2(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) {
   const __m256i k15 = _mm256_set1_epi8(15), k16 = _mm256_set1_epi8(16), k3 = _mm256_set1_epi8(3);
-  if constexpr (T == TensorType::Q4_0 || T == TensorType::Q4_1 || T == TensorType::Q5_0 || T == TensorType::Q5_1) {
-    constexpr bool has_m = T == TensorType::Q4_1 || T == TensorType::Q5_1;
-    constexpr bool has_h = T == TensorType::Q5_0 || T == TensorType::Q5_1;
-    constexpr size_t bytes = has_m ? (has_h ? 24 : 20) : (has_h ? 22 : 18);
-    constexpr size_t qo = (has_m ? 4 : 2) + (has_h ? 4 : 0);
+  if constexpr (LegacyBlock<T>::is) {
+    constexpr bool has_m = LegacyBlock<T>::has_m, has_h = LegacyBlock<T>::has_h;
+    constexpr size_t bytes = LegacyBlock<T>::bytes, qo = LegacyBlock<T>::qo;
     for (int64_t i = 0; i < cols / 32; ++i, b += bytes, u += 32) {
       s[i] = load_f16(b);
       if constexpr (has_m) m[i] = load_f16(b + 2);
@@ -315,11 +325,7 @@ void unpack_avx2(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), q);
     }
   } else if constexpr (T == TensorType::Q8_0) {
-    for (int64_t i = 0; i < cols / 32; ++i, b += 34, u += 32) {
-      s[i] = load_f16(b);
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(u), _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
-    }
+    unpack_q8_0_avx2(b, cols, u, s);
   } else if constexpr (T == TensorType::Q4_K || T == TensorType::Q5_K) {
     constexpr bool q5 = T == TensorType::Q5_K;
     for (int64_t i = 0; i < cols / 256; ++i, b += q5 ? 176 : 144, u += 256, s += 8, m += 8) {
@@ -368,67 +374,40 @@ void unpack_avx2(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m)
 
 using UnpackFn = void (*)(const uint8_t*, int64_t, uint8_t*, float*, float*);
 
+// unpack_scalar with its type fixed at compile time, to fit UnpackFn.
+template <TensorType T>
+void unpack_scalar_of(const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
+  unpack_scalar(T, b, n, u, s, m);
+}
+
+// pick(std::integral_constant<TensorType, T>) for the quantized type t; null for other types.
+template <class Pick>
+UnpackFn by_quant_type(TensorType t, Pick pick) {
+  switch (t) {
+    case TensorType::Q4_0: return pick(std::integral_constant<TensorType, TensorType::Q4_0>{});
+    case TensorType::Q4_1: return pick(std::integral_constant<TensorType, TensorType::Q4_1>{});
+    case TensorType::Q5_0: return pick(std::integral_constant<TensorType, TensorType::Q5_0>{});
+    case TensorType::Q5_1: return pick(std::integral_constant<TensorType, TensorType::Q5_1>{});
+    case TensorType::Q8_0: return pick(std::integral_constant<TensorType, TensorType::Q8_0>{});
+    case TensorType::Q4_K: return pick(std::integral_constant<TensorType, TensorType::Q4_K>{});
+    case TensorType::Q5_K: return pick(std::integral_constant<TensorType, TensorType::Q5_K>{});
+    case TensorType::Q6_K: return pick(std::integral_constant<TensorType, TensorType::Q6_K>{});
+    default: return nullptr;
+  }
+}
+
 UnpackFn unpacker(TensorType t) {
+  const UnpackFn unpack = by_quant_type(t, [](auto type) -> UnpackFn {
 #if defined(KVSQ_AVX512VNNI)
-  switch (t) {
-    case TensorType::Q4_0: return unpack_avx<TensorType::Q4_0>;
-    case TensorType::Q4_1: return unpack_avx<TensorType::Q4_1>;
-    case TensorType::Q5_0: return unpack_avx<TensorType::Q5_0>;
-    case TensorType::Q5_1: return unpack_avx<TensorType::Q5_1>;
-    case TensorType::Q8_0: return unpack_avx<TensorType::Q8_0>;
-    case TensorType::Q4_K: return unpack_avx<TensorType::Q4_K>;
-    case TensorType::Q5_K: return unpack_avx<TensorType::Q5_K>;
-    case TensorType::Q6_K: return unpack_avx<TensorType::Q6_K>;
-    default: break;
-  }
+    return unpack_avx<decltype(type)::value>;
 #elif defined(KVSQ_AVX2_QUANT)
-  switch (t) {
-    case TensorType::Q4_0: return unpack_avx2<TensorType::Q4_0>;
-    case TensorType::Q4_1: return unpack_avx2<TensorType::Q4_1>;
-    case TensorType::Q5_0: return unpack_avx2<TensorType::Q5_0>;
-    case TensorType::Q5_1: return unpack_avx2<TensorType::Q5_1>;
-    case TensorType::Q8_0: return unpack_avx2<TensorType::Q8_0>;
-    case TensorType::Q4_K: return unpack_avx2<TensorType::Q4_K>;
-    case TensorType::Q5_K: return unpack_avx2<TensorType::Q5_K>;
-    case TensorType::Q6_K: return unpack_avx2<TensorType::Q6_K>;
-    default: break;
-  }
+    return unpack_avx2<decltype(type)::value>;
+#else
+    return unpack_scalar_of<decltype(type)::value>;
 #endif
-  switch (t) {
-    case TensorType::Q4_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q4_0, b, n, u, s, m);
-      };
-    case TensorType::Q4_1:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q4_1, b, n, u, s, m);
-      };
-    case TensorType::Q5_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q5_0, b, n, u, s, m);
-      };
-    case TensorType::Q5_1:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q5_1, b, n, u, s, m);
-      };
-    case TensorType::Q8_0:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q8_0, b, n, u, s, m);
-      };
-    case TensorType::Q4_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q4_K, b, n, u, s, m);
-      };
-    case TensorType::Q5_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q5_K, b, n, u, s, m);
-      };
-    case TensorType::Q6_K:
-      return [](const uint8_t* b, int64_t n, uint8_t* u, float* s, float* m) {
-        unpack_scalar(TensorType::Q6_K, b, n, u, s, m);
-      };
-    default: throw_unsupported(t, "matmul");
-  }
+  });
+  if (!unpack) throw_unsupported(t, "matmul");
+  return unpack;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -45,10 +45,7 @@ int64_t sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v
 
 // Runs `hook` on every layer after its attention (f32 cache), without compressing.
 void run_hooked(const Model& model, const StatsRequest& req, const std::function<void(const LayerView&)>& hook) {
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.threads = 1;
-  Session s(model, o);
+  Session s(model, {.threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32});
   s.set_stats_request(req);
   s.set_layer_hook([&](const LayerStats& st, KvCache& cache) { hook(LayerView(model, st.layer, cache, st)); });
   s.eval(prompt());
@@ -240,9 +237,7 @@ TEST(AllocatorPress, AdaKvOriginalKeepsTheComputedCapsPerHead) {
       }
     });
     // Through the pipeline: really evicted, ragged, bytes follow, decoding goes on.
-    SessionOptions o;
-    o.threads = 1;
-    Session s(*model, o);
+    Session s(*model, {.threads = 1});
     prefill_with_press(s, prompt(), *press, budget, 0);
     bool ragged = false;
     int64_t total = 0;
@@ -270,9 +265,7 @@ TEST(AllocatorPress, HeadKvAndDiliLazyKvKeepTheirCapsPerKvHead) {
       for (const bool parity : {false, true}) {
         const std::string expr = name + "(snapkv(window_size=8), beta=1.2" + (parity ? ", parity=true" : "") + ")";
         auto press = make_press(expr, {"head_scores=" + file});
-        SessionOptions o;
-        o.threads = 1;
-        Session s(*model, o);
+        Session s(*model, {.threads = 1});
         prefill_with_press(s, prompt(), *press, budget, 0);
         const int64_t n = budget.keep(len), w = 8, base = n - w;
         const auto caps = hb::head_file_caps(*press, *model, base, len - w);
@@ -312,12 +305,8 @@ TEST(AllocatorPress, HeadFilePressesCompressWhileDecoding) {
       {"global_topk(knorm)", {}}};
   for (const auto& [expr, opts] : presses) {
     auto press = make_press(expr, opts);
-    SessionOptions o;
-    o.threads = 1;
-    Session s(*model, o);
-    CompressionPolicy policy;
-    policy.decode_interval = 4;
-    policy.decode_target = 30;
+    Session s(*model, {.threads = 1});
+    const CompressionPolicy policy{.decode_interval = 4, .decode_target = 30};
     PressRunner runner(s, press.get(), Budget{0.5}, press.get(), policy);
     runner.prefill(prompt(), 0);
     runner.start_decoding();
@@ -355,10 +344,7 @@ TEST(AllocatorPress, GlobalTopKEvictsTheLowestScoresOfAllLayers) {
     std::nth_element(pooled.begin(), pooled.begin() + n_evict - 1, pooled.end());
     const float threshold = pooled[static_cast<size_t>(n_evict - 1)];  // the highest evicted score
     auto press = make_press("global_topk(snapkv(window_size=8))");
-    SessionOptions o;
-    o.threads = 1;
-    o.kv_type_k = o.kv_type_v = KvType::F32;
-    Session s(*model, o);
+    Session s(*model, {.threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32});
     prefill_with_press(s, prompt(), *press, budget, 0);
     int64_t kept = 0;
     std::vector<int64_t> per_layer(5, 0);
@@ -380,9 +366,7 @@ TEST(AllocatorPress, GlobalTopKEvictsTheLowestScoresOfAllLayers) {
 TEST(AllocatorPress, PyramidKvEvictsPerLayer) {
   auto model = Model::load(test_paths::stories260k());
   auto press = make_press("pyramidkv(window_size=8, beta=4)");
-  SessionOptions o;
-  o.threads = 1;
-  Session s(*model, o);
+  Session s(*model, {.threads = 1});
   prefill_with_press(s, prompt(), *press, Budget{0.5}, 0);
   const auto len = static_cast<int64_t>(prompt().size());
   std::vector<int64_t> lens;
@@ -401,9 +385,7 @@ TEST(AllocatorPress, PerLayerReadsRatiosFromAFile) {
   const double ratios[] = {0, 0.25, 0.5, 0.75, 0.5};
   for (const auto& j : {nlohmann::json(std::vector<double>(ratios, ratios + 5)), nlohmann::json{{"ratios", std::vector<double>(ratios, ratios + 5)}}}) {
     const std::string path = test_head_scores::write_json("ratios", j);
-    SessionOptions o;
-    o.threads = 1;
-    Session s(*model, o);
+    Session s(*model, {.threads = 1});
     auto press = make_press("per_layer(knorm)", {"ratios_file=" + path});
     prefill_with_press(s, prompt(), *press, Budget{}, 0);
     for (int64_t l = 0; l < 5; ++l) EXPECT_EQ(s.cache().length(l, 0), Budget{ratios[l]}.keep(len)) << l;

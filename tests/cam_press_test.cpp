@@ -236,13 +236,9 @@ std::vector<int32_t> context_ids() {
 
 // Prefill at ratio 0.5, then 150 teacher-forced tokens, compressing every 16 steps to 64 slots.
 std::unique_ptr<Session> decode_run(const Model& model, Press& press, std::vector<std::vector<float>>* logits = nullptr) {
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.threads = 1;
+  const SessionOptions o{.threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32};
   auto s = std::make_unique<Session>(model, o);
-  CompressionPolicy policy;
-  policy.decode_interval = 16;
-  policy.decode_target = 64;
+  const CompressionPolicy policy{.decode_interval = 16, .decode_target = 64};
   PressRunner runner(*s, &press, Budget{0.5}, &press, policy);
   runner.prefill(context_ids(), 200);
   runner.start_decoding();
@@ -313,12 +309,8 @@ TEST(CamDecoding, ParityRefusesRaggedHeadsClearly) {
   // adakv leaves the heads with different lengths after the prefill; cam(parity) then decodes.
   auto ada = make_press("adakv(snapkv(window_size=8))");
   auto cam = make_press("cam(knorm, parity=true)");
-  SessionOptions o;
-  o.threads = 1;
-  Session s(*model, o);
-  CompressionPolicy policy;
-  policy.decode_interval = 16;
-  policy.decode_target = 64;
+  Session s(*model, {.threads = 1});
+  const CompressionPolicy policy{.decode_interval = 16, .decode_target = 64};
   PressRunner runner(s, ada.get(), Budget{0.5}, cam.get(), policy);
   runner.prefill(context_ids(), 64);
   runner.start_decoding();
@@ -344,9 +336,7 @@ TEST(CamDecoding, AroundAllocatorsAndGlobalPresses) {
   // kvzip decides in its final pass over the context (it cannot compress while decoding): cam
   // merges there, the candidates being every evicted slot (the whole context is new).
   auto plain = make_press("kvzip(chunk_size=64)"), cam = make_press("cam(kvzip(chunk_size=64))");
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.threads = 1;
+  const SessionOptions o{.threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32};
   Session a(*model, o), b(*model, o);
   prefill_with_press(a, context_ids(), *plain, Budget{0.5}, 0);
   prefill_with_press(b, context_ids(), *cam, Budget{0.5}, 0);

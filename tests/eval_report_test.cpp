@@ -456,7 +456,20 @@ struct FakeClock {
   }
 };
 
-TEST(EvalProgress, FormatDuration) {
+// A fake clock and the stream a Progress under test writes to.
+class EvalProgress : public testing::Test {
+ protected:
+  FakeClock clock;
+  std::ostringstream out;
+  // `seconds` later `n` more are done: the progress line then.
+  std::string line_after(Progress& p, double seconds, int64_t n, const std::string& status = "") {
+    clock.wait(seconds);
+    p.advance(n, status);
+    return p.line();
+  }
+};
+
+TEST_F(EvalProgress, FormatDuration) {
   EXPECT_EQ(Progress::format_duration(23), "00:23");
   EXPECT_EQ(Progress::format_duration(12 * 60 + 5), "12:05");
   EXPECT_EQ(Progress::format_duration(3600 + 2 * 60 + 3), "1:02:03");
@@ -465,37 +478,23 @@ TEST(EvalProgress, FormatDuration) {
   EXPECT_EQ(Progress::format_duration(std::numeric_limits<double>::infinity()), "--:--");
 }
 
-TEST(EvalProgress, LineWithRateAndEta) {
-  FakeClock clock;
-  std::ostringstream out;
+TEST_F(EvalProgress, LineWithRateAndEta) {
   Progress progress("ruler", 40, clock.clock(), out, false);
   EXPECT_EQ(progress.line(), "[ruler] 0/40 0% -- it/s ETA --:--");
-  clock.wait(10);
-  progress.advance(12, "snapkv 0.5");
   // 12 in 10 s = 1.2 it/s; 28 left / 1.2 = 23.3 s.
-  EXPECT_EQ(progress.line(), "[ruler] 12/40 30% 1.2 it/s ETA 00:23 snapkv 0.5");
-  clock.wait(50);
-  progress.advance(28);
+  EXPECT_EQ(line_after(progress, 10, 12, "snapkv 0.5"), "[ruler] 12/40 30% 1.2 it/s ETA 00:23 snapkv 0.5");
   // 40 in 60 s: done, the elapsed time replaces the ETA; the status stays.
-  EXPECT_EQ(progress.line(), "[ruler] 40/40 100% 1.5 s/it in 01:00 snapkv 0.5");
+  EXPECT_EQ(line_after(progress, 50, 28), "[ruler] 40/40 100% 1.5 s/it in 01:00 snapkv 0.5");
 }
 
-TEST(EvalProgress, SlowRateAndUnknownTotal) {
-  FakeClock clock;
-  std::ostringstream out;
+TEST_F(EvalProgress, SlowRateAndUnknownTotal) {
   Progress slow("kld", 10, clock.clock(), out, false);
-  clock.wait(12);
-  slow.advance(3);
-  EXPECT_EQ(slow.line(), "[kld] 3/10 30% 4.0 s/it ETA 00:28");  // 7 left x 4 s
+  EXPECT_EQ(line_after(slow, 12, 3), "[kld] 3/10 30% 4.0 s/it ETA 00:28");  // 7 left x 4 s
   Progress open_ended("scan", 0, clock.clock(), out, false);
-  clock.wait(2);
-  open_ended.advance(5);
-  EXPECT_EQ(open_ended.line(), "[scan] 5 2.5 it/s");
+  EXPECT_EQ(line_after(open_ended, 2, 5), "[scan] 5 2.5 it/s");
 }
 
-TEST(EvalProgress, LogOutputIsThrottled) {
-  FakeClock clock;
-  std::ostringstream out;
+TEST_F(EvalProgress, LogOutputIsThrottled) {
   {
     Progress progress("niah", 4, clock.clock(), out, false);
     clock.wait(1);
@@ -523,9 +522,7 @@ TEST(EvalProgress, LogOutputIsThrottled) {
   EXPECT_EQ(interrupted.str().rfind("[niah] 1/4 25%", 0), 0u) << interrupted.str();  // the last state on the way out
 }
 
-TEST(EvalProgress, TerminalRedrawsInPlace) {
-  FakeClock clock;
-  std::ostringstream out;
+TEST_F(EvalProgress, TerminalRedrawsInPlace) {
   {
     Progress progress("ruler", 2, clock.clock(), out, true);
     clock.wait(1);

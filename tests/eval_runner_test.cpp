@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "cli_runner.h"
@@ -128,32 +129,22 @@ TEST(EvalGrid, BadGridsAreOneClearError) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  EvalSettings s = settings("kld", "unused");
-  s.presses = {"snapk"};
-  expect_error(s, "snapk");
-  s = settings("kld", "unused");
-  s.ratios = {1.0};
-  expect_error(s, "[0, 1)");
-  s = settings("kld", "unused");
-  s.press_opts = {"window_size=8"};
-  expect_error(s, "ambiguous");
-  s = settings("kld", "unused");
-  s.press_opts = {"tova.window_size=8"};
-  expect_error(s, "tova");
-  s = settings("kld", "unused");
-  s.presses = {"snapkv"};
-  s.press_opts = {"window_sise=8"};
-  expect_error(s, "window_sise");
-  s = settings("kld", "unused");
-  s.presses = {"snapkv@half"};
-  expect_error(s, "'half' after '@' is not a ratio");
-  s = settings("kld", "unused");
-  s.presses = {"snapkv@1.5"};
-  expect_error(s, "[0, 1)");
-  s = settings("kld", "unused");
-  s.presses = {"snapkv"};  // no --ratio and no @R
-  s.ratios.clear();
-  expect_error(s, "`ratios` needs at least one value");
+  // Each case changes the default settings and names what the error must mention.
+  const std::vector<std::pair<std::function<void(EvalSettings&)>, std::string>> cases = {
+      {[](EvalSettings& s) { s.presses = {"snapk"}; }, "snapk"},
+      {[](EvalSettings& s) { s.ratios = {1.0}; }, "[0, 1)"},
+      {[](EvalSettings& s) { s.press_opts = {"window_size=8"}; }, "ambiguous"},
+      {[](EvalSettings& s) { s.press_opts = {"tova.window_size=8"}; }, "tova"},
+      {[](EvalSettings& s) { s.presses = {"snapkv"}; s.press_opts = {"window_sise=8"}; }, "window_sise"},
+      {[](EvalSettings& s) { s.presses = {"snapkv@half"}; }, "'half' after '@' is not a ratio"},
+      {[](EvalSettings& s) { s.presses = {"snapkv@1.5"}; }, "[0, 1)"},
+      {[](EvalSettings& s) { s.presses = {"snapkv"}; s.ratios.clear(); }, "`ratios` needs at least one value"},  // no --ratio, no @R
+  };
+  for (const auto& [change, needle] : cases) {
+    EvalSettings s = settings("kld", "unused");
+    change(s);
+    expect_error(s, needle);
+  }
 }
 
 TEST(EvalGrid, PressAtRatioAddsOneCellToTheSharedGrid) {

@@ -240,9 +240,7 @@ TEST(EvalHaystack, MissingOrEmptyFolderIsAnError) {
 
 TEST(EvalNiah, SingleNeedleSitsAtItsDepthOnASentenceBoundary) {
   const Tokenizer& tok = stories_tokenizer();
-  NiahOptions options;
-  options.lengths = {1024, 2048};
-  options.depths = {0, 25, 50, 75, 100};
+  const NiahOptions options{.lengths = {1024, 2048}, .depths = {0, 25, 50, 75, 100}};
   const auto samples = niah_samples(options, tok);
   ASSERT_EQ(samples.size(), 10u);
   const std::string needle = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.";
@@ -304,11 +302,7 @@ TEST(EvalNiah, SameSeedSameSamplesOtherSeedOtherValues) {
 
 TEST(EvalNiah, MultiAsksEveryNeedle) {
   const Tokenizer& tok = stories_tokenizer();
-  NiahOptions options;
-  options.variant = "multi";
-  options.n_needles = 4;
-  options.lengths = {2048};
-  options.depths = {0, 40, 100};
+  const NiahOptions options{.lengths = {2048}, .depths = {0, 40, 100}, .variant = "multi", .n_needles = 4};
   for (const auto& s : niah_samples(options, tok)) {
     EXPECT_EQ(s.task, "niah/multi");
     EXPECT_EQ(s.metric, "string_match_all");
@@ -335,11 +329,7 @@ TEST(EvalNiah, MultiAsksEveryNeedle) {
 
 TEST(EvalNiah, PasskeyInRepeatedFiller) {
   const Tokenizer& tok = stories_tokenizer();
-  NiahOptions options;
-  options.variant = "passkey";
-  options.passkey_digits = 12;
-  options.lengths = {1024};
-  options.depths = {50};
+  const NiahOptions options{.lengths = {1024}, .depths = {50}, .variant = "passkey", .passkey_digits = 12};
   const auto samples = niah_samples(options, tok);
   ASSERT_EQ(samples.size(), 1u);
   const auto& s = samples[0];
@@ -610,9 +600,7 @@ TEST(EvalTasksDefaultModel, GemmaPromptsFitAt4096) {
       for (const auto& ref : s.references) EXPECT_NE(s.context.find(ref), std::string::npos) << task;
     }
   }
-  NiahOptions options;
-  options.lengths = {4096};
-  options.depths = {0, 50, 100};
+  const NiahOptions options{.lengths = {4096}, .depths = {0, 50, 100}};
   for (const auto& s : niah_samples(options, *tok)) {
     EXPECT_LE(prompt_tokens(*tok, s), 4096);
     EXPECT_GE(prompt_tokens(*tok, s), 4096 - 200);

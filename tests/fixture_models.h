@@ -90,4 +90,14 @@ inline std::string model_path(const nlohmann::json& fixture, std::string* why) {
   return out;
 }
 
+// A test model by name: "stories260k" (the shared real model) or a logits fixture's
+// (tests/fixtures/logits/NAME.json); "" with the reason in *why when it cannot be had.
+inline std::string test_model_path(const std::string& name, std::string* why) {
+  if (name != "stories260k") return model_path(load_json(test_paths::fixtures() + "/logits/" + name + ".json"), why);
+  const std::string path = test_paths::stories260k();
+  if (std::filesystem::exists(path)) return path;
+  *why = "missing " + path;
+  return "";
+}
+
 }  // namespace fixture_models

@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 
+#include "fixture_json.h"
 #include "kernels/matmul.h"
 #include "kvsqueeze/press.h"
 #include "kvsqueeze/session.h"
@@ -26,14 +27,11 @@ namespace parity {
 using nlohmann::json;
 using namespace kvsqueeze;
 
-inline double num(const json& v) {
-  if (v.is_string()) {
-    const auto s = v.get<std::string>();
-    if (s == "inf") return INFINITY;
-    if (s == "-inf") return -INFINITY;
-    return NAN;
-  }
-  return v.get<double>();
+using fixture_json::num;
+
+// "model/fixture ratio R layer L", how failures name the layer they are about.
+inline std::string layer_name(const std::string& model, const std::string& fixture, double ratio, int64_t layer) {
+  return model + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
 }
 
 struct Fixture {
@@ -118,11 +116,16 @@ inline OurRun run_ours(const Model& model, const std::vector<int32_t>& ids, Pres
   return out;
 }
 
+// The fixture's score calls for a layer of run `r` (the first run's where they are the same).
+inline const json& score_calls(const Fixture& f, size_t r, size_t layer_index) {
+  const json& calls = f.run(r)["layers"][layer_index]["score_calls"];
+  return calls.is_string() ? f.run(0)["layers"][layer_index]["score_calls"] : calls;
+}
+
 // The fixture's score call of `scorer` ("press", "press.press", ...) for a layer of run `r`,
 // resolving "same_as_first_run".
 inline const json* score_call(const Fixture& f, size_t r, size_t layer_index, const std::string& scorer) {
-  const json* calls = &f.run(r)["layers"][layer_index]["score_calls"];
-  if (calls->is_string()) calls = &f.run(0)["layers"][layer_index]["score_calls"];
+  const json* calls = &score_calls(f, r, layer_index);
   for (size_t i = 0; i < calls->size(); ++i) {
     const json& c = (*calls)[i];
     if (c.value("scorer", "") != scorer) continue;
@@ -152,6 +155,19 @@ inline Tolerance gemma_tolerance() {
   t.tie_tol = 1e-5;
   t.min_jaccard = 0.99;
   return t;
+}
+
+// Largest relative deviation of our finite scores from the reference's, where the reference is
+// above the absolute tolerance (for the report).
+inline double max_rel_dev(const json& ref, const LayerScores& ours) {
+  double dev = 0;
+  for (size_t h = 0; h < ours.size(); ++h)
+    for (size_t i = 0; i < ours[h].size(); ++i)
+      if (std::isfinite(ours[h][i])) {
+        const double want = num(ref[h][i]);
+        if (std::fabs(want) < 1e37 && std::fabs(want) > 1e-6) dev = std::max(dev, std::fabs(ours[h][i] - want) / std::max(std::fabs(want), 1e-12));
+      }
+  return dev;
 }
 
 // Scores: ours +inf (protected) must be protected in the reference too (padded above every
@@ -312,6 +328,77 @@ inline std::optional<LoadedFixture> open(const std::string& model_name, const st
   return l;
 }
 
+// `auto l = open(model_name, fixture)`, returning from the (void) check when it is absent:
+// skipped for the default model, which may not be present; a failure (load's) otherwise.
+#define PARITY_OPEN_OR_SKIP(l, model_name, fixture)                           \
+  auto l = parity::open(model_name, fixture);                                 \
+  if (!l) {                                                                   \
+    if ((model_name) == "gemma") GTEST_SKIP() << "default model not present"; \
+    return;                                                                   \
+  }
+
+// What a check saw, for a report line; `done` once every run was compared.
+struct Report {
+  double max_rel_dev = 0, min_jaccard = 1;
+  bool done = false;
+};
+
+// Per-head Jaccard index of two kept sets, ties counted as disagreements (for the report).
+inline double raw_jaccard(const std::vector<int32_t>& a_v, const std::vector<int32_t>& b_v) {
+  const std::set<int32_t> a(a_v.begin(), a_v.end()), b(b_v.begin(), b_v.end());
+  size_t inter = 0;
+  for (int32_t p : a) inter += b.count(p);
+  const size_t uni = a.size() + b.size() - inter;
+  return uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0;
+}
+
+// Our scores without the protected (+inf) slots, to compare with a reference call that scored
+// only the others.
+inline LayerScores finite_only(LayerScores scores) {
+  for (auto& s : scores) {
+    std::vector<float> kept;
+    for (float x : s)
+      if (std::isfinite(x)) kept.push_back(x);
+    s = kept;
+  }
+  return scores;
+}
+
+// chunk(inner) as `expression`: one reference score call per chunk of `chunk` slots, with its
+// positions; ours are concatenated (chunk's score()), and the kept sets compared chunk by chunk
+// (each chunk has its own cut). With `scores_per_chunk` the scores are compared chunk by chunk
+// too (kvpress pads each chunk's protected slots with that chunk's max + 1).
+inline void check_chunk(const std::string& model_name, const std::string& fixture, const std::string& expression, int64_t chunk,
+                        const Tolerance& tol, bool scores_per_chunk, Report* report = nullptr) {
+  PARITY_OPEN_OR_SKIP(l, model_name, fixture)
+  ExactActivations exact;
+  Report rep;
+  for (size_t r = 0; r < l->f.j["runs"].size(); ++r) {
+    const double ratio = l->f.run(r)["ratio"].get<double>();
+    auto press = make_press(expression);
+    const auto ours = run_ours(*l->model, l->f.ids, *press, Budget{ratio});
+    for (int64_t layer : l->f.compressed_layers(l->model->config())) {
+      const auto li = static_cast<size_t>(layer);
+      const std::string where = layer_name(model_name, fixture, ratio, layer);
+      json concat;
+      int32_t next = 0;
+      concat_chunk_calls(score_calls(l->f, r, li), chunk, where, concat, next);
+      ASSERT_FALSE(::testing::Test::HasFatalFailure()) << where;
+      if (scores_per_chunk) {
+        ASSERT_EQ(ours.scores[li].size(), concat.size()) << where;
+        ASSERT_EQ(ours.scores[li][0].size(), concat[0].size()) << where;
+      } else {
+        expect_scores(concat, ours.scores[li], tol, where);
+      }
+      rep.max_rel_dev = std::max(rep.max_rel_dev, max_rel_dev(concat, ours.scores[li]));
+      expect_kept_per_chunk(l->f.run(r)["layers"][li]["kept"], concat, ours.scores[li], ours.kept[li], next, chunk, tol, where,
+                            scores_per_chunk);
+    }
+  }
+  rep.done = true;
+  if (report) *report = rep;
+}
+
 struct Case {
   std::string fixture;                     // file name without .json
   std::string expression;                  // our press expression
@@ -341,7 +428,7 @@ inline void check(const std::string& model_name, const Case& c) {
     const OurRun ours = run_ours(*model, f->ids, *press, b, c.scorer.empty() ? ScoreFn{} : c.ours);
     for (int64_t l : f->compressed_layers(model->config())) {
       const size_t li = static_cast<size_t>(l);
-      const std::string where = model_name + "/" + c.fixture + " ratio " + std::to_string(b.ratio) + " layer " + std::to_string(l);
+      const std::string where = layer_name(model_name, c.fixture, b.ratio, l);
       const json* ref_scores = nullptr;
       if (!c.scorer.empty()) {
         const json* call = score_call(*f, r, li, c.scorer);

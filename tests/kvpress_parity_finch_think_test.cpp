@@ -139,7 +139,7 @@ void check_finch(const std::string& model_name, const std::string& fixture, cons
     const parity::OurRun ours = parity::run_ours(*model, ids, *press, b);
     for (int64_t l : f->compressed_layers(model->config())) {
       const size_t li = static_cast<size_t>(l);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(b.ratio) + " layer " + std::to_string(l);
+      const std::string where = parity::layer_name(model_name, fixture, b.ratio, l);
       const json* call = parity::score_call(*f, r, li, "press");
       ASSERT_NE(call, nullptr) << where;
       parity::expect_scores((*call)["scores"], ours.scores[li], tol, where);

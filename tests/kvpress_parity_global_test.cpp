@@ -20,11 +20,7 @@ using Exact = parity::ExactActivations;
 const GlobalPressTrace& trace_of(const Press& p) { return dynamic_cast<const TracedPress&>(p).trace(); }
 
 // The fixture's score call of a layer (resolving "same_as_first_run").
-const json& ref_scores(const parity::Fixture& f, size_t r, size_t layer) {
-  const json* calls = &f.run(r)["layers"][layer]["score_calls"];
-  if (calls->is_string()) calls = &f.run(0)["layers"][layer]["score_calls"];
-  return (*calls)[0]["scores"];
-}
+const json& ref_scores(const parity::Fixture& f, size_t r, size_t layer) { return parity::score_calls(f, r, layer)[0]["scores"]; }
 
 struct Deviation {
   double max_rel = 0;

@@ -118,7 +118,7 @@ void check_lagkv_nan_aware(const parity::Case& c, const std::string& raw_fixture
     const auto ours = parity::run_ours(*model, f->ids, *press, b);
     for (int64_t l : f->compressed_layers(model->config())) {
       const size_t li = static_cast<size_t>(l);
-      const std::string where = "gemma/" + c.fixture + " ratio " + std::to_string(b.ratio) + " layer " + std::to_string(l);
+      const std::string where = parity::layer_name("gemma", c.fixture, b.ratio, l);
       const nlohmann::json* call = parity::score_call(*f, r, li, "press");
       const nlohmann::json* raw_call = parity::score_call(*raw, 0, li, "press");
       ASSERT_TRUE(call && raw_call) << where;

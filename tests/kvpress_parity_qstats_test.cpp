@@ -4,7 +4,7 @@
 #include <cfloat>
 #include <numeric>
 
-#include "kvpress_parity.h"
+#include "kvpress_parity_adakv.h"
 #include "press/leverage_math.h"
 
 namespace {
@@ -154,14 +154,8 @@ void check_compactor_part(const std::string& model, const std::string& output, c
   for (int64_t l : f->compressed_layers(m->config())) {
     const parity::json* call = parity::score_call(*f, 0, static_cast<size_t>(l), scorer);
     ASSERT_NE(call, nullptr);
-    kvsqueeze::LayerScores mid = ours.scores[static_cast<size_t>(l)];
-    for (auto& s : mid) {
-      std::vector<float> kept;
-      for (float x : s)
-        if (std::isfinite(x)) kept.push_back(x);
-      s = kept;
-    }
-    parity::expect_scores((*call)["scores"], mid, tol, model + "/compactor " + scorer + " layer " + std::to_string(l));
+    parity::expect_scores((*call)["scores"], parity::finite_only(ours.scores[static_cast<size_t>(l)]), tol,
+                          model + "/compactor " + scorer + " layer " + std::to_string(l));
   }
 }
 
@@ -203,17 +197,15 @@ namespace {
 
 // adakv(compactor) (fixture adakv_compactor, kvpress masked mode: kept = complement of the
 // masked slots). The inner press's blending is AdaKV's compression ratio, which reaches it
-// through Press::set_budget. Scores: the fixture's press.press call. Kept sets: like the
-// wrappers' AdaKV check, every disagreement must sit within tie_tol of the layer-wide cut of
-// the reference's safeguarded scores (top floor(n_kept * alpha) of each head set to FLT_MAX).
+// through Press::set_budget. Scores: the fixture's press.press call. Kept sets: as in
+// kvpress_parity_adakv.h, and the layer keeps exactly the reference's count (nothing protected).
 void check_adakv_compactor(const parity::Tolerance& tol) {
   using parity::json;
-  using parity::num;
   auto f = parity::load("stories", "adakv_compactor");
   if (!f) return;
   ASSERT_FALSE(f->j.contains("skipped"));
   auto model = kvsqueeze::Model::load(f->model_path);
-  kvsqueeze::kernels::set_exact_activations(true);
+  parity::ExactActivations exact;
   FixtureSketches sk;
   for (size_t r = 0; r < f->j["runs"].size(); ++r) {
     const json& run = f->run(r);
@@ -230,50 +222,12 @@ void check_adakv_compactor(const parity::Tolerance& tol) {
     });
     for (int64_t layer : f->compressed_layers(model->config())) {
       const auto li = static_cast<size_t>(layer);
-      const std::string where = "stories/adakv_compactor ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
-      const json& ref_layer = run["layers"][li];
-      ASSERT_EQ(ref_layer["mode"], "masked") << where;
-      const json* call = parity::score_call(*f, r, li, "press.press");
-      ASSERT_NE(call, nullptr) << where;
-      const json& ref = (*call)["scores"];
-      parity::expect_scores(ref, ours.scores[li], tol, where);
-      const size_t hkv = ref.size();
-      std::vector<std::vector<double>> mod(hkv);
-      double cut = INFINITY;
-      size_t want_total = 0, got_total = 0;
-      for (size_t h = 0; h < hkv; ++h) {
-        for (const auto& x : ref[h]) mod[h].push_back(num(x));
-        const auto len = static_cast<int64_t>(mod[h].size());
-        const auto n_safe = static_cast<int64_t>(static_cast<double>(static_cast<int64_t>(static_cast<double>(len) * (1 - ratio))) * alpha);
-        std::vector<size_t> order(mod[h].size());
-        std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return mod[h][a] > mod[h][b]; });
-        for (int64_t i = 0; i < n_safe; ++i) mod[h][order[static_cast<size_t>(i)]] = FLT_MAX;
-        for (int32_t p : ref_layer["kept"][h].get<std::vector<int32_t>>()) cut = std::min(cut, mod[h][static_cast<size_t>(p)]);
-      }
-      for (size_t h = 0; h < hkv; ++h) {
-        const auto want_v = ref_layer["kept"][h].get<std::vector<int32_t>>();
-        const std::set<int32_t> want(want_v.begin(), want_v.end()), got(ours.kept[li][h].begin(), ours.kept[li][h].end());
-        want_total += want.size();
-        got_total += got.size();
-        auto at_cut = [&](int32_t p) { return std::fabs(mod[h][static_cast<size_t>(p)] - cut) <= tol.tie_tol; };
-        size_t inter = 0, uni = 0;
-        for (int32_t p : got) {
-          ++uni;
-          if (want.count(p)) ++inter;
-          else EXPECT_TRUE(at_cut(p)) << where << " head " << h << ": we keep " << p << " (" << mod[h][static_cast<size_t>(p)] << ", cut " << cut << ")";
-        }
-        for (int32_t p : want)
-          if (!got.count(p)) {
-            EXPECT_TRUE(at_cut(p)) << where << " head " << h << ": reference keeps " << p << " (" << mod[h][static_cast<size_t>(p)] << ", cut " << cut << ")";
-            if (!at_cut(p)) ++uni;
-          }
-        EXPECT_GE(uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0, tol.min_jaccard) << where << " head " << h;
-      }
-      EXPECT_EQ(got_total, want_total) << where;
+      const std::string where = parity::layer_name("stories", "adakv_compactor", ratio, layer);
+      const json* ref = parity::masked_inner_scores(*f, r, li, ours.scores[li], tol, where);
+      ASSERT_NE(ref, nullptr) << where;
+      parity::expect_adakv_kept(run["layers"][li], *ref, ratio, alpha, ours, li, tol, {.protected_overflow = false}, where);
     }
   }
-  kvsqueeze::kernels::set_exact_activations(false);
 }
 
 }  // namespace
@@ -297,14 +251,8 @@ TEST(KvpressParityQStatsDefaultModel, AdaKvCompactorAttentionPart) {
   for (int64_t l : f->compressed_layers(m->config())) {
     const parity::json* call = parity::score_call(*f, 0, static_cast<size_t>(l), "press.press._non_causal_press");
     ASSERT_NE(call, nullptr);
-    kvsqueeze::LayerScores mid = ours.scores[static_cast<size_t>(l)];
-    for (auto& s : mid) {
-      std::vector<float> kept;
-      for (float x : s)
-        if (std::isfinite(x)) kept.push_back(x);
-      s = kept;
-    }
-    parity::expect_scores((*call)["scores"], mid, zscore_tol(gemma_tol()), "gemma/adakv_compactor press.press._non_causal_press layer " + std::to_string(l));
+    parity::expect_scores((*call)["scores"], parity::finite_only(ours.scores[static_cast<size_t>(l)]), zscore_tol(gemma_tol()),
+                          "gemma/adakv_compactor press.press._non_causal_press layer " + std::to_string(l));
   }
 }
 

@@ -7,7 +7,7 @@
 
 #include "cli_runner.h"
 #include "kernels/ops.h"
-#include "kvpress_parity.h"
+#include "kvpress_parity_adakv.h"
 #include "model/model_weights.h"
 #include "press/wrapper_util.h"
 
@@ -21,133 +21,21 @@ using parity::json;
 using parity::num;
 using namespace kvsqueeze;
 
-parity::Tolerance gemma_tol() {
-  parity::Tolerance t;
-  t.score_rtol = 2e-3;
-  t.score_atol = 1e-6;
-  t.tie_tol = 1e-5;
-  t.min_jaccard = 0.99;
-  return t;
-}
+parity::Tolerance gemma_tol() { return parity::gemma_tolerance(); }
 
 using Exact = parity::ExactActivations;
 
-using parity::open;
-
-#define OPEN_OR_SKIP(l, model_name, fixture)                                  \
-  auto l = open(model_name, fixture);                                         \
-  if (!l) {                                                                   \
-    if ((model_name) == "gemma") GTEST_SKIP() << "default model not present"; \
-    return;                                                                   \
-  }
-
-// Largest relative deviation of our finite scores from the reference's above the absolute tolerance (for the report).
-double max_rel_dev(const json& ref, const LayerScores& ours) {
-  double dev = 0;
-  for (size_t h = 0; h < ours.size(); ++h)
-    for (size_t i = 0; i < ours[h].size(); ++i)
-      if (std::isfinite(ours[h][i])) {
-        const double want = num(ref[h][i]);
-        if (std::fabs(want) < 1e37 && std::fabs(want) > 1e-6) dev = std::max(dev, std::fabs(ours[h][i] - want) / std::max(std::fabs(want), 1e-12));
-      }
-  return dev;
-}
-
 bool marked(const json& x) { return num(x) >= 0.99 * FLT_MAX; }  // kvpress's finfo.max force-keep
 
-// Per-head Jaccard of two kept sets (for the report).
-double jaccard(const std::vector<int32_t>& a_v, const std::vector<int32_t>& b_v) {
-  const std::set<int32_t> a(a_v.begin(), a_v.end()), b(b_v.begin(), b_v.end());
-  size_t inter = 0;
-  for (int32_t p : a) inter += b.count(p);
-  const size_t uni = a.size() + b.size() - inter;
-  return uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0;
-}
-
 // ---------------------------------------------------------------------------------------------
-// AdaKV: kvpress masks (mode "masked", kept = complement). Disagreements are allowed only at the
-// layer-wide cut of the safeguarded reference scores; when every slot we keep is protected
-// (ExpectedAttention's sinks), the reference must be a subset of ours.
+// AdaKV (kvpress_parity_adakv.h): ties at a head's safeguard edge allowed too, and our tied slots
+// left out of the Jaccard index (ExpectedAttention underflows to exact zeros on stories layer 1).
 void check_adakv(const std::string& model_name, const std::string& fixture, const std::string& expression, const parity::Tolerance& tol) {
-  OPEN_OR_SKIP(l, model_name, fixture)
-  Exact exact;
-  double dev = 0, min_j = 1;
-  for (size_t r = 0; r < l->f.j["runs"].size(); ++r) {
-    const json& run = l->f.run(r);
-    const double ratio = run["ratio"].get<double>();
-    const double alpha = run["press"]["alpha_safeguard"].get<double>();
-    auto press = make_press(expression);
-    const auto ours = parity::run_ours(*l->model, l->f.ids, *press, Budget{ratio},
-                                       [](Press& p, const LayerView& v) { return p.inner_presses().at(0)->score(v); });
-    for (int64_t layer : l->f.compressed_layers(l->model->config())) {
-      const auto li = static_cast<size_t>(layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
-      const json& ref_layer = run["layers"][li];
-      ASSERT_EQ(ref_layer["mode"], "masked") << where;
-      const json* call = parity::score_call(l->f, r, li, "press.press");
-      ASSERT_NE(call, nullptr) << where;
-      const json& ref = (*call)["scores"];
-      parity::expect_scores(ref, ours.scores[li], tol, where);
-      dev = std::max(dev, max_rel_dev(ref, ours.scores[li]));
-      const size_t hkv = ref.size();
-      std::vector<std::vector<double>> mod(hkv);
-      std::vector<double> safe_t(hkv, INFINITY);  // each head's safeguard boundary (raw score)
-      double cut = INFINITY;
-      size_t want_total = 0, got_total = 0;
-      for (size_t h = 0; h < hkv; ++h) {
-        for (const auto& x : ref[h]) mod[h].push_back(num(x));
-        const auto len = static_cast<int64_t>(mod[h].size());
-        const auto n_safe = static_cast<int64_t>(static_cast<double>(static_cast<int64_t>(static_cast<double>(len) * (1 - ratio))) * alpha);
-        std::vector<size_t> order(mod[h].size());
-        std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return mod[h][a] > mod[h][b]; });
-        for (int64_t i = 0; i < n_safe; ++i) mod[h][order[static_cast<size_t>(i)]] = FLT_MAX;
-        if (n_safe > 0) safe_t[h] = num(ref[h][order[static_cast<size_t>(n_safe - 1)]]);
-        for (int32_t p : ref_layer["kept"][h].get<std::vector<int32_t>>()) cut = std::min(cut, mod[h][static_cast<size_t>(p)]);
-      }
-      for (size_t h = 0; h < hkv; ++h) {
-        const auto want_v = ref_layer["kept"][h].get<std::vector<int32_t>>();
-        const std::set<int32_t> want(want_v.begin(), want_v.end());
-        const auto& got_v = ours.kept[li][h];
-        const std::set<int32_t> got(got_v.begin(), got_v.end());
-        min_j = std::min(min_j, jaccard(want_v, got_v));
-        want_total += want.size();
-        got_total += got.size();
-        bool all_protected = got.size() > want.size();
-        for (size_t i = 0; i < ours.positions_before[li][h].size() && all_protected; ++i)
-          if (got.count(ours.positions_before[li][h][i]) && !std::isinf(ours.scores[li][h][i])) all_protected = false;
-        if (all_protected) {
-          for (int32_t p : want) EXPECT_TRUE(got.count(p)) << where << " head " << h << ": reference keeps " << p;
-          continue;
-        }
-        // A tie at the layer cut, or at the head's safeguard boundary (which slots kvpress safeguarded
-        // among equal scores is arbitrary: ExpectedAttention underflows to exact zeros on stories layer 1).
-        auto at_cut = [&](int32_t p) {
-          const double m = mod[h][static_cast<size_t>(p)], raw = num(ref[h][static_cast<size_t>(p)]);
-          return std::fabs(m - cut) <= tol.tie_tol * std::max(1.0, std::fabs(cut)) ||
-                 std::fabs(raw - safe_t[h]) <= tol.tie_tol * std::max(1.0, std::fabs(safe_t[h]));
-        };
-        size_t inter = 0, uni = 0;
-        for (int32_t p : got) {
-          if (want.count(p)) ++inter, ++uni;
-          else {
-            EXPECT_TRUE(at_cut(p)) << where << " head " << h << ": we keep " << p << " (" << mod[h][static_cast<size_t>(p)] << ", cut " << cut << ")";
-            if (!at_cut(p)) ++uni;
-          }
-        }
-        for (int32_t p : want)
-          if (!got.count(p)) {
-            EXPECT_TRUE(at_cut(p)) << where << " head " << h << ": reference keeps " << p << " (" << mod[h][static_cast<size_t>(p)] << ", cut " << cut << ")";
-            if (!at_cut(p)) ++uni;
-          }
-        EXPECT_GE(uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0, tol.min_jaccard) << where << " head " << h;
-      }
-      if (got_total <= want_total) {
-        EXPECT_EQ(got_total, want_total) << where;
-      }
-    }
-  }
-  std::printf("[ wired    ] %s/%s max relative score deviation %.3g, min raw Jaccard %.3f\n", model_name.c_str(), fixture.c_str(), dev, min_j);
+  parity::Report rep;
+  parity::check_adakv(model_name, fixture, expression, tol, {.safeguard_ties = true, .our_ties_unjudged = true}, &rep);
+  if (rep.done)
+    std::printf("[ wired    ] %s/%s max relative score deviation %.3g, min raw Jaccard %.3f\n", model_name.c_str(), fixture.c_str(),
+                rep.max_rel_dev, rep.min_jaccard);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,7 +44,7 @@ void check_adakv(const std::string& model_name, const std::string& fixture, cons
 // the comparison runs on the unmarked slots, and every marked slot must be kept.
 void check_critical(const std::string& model_name, const parity::Tolerance& tol) {
   const std::string fixture = "criticalkv_expected_attention";
-  OPEN_OR_SKIP(l, model_name, fixture)
+  PARITY_OPEN_OR_SKIP(l, model_name, fixture)
   Exact exact;
   double dev_inner = 0, dev = 0, min_j = 1;
   int tied_heads = 0;
@@ -170,12 +58,12 @@ void check_critical(const std::string& model_name, const parity::Tolerance& tol)
     });
     for (int64_t layer : l->f.compressed_layers(l->model->config())) {
       const auto li = static_cast<size_t>(layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
+      const std::string where = parity::layer_name(model_name, fixture, ratio, layer);
       const json* ref_inner = parity::score_call(l->f, r, li, "press.press");
       const json* ref_comb = parity::score_call(l->f, r, li, "press");
       ASSERT_TRUE(ref_inner && ref_comb) << where;
       parity::expect_scores((*ref_inner)["scores"], inner[layer], tol, where + " (inner)");
-      dev_inner = std::max(dev_inner, max_rel_dev((*ref_inner)["scores"], inner[layer]));
+      dev_inner = std::max(dev_inner, parity::max_rel_dev((*ref_inner)["scores"], inner[layer]));
       const json& ref = (*ref_comb)["scores"];
       const json& ref_in = (*ref_inner)["scores"];
       LayerScores ours_unmarked = ours.scores[li];
@@ -208,7 +96,7 @@ void check_critical(const std::string& model_name, const parity::Tolerance& tol)
           }
         EXPECT_EQ(n_marked, n_first) << where << " head " << h;
         const auto& want = l->f.run(r)["layers"][li]["kept"][h];
-        min_j = std::min(min_j, jaccard(want.get<std::vector<int32_t>>(), ours.kept[li][h]));
+        min_j = std::min(min_j, parity::raw_jaccard(want.get<std::vector<int32_t>>(), ours.kept[li][h]));
         if (tied) {
           ++tied_heads;
           EXPECT_EQ(ours.kept[li][h].size(), want.size()) << where << " head " << h;
@@ -221,7 +109,7 @@ void check_critical(const std::string& model_name, const parity::Tolerance& tol)
         sub_ours.push_back(ours_unmarked[h]);
       }
       parity::expect_scores(ref, ours_unmarked, tol, where + " (combined)");
-      dev = std::max(dev, max_rel_dev(ref, ours_unmarked));
+      dev = std::max(dev, parity::max_rel_dev(ref, ours_unmarked));
       parity::expect_kept(sub_layer, &sub_ref, sub_kept, sub_ours, sub_before, tol, where);
     }
   }
@@ -235,7 +123,7 @@ void check_critical(const std::string& model_name, const parity::Tolerance& tol)
 // inner scores (in double) and our projected value norms.
 void check_critical_adakv(const std::string& model_name, const parity::Tolerance& tol) {
   const std::string fixture = "criticaladakv_expected_attention";
-  OPEN_OR_SKIP(l, model_name, fixture)
+  PARITY_OPEN_OR_SKIP(l, model_name, fixture)
   Exact exact;
   double dev = 0, min_j = 1;
   int disagreements = 0;
@@ -251,14 +139,12 @@ void check_critical_adakv(const std::string& model_name, const parity::Tolerance
     });
     for (int64_t layer : l->f.compressed_layers(l->model->config())) {
       const auto li = static_cast<size_t>(layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
+      const std::string where = parity::layer_name(model_name, fixture, ratio, layer);
       const json& ref_layer = run["layers"][li];
-      ASSERT_EQ(ref_layer["mode"], "masked") << where;
-      const json* call = parity::score_call(l->f, r, li, "press.press");
-      ASSERT_NE(call, nullptr) << where;
-      const json& ref = (*call)["scores"];
-      parity::expect_scores(ref, ours.scores[li], tol, where);
-      dev = std::max(dev, max_rel_dev(ref, ours.scores[li]));
+      const json* ref_scores = parity::masked_inner_scores(l->f, r, li, ours.scores[li], tol, where);
+      ASSERT_NE(ref_scores, nullptr) << where;
+      const json& ref = *ref_scores;
+      dev = std::max(dev, parity::max_rel_dev(ref, ours.scores[li]));
       // kvpress's steps on the reference scores: safeguard, pooled budgets, first stage, re-weighting.
       const size_t hkv = ref.size();
       const auto len = static_cast<int64_t>(ref[0].size());
@@ -285,7 +171,7 @@ void check_critical_adakv(const std::string& model_name, const parity::Tolerance
         const auto want_v = ref_layer["kept"][h].get<std::vector<int32_t>>();
         const std::set<int32_t> want(want_v.begin(), want_v.end());
         const std::set<int32_t> got(ours.kept[li][h].begin(), ours.kept[li][h].end());
-        min_j = std::min(min_j, jaccard(want_v, ours.kept[li][h]));
+        min_j = std::min(min_j, parity::raw_jaccard(want_v, ours.kept[li][h]));
         // This head's budget is its count above the pooled cut; slots at the cut may go to any head.
         int64_t above = 0, at = 0;
         for (double x : s[h]) above += x > budget_cut && !near(x, budget_cut), at += near(x, budget_cut);
@@ -330,33 +216,12 @@ void check_critical_adakv(const std::string& model_name, const parity::Tolerance
 }
 
 // ---------------------------------------------------------------------------------------------
-// chunk: one score call per chunk, with its positions; ours concatenated (chunk's score()); kept
-// sets chunk by chunk (each chunk has its own cut).
+// chunk (parity::check_chunk), the scores compared chunk by chunk.
 void check_chunk(const std::string& model_name, const std::string& fixture, const std::string& expression, int64_t chunk,
                  const parity::Tolerance& tol) {
-  OPEN_OR_SKIP(l, model_name, fixture)
-  Exact exact;
-  double dev = 0;
-  for (size_t r = 0; r < l->f.j["runs"].size(); ++r) {
-    const double ratio = l->f.run(r)["ratio"].get<double>();
-    auto press = make_press(expression);
-    const auto ours = parity::run_ours(*l->model, l->f.ids, *press, Budget{ratio});
-    for (int64_t layer : l->f.compressed_layers(l->model->config())) {
-      const auto li = static_cast<size_t>(layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
-      const json* calls = &l->f.run(r)["layers"][li]["score_calls"];
-      if (calls->is_string()) calls = &l->f.run(0)["layers"][li]["score_calls"];
-      json concat;
-      int32_t next = 0;
-      parity::concat_chunk_calls(*calls, chunk, where, concat, next);
-      ASSERT_FALSE(::testing::Test::HasFatalFailure()) << where;
-      ASSERT_EQ(ours.scores[li].size(), concat.size()) << where;
-      ASSERT_EQ(ours.scores[li][0].size(), concat[0].size()) << where;
-      dev = std::max(dev, max_rel_dev(concat, ours.scores[li]));
-      parity::expect_kept_per_chunk(l->f.run(r)["layers"][li]["kept"], concat, ours.scores[li], ours.kept[li], next, chunk, tol, where, true);
-    }
-  }
-  std::printf("[ wired    ] %s/%s max relative score deviation %.3g\n", model_name.c_str(), fixture.c_str(), dev);
+  parity::Report rep;
+  parity::check_chunk(model_name, fixture, expression, chunk, tol, true, &rep);
+  if (rep.done) std::printf("[ wired    ] %s/%s max relative score deviation %.3g\n", model_name.c_str(), fixture.c_str(), rep.max_rel_dev);
 }
 
 // Like parity::run_ours (per-layer presses only), but the session outlives the run.
@@ -409,7 +274,7 @@ int64_t hf_channel(const ModelConfig& c, int64_t ch) { return c.rope_neox ? ch :
 // computes on our kept set. Our channel scores, kept channels (in the cache) and key row bytes are
 // checked against it.
 void check_composed(const std::string& model_name, const parity::Tolerance& tol, double channel_rtol) {
-  OPEN_OR_SKIP(l, model_name, "composed_snapkv_think")
+  PARITY_OPEN_OR_SKIP(l, model_name, "composed_snapkv_think")
   auto think_fx = parity::load(model_name, "think");
   ASSERT_TRUE(think_fx);
   Exact exact;
@@ -445,12 +310,12 @@ void check_composed(const std::string& model_name, const parity::Tolerance& tol,
       const json* call = parity::score_call(l->f, r, li, "press.presses[0]");
       ASSERT_NE(call, nullptr) << where;
       parity::expect_scores((*call)["scores"], ours.scores[li], tol, where);
-      dev = std::max(dev, max_rel_dev((*call)["scores"], ours.scores[li]));
+      dev = std::max(dev, parity::max_rel_dev((*call)["scores"], ours.scores[li]));
       parity::expect_kept(run["layers"][li], &(*call)["scores"], ours.kept[li], ours.scores[li], ours.positions_before[li], tol, where);
       const json& full_scores = think_fx->run(0)["layers"][li]["channel_scores"];
       for (int64_t h = 0; h < c.n_head_kv; ++h) {
         const auto hs = static_cast<size_t>(h);
-        min_j = std::min(min_j, jaccard(run["layers"][li]["kept"][hs].get<std::vector<int32_t>>(), ours.kept[li][hs]));
+        min_j = std::min(min_j, parity::raw_jaccard(run["layers"][li]["kept"][hs].get<std::vector<int32_t>>(), ours.kept[li][hs]));
         const auto& sel = selected[layer][hs];
         ASSERT_EQ(sel.size(), ours.kept[li][hs].size()) << where;
         for (size_t i = 0; i < sel.size(); ++i) ASSERT_EQ(ours.positions_before[li][hs][static_cast<size_t>(sel[i])], ours.kept[li][hs][i]) << where;
@@ -502,7 +367,7 @@ void check_composed(const std::string& model_name, const parity::Tolerance& tol,
 // the original's, each kept key the original rotated by i - p_i; the slots are renumbered 0..n-1
 // and the pipeline continues at n (the kept count).
 void check_finch_rerotated(const std::string& model_name, const parity::Tolerance& tol) {
-  OPEN_OR_SKIP(l, model_name, "finch")
+  PARITY_OPEN_OR_SKIP(l, model_name, "finch")
   std::vector<int32_t> ids = l->f.ids;
   const auto question = l->f.j["input"]["question_ids"].get<std::vector<int32_t>>();
   ids.insert(ids.end(), question.begin(), question.end());
@@ -561,7 +426,7 @@ void check_finch_rerotated(const std::string& model_name, const parity::Toleranc
       const json* call = parity::score_call(l->f, r, li, "press");
       ASSERT_NE(call, nullptr) << where;
       parity::expect_scores((*call)["scores"], ran.r.scores[li], tol, where);
-      dev = std::max(dev, max_rel_dev((*call)["scores"], ran.r.scores[li]));
+      dev = std::max(dev, parity::max_rel_dev((*call)["scores"], ran.r.scores[li]));
       parity::expect_kept(run["layers"][li], &(*call)["scores"], kept, ran.r.scores[li], ran.r.positions_before[li], tol, where);
     }
     // Through the pipeline: later tokens continue at n.

@@ -6,8 +6,8 @@
 #include <cfloat>
 
 #include "kernels/ops.h"
+#include "kvpress_parity_adakv.h"
 #include "model/model_weights.h"
-#include "kvpress_parity.h"
 #include "press/wrapper_util.h"
 
 namespace {
@@ -20,87 +20,7 @@ parity::Tolerance gemma_tol() { return parity::gemma_tolerance(); }
 
 LayerScores inner_scores(Press& p, const LayerView& v) { return p.inner_presses().at(0)->score(v); }
 
-using parity::open;
-
 using Exact = parity::ExactActivations;
-
-// AdaKV: kvpress masks (mode "masked", kept = complement). Disagreements are allowed only at the
-// layer-wide cut of the safeguarded reference scores; when every slot we keep is protected
-// (windows larger than the budget), the reference must be a subset of ours.
-void check_adakv(const std::string& model_name, const std::string& fixture, const std::string& expression,
-                 const parity::Tolerance& tol) {
-  auto l = open(model_name, fixture);
-  if (!l) {
-    if (model_name == "gemma") GTEST_SKIP() << "default model not present";
-    return;
-  }
-  Exact exact;
-  for (size_t r = 0; r < l->f.j["runs"].size(); ++r) {
-    const json& run = l->f.run(r);
-    const double ratio = run["ratio"].get<double>();
-    const double alpha = run["press"]["alpha_safeguard"].get<double>();
-    auto press = make_press(expression);
-    const auto ours = parity::run_ours(*l->model, l->f.ids, *press, Budget{ratio}, inner_scores);
-    for (int64_t layer : l->f.compressed_layers(l->model->config())) {
-      const auto li = static_cast<size_t>(layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
-      const json& ref_layer = run["layers"][li];
-      ASSERT_EQ(ref_layer["mode"], "masked") << where;
-      const json* call = parity::score_call(l->f, r, li, "press.press");
-      ASSERT_NE(call, nullptr) << where;
-      const json& ref = (*call)["scores"];
-      parity::expect_scores(ref, ours.scores[li], tol, where);
-      // The reference's safeguarded scores and its layer-wide cut.
-      const size_t hkv = ref.size();
-      std::vector<std::vector<double>> mod(hkv);
-      double cut = INFINITY;
-      size_t want_total = 0, got_total = 0;
-      for (size_t h = 0; h < hkv; ++h) {
-        for (const auto& x : ref[h]) mod[h].push_back(num(x));
-        const auto len = static_cast<int64_t>(mod[h].size());
-        const auto n_safe = static_cast<int64_t>(static_cast<double>(static_cast<int64_t>(static_cast<double>(len) * (1 - ratio))) * alpha);
-        std::vector<size_t> order(mod[h].size());
-        std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return mod[h][a] > mod[h][b]; });
-        for (int64_t i = 0; i < n_safe; ++i) mod[h][order[static_cast<size_t>(i)]] = FLT_MAX;
-        for (int32_t p : ref_layer["kept"][h].get<std::vector<int32_t>>()) cut = std::min(cut, mod[h][static_cast<size_t>(p)]);
-      }
-      for (size_t h = 0; h < hkv; ++h) {
-        const auto want_v = ref_layer["kept"][h].get<std::vector<int32_t>>();
-        const std::set<int32_t> want(want_v.begin(), want_v.end());
-        const auto& got_v = ours.kept[li][h];
-        const std::set<int32_t> got(got_v.begin(), got_v.end());
-        want_total += want.size();
-        got_total += got.size();
-        bool all_protected = got.size() > want.size();
-        for (size_t i = 0; i < ours.positions_before[li][h].size() && all_protected; ++i)
-          if (got.count(ours.positions_before[li][h][i]) && !std::isinf(ours.scores[li][h][i])) all_protected = false;
-        if (all_protected) {
-          for (int32_t p : want) EXPECT_TRUE(got.count(p)) << where << " head " << h << ": reference keeps " << p;
-          continue;
-        }
-        auto at_cut = [&](int32_t p) { return std::fabs(mod[h][static_cast<size_t>(p)] - cut) <= tol.tie_tol * std::max(1.0, std::fabs(cut)); };
-        size_t inter = 0, uni = 0;
-        for (int32_t p : got) {
-          if (want.count(p)) ++inter, ++uni;
-          else {
-            EXPECT_TRUE(at_cut(p)) << where << " head " << h << ": we keep " << p << " (" << mod[h][static_cast<size_t>(p)] << ", cut " << cut << ")";
-            ++uni;
-          }
-        }
-        for (int32_t p : want)
-          if (!got.count(p)) {
-            EXPECT_TRUE(at_cut(p)) << where << " head " << h << ": reference keeps " << p << " (" << mod[h][static_cast<size_t>(p)] << ", cut " << cut << ")";
-            if (!at_cut(p)) ++uni;
-          }
-        EXPECT_GE(uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0, tol.min_jaccard) << where << " head " << h;
-      }
-      if (got_total <= want_total) {
-        EXPECT_EQ(got_total, want_total) << where;
-      }
-    }
-  }
-}
 
 // per_layer: the fixture's ratio is null, the layers' ratios are in the run.
 void check_per_layer(const std::string& model_name, const parity::Tolerance& tol) {
@@ -114,42 +34,15 @@ void check_per_layer(const std::string& model_name, const parity::Tolerance& tol
   parity::check(model_name, {"per_layer_knorm", "per_layer(knorm)", {"ratios=" + ratios}, "press.press", inner_scores, tol});
 }
 
-// chunk: one score call per chunk, with its positions; ours concatenated (chunk's score()).
+// chunk (parity::check_chunk): the scores compared over the whole layer.
 void check_chunk(const std::string& model_name, const std::string& fixture, int64_t chunk, const parity::Tolerance& tol) {
-  auto l = open(model_name, fixture);
-  if (!l) {
-    if (model_name == "gemma") GTEST_SKIP() << "default model not present";
-    return;
-  }
-  Exact exact;
-  for (size_t r = 0; r < l->f.j["runs"].size(); ++r) {
-    const double ratio = l->f.run(r)["ratio"].get<double>();
-    auto press = make_press("chunk(knorm, chunk_length=" + std::to_string(chunk) + ")");
-    const auto ours = parity::run_ours(*l->model, l->f.ids, *press, Budget{ratio});
-    for (int64_t layer : l->f.compressed_layers(l->model->config())) {
-      const auto li = static_cast<size_t>(layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
-      const json* calls = &l->f.run(r)["layers"][li]["score_calls"];
-      if (calls->is_string()) calls = &l->f.run(0)["layers"][li]["score_calls"];
-      json concat;
-      int32_t next = 0;
-      parity::concat_chunk_calls(*calls, chunk, where, concat, next);
-      ASSERT_FALSE(::testing::Test::HasFatalFailure()) << where;
-      parity::expect_scores(concat, ours.scores[li], tol, where);
-      // Per chunk the cut differs: compare the kept sets chunk by chunk through the harness.
-      parity::expect_kept_per_chunk(l->f.run(r)["layers"][li]["kept"], concat, ours.scores[li], ours.kept[li], next, chunk, tol, where, false);
-    }
-  }
+  parity::check_chunk(model_name, fixture, "chunk(knorm, chunk_length=" + std::to_string(chunk) + ")", chunk, tol, false);
 }
 
 // block: kept sets exactly; each of the reference's score calls (the kept slots plus a block, at
 // `positions`) is reproduced by the inner press on a gathered view of those slots.
 void check_block(const std::string& model_name, const std::string& fixture, int64_t block, const parity::Tolerance& tol) {
-  auto l = open(model_name, fixture);
-  if (!l) {
-    if (model_name == "gemma") GTEST_SKIP() << "default model not present";
-    return;
-  }
+  PARITY_OPEN_OR_SKIP(l, model_name, fixture)
   Exact exact;
   int compared = 0;
   for (size_t r = 0; r < l->f.j["runs"].size(); ++r) {
@@ -157,10 +50,8 @@ void check_block(const std::string& model_name, const std::string& fixture, int6
     auto press = make_press("block(keydiff, block_size=" + std::to_string(block) + ")");
     auto check_calls = [&](Press& p, const LayerView& v) {
       const auto li = static_cast<size_t>(v.layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(v.layer);
-      const json* calls = &l->f.run(r)["layers"][li]["score_calls"];
-      if (calls->is_string()) calls = &l->f.run(0)["layers"][li]["score_calls"];
-      for (const auto& c : *calls) {
+      const std::string where = parity::layer_name(model_name, fixture, ratio, v.layer);
+      for (const auto& c : parity::score_calls(l->f, r, li)) {
         KeepSets slots;
         for (size_t h = 0; h < c["scores"].size(); ++h) {
           if (c.contains("positions")) slots.push_back(c["positions"][h].get<std::vector<int32_t>>());
@@ -178,7 +69,7 @@ void check_block(const std::string& model_name, const std::string& fixture, int6
     const auto ours = parity::run_ours(*l->model, l->f.ids, *press, Budget{ratio}, check_calls);
     for (int64_t layer : l->f.compressed_layers(l->model->config())) {
       const auto li = static_cast<size_t>(layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
+      const std::string where = parity::layer_name(model_name, fixture, ratio, layer);
       parity::expect_kept(l->f.run(r)["layers"][li], nullptr, ours.kept[li], {}, ours.positions_before[li], tol, where);
     }
   }
@@ -189,11 +80,7 @@ void check_block(const std::string& model_name, const std::string& fixture, int6
 // against the reference's, where a swap is allowed only between chunks whose reference chunk
 // scores (heads summed, slots averaged) tie at the cut.
 void check_chunkkv(const std::string& model_name, const std::string& fixture, const std::string& inner, const parity::Tolerance& tol) {
-  auto l = open(model_name, fixture);
-  if (!l) {
-    if (model_name == "gemma") GTEST_SKIP() << "default model not present";
-    return;
-  }
+  PARITY_OPEN_OR_SKIP(l, model_name, fixture)
   Exact exact;
   const int64_t chunk = 20;
   for (size_t r = 0; r < l->f.j["runs"].size(); ++r) {
@@ -202,7 +89,7 @@ void check_chunkkv(const std::string& model_name, const std::string& fixture, co
     const auto ours = parity::run_ours(*l->model, l->f.ids, *press, Budget{ratio}, inner_scores);
     for (int64_t layer : l->f.compressed_layers(l->model->config())) {
       const auto li = static_cast<size_t>(layer);
-      const std::string where = model_name + "/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
+      const std::string where = parity::layer_name(model_name, fixture, ratio, layer);
       const json* call = parity::score_call(l->f, r, li, "press.press");
       ASSERT_NE(call, nullptr) << where;
       const json& ref = (*call)["scores"];
@@ -249,14 +136,16 @@ void check_chunkkv(const std::string& model_name, const std::string& fixture, co
 
 }  // namespace
 
-TEST(KvpressParityWrappers, AdaKvSnapKv) { check_adakv("stories", "adakv_snapkv", "adakv(snapkv)", parity::Tolerance{}); }
+// AdaKV (kvpress_parity_adakv.h): when every slot we keep is protected (windows larger than the
+// budget), the reference must be a subset of ours.
+TEST(KvpressParityWrappers, AdaKvSnapKv) { parity::check_adakv("stories", "adakv_snapkv", "adakv(snapkv)", parity::Tolerance{}, {}); }
 TEST(KvpressParityWrappers, PerLayerKnorm) { check_per_layer("stories", parity::Tolerance{}); }
 TEST(KvpressParityWrappers, ChunkKnorm) { check_chunk("stories", "chunk_knorm_32", 32, parity::Tolerance{}); }
 TEST(KvpressParityWrappers, ChunkKvKnorm) { check_chunkkv("stories", "chunkkv_knorm", "knorm", parity::Tolerance{}); }
 TEST(KvpressParityWrappers, ChunkKvSnapKv) { check_chunkkv("stories", "chunkkv_snapkv", "snapkv", parity::Tolerance{}); }
 TEST(KvpressParityWrappers, BlockKeyDiff) { check_block("stories", "block_keydiff_32", 32, parity::Tolerance{}); }
 
-TEST(KvpressParityWrappersDefaultModel, AdaKvSnapKv) { check_adakv("gemma", "adakv_snapkv", "adakv(snapkv)", gemma_tol()); }
+TEST(KvpressParityWrappersDefaultModel, AdaKvSnapKv) { parity::check_adakv("gemma", "adakv_snapkv", "adakv(snapkv)", gemma_tol(), {}); }
 TEST(KvpressParityWrappersDefaultModel, PerLayerKnorm) { check_per_layer("gemma", gemma_tol()); }
 TEST(KvpressParityWrappersDefaultModel, ChunkKnorm) { check_chunk("gemma", "chunk_knorm_64", 64, gemma_tol()); }
 TEST(KvpressParityWrappersDefaultModel, ChunkKvKnorm) { check_chunkkv("gemma", "chunkkv_knorm", "knorm", gemma_tol()); }
@@ -270,7 +159,7 @@ namespace {
 // original rotated by i - p_i, and the kept slots match the fixture's.
 // StreamingLLM's scores are 0/1 upstream (ranks here): its kept sets are compared exactly, without scores.
 void check_rerotation(const std::string& fixture, const std::string& inner, bool scores_comparable) {
-  auto l = open("stories", fixture);
+  auto l = parity::open("stories", fixture);
   if (!l) return;
   Exact exact;
   const auto& c = l->model->config();
@@ -309,7 +198,7 @@ void check_rerotation(const std::string& fixture, const std::string& inner, bool
     double max_key_err = 0;
     for (int64_t layer = 0; layer < c.n_layer; ++layer) {
       const auto li = static_cast<size_t>(layer);
-      const std::string where = "stories/" + fixture + " ratio " + std::to_string(ratio) + " layer " + std::to_string(layer);
+      const std::string where = parity::layer_name("stories", fixture, ratio, layer);
       std::vector<std::vector<int32_t>> kept, before;
       for (int64_t h = 0; h < c.n_head_kv; ++h) {
         const auto run = session.cache().run(layer, h);

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "fixture_json.h"
 #include "kvsqueeze/press.h"
 #include "kvsqueeze/session.h"
 #include "press/lagkv_math.h"
@@ -26,15 +27,7 @@ using nlohmann::json;
 
 namespace {
 
-double num(const json& v) {
-  if (v.is_string()) {
-    const auto s = v.get<std::string>();
-    if (s == "inf") return INFINITY;
-    if (s == "-inf") return -INFINITY;
-    return NAN;
-  }
-  return v.get<double>();
-}
+using fixture_json::num;
 
 json load(const std::string& name) {
   std::ifstream in(test_paths::fixtures() + "/lagkv/" + name);

@@ -70,9 +70,7 @@ TEST(LayerStats, RequestedStatisticsAreWellFormed) {
 
 TEST(LayerStats, ValueNormsMatchTheCachedValues) {
   auto model = Model::load(test_paths::stories260k());
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  Session s(*model, o);
+  Session s(*model, {.kv_type_k = KvType::F32, .kv_type_v = KvType::F32});
   s.eval(kPrompt);
   const auto norms = value_norms(s.cache(), 2, 1);
   const auto run = s.cache().run(2, 1);

@@ -140,17 +140,8 @@ const std::map<std::string, std::vector<Maker>>& press_table() {
 const Model* load(const std::string& name, std::string* why) {
   static std::map<std::string, std::unique_ptr<Model>> cache;
   if (auto it = cache.find(name); it != cache.end()) return it->second.get();
-  std::string path;
-  if (name == "stories260k") {
-    path = test_paths::stories260k();
-    if (!std::filesystem::exists(path)) {
-      *why = "missing " + path;
-      return nullptr;
-    }
-  } else {
-    path = fixture_models::model_path(fixture_models::load_json(test_paths::fixtures() + "/logits/" + name + ".json"), why);
-    if (path.empty()) return nullptr;
-  }
+  const std::string path = fixture_models::test_model_path(name, why);
+  if (path.empty()) return nullptr;
   return (cache[name] = Model::load(path)).get();
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
@@ -35,29 +36,52 @@ int64_t max_len(const KvCache& c) {
   return m;
 }
 
+// Feeds `ids` to the runner `chunk` tokens at a time, calling after_chunk() after each, so that
+// the test sees the cache between chunks.
+void prefill_by_chunks(PressRunner& runner, const std::vector<int32_t>& ids, size_t chunk, const std::function<void()>& after_chunk) {
+  for (size_t at = 0; at < ids.size(); at += chunk) {
+    const auto end = std::min(ids.size(), at + chunk);
+    runner.prefill(std::vector<int32_t>(ids.begin() + static_cast<long>(at), ids.begin() + static_cast<long>(end)), 0);
+    after_chunk();
+  }
+}
+
+// Starts decoding and generates `steps` greedy tokens, calling after_step(step) after each.
+void decode_greedily(Session& s, PressRunner& runner, int steps, const std::function<void(int step)>& after_step) {
+  runner.start_decoding();
+  std::vector<float> logits = s.last_logits();
+  for (int step = 0; step < steps; ++step) {
+    logits = s.eval({argmax(logits)});
+    after_step(step);
+  }
+}
+
+// Decoding-time compression alone: prefills `ids` whole (no prefill press), then decodes greedily
+// with `decode_press` compressing under `policy`.
+void decode_compressing(Session& s, const std::vector<int32_t>& ids, Press& decode_press, const CompressionPolicy& policy, int steps,
+                        const std::function<void(int step)>& after_step) {
+  PressRunner runner(s, nullptr, Budget{}, &decode_press, policy);
+  runner.prefill(ids, 0);
+  EXPECT_EQ(max_len(s.cache()), static_cast<int64_t>(ids.size()));  // no prefill press: the context is whole
+  decode_greedily(s, runner, steps, after_step);
+}
+
 }  // namespace
 
 TEST(PressPipeline, ChunkedPrefillCompressionBoundsThePeakCache) {
   auto model = Model::load(test_paths::stories260k());
   const auto ids = prompt_ids(*model, 200);
-  SessionOptions o;
-  o.chunk = 16;
-  o.threads = 1;
-  Session s(*model, o);
+  Session s(*model, {.chunk = 16, .threads = 1});
   auto press = make_press("knorm");
-  CompressionPolicy policy;
-  policy.every_chunk = true;
+  const CompressionPolicy policy{.every_chunk = true};
   const Budget budget{0.0, 40};
   int64_t peak = 0;
   {
     PressRunner runner(s, press.get(), budget, nullptr, policy);
-    // Evaluate the context chunk by chunk ourselves to look at the cache between chunks.
-    for (size_t at = 0; at < ids.size(); at += 16) {
-      const std::vector<int32_t> chunk(ids.begin() + static_cast<long>(at), ids.begin() + static_cast<long>(std::min(ids.size(), at + 16)));
-      runner.prefill(chunk, 0);
+    prefill_by_chunks(runner, ids, 16, [&] {
       peak = std::max(peak, max_len(s.cache()));
       EXPECT_LE(max_len(s.cache()), 40);
-    }
+    });
     EXPECT_GT(runner.compressions(), 5 * 10);
   }
   EXPECT_EQ(peak, 40);
@@ -70,13 +94,9 @@ TEST(PressPipeline, ChunkedPrefillCompressionBoundsThePeakCache) {
 TEST(PressPipeline, ChunkedPrefillWithARatioKeepsThatShareOfEverythingSeen) {
   auto model = Model::load(test_paths::stories260k());
   const auto ids = prompt_ids(*model, 150);
-  SessionOptions o;
-  o.chunk = 32;
-  o.threads = 1;
-  Session s(*model, o);
+  Session s(*model, {.chunk = 32, .threads = 1});
   auto press = make_press("keydiff");
-  CompressionPolicy policy;
-  policy.every_chunk = true;
+  const CompressionPolicy policy{.every_chunk = true};
   PressRunner runner(s, press.get(), Budget{0.5}, nullptr, policy);
   runner.prefill(ids, 0);
   for (const auto& layer : s.cache().lengths())
@@ -86,21 +106,10 @@ TEST(PressPipeline, ChunkedPrefillWithARatioKeepsThatShareOfEverythingSeen) {
 TEST(PressPipeline, DecodingCompressionOscillatesBetweenTargetAndTargetPlusInterval) {
   auto model = Model::load(test_paths::stories260k());
   const auto ids = prompt_ids(*model, 40);
-  SessionOptions o;
-  o.threads = 1;
-  Session s(*model, o);
+  Session s(*model, {.threads = 1});
   auto press = make_press("streaming_llm");
-  CompressionPolicy policy;
-  policy.decode_interval = 10;
-  policy.decode_target = 30;
-  PressRunner runner(s, nullptr, Budget{}, press.get(), policy);
-  runner.prefill(ids, 0);
-  EXPECT_EQ(max_len(s.cache()), 40);  // no prefill press: the context is whole
-  runner.start_decoding();
-  std::vector<float> logits = s.last_logits();
   int compressions_seen = 0;
-  for (int step = 0; step < 120; ++step) {
-    logits = s.eval({argmax(logits)});
+  decode_compressing(s, ids, *press, {.decode_interval = 10, .decode_target = 30}, 120, [&](int step) {
     const int64_t len = max_len(s.cache());
     const int64_t steps_since = (s.next_position() - 40) % 10;
     if (steps_since == 0) {
@@ -112,7 +121,7 @@ TEST(PressPipeline, DecodingCompressionOscillatesBetweenTargetAndTargetPlusInter
     if (step >= 9) {
       EXPECT_LE(s.cache().bytes_held(), static_cast<size_t>(5 * 4 * 41) * (s.cache().k_row_bytes() + s.cache().v_row_bytes() + 4));
     }
-  }
+  });
   EXPECT_EQ(compressions_seen, 12);
   // StreamingLLM in decoding: the 4 sinks and the most recent slots.
   const auto pos = s.cache().positions(2, 1);
@@ -123,23 +132,13 @@ TEST(PressPipeline, DecodingCompressionOscillatesBetweenTargetAndTargetPlusInter
 TEST(PressPipeline, RatioDecodingKeepsAShareOfThePositionsSeen) {
   auto model = Model::load(test_paths::stories260k());
   const auto ids = prompt_ids(*model, 20);
-  SessionOptions o;
-  o.threads = 1;
-  Session s(*model, o);
+  Session s(*model, {.threads = 1});
   auto press = make_press("knorm");
-  CompressionPolicy policy;
-  policy.decode_interval = 8;
-  policy.decode_ratio = 0.5;
-  PressRunner runner(s, nullptr, Budget{}, press.get(), policy);
-  runner.prefill(ids, 0);
-  runner.start_decoding();
-  std::vector<float> logits = s.last_logits();
-  for (int step = 0; step < 64; ++step) {
-    logits = s.eval({argmax(logits)});
+  decode_compressing(s, ids, *press, {.decode_interval = 8, .decode_ratio = 0.5}, 64, [&](int step) {
     if ((s.next_position() - 20) % 8 == 0) {
       EXPECT_EQ(max_len(s.cache()), s.next_position() / 2) << "step " << step;
     }
-  }
+  });
 }
 
 TEST(PressPipeline, PolicyAndExpressionErrorsAreClear) {
@@ -197,32 +196,21 @@ TEST(PressPipeline, CliAbsoluteBudgetsDecodingAndForks) {
 TEST(PressPipeline, LagKvCompressesBetweenChunksAndWhileDecoding) {
   auto model = Model::load(test_paths::stories260k());
   const auto ids = prompt_ids(*model, 200);
-  SessionOptions o;
-  o.chunk = 16;  // LagKV's schedule: lag-sized chunks
-  o.threads = 1;
-  Session s(*model, o);
+  Session s(*model, {.chunk = 16, .threads = 1});  // LagKV's schedule: lag-sized chunks
   auto press = make_press("lagkv", {"mode=lagkv", "lag_size=16", "n_sink=4"});
-  CompressionPolicy policy;
-  policy.decode_triggers = true;
+  const CompressionPolicy policy{.decode_triggers = true};
   const int64_t lag = 16, sink = 4;
   // The LagKV bound: sinks + half of the scored partitions + a tail of [lag, 2 lag) slots.
   auto bound = [&](int64_t seen) { return sink + (seen - sink) / 2 + 2 * lag; };
   PressRunner runner(s, press.get(), Budget{0.5}, press.get(), policy);
   int64_t peak = 0;
-  for (size_t at = 0; at < ids.size(); at += 16) {
-    const std::vector<int32_t> chunk(ids.begin() + static_cast<long>(at), ids.begin() + static_cast<long>(std::min(ids.size(), at + 16)));
-    runner.prefill(chunk, 0);
+  prefill_by_chunks(runner, ids, 16, [&] {
     peak = std::max(peak, max_len(s.cache()));
     EXPECT_LE(max_len(s.cache()), bound(s.next_position())) << "after " << s.next_position();
-  }
+  });
   EXPECT_LT(peak, 200 * 3 / 4);
   EXPECT_GT(runner.compressions(), 0);
-  runner.start_decoding();
-  std::vector<float> logits = s.last_logits();
-  for (int step = 0; step < 64; ++step) {
-    logits = s.eval({argmax(logits)});
-    EXPECT_LE(max_len(s.cache()), bound(s.next_position())) << "step " << step;
-  }
+  decode_greedily(s, runner, 64, [&](int step) { EXPECT_LE(max_len(s.cache()), bound(s.next_position())) << "step " << step; });
   // Sinks stay; the most recent token is always held.
   const auto pos = s.cache().positions(1, 2);
   EXPECT_EQ(pos[0], 0);

@@ -301,10 +301,7 @@ namespace {
 const Model* load_model(const std::string& name, std::string* why) {
   static std::map<std::string, std::unique_ptr<Model>> cache;
   if (auto it = cache.find(name); it != cache.end()) return it->second.get();
-  std::string path;
-  if (name == "stories260k") path = test_paths::stories260k();
-  else if (name == "default") path = test_paths::gemma_model();
-  else path = fixture_models::model_path(fixture_models::load_json(test_paths::fixtures() + "/logits/" + name + ".json"), why);
+  const std::string path = name == "default" ? test_paths::gemma_model() : fixture_models::test_model_path(name, why);
   if (path.empty() || !std::filesystem::exists(path)) {
     if (why->empty()) *why = "missing model " + name;
     return nullptr;

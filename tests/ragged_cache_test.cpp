@@ -59,17 +59,8 @@ struct Loaded {
 const Loaded* load(const std::string& name, std::string* why) {
   static std::map<std::string, Loaded> cache;
   if (auto it = cache.find(name); it != cache.end()) return &it->second;
-  std::string path;
-  if (name == "stories260k") {
-    path = test_paths::stories260k();
-    if (!std::filesystem::exists(path)) {
-      *why = "missing " + path;
-      return nullptr;
-    }
-  } else {
-    path = fixture_models::model_path(fixture_models::load_json(test_paths::fixtures() + "/logits/" + name + ".json"), why);
-    if (path.empty()) return nullptr;
-  }
+  const std::string path = fixture_models::test_model_path(name, why);
+  if (path.empty()) return nullptr;
   Loaded l;
   l.model = Model::load(path);
   l.ref = std::make_unique<reference::ReferenceModel>(*l.model);
@@ -99,6 +90,18 @@ std::vector<int32_t> random_tokens(Rng& rng, int64_t n, int64_t vocab) {
 std::vector<int32_t> concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
+}
+
+// A random prompt and a random continuation of it, from one seeded stream.
+struct Prompt {
+  std::vector<int32_t> prompt, more;
+};
+Prompt random_prompt(uint32_t seed, int64_t prompt_len, int64_t more_len, int64_t vocab) {
+  Rng rng(seed);
+  Prompt p;
+  p.prompt = random_tokens(rng, prompt_len, vocab);
+  p.more = random_tokens(rng, more_len, vocab);
+  return p;
 }
 
 double tolerance(KvType t) { return t == KvType::F32 ? kF32Tol : kF16Tol; }
@@ -133,6 +136,17 @@ void report(const std::string& what, const Stats& st) {
   std::printf("[ max err  ] %-58s %.3e over %d rows (near-tie top-1 flips: %d)\n", what.c_str(), st.max_err, st.rows, st.near_ties);
 }
 
+// Compares the engine's logit rows `got` (n_vocab each) with the reference rows from position
+// `first` on, and reports them as `what`; rows are labelled "<label>pos P".
+void compare_rows(const std::vector<float>& got, const std::vector<std::vector<double>>& want, int64_t first, double tol,
+                  const std::string& what, const std::string& label = "") {
+  const auto V = static_cast<int64_t>(want.at(static_cast<size_t>(first)).size());
+  Stats st;
+  for (int64_t t = 0; t < static_cast<int64_t>(got.size()) / V; ++t)
+    compare_row(got.data() + t * V, want.at(static_cast<size_t>(first + t)), tol, label + "pos " + std::to_string(first + t), st);
+  report(what, st);
+}
+
 // Per (layer, kv head): the original positions a compaction kept.
 using KeptPositions = std::vector<std::vector<std::set<int32_t>>>;
 
@@ -156,8 +170,10 @@ reference::Visibility compacted_mask(const KeptPositions& kept, int32_t cut) {
 
 // Chooses, for every (layer, kv head), a random keep-set of a random size in [1, len] (the
 // first run keeps exactly one slot, the second keeps all), checks positions() before, applies
-// KvCache::compact and checks positions() after. Returns the kept positions.
-KeptPositions compact_randomly(KvCache& cache, Rng& rng) {
+// KvCache::compact and checks positions() after. Returns the kept positions; the same `seed`
+// draws the same keep-sets.
+KeptPositions compact_randomly(KvCache& cache, uint32_t seed) {
+  Rng rng(seed);
   const auto& sh = cache.shape();
   KeptPositions kept(static_cast<size_t>(sh.n_layer), std::vector<std::set<int32_t>>(static_cast<size_t>(sh.n_head_kv)));
   int64_t index = 0;
@@ -216,6 +232,19 @@ std::vector<float> feed(Session& s, const std::vector<int32_t>& tokens, Feed how
   return out;
 }
 
+// The f32 reference over `ids`, the keys evicted by a compaction at `cut` masked out.
+std::vector<std::vector<double>> masked_forward(const Loaded& m, const std::vector<int32_t>& ids, const KeptPositions& kept, int64_t cut) {
+  return m.ref->forward(ids, compacted_mask(kept, static_cast<int32_t>(cut)), reference::KvRounding::None, cut);
+}
+
+// After a rollback to `at`, evaluating ids[at] gives the f32 reference's logits over ids[0..at].
+void expect_next_exact(Session& s, const Loaded& m, const std::vector<int32_t>& ids, int32_t at, const std::string& label) {
+  const auto& got = s.eval({ids[static_cast<size_t>(at)]});
+  const auto want = m.ref->forward(std::vector<int32_t>(ids.begin(), ids.begin() + at + 1));
+  Stats st;
+  compare_row(got.data(), want[static_cast<size_t>(at)], kF32Tol, label, st);
+}
+
 // ---- Parameterised over models and cache types ------------------------------------------
 
 struct Case {
@@ -249,23 +278,13 @@ TEST_P(RaggedCache, UncompressedMatchesReference) {
   const auto prompt = random_tokens(rng, kPromptLen, V);
   const auto want = m->ref->forward(prompt, reference::all_visible, rounding(p.kv));
   for (int64_t chunk : {int64_t{512}, int64_t{3}}) {
-    SessionOptions o;
-    o.kv_type_k = o.kv_type_v = p.kv;
-    o.chunk = chunk;
-    Session s(*m->model, o);
+    Session s(*m->model, {.chunk = chunk, .kv_type_k = p.kv, .kv_type_v = p.kv});
     std::vector<float> got;
     s.eval(prompt, &got);
-    Stats st;
-    for (int64_t t = 0; t < kPromptLen; ++t)
-      compare_row(got.data() + t * V, want[static_cast<size_t>(t)], tolerance(p.kv), "pos " + std::to_string(t), st);
-    report(p.model + " " + kv_type_name(p.kv) + " uncompressed chunk " + std::to_string(chunk), st);
-    if (p.kv == KvType::F16 && chunk == 512) {  // what fp16 storage itself costs, for the record
-      const auto exact = m->ref->forward(prompt);
-      Stats e;
-      for (int64_t t = 0; t < kPromptLen; ++t)
-        compare_row(got.data() + t * V, exact[static_cast<size_t>(t)], kF16VsExactTol, "pos " + std::to_string(t), e);
-      report(p.model + " f16 cache vs unrounded reference", e);
-    }
+    ASSERT_EQ(got.size(), static_cast<size_t>(kPromptLen * V));
+    compare_rows(got, want, 0, tolerance(p.kv), p.model + " " + kv_type_name(p.kv) + " uncompressed chunk " + std::to_string(chunk));
+    if (p.kv == KvType::F16 && chunk == 512)  // what fp16 storage itself costs, for the record
+      compare_rows(got, m->ref->forward(prompt), 0, kF16VsExactTol, p.model + " f16 cache vs unrounded reference");
   }
 }
 
@@ -277,25 +296,19 @@ TEST_P(RaggedCache, CompactedMatchesMaskedReference) {
   LOAD_OR_SKIP(m, p.model);
   const ModelConfig& c = m->model->config();
   const int64_t V = c.n_vocab;
-  Rng tokens_rng(11);
-  const auto prompt = random_tokens(tokens_rng, kPromptLen, V);
-  const auto more = random_tokens(tokens_rng, kNewLen, V);
+  const auto [prompt, more] = random_prompt(11, kPromptLen, kNewLen, V);
   const auto all = concat(prompt, more);
 
   std::vector<std::vector<double>> want;
   KeptPositions first_kept;
   for (Feed how : {Feed::OneAtATime, Feed::Chunks3, Feed::OneChunk}) {
-    SessionOptions o;
-    o.kv_type_k = o.kv_type_v = p.kv;
-    o.chunk = how == Feed::Chunks3 ? 3 : 512;
-    Session s(*m->model, o);
+    Session s(*m->model, {.chunk = how == Feed::Chunks3 ? 3 : 512, .kv_type_k = p.kv, .kv_type_v = p.kv});
     s.eval(prompt);
     KvCache& cache = s.cache();
     for (const auto& layer : cache.lengths())
       for (int64_t len : layer) ASSERT_EQ(len, kPromptLen);
 
-    Rng keep_rng(1234);  // the same keep-sets for every way of feeding
-    const KeptPositions kept = compact_randomly(cache, keep_rng);
+    const KeptPositions kept = compact_randomly(cache, 1234);  // the same keep-sets for every way of feeding
     if (first_kept.empty()) first_kept = kept;
     ASSERT_EQ(kept, first_kept);
     // The keep-sets differ in size from head to head and include 1 and all.
@@ -330,11 +343,8 @@ TEST_P(RaggedCache, CompactedMatchesMaskedReference) {
     }
     const auto got = feed(s, more, how);
     ASSERT_EQ(got.size(), static_cast<size_t>(kNewLen * V));
-    Stats st;
-    for (int64_t t = 0; t < kNewLen; ++t)
-      compare_row(got.data() + t * V, want[static_cast<size_t>(kPromptLen + t)], tolerance(p.kv),
-                  std::string(feed_name(how)) + " pos " + std::to_string(kPromptLen + t), st);
-    report(p.model + " " + kv_type_name(p.kv) + " compacted, " + feed_name(how), st);
+    compare_rows(got, want, kPromptLen, tolerance(p.kv), p.model + " " + kv_type_name(p.kv) + " compacted, " + feed_name(how),
+                 std::string(feed_name(how)) + " ");
     // Sliding runs of gemma3 stay below their trimming point here, so every run grew by kNewLen.
     expect_lengths(cache, kept, kNewLen, "after new tokens");
   }
@@ -346,17 +356,13 @@ TEST_P(RaggedCache, CompactedMatchesMaskedReference) {
 TEST_P(RaggedCache, RollbackKeepsCompactedSlots) {
   const Case& p = GetParam();
   LOAD_OR_SKIP(m, p.model);
-  const ModelConfig& c = m->model->config();
-  const int64_t V = c.n_vocab;
+  const int64_t V = m->model->config().n_vocab;
   Rng tokens_rng(21);
   const auto prompt = random_tokens(tokens_rng, kPromptLen, V);
   const auto more = random_tokens(tokens_rng, 6, V);
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = p.kv;
-  Session s(*m->model, o);
+  Session s(*m->model, {.kv_type_k = p.kv, .kv_type_v = p.kv});
   s.eval(prompt);
-  Rng keep_rng(99);
-  const KeptPositions kept = compact_randomly(s.cache(), keep_rng);
+  const KeptPositions kept = compact_randomly(s.cache(), 99);
   s.cache().release_slack(0);
   std::vector<float> first;
   s.eval(more, &first);
@@ -383,11 +389,9 @@ TEST_P(RaggedCache, RollbackKeepsCompactedSlots) {
   std::vector<float> got;
   s.eval(other, &got);
   const auto all = concat(std::vector<int32_t>(prompt.begin(), prompt.begin() + cut), other);
-  const auto want = m->ref->forward(all, compacted_mask(below, cut), rounding(p.kv), cut);
-  Stats st;
-  for (int64_t t = 0; t < 10; ++t)
-    compare_row(got.data() + t * V, want[static_cast<size_t>(cut + t)], tolerance(p.kv), "pos " + std::to_string(cut + t), st);
-  report(p.model + " " + kv_type_name(p.kv) + " rollback into compacted prefix", st);
+  ASSERT_EQ(got.size(), static_cast<size_t>(10 * V));
+  compare_rows(got, m->ref->forward(all, compacted_mask(below, cut), rounding(p.kv), cut), cut, tolerance(p.kv),
+               p.model + " " + kv_type_name(p.kv) + " rollback into compacted prefix");
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, RaggedCache, testing::ValuesIn(kCases), case_name);
@@ -405,13 +409,8 @@ TEST(RaggedCacheSliding, Gemma3RunsAreTrimmedAndLogitsMatch) {
   ASSERT_TRUE(std::count(c.layer_sliding.begin(), c.layer_sliding.end(), true) > 0 &&
               std::count(c.layer_sliding.begin(), c.layer_sliding.end(), false) > 0);
   const int64_t kSlack = 64, prompt_len = 150, decode_len = 80;
-  Rng rng(5);
-  const auto prompt = random_tokens(rng, prompt_len, V);
-  const auto more = random_tokens(rng, decode_len, V);
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.chunk = 16;  // the bound holds for chunks up to the slack
-  Session s(*m->model, o);
+  const auto [prompt, more] = random_prompt(5, prompt_len, decode_len, V);
+  Session s(*m->model, {.chunk = 16, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32});  // the bound holds for chunks up to the slack
   int64_t max_sliding = 0;
   auto check_runs = [&](const std::string& when) {
     const int64_t n = s.next_position();
@@ -441,11 +440,8 @@ TEST(RaggedCacheSliding, Gemma3RunsAreTrimmedAndLogitsMatch) {
   EXPECT_EQ(max_sliding, W - 1 + kSlack);  // trimming did happen, at the bound
   s.cache().release_slack(0);
   EXPECT_LT(s.cache().bytes_held(), static_cast<size_t>(prompt_len + decode_len) * c.n_layer * c.n_head_kv * slot_bytes(c, KvType::F32));
-  const auto want = m->ref->forward(concat(prompt, more));
-  Stats st;
-  for (int64_t t = 0; t < prompt_len + decode_len; ++t)
-    compare_row(got.data() + t * V, want[static_cast<size_t>(t)], kF32Tol, "pos " + std::to_string(t), st);
-  report("synth_gemma3_f32 f32 sliding trimmed, 230 positions", st);
+  ASSERT_EQ(got.size(), static_cast<size_t>((prompt_len + decode_len) * V));
+  compare_rows(got, m->ref->forward(concat(prompt, more)), 0, kF32Tol, "synth_gemma3_f32 f32 sliding trimmed, 230 positions");
 }
 
 // Compaction of every run (sliding ones included) after the sliding runs were trimmed, then
@@ -453,31 +449,18 @@ TEST(RaggedCacheSliding, Gemma3RunsAreTrimmedAndLogitsMatch) {
 // window are outside every later query's window anyway.
 TEST(RaggedCacheSliding, Gemma3CompactionAfterTrimming) {
   LOAD_OR_SKIP(m, "synth_gemma3_f32");
-  const ModelConfig& c = m->model->config();
-  const int64_t V = c.n_vocab, prompt_len = 150, decode_len = 40;
-  Rng rng(6);
-  const auto prompt = random_tokens(rng, prompt_len, V);
-  const auto more = random_tokens(rng, decode_len, V);
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.chunk = 16;
-  Session s(*m->model, o);
+  const int64_t V = m->model->config().n_vocab, prompt_len = 150, decode_len = 40;
+  const auto [prompt, more] = random_prompt(6, prompt_len, decode_len, V);
+  Session s(*m->model, {.chunk = 16, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32});
   s.eval(prompt);
-  Rng keep_rng(77);
-  const KeptPositions kept = compact_randomly(s.cache(), keep_rng);
+  const KeptPositions kept = compact_randomly(s.cache(), 77);
   s.cache().release_slack(0);
-  std::vector<float> got;
-  s.eval(std::vector<int32_t>(more.begin(), more.begin() + 10), &got);  // one chunk (blocked attention)
-  for (int64_t t = 10; t < decode_len; ++t) {
-    const auto& row = s.eval({more[static_cast<size_t>(t)]});
-    got.insert(got.end(), row.begin(), row.end());
-  }
-  const auto want = m->ref->forward(concat(prompt, more), compacted_mask(kept, static_cast<int32_t>(prompt_len)),
-                                    reference::KvRounding::None, prompt_len);
-  Stats st;
-  for (int64_t t = 0; t < decode_len; ++t)
-    compare_row(got.data() + t * V, want[static_cast<size_t>(prompt_len + t)], kF32Tol, "pos " + std::to_string(prompt_len + t), st);
-  report("synth_gemma3_f32 f32 compacted after trimming", st);
+  auto got = feed(s, std::vector<int32_t>(more.begin(), more.begin() + 10), Feed::OneChunk);  // blocked attention
+  const auto rest = feed(s, std::vector<int32_t>(more.begin() + 10, more.end()), Feed::OneAtATime);
+  got.insert(got.end(), rest.begin(), rest.end());
+  ASSERT_EQ(got.size(), static_cast<size_t>(decode_len * V));
+  compare_rows(got, masked_forward(*m, concat(prompt, more), kept, prompt_len), prompt_len, kF32Tol,
+               "synth_gemma3_f32 f32 compacted after trimming");
 }
 
 // ---- Known engine problems (disabled until fixed; see the notes) ---------------------------
@@ -492,9 +475,7 @@ TEST(RaggedCacheSliding, TrimmingBoundHoldsPerHeadAfterCompaction) {
   ASSERT_TRUE(c.layer_sliding[0]);
   Rng rng(9);
   const auto ids = random_tokens(rng, 130, c.n_vocab);
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  Session s(*m->model, o);
+  Session s(*m->model, {.kv_type_k = KvType::F32, .kv_type_v = KvType::F32});
   s.eval(std::vector<int32_t>(ids.begin(), ids.begin() + 60));
   const int32_t last[] = {59};
   s.cache().compact(0, 0, last);  // sliding layer 0, head 0 keeps its newest slot
@@ -511,24 +492,17 @@ TEST(RaggedCacheSliding, TrimmingBoundHoldsPerHeadAfterCompaction) {
 // rollback point. Either refusing (an Error) or computing the right logits would be correct.
 TEST(RaggedCacheSliding, RollbackBeyondTrimmedWindowIsRefusedOrExact) {
   LOAD_OR_SKIP(m, "synth_gemma3_f32");
-  const ModelConfig& c = m->model->config();
-  const int64_t V = c.n_vocab;
+  const int64_t V = m->model->config().n_vocab;
   Rng rng(10);
   const auto ids = random_tokens(rng, 150, V);
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.chunk = 16;  // sliding runs get trimmed during the prefill
-  Session s(*m->model, o);
+  Session s(*m->model, {.chunk = 16, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32});  // sliding runs get trimmed during the prefill
   s.eval(ids);
   try {
     s.rollback_to(40);
   } catch (const Error&) {
     return;  // refused: fine
   }
-  const auto& got = s.eval({ids[40]});
-  const auto want = m->ref->forward(std::vector<int32_t>(ids.begin(), ids.begin() + 41));
-  Stats st;
-  compare_row(got.data(), want[40], kF32Tol, "pos 40 after rollback", st);
+  expect_next_exact(s, *m, ids, 40, "pos 40 after rollback");
 }
 
 // A protected rollback point (the end of a context several questions are asked about) keeps
@@ -538,18 +512,12 @@ TEST(RaggedCacheSliding, ProtectedRollbackPointSurvivesLongAnswers) {
   const int64_t V = m->model->config().n_vocab;
   Rng rng(11);
   const auto ids = random_tokens(rng, 150, V);
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.chunk = 16;
-  Session s(*m->model, o);
+  Session s(*m->model, {.chunk = 16, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32});
   s.eval(std::vector<int32_t>(ids.begin(), ids.begin() + 40));
   s.cache().protect_query_position(40);
   for (size_t i = 40; i < ids.size(); ++i) s.eval({ids[i]});  // an "answer" far longer than the window
   ASSERT_NO_THROW(s.rollback_to(40));
-  const auto& got = s.eval({ids[40]});
-  const auto want = m->ref->forward(std::vector<int32_t>(ids.begin(), ids.begin() + 41));
-  Stats st;
-  compare_row(got.data(), want[40], kF32Tol, "pos 40 after protected rollback", st);
+  expect_next_exact(s, *m, ids, 40, "pos 40 after protected rollback");
 }
 
 // ---- Long runs: the decode path's split key ranges ------------------------------------------
@@ -558,30 +526,17 @@ TEST(RaggedCacheSliding, ProtectedRollbackPointSurvivesLongAnswers) {
 // key range and merges partial softmaxes; heavy, uneven compaction must not upset that.
 TEST(RaggedCacheLong, SplitDecodeOverCompactedRunsMatchesReference) {
   LOAD_OR_SKIP(m, "stories260k");
-  const ModelConfig& c = m->model->config();
-  const int64_t V = c.n_vocab, prompt_len = 1100, decode_len = 4;
-  Rng rng(8);
-  const auto prompt = random_tokens(rng, prompt_len, V);
-  const auto more = random_tokens(rng, decode_len, V);
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.threads = 8;  // ceil(2 * 8 / 8 heads) = 2 splits once a run is >= 1024 slots long
-  Session s(*m->model, o);
+  const int64_t V = m->model->config().n_vocab, prompt_len = 1100, decode_len = 4;
+  const auto [prompt, more] = random_prompt(8, prompt_len, decode_len, V);
+  // ceil(2 * 8 / 8 heads) = 2 splits once a run is >= 1024 slots long
+  Session s(*m->model, {.threads = 8, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32});
   s.eval(prompt);
   // The first run keeps 1 slot, the second all; the rest random (most keep hundreds).
-  Rng keep_rng(3);
-  const KeptPositions kept = compact_randomly(s.cache(), keep_rng);
-  std::vector<float> got;
-  for (int32_t id : more) {
-    const auto& row = s.eval({id});
-    got.insert(got.end(), row.begin(), row.end());
-  }
-  const auto want = m->ref->forward(concat(prompt, more), compacted_mask(kept, static_cast<int32_t>(prompt_len)),
-                                    reference::KvRounding::None, prompt_len);
-  Stats st;
-  for (int64_t t = 0; t < decode_len; ++t)
-    compare_row(got.data() + t * V, want[static_cast<size_t>(prompt_len + t)], kF32Tol, "pos " + std::to_string(prompt_len + t), st);
-  report("stories260k f32 1100 positions, 8 threads, compacted", st);
+  const KeptPositions kept = compact_randomly(s.cache(), 3);
+  const auto got = feed(s, more, Feed::OneAtATime);
+  ASSERT_EQ(got.size(), static_cast<size_t>(decode_len * V));
+  compare_rows(got, masked_forward(*m, concat(prompt, more), kept, prompt_len), prompt_len, kF32Tol,
+               "stories260k f32 1100 positions, 8 threads, compacted");
 }
 
 // The reference's fp16 rounding agrees with IEEE half (spot checks that do not involve the

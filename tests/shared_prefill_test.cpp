@@ -51,10 +51,7 @@ struct Cell {
 
 void check_cells(const Model& model, const std::vector<Cell>& cells, int n_tokens, int64_t chunk) {
   const auto ids = prompt_ids(model, n_tokens);
-  SessionOptions o;
-  o.chunk = chunk;
-  o.threads = 1;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
+  const SessionOptions o{.chunk = chunk, .threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32};
   Session shared(model, o);
   std::vector<std::unique_ptr<Press>> presses;
   std::vector<PrefillCell> prefill_cells;
@@ -113,9 +110,8 @@ TEST(SharedPrefill, EveryCellEqualsItsOwnPrefillOverSeveralChunks) {
 }
 
 TEST(SharedPrefill, SlidingWindowLayersAreCopiedNotCompressed) {
-  const auto j = fixture_models::load_json(test_paths::fixtures() + "/logits/synth_gemma3_f32.json");
   std::string why;
-  const std::string path = fixture_models::model_path(j, &why);
+  const std::string path = fixture_models::test_model_path("synth_gemma3_f32", &why);
   if (path.empty()) GTEST_SKIP() << why;
   auto model = Model::load(path);
   check_cells(*model, {{"none", {}}, {"snapkv(window_size=16)", {0.5}}, {"tova", {0.25}}, {"expected_attention", {0.5}}}, 128, 16);
@@ -124,10 +120,7 @@ TEST(SharedPrefill, SlidingWindowLayersAreCopiedNotCompressed) {
 TEST(SharedPrefill, AChunkTriggeredPressIsMarkedNotShareable) {
   auto model = Model::load(test_paths::stories260k());
   const auto ids = prompt_ids(*model, 200);
-  SessionOptions o;
-  o.chunk = 32;
-  o.threads = 1;
-  Session s(*model, o);
+  Session s(*model, {.chunk = 32, .threads = 1});
   auto lag = make_press("lagkv(mode=lagkv, lag_size=16)");
   auto snap = make_press("snapkv");
   auto contexts = shared_prefill(s, ids, {{lag.get(), {0.5}}, {snap.get(), {0.5}}});
@@ -160,10 +153,7 @@ TEST(SharedPrefill, ALongerQueryWindowOnlyMovesChunkBoundaries) {
   // 64 rows, the uncompressed copy's does not. Same function, other rounding order.
   auto model = Model::load(test_paths::stories260k());
   const auto ids = prompt_ids(*model, 150);
-  SessionOptions o;
-  o.chunk = 32;
-  o.threads = 1;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
+  const SessionOptions o{.chunk = 32, .threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32};
   Session shared(*model, o);
   auto snap = make_press("snapkv");
   auto contexts = shared_prefill(shared, ids, {{nullptr, {}}, {snap.get(), {0.5}}});

@@ -32,15 +32,14 @@ std::vector<int32_t> random_tokens(uint32_t seed, int64_t n, int64_t vocab) {
   return out;
 }
 
-// Prefills `ids` compressing every full-attention layer with `press` after its attention.
+// Prefills `ids` compressing every full-attention layer with `press` after its attention, at
+// ratio 0.5 (think ignores it, but it is not "no compression").
 void prefill(Session& s, Press& press, const std::vector<int32_t>& ids) {
   s.set_stats_request(press.needs());
   s.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
     const LayerView view(s.model(), st.layer, cache, st);
     press.observe(view);
-    Budget b;
-    b.ratio = 0.5;  // ignored by think, but not "no compression"
-    if (st.last_chunk) compress_layer(press, view, b, cache);
+    if (st.last_chunk) compress_layer(press, view, Budget{0.5}, cache);
   });
   s.eval(ids);
   s.set_layer_hook(nullptr);
@@ -235,22 +234,13 @@ TEST(Finch, OptionsAndChunkedBudget) {
   EXPECT_NE(make_press("finch", {"window_size=4"})->next_position(), 0);  // rerotate_keys=true (default) is accepted
   auto model = Model::load(test_paths::stories260k());
   const auto ids = random_tokens(9, 70, model->config().n_vocab);
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
+  const SessionOptions o{.kv_type_k = KvType::F32, .kv_type_v = KvType::F32};
   // Per chunk of 32 slots (70 = 32 + 32 + 6), each keeps int(len * 0.5); the last 8 (the
   // question) are always kept, so the last chunk keeps all 6 of its slots (protected slots are
   // never evicted; kvpress would keep 3 of its 6 tied question slots).
   auto press = make_press("finch", {"window_size=8", "rerotate_keys=false", "chunk_length=32"});
   Session s(*model, o);
-  s.set_stats_request(press->needs());
-  s.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
-    const LayerView view(*model, st.layer, cache, st);
-    Budget b;
-    b.ratio = 0.5;
-    compress_layer(*press, view, b, cache);
-  });
-  s.eval(ids);
-  s.set_layer_hook(nullptr);
+  prefill(s, *press, ids);
   for (int64_t l = 0; l < model->config().n_layer; ++l)
     for (int64_t h = 0; h < model->config().n_head_kv; ++h) {
       const auto p = s.cache().positions(l, h);
@@ -262,12 +252,5 @@ TEST(Finch, OptionsAndChunkedBudget) {
   // chunk_length must exceed window_size / (1 - ratio).
   auto tight = make_press("finch", {"window_size=20", "rerotate_keys=false", "chunk_length=32"});
   Session t(*model, o);
-  t.set_stats_request(tight->needs());
-  t.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
-    const LayerView view(*model, st.layer, cache, st);
-    Budget b;
-    b.ratio = 0.5;
-    compress_layer(*tight, view, b, cache);
-  });
-  EXPECT_THROW(t.eval(ids), Error);
+  EXPECT_THROW(prefill(t, *tight, ids), Error);
 }

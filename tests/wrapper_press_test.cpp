@@ -27,9 +27,7 @@ std::vector<int32_t> prompt() {
 
 // Runs `hook` on every layer after its attention (on an f32 cache), then nothing else.
 std::unique_ptr<Session> run(const Model& model, const StatsRequest& req, const std::function<void(const LayerView&, KvCache&)>& hook) {
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.threads = 1;
+  const SessionOptions o{.threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32};
   auto s = std::make_unique<Session>(model, o);
   s->set_stats_request(req);
   s->set_layer_hook([&](const LayerStats& st, KvCache& cache) { hook(LayerView(model, st.layer, cache, st), cache); });
@@ -44,10 +42,7 @@ TEST(WrapperPress, AdaKvEvictsPerHeadAndFreesTheMemory) {
   auto model = Model::load(test_paths::stories260k());
   for (const char* inner : {"snapkv", "knorm", "keydiff", "tova"}) {
     auto press = make_press(std::string("adakv(") + inner + ")");
-    SessionOptions o;
-    o.kv_type_k = o.kv_type_v = KvType::F16;
-    o.threads = 1;
-    Session s(*model, o);
+    Session s(*model, {.threads = 1, .kv_type_k = KvType::F16, .kv_type_v = KvType::F16});
     prefill_with_press(s, prompt(), *press, Budget{0.5}, 0);
     const auto& cache = s.cache();
     const auto len = static_cast<int64_t>(prompt().size());
@@ -145,9 +140,7 @@ TEST(WrapperPress, CriticalAdaKvKeepsTheLayerBudgetRagged) {
   auto model = Model::load(test_paths::stories260k());
   for (const char* inner : {"knorm", "snapkv"}) {
     auto press = make_press(std::string("critical_adakv(") + inner + ")");
-    SessionOptions o;
-    o.threads = 1;
-    Session s(*model, o);
+    Session s(*model, {.threads = 1});
     prefill_with_press(s, prompt(), *press, Budget{0.25}, 0);
     const auto len = static_cast<int64_t>(prompt().size());
     for (int64_t l = 0; l < model->config().n_layer; ++l) {
@@ -167,10 +160,7 @@ TEST(WrapperPress, ComposedEqualsThePressesInSequence) {
   auto model = Model::load(test_paths::stories260k());
   for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{{"snapkv", "knorm"}, {"knorm", "keydiff"}, {"tova", "knorm"}}) {
     auto composed = make_press("composed(" + a + "," + b + ")");
-    SessionOptions o;
-    o.kv_type_k = o.kv_type_v = KvType::F32;
-    o.threads = 1;
-    Session s1(*model, o);
+    Session s1(*model, {.threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32});
     prefill_with_press(s1, prompt(), *composed, Budget{0.3}, 0);
     auto pa = make_press(a), pb = make_press(b);
     auto s2 = run(*model, pa->needs(), [&](const LayerView& v, KvCache& cache) {
@@ -196,9 +186,7 @@ TEST(WrapperPress, ComposedGathersSlotStatisticsForLaterPresses) {
   // the kept slots; ungathered rows would be misindexed.
   auto model = Model::load(test_paths::stories260k());
   auto composed = make_press("composed(tova,tova)");
-  SessionOptions o;
-  o.kv_type_k = o.kv_type_v = KvType::F32;
-  o.threads = 1;
+  const SessionOptions o{.threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32};
   Session s1(*model, o);
   prefill_with_press(s1, prompt(), *composed, Budget{0.5}, 0);
   // tova twice: the second pass keeps the best half of the first pass's kept slots by the same
@@ -218,8 +206,7 @@ TEST(WrapperPress, ComposedGathersSlotStatisticsForLaterPresses) {
 
 TEST(WrapperPress, PerLayerRatiosAndErrors) {
   auto model = Model::load(test_paths::stories260k());
-  SessionOptions o;
-  o.threads = 1;
+  const SessionOptions o{.threads = 1};
   {
     Session s(*model, o);
     auto press = make_press("per_layer(knorm, ratios=0:0.25:0.5:0.75:0.5)");
@@ -251,8 +238,7 @@ TEST(WrapperPress, SliceWrappersRejectAttentionScorers) {
 
 TEST(WrapperPress, KeyRerotationContinuesAtN) {
   auto model = Model::load(test_paths::stories260k());
-  SessionOptions o;
-  o.threads = 1;
+  const SessionOptions o{.threads = 1};
   Session s(*model, o);
   auto press = make_press("key_rerotation(knorm)");
   prefill_with_press(s, prompt(), *press, Budget{0.5}, 8);

@@ -45,14 +45,10 @@ class CompressionRatioDecodingPress(DecodingPress):
 
     Parameters
     ----------
-    base_press : press
-        The press that scores the slots.
-    compression_interval : int, default 512
-        Generated tokens between two compressions.
+    base_press, compression_interval, hidden_states_buffer_size
+        As for :class:`DecodingPress`.
     target_compression_ratio : float, default 0.5
         Fraction of the positions seen that each compression removes.
-    hidden_states_buffer_size : int, default 256
-        Unused (kvpress compatibility).
     """
 
     _fields = ("base_press", "compression_interval", "target_compression_ratio", "hidden_states_buffer_size")

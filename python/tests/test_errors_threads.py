@@ -32,6 +32,12 @@ def test_bad_engine_settings(stories):
     model = kvsqueeze.Model.load(stories)
     with pytest.raises(ValueError):
         kvsqueeze.Engine(model, kv_type="f8")
+    with pytest.raises(ValueError, match="type_k"):
+        kvsqueeze.Engine(model, type_k="q5_1")
+    with pytest.raises(ValueError, match="blocks of 32"):  # stories260K's heads have 8 channels
+        kvsqueeze.Engine(model, kv_type="q8_0")
+    with pytest.raises(ValueError, match="kv_rotation"):
+        kvsqueeze.Engine(model, kv_rotation="sometimes")
     with pytest.raises(ValueError):
         kvsqueeze.Engine(model, chunk=0)
     engine = kvsqueeze.Engine(model, ctx_size=64)

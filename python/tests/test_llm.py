@@ -57,3 +57,19 @@ def test_press_on_completions(llm):
     a = llm("Once upon a time there was a girl", max_tokens=4, temperature=0, press=SnapKVPress(0.5, window_size=2))
     assert a["usage"]["completion_tokens"] == 4
     assert llm.cache.kv_bytes_held < llm.cache.kv_bytes_full
+
+
+@pytest.mark.default_model
+def test_quantized_kv_cache_answers_and_holds_its_block_bytes(default_model):
+    """q8_0 and q8_0 keys / q4_0 values (llama.cpp's -ctk/-ctv) on the default model: the same
+    answer as f16, and the bytes their 32-value blocks take (34 and 18 bytes against f16's 64)."""
+    held = {}
+    for name, kwargs in {"f16": {}, "q8_0": {"kv_type": "q8_0"}, "q8_0/q4_0": {"type_k": "q8_0", "type_v": "q4_0"}}.items():
+        llm = LLM(default_model, n_ctx=256, n_threads=2, **kwargs)
+        out = llm("The capital of France is", max_tokens=3, temperature=0)["choices"][0]["text"]
+        assert "Paris" in out, (name, out)
+        assert llm._engine.kv_type == name
+        held[name] = llm.cache.kv_bytes_held
+    # Per slot and head of 64 channels: f16 128 + 128 + 4 bytes, q8_0 68 + 68 + 4, q8_0/q4_0 68 + 36 + 4.
+    assert held["q8_0"] / held["f16"] == pytest.approx(140 / 260)
+    assert held["q8_0/q4_0"] / held["f16"] == pytest.approx(108 / 260)

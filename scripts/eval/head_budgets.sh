@@ -6,10 +6,8 @@
 # Resumable (cells already in OUT/*/results.jsonl are skipped). About 60 minutes on 2 cores.
 #   scripts/eval/head_budgets.sh [OUT]   (default: docs/results/head_budgets)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/common.sh"
 OUT="${1:-docs/results/head_budgets}"
-[ -x build/kvsqueeze ] || scripts/setup.sh
-MODEL="$(scripts/get_model.sh qwen2.5-0.5b-instruct)"
 STORIES="../shared/models/stories260K.gguf"
 mkdir -p "$OUT"
 HEADS="$OUT/qwen05.heads.json"

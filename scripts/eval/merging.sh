@@ -7,10 +7,8 @@
 # About 50 minutes on 2 cores.
 #   scripts/eval/merging.sh [OUT]   (default: docs/results/merging)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/common.sh"
 OUT="${1:-docs/results/merging}"
-[ -x build/kvsqueeze ] || scripts/setup.sh
-MODEL="$(scripts/get_model.sh qwen2.5-0.5b-instruct)"
 EVICT="snapkv,merging(snapkv),cam(snapkv),streaming_llm,merging(streaming_llm),cam(streaming_llm),knorm,merging(knorm)"
 pyramid() {  # pyramid_merge at the given local windows and poolings
   local list=""

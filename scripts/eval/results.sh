@@ -9,11 +9,9 @@
 #   STAGES="kld niah" THREADS=1 scripts/eval/results.sh
 # Wall time on 2 cores (AVX2, no AVX-512): kld ~15 min, niah ~1 h, ruler ~3 h.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/common.sh"
 OUT="${1:-docs/results}"
 STAGES="${STAGES:-kld niah ruler}"
-[ -x build/kvsqueeze ] || scripts/setup.sh
-MODEL="$(scripts/get_model.sh qwen2.5-0.5b-instruct)"
 HEADS="docs/results/head_budgets/qwen05.heads.json"  # scripts/eval/head_budgets.sh writes it
 
 # Every press at 0.5; the main ones also at 0.25 and 0.75. Not here: qfilter (needs learned

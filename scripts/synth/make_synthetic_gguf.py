@@ -416,26 +416,15 @@ def write_model(arch, shape, ftype, seed, path, spm_vocab_path=DEFAULT_SPM_VOCAB
     if ftype not in ("F32", "F16", "BF16"):
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-    # tokenizer
-    w.add_tokenizer_model(vocab["model"])
-    if "pre" in vocab:
-        w.add_tokenizer_pre(vocab["pre"])
-    w.add_token_list(vocab["tokens"])
-    if "scores" in vocab:
-        w.add_token_scores(vocab["scores"])
-    w.add_token_types(vocab["types"])
-    if "merges" in vocab:
-        w.add_token_merges(vocab["merges"])
-    if "bos_token_id" in vocab:
-        w.add_bos_token_id(vocab["bos_token_id"])
-    if "eos_token_id" in vocab:
-        w.add_eos_token_id(vocab["eos_token_id"])
-    if "unknown_token_id" in vocab:
-        w.add_unk_token_id(vocab["unknown_token_id"])
-    if "padding_token_id" in vocab:
-        w.add_pad_token_id(vocab["padding_token_id"])
-    if "add_bos_token" in vocab:
-        w.add_add_bos_token(vocab["add_bos_token"])
+    # tokenizer: model, tokens and types always, the rest when the vocab has them; in this order
+    # (the file's bytes, and so the sha256 the fixtures record, depend on it)
+    for key, add in (("model", w.add_tokenizer_model), ("pre", w.add_tokenizer_pre), ("tokens", w.add_token_list),
+                     ("scores", w.add_token_scores), ("types", w.add_token_types), ("merges", w.add_token_merges),
+                     ("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
+                     ("unknown_token_id", w.add_unk_token_id), ("padding_token_id", w.add_pad_token_id),
+                     ("add_bos_token", w.add_add_bos_token)):
+        if key in vocab or key in ("model", "tokens", "types"):
+            add(vocab[key])
 
     for name, tshape, kind, std in tensor_list(arch, hp, n_vocab):
         data, raw = make_tensor(seed, name, tshape, kind, std, ftype, hp, realistic)

@@ -249,6 +249,8 @@ size_t KvCache::bytes_used() const { return storage_->bytes_used(); }
 
 void KvCache::keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels) {
   check_channels(channels, shape_.head_dim_k, key_channels(layer, head), layer, head);
+  const auto current = key_channels(layer, head);
+  if (channels.size() == (current.empty() ? static_cast<size_t>(shape_.head_dim_k) : current.size())) return;  // keeps them all
   const int64_t block = kv_block_elems(shape_.k_type);
   if (static_cast<int64_t>(channels.size()) % block != 0)
     throw ParameterError("kv_type_k", "key-channel pruning keeps " + std::to_string(channels.size()) + " channels of " +

@@ -8,18 +8,13 @@
 #include <utility>
 #include <sstream>
 
+#include "eval/task_text.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/runner.h"
 #include "kvsqueeze/press.h"
 
 namespace kvsqueeze::eval {
 namespace {
-
-std::string ratio_text(double r) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", r);
-  return buf;
-}
 
 // Budget options and merge=similarity|cam (a wrapper around every press) go to every cell.
 bool is_global_option(const std::string& o) {
@@ -71,12 +66,12 @@ std::pair<std::string, std::optional<double>> split_fixed_ratio(const std::strin
 }
 
 void check_ratio(double r) {
-  if (!(r >= 0.0 && r < 1.0)) throw ParameterError("ratios", "`ratios` values must be in [0, 1) (the fraction removed), got " + ratio_text(r));
+  if (!(r >= 0.0 && r < 1.0)) throw ParameterError("ratios", "`ratios` values must be in [0, 1) (the fraction removed), got " + format_number(r));
 }
 
 }  // namespace
 
-std::string GridCell::label() const { return press == "none" ? "none" : press + "@" + ratio_text(ratio); }
+std::string GridCell::label() const { return press == "none" ? "none" : press + "@" + format_number(ratio); }
 
 std::vector<GridCell> make_grid(const EvalSettings& s) {
   std::vector<GridCell> grid{{"none", 0.0, {}}};
@@ -111,12 +106,12 @@ std::vector<GridCell> make_grid(const EvalSettings& s) {
 
 std::string result_key(const Sample& sample, const GridCell& cell, const EvalSettings& s) {
   std::ostringstream k;
-  k << sample.task << "|" << sample.id << "|" << cell.press << "|" << (cell.press == "none" ? "0" : ratio_text(cell.ratio));
+  k << sample.task << "|" << sample.id << "|" << cell.press << "|" << (cell.press == "none" ? "0" : format_number(cell.ratio));
   for (const auto& o : cell.options) k << "|" << o;
   if (cell.press != "none") {
     if (s.policy.every_chunk) k << "|every_chunk";
     if (s.policy.decode_interval > 0)
-      k << "|decode:" << s.policy.decode_interval << ":" << s.policy.decode_target << ":" << ratio_text(s.policy.decode_ratio);
+      k << "|decode:" << s.policy.decode_interval << ":" << s.policy.decode_target << ":" << format_number(s.policy.decode_ratio);
     if (s.query_aware) k << "|query_aware";
   }
   return k.str();

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "eval/summary.h"
+#include "eval/task_text.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/report.h"
 
@@ -30,12 +31,6 @@ std::string file_name_piece(const std::string& text) {
   }
   while (!piece.empty() && piece.back() == '_') piece.pop_back();
   return piece.empty() ? "press" : piece;
-}
-
-std::string format_g(double value) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%g", value);
-  return buffer;
 }
 
 std::string y_axis_label(const std::string& kind) {
@@ -141,8 +136,8 @@ void niah_heatmaps(const std::vector<nlohmann::json>& results, const std::filesy
   for (const auto& [key, grid] : grids) {
     const auto& [task, press, ratio] = key;
     std::vector<std::string> x_labels, y_labels;
-    for (double length : grid.lengths) x_labels.push_back(format_g(length));
-    for (double depth : grid.depths) y_labels.push_back(format_g(depth) + "%");
+    for (double length : grid.lengths) x_labels.push_back(format_number(length));
+    for (double depth : grid.depths) y_labels.push_back(format_number(depth) + "%");
     std::vector<std::vector<double>> values;
     for (double depth : grid.depths) {
       std::vector<double> row;
@@ -154,9 +149,9 @@ void niah_heatmaps(const std::vector<nlohmann::json>& results, const std::filesy
     }
     std::string stem = "niah_";
     if (tasks.size() > 1) stem += file_name_piece(task) + "_";
-    stem = stems.take(stem + file_name_piece(press) + "_" + format_g(ratio));
+    stem = stems.take(stem + file_name_piece(press) + "_" + format_number(ratio));
     std::string title = (tasks.size() > 1 ? task : std::string("NIAH")) + ": " +
-                        (press == "none" ? std::string("no compression") : press + " at ratio " + format_g(ratio));
+                        (press == "none" ? std::string("no compression") : press + " at ratio " + format_number(ratio));
     plot_heatmap((dir / stem).string(), title, x_labels, y_labels, values, 0, 100, "context length (tokens)",
                  "needle depth");
     written.push_back((dir / (stem + ".png")).string());

@@ -48,6 +48,32 @@ struct Mean {
   double ci95() const { return t95(count - 1) * std::sqrt(se_sq()); }
 };
 
+// The metrics behind a table row: a cell's samples, or the tasks of a mean over tasks.
+struct RowMetrics {
+  Mean score, kl, top1, ppl_ratio, kv_held, achieved;
+  bool own_budget = false;
+  // Adds a task's row (to a mean over tasks).
+  void add(const SummaryRow& row) {
+    score.add(row.score);
+    kl.add(row.kl);
+    top1.add(row.top1);
+    ppl_ratio.add(row.ppl_ratio);
+    kv_held.add(row.kv_held_mib);
+    achieved.add(row.achieved_ratio);
+    own_budget = own_budget || row.own_budget;
+  }
+  // Writes the means into `row` (its confidence interval is the caller's).
+  void fill(SummaryRow& row) const {
+    row.score = score.value();
+    row.kl = kl.value();
+    row.top1 = top1.value();
+    row.ppl_ratio = ppl_ratio.value();
+    row.kv_held_mib = kv_held.value();
+    row.achieved_ratio = achieved.value();
+    row.own_budget = own_budget;
+  }
+};
+
 double number_or_nan(const nlohmann::json& object, const char* name) {
   if (!object.is_object()) return kNaN;
   auto it = object.find(name);
@@ -152,10 +178,7 @@ double reported_ratio(const nlohmann::json& result) {
 }
 
 Summary summarise(const std::vector<nlohmann::json>& results) {
-  struct Accumulator {
-    Mean score, kl, top1, ppl_ratio, kv_held, achieved;
-    bool own_budget = false;
-  };
+  using Accumulator = RowMetrics;
   using Key = std::tuple<std::string, std::string, std::string, double>;  // kind, task, press, ratio
   auto key_less = [](const Key& a, const Key& b) {
     PressOrder press_order;
@@ -184,11 +207,9 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
 
   Summary summary;
   // Means over tasks: each task counts once, whatever its number of samples (RULER's headline).
-  struct MeanAccumulator {
-    Mean score, kl, top1, ppl_ratio, kv_held, achieved;
+  struct MeanAccumulator : RowMetrics {
     double se_sq_sum = 0, single_task_ci = kNaN;  // one task: its own t interval
     int64_t n = 0, tasks = 0;
-    bool own_budget = false;
   };
   using MeanKey = std::tuple<std::string, std::string, double>;  // kind, press, ratio
   auto mean_key_less = [](const MeanKey& a, const MeanKey& b) {
@@ -202,28 +223,16 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     SummaryRow row;
     std::tie(row.kind, row.task, row.press, row.ratio) = key;
     row.n = cell.score.count;
-    row.score = cell.score.value();
+    cell.fill(row);
     row.score_ci95 = cell.score.ci95();
-    row.kl = cell.kl.value();
-    row.top1 = cell.top1.value();
-    row.ppl_ratio = cell.ppl_ratio.value();
-    row.kv_held_mib = cell.kv_held.value();
-    row.achieved_ratio = cell.achieved.value();
-    row.own_budget = cell.own_budget;
     summary.rows.push_back(row);
 
     MeanAccumulator& mean = means[{row.kind, row.press, row.ratio}];
-    mean.score.add(row.score);
+    mean.add(row);
     mean.se_sq_sum += cell.score.se_sq();  // NaN (no interval) as soon as one task has fewer than 2 samples
     mean.single_task_ci = row.score_ci95;
-    mean.kl.add(row.kl);
-    mean.top1.add(row.top1);
-    mean.ppl_ratio.add(row.ppl_ratio);
-    mean.kv_held.add(row.kv_held_mib);
-    mean.achieved.add(row.achieved_ratio);
     mean.n += row.n;
     mean.tasks += 1;
-    mean.own_budget = mean.own_budget || row.own_budget;
   }
   for (const auto& [key, mean] : means) {
     SummaryRow row;
@@ -231,15 +240,9 @@ Summary summarise(const std::vector<nlohmann::json>& results) {
     row.task = "mean over tasks";
     row.n = mean.n;
     row.tasks = mean.tasks;
-    row.score = mean.score.value();
+    mean.fill(row);
     row.score_ci95 = mean.tasks == 1 ? mean.single_task_ci
                                      : kZ95 * std::sqrt(mean.se_sq_sum) / static_cast<double>(mean.tasks);
-    row.kl = mean.kl.value();
-    row.top1 = mean.top1.value();
-    row.ppl_ratio = mean.ppl_ratio.value();
-    row.kv_held_mib = mean.kv_held.value();
-    row.achieved_ratio = mean.achieved.value();
-    row.own_budget = mean.own_budget;
     summary.means.push_back(row);
   }
   return summary;

@@ -264,7 +264,7 @@ void register_cam_press() {
                        /*question_length_option=*/"",
                        /*merge_policy=*/"cam"},
                       {field("merge_budget", &O::merge_budget, 1, 1e9, "kept slots after a candidate that share its value"),
-                       field("seed", &O::seed, 0, 4294967295.0, "seed of the merge draws (mt19937_64 keyed by seed, layer, head, event)"),
+                       seed_field(&O::seed, "seed of the merge draws (mt19937_64 keyed by seed, layer, head, event)"),
                        field("parity", &O::parity, "kvpress's rule: inner scores averaged over heads, the same slots evicted from every head")},
                       [](const O& o, PressList inner) {
                         return std::make_unique<CamPress>(std::move(inner.at(0)), o.merge_budget, static_cast<uint64_t>(o.seed), o.parity);

@@ -97,7 +97,7 @@ void register_compactor_press() {
        field("blending", &O::blending, -1, 1e6, "weight of the leverage z-score; -1: the compression ratio (kvpress default)"),
        field("scale", &O::scale, 0, 1e6, "multiplies q.k in the attention part (kvpress: 1)"),
        field("parity", &O::parity, "kvpress's padding of the last attention chunk (see non_causal_attn)"),
-       field("seed", &O::seed, 0, 4294967295.0, "seed of the sketch (counter-based, per layer and head)"),
+       seed_field(&O::seed, "seed of the sketch (counter-based, per layer and head)"),
        field("output", &O::output, {"blend", "leverage", "non_causal"}, "scores returned: the blend, or one part (diagnostics)")},
       [](const O& o) {
         non_causal::Options nc;

@@ -94,7 +94,7 @@ void register_cur_press() {
                      field("use_random_leverage", &O::use_random_leverage, "project keys and values to 20 dimensions with a seeded Gaussian first"),
                      field("use_local_approximation", &O::use_local_approximation, "normalise the squared norms within local windows"),
                      field("local_window_size", &O::local_window_size, 1, 1e6, "width of the local windows"),
-                     field("seed", &O::seed, 0, 4294967295.0, "seed of the random projection")},
+                     seed_field(&O::seed, "seed of the random projection")},
                     [](const O& o) {
                       return std::make_unique<CurPress>(o.num_sinks, o.leverage_type, o.use_random_leverage, o.use_local_approximation,
                                                         o.local_window_size, static_cast<uint64_t>(o.seed));

@@ -90,9 +90,7 @@ std::vector<std::vector<float>> duo_attention_head_scores(const Model& model, co
     Session session(model, o);
     std::vector<std::vector<double>> qsum(static_cast<size_t>(cfg.n_layer), std::vector<double>(static_cast<size_t>(Hq * dk), 0.0));
     std::vector<std::vector<double>> ksum(static_cast<size_t>(cfg.n_layer), std::vector<double>(static_cast<size_t>(Hkv * dk), 0.0));
-    StatsRequest req;
-    req.pre_rope_query_rows = std::max<int64_t>(o.chunk, static_cast<int64_t>(ids.size()));
-    session.set_stats_request(req);
+    session.set_stats_request({.pre_rope_query_rows = std::max<int64_t>(o.chunk, static_cast<int64_t>(ids.size()))});
     session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
       const int64_t l = st.layer, n = static_cast<int64_t>(st.positions.size());
       auto& qs = qsum[static_cast<size_t>(l)];

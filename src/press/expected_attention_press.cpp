@@ -35,9 +35,7 @@ class ExpectedAttentionPress : public ScorerPress {
     if (v.config().layer_sliding[static_cast<size_t>(v.layer)]) return;  // never compressed
     const auto& st = v.stats;
     const int64_t hq = v.config().n_head, d = v.head_dim_k();
-    if (st.pre_rope_rows != static_cast<int64_t>(st.positions.size()) ||
-        static_cast<int64_t>(st.pre_rope_queries.size()) != st.pre_rope_rows * hq * d)
-      throw Error("expected_attention: pre-RoPE queries were not computed for layer " + std::to_string(v.layer));
+    if (!qstats::has_all_query_rows(v)) throw Error("expected_attention: pre-RoPE queries were not computed for layer " + std::to_string(v.layer));
     auto& acc = acc_[v.layer];
     if (qstats::starts_context(v) || acc.sum.empty()) {
       acc = Acc{};

@@ -33,11 +33,7 @@ class FinchPress : public Press {
   FinchPress(int64_t window, bool normalize, int64_t chunk, bool rerotate)
       : window_(window), normalize_(normalize), chunk_(chunk), rerotate_(rerotate) {}
   std::string name() const override { return "finch"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.window_queries = window_;
-    return r;
-  }
+  StatsRequest needs() const override { return {.window_queries = window_}; }
 
   LayerScores score(const LayerView& v) override {
     const int64_t hkv = v.n_head_kv(), group = v.config().n_head / hkv;

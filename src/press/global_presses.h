@@ -35,11 +35,7 @@ class TracedPress : public Press {
 // layer in finish().
 class ContextPassPress : public TracedPress {
  public:
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.token_ids = true;
-    return r;
-  }
+  StatsRequest needs() const override { return {.token_ids = true}; }
   PressTraits traits() const override { return {.needs_all_layers = true}; }
   void observe(const LayerView& v) override {
     if (v.layer != 0) return;  // every layer sees the same tokens
@@ -52,6 +48,15 @@ class ContextPassPress : public TracedPress {
     ids_.clear();
     first_pos_ = -1;
   }
+  // The position after the observed context; throws, naming the press, when no context was
+  // observed or the session has moved past it.
+  int32_t context_end(const Session& session) const;
+  // Clears the session's layer hook and statistics request when the extra passes end, however
+  // they end.
+  struct PassGuard {
+    Session& session;
+    ~PassGuard();
+  };
   std::vector<int32_t> ids_;
   int32_t first_pos_ = -1;
 };

@@ -44,10 +44,8 @@ void KvComposePress::finish(Session& session, const Budget& budget) {
   const Model& model = session.model();
   const auto& cfg = model.config();
   KvCache& cache = session.cache();
-  if (ids_.empty() || first_pos_ < 0) throw Error("kvcompose: the context was not observed (needs token ids)");
+  const int32_t ctx_end = context_end(session);
   const int64_t L = static_cast<int64_t>(ids_.size()), Hq = cfg.n_head, Hkv = cfg.n_head_kv, G = Hq / Hkv, dk = cfg.head_dim_k;
-  const int32_t ctx_end = first_pos_ + static_cast<int32_t>(L);
-  if (session.next_position() != ctx_end) throw Error("kvcompose: the session moved past the context before compression");
   // Layers that share the budget: the compressible ones (parity: every layer, as kvpress does on Gemma 3).
   std::vector<int64_t> layers;
   for (int64_t l = 0; l < cfg.n_layer; ++l)
@@ -59,16 +57,8 @@ void KvComposePress::finish(Session& session, const Budget& budget) {
   for (int64_t l : layers) agg[static_cast<size_t>(l)].assign(static_cast<size_t>(Hq * L), o_.task_max ? -INFINITY : 0.0);
   int64_t n_queries = 0;
   cache.protect_query_position(ctx_end);
-  struct Restore {
-    Session& s;
-    ~Restore() {
-      s.set_layer_hook(nullptr);
-      s.set_stats_request({});
-    }
-  } restore{session};
-  StatsRequest req;
-  req.pre_rope_query_rows = std::max<int64_t>(session.options().chunk, L);
-  session.set_stats_request(req);
+  const PassGuard guard{session};
+  session.set_stats_request({.pre_rope_query_rows = std::max<int64_t>(session.options().chunk, L)});
   session.set_layer_hook([&](const LayerStats& st, KvCache& kv) {
     const int64_t l = st.layer;
     auto& a = agg[static_cast<size_t>(l)];

@@ -70,9 +70,7 @@ void KvzipPress::finish(Session& session, const Budget& budget) {
   const Model& model = session.model();
   const auto& cfg = model.config();
   KvCache& cache = session.cache();
-  if (ids_.empty() || first_pos_ < 0) throw Error("kvzip: the context was not observed (needs token ids)");
-  const int32_t ctx_end = first_pos_ + static_cast<int32_t>(ids_.size());
-  if (session.next_position() != ctx_end) throw Error("kvzip: the session moved past the context before compression");
+  const int32_t ctx_end = context_end(session);
 
   std::vector<int32_t> prefix, suffix;
   template_parts(model, prefix, suffix);
@@ -92,13 +90,7 @@ void KvzipPress::finish(Session& session, const Budget& budget) {
   // Repeat passes on top of the cache, each rolled back; sliding-window layers must keep what
   // a query at the context end sees so that the rollback is possible.
   cache.protect_query_position(ctx_end);
-  struct Restore {
-    Session& s;
-    ~Restore() {
-      s.set_layer_hook(nullptr);
-      s.set_stats_request({});
-    }
-  } restore{session};
+  const PassGuard guard{session};
   const auto& tok = model.tokenizer();
   const std::vector<int32_t> first_q = tok.encode(kFirstPrompt, false, true), next_q = tok.encode(kNextPrompt, false, true);
   const int64_t body = static_cast<int64_t>(ids_.size()) - prefix_len;
@@ -127,10 +119,8 @@ void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat
   const int64_t Hq = cfg.n_head, Hkv = cfg.n_head_kv, G = Hq / Hkv, dk = cfg.head_dim_k, dv = cfg.head_dim_v, D = cfg.n_embd;
   const int32_t rep0 = session.next_position();
   const int32_t sink_end = first_pos_ + static_cast<int32_t>(std::min<int64_t>(o_.n_sink, start - first_pos_));
-  StatsRequest req;
-  req.pre_rope_query_rows = std::max<int64_t>(session.options().chunk, static_cast<int64_t>(repeat.size()));
-  req.hidden_states = o_.plus;
-  session.set_stats_request(req);
+  session.set_stats_request(
+      {.pre_rope_query_rows = std::max<int64_t>(session.options().chunk, static_cast<int64_t>(repeat.size())), .hidden_states = o_.plus});
   session.set_layer_hook([&](const LayerStats& st, KvCache& cache) {
     const int64_t l = st.layer;
     if (cache.window(l) > 0) return;

@@ -31,7 +31,7 @@ void register_leverage_score_press() {
                      "The sketch comes from kvsqueeze's counter-based RNG keyed by (seed, layer, head), not torch's "
                      "global RNG, so scores match kvpress only given the same sketch. Maths in double precision."},
                     {field("sketch_dimension", &O::sketch_dimension, 1, 4096, "columns of the Gaussian sketch"),
-                     field("seed", &O::seed, 0, 4294967295.0, "seed of the sketch (counter-based, per layer and head)")},
+                     seed_field(&O::seed, "seed of the sketch (counter-based, per layer and head)")},
                     [](const O& o) { return std::make_unique<LeverageScorePress>(o.sketch_dimension, static_cast<uint64_t>(o.seed)); });
 }
 

@@ -13,11 +13,7 @@ namespace {
 class ObservedAttentionPress : public ScorerPress {
  public:
   std::string name() const override { return "observed_attention"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.column_sums = true;
-    return r;
-  }
+  StatsRequest needs() const override { return {.column_sums = true}; }
   void observe(const LayerView& v) override {
     if (v.config().layer_sliding[static_cast<size_t>(v.layer)]) return;  // sliding-window layers are never compressed
     const auto& cols = v.stats.attention.column_sums;

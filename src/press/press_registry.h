@@ -43,6 +43,11 @@ OptionField<O> field(std::string name, int64_t O::*f, double min, double max, st
   PressOption d{name, "int", static_cast<double>(O{}.*f), min, max, std::move(doc), {}, ""};
   return {std::move(d), [f, name](O& o, const PressOptionValues& v) { o.*f = static_cast<int64_t>(v.at(name)); }};
 }
+// A 32-bit RNG seed.
+template <class O>
+OptionField<O> seed_field(int64_t O::*f, std::string doc) {
+  return field("seed", f, 0, 4294967295.0, std::move(doc));
+}
 // A number in [min, max].
 template <class O>
 OptionField<O> field(std::string name, double O::*f, double min, double max, std::string doc) {

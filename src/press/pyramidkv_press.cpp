@@ -49,11 +49,7 @@ class PyramidKvPress : public Press {
  public:
   PyramidKvPress(int64_t window, int64_t kernel, double beta) : window_(window), kernel_(kernel), beta_(beta) {}
   std::string name() const override { return "pyramidkv"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.window_queries = window_;
-    return r;
-  }
+  StatsRequest needs() const override { return {.window_queries = window_}; }
   LayerScores score(const LayerView& v) override { return snapkv_scores(v, kernel_, "pyramidkv"); }
   KeepSets select(const LayerView& v, const Budget& budget) override {
     const LayerScores scores = score(v);
@@ -77,15 +73,14 @@ class PyramidKvPress : public Press {
 
 void register_pyramidkv_press() {
   using O = PyramidKvOptions;
+  auto fields = snapkv_fields<O>();
+  fields.push_back(field("beta", &O::beta, 1, 1e9, "steepness: the last layer's budget is about base / beta"));
   register_press<O>({"pyramidkv", "SnapKV scores with layer budgets falling linearly from the first layer to the last (PyramidKV).", {}, 0,
                      "As kvpress: the layer index is the model's (gemma 3 compresses its global layers only, with their "
                      "pyramid budgets); when the pyramid does not fit (L >= mx >= mn >= window fails) the budget is "
                      "round(L (1 - cr)), half to even. More window slots than the budget: all kept (kvpress keeps a subset)."},
-                    {field("window_size", &O::window_size, 1, 1e6, "queries whose attention scores the cache; their slots are kept"),
-                     field("kernel_size", &O::kernel_size, 1, 1001, "odd width of the average pool over slots"),
-                     field("beta", &O::beta, 1, 1e9, "steepness: the last layer's budget is about base / beta")},
-                    [](const O& o) {
-                      if (o.kernel_size % 2 == 0) throw Error("press 'pyramidkv' option 'kernel_size' must be odd, got " + std::to_string(o.kernel_size));
+                    fields, [](const O& o) {
+                      check_kernel_size("pyramidkv", o.kernel_size);
                       return std::make_unique<PyramidKvPress>(o.window_size, o.kernel_size, o.beta);
                     });
 }

@@ -25,10 +25,13 @@ inline bool starts_context(const LayerView& v) {
 }
 
 // Asks for every row's pre-RoPE queries (after q_norm) of each chunk.
-inline StatsRequest all_query_rows() {
-  StatsRequest r;
-  r.pre_rope_query_rows = int64_t{1} << 40;
-  return r;
+inline StatsRequest all_query_rows() { return {.pre_rope_query_rows = int64_t{1} << 40}; }
+// Whether the view's statistics hold what all_query_rows() asks for: the pre-RoPE queries of
+// every row of its chunk.
+inline bool has_all_query_rows(const LayerView& v) {
+  const auto& st = v.stats;
+  return st.pre_rope_rows == static_cast<int64_t>(st.positions.size()) &&
+         static_cast<int64_t>(st.pre_rope_queries.size()) == st.pre_rope_rows * v.config().n_head * v.head_dim_k();
 }
 
 // Pre-RoPE queries of every context row of each observed layer, in order, with positions.
@@ -41,10 +44,7 @@ struct QueryLog {
   void observe(const LayerView& v) {
     if (v.config().layer_sliding[static_cast<size_t>(v.layer)]) return;  // never compressed
     const auto& st = v.stats;
-    const int64_t width = v.config().n_head * v.head_dim_k();
-    if (st.pre_rope_rows != static_cast<int64_t>(st.positions.size()) ||
-        static_cast<int64_t>(st.pre_rope_queries.size()) != st.pre_rope_rows * width)
-      throw Error("internal: pre-RoPE queries of every row were not computed for layer " + std::to_string(v.layer));
+    if (!has_all_query_rows(v)) throw Error("internal: pre-RoPE queries of every row were not computed for layer " + std::to_string(v.layer));
     auto& l = layers[v.layer];
     if (starts_context(v)) l = Layer{};
     l.q.insert(l.q.end(), st.pre_rope_queries.begin(), st.pre_rope_queries.end());

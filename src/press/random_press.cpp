@@ -37,7 +37,7 @@ class RandomPress : public ScorerPress {
 
 void register_random_press() {
   using O = RandomOptions;
-  register_press<O>({"random", "Random scores: the floor any method must beat."}, {field("seed", &O::seed, 0, 4294967295.0, "RNG seed")},
+  register_press<O>({"random", "Random scores: the floor any method must beat."}, {seed_field(&O::seed, "RNG seed")},
                     [](const O& o) { return std::make_unique<RandomPress>(static_cast<uint64_t>(o.seed)); });
 }
 

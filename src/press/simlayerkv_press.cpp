@@ -53,11 +53,7 @@ class SimLayerKvPress : public Press {
       : threshold_(threshold), n_last_(n_last), n_recent_(n_recent), n_initial_(n_initial) {}
   std::string name() const override { return "simlayerkv"; }
   PressTraits traits() const override { return {.own_budget = true}; }  // laziness decides, not the ratio
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.window_queries = n_last_;
-    return r;
-  }
+  StatsRequest needs() const override { return {.window_queries = n_last_}; }
   KeepSets select(const LayerView& v, const Budget&) override {
     KeepSets keep(static_cast<size_t>(v.n_head_kv()));
     int64_t shortest = INT64_MAX;

@@ -18,11 +18,7 @@ class SnapKvPress : public ScorerPress {
  public:
   SnapKvPress(int64_t window, int64_t kernel) : window_(window), kernel_(kernel) {}
   std::string name() const override { return "snapkv"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.window_queries = window_;
-    return r;
-  }
+  StatsRequest needs() const override { return {.window_queries = window_}; }
   LayerScores score(const LayerView& v) override { return snapkv_scores(v, kernel_, "snapkv"); }
 
  private:
@@ -34,10 +30,8 @@ class SnapKvPress : public ScorerPress {
 void register_snapkv_press() {
   using O = SnapKvOptions;
   register_press<O>({"snapkv", "Attention of the last window_size queries, pooled (SnapKV)."},
-                    {field("window_size", &O::window_size, 1, 1e6, "queries whose attention scores the cache; their slots are kept"),
-                     field("kernel_size", &O::kernel_size, 1, 1001, "odd width of the average pool over slots")},
-                    [](const O& o) {
-                      if (o.kernel_size % 2 == 0) throw Error("press 'snapkv' option 'kernel_size' must be odd, got " + std::to_string(o.kernel_size));
+                    snapkv_fields<O>(), [](const O& o) {
+                      check_kernel_size("snapkv", o.kernel_size);
                       return std::make_unique<SnapKvPress>(o.window_size, o.kernel_size);
                     });
 }

@@ -9,6 +9,7 @@
 
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press.h"
+#include "press/press_registry.h"
 
 namespace kvsqueeze {
 
@@ -45,6 +46,19 @@ inline LayerScores snapkv_scores(const LayerView& v, int64_t kernel, const std::
     for (int64_t i = n; i < len; ++i) s[static_cast<size_t>(i)] = INFINITY;
   }
   return out;
+}
+
+// The options of these scores (fields window_size and kernel_size of a press's options struct O),
+// declared once for the presses that score with them.
+template <class O>
+std::vector<OptionField<O>> snapkv_fields() {
+  return {field("window_size", &O::window_size, 1, 1e6, "queries whose attention scores the cache; their slots are kept"),
+          field("kernel_size", &O::kernel_size, 1, 1001, "odd width of the average pool over slots")};
+}
+// The pool is centred on each slot: kernel_size must be odd.
+inline void check_kernel_size(const std::string& press_name, int64_t kernel_size) {
+  if (kernel_size % 2 == 0)
+    throw Error("press '" + press_name + "' option 'kernel_size' must be odd, got " + std::to_string(kernel_size));
 }
 
 }  // namespace kvsqueeze

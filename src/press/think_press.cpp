@@ -29,11 +29,7 @@ class ThinkPress : public Press {
   ThinkPress(double ratio, int64_t window) : ratio_(ratio), window_(window) {}
   std::string name() const override { return "think"; }
   PressTraits traits() const override { return {.own_budget = true}; }  // key_channel_compression_ratio decides; no token is evicted
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.pre_rope_query_rows = window_;
-    return r;
-  }
+  StatsRequest needs() const override { return {.pre_rope_query_rows = window_}; }
 
   // Keeps the last window_size queries of the context, RoPE applied, across prefill chunks.
   void observe(const LayerView& v) override {
@@ -92,10 +88,12 @@ class ThinkPress : public Press {
   }
 
   // Per KV head, the channels kept: all but the floor(d * ratio) lowest-scoring (ties: the
-  // lower channel is pruned first), ascending.
-  std::vector<std::vector<int32_t>> kept_channels(const LayerView& v) const {
+  // lower channel is pruned first), ascending. A quantized key cache stores whole blocks of
+  // `block` channels, so the count kept rounds up to one (the next best channels stay).
+  std::vector<std::vector<int32_t>> kept_channels(const LayerView& v, int64_t block) const {
     const int64_t d = v.head_dim_k();
-    const auto n_pruned = static_cast<int64_t>(std::trunc(static_cast<double>(d) * ratio_));
+    const auto asked = static_cast<int64_t>(std::trunc(static_cast<double>(d) * ratio_));
+    const int64_t n_pruned = d - (d - asked + block - 1) / block * block;
     std::vector<std::vector<int32_t>> out;
     for (const auto& s : channel_scores(v)) {
       std::vector<int32_t> order(static_cast<size_t>(d));
@@ -120,7 +118,7 @@ class ThinkPress : public Press {
       std::iota(all[static_cast<size_t>(h)].begin(), all[static_cast<size_t>(h)].end(), 0);
     }
     if (static_cast<int64_t>(std::trunc(static_cast<double>(v.head_dim_k()) * ratio_)) == 0) return all;
-    const auto kept = kept_channels(v);
+    const auto kept = kept_channels(v, kv_block_elems(cache.shape().k_type));
     for (int64_t h = 0; h < v.n_head_kv(); ++h) {
       // Channels pruned before (a second ThinK pass) stay pruned.
       const auto current = cache.key_channels(v.layer, h);

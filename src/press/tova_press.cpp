@@ -11,11 +11,7 @@ namespace {
 class TovaPress : public ScorerPress {
  public:
   std::string name() const override { return "tova"; }
-  StatsRequest needs() const override {
-    StatsRequest r;
-    r.window_queries = 1;
-    return r;
-  }
+  StatsRequest needs() const override { return {.window_queries = 1}; }
   LayerScores score(const LayerView& v) override {
     const int64_t hkv = v.n_head_kv();
     const auto& probs = v.stats.attention;

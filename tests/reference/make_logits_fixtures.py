@@ -18,7 +18,6 @@ See tests/reference/README.md for what HF does differently from llama.cpp.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -115,12 +114,15 @@ LONG_TEXT = " ".join([
 
 
 # ---------------------------------------------------------------------------------------------
+def synth_generator():
+    """scripts/synth/make_synthetic_gguf.py as a module: its vocabularies, shapes and file hash."""
+    sys.path.insert(0, os.path.join(REPO, "scripts", "synth"))
+    import make_synthetic_gguf
+    return make_synthetic_gguf
+
+
 def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return synth_generator().sha256_file(path)
 
 
 def versions() -> dict:
@@ -290,6 +292,40 @@ def write_fixture(name: str, fx: dict) -> None:
     print(f"wrote {os.path.relpath(path, REPO)} ({os.path.getsize(path)} bytes)", flush=True)
 
 
+def write_greedy_fixture(name, desc, m, tok, overrides, notes, vers, text, ids, n_new, extra=None, **generate_args):
+    """HF's greedy continuation of `ids` (exactly n_new tokens: EOS suppressed) as fixture `name`;
+    `extra` entries come before the prompt's."""
+    import torch
+    with torch.no_grad():
+        out = m.generate(torch.tensor([ids]), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, num_beams=1,
+                         **generate_args)
+    gen = [int(i) for i in out[0][len(ids):]]
+    fxg = base_fixture(name, desc, m, overrides, notes, vers)
+    fxg.update(extra or {})
+    fxg["prompt_text"] = text
+    fxg["prompt_ids"] = [int(i) for i in ids]
+    fxg["new_tokens"] = n_new
+    fxg["generated_ids"] = gen
+    fxg["generated_text"] = tok.decode(gen)
+    write_fixture(name, fxg)
+
+
+def load_real(path, file, overrides):
+    """A real GGUF's tokenizer, HF model, probe ids and fixture description (`file`: as recorded)."""
+    tok = load_tokenizer(path)
+    m = load_model(path, overrides)
+    probes = probe_ids(m.config.vocab_size)
+    return tok, m, probes, {"kind": "real", "file": file, "sha256": sha256_file(path), "size": os.path.getsize(path)}
+
+
+def prompts_fixture(name, desc, m, overrides, notes, vers, probes):
+    """base_fixture with the probe ids and an empty prompt list to fill."""
+    fx = base_fixture(name, desc, m, overrides, notes, vers)
+    fx["probe_ids"] = probes
+    fx["prompts"] = []
+    return fx
+
+
 def base_fixture(name, model_desc, m, overrides, notes, vers):
     return {
         "fixture": name,
@@ -323,37 +359,19 @@ STORIES_NOTES = [
 
 
 def fx_stories(vers):
-    tok = load_tokenizer(STORIES)
-    m = load_model(STORIES, {"pad_token_id": None})
-    probes = probe_ids(m.config.vocab_size)
-    desc = {"kind": "real", "file": "../shared/models/stories260K.gguf", "sha256": sha256_file(STORIES),
-            "size": os.path.getsize(STORIES)}
-    fx = base_fixture("stories260k", desc, m, {"pad_token_id": None}, STORIES_NOTES, vers)
-    fx["probe_ids"] = probes
-    fx["prompts"] = []
+    tok, m, probes, desc = load_real(STORIES, "../shared/models/stories260K.gguf", {"pad_token_id": None})
+    fx = prompts_fixture("stories260k", desc, m, {"pad_token_id": None}, STORIES_NOTES, vers, probes)
     for pname, text in STORIES_PROMPTS:
         ids = tok(text).input_ids
         fx["prompts"].append(prompt_entry(m, pname, ids, probes, text=text, fixture="stories260k", tok=tok))
     write_fixture("stories260k", fx)
 
     # greedy continuation
-    import torch
     text = "Once upon a time"
-    ids = tok(text).input_ids
-    n_new = 64
-    with torch.no_grad():
-        out = m.generate(torch.tensor([ids]), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
-                         num_beams=1, pad_token_id=m.config.eos_token_id)
-    gen = [int(i) for i in out[0][len(ids):]]
-    fxg = base_fixture("stories260k_greedy", desc, m, {"pad_token_id": None}, STORIES_NOTES + [
+    write_greedy_fixture("stories260k_greedy", desc, m, tok, {"pad_token_id": None}, STORIES_NOTES + [
         "HF generate(do_sample=False, num_beams=1, max_new_tokens=64, min_new_tokens=64): EOS is suppressed "
-        "(min_new_tokens), so exactly 64 new tokens; uses HF's KV cache (DynamicCache)."], vers)
-    fxg["prompt_text"] = text
-    fxg["prompt_ids"] = [int(i) for i in ids]
-    fxg["new_tokens"] = n_new
-    fxg["generated_ids"] = gen
-    fxg["generated_text"] = tok.decode(gen)
-    write_fixture("stories260k_greedy", fxg)
+        "(min_new_tokens), so exactly 64 new tokens; uses HF's KV cache (DynamicCache)."], vers,
+        text, tok(text).input_ids, 64, pad_token_id=m.config.eos_token_id)
 
 
 GEMMA_NOTES = [
@@ -371,14 +389,8 @@ def fx_gemma(vers):
     if not os.path.exists(GEMMA):
         print(f"skip gemma: {GEMMA} missing")
         return
-    tok = load_tokenizer(GEMMA)
-    m = load_model(GEMMA, {})
-    probes = probe_ids(m.config.vocab_size)
-    desc = {"kind": "real", "file": "~/.cache/kvsqueeze/models/gemma-3-270m-q4_k_m.gguf",
-            "sha256": sha256_file(GEMMA), "size": os.path.getsize(GEMMA)}
-    fx = base_fixture("gemma3_270m_q4km", desc, m, {}, GEMMA_NOTES, vers)
-    fx["probe_ids"] = probes
-    fx["prompts"] = []
+    tok, m, probes, desc = load_real(GEMMA, "~/.cache/kvsqueeze/models/gemma-3-270m-q4_k_m.gguf", {})
+    fx = prompts_fixture("gemma3_270m_q4km", desc, m, {}, GEMMA_NOTES, vers, probes)
     for pname, text in GEMMA_PROMPTS:
         ids = tok(text).input_ids
         fx["prompts"].append(prompt_entry(m, pname, ids, probes, text=text, fixture="gemma", tok=tok))
@@ -390,22 +402,10 @@ def fx_gemma(vers):
     write_fixture("gemma3_270m_q4km", fx)
 
     # greedy continuation of the first prompt
-    import torch
     text = GEMMA_PROMPTS[1][1]
-    ids = tok(text).input_ids
-    n_new = 32
-    with torch.no_grad():
-        out = m.generate(torch.tensor([ids]), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
-                         num_beams=1)
-    gen = [int(i) for i in out[0][len(ids):]]
-    fxg = base_fixture("gemma3_270m_q4km_greedy", desc, m, {}, GEMMA_NOTES[:3] + [
-        "HF generate(do_sample=False, num_beams=1, max_new_tokens=32, min_new_tokens=32); HF KV cache."], vers)
-    fxg["prompt_text"] = text
-    fxg["prompt_ids"] = [int(i) for i in ids]
-    fxg["new_tokens"] = n_new
-    fxg["generated_ids"] = gen
-    fxg["generated_text"] = tok.decode(gen)
-    write_fixture("gemma3_270m_q4km_greedy", fxg)
+    write_greedy_fixture("gemma3_270m_q4km_greedy", desc, m, tok, {}, GEMMA_NOTES[:3] + [
+        "HF generate(do_sample=False, num_beams=1, max_new_tokens=32, min_new_tokens=32); HF KV cache."], vers,
+        text, tok(text).input_ids, 32)
 
 
 QWEN_NOTES = [
@@ -449,15 +449,9 @@ def fx_qwen(name, vers):
     if not os.path.exists(path):
         print(f"skip {name}: {path} missing")
         return
-    tok = load_tokenizer(path)
-    m = load_model(path, {})
-    probes = probe_ids(m.config.vocab_size)
-    desc = {"kind": "real", "file": "~/.cache/kvsqueeze/models/" + file, "sha256": sha256_file(path),
-            "size": os.path.getsize(path)}
+    tok, m, probes, desc = load_real(path, "~/.cache/kvsqueeze/models/" + file, {})
     notes = QWEN_NOTES + [gguf_tensor_note(path)]
-    fx = base_fixture(name, desc, m, {}, notes, vers)
-    fx["probe_ids"] = probes
-    fx["prompts"] = []
+    fx = prompts_fixture(name, desc, m, {}, notes, vers, probes)
     prompts = [(pname, text, tok(text).input_ids, None) for pname, text in QWEN_PROMPTS]
     chat_text, chat_ids = qwen_chat_prompt(tok)
     prompts.append(("chat", chat_text, chat_ids, QWEN_CHAT))
@@ -473,21 +467,10 @@ def fx_qwen(name, vers):
     # greedy continuation of the chat prompt
     import torch
     n_new = QWEN_GREEDY_TOKENS
-    with torch.no_grad():
-        out = m.generate(torch.tensor([chat_ids]), attention_mask=torch.ones(1, len(chat_ids), dtype=torch.long),
-                         max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, num_beams=1,
-                         pad_token_id=tok.pad_token_id)
-    gen = [int(i) for i in out[0][len(chat_ids):]]
-    fxg = base_fixture(name + "_greedy", desc, m, {}, notes + [
+    write_greedy_fixture(name + "_greedy", desc, m, tok, {}, notes + [
         f"HF generate(do_sample=False, num_beams=1, max_new_tokens={n_new}, min_new_tokens={n_new}) from the chat "
-        "prompt: EOS suppressed, HF KV cache."], vers)
-    fxg["prompt_messages"] = QWEN_CHAT
-    fxg["prompt_text"] = chat_text
-    fxg["prompt_ids"] = [int(i) for i in chat_ids]
-    fxg["new_tokens"] = n_new
-    fxg["generated_ids"] = gen
-    fxg["generated_text"] = tok.decode(gen)
-    write_fixture(name + "_greedy", fxg)
+        "prompt: EOS suppressed, HF KV cache."], vers, chat_text, chat_ids, n_new, extra={"prompt_messages": QWEN_CHAT},
+        attention_mask=torch.ones(1, len(chat_ids), dtype=torch.long), pad_token_id=tok.pad_token_id)
 
 
 SYNTH_NOTES = {
@@ -516,9 +499,7 @@ def synth_prompt(vocab_kind: str, n_vocab: int, n: int, seed: int) -> list[int]:
     if vocab_kind == "spm":  # stories vocab: 0 unk, 1 bos, 2 eos, 3..258 bytes, 259.. pieces
         return [1] + [int(x) for x in rng.integers(259, n_vocab, size=n - 1)]
     # synthetic BPE: 0..n_regular-1 byte tokens and merges; no BOS (qwen add_bos_token = false)
-    sys.path.insert(0, os.path.join(REPO, "scripts", "synth"))
-    import make_synthetic_gguf as g
-    n_regular = g.synth_bpe_vocab(n_vocab)["n_regular"]
+    n_regular = synth_generator().synth_bpe_vocab(n_vocab)["n_regular"]
     return [int(x) for x in rng.integers(0, n_regular, size=n)]
 
 
@@ -529,9 +510,7 @@ def fx_synth(arch: str, ftype: str, vers, synth_dir: str):
     generate_synth(cmd, path)
     overrides = {}
     if arch == "gemma3":
-        sys.path.insert(0, os.path.join(REPO, "scripts", "synth"))
-        import make_synthetic_gguf as g
-        overrides["query_pre_attn_scalar"] = g.TINY["gemma3"]["head_dim"]
+        overrides["query_pre_attn_scalar"] = synth_generator().TINY["gemma3"]["head_dim"]
     m = load_model(path, overrides)
     n_vocab = m.config.vocab_size
     probes = probe_ids(n_vocab)

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "kvsqueeze/kernels_isa.h"
+#include "kvsqueeze/kv_cache.h"
 #include "kvsqueeze/model.h"
 
 namespace kvsqueeze::cli {
@@ -61,6 +62,13 @@ int run(const InspectArgs& args) {
                    {"layers", c.n_layer},
                    {"kv_heads_per_layer", c.n_head_kv},
                    {"bytes_at_trained_context_f16", c.kv_bytes_per_token_f16() * c.n_ctx_train}};
+  // What a quantized cache would hold (--kv-type q8_0 / q4_0), where the head sizes are whole blocks.
+  const bool blocks = c.head_dim_k % 32 == 0 && c.head_dim_v % 32 == 0;
+  const auto per_token = [&](KvType t) { return static_cast<int64_t>(c.n_layer * c.n_head_kv) * static_cast<int64_t>(kv_slot_bytes(t, t, c.head_dim_k, c.head_dim_v)); };
+  if (blocks) {
+    j["kv_cache"]["bytes_per_token_q8_0"] = per_token(KvType::Q8_0);
+    j["kv_cache"]["bytes_per_token_q4_0"] = per_token(KvType::Q4_0);
+  }
   const Tokenizer& tok = model->tokenizer();
   j["tokenizer"] = {{"model", tok.model_type()}, {"vocab_size", tok.vocab_size()}, {"bos", tok.bos_id()},
                     {"eos", tok.eos_id()}, {"add_bos", tok.add_bos_by_default()}};
@@ -94,6 +102,9 @@ int run(const InspectArgs& args) {
   std::printf("kv cache      %lld bytes/token (f16, %lld layers x %lld kv heads x (%lld+%lld) dims); %.1f MiB at %lld tokens\n",
               (long long)c.kv_bytes_per_token_f16(), (long long)c.n_layer, (long long)c.n_head_kv, (long long)c.head_dim_k,
               (long long)c.head_dim_v, c.kv_bytes_per_token_f16() * c.n_ctx_train / 1048576.0, (long long)c.n_ctx_train);
+  if (blocks)
+    std::printf("              %lld bytes/token as q8_0, %lld as q4_0 (--kv-type; positions included)\n",
+                (long long)per_token(KvType::Q8_0), (long long)per_token(KvType::Q4_0));
   std::printf("metadata      %zu keys (--json shows them)\n", f.metadata().size());
   std::printf("kernels       %s (this machine; KVSQ_ISA=scalar|avx2|avx512 asks for a lower set)\n", kernels_isa().c_str());
   if (args.tensors)

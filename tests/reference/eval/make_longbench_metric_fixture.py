@@ -259,18 +259,17 @@ def main():
             case["raises"] = type(e).__name__
         cases.append(case)
 
-    for p, r in QA_CASES:
-        add("qa_f1", metrics.qa_f1_score, p, r)
-    for _ in range(150):
-        p = random_text(rng, WORDS, 12)
-        r = related_text(rng, p, WORDS) if rng.random() < 0.7 else random_text(rng, WORDS, 6)
-        add("qa_f1", metrics.qa_f1_score, p, r)
-    for p, r in ROUGE_CASES:
-        add("rouge_l", metrics.rouge_score, p, r)
-    for _ in range(150):
-        p = random_text(rng, WORDS, 40)
-        r = related_text(rng, p, WORDS) if rng.random() < 0.7 else random_text(rng, WORDS, 30)
-        add("rouge_l", metrics.rouge_score, p, r)
+    def add_text_cases(metric, fn, fixed, pred_words, ref_words):
+        """The fixed cases, then 150 random predictions against a related (70%) or random reference."""
+        for p, r in fixed:
+            add(metric, fn, p, r)
+        for _ in range(150):
+            p = random_text(rng, WORDS, pred_words)
+            r = related_text(rng, p, WORDS) if rng.random() < 0.7 else random_text(rng, WORDS, ref_words)
+            add(metric, fn, p, r)
+
+    add_text_cases("qa_f1", metrics.qa_f1_score, QA_CASES, 12, 6)
+    add_text_cases("rouge_l", metrics.rouge_score, ROUGE_CASES, 40, 30)
     for p, r, k in CLASSIFICATION_CASES:
         add("classification", metrics.classification_score, p, r, CLASS_SETS[k])
     for _ in range(60):
