@@ -1,11 +1,13 @@
 #pragma once
 // Runs the real kvsqueeze binary and captures its exit status, stdout and stderr.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "test_paths.h"
 
@@ -40,3 +42,16 @@ inline CliResult run_program(const std::string& binary, const std::string& args)
 }
 
 inline CliResult run_cli(const std::string& args) { return run_program(test_paths::cli(), args); }
+
+// `kvsqueeze args` must fail as bad input does: a non-zero exit (not a signal), exactly one line
+// on stderr starting "kvsqueeze: error: " and holding every needle, nothing on stdout.
+inline void expect_one_line_error(const std::string& args, const std::vector<std::string>& needles) {
+  SCOPED_TRACE(args);
+  const CliResult r = run_cli(args);
+  EXPECT_NE(r.status, 0);
+  EXPECT_LT(r.status, 128) << "killed by a signal: " << r.err;
+  EXPECT_EQ(r.err_lines(), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("kvsqueeze: error: ", 0), 0u) << r.err;
+  for (const auto& needle : needles) EXPECT_NE(r.err.find(needle), std::string::npos) << "want '" << needle << "' in: " << r.err;
+  EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
+}

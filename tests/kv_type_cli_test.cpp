@@ -10,16 +10,6 @@
 
 namespace {
 
-void expect_one_line_error(const std::string& args, const std::vector<std::string>& needles) {
-  SCOPED_TRACE(args);
-  const CliResult r = run_cli(args);
-  EXPECT_NE(r.status, 0);
-  EXPECT_LT(r.status, 128) << "killed by a signal: " << r.err;
-  EXPECT_EQ(r.err_lines(), 1) << r.err;
-  for (const auto& needle : needles) EXPECT_NE(r.err.find(needle), std::string::npos) << "want '" << needle << "' in: " << r.err;
-  EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
-}
-
 std::string stories_generate() { return "generate -m " + test_paths::stories260k() + " -p 'Once upon a time' -n 2 -t 1"; }
 
 }  // namespace

@@ -103,8 +103,8 @@ int run(const InspectArgs& args) {
               (long long)c.kv_bytes_per_token_f16(), (long long)c.n_layer, (long long)c.n_head_kv, (long long)c.head_dim_k,
               (long long)c.head_dim_v, c.kv_bytes_per_token_f16() * c.n_ctx_train / 1048576.0, (long long)c.n_ctx_train);
   if (blocks)
-    std::printf("              %lld bytes/token as q8_0, %lld as q4_0 (--kv-type; positions included)\n",
-                (long long)per_token(KvType::Q8_0), (long long)per_token(KvType::Q4_0));
+    std::printf("              with each slot's position: %lld bytes/token as f16, %lld as q8_0, %lld as q4_0 (--kv-type)\n",
+                (long long)per_token(KvType::F16), (long long)per_token(KvType::Q8_0), (long long)per_token(KvType::Q4_0));
   std::printf("metadata      %zu keys (--json shows them)\n", f.metadata().size());
   std::printf("kernels       %s (this machine; KVSQ_ISA=scalar|avx2|avx512 asks for a lower set)\n", kernels_isa().c_str());
   if (args.tensors)
