@@ -187,12 +187,10 @@ struct Sample {
 };
 
 SessionOptions options_of(const PressTimeArgs& a) {
-  SessionOptions so;
+  SessionOptions so = a.kv;
   so.ctx_size = a.ctx;
   so.chunk = a.chunk;
   so.threads = a.threads;
-  so.kv_type_k = a.kv_type_k;
-  so.kv_type_v = a.kv_type_v;
   return so;
 }
 
@@ -211,7 +209,7 @@ Sample measure(const PressTimeArgs& a, const Model& model, const std::vector<int
   }
   {
     std::vector<std::string> opts = a.press_opts;
-    const Budget budget = take_budget_options(model.config(), a.kv_type_k, a.kv_type_v, a.ratio, opts);
+    const Budget budget = take_budget_options(model.config(), a.kv.kv_type_k, a.kv.kv_type_v, a.ratio, opts);
     TimedPress press(make_press(expr, opts));
     Session session(model, options_of(a));
     session.reserve(a.ctx);
@@ -261,7 +259,7 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
   const std::vector<std::string> presses = split_press_list(a.presses);
   for (const auto& p : presses) {  // every expression must build before the first long prefill
     std::vector<std::string> opts = a.press_opts;
-    take_budget_options(cfg, a.kv_type_k, a.kv_type_v, a.ratio, opts);
+    take_budget_options(cfg, a.kv.kv_type_k, a.kv.kv_type_v, a.ratio, opts);
     make_press(p, opts);
   }
   std::string source;
@@ -275,7 +273,7 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
   for (int64_t l = 0; l < cfg.n_layer; ++l) n_global += cfg.layer_sliding.empty() || !cfg.layer_sliding[static_cast<size_t>(l)];
   if (!a.json) {
     std::printf("press timing: %lld tokens (%s), ratio %.2f, %d threads, kv %s, chunk %lld, best of %d\n", (long long)a.ctx,
-                source.c_str(), a.ratio, kernels_threads(), kv_types_label(a.kv_type_k, a.kv_type_v).c_str(), (long long)a.chunk, a.repeat);
+                source.c_str(), a.ratio, kernels_threads(), kv_types_label(a.kv.kv_type_k, a.kv.kv_type_v).c_str(), (long long)a.chunk, a.repeat);
     std::printf("compressible layers: %lld of %lld (sliding-window layers are never compressed)\n", (long long)n_global,
                 (long long)cfg.n_layer);
     std::printf("foreign load: cores other processes used during the prefill without / with the press (> %.2f: contended)\n",
@@ -344,7 +342,7 @@ int run_press_time(const PressTimeArgs& a, const Model& model) {
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model_path}, {"ctx", a.ctx},           {"ratio", a.ratio},
-                        {"threads", kernels_threads()}, {"kernels", kernels_isa()}, {"kv_type", kv_types_label(a.kv_type_k, a.kv_type_v)}, {"chunk", a.chunk},
+                        {"threads", kernels_threads()}, {"kernels", kernels_isa()}, {"kv_type", kv_types_label(a.kv.kv_type_k, a.kv.kv_type_v)}, {"chunk", a.chunk},
                         {"repeat", a.repeat},          {"source", source},     {"compressible_layers", n_global},
                         {"n_layer", cfg.n_layer},      {"press_opts", a.press_opts}, {"max_foreign_load", a.max_foreign_load},
                         {"wait_idle_s", a.wait_idle_s}, {"results", results}};

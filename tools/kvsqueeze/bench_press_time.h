@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "kvsqueeze/kv_cache.h"
+#include "kvsqueeze/session.h"
 #include "kvsqueeze/model.h"
 
 namespace kvsqueeze::cli {
@@ -16,7 +16,7 @@ struct PressTimeArgs {
   std::string prompt_file;  // text repeated up to ctx tokens; empty: the built-in text
   bool random_ids = false;  // uniform random token ids instead of text
   std::string dump_ids;     // write the token ids here (JSON), for the kvpress comparison
-  KvType kv_type_k = KvType::F16, kv_type_v = KvType::F16;
+  SessionOptions kv;  // only the cache types and transforms are used
   int64_t ctx = 8192, chunk = 512;
   int threads = 0;
   int repeat = 1;

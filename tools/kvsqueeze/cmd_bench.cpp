@@ -37,7 +37,7 @@ struct BenchArgs {
   uint64_t seed = 42;
   double worker_ratio = 0.0;
   KvTypeFlags kv_types;
-  KvType k_type = KvType::F16, v_type = KvType::F16;  // kv_types, resolved by run()
+  SessionOptions kv;  // the cache types and transforms of kv_types, resolved by run()
   bool json = false;
   bool press_time = false, press_given = false;
   PressTimeArgs pt;  // --press-time only options
@@ -58,13 +58,19 @@ void check_context(const ModelConfig& cfg, int64_t ctx, int64_t n_decode, int64_
                 std::to_string(cfg.n_ctx_train));
 }
 
+// The cache types, and the transforms where they are not the default (file names, reports).
+std::string kv_label(const SessionOptions& kv) {
+  std::string label = kv_types_label(kv.kv_type_k, kv.kv_type_v);
+  if (kv.kv_rotation != KvTransform::Auto) label += std::string("-rotation_") + kv_transform_name(kv.kv_rotation);
+  if (kv.kv_centering != KvTransform::Auto) label += std::string("-centering_") + kv_transform_name(kv.kv_centering);
+  return label;
+}
+
 SessionOptions session_options(const BenchArgs& a, int64_t ctx_size) {
-  SessionOptions so;
+  SessionOptions so = a.kv;
   so.ctx_size = ctx_size;
   so.chunk = a.chunk;
   so.threads = a.threads;
-  so.kv_type_k = a.k_type;
-  so.kv_type_v = a.v_type;
   return so;
 }
 
@@ -97,7 +103,7 @@ int run_speed(const BenchArgs& a, const Model& model) {
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model},     {"threads", kernels_threads()}, {"kernels", kernels_isa()},
-                        {"kv_type", kv_types_label(a.k_type, a.v_type)}, {"results", results}};
+                        {"kv_type", kv_label(a.kv)}, {"results", results}};
     std::cout << j.dump() << "\n";
   }
   return 0;
@@ -107,8 +113,8 @@ int run_speed(const BenchArgs& a, const Model& model) {
 int run_worker(const BenchArgs& a, const Model& model) {
   const CacheFileInfo info = read_cache_info(a.worker_cache);
   BenchArgs b = a;
-  b.k_type = info.shape.k_type;
-  b.v_type = info.shape.v_type;
+  b.kv.kv_type_k = info.shape.k_type;  // the file's types; its transforms come on the command line
+  b.kv.kv_type_v = info.shape.v_type;
   Engine engine(model, session_options(b, info.next_position + a.n_decode + 1));
   engine.set_plan({.press = a.press, .ratio = a.worker_ratio});  // ratio 0: nothing removed, slack released as for the others
   engine.load_prompt_cache(a.worker_cache);
@@ -153,7 +159,7 @@ int run_memory(const BenchArgs& a, const Model& model) {
   nlohmann::json results = nlohmann::json::array();
   for (int64_t ctx : parse_int_list(a.ctx_list, "--ctx")) {
     check_context(cfg, ctx, a.n_decode, ctx + a.n_decode + 1);  // the worker's session size
-    const std::string file = dir + "/" + fingerprint_hex(model.fingerprint()) + "-ctx" + std::to_string(ctx) + "-" + kv_types_label(a.k_type, a.v_type) +
+    const std::string file = dir + "/" + fingerprint_hex(model.fingerprint()) + "-ctx" + std::to_string(ctx) + "-" + kv_label(a.kv) +
                              "-seed" + std::to_string(a.seed) + ".kvc";
     double prefill_ms = -1;
     if (!std::filesystem::exists(file)) {
@@ -166,7 +172,8 @@ int run_memory(const BenchArgs& a, const Model& model) {
     for (double ratio : ratios) {
       std::string cmd = "'" + self_exe() + "' bench -m '" + a.model + "' --worker-cache '" + file + "' --worker-ratio " +
                         std::to_string(ratio) + " -n " + std::to_string(a.n_decode) + " -t " + std::to_string(a.threads) +
-                        " --chunk " + std::to_string(a.chunk) + " --press " + a.press;
+                        " --chunk " + std::to_string(a.chunk) + " --press " + a.press + " --kv-rotation " +
+                        kv_transform_name(a.kv.kv_rotation) + " --kv-centering " + kv_transform_name(a.kv.kv_centering);
       FILE* p = popen(cmd.c_str(), "r");
       if (!p) throw Error("bench: cannot start a worker process");
       std::string out;
@@ -189,7 +196,7 @@ int run_memory(const BenchArgs& a, const Model& model) {
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model},     {"press", a.press},    {"threads", a.threads},
-                        {"kernels", kernels_isa()}, {"kv_type", kv_types_label(a.k_type, a.v_type)}, {"results", results}};
+                        {"kernels", kernels_isa()}, {"kv_type", kv_label(a.kv)}, {"results", results}};
     std::cout << j.dump() << "\n";
   }
   return 0;
@@ -207,8 +214,7 @@ int press_time(const BenchArgs& a, const Model& model) {
   PressTimeArgs pt = a.pt;
   pt.model_path = a.model;
   pt.presses = a.press_given ? a.press : all_scorers();
-  pt.kv_type_k = a.k_type;
-  pt.kv_type_v = a.v_type;
+  pt.kv = a.kv;
   pt.chunk = a.chunk;
   pt.threads = a.threads;
   pt.seed = a.seed;
@@ -223,8 +229,7 @@ int press_time(const BenchArgs& a, const Model& model) {
 }
 
 int run(BenchArgs a) {
-  a.k_type = a.kv_types.k_type();
-  a.v_type = a.kv_types.v_type();
+  a.kv_types.apply(a.kv);
   if (a.n_decode < 1) throw Error("-n must be >= 1");
   if (!a.press_time && (!a.pt.press_opts.empty() || !a.pt.prompt_file.empty() || a.pt.random_ids || !a.pt.dump_ids.empty() || a.pt.repeat != 1 || a.pt.wait_idle_s != 0))
     throw Error("--press-opt, --prompt-file, --random-ids, --dump-ids, --repeat and --wait-idle belong to --press-time");
