@@ -33,7 +33,10 @@ HttpServer::HttpServer(const HttpOptions& options, Metrics& metrics)
   const int threads = options_.threads;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(options_.max_body_bytes);
-  http_->set_read_timeout(30, 0);
+  // A connection idle for 5 s is closed (httplib's default): shutting down waits for every worker,
+  // and a client that keeps an idle connection open (the openai client does) would hold SIGTERM
+  // up for the whole read timeout.
+  http_->set_read_timeout(5, 0);
   http_->set_write_timeout(30, 0);
   routes();
 }
