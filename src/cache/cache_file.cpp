@@ -493,13 +493,12 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
   const bool typed = shape.k_type != shape.v_type || kv_type_quantized(shape.k_type) || kv_type_quantized(shape.v_type) ||
                      shape.k_rotated || shape.v_rotated || shape.k_centered;
   const uint32_t version = typed ? 3 : pruned ? 2 : 1;
-  pruned = pruned || version >= 2;  // versions 2 and 3 write every run's channel count
   uint64_t size = kFixedPrefix + 8 + 4 + c.arch_name.size() + 4 + c.name.size() + 4 + (version >= 3 ? 8 : 0) + 4 * 4 + 4 * static_cast<uint64_t>(shape.n_layer) +
                   4 + 4 + 4 + 4 * tokens.size() + 4 + 4 * n_logits + 4 + meta_json.size() + 4 * n_runs + kChecksumBytes;
   for (int64_t l = 0; l < shape.n_layer; ++l)
     for (int64_t h = 0; h < shape.n_head_kv; ++h)
       size += static_cast<uint64_t>(cache.length(l, h)) * (cache.k_row_bytes(l, h) + cache.v_row_bytes() + 4) +
-              (pruned ? 4 + 4 * cache.key_channels(l, h).size() : 0) + (version >= 3 ? 4 + 4 * cache.key_offset(l, h).size() : 0);
+              (version >= 2 ? 4 + 4 * cache.key_channels(l, h).size() : 0) + (version >= 3 ? 4 + 4 * cache.key_offset(l, h).size() : 0);
 
   AtomicWriter w(path);
   w.write(kMagic, sizeof kMagic);
@@ -527,7 +526,7 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
       const auto len = static_cast<size_t>(cache.length(l, h));
       w.put<uint32_t>(static_cast<uint32_t>(len));
       w.write(cache.positions(l, h).data(), len * 4);
-      if (pruned) {
+      if (version >= 2) {  // versions 2 and 3 write every run's channel count
         const auto channels = cache.key_channels(l, h);
         w.put<uint32_t>(static_cast<uint32_t>(channels.size()));
         w.write(channels.data(), channels.size() * 4);

@@ -133,7 +133,6 @@ void CpuKvStorage::store_value(const float* src, uint8_t* dst) const {
   encode_row(row.data(), d, shape().v_type, dst);
 }
 
-
 void CpuKvStorage::append(int64_t layer, int64_t n, const float* k, const float* v, const int32_t* pos) {
   const int64_t dk = shape().head_dim_k, dv = shape().head_dim_v, hkv = shape().n_head_kv;
   for (int64_t h = 0; h < hkv; ++h) {
