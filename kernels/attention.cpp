@@ -13,7 +13,7 @@
 #include "kernels/matmul.h"
 #include "kernels/vec_math.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -39,6 +39,12 @@ float max_of(const float* x, int64_t n) {
   __m512 acc = _mm512_set1_ps(kNegInf);
   for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(x + i));
   m = _mm512_reduce_max_ps(acc);
+#elif defined(__AVX2__)
+  __m256 acc = _mm256_set1_ps(kNegInf);
+  for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  for (float v : lanes) m = std::max(m, v);
 #endif
   for (; i < n; ++i) m = std::max(m, x[i]);
   return m;
@@ -62,6 +68,22 @@ void accumulate_rows(float* o, const float* p, const float* v, int64_t nb, int64
     __m512 acc = _mm512_loadu_ps(o + c0);
     for (int64_t j = 0; j < nb; ++j) acc = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_loadu_ps(v + j * d + c0), acc);
     _mm512_storeu_ps(o + c0, acc);
+  }
+#elif defined(__AVX2__) && defined(__FMA__)
+  constexpr int64_t kRegs = 8;  // 64 output floats held in registers per pass
+  for (; c0 + 8 * kRegs <= d; c0 += 8 * kRegs) {
+    __m256 acc[kRegs];
+    for (int r = 0; r < kRegs; ++r) acc[r] = _mm256_loadu_ps(o + c0 + 8 * r);
+    for (int64_t j = 0; j < nb; ++j) {
+      const __m256 pj = _mm256_set1_ps(p[j]);
+      for (int r = 0; r < kRegs; ++r) acc[r] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + j * d + c0 + 8 * r), acc[r]);
+    }
+    for (int r = 0; r < kRegs; ++r) _mm256_storeu_ps(o + c0 + 8 * r, acc[r]);
+  }
+  for (; c0 + 8 <= d; c0 += 8) {
+    __m256 acc = _mm256_loadu_ps(o + c0);
+    for (int64_t j = 0; j < nb; ++j) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(v + j * d + c0), acc);
+    _mm256_storeu_ps(o + c0, acc);
   }
 #endif
   for (; c0 < d; ++c0) {
@@ -100,7 +122,7 @@ void attend_group(const AttentionShape& s, const float* q_group, int64_t group, 
   row.resize(static_cast<size_t>(kValueBlock * dv));
   for (int64_t j0 = 0; j0 < n; j0 += kValueBlock) {
     const int64_t nb = std::min(kValueBlock, n - j0);
-    for (int64_t j = 0; j < nb; ++j) row_to_f32(run.v, lo + j0 + j, run.v_stride, dv, run.v_type, row.data() + j * dv);
+    stored_value_rows(run, lo + j0, nb, row.data());
     for (int64_t g = 0; g < group; ++g) accumulate_rows(o + g * dv, scores.data() + g * n + j0, row.data(), nb, dv);
   }
 }
@@ -121,7 +143,7 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
   const int64_t kd = run.k_stride;  // channels the key rows hold (dk unless channel-pruned)
   std::vector<float> qb(static_cast<size_t>(rows * kd)),
       vt(static_cast<size_t>(kKeyTile * dv)), sc(static_cast<size_t>(rows * kKeyTile)), acc(static_cast<size_t>(rows * dv), 0.0f),
-      pv(acc.size()), vrow(static_cast<size_t>(dv));
+      pv(acc.size()), vrows(static_cast<size_t>(kKeyTile * dv));
   std::vector<float> m(static_cast<size_t>(rows), kNegInf), l(static_cast<size_t>(rows), 0.0f);
   for (int64_t g = 0; g < group; ++g)
     for (int64_t t = 0; t < nb; ++t)
@@ -135,10 +157,9 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
     // Scores straight from the cached key rows (fp16/fp32 weights of a matmul), values
     // converted to fp32 and transposed so the second product is a matmul too.
     key_scores(run, j0, nt, qb.data(), rows, sc.data(), nt);
-    for (int64_t j = 0; j < nt; ++j) {
-      row_to_f32(run.v, j0 + j, run.v_stride, dv, run.v_type, vrow.data());
-      for (int64_t i = 0; i < dv; ++i) vt[static_cast<size_t>(i * nt + j)] = vrow[static_cast<size_t>(i)];
-    }
+    stored_value_rows(run, j0, nt, vrows.data());
+    for (int64_t j = 0; j < nt; ++j)
+      for (int64_t i = 0; i < dv; ++i) vt[static_cast<size_t>(i * nt + j)] = vrows[static_cast<size_t>(j * dv + i)];
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = r % nb;
       float* row = sc.data() + r * nt;

@@ -275,7 +275,45 @@ void dequantize_row_scalar(TensorType type, const void* src, float* dst, int64_t
 
 }  // namespace detail
 
+#if !defined(KVSQ_AVX512) && defined(__AVX2__)
+namespace detail {
+// AVX2 copies of the KV cache's block types (attention dequantizes cached rows a tile at a
+// time): the scalar products exactly, eight at a time.
+void avx2_q8_0(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 34, y += 32) {
+    const __m256 d = _mm256_set1_ps(load_f16(b));
+    for (int l = 0; l < 32; l += 8) {
+      const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + l)));
+      _mm256_storeu_ps(y + l, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+    }
+  }
+}
+void avx2_q4_0(const uint8_t* b, float* y, int64_t nb) {
+  const __m256i k8 = _mm256_set1_epi32(8), low = _mm256_set1_epi32(15);
+  for (int64_t i = 0; i < nb; ++i, b += 18, y += 32) {
+    const __m256 d = _mm256_set1_ps(load_f16(b));
+    for (int l = 0; l < 16; l += 8) {
+      const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + l)));
+      const __m256i lo = _mm256_sub_epi32(_mm256_and_si256(bytes, low), k8);
+      const __m256i hi = _mm256_sub_epi32(_mm256_srli_epi32(bytes, 4), k8);
+      _mm256_storeu_ps(y + l, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lo)));
+      _mm256_storeu_ps(y + l + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(hi)));
+    }
+  }
+}
+}  // namespace detail
+#endif
+
 void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) {
+#if !defined(KVSQ_AVX512) && defined(__AVX2__)
+  if (type == TensorType::Q8_0 || type == TensorType::Q4_0) {
+    detail::check_n(type, n, "dequantize_row");
+    const auto* b = static_cast<const uint8_t*>(src);
+    if (type == TensorType::Q8_0) detail::avx2_q8_0(b, dst, n / 32);
+    else detail::avx2_q4_0(b, dst, n / 32);
+    return;
+  }
+#endif
 #if defined(KVSQ_AVX512)
   using namespace detail;
   check_n(type, n, "dequantize_row");

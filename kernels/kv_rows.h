@@ -8,10 +8,11 @@
 #include "kernels/dequantize.h"
 #include "kernels/fp16.h"
 #include "kernels/hadamard.h"
+#include "kernels/kivi_quantize.h"
 #include "kernels/matmul.h"
 #include "kernels/variant.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -25,17 +26,19 @@ inline TensorType kv_tensor_type(KvType type) {
     case KvType::BF16: return TensorType::BF16;
     case KvType::Q8_0: return TensorType::Q8_0;
     case KvType::Q4_0: return TensorType::Q4_0;
+    case KvType::KIVI2: break;  // no weight type: read through kivi_quantize.h
   }
   return TensorType::F32;
 }
 
-// Row `index` of rows of `stride` elements, as stored.
+// Row `index` of rows of `stride` elements, as stored (value rows; KIVI2 keys are read by
+// stored_key_row).
 inline const uint8_t* kv_row_at(const void* base, int64_t index, int64_t stride, KvType type) {
   return static_cast<const uint8_t*>(base) + static_cast<size_t>(index) * kv_row_bytes(type, stride);
 }
 
 #if defined(KVSQ_VARIANT_TU)
-// Row `index` (rows of `stride` elements) of a cached K or V block as d floats.
+// Row `index` (rows of `stride` elements) of a cached K or V block as d floats (KIVI2: value rows).
 inline void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t d, KvType type, float* dst) {
   const uint8_t* row = kv_row_at(base, index, stride, type);
   switch (type) {
@@ -50,6 +53,9 @@ inline void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t 
 #if defined(__AVX512F__)
       for (; i + 16 <= d; i += 16)
         _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+#elif defined(__F16C__)
+      for (; i + 8 <= d; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
 #endif
       for (; i < d; ++i) dst[i] = fp16_to_fp32(src[i]);
       return;
@@ -61,6 +67,7 @@ inline void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t 
     }
     case KvType::Q8_0:
     case KvType::Q4_0: dequantize_row(kv_tensor_type(type), row, dst, d); return;
+    case KvType::KIVI2: dequantize_row_kivi2(row, dst, d); return;
   }
 }
 #else
@@ -70,11 +77,76 @@ void row_to_f32(const void* base, int64_t index, int64_t stride, int64_t d, KvTy
 float dot_row(const float* q, const void* base, int64_t index, int64_t stride, int64_t d, KvType type);
 #endif
 
+inline void f16_row_to_f32(const uint16_t* src, int64_t d, float* dst) {
+  for (int64_t i = 0; i < d; ++i) dst[i] = fp16_to_fp32(src[i]);
+}
+
+// Key row `index` of a run as stored (its k_stride channels, rotated and centred as stored):
+// from the recent window, a KIVI2 group, or the row itself.
+inline void stored_key_row(const KvRun& run, int64_t index, float* dst) {
+  const int64_t d = run.k_stride;
+  if (run.in_recent(index)) return f16_row_to_f32(run.k_recent + (index - run.recent_first) * d, d, dst);
+  if (run.k_type == KvType::KIVI2) {
+    const int64_t group = (run.k_phase + index) / kKiviGroup;
+    return dequantize_key_kivi2(run.k_groups + static_cast<size_t>(group) * kivi_group_bytes(d), run.k_row(index), dst, d);
+  }
+  row_to_f32(run.k, index, d, d, run.k_type, dst);
+}
+
+// Value row `index` of a run as stored (rotated when the run's values are).
+inline void stored_value_row(const KvRun& run, int64_t index, float* dst) {
+  const int64_t d = run.v_stride;
+  if (run.in_recent(index)) return f16_row_to_f32(run.v_recent + (index - run.recent_first) * d, d, dst);
+  row_to_f32(run.v, index, d, d, run.v_type, dst);
+}
+
+#if defined(KVSQ_VARIANT_TU)
+// n consecutive stored rows of d elements (contiguous, so one conversion call covers them) as
+// n x d floats; KIVI2: value rows.
+inline void rows_to_f32(const uint8_t* rows, int64_t n, int64_t d, KvType type, float* dst) {
+  if (type == KvType::F32 || type == KvType::BF16) {
+    for (int64_t j = 0; j < n; ++j) row_to_f32(rows, j, d, d, type, dst + j * d);
+    return;
+  }
+  row_to_f32(rows, 0, n * d, n * d, type, dst);  // f16 and the block types: one long row
+}
+
+// Value rows [first, first + n) of a run as stored, n x v_stride floats.
+inline void stored_value_rows(const KvRun& run, int64_t first, int64_t n, float* dst) {
+  const int64_t d = run.v_stride;
+  const int64_t plain = std::clamp<int64_t>(run.recent_first - first, 0, n);  // rows before the recent window
+  if (plain > 0) rows_to_f32(run.v_row(first), plain, d, run.v_type, dst);
+  for (int64_t j = plain; j < n; ++j) f16_row_to_f32(run.v_recent + (first + j - run.recent_first) * d, d, dst + j * d);
+}
+
+// Key rows [first, first + n) of a run as stored, n x k_stride floats.
+inline void stored_key_rows(const KvRun& run, int64_t first, int64_t n, float* dst) {
+  const int64_t d = run.k_stride;
+  const int64_t plain = std::clamp<int64_t>(run.recent_first - first, 0, n);
+  if (run.k_type != KvType::KIVI2) {
+    if (plain > 0) rows_to_f32(run.k_row(first), plain, d, run.k_type, dst);
+  } else {
+    for (int64_t j = 0; j < plain;) {  // a group's parameters read once for its rows
+      const int64_t group = (run.k_phase + first + j) / kKiviGroup;
+      const int64_t end = std::min(plain, (group + 1) * kKiviGroup - run.k_phase - first);
+      dequantize_keys_kivi2(run.k_groups + static_cast<size_t>(group) * kivi_group_bytes(d), run.k_row(first + j), end - j, dst + j * d, d);
+      j = end;
+    }
+  }
+  for (int64_t j = plain; j < n; ++j) f16_row_to_f32(run.k_recent + (first + j - run.recent_first) * d, d, dst + j * d);
+}
+#endif
+
+// Key rows that are not plain rows of the run's type: KIVI2 groups and the recent window.
+inline bool key_rows_plain(const KvRun& run, int64_t first, int64_t n) {
+  return run.k_type != KvType::KIVI2 && first + n <= run.recent_first;
+}
+
 // Key row `index` of a run as head_dim_k = d floats: channel-pruned runs (KvRun::k_channels)
 // scatter their stored channels and leave the pruned ones 0.
 inline void key_row_to_f32(const KvRun& run, int64_t index, int64_t d, float* dst) {
   if (!run.k_channels) {
-    row_to_f32(run.k, index, run.k_stride, d, run.k_type, dst);
+    stored_key_row(run, index, dst);
     if (run.k_rotated) hadamard_rotate(dst, d);
     if (run.k_offset)
       for (int64_t i = 0; i < d; ++i) dst[i] += run.k_offset[i];
@@ -87,7 +159,7 @@ inline void key_row_to_f32(const KvRun& run, int64_t index, int64_t d, float* ds
     big.resize(static_cast<size_t>(run.k_stride));
     buf = big.data();
   }
-  row_to_f32(run.k, index, run.k_stride, run.k_stride, run.k_type, buf);
+  stored_key_row(run, index, buf);
   std::fill(dst, dst + d, 0.0f);
   for (int64_t i = 0; i < run.k_stride; ++i) dst[run.k_channels[i]] = buf[i];
 }
@@ -165,20 +237,63 @@ inline WeightMatrix key_rows(const KvRun& run, int64_t first, int64_t n) {
 }
 
 #if defined(KVSQ_VARIANT_TU)
+// out[t * ldo + j] = q_t . k_j for nq queries and nt keys, both rows of d floats: eight keys at
+// a time per query, their eight sums reduced together.
+inline void group_scores(const float* keys, int64_t nt, int64_t d, const float* q, int64_t nq, float* out, int64_t ldo) {
+  int64_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  if (d % 8 == 0)
+    for (; j + 8 <= nt; j += 8) {
+      const float* k = keys + j * d;
+      for (int64_t t = 0; t < nq; ++t) {
+        const float* qt = q + t * d;
+        __m256 a[8];
+        for (auto& x : a) x = _mm256_setzero_ps();
+        for (int64_t c = 0; c < d; c += 8) {
+          const __m256 qv = _mm256_loadu_ps(qt + c);
+          for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + r * d + c), a[r]);
+        }
+        // Lane sums of a[0..7] into one vector: hadd pairs, then the two 128-bit halves.
+        const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+        const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+        const __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
+        const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20), _mm256_permute2f128_ps(h0123, h4567, 0x31));
+        _mm256_storeu_ps(out + t * ldo + j, sums);
+      }
+    }
+#endif
+  for (; j < nt; ++j)
+    for (int64_t t = 0; t < nq; ++t) {
+      float sum = 0.0f;
+      for (int64_t c = 0; c < d; ++c) sum += q[t * d + c] * keys[j * d + c];
+      out[t * ldo + j] = sum;
+    }
+}
+
 // out[t * ldo + j] = q_t . key row (first + j), for nq query rows of k_stride floats (already
 // gathered/rotated as the run stores its keys) and j < n. Float keys are the weights of one
 // matmul; quantized keys are dequantized a tile at a time and multiplied with the float queries,
 // so the scores carry the keys' rounding only (a quantized matmul would round the queries to 8
 // bits as well).
 inline void key_scores(const KvRun& run, int64_t first, int64_t n, const float* q, int64_t nq, float* out, int64_t ldo) {
-  if (!kv_type_quantized(run.k_type)) return matmul(key_rows(run, first, n), q, nq, out, ldo);
   constexpr int64_t kTile = 256;
   const int64_t d = run.k_stride;
   thread_local std::vector<float> tile;
   tile.resize(static_cast<size_t>(kTile * d));
+  if (nq <= 16) {
+    // Few queries (decode, a GQA group): a tile of keys converted to floats once, in L1/L2,
+    // then dotted with every query of the group.
+    for (int64_t j0 = 0; j0 < n; j0 += kTile) {
+      const int64_t nt = std::min(kTile, n - j0);
+      stored_key_rows(run, first + j0, nt, tile.data());
+      group_scores(tile.data(), nt, d, q, nq, out + j0, ldo);
+    }
+    return;
+  }
+  if (!kv_type_quantized(run.k_type) && key_rows_plain(run, first, n)) return matmul(key_rows(run, first, n), q, nq, out, ldo);
   for (int64_t j0 = 0; j0 < n; j0 += kTile) {
     const int64_t nt = std::min(kTile, n - j0);
-    for (int64_t j = 0; j < nt; ++j) row_to_f32(run.k, first + j0 + j, d, d, run.k_type, tile.data() + j * d);
+    stored_key_rows(run, first + j0, nt, tile.data());
     WeightMatrix keys;
     keys.type = TensorType::F32;
     keys.data = reinterpret_cast<const uint8_t*>(tile.data());

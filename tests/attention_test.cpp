@@ -59,6 +59,7 @@ void encode(KvType type, int64_t d, std::vector<float>& rows, std::vector<uint8_
         break;
       case KvType::Q8_0: quantize_row_q8_0(x, out, d); break;
       case KvType::Q4_0: quantize_row_q4_0(x, out, d); break;
+      case KvType::KIVI2: ADD_FAILURE() << "KIVI2 runs are built through a cache (kivi_cache_test.cpp)"; break;
     }
     row_to_f32(out, 0, d, d, type, x);
     if (rotate) hadamard_rotate(x, d);

@@ -14,6 +14,8 @@
 #include "cache/hash64.h"
 #include "cli_runner.h"
 #include "fixture_models.h"
+#include "kernels/kv_rows.h"
+#include "kv_bytes_formula.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/session.h"
@@ -63,12 +65,7 @@ void compact_randomly(KvCache& cache, uint32_t seed) {
     }
 }
 
-size_t used_bytes_of(const KvCache& c) {
-  size_t slots = 0;
-  for (const auto& layer : c.lengths())
-    for (int64_t len : layer) slots += static_cast<size_t>(len);
-  return slots * (c.k_row_bytes() + c.v_row_bytes() + sizeof(int32_t));
-}
+size_t used_bytes_of(const KvCache& c) { return test_bytes::cache_bytes(c); }
 
 void expect_same_cache(const KvCache& a, const KvCache& b) {
   ASSERT_EQ(a.lengths(), b.lengths());
@@ -79,10 +76,22 @@ void expect_same_cache(const KvCache& a, const KvCache& b) {
       // Attention would not notice a lost key offset (softmax ignores it); the readers would.
       const auto oa = a.key_offset(l, h), ob = b.key_offset(l, h);
       ASSERT_TRUE(std::equal(oa.begin(), oa.end(), ob.begin(), ob.end())) << "key offset of layer " << l << " head " << h;
-      const size_t len = static_cast<size_t>(a.length(l, h));
-      if (len == 0) continue;
-      ASSERT_EQ(std::memcmp(a.k_bytes(l, h), b.k_bytes(l, h), len * a.k_row_bytes()), 0) << "K of layer " << l << " head " << h;
-      ASSERT_EQ(std::memcmp(a.v_bytes(l, h), b.v_bytes(l, h), len * a.v_row_bytes()), 0) << "V of layer " << l << " head " << h;
+      const KvRun ra = a.run(l, h), rb = b.run(l, h);
+      ASSERT_EQ(ra.recent_first, rb.recent_first);
+      const auto rows = static_cast<size_t>(std::min(ra.len, ra.recent_first));  // KIVI2: the rest waits in f16
+      if (ra.len == 0) continue;
+      ASSERT_EQ(std::memcmp(ra.k, rb.k, rows * a.k_row_bytes(l, h)), 0) << "K of layer " << l << " head " << h;
+      ASSERT_EQ(std::memcmp(ra.v, rb.v, rows * a.v_row_bytes()), 0) << "V of layer " << l << " head " << h;
+      // Every slot as stored, KIVI2 groups and the recent window included.
+      std::vector<float> ka(static_cast<size_t>(ra.k_stride)), kb(ka.size()), va(static_cast<size_t>(ra.v_stride)), vb(va.size());
+      for (int64_t j = 0; j < ra.len; ++j) {
+        kernels::stored_key_row(ra, j, ka.data());
+        kernels::stored_key_row(rb, j, kb.data());
+        kernels::stored_value_row(ra, j, va.data());
+        kernels::stored_value_row(rb, j, vb.data());
+        ASSERT_EQ(ka, kb) << "key " << j << " of layer " << l << " head " << h;
+        ASSERT_EQ(va, vb) << "value " << j << " of layer " << l << " head " << h;
+      }
     }
 }
 
@@ -171,7 +180,10 @@ TEST(CacheFile, QuantizedRotatedAndCentredCachesRoundTrip) {
   };
   for (const Types& t : {Types{KvType::Q8_0, KvType::Q8_0, KvTransform::Auto, KvTransform::Auto},
                          Types{KvType::Q4_0, KvType::F16, KvTransform::Off, KvTransform::On},
-                         Types{KvType::BF16, KvType::Q4_0, KvTransform::On, KvTransform::Off}}) {
+                         Types{KvType::BF16, KvType::Q4_0, KvTransform::On, KvTransform::Off},
+                         Types{KvType::KIVI2, KvType::KIVI2, KvTransform::Auto, KvTransform::Auto},
+                         Types{KvType::KIVI2, KvType::F16, KvTransform::Off, KvTransform::Off},
+                         Types{KvType::Q8_0, KvType::KIVI2, KvTransform::Auto, KvTransform::Off}}) {
     std::string label = kv_types_label(t.k, t.v) + "-" + kv_transform_name(t.rotation) + "-" + kv_transform_name(t.centering);
     std::replace(label.begin(), label.end(), '/', '_');  // a file name
     SCOPED_TRACE(label);
@@ -183,7 +195,8 @@ TEST(CacheFile, QuantizedRotatedAndCentredCachesRoundTrip) {
     o.chunk = 6;
     Session s(*model, o);
     const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);  // stories260K's ids, folded into this vocabulary
-    std::vector<int32_t> prompt = kPrompt, more = kMore;
+    std::vector<int32_t> prompt, more = kMore;  // 90 tokens: KIVI2 runs hold whole groups and a window
+    for (int i = 0; i < 3; ++i) prompt.insert(prompt.end(), kPrompt.begin(), kPrompt.end());
     for (auto* ids : {&prompt, &more})
       for (int32_t& id : *ids) id %= vocab;
     s.eval(prompt);
@@ -193,7 +206,7 @@ TEST(CacheFile, QuantizedRotatedAndCentredCachesRoundTrip) {
     const std::string path = scratch("typed-" + label + "-header.kvc");
     save_cache(s, prompt, path);
     const CacheFileInfo info = read_cache_info(path);
-    EXPECT_EQ(info.version, 3u);
+    EXPECT_EQ(info.version, t.k == KvType::KIVI2 || t.v == KvType::KIVI2 ? 4u : 3u);
     EXPECT_EQ(info.shape.k_type, t.k);
     EXPECT_EQ(info.shape.v_type, t.v);
     // A session with other types, rotation or centring refuses the file with one clear error.
@@ -362,11 +375,11 @@ TEST(CacheFile, UnknownVersionNamesTheSupportedOne) {
   const std::string path = scratch("version.kvc");
   save_cache(s, {1, 2, 3}, path);
   auto bytes = read_bytes(path);
-  bytes[8] = 4;
+  bytes[8] = 5;
   write_bytes(path, bytes);
   Session t(*model, {});
   EXPECT_EQ(error_of([&] { load_cache(t, path); }),
-            "cache file '" + path + "' has format version 4; this kvsqueeze reads versions 1 to 3 only");
+            "cache file '" + path + "' has format version 5; this kvsqueeze reads versions 1 to 4 only");
   std::filesystem::remove(path);
 }
 

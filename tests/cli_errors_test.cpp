@@ -83,7 +83,7 @@ TEST(CliErrors, ContextLongerThanAllowed) {
 TEST(CliErrors, BadFlagsAndValues) {
   expect_clean_error(run_cli("generate -m " + kStories + " -p hi --no-such-flag"), "no-such-flag");
   expect_clean_error(run_cli("generate -m " + kStories + " -p hi --temp -1"), "--temp");
-  expect_clean_error(run_cli("generate -m " + kStories + " -p hi --kv-type q2"), "--kv-type must be one of f16, bf16, f32, q8_0, q4_0, got 'q2'");
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi --kv-type q2"), "--kv-type must be one of f16, bf16, f32, q8_0, q4_0, kivi2, got 'q2'");
   expect_clean_error(run_cli("generate -m " + kStories), "exactly one of -p TEXT or -f FILE");
   expect_clean_error(run_cli("generate -m " + kStories + " -f /nonexistent.txt"), "cannot read prompt file");
   expect_clean_error(run_cli("bench -m " + kStories + " --ctx 12,abc"), "--ctx expects");

@@ -360,3 +360,20 @@ TEST(EvalKld, CellsBeyondTheGridMemoryTakeAnotherPrefillWithTheSameResults) {
     EXPECT_EQ(runs[0][i]["metrics"], runs[1][i]["metrics"]) << runs[0][i]["key"];
   }
 }
+
+TEST(EvalKld, ConsecutiveWindowsAreTheTextsFirstChunks) {
+  auto model = Model::load(test_paths::stories260k());
+  const std::string text = long_story(12);
+  const std::vector<int32_t> ids = model->tokenizer().encode(text, false);
+  const auto texts = kld_windows(*model, text, {96}, 24, 3, 5, true);
+  ASSERT_EQ(texts.size(), 3u);
+  const int64_t body = 96 - (model->tokenizer().add_bos_by_default() ? 1 : 0), need = body + 24;
+  for (int64_t w = 0; w < 3; ++w) {  // chunk w: tokens [w * need, (w + 1) * need), as llama-perplexity cuts them
+    const auto& t = texts[static_cast<size_t>(w)];
+    EXPECT_EQ(t.meta["offset"].get<int64_t>(), w * need);
+    EXPECT_TRUE(std::equal(t.continuation.begin(), t.continuation.end(), ids.begin() + w * need + body));
+    EXPECT_EQ(t.context.back(), ids[static_cast<size_t>(w * need + body - 1)]);
+  }
+  const auto many = static_cast<int64_t>(ids.size()) / need + 1;
+  EXPECT_THROW(kld_windows(*model, text, {96}, 24, many, 5, true), Error) << "more chunks than the text holds";
+}

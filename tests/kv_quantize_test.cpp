@@ -215,6 +215,10 @@ TEST(KvQuantize, TypeNamesAndErrors) {
   EXPECT_FALSE(kv_rows_rotated(KvTransform::Auto, KvType::F16));
   EXPECT_FALSE(kv_rows_rotated(KvTransform::Off, KvType::Q4_0));
   EXPECT_TRUE(kv_rows_rotated(KvTransform::On, KvType::F16));
+  EXPECT_FALSE(kv_keys_rotated(KvTransform::Auto, KvType::KIVI2)) << "KIVI2 keys: per channel, not rotated by default";
+  EXPECT_TRUE(kv_rows_rotated(KvTransform::Auto, KvType::KIVI2)) << "KIVI2 values are";
+  EXPECT_TRUE(kv_keys_rotated(KvTransform::On, KvType::KIVI2));
+  EXPECT_TRUE(kv_keys_rotated(KvTransform::Auto, KvType::Q4_0));
   EXPECT_THROW(parse_kv_transform("yes", "kv_rotation"), ParameterError);
 }
 

@@ -172,8 +172,7 @@ TEST(KvStorage, ClonesWithoutSlackAndAssignsRawRows) {
   EXPECT_EQ(empty->bytes_held(), 0u);
   EXPECT_EQ(empty->length(1, 0), 0);
   const KvRun from = copy->host_run(1, 0);
-  empty->assign(1, 0, from.len, static_cast<const uint8_t*>(from.k), static_cast<const uint8_t*>(from.v), from.pos,
-                copy->key_channels(1, 0), copy->key_offset(1, 0));
+  empty->assign(1, 0, from);
   EXPECT_EQ(empty->length(1, 0), 4);
   EXPECT_EQ(empty->capacity(1, 0), 4);
   EXPECT_EQ(empty->k_row_bytes(1, 0), 3 * sizeof(uint16_t));

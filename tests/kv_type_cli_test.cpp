@@ -15,7 +15,7 @@ std::string stories_generate() { return "generate -m " + test_paths::stories260k
 }  // namespace
 
 TEST(KvTypeCli, BadValuesAndShapesNameTheFlag) {
-  expect_one_line_error(stories_generate() + " --kv-type q5_1", {"--kv-type must be one of f16, bf16, f32, q8_0, q4_0, got 'q5_1'"});
+  expect_one_line_error(stories_generate() + " --kv-type q5_1", {"--kv-type must be one of f16, bf16, f32, q8_0, q4_0, kivi2, got 'q5_1'"});
   expect_one_line_error(stories_generate() + " -ctk int8", {"--cache-type-k must be one of", "got 'int8'"});
   expect_one_line_error(stories_generate() + " --cache-type-v f8", {"--cache-type-v must be one of"});
   // stories260K's heads have 8 channels: not a whole block of 32.

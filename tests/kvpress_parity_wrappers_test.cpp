@@ -245,8 +245,9 @@ void check_rerotation(const std::string& fixture, const std::string& inner, bool
     KvCache cache(session.cache().shape(), 0);
     for (int64_t layer = 0; layer < c.n_layer; ++layer)
       for (int64_t h = 0; h < c.n_head_kv; ++h) {
-        const auto run = session.cache().run(layer, h);
-        cache.assign(layer, h, n, session.cache().k_bytes(layer, h), session.cache().v_bytes(layer, h), run.pos);
+        KvRun run = session.cache().run(layer, h);
+        run.len = n;
+        cache.assign(layer, h, run);
       }
     manual.restore(std::move(cache), n, {});
     const std::vector<float> want = manual.eval({l->f.ids.back()});

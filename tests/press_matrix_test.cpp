@@ -18,6 +18,7 @@
 
 #include "fixture_models.h"
 #include "head_scores_writer.h"
+#include "kv_bytes_formula.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/press.h"
 #include "kvsqueeze/press_pipeline.h"
@@ -175,10 +176,7 @@ std::string check_cache(KvCache& cache, const std::vector<std::vector<int64_t>>&
         }
     }
   cache.release_slack(0);
-  size_t want = 0;
-  for (int64_t l = 0; l < sh.n_layer; ++l)
-    for (int64_t h = 0; h < sh.n_head_kv; ++h)
-      want += static_cast<size_t>(cache.length(l, h)) * (cache.k_row_bytes(l, h) + cache.v_row_bytes() + 4);
+  const size_t want = test_bytes::cache_bytes(cache);
   if (cache.bytes_held() != want) err << "bytes_held " << cache.bytes_held() << " != " << want << " for the slots kept; ";
   return err.str();
 }
@@ -212,7 +210,7 @@ struct CacheTypes {
     return o;
   }
   std::string label() const {
-    return kv_types_label(k, v) + (kv_rows_rotated(rotation, k) ? "_rotated" : "") +
+    return kv_types_label(k, v) + (kv_keys_rotated(rotation, k) || kv_rows_rotated(rotation, v) ? "_rotated" : "") +
            (kv_keys_centered(centering, k) ? "_centred" : "");
   }
 };
@@ -339,8 +337,10 @@ TEST(PressMatrixShortPrompts, EveryPressHandlesTinyContexts) {
 }
 
 // Float caches on every model; the quantized ones (K and V chosen apart, keys rotated or not) on
-// the synthetic models, whose head sizes are whole blocks of 32 (stories260K's 8 are not).
-constexpr KvType F16 = KvType::F16, F32 = KvType::F32, BF16 = KvType::BF16, Q8 = KvType::Q8_0, Q4 = KvType::Q4_0;
+// the synthetic models, whose head sizes are whole blocks of 32 (stories260K's 8 are not);
+// KIVI2 (its groups of 32 slots fill within the context) with its defaults and plainly.
+constexpr KvType F16 = KvType::F16, F32 = KvType::F32, BF16 = KvType::BF16, Q8 = KvType::Q8_0, Q4 = KvType::Q4_0,
+                 KIVI = KvType::KIVI2;
 INSTANTIATE_TEST_SUITE_P(Models, PressMatrix,
                          ::testing::Values(MatrixParam{"stories260k", {F16, F16}}, MatrixParam{"stories260k", {F32, F32}},
                                            MatrixParam{"synth_llama_f32", {F16, F16}}, MatrixParam{"synth_llama_f32", {F32, F32}},
@@ -351,7 +351,9 @@ INSTANTIATE_TEST_SUITE_P(Models, PressMatrix,
                                            MatrixParam{"synth_llama_f32", {Q8, Q8}}, MatrixParam{"synth_qwen2_f32", {Q4, Q4}},
                                            MatrixParam{"synth_mistral_f32", {Q4, F16, KvTransform::Off}},
                                            MatrixParam{"synth_qwen3_f32", {BF16, Q8, KvTransform::On, KvTransform::On}},
-                                           MatrixParam{"synth_gemma3_f32", {Q8, Q4, KvTransform::On}}),
+                                           MatrixParam{"synth_gemma3_f32", {Q8, Q4, KvTransform::On}},
+                                           MatrixParam{"synth_qwen2_f32", {KIVI, KIVI}},
+                                           MatrixParam{"synth_llama_f32", {KIVI, Q8, KvTransform::Off, KvTransform::Off}}),
                          [](const ::testing::TestParamInfo<MatrixParam>& info) {
                            std::string name = info.param.model + "_" + info.param.types.label();
                            for (char& c : name)

@@ -17,7 +17,7 @@ namespace kvsqueeze {
 // Version 1; version 2 (written only when some run's keys are channel-pruned) adds each run's
 // key-channel list; version 3 (written when key and value types differ or one is quantized)
 // adds the value type and the q8_0/q4_0 types. A reader accepts all three.
-inline constexpr uint32_t kCacheFileVersion = 3;
+inline constexpr uint32_t kCacheFileVersion = 4;
 
 // Where one (layer, head) run lies in a parsed file.
 struct CacheFileRun {
@@ -25,8 +25,12 @@ struct CacheFileRun {
   size_t positions_offset = 0;  // length little-endian int32
   std::vector<int32_t> k_channels;  // key channels the rows hold (ascending); empty: all head_dim_k
   std::vector<float> key_offset;    // a centred run's per-channel key offset; empty: none
-  size_t k_offset = 0;          // length rows of head_dim_k (or k_channels.size()) elements of shape.k_type
-  size_t v_offset = 0;          // length rows of head_dim_v elements
+  size_t k_offset = 0;          // length - recent rows of head_dim_k (or k_channels.size()) elements of shape.k_type
+  size_t v_offset = 0;          // length - recent rows of head_dim_v elements
+  // KIVI2 caches (version 4): the last `recent` slots are the f16 recent window; KIVI2 keys'
+  // group parameters ((length - recent) / 32 groups).
+  int64_t recent = 0;
+  size_t k_groups_offset = 0, k_recent_offset = 0, v_recent_offset = 0;
 };
 
 // Everything in a cache file but the K/V rows, validated.

@@ -31,8 +31,14 @@ enum class KvTransform { Auto, On, Off };
 // auto | on | off; throws ParameterError naming `parameter` on anything else.
 KvTransform parse_kv_transform(const std::string& name, const std::string& parameter);
 const char* kv_transform_name(KvTransform transform);
-// Whether rows (keys or values) of `type` are stored rotated under `rotation`.
+// Whether value rows of `type` (and key rows, but for kv_keys_rotated's exception) are stored
+// rotated under `rotation`.
 bool kv_rows_rotated(KvTransform rotation, KvType type);
+// Whether keys of `k_type` are stored rotated: as kv_rows_rotated, except that Auto leaves KIVI2
+// keys unrotated (quantized per channel, they keep outlier channels apart by themselves, and a
+// rotation spreading those channels over all others more than doubles the KL divergence on
+// Qwen2.5; docs/QUANTIZATION.md).
+bool kv_keys_rotated(KvTransform rotation, KvType k_type);
 // Whether keys of `k_type` are stored centred (a per-channel offset taken off) under `centering`.
 bool kv_keys_centered(KvTransform centering, KvType k_type);
 // f32 | f16 | bf16 | q8_0 | q4_0; throws kvsqueeze::Error naming `what` on anything else.
@@ -135,10 +141,10 @@ class KvCache {
   // Raw rows for serialisation: len rows of K (k_row_bytes(layer, head) each) and V, and positions.
   const uint8_t* k_bytes(int64_t layer, int64_t head) const;
   const uint8_t* v_bytes(int64_t layer, int64_t head) const;
-  // Replaces a run's content (used when loading a saved cache); k_channels as key_channels(),
-  // k_offset as key_offset().
-  void assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
-              std::span<const int32_t> k_channels = {}, std::span<const float> k_offset = {});
+  // Replaces a run's content with a copy of `rows` (loading a saved cache, copying another
+  // cache's run): host rows laid out as run() lends them, in this cache's types and
+  // transforms; k_channels (k_stride of them) and k_offset (head_dim_k) null when absent.
+  void assign(int64_t layer, int64_t head, const KvRun& rows);
   // A centred run's per-channel key offset (head_dim_k floats); empty: none (kv_centering).
   std::span<const float> key_offset(int64_t layer, int64_t head) const;
 

@@ -83,7 +83,7 @@ def pipeline(task: str = TASK, model: str | _core.Model | None = None, **kwargs:
     """kvpress's entry point: ``pipeline("kv-press-text-generation", model="model.gguf")``.
 
     ``model`` is a GGUF path or a loaded ``kvsqueeze.Model``. Engine settings: ``n_ctx``,
-    ``n_threads``, ``kv_type`` (f16, bf16, f32, q8_0, q4_0; ``type_k``/``type_v`` for keys or
+    ``n_threads``, ``kv_type`` (f16, bf16, f32, q8_0, q4_0, kivi2; ``type_k``/``type_v`` for keys or
     values alone), ``chunk``. transformers' ``device``,
     ``torch_dtype``, ``model_kwargs`` and ``trust_remote_code`` are accepted and ignored (the engine
     runs on the CPU with the GGUF's own weights)."""

@@ -167,7 +167,7 @@ void bind_engine(nb::module_& m) {
           "type_v"_a = nb::none(), "kv_rotation"_a = "auto", "kv_centering"_a = "auto",
           nb::keep_alive<1, 2>(),
           "ctx_size: most positions (0: the model's trained context); chunk: prefill chunk in tokens; threads: 0 for "
-          "one per core; kv_type: the KV cache type of keys and values (f16, bf16, f32, q8_0, q4_0); type_k, type_v: "
+          "one per core; kv_type: the KV cache type of keys and values (f16, bf16, f32, q8_0, q4_0, kivi2); type_k, type_v: "
           "the keys' or the values' own type (llama.cpp's cache-type-k / cache-type-v); kv_rotation: store keys "
           "and values Walsh-Hadamard rotated: auto (quantized types), on or off; kv_centering: store keys centred "
           "(exact for attention): auto (quantized keys), on or off.")

@@ -57,21 +57,23 @@ class KvStorage {
                             const int32_t* pos) = 0;
   // Keeps only `channels` (a subset of the run's) of every key row; K shrinks to the narrower rows.
   virtual void keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels) = 0;
-  // Replaces a run's content with len raw host rows (k_row_bytes and v_row_bytes each, in the
-  // element type) and positions; k_channels as key_channels(), k_offset as key_offset(). Grows
-  // the capacity to len if short.
-  virtual void assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
-                      std::span<const int32_t> k_channels, std::span<const float> k_offset) = 0;
+  // Replaces a run's content with a copy of `rows`: host memory laid out as host_run lends a
+  // run of this shape (rows in its types and transforms, KIVI2 groups and recent window
+  // included; k_channels: k_stride of them or null for all; k_offset: head_dim_k floats or
+  // null). Grows the capacity to rows.len if short.
+  virtual void assign(int64_t layer, int64_t head, const KvRun& rows) = 0;
 
   // A host view of a run's rows, valid until the run changes: host memory lends itself, a device
   // storage stages a host copy.
   virtual KvRun host_run(int64_t layer, int64_t head) const = 0;
-  // Bytes allocated: sum over runs of capacity x (K row + V row + position).
+  // Bytes allocated: sum over runs of capacity x (K row + V row + position), plus for KIVI2
+  // caches the key groups' parameters and the recent window.
   virtual size_t bytes_held() const = 0;
 
   size_t k_row_bytes(int64_t layer, int64_t head) const;  // a key row of this run (its channels only)
   size_t v_row_bytes() const;
   size_t bytes_used() const;  // bytes_held's sum with lengths instead of capacities
+  size_t kivi_extra_bytes(int64_t slots, int64_t k_stride) const;
 
  private:
   KvCacheShape shape_;

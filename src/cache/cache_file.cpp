@@ -5,14 +5,15 @@
 // u32 byte count followed by that many bytes (UTF-8, not NUL-terminated).
 //
 //   magic          8 bytes   "KVSQCACH"
-//   version        u32       1, 2 or 3 (a reader rejects every other version)
+//   version        u32       1 to 4 (a reader rejects every other version)
 //   file_size      u64       size of the whole file in bytes, checksum included
 //   fingerprint    u64       Model::fingerprint() of the model that made it
 //   arch           str       general.architecture (at most 65536 bytes)
 //   model_name     str       general.name, may be empty (at most 65536 bytes)
 //   kv_type        u32       element type of the K rows (and of the V rows before version 3):
-//                            0 = f32, 1 = f16, 2 = bf16, 3 = q8_0, 4 = q4_0 (3 and 4 from version 3 on)
-//   (version 3 only:)
+//                            0 = f32, 1 = f16, 2 = bf16, 3 = q8_0, 4 = q4_0 (3 and 4 from version 3 on),
+//                            5 = kivi2 (version 4)
+//   (versions 3 and 4:)
 //   v_type         u32       element type of the V rows, the same codes
 //   kv_flags       u32       bit 0: the key rows of runs without pruned channels are stored
 //                            Walsh-Hadamard rotated (kernels/hadamard.h); bit 1: the value rows
@@ -35,16 +36,25 @@
 //     (versions 2 and 3:)
 //     n_k_channels u32       0: keys hold all head_dim_k channels; else 1 .. head_dim_k - 1
 //     k_channels   i32 x n_k_channels  the key channels held (ThinK pruning), strictly ascending in [0, head_dim_k)
-//     (version 3 only:)
+//     (versions 3 and 4:)
 //     n_key_offset u32       0, or head_dim_k for a centred run without pruned channels
 //     key_offset   f32 x n_key_offset  taken off each key before it was stored (added back on reading)
-//     k_rows       length x head_dim_k (or n_k_channels) elements of kv_type, raw (quantized
-//                  types: whole 32-element blocks, so head_dim_k and n_k_channels are multiples of 32)
-//     v_rows       length x head_dim_v elements of v_type, raw
+//     (version 4 only:)
+//     n_recent     u32       slots in the f16 recent window, < 32; length - n_recent is a multiple of 32
+//     k_rows       (length - n_recent) x head_dim_k (or n_k_channels) elements of kv_type, raw
+//                  (quantized types: whole 32-element blocks, so head_dim_k and n_k_channels are
+//                  multiples of 32; kivi2 keys: their 2-bit codes, a quarter byte an element)
+//     v_rows       (length - n_recent) x head_dim_v elements of v_type, raw
+//     (version 4 only:)
+//     k_groups     kivi2 keys: (length - n_recent) / 32 groups of head_dim_k (or n_k_channels)
+//                  f16 scales, then as many f16 minima; absent for other key types
+//     k_recent     n_recent x head_dim_k (or n_k_channels) f16, as stored (rotated, centred)
+//     v_recent     n_recent x head_dim_v f16
 //   checksum       u64       XXH64 (seed 0) of every byte before it
 //
 // Writers write the lowest version that holds the cache: 1, 2 when some run's keys are
-// channel-pruned, 3 when keys and values differ in type, a type is quantized or keys are rotated; so files of
+// channel-pruned, 3 when keys and values differ in type, a type is quantized or keys are rotated,
+// 4 when a type is kivi2; so files of
 // uncompressed or token-compressed f16 caches stay readable by older readers.
 // A reader checks magic, version, file_size against the real size (truncation), the checksum
 // (corruption), then every count against the bytes left before allocating anything for it.
@@ -80,12 +90,25 @@ constexpr uint32_t kMaxDim = 1u << 16;     // n_layer, n_head_kv, head dims
 constexpr size_t kFixedPrefix = 8 + 4 + 8;  // magic, version, file_size
 constexpr size_t kChecksumBytes = 8;
 
-constexpr KvType kTypesByCode[] = {KvType::F32, KvType::F16, KvType::BF16, KvType::Q8_0, KvType::Q4_0};
+constexpr KvType kTypesByCode[] = {KvType::F32, KvType::F16, KvType::BF16, KvType::Q8_0, KvType::Q4_0, KvType::KIVI2};
 
 uint32_t kv_type_code(KvType t) {
   for (uint32_t code = 0; code < std::size(kTypesByCode); ++code)
     if (kTypesByCode[code] == t) return code;
   return 0;
+}
+
+// Bytes a run takes in a file of `version` after its key channels and offset: its rows (the
+// recent window's count, f16 rows and KIVI2 key groups too in version 4), and positions.
+uint64_t run_bytes(const KvCache& cache, int64_t l, int64_t h, uint32_t version) {
+  const KvRun run = cache.run(l, h);
+  const uint64_t len = static_cast<uint64_t>(run.len), recent = static_cast<uint64_t>(run.len - std::min(run.len, run.recent_first));
+  uint64_t bytes = 4 * len + (len - recent) * (cache.k_row_bytes(l, h) + cache.v_row_bytes());
+  if (version >= 4) {
+    bytes += 4 + recent * static_cast<uint64_t>(run.k_stride + run.v_stride) * 2;
+    if (run.k_type == KvType::KIVI2) bytes += (len - recent) / kKiviGroup * kivi_group_bytes(run.k_stride);
+  }
+  return bytes;
 }
 
 [[noreturn]] void fail(const std::string& label, const std::string& problem) {
@@ -301,7 +324,7 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
   info.fingerprint = r.read<uint64_t>("fingerprint");
   info.arch = r.read_string("architecture name", kMaxString);
   info.model_name = r.read_string("model name", kMaxString);
-  const uint32_t known_types = info.version >= 3 ? 5 : 3;  // q8_0 and q4_0 came with version 3
+  const uint32_t known_types = info.version >= 4 ? 6 : info.version >= 3 ? 5 : 3;  // q8_0, q4_0: version 3; kivi2: 4
   const auto read_type = [&](const char* what) {
     const uint32_t code = r.read<uint32_t>(what);
     if (code >= known_types)
@@ -355,7 +378,7 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
   info.meta_json = r.read_string("metadata", r.remaining());
   if (!info.meta_json.empty() && !nlohmann::json::accept(info.meta_json)) r.corrupt("its metadata is not valid JSON");
 
-  const uint64_t k_row = kv_row_bytes(info.shape.k_type, info.shape.head_dim_k);
+  const uint64_t k_row = kv_key_row_bytes(info.shape.k_type, info.shape.head_dim_k);
   const uint64_t v_row = kv_row_bytes(info.shape.v_type, info.shape.head_dim_v);
   const uint64_t n_runs = static_cast<uint64_t>(info.shape.n_layer) * static_cast<uint64_t>(info.shape.n_head_kv);
   r.need(n_runs * 4, std::to_string(n_runs) + " runs");  // each at least its length: bounds the allocation below
@@ -396,7 +419,7 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
         if (n_ch % k_block != 0)
           r.corrupt(where + " holds " + std::to_string(n_ch) + " key channels, not whole blocks of its " +
                     kv_type_name(info.shape.k_type) + " keys");
-        if (n_ch > 0) row = kv_row_bytes(info.shape.k_type, n_ch);
+        if (n_ch > 0) row = kv_key_row_bytes(info.shape.k_type, n_ch);
         if (info.version >= 3) {
           const uint32_t n_off = r.read<uint32_t>(where + " key-offset count");
           if (n_off != 0 && (n_off != static_cast<uint64_t>(info.shape.head_dim_k) || !info.shape.k_centered || n_ch != 0))
@@ -409,8 +432,24 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
             if (!std::isfinite(x)) r.corrupt(where + " has a key offset that is not finite");
         }
       }
-      run.k_offset = r.skip(len * row, where + " keys");
-      run.v_offset = r.skip(len * v_row, where + " values");
+      uint64_t quantized = len;
+      if (info.version >= 4) {
+        const uint32_t recent = r.read<uint32_t>(where + " recent-window count");
+        if (recent > len || recent >= static_cast<uint32_t>(kKiviGroup) || (len - recent) % kKiviGroup != 0)
+          r.corrupt(where + " has a recent window of " + std::to_string(recent) + " of its " + std::to_string(len) +
+                    " slots (fewer than 32, the rest whole groups of 32)");
+        run.recent = recent;
+        quantized = len - recent;
+      }
+      run.k_offset = r.skip(quantized * row, where + " keys");
+      run.v_offset = r.skip(quantized * v_row, where + " values");
+      if (info.version >= 4) {
+        const uint64_t channels = run.k_channels.empty() ? static_cast<uint64_t>(info.shape.head_dim_k) : run.k_channels.size();
+        if (info.shape.k_type == KvType::KIVI2)
+          run.k_groups_offset = r.skip(quantized / kKiviGroup * kivi_group_bytes(static_cast<int64_t>(channels)), where + " key groups");
+        run.k_recent_offset = r.skip(static_cast<uint64_t>(run.recent) * channels * 2, where + " recent keys");
+        run.v_recent_offset = r.skip(static_cast<uint64_t>(run.recent) * static_cast<uint64_t>(info.shape.head_dim_v) * 2, where + " recent values");
+      }
     }
   if (r.remaining() != 0) r.corrupt(std::to_string(r.remaining()) + " unexpected bytes after the last run");
   return info;
@@ -424,7 +463,31 @@ KvCache cache_from_file(const CacheFileInfo& info, const uint8_t* data) {
       const CacheFileRun& run = info.runs[static_cast<size_t>(l * info.shape.n_head_kv + h)];
       positions.resize(static_cast<size_t>(run.length));  // aligned copy: the file has no alignment
       if (run.length > 0) std::memcpy(positions.data(), data + run.positions_offset, positions.size() * 4);
-      cache.assign(l, h, run.length, data + run.k_offset, data + run.v_offset, positions.data(), run.k_channels, run.key_offset);
+      // Aligned copies of what the kernels read as uint16 (the file has no alignment).
+      const int64_t channels = run.k_channels.empty() ? info.shape.head_dim_k : static_cast<int64_t>(run.k_channels.size());
+      std::vector<uint8_t> groups(info.shape.k_type == KvType::KIVI2 ? (run.length - run.recent) / kKiviGroup * kivi_group_bytes(channels) : 0);
+      std::vector<uint16_t> k_recent(static_cast<size_t>(run.recent * channels)), v_recent(static_cast<size_t>(run.recent * info.shape.head_dim_v));
+      std::memcpy(groups.data(), data + run.k_groups_offset, groups.size());
+      std::memcpy(k_recent.data(), data + run.k_recent_offset, k_recent.size() * 2);
+      std::memcpy(v_recent.data(), data + run.v_recent_offset, v_recent.size() * 2);
+      KvRun rows;
+      rows.len = run.length;
+      rows.pos = positions.data();
+      rows.k = data + run.k_offset;
+      rows.v = data + run.v_offset;
+      rows.k_stride = channels;
+      rows.v_stride = info.shape.head_dim_v;
+      rows.k_type = info.shape.k_type;
+      rows.v_type = info.shape.v_type;
+      rows.k_channels = run.k_channels.empty() ? nullptr : run.k_channels.data();
+      rows.k_offset = run.key_offset.empty() ? nullptr : run.key_offset.data();
+      if (info.version >= 4) {
+        rows.recent_first = run.length - run.recent;
+        rows.k_groups = groups.data();
+        rows.k_recent = k_recent.data();
+        rows.v_recent = v_recent.data();
+      }
+      cache.assign(l, h, rows);
     }
   return cache;
 }
@@ -492,13 +555,14 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
     for (int64_t h = 0; h < shape.n_head_kv; ++h) pruned = pruned || !cache.key_channels(l, h).empty();
   const bool typed = shape.k_type != shape.v_type || kv_type_quantized(shape.k_type) || kv_type_quantized(shape.v_type) ||
                      shape.k_rotated || shape.v_rotated || shape.k_centered;
-  const uint32_t version = typed ? 3 : pruned ? 2 : 1;
+  const bool windowed = shape.k_type == KvType::KIVI2 || shape.v_type == KvType::KIVI2;
+  const uint32_t version = windowed ? 4 : typed ? 3 : pruned ? 2 : 1;
   uint64_t size = kFixedPrefix + 8 + 4 + c.arch_name.size() + 4 + c.name.size() + 4 + (version >= 3 ? 8 : 0) + 4 * 4 + 4 * static_cast<uint64_t>(shape.n_layer) +
                   4 + 4 + 4 + 4 * tokens.size() + 4 + 4 * n_logits + 4 + meta_json.size() + 4 * n_runs + kChecksumBytes;
   for (int64_t l = 0; l < shape.n_layer; ++l)
     for (int64_t h = 0; h < shape.n_head_kv; ++h)
-      size += static_cast<uint64_t>(cache.length(l, h)) * (cache.k_row_bytes(l, h) + cache.v_row_bytes() + 4) +
-              (version >= 2 ? 4 + 4 * cache.key_channels(l, h).size() : 0) + (version >= 3 ? 4 + 4 * cache.key_offset(l, h).size() : 0);
+      size += run_bytes(cache, l, h, version) + (version >= 2 ? 4 + 4 * cache.key_channels(l, h).size() : 0) +
+              (version >= 3 ? 4 + 4 * cache.key_offset(l, h).size() : 0);
 
   AtomicWriter w(path);
   w.write(kMagic, sizeof kMagic);
@@ -536,8 +600,16 @@ void save_cache(const Session& session, const std::vector<int32_t>& tokens, cons
         w.put<uint32_t>(static_cast<uint32_t>(offset.size()));
         w.write(offset.data(), offset.size() * 4);
       }
-      w.write(cache.k_bytes(l, h), len * cache.k_row_bytes(l, h));
-      w.write(cache.v_bytes(l, h), len * cache.v_row_bytes());
+      const KvRun run = cache.run(l, h);
+      const auto recent = static_cast<size_t>(run.len - std::min(run.len, run.recent_first));
+      if (version >= 4) w.put<uint32_t>(static_cast<uint32_t>(recent));
+      w.write(run.k, (len - recent) * cache.k_row_bytes(l, h));
+      w.write(run.v, (len - recent) * cache.v_row_bytes());
+      if (version >= 4) {
+        if (shape.k_type == KvType::KIVI2) w.write(run.k_groups, (len - recent) / kKiviGroup * kivi_group_bytes(run.k_stride));
+        w.write(run.k_recent, recent * static_cast<size_t>(run.k_stride) * 2);
+        w.write(run.v_recent, recent * static_cast<size_t>(run.v_stride) * 2);
+      }
     }
   if (w.written() + kChecksumBytes != size) throw Error("internal: cache file size miscounted");
   const uint64_t checksum = w.digest();

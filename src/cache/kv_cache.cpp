@@ -16,6 +16,7 @@ const char* kv_type_name(KvType type) {
     case KvType::BF16: return "bf16";
     case KvType::Q8_0: return "q8_0";
     case KvType::Q4_0: return "q4_0";
+    case KvType::KIVI2: return "kivi2";
   }
   return "?";
 }
@@ -42,10 +43,14 @@ bool kv_rows_rotated(KvTransform rotation, KvType type) {
   return rotation == KvTransform::On || (rotation == KvTransform::Auto && kv_type_quantized(type));
 }
 
+bool kv_keys_rotated(KvTransform rotation, KvType k_type) {
+  return k_type == KvType::KIVI2 && rotation == KvTransform::Auto ? false : kv_rows_rotated(rotation, k_type);
+}
+
 KvType parse_kv_type(const std::string& name, const std::string& what) {
-  for (KvType t : {KvType::F32, KvType::F16, KvType::BF16, KvType::Q8_0, KvType::Q4_0})
+  for (KvType t : {KvType::F32, KvType::F16, KvType::BF16, KvType::Q8_0, KvType::Q4_0, KvType::KIVI2})
     if (name == kv_type_name(t)) return t;
-  throw ParameterError(what, "`" + what + "` must be one of f16, bf16, f32, q8_0, q4_0, got '" + name + "'");
+  throw ParameterError(what, "`" + what + "` must be one of f16, bf16, f32, q8_0, q4_0, kivi2, got '" + name + "'");
 }
 
 namespace {
@@ -101,7 +106,7 @@ KvCache::KvCache(KvCache&&) noexcept = default;
 KvCache& KvCache::operator=(KvCache&&) noexcept = default;
 
 int64_t KvCache::window(int64_t layer) const { return shape_.layer_window[static_cast<size_t>(layer)]; }
-size_t KvCache::k_row_bytes() const { return kv_row_bytes(shape_.k_type, shape_.head_dim_k); }
+size_t KvCache::k_row_bytes() const { return kv_key_row_bytes(shape_.k_type, shape_.head_dim_k); }
 size_t KvCache::k_row_bytes(int64_t layer, int64_t head) const { return storage_->k_row_bytes(layer, head); }
 size_t KvCache::v_row_bytes() const { return kv_row_bytes(shape_.v_type, shape_.head_dim_v); }
 
@@ -204,7 +209,7 @@ void KvCache::clear() {
   for (int64_t l = 0; l < shape_.n_layer; ++l)
     for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
       if (key_channels(l, h).empty() && key_offset(l, h).empty()) storage_->truncate(l, h, 0);
-      else storage_->assign(l, h, 0, nullptr, nullptr, nullptr, {}, {});  // a new sequence: full keys, a new offset
+      else storage_->assign(l, h, KvRun{});  // a new sequence: full keys, a new offset
     }
   std::fill(trimmed_below_.begin(), trimmed_below_.end(), 0);
 }
@@ -212,12 +217,11 @@ void KvCache::clear() {
 const uint8_t* KvCache::k_bytes(int64_t layer, int64_t head) const { return static_cast<const uint8_t*>(run(layer, head).k); }
 const uint8_t* KvCache::v_bytes(int64_t layer, int64_t head) const { return static_cast<const uint8_t*>(run(layer, head).v); }
 
-void KvCache::assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
-                     std::span<const int32_t> k_channels, std::span<const float> k_offset) {
-  if (!k_channels.empty()) check_channels(k_channels, shape_.head_dim_k, {}, layer, head);
-  if (!k_offset.empty() && (!shape_.k_centered || !k_channels.empty() || static_cast<int64_t>(k_offset.size()) != shape_.head_dim_k))
+void KvCache::assign(int64_t layer, int64_t head, const KvRun& rows) {
+  if (rows.k_channels) check_channels({rows.k_channels, static_cast<size_t>(rows.k_stride)}, shape_.head_dim_k, {}, layer, head);
+  if (rows.k_offset && (!shape_.k_centered || rows.k_channels))
     throw Error("internal: a key offset for " + where(layer, head) + " that is not centred or has pruned channels");
-  storage_->assign(layer, head, len, k, v, pos, k_channels, k_offset);
+  storage_->assign(layer, head, rows);
 }
 
 std::span<const float> KvCache::key_offset(int64_t layer, int64_t head) const { return storage_->key_offset(layer, head); }

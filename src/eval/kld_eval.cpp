@@ -17,7 +17,7 @@
 namespace kvsqueeze::eval {
 
 std::vector<KldText> kld_windows(const Model& model, const std::string& text, const std::vector<int64_t>& lengths,
-                                 int64_t continuation, int64_t per_length, uint64_t seed) {
+                                 int64_t continuation, int64_t per_length, uint64_t seed, bool consecutive) {
   if (continuation < 1) throw ParameterError("continuation", "`continuation` must be >= 1 token, got " + std::to_string(continuation));
   if (per_length < 1) throw ParameterError("samples", "`samples` must be >= 1, got " + std::to_string(per_length));
   const Tokenizer& tok = model.tokenizer();
@@ -32,10 +32,13 @@ std::vector<KldText> kld_windows(const Model& model, const std::string& text, co
     if (need > static_cast<int64_t>(ids.size()))
       throw Error("the text has " + std::to_string(ids.size()) + " tokens; a context of " + std::to_string(len) + " plus " +
                   std::to_string(continuation) + " continuation tokens needs " + std::to_string(need));
+    if (consecutive && need * per_length > static_cast<int64_t>(ids.size()))
+      throw Error("the text has " + std::to_string(ids.size()) + " tokens; " + std::to_string(per_length) + " consecutive windows of " +
+                  std::to_string(need) + " need " + std::to_string(need * per_length));
     const auto room = static_cast<uint64_t>(static_cast<int64_t>(ids.size()) - need + 1);
     for (int64_t w = 0; w < per_length; ++w) {
       state = state * 6364136223846793005ULL + 1442695040888963407ULL;  // portable LCG: offsets are reproducible
-      const int64_t at = static_cast<int64_t>((state >> 17) % room);
+      const int64_t at = consecutive ? w * need : static_cast<int64_t>((state >> 17) % room);
       KldText t;
       t.id = "L" + std::to_string(len) + "_w" + std::to_string(w);
       if (tok.add_bos_by_default()) t.context.push_back(tok.bos_id());

@@ -19,10 +19,7 @@ LayerView::LayerView(const LayerView& full, const std::vector<int64_t>& begin, c
   for (size_t h = 0; h < runs_.size(); ++h) {
     auto& r = runs_[h];
     const int64_t b = std::clamp<int64_t>(begin.at(h), 0, r.len), e = std::clamp<int64_t>(end.at(h), b, r.len);
-    r.k = r.k_row(b);
-    r.v = r.v_row(b);
-    r.pos += b;
-    r.len = e - b;
+    r = r.slots(b, e);
   }
 }
 

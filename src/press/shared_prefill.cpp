@@ -13,8 +13,7 @@ namespace {
 
 void copy_layer(const KvCache& from, int64_t layer, KvCache& to) {
   for (int64_t h = 0; h < from.shape().n_head_kv; ++h)
-    to.assign(layer, h, from.length(layer, h), from.k_bytes(layer, h), from.v_bytes(layer, h), from.positions(layer, h).data(),
-              from.key_channels(layer, h), from.key_offset(layer, h));
+    to.assign(layer, h, from.run(layer, h));
 }
 
 }  // namespace

@@ -17,7 +17,7 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   backend_ = backend::make_backend(options_.device, model);
   backend_->set_threads(options_.threads);
   KvCacheShape shape{c.n_layer, c.n_head_kv, c.head_dim_k, c.head_dim_v, options_.kv_type_k, options_.kv_type_v,
-                     kv_rows_rotated(options_.kv_rotation, options_.kv_type_k),
+                     kv_keys_rotated(options_.kv_rotation, options_.kv_type_k),
                      kv_rows_rotated(options_.kv_rotation, options_.kv_type_v),
                      kv_keys_centered(options_.kv_centering, options_.kv_type_k), {}};
   for (int64_t l = 0; l < c.n_layer; ++l) shape.layer_window.push_back(c.layer_sliding[static_cast<size_t>(l)] ? c.sliding_window : 0);

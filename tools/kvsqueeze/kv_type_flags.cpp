@@ -5,7 +5,7 @@
 namespace kvsqueeze::cli {
 
 void KvTypeFlags::add_to(CLI::App& sub) {
-  both_option = sub.add_option("--kv-type", both, "KV cache type of keys and values: f16, bf16, f32, q8_0, q4_0")
+  both_option = sub.add_option("--kv-type", both, "KV cache type of keys and values: f16, bf16, f32, q8_0, q4_0, kivi2")
                     ->capture_default_str();
   k_option = sub.add_option("--cache-type-k", k, "Type of the cached keys (-ctk; default: --kv-type)");
   v_option = sub.add_option("--cache-type-v", v, "Type of the cached values (-ctv; default: --kv-type)");

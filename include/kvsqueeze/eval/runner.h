@@ -68,9 +68,10 @@ struct KldText {
   nlohmann::json meta = nlohmann::json::object();
 };
 // Windows of `text` (tokenized whole): `per_length` windows of context `length` + `continuation`
-// tokens for each length, at seeded offsets. Throws when the text is too short.
+// tokens for each length, at seeded offsets, or (consecutive) the text's first chunks of that
+// many tokens, as llama.cpp's llama-perplexity cuts them. Throws when the text is too short.
 std::vector<KldText> kld_windows(const Model& model, const std::string& text, const std::vector<int64_t>& lengths,
-                                 int64_t continuation, int64_t per_length, uint64_t seed);
+                                 int64_t continuation, int64_t per_length, uint64_t seed, bool consecutive = false);
 int64_t run_kld_eval(const Model& model, const std::vector<KldText>& texts, const EvalSettings& settings);
 
 // Per-token comparison of two next-token distributions given as logits (n_vocab each).

@@ -27,12 +27,11 @@ class CpuKvStorage final : public KvStorage {
   void append(int64_t layer, int64_t n, const float* k, const float* v, const int32_t* pos) override;
   void compact(int64_t layer, int64_t head, std::span<const int32_t> keep) override;
   void drop_front(int64_t layer, int64_t head, int64_t n) override;
-  void truncate(int64_t layer, int64_t head, int64_t len) override { at(layer, head).len = len; }
+  void truncate(int64_t layer, int64_t head, int64_t len) override;
   void rewrite_rows(int64_t layer, int64_t head, int64_t first, int64_t n, const float* keys, const float* values,
                     const int32_t* pos) override;
   void keep_key_channels(int64_t layer, int64_t head, std::span<const int32_t> channels) override;
-  void assign(int64_t layer, int64_t head, int64_t len, const uint8_t* k, const uint8_t* v, const int32_t* pos,
-              std::span<const int32_t> k_channels, std::span<const float> k_offset) override;
+  void assign(int64_t layer, int64_t head, const KvRun& rows) override;
 
   KvRun host_run(int64_t layer, int64_t head) const override;
   size_t bytes_held() const override;
@@ -40,6 +39,11 @@ class CpuKvStorage final : public KvStorage {
  private:
   struct Run {
     SlotBuffer k, v, pos;
+    // Caches holding a KIVI2 type: the per-channel parameters of each full group of KIVI2 keys,
+    // and the recent window (f16 key and value rows of the slots from recent_first on, fewer
+    // than kKiviGroup; quantized together when the window fills).
+    SlotBuffer k_groups, k_recent, v_recent;
+    int64_t recent_first = 0;
     int64_t len = 0;
     int64_t cap = 0;
     std::vector<int32_t> k_channels;  // stored key channels (ascending); empty: all of them
@@ -50,11 +54,28 @@ class CpuKvStorage final : public KvStorage {
   Run& at(int64_t layer, int64_t head) { return runs_[static_cast<size_t>(layer * shape().n_head_kv + head)]; }
   const Run& at(int64_t layer, int64_t head) const { return runs_[static_cast<size_t>(layer * shape().n_head_kv + head)]; }
   size_t k_row_bytes(const Run& r) const;
+  int64_t k_stride(const Run& r) const;
   bool rotated(const Run& r) const { return shape().k_rotated && r.k_channels.empty(); }
-  void store_key(const Run& r, const float* src, uint8_t* dst) const;
+  // Whether runs keep a recent window (a KIVI2 type for keys or values).
+  bool windowed() const { return shape().k_type == KvType::KIVI2 || shape().v_type == KvType::KIVI2; }
+  // A key of head_dim_k floats as the run stores it (its channels; centred; rotated): k_stride floats.
+  const float* stored_key(const Run& r, const float* src, std::vector<float>& scratch) const;
+  const float* stored_value(const float* src, std::vector<float>& scratch) const;
   void take_offset(Run& r, const float* k, int64_t n, int64_t stride) const;
-  void store_value(const float* src, uint8_t* dst) const;
   void resize(Run& r, int64_t cap) const;
+  // Windowed runs: append one slot given as stored (k_stride and head_dim_v floats), quantizing
+  // the window when it fills; and rebuild a run from stored rows (groups formed anew).
+  void push_stored(Run& r, const float* k, const float* v, int32_t pos) const;
+  int64_t window_rows(const Run& r) const;
+  void grow_window(Run& r, int64_t keep) const;
+  void flush_window(Run& r) const;
+  struct StoredRows {
+    std::vector<float> k, v;
+    std::vector<int32_t> pos;
+  };
+  StoredRows read_stored(const Run& r) const;
+  KvRun view(const Run& r) const;
+  void rebuild(Run& r, const StoredRows& rows, std::span<const int32_t> slots) const;
 
   std::vector<Run> runs_;
 };

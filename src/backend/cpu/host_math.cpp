@@ -34,7 +34,7 @@ float bf16_to_fp32(uint16_t b) { return kernels::bf16_to_fp32(b); }
 
 void key_row(const KvRun& run, int64_t index, int64_t d, float* dst) { kernels::key_row_to_f32(run, index, d, dst); }
 void value_row(const KvRun& run, int64_t index, int64_t d, float* dst) {
-  kernels::row_to_f32(run.v, index, run.v_stride, d, run.v_type, dst);
+  kernels::stored_value_row(run, index, dst);
   if (run.v_rotated) kernels::hadamard_rotate(dst, d);
 }
 
@@ -42,13 +42,19 @@ float key_dot(const KvRun& run, int64_t index, int64_t d, const float* q) {
   float offset_dot = 0.0f;  // centred keys: q . offset, the part of q.k the stored row lacks
   if (run.k_offset)
     for (int64_t i = 0; i < d; ++i) offset_dot += q[i] * run.k_offset[i];
-  if (!run.k_channels && !run.k_rotated) return kernels::dot_row(q, run.k, index, run.k_stride, d, run.k_type) + offset_dot;
-  float stored[1024];  // the query as the key is stored (its channels, or rotated)
+  // Two rows of scratch: the query as the key is stored (its channels, or rotated), and a key
+  // that is no plain row (KIVI2 groups, the recent window).
+  float stack[2 * 1024];
   std::vector<float> big;
-  float* gathered = stored;
-  if (run.k_stride > 1024) gathered = (big.resize(static_cast<size_t>(run.k_stride)), big.data());
-  return kernels::dot_row(kernels::gather_query(run, q, gathered), run.k, index, run.k_stride, run.k_stride, run.k_type) +
-         offset_dot;
+  float* scratch = stack;
+  if (run.k_stride > 1024) scratch = (big.resize(static_cast<size_t>(2 * run.k_stride)), big.data());
+  if (run.k_channels || run.k_rotated) q = kernels::gather_query(run, q, scratch);
+  if (kernels::key_rows_plain(run, index, 1)) return kernels::dot_row(q, run.k, index, run.k_stride, run.k_stride, run.k_type) + offset_dot;
+  float* key = scratch + run.k_stride;
+  kernels::stored_key_row(run, index, key);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < run.k_stride; ++i) sum += q[i] * key[i];
+  return sum + offset_dot;
 }
 
 }  // namespace kvsqueeze::host
