@@ -9,6 +9,7 @@
 #include "kernels/fp16.h"
 #include "kernels/hadamard.h"
 #include "kernels/kivi_quantize.h"
+#include "kernels/kivi_rows.h"
 #include "kernels/matmul.h"
 #include "kernels/variant.h"
 
@@ -108,6 +109,7 @@ inline void rows_to_f32(const uint8_t* rows, int64_t n, int64_t d, KvType type, 
     for (int64_t j = 0; j < n; ++j) row_to_f32(rows, j, d, d, type, dst + j * d);
     return;
   }
+  if (type == KvType::KIVI2 && d <= 1024) return kivi_value_rows(rows, n, d, dst);
   row_to_f32(rows, 0, n * d, n * d, type, dst);  // f16 and the block types: one long row
 }
 
@@ -129,7 +131,9 @@ inline void stored_key_rows(const KvRun& run, int64_t first, int64_t n, float* d
     for (int64_t j = 0; j < plain;) {  // a group's parameters read once for its rows
       const int64_t group = (run.k_phase + first + j) / kKiviGroup;
       const int64_t end = std::min(plain, (group + 1) * kKiviGroup - run.k_phase - first);
-      dequantize_keys_kivi2(run.k_groups + static_cast<size_t>(group) * kivi_group_bytes(d), run.k_row(first + j), end - j, dst + j * d, d);
+      const uint8_t* params = run.k_groups + static_cast<size_t>(group) * kivi_group_bytes(d);
+      if (d <= 1024) kivi_key_rows(params, run.k_row(first + j), end - j, d, dst + j * d);
+      else dequantize_keys_kivi2(params, run.k_row(first + j), end - j, dst + j * d, d);
       j = end;
     }
   }
