@@ -41,11 +41,13 @@ bool kv_rows_rotated(KvTransform rotation, KvType type);
 bool kv_keys_rotated(KvTransform rotation, KvType k_type);
 // Whether keys of `k_type` are stored centred (a per-channel offset taken off) under `centering`.
 bool kv_keys_centered(KvTransform centering, KvType k_type);
-// f32 | f16 | bf16 | q8_0 | q4_0; throws kvsqueeze::Error naming `what` on anything else.
+// f32 | f16 | bf16 | q8_0 | q4_0 | kivi2; throws kvsqueeze::Error naming `what` on anything else.
 KvType parse_kv_type(const std::string& name, const std::string& what = "kv_type");
 // "f16" when keys and values share a type, else "q8_0/f16" (keys/values).
 std::string kv_types_label(KvType k_type, KvType v_type);
-// Bytes one cached slot of one KV head takes: its key row, its value row and its position.
+// Bytes one cached slot of one KV head takes: its key row, its value row and its position. A
+// KIVI2 key's 2-bit codes (d / 4 bytes) and its share of its group's parameters (4d bytes per 32
+// slots) add up to kv_row_bytes(KIVI2, d) exactly; the recent window's f16 rows are not counted.
 constexpr size_t kv_slot_bytes(KvType k_type, KvType v_type, int64_t head_dim_k, int64_t head_dim_v) {
   return kv_row_bytes(k_type, head_dim_k) + kv_row_bytes(v_type, head_dim_v) + sizeof(int32_t);
 }
