@@ -21,9 +21,14 @@ q4_0 with 75% evicted at most 0.35x.
 Usage:
   bench/bench_kv_quant.py [--model M.gguf] [--llamacpp-bin DIR] [--kvsqueeze build/kvsqueeze]
                           [--types f16,q8_0,q4_0] [--extra-types kivi2] [--depths 4096,16384,32000]
-                          [--n-gen 16] [--threads 2] [--kl-context 512] [--kl-chunks 4]
-                          [--text data/haystack.txt] [--skip-kl] [--skip-speed]
-                          [--json OUT.json] [--markdown OUT.md]
+                          [--llamacpp-depths D,...] [--n-gen 16] [--threads 2] [--kl-context 512]
+                          [--kl-chunks 4] [--text data/haystack.txt] [--skip-kl] [--skip-speed]
+                          [--kvsqueeze-kl-dir DIR] [--json OUT.json] [--markdown OUT.md]
+--json is rewritten after every measurement, so an interrupted run keeps what it measured.
+--kvsqueeze-kl-dir reads kvsqueeze's KL from DIR/kvsq-<type>/results.jsonl (a previous run's
+work folder, same binary) instead of measuring it again. llama.cpp's prefill of a deep context
+is slow on 2 cores (about 4 minutes per type at 16K); --llamacpp-depths can leave it the
+shallower depths.
 Python 3 standard library only (and bench/bench_speed.py's helpers). Exit status: 0 ok,
 1 a measurement failed, 2 bad usage / missing binary or model.
 """
@@ -51,6 +56,8 @@ def parse_args(argv):
     p.add_argument("--types", default="f16,q8_0,q4_0", help="cache types both engines run (f16 first)")
     p.add_argument("--extra-types", default="kivi2", help="types only kvsqueeze has ('' for none)")
     p.add_argument("--depths", default="4096,16384,32000")
+    p.add_argument("--llamacpp-depths", default=None, help="depths llama.cpp runs (default: --depths)")
+    p.add_argument("--kvsqueeze-kl-dir", default=None)
     p.add_argument("--n-gen", type=int, default=16)
     p.add_argument("--threads", "-t", type=int, default=2)
     p.add_argument("--kl-context", type=int, default=512, help="N: chunks of 2N tokens, N scored")
@@ -67,6 +74,7 @@ def parse_args(argv):
     a.types = [t for t in a.types.split(",") if t]
     a.extra_types = [t for t in a.extra_types.split(",") if t]
     a.depths = [int(d) for d in a.depths.split(",") if d]
+    a.llamacpp_depths = a.depths if a.llamacpp_depths is None else [int(d) for d in a.llamacpp_depths.split(",") if d]
     if not a.types or a.types[0] != "f16":
         raise SystemExit("bench_kv_quant.py: error: --types must start with f16 (the reference)")
     for path, what in ((a.model, "model"), (a.text, "text")):
@@ -111,10 +119,11 @@ def llamacpp_kl(a, work: str) -> dict:
 def kvsqueeze_kl(a, work: str) -> dict:
     out = {}
     for t in a.types[1:] + a.extra_types:
-        folder = os.path.join(work, "kvsq-" + t)
-        run([a.kvsqueeze, "eval", "kld", "-m", a.model, "-f", a.text, "--windows", "consecutive", "--lengths", str(a.kl_context),
+        folder = os.path.join(a.kvsqueeze_kl_dir or work, "kvsq-" + t)
+        if not a.kvsqueeze_kl_dir:
+            run([a.kvsqueeze, "eval", "kld", "-m", a.model, "-f", a.text, "--windows", "consecutive", "--lengths", str(a.kl_context),
              "--continuation", str(a.kl_context), "--samples", str(a.kl_chunks), "--press", "none", "--reference-kv-type", "f16",
-             "--kv-type", t, "-t", str(a.threads), "-o", folder, "--no-report"], a, f"kvsqueeze KL {t}")
+                 "--kv-type", t, "-t", str(a.threads), "-o", folder, "--no-report"], a, f"kvsqueeze KL {t}")
         with open(os.path.join(folder, "results.jsonl")) as f:
             rows = [json.loads(line) for line in f if line.strip()]
         rows = [r for r in rows if r.get("press") in ("none", None)]
@@ -172,7 +181,7 @@ def markdown(rep: dict) -> str:
                   "| depth | type | evicted | llama.cpp ms | kvsqueeze ms | llama.cpp / its f16 | kvsqueeze / its f16 | kvsqueeze held / f16 |",
                   "|---:|---|---:|---:|---:|---:|---:|---:|"]
         for d, per in rep["decode"].items():
-            f16_l = per["llama.cpp"].get("f16", {}).get("ms_per_token")
+            f16_l = per["llama.cpp"].get("f16", {}).get("ms_per_token")  # absent at depths llama.cpp skipped
             f16_k = per["kvsqueeze"]["f16"]["0"]["ms_per_token"]
             for t, rs in per["kvsqueeze"].items():
                 for ratio, r in rs.items():
@@ -193,19 +202,31 @@ def main(argv=None) -> int:
            "model": os.path.basename(a.model), "text": os.path.relpath(a.text, REPO), "kl_context": a.kl_context,
            "kl_chunks": a.kl_chunks, "n_gen": a.n_gen}
     work = tempfile.mkdtemp(prefix="kvsq-quant-bench-")
+
+    def save():
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(rep, f, indent=1)
+
     try:
         if not a.skip_kl:
-            rep["kl"] = {"llama.cpp": llamacpp_kl(a, work), "kvsqueeze": kvsqueeze_kl(a, work)}
+            rep["kl"] = {"llama.cpp": llamacpp_kl(a, work)}
+            save()
+            rep["kl"]["kvsqueeze"] = kvsqueeze_kl(a, work)
+            save()
         if not a.skip_speed:
             rep["decode"] = {}
             for d in a.depths:
                 per = {"llama.cpp": {}, "kvsqueeze": {}}
-                for t in a.types:
-                    per["llama.cpp"][t] = llamacpp_decode(a, t, d)
+                rep["decode"][str(d)] = per
+                if d in a.llamacpp_depths:
+                    for t in a.types:
+                        per["llama.cpp"][t] = llamacpp_decode(a, t, d)
+                        save()
                 for t in a.types + a.extra_types:
                     per["kvsqueeze"][t] = kvsqueeze_decode(a, t, d, [0.0, 0.75] if t == "q4_0" else [0.0], os.path.join(work, "caches"))
                     shutil.rmtree(os.path.join(work, "caches"), ignore_errors=True)  # a 32K cache file is large
-                rep["decode"][str(d)] = per
+                    save()
             deepest = rep["decode"][str(a.depths[-1])]["kvsqueeze"]
             f16 = deepest["f16"]["0"]["ms_per_token"]
             rep["targets"] = []
@@ -224,9 +245,7 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     md = markdown(rep)
     print(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rep, f, indent=1)
+    save()
     if a.markdown:
         with open(a.markdown, "w") as f:
             f.write(md)

@@ -40,7 +40,8 @@
 //     n_key_offset u32       0, or head_dim_k for a centred run without pruned channels
 //     key_offset   f32 x n_key_offset  taken off each key before it was stored (added back on reading)
 //     (version 4 only:)
-//     n_recent     u32       slots in the f16 recent window, < 32; length - n_recent is a multiple of 32
+//     n_recent     u32       kivi2 caches: slots in the f16 recent window, < 32, length - n_recent a
+//                            multiple of 32; other types: 0
 //     k_rows       (length - n_recent) x head_dim_k (or n_k_channels) elements of kv_type, raw
 //                  (quantized types: whole 32-element blocks, so head_dim_k and n_k_channels are
 //                  multiples of 32; kivi2 keys: their 2-bit codes, a quarter byte an element)
@@ -435,7 +436,9 @@ CacheFileInfo parse_cache_file(const uint8_t* data, size_t size, const std::stri
       uint64_t quantized = len;
       if (info.version >= 4) {
         const uint32_t recent = r.read<uint32_t>(where + " recent-window count");
-        if (recent > len || recent >= static_cast<uint32_t>(kKiviGroup) || (len - recent) % kKiviGroup != 0)
+        const bool windowed = info.shape.k_type == KvType::KIVI2 || info.shape.v_type == KvType::KIVI2;
+        if (!windowed && recent != 0) r.corrupt(where + " has a recent window, but only kivi2 caches keep one");
+        if (windowed && (recent > len || recent >= static_cast<uint32_t>(kKiviGroup) || (len - recent) % kKiviGroup != 0))
           r.corrupt(where + " has a recent window of " + std::to_string(recent) + " of its " + std::to_string(len) +
                     " slots (fewer than 32, the rest whole groups of 32)");
         run.recent = recent;
@@ -467,9 +470,11 @@ KvCache cache_from_file(const CacheFileInfo& info, const uint8_t* data) {
       const int64_t channels = run.k_channels.empty() ? info.shape.head_dim_k : static_cast<int64_t>(run.k_channels.size());
       std::vector<uint8_t> groups(info.shape.k_type == KvType::KIVI2 ? (run.length - run.recent) / kKiviGroup * kivi_group_bytes(channels) : 0);
       std::vector<uint16_t> k_recent(static_cast<size_t>(run.recent * channels)), v_recent(static_cast<size_t>(run.recent * info.shape.head_dim_v));
-      std::memcpy(groups.data(), data + run.k_groups_offset, groups.size());
-      std::memcpy(k_recent.data(), data + run.k_recent_offset, k_recent.size() * 2);
-      std::memcpy(v_recent.data(), data + run.v_recent_offset, v_recent.size() * 2);
+      if (!groups.empty()) std::memcpy(groups.data(), data + run.k_groups_offset, groups.size());
+      if (run.recent > 0) {
+        std::memcpy(k_recent.data(), data + run.k_recent_offset, k_recent.size() * 2);
+        std::memcpy(v_recent.data(), data + run.v_recent_offset, v_recent.size() * 2);
+      }
       KvRun rows;
       rows.len = run.length;
       rows.pos = positions.data();

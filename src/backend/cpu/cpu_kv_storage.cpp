@@ -113,7 +113,8 @@ void CpuKvStorage::resize(Run& r, int64_t cap) const {
     std::memcpy(next.k.data(), r.k.data(), rows_bytes(quantized, kb));
     std::memcpy(next.v.data(), r.v.data(), rows_bytes(quantized, vb));
     std::memcpy(next.pos.data(), r.pos.data(), rows_bytes(next.len, sizeof(int32_t)));
-    if (next.k_groups.size() > 0) std::memcpy(next.k_groups.data(), r.k_groups.data(), rows_bytes(quantized / kKiviGroup, kivi_group_bytes(k_stride(r))));
+    if (shape().k_type == KvType::KIVI2 && quantized >= kKiviGroup)
+      std::memcpy(next.k_groups.data(), r.k_groups.data(), rows_bytes(quantized / kKiviGroup, kivi_group_bytes(k_stride(r))));
     const int64_t recent = next.len - quantized;
     if (recent > 0) {
       std::memcpy(next.k_recent.data(), r.k_recent.data(), rows_bytes(recent, static_cast<size_t>(k_stride(r)) * 2));
