@@ -28,7 +28,7 @@ struct EvalArgs {
   CompressionPolicy policy;
   KvTypeFlags kv_types;
   std::string reference_kv_type;
-  std::string windows = "random";
+  std::string windows = "seeded";
 };
 
 // Splits "a,b(c,d),e" at the commas outside parentheses (expressions hold commas); every
@@ -110,8 +110,8 @@ int run(EvalArgs& a) {
   if (a.kind == "kld" || a.kind == "ppl") {
     const std::string text = a.text_file.empty() ? eval::default_haystack() : read_text_file(a.text_file, "text file");
     const auto lengths = a.lengths.empty() ? std::vector<int64_t>{1024} : numbers<int64_t>(a.lengths, "--lengths");
-    if (a.windows != "random" && a.windows != "consecutive")
-      throw ParameterError("windows", "--windows must be random or consecutive, got '" + a.windows + "'");
+    if (a.windows != "seeded" && a.windows != "consecutive")
+      throw ParameterError("windows", "--windows must be seeded or consecutive, got '" + a.windows + "'");
     const auto texts =
         eval::kld_windows(*model, text, lengths, a.continuation, a.samples > 0 ? a.samples : 3, a.seed, a.windows == "consecutive");
     appended = eval::run_kld_eval(*model, texts, s);
@@ -201,7 +201,7 @@ Runner add_eval(CLI::App& app) {
   sub->add_option("-f,--file", a->text_file, "kld/ppl: text to cut windows from (default: the shipped haystack)");
   sub->add_option("--continuation", a->continuation, "kld/ppl: teacher-forced tokens after each context")->capture_default_str();
   sub->add_option("--windows", a->windows,
-                  "kld/ppl: random (seeded offsets) or consecutive (the text's first chunks, as llama-perplexity cuts them)")
+                  "kld/ppl: seeded (offsets drawn from --seed) or consecutive (the text's first chunks, as llama-perplexity cuts them)")
       ->capture_default_str();
   sub->add_option("--seed", a->seed, "Seed of generated data and window offsets")->capture_default_str();
   sub->add_option("--chunk", a->chunk, "Prefill chunk size")->capture_default_str();
