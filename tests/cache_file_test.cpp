@@ -500,3 +500,29 @@ TEST(CacheFile, CliRoundTripWithQuestions) {
   EXPECT_EQ(other.status, 0) << other.err;
   std::filesystem::remove(path);
 }
+
+TEST(CacheFile, KiviRecentWindowCountsAreChecked) {
+  auto model = Model::load(synthetic_model("synth_qwen2_f32"));  // head size 64: whole KIVI2 blocks
+  SessionOptions o;
+  o.kv_type_k = o.kv_type_v = KvType::KIVI2;
+  Session s(*model, o);
+  std::vector<int32_t> prompt;
+  for (int32_t i = 0; i < 40; ++i) prompt.push_back((7 * i + 3) % static_cast<int32_t>(model->config().n_vocab));
+  s.eval(prompt);  // every run: one group of 32 and 8 slots waiting
+  const std::string path = scratch("kivi-window.kvc");
+  save_cache(s, prompt, path);
+  const auto good = read_bytes(path);
+  const CacheFileInfo info = parse_cache_file(good.data(), good.size(), "x");
+  ASSERT_EQ(info.version, 4u);
+  ASSERT_EQ(info.runs[0].recent, 8);
+  auto with_recent = [&](uint32_t recent) {  // the count just before the key rows, resealed
+    auto b = good;
+    std::memcpy(b.data() + info.runs[0].k_offset - 4, &recent, 4);
+    const uint64_t h = Hash64::of(b.data(), b.size() - 8);
+    std::memcpy(b.data() + b.size() - 8, &h, 8);
+    return error_of([&] { parse_cache_file(b.data(), b.size(), "x"); });
+  };
+  EXPECT_NE(with_recent(9).find("has a recent window of 9 of its 40 slots"), std::string::npos) << with_recent(9);
+  EXPECT_NE(with_recent(40).find("has a recent window of 40"), std::string::npos) << "a window holds fewer than 32";
+  std::filesystem::remove(path);
+}
