@@ -17,7 +17,7 @@
 #include "kernels/kivi_quantize.h"
 #include "kernels/kv_rows.h"
 #include "kvsqueeze/kv_cache.h"
-#include "test_paths.h"
+#include "quant_fixture.h"
 
 using namespace kvsqueeze;
 
@@ -30,30 +30,20 @@ struct KiviCase {
 };
 
 std::vector<KiviCase> load_cases() {
-  const std::string path = test_paths::source_dir() + "/tests/fixtures/quant/kivi2.bin";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  char magic[8];
-  in.read(magic, 8);
-  if (std::string(magic, 8) != "KVQKIVI1") throw std::runtime_error("bad magic in " + path);
-  auto u32 = [&] {
-    uint32_t v = 0;
-    in.read(reinterpret_cast<char*>(&v), 4);
-    return v;
-  };
-  std::vector<KiviCase> cases(u32());
+  quant_fixture::Reader in("kivi2.bin", "KVQKIVI1");
+  std::vector<KiviCase> cases(in.u32());
   for (auto& c : cases) {
-    c.kind = u32();
-    c.d = u32();
-    c.rows = u32();
+    c.kind = in.u32();
+    c.d = in.u32();
+    c.rows = in.u32();
     c.input.resize(static_cast<size_t>(c.d) * c.rows);
-    in.read(reinterpret_cast<char*>(c.input.data()), static_cast<std::streamsize>(4 * c.input.size()));
-    c.bytes.resize(u32());
-    in.read(reinterpret_cast<char*>(c.bytes.data()), static_cast<std::streamsize>(c.bytes.size()));
+    in.read(c.input);
+    c.bytes.resize(in.u32());
+    in.read(c.bytes);
     c.dequantized.resize(c.input.size());
-    in.read(reinterpret_cast<char*>(c.dequantized.data()), static_cast<std::streamsize>(4 * c.dequantized.size()));
+    in.read(c.dequantized);
   }
-  if (!in) throw std::runtime_error("truncated " + path);
+  in.check();
   return cases;
 }
 
@@ -72,13 +62,7 @@ KvCacheShape kivi_shape(bool rotated, KvType v_type = KvType::KIVI2) {
   return s;
 }
 
-std::vector<float> gaussian(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> x(n);
-  for (auto& v : x) v = normal(rng);
-  return x;
-}
+using quant_fixture::gaussian;
 
 std::vector<float> f16_rounded(const float* x, int64_t n) {
   std::vector<float> out(static_cast<size_t>(n));

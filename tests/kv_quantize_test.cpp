@@ -18,7 +18,7 @@
 #include "kernels/kv_rows.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/kv_cache.h"
-#include "test_paths.h"
+#include "quant_fixture.h"
 
 using namespace kvsqueeze;
 
@@ -31,26 +31,16 @@ struct QuantCase {
 };
 
 std::vector<QuantCase> load_cases() {
-  const std::string path = test_paths::source_dir() + "/tests/fixtures/quant/kv_quant.bin";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  char magic[8];
-  in.read(magic, 8);
-  if (std::string(magic, 8) != "KVQKV001") throw std::runtime_error("bad magic in " + path);
-  auto u32 = [&] {
-    uint32_t v = 0;
-    in.read(reinterpret_cast<char*>(&v), 4);
-    return v;
-  };
-  std::vector<QuantCase> cases(u32());
+  quant_fixture::Reader in("kv_quant.bin", "KVQKV001");
+  std::vector<QuantCase> cases(in.u32());
   for (auto& c : cases) {
-    c.ggml_type = u32();
-    c.row.resize(u32());
-    in.read(reinterpret_cast<char*>(c.row.data()), static_cast<std::streamsize>(4 * c.row.size()));
-    c.blocks.resize(u32());
-    in.read(reinterpret_cast<char*>(c.blocks.data()), static_cast<std::streamsize>(c.blocks.size()));
+    c.ggml_type = in.u32();
+    c.row.resize(in.u32());
+    in.read(c.row);
+    c.blocks.resize(in.u32());
+    in.read(c.blocks);
   }
-  if (!in) throw std::runtime_error("truncated " + path);
+  in.check();
   return cases;
 }
 
@@ -68,13 +58,7 @@ KvCacheShape shape_of(KvType k, KvType v, int64_t dk, int64_t dv, bool rotated =
   return s;
 }
 
-std::vector<float> gaussian(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> x(n);
-  for (auto& v : x) v = normal(rng);
-  return x;
-}
+using quant_fixture::gaussian;
 
 }  // namespace
 
