@@ -20,6 +20,7 @@
 // CompressionPlan / SessionOptions / SamplerOptions / GenerateParams that is wrong, never a CLI flag.
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
@@ -223,6 +224,17 @@ class Engine {
   void begin_generation(const std::vector<int32_t>& question_ids, const GenerateParams& params);
   // One question chunk or one token (params.on_text streams the text); false once generation ended.
   bool step_generation();
+  // One step_generation() of each of several engines of the same model (a server's decode step):
+  // the engines whose step is one generated token, and whose plan does not compress while
+  // decoding, evaluate their tokens together in one forward pass that reads the weights once
+  // (continuous batching); the others step alone. results[i].more is what
+  // engines[i]->step_generation() would have returned; an engine whose step failed gets its
+  // exception in results[i].error and ends (the others go on).
+  struct BatchStep {
+    bool more = false;
+    std::exception_ptr error;
+  };
+  static std::vector<BatchStep> step_generation(const std::vector<Engine*>& engines);
   // The tokens generated so far, and the logits the last one was sampled from (log-probabilities).
   const std::vector<int32_t>& generated_tokens() const;
   const std::vector<float>& last_token_logits() const;

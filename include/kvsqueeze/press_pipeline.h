@@ -57,6 +57,9 @@ class PressRunner {
   void finish_prefill(int64_t slack);
   // From now on evaluations are decoding steps (the decode policy applies).
   void start_decoding();
+  // Whether the layer hook does anything now: false while decoding without decoding-time
+  // compression (then the session's tokens may be evaluated in a batch, without the hook).
+  bool acts_now() const { return !decoding_ || (decode_press_ && policy_.decoding()); }
 
   int64_t compressions() const { return compressions_; }  // layer compressions so far
   int64_t slots_removed() const { return removed_; }

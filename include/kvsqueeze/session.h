@@ -55,6 +55,12 @@ class Session {
   void cancel_eval();
   bool evaluating() const { return pending_.active; }
 
+  // One token for each of several sessions of the same model, in one forward pass that reads the
+  // weights once for all of them (a server's decode step): as sessions[i]->eval({tokens[i]}) for
+  // every i, without statistics and without calling layer hooks (batch only sessions whose press
+  // does not act on this token). Every check is done before any work; on failure no cache changes.
+  static void eval_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens);
+
   int32_t next_position() const { return next_pos_; }
   // A flag checked between prefill chunks: when set, eval() drops the chunks it added and throws
   // CancelledError. Null (the default): never cancelled.
@@ -96,6 +102,7 @@ class Session {
   std::unique_ptr<backend::Backend> backend_;  // before forward_, which uses it
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<ForwardPass> forward_;
+  std::unique_ptr<ForwardPass> batch_forward_;  // eval_batch's (no statistics, no hook), made on first use
   int32_t next_pos_ = 0;
   std::vector<float> logits_;
   const std::atomic<bool>* cancel_ = nullptr;

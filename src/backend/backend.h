@@ -45,6 +45,11 @@ class Backend {
   virtual std::unique_ptr<Buffer> buffer(int64_t floats) = 0;
   // dst[0, n) = src[offset, offset + n) (statistics copy activations out with this).
   virtual void read(const Buffer& src, int64_t offset, int64_t n, float* dst) const = 0;
+  // The floats of `b` from `offset` on, as a buffer that shares b's memory (one sequence's rows of
+  // a batched step). It must not outlive b.
+  virtual std::unique_ptr<Buffer> view(Buffer& b, int64_t offset) = 0;
+  // out row i = x row rows[i] (host indices), rows of `width` floats, for i < count.
+  virtual void gather_rows(const Buffer& x, const int64_t* rows, int64_t count, int64_t width, Buffer& out) = 0;
 
   // x (n rows of n_embd) = the embeddings of token ids[0, n) (host), times the model's scale.
   virtual void embed(const int32_t* ids, int64_t n, Buffer& x) = 0;

@@ -520,6 +520,49 @@ bool Engine::step_generation() {
   }
 }
 
+std::vector<Engine::BatchStep> Engine::step_generation(const std::vector<Engine*>& engines) {
+  std::vector<BatchStep> results(engines.size());
+  std::vector<size_t> batched;
+  std::vector<Session*> sessions;
+  std::vector<int32_t> tokens;
+  for (size_t i = 0; i < engines.size(); ++i) {
+    Impl& m = *engines[i]->impl_;
+    try {
+      const bool plain_decode = m.stepping == Impl::Stepping::Decode && (!m.runner || !m.runner->acts_now());
+      if (!plain_decode) {
+        results[i].more = engines[i]->step_generation();
+        continue;
+      }
+      const int32_t id = m.decoder->next_token();
+      if (id < 0) {
+        m.stepping = Impl::Stepping::Done;
+        continue;
+      }
+      batched.push_back(i);
+      sessions.push_back(&m.session);
+      tokens.push_back(id);
+    } catch (...) {
+      results[i].error = std::current_exception();
+    }
+  }
+  if (batched.empty()) return results;
+  try {
+    Session::eval_batch(sessions, tokens);
+  } catch (...) {
+    for (size_t i : batched) {
+      results[i].error = std::current_exception();
+      engines[i]->impl_->stepping = Impl::Stepping::Done;
+    }
+    return results;
+  }
+  for (size_t i : batched) {
+    Impl& m = *engines[i]->impl_;
+    results[i].more = m.decoder->evaluated();
+    if (!results[i].more) m.stepping = Impl::Stepping::Done;
+  }
+  return results;
+}
+
 const std::vector<int32_t>& Engine::generated_tokens() const {
   static const std::vector<int32_t> none;
   return impl_->decoder ? impl_->decoder->tokens() : none;

@@ -15,6 +15,12 @@ class Decoder {
   ~Decoder();
   // Samples one token, streams its text and evaluates it; false once generation has ended.
   bool step();
+  // step() in two halves, for a batched evaluation of several decoders' tokens (the server):
+  // next_token() samples and streams a token and returns it, to be evaluated by the caller, or
+  // -1 when generation has ended without one; evaluated() then takes the session's new logits
+  // and says, as step() does, whether generation goes on.
+  int32_t next_token();
+  bool evaluated();
   // The logits the last generated token was sampled from (empty before the first).
   const std::vector<float>& sampled_from() const;
   const std::vector<int32_t>& tokens() const;
@@ -23,6 +29,7 @@ class Decoder {
 
  private:
   bool step_once();
+  int32_t sample_next();  // the token to evaluate next, or -1 (generation ended)
   struct State;
   std::unique_ptr<State> s_;
 };

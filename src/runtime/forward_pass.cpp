@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "kvsqueeze/error.h"
+
 namespace kvsqueeze {
 
 using backend::Matrix;
@@ -25,6 +27,12 @@ void ForwardPass::ensure_scratch(int64_t n) {
 }
 
 void ForwardPass::attention_block(int64_t l, const int32_t* pos, int64_t n, KvCache& cache) {
+  project_qkv(l, n);
+  attend(l, pos, n, cache, 0);
+  output_projection(l, n);
+}
+
+void ForwardPass::project_qkv(int64_t l, int64_t n) {
   auto& b = backend_;
   const int64_t D = cfg_.n_embd, dk = cfg_.head_dim_k, Hq = cfg_.n_head, Hkv = cfg_.n_head_kv;
   const bool sliding = cfg_.layer_sliding[static_cast<size_t>(l)];
@@ -50,22 +58,35 @@ void ForwardPass::attention_block(int64_t l, const int32_t* pos, int64_t n, KvCa
   const auto& sin = sliding ? *rope_sin_local_ : *rope_sin_global_;
   b.rope(*q_, n, Hq, cos, sin);
   b.rope(*k_, n, Hkv, cos, sin);
+}
+
+void ForwardPass::attend(int64_t l, const int32_t* pos, int64_t n, KvCache& cache, int64_t row) {
+  auto& b = backend_;
+  const int64_t dk = cfg_.head_dim_k, dv = cfg_.head_dim_v, Hq = cfg_.n_head, Hkv = cfg_.n_head_kv;
+  const bool sliding = cfg_.layer_sliding[static_cast<size_t>(l)];
+  // This sequence's rows of the step's activations (all of them outside a batch).
+  Buffer q = b.view(*q_, row * Hq * dk), k = b.view(*k_, row * Hkv * dk), v = b.view(*v_, row * Hkv * dv);
+  Buffer att = b.view(*att_, row * Hq * dv);
 
   // Keys are cached after RoPE; the chunk then attends to the cache (its past plus itself).
-  b.append_kv(cache, l, n, *k_, *v_, pos);
+  b.append_kv(cache, l, n, *k, *v, pos);
   backend::AttentionShape shape;
   shape.n_head = Hq;
   shape.n_head_kv = Hkv;
   shape.head_dim_k = dk;
-  shape.head_dim_v = cfg_.head_dim_v;
+  shape.head_dim_v = dv;
   shape.scale = cfg_.attn_scale;
   shape.window = sliding ? cfg_.sliding_window : 0;
   backend::ProbabilityRequest probs;
   probs.window_rows = request_.window_queries;
   probs.column_sums = request_.column_sums;
-  b.attention(shape, *q_, pos, n, cache, l, *att_, probs, probs.any() ? &stats_[static_cast<size_t>(l)].attention : nullptr);
+  b.attention(shape, *q, pos, n, cache, l, *att, probs, probs.any() ? &stats_[static_cast<size_t>(l)].attention : nullptr);
   if (request_.any() || hook_) collect_stats(l, pos, n, cache);
+}
 
+void ForwardPass::output_projection(int64_t l, int64_t n) {
+  auto& b = backend_;
+  const int64_t D = cfg_.n_embd;
   b.matmul(l, Matrix::O, *att_, n, *proj_);
   if (cfg_.post_norms) b.rms_norm(*proj_, n, D, l, Vector::PostAttnNorm, *proj_);
   b.add(*x_, *proj_, n * D);
@@ -115,6 +136,43 @@ void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCa
   if (!logits) return;
   const int64_t first = all_rows ? 0 : n - 1;
   backend_.logits(*x_, first, n - first, logits);
+}
+
+void ForwardPass::run_batch(const std::vector<Segment>& segments) {
+  if (request_.any() || hook_) throw Error("internal: a batched forward pass computes no statistics and calls no hook");
+  batch_tokens_.clear();
+  batch_pos_.clear();
+  batch_last_rows_.clear();
+  for (const Segment& s : segments) {
+    batch_tokens_.insert(batch_tokens_.end(), s.tokens, s.tokens + s.n);
+    batch_pos_.insert(batch_pos_.end(), s.pos, s.pos + s.n);
+    batch_last_rows_.push_back(static_cast<int64_t>(batch_tokens_.size()) - 1);
+  }
+  const int64_t n = static_cast<int64_t>(batch_tokens_.size());
+  if (n == 0) return;
+  ensure_scratch(n);
+  stats_.resize(static_cast<size_t>(cfg_.n_layer));
+  tokens_ = batch_tokens_.data();
+  backend_.rope_tables(batch_pos_.data(), n, false, *rope_cos_global_, *rope_sin_global_);
+  backend_.rope_tables(batch_pos_.data(), n, true, *rope_cos_local_, *rope_sin_local_);
+  backend_.embed(batch_tokens_.data(), n, *x_);
+  for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+    project_qkv(l, n);
+    int64_t row = 0;
+    for (const Segment& s : segments) {
+      attend(l, s.pos, s.n, *s.cache, row);
+      row += s.n;
+    }
+    output_projection(l, n);
+    ffn_block(l, n);
+  }
+  // Every sequence's last row through the LM head together (it is read once too).
+  const int64_t count = static_cast<int64_t>(segments.size());
+  backend_.gather_rows(*x_, batch_last_rows_.data(), count, cfg_.n_embd, *h_);
+  batch_logits_.resize(static_cast<size_t>(count * cfg_.n_vocab));
+  backend_.logits(*h_, 0, count, batch_logits_.data());
+  for (int64_t i = 0; i < count; ++i)
+    std::copy_n(batch_logits_.data() + i * cfg_.n_vocab, cfg_.n_vocab, segments[static_cast<size_t>(i)].logits);
 }
 
 }  // namespace kvsqueeze

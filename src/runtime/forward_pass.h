@@ -19,6 +19,20 @@ class ForwardPass {
   // row) for the last token only, or for every token when all_rows is set; none when null.
   void run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCache& cache, bool all_rows, float* logits);
 
+  // One sequence's part of a batched pass: n tokens at positions pos, appended to its own cache,
+  // and the logits of its last token (n_vocab floats) written to `logits`.
+  struct Segment {
+    const int32_t* tokens = nullptr;
+    const int32_t* pos = nullptr;
+    int64_t n = 0;
+    KvCache* cache = nullptr;
+    float* logits = nullptr;
+  };
+  // Several sequences in one pass: the weights are read once for all their rows (one matmul over
+  // the concatenated rows), attention runs per sequence over its own cache. No statistics and no
+  // layer hook (a sequence whose press acts on this pass runs alone, through run()).
+  void run_batch(const std::vector<Segment>& segments);
+
   void set_stats_request(const StatsRequest& request) { request_ = request; }
   const StatsRequest& stats_request() const { return request_; }
   void set_layer_hook(LayerHook hook) { hook_ = std::move(hook); }
@@ -30,6 +44,11 @@ class ForwardPass {
   using Buffer = std::unique_ptr<backend::Buffer>;
   void ensure_scratch(int64_t n);
   void attention_block(int64_t layer, const int32_t* pos, int64_t n, KvCache& cache);
+  // attention_block's parts: norm, Q/K/V projections and RoPE over all n rows; the chunk's keys
+  // and values appended and attended (rows from `row` on); the output projection.
+  void project_qkv(int64_t layer, int64_t n);
+  void attend(int64_t layer, const int32_t* pos, int64_t n, KvCache& cache, int64_t row);
+  void output_projection(int64_t layer, int64_t n);
   void collect_stats(int64_t layer, const int32_t* pos, int64_t n, KvCache& cache);
   void ffn_block(int64_t layer, int64_t n);
 
@@ -45,6 +64,9 @@ class ForwardPass {
   bool last_chunk_ = true;
   const int32_t* tokens_ = nullptr;  // of the chunk being run (for the token_ids statistic)
   std::vector<LayerStats> stats_;
+  std::vector<int32_t> batch_tokens_, batch_pos_;  // run_batch's rows, concatenated
+  std::vector<int64_t> batch_last_rows_;
+  std::vector<float> batch_logits_;
 };
 
 }  // namespace kvsqueeze

@@ -125,6 +125,7 @@ struct Decoder::State {
   bool going = true, finished = false;
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
   double decode_ms = 0.0;
+  std::chrono::steady_clock::time_point batch_t0;  // next_token() to evaluated()
 };
 
 Decoder::Decoder(Session& session, Sampler& sampler, const DecodeControl& control, int64_t max_new)
@@ -147,18 +148,26 @@ bool Decoder::step() {
 
 bool Decoder::step_once() {
   State& s = *s_;
+  const int32_t id = sample_next();
+  if (id < 0) return false;
+  s.logits = s.session.eval({id});  // keep the cache complete so the text can be continued
+  return s.going && s.i < s.max_new;
+}
+
+int32_t Decoder::sample_next() {
+  State& s = *s_;
   const Tokenizer& tok = s.tok;
   if (s.control.cancel && s.control.cancel->load(std::memory_order_relaxed)) {
     s.r.stop_reason = StopReason::Cancelled;
     s.going = false;
-    return false;
+    return -1;
   }
   const int32_t id = s.sampler.sample(s.logits);
   if (!s.control.ignore_eos && tok.is_end_of_generation(id)) {
     s.r.stopped_at_eog = true;
     s.r.stop_reason = StopReason::EndOfGeneration;
     s.going = false;
-    return false;
+    return -1;
   }
   s.r.tokens.push_back(id);
   s.going = s.filter.feed(s.detok.feed(id));
@@ -168,9 +177,25 @@ bool Decoder::step_once() {
     s.r.stopped_at_context_end = s.going && i + 1 < s.max_new;
     if (s.r.stopped_at_context_end) s.r.stop_reason = StopReason::ContextFull;
     s.going = false;
-    return false;
+    return -1;
   }
-  s.logits = s.session.eval({id});  // keep the cache complete so the text can be continued
+  return id;
+}
+
+int32_t Decoder::next_token() {
+  State& s = *s_;
+  if (!s.going || s.i >= s.max_new) return -1;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int32_t id = sample_next();
+  s.decode_ms += ms_since(t0);
+  s.batch_t0 = std::chrono::steady_clock::now();
+  return id;
+}
+
+bool Decoder::evaluated() {
+  State& s = *s_;
+  s.logits = s.session.last_logits();
+  s.decode_ms += ms_since(s.batch_t0);  // the batched pass, as this sequence waited for it
   return s.going && s.i < s.max_new;
 }
 

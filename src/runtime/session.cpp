@@ -66,6 +66,45 @@ void Session::begin_eval(const std::vector<int32_t>& tokens, std::vector<float>*
   pending_.active = true;
 }
 
+void Session::eval_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens) {
+  if (sessions.size() != tokens.size()) throw Error("eval_batch: one token per session");
+  if (sessions.empty()) return;
+  Session& lead = *sessions.front();
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    const Session& s = *sessions[i];
+    if (&s.model_ != &lead.model_) throw Error("eval_batch: every session must run the same model");
+    if (s.pending_.active) throw Error("eval_batch: a session is in the middle of an evaluation");
+    if (s.forward_->stats_request().any()) throw Error("eval_batch: a session asks for statistics; evaluate it alone");
+    for (size_t j = 0; j < i; ++j)
+      if (sessions[j] == &s) throw Error("eval_batch: a session appears twice");
+    if (s.next_pos_ + 1 > s.options_.ctx_size)
+      throw ContextFullError("context of " + std::to_string(s.next_pos_ + 1) + " tokens exceeds the context size " +
+                             std::to_string(s.options_.ctx_size));
+    if (tokens[i] < 0 || tokens[i] >= s.model_.config().n_vocab)
+      throw Error("token id " + std::to_string(tokens[i]) + " is outside the vocabulary [0, " + std::to_string(s.model_.config().n_vocab) + ")");
+  }
+  if (!lead.batch_forward_) lead.batch_forward_ = std::make_unique<ForwardPass>(lead.model_, *lead.backend_);
+  lead.backend_->set_threads(lead.options_.threads);
+  const size_t V = static_cast<size_t>(lead.model_.config().n_vocab);
+  std::vector<ForwardPass::Segment> segments(sessions.size());
+  std::vector<int32_t> positions(sessions.size());
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    Session& s = *sessions[i];
+    s.cache_->reserve(1);
+    s.logits_.resize(V);
+    positions[i] = s.next_pos_;
+    s.cache_->prepare_append(s.next_pos_, 1);
+    segments[i] = {.tokens = &tokens[i], .pos = &positions[i], .n = 1, .cache = s.cache_.get(), .logits = s.logits_.data()};
+  }
+  try {
+    lead.batch_forward_->run_batch(segments);
+  } catch (...) {
+    for (Session* s : sessions) s->cache_->truncate_from_position(s->next_pos_);
+    throw;
+  }
+  for (Session* s : sessions) ++s->next_pos_;
+}
+
 bool Session::eval_step() {
   if (!pending_.active) throw Error("no evaluation in progress: begin_eval first");
   const int64_t n = static_cast<int64_t>(pending_.tokens.size());

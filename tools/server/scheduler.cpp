@@ -214,10 +214,10 @@ void Scheduler::loop() {
 }
 
 // One step of a sequence: a context chunk, a question chunk or one token, and the events it gives.
-bool Scheduler::step_one(Sequence& s) {
+void Scheduler::step_context(Sequence& s) {
   Job& job = *s.job;
-  if (s.phase == Sequence::Phase::Context) {
-    if (!s.engine->step_context()) return false;
+  {
+    if (!s.engine->step_context()) return;
     if (s.cache_context) {
       // Keep the compressed context for later requests, if the budget has room for the copy.
       const uint64_t size = s.engine->accounting().kv_bytes_used;
@@ -241,9 +241,11 @@ bool Scheduler::step_one(Sequence& s) {
     s.phase = Sequence::Phase::Generate;
     // From here on the engine holds all it will need: its share is what it holds.
     s.reserved = s.engine->accounting().kv_bytes_held;
-    return false;
   }
-  const bool more = s.engine->step_generation();
+}
+
+bool Scheduler::generation_stepped(Sequence& s, bool more) {
+  Job& job = *s.job;
   JobEvent e;
   const auto& tokens = s.engine->generated_tokens();
   if (tokens.size() > s.emitted) {

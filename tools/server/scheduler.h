@@ -1,8 +1,8 @@
 #pragma once
 // Continuous batching over one Engine per sequence: requests wait in a bounded queue, are admitted
 // while fewer than `parallel` run and the KV budget has room, and every scheduler step advances
-// every running sequence by one prefill chunk or one token (step_all, step_batch.cpp: the one
-// place a batched forward pass will replace). Running streams never wait for a long prompt more
+// every running sequence by one prefill chunk or one token (step_all, step_batch.cpp: the tokens
+// of all generating sequences go through one batched forward pass). Running streams never wait for a long prompt more
 // than one chunk. The HTTP layer only submits jobs and reads their events.
 #include <chrono>
 #include <condition_variable>
@@ -50,7 +50,9 @@ class Scheduler {
   void loop();
   void admit_locked();
   void step_all();  // step_batch.cpp
-  bool step_one(Sequence& s);  // true once the sequence has ended (its final event sent)
+  void step_context(Sequence& s);  // one chunk of its prompt; begins its generation after the last
+  // Sends what the sequence's generation step produced; true once it has ended (final event sent).
+  bool generation_stepped(Sequence& s, bool more);
   void finish(Sequence& s);
   void publish_memory();
   uint64_t reserved_bytes() const;

@@ -14,12 +14,14 @@
 namespace kvsqueeze::backend {
 namespace {
 
+// Owns its floats, or (a view) points into another buffer's.
 struct CpuBuffer final : Buffer {
   std::vector<float> data;
+  float* at = nullptr;
 };
 
-float* host(Buffer& b) { return static_cast<CpuBuffer&>(b).data.data(); }
-const float* host(const Buffer& b) { return static_cast<const CpuBuffer&>(b).data.data(); }
+float* host(Buffer& b) { return static_cast<CpuBuffer&>(b).at; }
+const float* host(const Buffer& b) { return static_cast<const CpuBuffer&>(b).at; }
 
 const WeightMatrix& weight_matrix(const LayerWeights& L, Matrix m) {
   switch (m) {
@@ -58,7 +60,18 @@ void CpuBackend::set_threads(int n) { kernels::set_num_threads(n); }
 std::unique_ptr<Buffer> CpuBackend::buffer(int64_t floats) {
   auto b = std::make_unique<CpuBuffer>();
   b->data.resize(static_cast<size_t>(floats));
+  b->at = b->data.data();
   return b;
+}
+
+std::unique_ptr<Buffer> CpuBackend::view(Buffer& b, int64_t offset) {
+  auto v = std::make_unique<CpuBuffer>();
+  v->at = host(b) + offset;
+  return v;
+}
+
+void CpuBackend::gather_rows(const Buffer& x, const int64_t* rows, int64_t count, int64_t width, Buffer& out) {
+  for (int64_t i = 0; i < count; ++i) std::copy_n(host(x) + rows[i] * width, width, host(out) + i * width);
 }
 
 void CpuBackend::read(const Buffer& src, int64_t offset, int64_t n, float* dst) const {

@@ -20,6 +20,8 @@ class CpuBackend final : public Backend {
   void set_threads(int n) override;
   std::unique_ptr<Buffer> buffer(int64_t floats) override;
   void read(const Buffer& src, int64_t offset, int64_t n, float* dst) const override;
+  std::unique_ptr<Buffer> view(Buffer& b, int64_t offset) override;
+  void gather_rows(const Buffer& x, const int64_t* rows, int64_t count, int64_t width, Buffer& out) override;
 
   void embed(const int32_t* ids, int64_t n, Buffer& x) override;
   void rms_norm(const Buffer& x, int64_t rows, int64_t width, int64_t layer, Vector w, Buffer& out) override;
