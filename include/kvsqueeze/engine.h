@@ -232,6 +232,7 @@ class Engine {
   // exception in results[i].error and ends (the others go on).
   struct BatchStep {
     bool more = false;
+    bool batched = false;  // its token went through the shared forward pass
     std::exception_ptr error;
   };
   static std::vector<BatchStep> step_generation(const std::vector<Engine*>& engines);

@@ -557,6 +557,7 @@ std::vector<Engine::BatchStep> Engine::step_generation(const std::vector<Engine*
   }
   for (size_t i : batched) {
     Impl& m = *engines[i]->impl_;
+    results[i].batched = true;
     results[i].more = m.decoder->evaluated();
     if (!results[i].more) m.stepping = Impl::Stepping::Done;
   }

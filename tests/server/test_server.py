@@ -87,11 +87,17 @@ def test_eight_concurrent_requests_equal_generate(server):
                 model="m", prompt=prompt, max_tokens=n, temperature=0, stream=True, extra_body=press))
         return c.completions.create(model="m", prompt=prompt, max_tokens=n, temperature=0, extra_body=press).choices[0].text
 
+    before = server.metrics()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         got = list(pool.map(run, jobs))
     for (prompt, n, press, _), text in zip(jobs, got):
         flags = ["--press", press["kv_press"], "--ratio", str(press["kv_ratio"])] if press else []
         assert text == generate_cli(STORIES, prompt, n, *flags), (prompt, press)
+    # The generating sequences' tokens went through shared forward passes (--parallel 4).
+    after = server.metrics()
+    passes = after["kvsqueeze_decode_batches_total"] - before["kvsqueeze_decode_batches_total"]
+    tokens = after["kvsqueeze_decode_batch_tokens_total"] - before["kvsqueeze_decode_batch_tokens_total"]
+    assert passes > 0 and tokens / passes > 1.5, (passes, tokens)
 
 
 def test_a_compressed_prefix_does_not_serve_a_longer_context(server):
@@ -243,5 +249,10 @@ def test_default_model_chat_and_compressed_completion():
                                                            {"role": "user", "content": q}],
                                       max_tokens=8, temperature=0, extra_body={"kv_press": "snapkv", "kv_ratio": 0.5})
         assert "Lily" in r.choices[0].message.content
+        assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens < 8  # it ended its answer
+        # ignore_eos (vLLM's and llama-server's benchmark extension) writes on to max_tokens.
+        r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": q}], max_tokens=24,
+                                      temperature=0, extra_body={"ignore_eos": True})
+        assert r.usage.completion_tokens == 24 and r.choices[0].finish_reason == "length"
     finally:
         s.stop()

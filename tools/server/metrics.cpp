@@ -95,6 +95,10 @@ std::string Metrics::render() const {
        static_cast<double>(context_cache_evictions.load()));
   line(out, "kvsqueeze_scheduler_steps_total", "counter", "Scheduler steps (one chunk or token of every running sequence).",
        static_cast<double>(steps.load()));
+  line(out, "kvsqueeze_decode_batches_total", "counter", "Forward passes over the generated tokens of the sequences decoding together (one per step).",
+       static_cast<double>(decode_batches.load()));
+  line(out, "kvsqueeze_decode_batch_tokens_total", "counter", "Generated tokens evaluated in those passes (divided by the passes: the mean batch size).",
+       static_cast<double>(decode_batch_tokens.load()));
   time_to_first_token.render(out, "kvsqueeze_time_to_first_token_seconds", "From admission of a request to its first token.");
   inter_token.render(out, "kvsqueeze_inter_token_seconds", "Between consecutive tokens of a sequence.");
   return out;

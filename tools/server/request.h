@@ -22,6 +22,7 @@ struct CompletionRequest {
   SamplerOptions sampling;            // OpenAI's defaults: temperature 1, no top-k/top-p/min-p filter
   std::vector<std::string> stop;
   bool stream = false;
+  bool ignore_eos = false;     // vLLM's and llama-server's extension: generate max_tokens (benchmarks)
   bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
   int top_logprobs = -1;       // -1: no logprobs; else how many alternatives per token (0..20)
   CompressionPlan plan;        // the server's default plan with the request's kv_* fields applied

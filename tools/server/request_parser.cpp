@@ -178,6 +178,7 @@ CompletionRequest parse_request(const std::string& text, Endpoint endpoint, cons
   // Every field this server understands; anything else is refused rather than silently ignored.
   static const std::set<std::string> common = {
       "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream", "stream_options", "n", "user",
+      "ignore_eos",
       "presence_penalty", "frequency_penalty", "logprobs", "kv_press", "kv_ratio", "kv_budget", "kv_press_options",
       "kv_compress_chunks", "kv_decode_interval", "kv_decode_target", "kv_decode_ratio", "kv_decode_press",
       "kv_decode_press_options"};
@@ -218,6 +219,7 @@ CompletionRequest parse_request(const std::string& text, Endpoint endpoint, cons
   if (body.contains("seed")) r.sampling.seed = static_cast<uint64_t>(integer(body, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()));
   if (body.contains("stop")) r.stop = stop_strings(body["stop"]);
   if (body.contains("stream")) r.stream = boolean(body, "stream");
+  if (body.contains("ignore_eos")) r.ignore_eos = boolean(body, "ignore_eos");
   if (body.contains("stream_options")) {
     const json& so = body["stream_options"];
     if (!so.is_object()) throw wrong_type("stream_options", "an object", so);

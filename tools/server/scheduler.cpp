@@ -235,6 +235,7 @@ void Scheduler::step_context(Sequence& s) {
     p.max_tokens = job.max_tokens;
     p.sampling = job.request.sampling;
     p.stop = job.request.stop;
+    p.ignore_eos = job.request.ignore_eos;
     Sequence* raw = &s;
     p.on_text = [raw](const std::string& piece) { return raw->text += piece, true; };
     s.engine->begin_generation(job.question_ids, p);

@@ -2,6 +2,8 @@
 // run. Sequences still in their prompt run its next chunk each; the generating ones step together
 // through Engine::step_generation(engines), which evaluates their tokens in one batched forward
 // pass (the weights read once per step for all of them).
+#include <algorithm>
+
 #include "scheduler.h"
 #include "sequence.h"
 
@@ -45,6 +47,11 @@ void Scheduler::step_all() {
     }
   }
   const std::vector<Engine::BatchStep> results = Engine::step_generation(engines);
+  const auto batched = std::count_if(results.begin(), results.end(), [](const Engine::BatchStep& r) { return r.batched; });
+  if (batched > 0) {
+    ++metrics_.decode_batches;
+    metrics_.decode_batch_tokens += static_cast<uint64_t>(batched);
+  }
   for (size_t j = 0; j < generating.size(); ++j) {
     Sequence& s = *running_[generating[j]];
     try {
