@@ -91,7 +91,7 @@ elif [[ -f "$SRCROOT/.git/modules/vendor/llama.cpp/HEAD" ]]; then
 fi
 
 # 3. configure (once, or when forced)
-TARGETS=(llama-bench llama-completion llama-simple llama-perplexity)
+TARGETS=(llama-bench llama-completion llama-simple llama-perplexity llama-server)
 if [[ "$FORCE" == 1 ]]; then rm -rf "$BUILD"; fi
 if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
     log "configuring (GGML_NATIVE=ON, Release, CPU backend only)"
@@ -104,12 +104,20 @@ if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
         -DLLAMA_OPENSSL=OFF \
         -DBUILD_SHARED_LIBS=OFF \
         -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_SERVER=ON \
         -DLLAMA_BUILD_APP=OFF \
         -DLLAMA_BUILD_UI=OFF \
+        -DLLAMA_USE_PREBUILT_UI=OFF \
         -DLLAMA_BUILD_TOOLS=ON \
         -DLLAMA_BUILD_EXAMPLES=ON \
         -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$BIN" >&2 \
+      || die "cmake configure failed (see above)"
+fi
+
+# A folder configured before llama-server was wanted (bench/bench_serving.py) gets it switched on.
+if grep -q '^LLAMA_BUILD_SERVER:BOOL=OFF' "$BUILD/CMakeCache.txt"; then
+    log "switching on llama-server (LLAMA_BUILD_SERVER=ON, no web UI)"
+    cmake -S "$SRC" -B "$BUILD" -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >&2 \
       || die "cmake configure failed (see above)"
 fi
 
@@ -131,7 +139,7 @@ BVER="$("$BIN/llama-completion" --version 2>&1 | grep -E 'version|built with' | 
     echo "llama-cpp-python sdist: $VERSION ($(basename "$SDIST"))"
     echo "llama.cpp commit:       $COMMIT ${COMMIT_DATE:-} ${COMMIT_SUBJ:+\"$COMMIT_SUBJ\"}"
     echo "llama.cpp --version:    $BVER"
-    echo "cmake flags:            -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF"
+    echo "cmake flags:            -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF"
     echo "compiler:               $(grep -m1 '^CMAKE_CXX_COMPILER:' "$BUILD/CMakeCache.txt" | cut -d= -f2) ($("$(grep -m1 '^CMAKE_CXX_COMPILER:' "$BUILD/CMakeCache.txt" | cut -d= -f2)" --version | head -1))"
     echo "bin:                    $BIN"
 } > "$WORK/build-info.txt"

@@ -17,7 +17,7 @@ namespace kvsqueeze::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, host = "127.0.0.1", api_key, alias, press = "none", decode_press;
+  std::string model, host = "127.0.0.1", api_key, alias, press = "none", decode_press, prompt_cache_dir;
   std::vector<std::string> press_opts, decode_press_opts;
   CompressionPolicy policy;
   int port = 8080, parallel = 4, threads = 0;
@@ -34,6 +34,12 @@ int run(const ServeArgs& a) {
   if (a.parallel < 1) throw Error("--parallel must be >= 1, got " + std::to_string(a.parallel));
   if (a.kv_budget_mib < 0) throw Error("--kv-budget must be >= 0 MiB");
   if (a.max_tokens < 1) throw Error("--max-tokens must be >= 1");
+  if (!a.prompt_cache_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(a.prompt_cache_dir, ec);
+    if (!std::filesystem::is_directory(a.prompt_cache_dir))
+      throw Error("--prompt-cache-dir '" + a.prompt_cache_dir + "' is not a folder and cannot be made one");
+  }
 
   // Signals are taken by sigwait below: blocked here, before any thread starts, so every thread
   // inherits the mask. A client that goes away must not kill the server with SIGPIPE.
@@ -71,6 +77,7 @@ int run(const ServeArgs& a) {
     so.session.threads = a.threads;
     a.kv_types.apply(so.session);
     so.max_cached_contexts = a.cached_contexts;
+    so.prompt_cache_dir = a.prompt_cache_dir;
     if (a.ctx_size < 0 || a.ctx_size > model->config().n_ctx_train)
       throw Error("--ctx-size must be between 1 and the model's trained context " + std::to_string(model->config().n_ctx_train));
     scheduler = std::make_unique<server::Scheduler>(*model, so, metrics);
@@ -109,6 +116,8 @@ Runner add_serve(CLI::App& app) {
   sub->add_option("--kv-budget", a->kv_budget_mib, "MiB of KV cache for all sequences and cached contexts (0: no limit)")
       ->capture_default_str();
   sub->add_option("--cached-contexts", a->cached_contexts, "Compressed contexts kept for reuse (0: none)")->capture_default_str();
+  sub->add_option("--prompt-cache-dir", a->prompt_cache_dir,
+                  "Folder where POST /contexts/ID?action=save writes cached contexts and action=restore reads them");
   sub->add_option("--press", a->press, "Default press for requests without kv_press")->capture_default_str();
   sub->add_option("--ratio", a->ratio, "Default fraction of the context cache removed")->capture_default_str();
   sub->add_option("--press-opt", a->press_opts, "Default press option KEY=VALUE (repeatable)");

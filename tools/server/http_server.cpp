@@ -171,6 +171,47 @@ void HttpServer::routes() {
           if (!success) job->cancelled = true;
         });
   };
+  // Cached contexts, as llama-server's slots: GET lists them; POST /contexts/ID?action=save|erase
+  // with {"filename": NAME} saves one to --prompt-cache-dir or drops it; POST
+  // /contexts?action=restore with {"filename": NAME} reads one back; DELETE /contexts/ID drops it.
+  auto contexts = [this](const httplib::Request& req, httplib::Response& res, const std::string& id) {
+    try {
+      Scheduler* s = scheduler_.load();
+      if (!s) throw ApiError(503, "server_error", "", "loading", "the model is still loading");
+      const std::string action = req.method == "DELETE" ? "erase" : req.get_param_value("action");
+      auto filename = [&req] {
+        nlohmann::json body;
+        try {
+          body = nlohmann::json::parse(req.body.empty() ? std::string("{}") : req.body);
+        } catch (const nlohmann::json::exception&) {
+          throw ApiError(400, "invalid_request_error", "", "invalid_json", "the body is not valid JSON");
+        }
+        if (!body.is_object() || !body.contains("filename") || !body["filename"].is_string())
+          throw invalid("filename", "the body must be {\"filename\": NAME}");
+        for (const auto& [key, value] : body.items())
+          if (key != "filename") throw invalid(key, "`" + key + "` is not supported here", "unsupported_parameter");
+        return body["filename"].get<std::string>();
+      };
+      nlohmann::json out;
+      if (req.method == "GET") out = s->list_contexts();
+      else if (id.empty() && action == "restore") out = s->restore_context(filename());
+      else if (!id.empty() && action == "save") out = s->save_context(id, filename());
+      else if (!id.empty() && action == "erase") out = s->erase_context(id);
+      else throw invalid("action", "`action` must be " + std::string(id.empty() ? "restore" : "save or erase"));
+      res.set_content(dump(out), "application/json");
+    } catch (const ApiError& e) {
+      if (e.status() < 500) ++metrics_.requests_client_error;
+      send_error(res, e);
+    }
+  };
+  http_->Get("/contexts", [contexts](const httplib::Request& req, httplib::Response& res) { contexts(req, res, ""); });
+  http_->Post("/contexts", [contexts](const httplib::Request& req, httplib::Response& res) { contexts(req, res, ""); });
+  http_->Post(R"(/contexts/([0-9a-f]{16}))", [contexts](const httplib::Request& req, httplib::Response& res) {
+    contexts(req, res, req.matches[1]);
+  });
+  http_->Delete(R"(/contexts/([0-9a-f]{16}))", [contexts](const httplib::Request& req, httplib::Response& res) {
+    contexts(req, res, req.matches[1]);
+  });
   http_->Post("/v1/completions", [completion](const httplib::Request& req, httplib::Response& res) {
     completion(req, res, Endpoint::Completions);
   });

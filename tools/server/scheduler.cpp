@@ -41,6 +41,17 @@ TokenLogprob logprobs_of(const Tokenizer& tok, const std::vector<float>& logits,
   return t;
 }
 
+// What a sequence generates with: the request's settings; its text is collected in *text.
+GenerateParams generate_params(const Job& job, std::string* text) {
+  GenerateParams p;
+  p.max_tokens = job.max_tokens;
+  p.sampling = job.request.sampling;
+  p.stop = job.request.stop;
+  p.ignore_eos = job.request.ignore_eos;
+  p.on_text = [text](const std::string& piece) { return *text += piece, true; };
+  return p;
+}
+
 }  // namespace
 
 Scheduler::Scheduler(const Model& model, const SchedulerOptions& options, Metrics& metrics)
@@ -151,13 +162,9 @@ void Scheduler::admit_locked() {
     if (hit && job->plan.press != "none" && hit->tokens() != job->context_ids) hit = nullptr;
     const auto tail = static_cast<uint64_t>(prompt.size()) + static_cast<uint64_t>(job->max_tokens);
     s->reserved = hit ? hit->bytes_held() + (tail - hit->tokens().size()) * bytes_per_token_ : tail * bytes_per_token_;
-    if (options_.kv_budget_bytes > 0) {
-      size_t freed = 0;
-      while (reserved_bytes() + s->reserved > options_.kv_budget_bytes && cache_.evict_one(&freed)) ++metrics_.context_cache_evictions;
-      if (reserved_bytes() + s->reserved > options_.kv_budget_bytes) {
-        if (hit && cache_.size() == 0) continue;  // the hit itself was evicted: size it again as a miss
-        break;                                    // wait for running sequences to free their share
-      }
+    if (!make_room(s->reserved)) {
+      if (hit && cache_.size() == 0) continue;  // the hit itself was evicted: size it again as a miss
+      break;                                    // wait for running sequences to free their share
     }
     queue_.pop_front();
     try {
@@ -169,13 +176,7 @@ void Scheduler::admit_locked() {
         ++metrics_.context_cache_hits;
         // What follows the cached context is evaluated as the question, uncompressed.
         std::vector<int32_t> rest(prompt.begin() + static_cast<std::ptrdiff_t>(hit->tokens().size()), prompt.end());
-        GenerateParams p;
-        p.max_tokens = job->max_tokens;
-        p.sampling = job->request.sampling;
-        p.stop = job->request.stop;
-        Sequence* raw = s.get();
-        p.on_text = [raw](const std::string& piece) { return raw->text += piece, true; };
-        s->engine->begin_generation(rest, p);
+        s->engine->begin_generation(rest, generate_params(*job, &s->text));
         s->phase = Sequence::Phase::Generate;
       } else {
         ++metrics_.context_cache_misses;
@@ -195,10 +196,12 @@ void Scheduler::admit_locked() {
 
 void Scheduler::loop() {
   for (;;) {
+    std::deque<std::packaged_task<nlohmann::json()>> tasks;
     {
       std::unique_lock<std::mutex> lock(mutex_);
+      tasks.swap(tasks_);
       admit_locked();
-      if (running_.empty()) {
+      if (running_.empty() && tasks.empty()) {
         idle_ = true;
         if (stop_) return;
         cv_.wait_for(lock, std::chrono::milliseconds(200));
@@ -208,9 +211,29 @@ void Scheduler::loop() {
       if (stop_ || cancel_all_)
         for (auto& s : running_) s->job->cancelled = true;
     }
-    step_all();
+    for (auto& task : tasks) task();
+    if (!running_.empty()) step_all();
     publish_memory();
   }
+}
+
+nlohmann::json Scheduler::between_steps(std::function<nlohmann::json()> task) {
+  std::packaged_task<nlohmann::json()> job(std::move(task));
+  auto result = job.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stop_) throw ApiError(503, "server_error", "", "shutting_down", "the server is shutting down");
+    tasks_.push_back(std::move(job));
+    cv_.notify_all();
+  }
+  return result.get();
+}
+
+bool Scheduler::make_room(uint64_t bytes) {
+  if (options_.kv_budget_bytes == 0) return true;
+  size_t freed = 0;
+  while (reserved_bytes() + bytes > options_.kv_budget_bytes && cache_.evict_one(&freed)) ++metrics_.context_cache_evictions;
+  return reserved_bytes() + bytes <= options_.kv_budget_bytes;
 }
 
 // One step of a sequence: a context chunk, a question chunk or one token, and the events it gives.
@@ -220,25 +243,12 @@ void Scheduler::step_context(Sequence& s) {
     if (!s.engine->step_context()) return;
     if (s.cache_context) {
       // Keep the compressed context for later requests, if the budget has room for the copy.
-      const uint64_t size = s.engine->accounting().kv_bytes_used;
-      size_t freed = 0;
-      while (options_.kv_budget_bytes > 0 && reserved_bytes() + size > options_.kv_budget_bytes && cache_.evict_one(&freed))
-        ++metrics_.context_cache_evictions;
-      if (options_.kv_budget_bytes == 0 || reserved_bytes() + size <= options_.kv_budget_bytes) {
+      if (make_room(s.engine->accounting().kv_bytes_used)) {
         cache_.put(s.key, s.engine->snapshot_context());
-        // The estimate was the kept slots; the copy's real size decides.
-        while (options_.kv_budget_bytes > 0 && reserved_bytes() > options_.kv_budget_bytes && cache_.evict_one(&freed))
-          ++metrics_.context_cache_evictions;
+        make_room(0);  // the estimate was the kept slots; the copy's real size decides
       }
     }
-    GenerateParams p;
-    p.max_tokens = job.max_tokens;
-    p.sampling = job.request.sampling;
-    p.stop = job.request.stop;
-    p.ignore_eos = job.request.ignore_eos;
-    Sequence* raw = &s;
-    p.on_text = [raw](const std::string& piece) { return raw->text += piece, true; };
-    s.engine->begin_generation(job.question_ids, p);
+    s.engine->begin_generation(job.question_ids, generate_params(job, &s.text));
     s.phase = Sequence::Phase::Generate;
     // From here on the engine holds all it will need: its share is what it holds.
     s.reserved = s.engine->accounting().kv_bytes_held;

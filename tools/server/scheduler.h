@@ -7,6 +7,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,6 +19,7 @@
 #include "job.h"
 #include "kvsqueeze/engine.h"
 #include "metrics.h"
+#include <nlohmann/json.hpp>
 
 namespace kvsqueeze::server {
 
@@ -27,6 +30,7 @@ struct SchedulerOptions {
   int64_t max_prompt_tokens = 0;  // 0: the context size
   SessionOptions session;       // per sequence (ctx_size, chunk, threads)
   size_t max_cached_contexts = 64;  // 0: no context reuse
+  std::string prompt_cache_dir;     // where cached contexts are saved and restored ("": nowhere)
 };
 
 class Scheduler {
@@ -45,6 +49,15 @@ class Scheduler {
   // KV bytes a token costs at most in an uncompressed cache (all layers, heads, K, V, position).
   uint64_t bytes_per_token() const { return bytes_per_token_; }
 
+  // The cached compressed contexts, as llama-server's slot save/restore (context_files.cpp): each
+  // runs on the scheduler thread between two steps. Files live in prompt_cache_dir, named by the
+  // client with a plain file name that cannot leave it. Throw ApiError (404 unknown id, 400 bad
+  // name or file, 501 without a folder).
+  nlohmann::json list_contexts();
+  nlohmann::json save_context(const std::string& id, const std::string& filename);
+  nlohmann::json restore_context(const std::string& filename);
+  nlohmann::json erase_context(const std::string& id);
+
  private:
   struct Sequence;
   void loop();
@@ -55,6 +68,11 @@ class Scheduler {
   bool generation_stepped(Sequence& s, bool more);
   void finish(Sequence& s);
   void publish_memory();
+  // Runs `task` on the scheduler thread before its next step and returns what it returned (or
+  // throws what it threw).
+  nlohmann::json between_steps(std::function<nlohmann::json()> task);
+  // Makes room in the budget for `bytes` more by dropping cached contexts; false if it cannot.
+  bool make_room(uint64_t bytes);
   uint64_t reserved_bytes() const;
 
   const Model& model_;
@@ -66,6 +84,7 @@ class Scheduler {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
+  std::deque<std::packaged_task<nlohmann::json()>> tasks_;  // between_steps
   bool stop_ = false;
   bool cancel_all_ = false;  // drain past its deadline
   std::atomic<bool> draining_{false};
