@@ -1,5 +1,5 @@
 // Fuzzes the server's request parser (tools/server/request_parser.cpp): the first byte picks the
-// endpoint, the rest is the body. Any body must give a request or an ApiError with a 4xx status
+// endpoint (bit 0: completions or chat; bit 1: the /contexts file-name body), the rest is the body. Any body must give a request or an ApiError with a 4xx status
 // and a JSON error body; any other exception or a crash aborts.
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +14,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvsqueeze::server;
   const Endpoint endpoint = data[0] & 1 ? Endpoint::ChatCompletions : Endpoint::Completions;
   const std::string body(reinterpret_cast<const char*>(data + 1), size - 1);
+  if (data[0] & 2) {  // POST /contexts: a plain file name or a 400
+    try {
+      const std::string name = parse_context_filename(body);
+      if (name.empty() || name.size() > 128 || name.find('/') != std::string::npos || name.find("..") != std::string::npos ||
+          name[0] == '.')
+        std::abort();
+    } catch (const ApiError& e) {
+      if (e.status() != 400) std::abort();
+      (void)nlohmann::json::parse(e.body());
+    }
+    return 0;
+  }
   RequestLimits limits;
   limits.default_plan.press = "snapkv";
   limits.default_plan.ratio = 0.5;

@@ -95,9 +95,10 @@ printf '\x03[{"_id":"h","question":"Q?","answer":"A","context":[["T",["A is here
 fuzz eval_inputs_fuzz "${KVSQ_FUZZ_EVAL_SECONDS:-20}" 4096 "$corpus"
 echo "== fuzzing the server's request parser (libFuzzer, ${KVSQ_FUZZ_SERVER_SECONDS:-15}s)"
 corpus="$(mktemp -d)"
-# Seeds: the first byte picks the endpoint (0 completions, 1 chat), the rest is the JSON body.
+# Seeds: the first byte picks the endpoint (0 completions, 1 chat, 2 a /contexts file name), the rest is the JSON body.
 printf '\x00{"prompt":"Once","max_tokens":8,"temperature":0,"stop":["."],"logprobs":2,"ignore_eos":true,"kv_press":"snapkv","kv_ratio":0.5}' >"$corpus/completion"
 printf '\x01{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi"}]}],"stream":true,"stream_options":{"include_usage":true},"logprobs":true,"top_logprobs":3}' >"$corpus/chat"
 printf '\x00{"prompt":["x"],"kv_press":"adakv(expected_attention)","kv_budget":64,"kv_press_options":{"alpha_safeguard":0.3},"kv_decode_interval":8,"kv_decode_target":32}' >"$corpus/press"
+printf '\x02{"filename":"doc-1.kvc"}' >"$corpus/context_file"
 fuzz server_request_fuzz "${KVSQ_FUZZ_SERVER_SECONDS:-15}" 2048 "$corpus"
 echo "== all test stages passed"

@@ -2,7 +2,6 @@
 // RAM is written to the prompt-cache folder in the prompt-cache format (its compression plan in the
 // file's metadata), and a file written so is read back into the context cache, where requests under
 // the same plan reuse it. Runs on the scheduler thread (Scheduler::between_steps).
-#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <system_error>
@@ -19,16 +18,11 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// A plain file name in the folder: letters, digits, '.', '_' and '-', starting with a letter or
-// digit, no "..", at most 128 characters; never a link. So no name reaches outside the folder.
+// The file of a name parse_context_filename accepted (a plain name: it stays in the folder), never
+// a link.
 fs::path file_in(const std::string& dir, const std::string& filename) {
   if (dir.empty())
     throw ApiError(501, "not_supported_error", "", "not_supported", "saving and restoring contexts needs the server started with --prompt-cache-dir");
-  bool ok = !filename.empty() && filename.size() <= 128 && std::isalnum(static_cast<unsigned char>(filename[0])) &&
-            filename.find("..") == std::string::npos;
-  for (char c : filename) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
-  if (!ok)
-    throw invalid("filename", "`filename` must be a plain file name (letters, digits, '.', '_', '-'; no '..'; at most 128 characters)");
   const fs::path path = fs::path(dir) / filename;
   std::error_code ec;
   if (fs::is_symlink(fs::symlink_status(path, ec))) throw invalid("filename", "`" + filename + "` is a link; contexts are plain files");

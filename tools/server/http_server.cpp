@@ -179,19 +179,7 @@ void HttpServer::routes() {
       Scheduler* s = scheduler_.load();
       if (!s) throw ApiError(503, "server_error", "", "loading", "the model is still loading");
       const std::string action = req.method == "DELETE" ? "erase" : req.get_param_value("action");
-      auto filename = [&req] {
-        nlohmann::json body;
-        try {
-          body = nlohmann::json::parse(req.body.empty() ? std::string("{}") : req.body);
-        } catch (const nlohmann::json::exception&) {
-          throw ApiError(400, "invalid_request_error", "", "invalid_json", "the body is not valid JSON");
-        }
-        if (!body.is_object() || !body.contains("filename") || !body["filename"].is_string())
-          throw invalid("filename", "the body must be {\"filename\": NAME}");
-        for (const auto& [key, value] : body.items())
-          if (key != "filename") throw invalid(key, "`" + key + "` is not supported here", "unsupported_parameter");
-        return body["filename"].get<std::string>();
-      };
+      auto filename = [&req] { return parse_context_filename(req.body); };
       nlohmann::json out;
       if (req.method == "GET") out = s->list_contexts();
       else if (id.empty() && action == "restore") out = s->restore_context(filename());

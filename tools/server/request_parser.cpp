@@ -1,5 +1,6 @@
 #include "request_parser.h"
 
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -245,6 +246,24 @@ CompletionRequest parse_request(const std::string& text, Endpoint endpoint, cons
   }
   apply_plan_fields(body, r);
   return r;
+}
+
+std::string parse_context_filename(const std::string& text) {
+  json body;
+  try {
+    body = json::parse(text.empty() ? std::string("{}") : text);
+  } catch (const json::exception& e) {
+    throw ApiError(400, "invalid_request_error", "", "invalid_json", std::string("the body is not valid JSON: ") + e.what());
+  }
+  if (!body.is_object()) throw ApiError(400, "invalid_request_error", "", "invalid_json", "the body must be a JSON object");
+  for (const auto& [key, value] : body.items())
+    if (key != "filename") throw invalid(key, "`" + key + "` is not supported here", "unsupported_parameter");
+  if (!body.contains("filename")) throw invalid("filename", "`filename` is required");
+  const std::string name = string(body, "filename");
+  bool ok = !name.empty() && name.size() <= 128 && std::isalnum(static_cast<unsigned char>(name[0])) && name.find("..") == std::string::npos;
+  for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  if (!ok) throw invalid("filename", "`filename` must be a plain file name (letters, digits, '.', '_', '-'; no '..'; at most 128 characters)");
+  return name;
 }
 
 }  // namespace kvsqueeze::server

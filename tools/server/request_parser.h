@@ -13,6 +13,12 @@ namespace kvsqueeze::server {
 // parameter (OpenAI's, such as n > 1 or logit_bias, or an unknown one), an invalid press setting.
 CompletionRequest parse_request(const std::string& body, Endpoint endpoint, const RequestLimits& limits);
 
+// The body of POST /contexts?action=restore and /contexts/ID?action=save: {"filename": NAME}, NAME a
+// plain file name (letters, digits, '.', '_', '-', starting with a letter or digit, no "..", at most
+// 128 characters), so that no request names a file outside the prompt-cache folder. Returns NAME;
+// throws ApiError 400 otherwise.
+std::string parse_context_filename(const std::string& body);
+
 // The request field for a plan field named by a ParameterError ("ratio" -> "kv_ratio").
 std::string request_field_of(const std::string& plan_field);
 
