@@ -256,3 +256,30 @@ def test_default_model_chat_and_compressed_completion():
         assert r.usage.completion_tokens == 24 and r.choices[0].finish_reason == "length"
     finally:
         s.stop()
+
+
+def test_default_model_non_streamed_disconnect_frees_the_sequence():
+    # A non-streamed request writes nothing until it ends: the server must notice its client left.
+    model = os.environ.get("KVSQ_DEFAULT_MODEL") or subprocess.run(
+        [os.path.join(os.path.dirname(CLI), "..", "scripts", "get_model.sh"), "qwen2.5-0.5b-instruct"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    s = Server(model, "--ctx-size", "2048")
+    try:
+        impatient = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=1.5)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.completions.create(model="m", prompt=STORY, max_tokens=1500, temperature=0,
+                                         extra_body={"ignore_eos": True})
+        left = time.time()
+        deadline = left + 10
+        while time.time() < deadline:
+            m = s.metrics()
+            if m["kvsqueeze_requests_total{outcome=\"cancelled\"}"] == 1 and m["kvsqueeze_running_sequences"] == 0:
+                break
+            time.sleep(0.05)
+        assert m["kvsqueeze_requests_total{outcome=\"cancelled\"}"] == 1 and m["kvsqueeze_running_sequences"] == 0
+        assert time.time() - left < 5  # within a few steps, not the 1500 tokens (~45 s here)
+        assert m["kvsqueeze_generated_tokens_total"] == 0 and m["kvsqueeze_requests_total{outcome=\"ok\"}"] == 0
+        r = client(s).completions.create(model="m", prompt=STORY, max_tokens=4, temperature=0)  # still serving
+        assert r.usage.completion_tokens == 4
+    finally:
+        s.stop()

@@ -4,6 +4,7 @@
 
 #include <ctime>
 
+#include "connection_probe.h"
 #include "openai_format.h"
 #include "request_parser.h"
 
@@ -125,8 +126,12 @@ void HttpServer::routes() {
       std::string text;
       std::vector<TokenLogprob> tokens;
       JobEvent e;
+      ConnectionProbe probe(req.remote_addr, req.remote_port, req.local_port);
       for (;;) {
-        if (!job->pop(e, std::chrono::milliseconds(200))) continue;
+        if (!job->pop(e, std::chrono::milliseconds(200))) {
+          if (!job->cancelled && probe.client_gone()) job->cancelled = true;  // freed at the next step; its final event follows
+          continue;
+        }
         text += e.text;
         tokens.insert(tokens.end(), e.tokens.begin(), e.tokens.end());
         if (e.final) break;
