@@ -1,6 +1,7 @@
 // Micro-benchmarks of kernels::matmul on the weight shapes of Gemma-3-270M and Qwen2.5-0.5B.
 // Names: matmul/<type>/<cols>x<rows>/t<n_tokens>/th<threads>. Counters: GFLOPS (2*rows*cols*
-// n_tokens per second) and GB/s of weight bytes read (meaningful for decode, n_tokens = 1).
+// n_tokens per second) and GB/s of weight bytes read (meaningful for decode: n_tokens = 1, and the
+// 4..16 tokens of a server's batched decode step, which should cost little more than 1).
 //
 //   build-kernels/bench/kvsq_microbench --benchmark_filter='matmul/Q4_K'
 //   KVSQ_BENCH_ALL_TYPES=1 ...   also runs every type on the Qwen shapes (else a representative set)
@@ -140,9 +141,10 @@ int register_all() {
       shapes.push_back({t, c, r});
     }
   for (const auto& s : shapes)
-    for (int64_t tokens : {1, 512})
+    for (int64_t tokens : {1, 4, 8, 16, 512})
       for (int threads : {1, 2}) {
         if (s.rows >= 100000 && tokens > 1 && threads == 1) continue;  // LM head prefill: 2 threads only
+        if (tokens > 1 && tokens < 512 && threads == 1) continue;       // a server's decode batches: 2 threads
         const std::string name = std::string("matmul/") + name_of(s.type) + "/" + std::to_string(s.cols) + "x" +
                                  std::to_string(s.rows) + "/t" + std::to_string(tokens) + "/th" +
                                  std::to_string(threads);
