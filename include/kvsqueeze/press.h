@@ -6,6 +6,7 @@
 // or how scores are formed. Presses are registered by name with typed, documented options and
 // built from expressions such as "adakv(expected_attention(epsilon=0.01))".
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -197,6 +198,11 @@ struct PressInfo {
 
 // Every registered press, sorted by name.
 std::vector<PressInfo> list_presses();
+// Adds a press defined outside the library (a Python ScorerPress subclass, python/src): from then
+// on `info.name` is a press in expressions, alone or inside any wrapper, without options
+// (info.inner and info.options are ignored); make() builds one press object per use. Throws Error
+// for a name that is not an identifier or is taken. Safe to call while other threads build presses.
+void register_external_press(PressInfo info, std::function<std::unique_ptr<Press>()> make);
 // Builds a press from an expression ("snapkv", "adakv(expected_attention(epsilon=0.01))",
 // "composed(snapkv,think)") and KEY=VALUE options: KEY sets an option of the outermost press,
 // NAME.KEY of every press called NAME in the expression. Unknown press or option, a value of

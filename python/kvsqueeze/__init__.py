@@ -17,6 +17,7 @@ from .decoding_presses import AdaSnapKVPress, CompressionRatioDecodingPress, Dec
 from .llm import LLM, LLMState
 from .pipeline import KVPressTextGenerationPipeline, pipeline
 from .presses import PRESSES, BasePress, press_class
+from .python_press import ScorerPress
 
 globals().update(PRESSES)  # one class per registry press: SnapKVPress, AdaKVPress, ...
 
@@ -25,7 +26,7 @@ DynamicCache = KVCache  # kvpress scripts pass transformers' DynamicCache() as c
 __all__ = [
     "AdaSnapKVPress", "BasePress", "CancelledError", "CompressionRatioDecodingPress", "ContextFullError",
     "DecodingPress", "DynamicCache", "Engine", "KVCache", "KVPressTextGenerationPipeline", "LLM", "LLMState", "Model",
-    "ModelError", "PrefillDecodingPress", "list_presses", "pipeline", "press_class", "validate_plan",
+    "ModelError", "PrefillDecodingPress", "ScorerPress", "list_presses", "pipeline", "press_class", "validate_plan",
     *sorted(PRESSES),
 ]
 __version__ = "0.1.0"

@@ -54,13 +54,6 @@ void check_run(const KvCache& cache, int64_t layer, int64_t head) {
     throw ParameterError("head", "`head` must be in [0, " + std::to_string(s.n_head_kv) + "), got " + std::to_string(head));
 }
 
-template <class T>
-nb::ndarray<nb::numpy, T> owned_array(std::vector<T> data, std::initializer_list<size_t> shape) {
-  auto* held = new std::vector<T>(std::move(data));
-  nb::capsule owner(held, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
-  return nb::ndarray<nb::numpy, T>(held->data(), shape, owner);
-}
-
 nb::dict timings_dict(const Timings& t) {
   nb::dict d;
   d["prompt_tokens"] = t.prompt_tokens;

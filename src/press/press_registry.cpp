@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "kvsqueeze/error.h"
@@ -32,9 +34,39 @@ std::map<std::string, Entry>& registry() {
   return table();
 }
 
+// Presses added at run time (register_external_press), apart from the built-in table, which is
+// never written after its first use: only these take a lock.
+struct ExternalPresses {
+  std::mutex mutex;
+  std::map<std::string, Entry> entries;
+};
+ExternalPresses& external() {
+  static ExternalPresses presses;
+  return presses;
+}
+
+// The press called `name`, built-in or external (a copy: external entries may be added meanwhile).
+std::optional<Entry> find_entry(const std::string& name) {
+  const auto& builtin = registry();
+  if (auto it = builtin.find(name); it != builtin.end()) return it->second;
+  ExternalPresses& ext = external();
+  std::lock_guard<std::mutex> lock(ext.mutex);
+  if (auto it = ext.entries.find(name); it != ext.entries.end()) return it->second;
+  return std::nullopt;
+}
+
+// Every press, sorted by name.
+std::map<std::string, Entry> all_entries() {
+  std::map<std::string, Entry> out = registry();
+  ExternalPresses& ext = external();
+  std::lock_guard<std::mutex> lock(ext.mutex);
+  out.insert(ext.entries.begin(), ext.entries.end());
+  return out;
+}
+
 std::string valid_names() {
   std::string names = "none";
-  for (const auto& [name, entry] : registry()) names += ", " + name;
+  for (const auto& [name, entry] : all_entries()) names += ", " + name;
   return names;
 }
 
@@ -177,9 +209,9 @@ class ExpressionParser {
 // `around`: a press already built that this node wraps (the merge=... sugar), instead of node.inner.
 std::unique_ptr<Press> build(const Node& node, bool root, const std::vector<std::pair<std::string, std::string>>& cli_options,
                              std::vector<bool>& used, std::unique_ptr<Press> around = nullptr) {
-  auto it = registry().find(node.name);
-  if (it == registry().end()) throw Error("unknown press '" + node.name + "' (valid: " + valid_names() + ")");
-  const PressInfo& info = it->second.info;
+  const std::optional<Entry> entry = find_entry(node.name);
+  if (!entry) throw Error("unknown press '" + node.name + "' (valid: " + valid_names() + ")");
+  const PressInfo& info = entry->info;
   const size_t n_inner = around ? 1 : node.inner.size();
   if (info.inner == 0 && n_inner != 0)
     throw Error("press '" + node.name + "' is a scorer and wraps no other press");
@@ -218,7 +250,7 @@ std::unique_ptr<Press> build(const Node& node, bool root, const std::vector<std:
   PressList inner;
   if (around) inner.push_back(std::move(around));
   for (const auto& child : node.inner) inner.push_back(build(child, false, cli_options, used));
-  return it->second.factory(values, std::move(inner));
+  return entry->factory(values, std::move(inner));
 }
 
 }  // namespace
@@ -248,12 +280,13 @@ void detail::add_entry(PressInfo info, Factory factory) {
   table()[name] = Entry{std::move(info), std::move(factory)};
 }
 
+
 namespace {
 
 void collect_question_options(const Node& node, int64_t question_tokens, std::vector<std::string>& out) {
-  const auto it = registry().find(node.name);
-  if (it == registry().end()) throw Error("unknown press '" + node.name + "' (valid: " + valid_names() + ")");
-  const std::string& option = it->second.info.question_length_option;
+  const std::optional<Entry> press = find_entry(node.name);
+  if (!press) throw Error("unknown press '" + node.name + "' (valid: " + valid_names() + ")");
+  const std::string& option = press->info.question_length_option;
   const std::string entry = node.name + "." + option + "=" + std::to_string(question_tokens);
   if (!option.empty() && std::find(out.begin(), out.end(), entry) == out.end()) out.push_back(entry);
   for (const auto& inner : node.inner) collect_question_options(inner, question_tokens, out);
@@ -271,7 +304,7 @@ bool expression_needs_question(const std::string& expression) { return !question
 
 std::vector<PressInfo> list_presses() {
   std::vector<PressInfo> out;
-  for (const auto& [name, entry] : registry()) out.push_back(entry.info);
+  for (const auto& [name, entry] : all_entries()) out.push_back(entry.info);
   return out;
 }
 
@@ -347,7 +380,7 @@ std::string merge_option_press(const std::vector<std::string>& options) {
     const std::string v = kv.substr(6);
     std::vector<std::string> valid;  // listed by descending word ("similarity, cam")
     out.clear();
-    for (const auto& [name, entry] : registry()) {
+    for (const auto& [name, entry] : all_entries()) {
       const std::string& policy = entry.info.merge_policy;
       if (policy.empty()) continue;
       valid.insert(std::upper_bound(valid.begin(), valid.end(), policy, std::greater<>()), policy);
@@ -365,6 +398,20 @@ bool expression_mentions(const std::string& expression, const std::string& press
   for (size_t at = expression.find(press); at != std::string::npos; at = expression.find(press, at + 1))
     if ((at == 0 || !word(at - 1)) && !word(at + press.size())) return true;
   return false;
+}
+
+void register_external_press(PressInfo info, std::function<std::unique_ptr<Press>()> make) {
+  const std::string name = info.name;
+  bool identifier = !name.empty() && std::isalpha(static_cast<unsigned char>(name[0]));
+  for (char c : name) identifier = identifier && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
+  if (!identifier) throw Error("a press name is a letter then letters, digits or '_', got '" + one_line(name) + "'");
+  if (name == "none" || registry().count(name)) throw Error("press '" + name + "' exists already");
+  info.inner = 0;
+  info.options.clear();
+  ExternalPresses& ext = external();
+  std::lock_guard<std::mutex> lock(ext.mutex);
+  if (ext.entries.count(name)) throw Error("press '" + name + "' exists already");
+  ext.entries[name] = Entry{std::move(info), [make = std::move(make)](const PressOptionValues&, PressList) { return make(); }};
 }
 
 }  // namespace kvsqueeze
