@@ -12,8 +12,9 @@ to back, each drawn (seeded) from:
   disconnect   a stream closed after 2 chunks (the server must free its sequence)
   bad          an unknown press: must be a 400 (counted apart; anything else is an error)
 An error is any exception or status other than the expected one. RSS (VmRSS of the server) is
-sampled every 5 s; "flat" compares the mean of the last minute with the mean of the minute after
---warmup-minutes. Writes --json (rewritten every sample) and prints a summary. Exit 1 on errors.
+sampled every 5 s with the KV bytes the server holds (running sequences and cached contexts,
+bounded by --kv-budget; kvsqueeze_kv_bytes_held); "flat" compares RSS minus those bytes, averaged
+over the last minute, with its average over the minute after --warmup-minutes. Writes --json (rewritten every sample) and prints a summary. Exit 1 on errors.
 
 Usage: bench/soak_serving.py [--model M] [--minutes 10] [--parallel 4] [--clients N] [--threads 2]
                              [--kv-budget MiB] [--seed 1] [--json OUT.json]
@@ -148,7 +149,16 @@ def main(argv=None) -> int:
         while any(t.is_alive() for t in threads):
             time.sleep(5)
             kib = rss_kib(server.proc.pid)
-            samples.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": round(kib / 1024, 1) if kib else None})
+            try:
+                m = urllib_get(server.url + "/metrics")
+            except OSError:
+                m = {}
+            # RSS holds the mapped weights (paged in as used) and the KV bytes (running sequences and
+            # cached contexts, bounded by the budget): what is left besides them must not grow.
+            kv = (m.get("kvsqueeze_kv_bytes_held", 0.0)) / 1048576
+            samples.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": round(kib / 1024, 1) if kib else None,
+                            "kv_held_mib": round(kv, 1), "cached_contexts": m.get("kvsqueeze_cached_contexts"),
+                            "rss_minus_kv_mib": round(kib / 1024 - kv, 1) if kib else None})
             with soak.lock:
                 report.update(requests=dict(soak.counts), errors=list(soak.errors), rss=samples)
             if a.json:
@@ -164,11 +174,11 @@ def main(argv=None) -> int:
     finally:
         server.stop()
     w0, w1 = 60 * a.warmup_minutes, 60 * (a.warmup_minutes + 1)
-    after_warmup = [s["rss_mib"] for s in samples if w0 <= s["t_s"] < w1 and s["rss_mib"]]
-    last = [s["rss_mib"] for s in samples if s["t_s"] >= samples[-1]["t_s"] - 60 and s["rss_mib"]]
+    after_warmup = [s["rss_minus_kv_mib"] for s in samples if w0 <= s["t_s"] < w1 and s["rss_minus_kv_mib"]]
+    last = [s["rss_minus_kv_mib"] for s in samples if s["t_s"] >= samples[-1]["t_s"] - 60 and s["rss_minus_kv_mib"]]
     summary = {"requests": sum(soak.counts.values()), "errors": len(soak.errors), "server_alive_at_end": alive,
-               "rss_mib_after_warmup": round(sum(after_warmup) / len(after_warmup), 1) if after_warmup else None,
-               "rss_mib_last_minute": round(sum(last) / len(last), 1) if last else None,
+               "rss_minus_kv_mib_after_warmup": round(sum(after_warmup) / len(after_warmup), 1) if after_warmup else None,
+               "rss_minus_kv_mib_last_minute": round(sum(last) / len(last), 1) if last else None,
                "rss_mib_max": max((s["rss_mib"] for s in samples if s["rss_mib"]), default=None),
                "metrics": {k: v for k, v in metrics.items() if k.startswith(("kvsqueeze_requests_total", "kvsqueeze_kv_bytes_held_peak",
                                                                             "kvsqueeze_kv_budget", "kvsqueeze_context_cache_hits",

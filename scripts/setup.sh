@@ -32,8 +32,8 @@ if ! "$VENV/bin/python" -c "import gguf, numpy" 2>/dev/null; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-tools.txt
 fi
 # The Python package's build backend and test runner (scripts/test.sh builds it without isolation),
-# and the openai client the server's tests talk through.
-if ! "$VENV/bin/python" -c "import scikit_build_core, nanobind, pytest, openai" 2>/dev/null; then
+# the openai client the server's tests talk through, pandas for kvsqueeze.evaluate's DataFrame.
+if ! "$VENV/bin/python" -c "import scikit_build_core, nanobind, pytest, openai, pandas" 2>/dev/null; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-python.txt
 fi
 

@@ -14,6 +14,7 @@ void bind_model(nanobind::module_& m);    // model_bindings.cpp: Model, tokenize
 void bind_engine(nanobind::module_& m);   // engine_bindings.cpp: Engine, plans, generation, accounting
 void bind_presses(nanobind::module_& m);  // press_bindings.cpp: the press registry, plan validation
 void bind_python_presses(nanobind::module_& m);  // python_press.cpp: ScorerPress subclasses written in Python
+void bind_evaluate(nanobind::module_& m);        // eval_bindings.cpp: the evaluation suite, when built
 
 // A numpy array that owns `data` (freed with the array).
 template <class T>

@@ -10,4 +10,5 @@ NB_MODULE(_core, m) {
   kvsqueeze::python::bind_engine(m);
   kvsqueeze::python::bind_presses(m);
   kvsqueeze::python::bind_python_presses(m);
+  kvsqueeze::python::bind_evaluate(m);
 }

@@ -7,12 +7,9 @@
 
 #include "commands.h"
 #include "kv_type_flags.h"
-#include "text_file.h"
 #include "kvsqueeze/error.h"
+#include "kvsqueeze/eval/evaluate.h"
 #include "kvsqueeze/eval/report.h"
-#include "kvsqueeze/eval/runner.h"
-#include "kvsqueeze/eval/tasks.h"
-#include "kvsqueeze/model.h"
 
 namespace kvsqueeze::cli {
 namespace {
@@ -82,87 +79,34 @@ int run(EvalArgs& a) {
   s.ratios = a.ratios.empty() ? std::vector<double>{} : numbers<double>(a.ratios, "--ratio");
   s.press_opts = a.press_opts;
   s.policy = a.policy;
-  s.policy.validate();
   s.query_aware = a.query_aware;
   s.chat = !a.no_chat;
   s.session.chunk = a.chunk;
   s.session.ctx_size = a.ctx_size;
   s.session.threads = a.threads;
   a.kv_types.apply(s.session);
-  if (!a.reference_kv_type.empty()) {
-    if (a.kind != "kld" && a.kind != "ppl") throw Error("--reference-kv-type belongs to kld and ppl");
-    s.reference_kv_type = parse_kv_type(a.reference_kv_type, "reference_kv_type");
-  }
+  if (!a.reference_kv_type.empty()) s.reference_kv_type = parse_kv_type(a.reference_kv_type, "reference_kv_type");
   s.seed = a.seed;
   s.out_dir = a.out;
   s.resume = !a.no_resume;
-  if (a.grid_memory < 1) throw Error("--grid-memory must be >= 1 MiB, got " + std::to_string(a.grid_memory));
   s.grid_memory_mib = a.grid_memory;
-  if (a.chunk < 1) throw Error("--chunk must be >= 1, got " + std::to_string(a.chunk));
-  eval::make_grid(s);  // bad presses, options or ratios fail before the model loads
-
-  auto model = Model::load(a.model);
-  if (a.ctx_size < 0 || a.ctx_size > model->config().n_ctx_train)
-    throw Error("--ctx-size must be between 1 and the model's trained context " + std::to_string(model->config().n_ctx_train) +
-                ", got " + std::to_string(a.ctx_size));
-  const Tokenizer& tok = model->tokenizer();
-  int64_t appended = 0;
-  if (a.kind == "kld" || a.kind == "ppl") {
-    const std::string text = a.text_file.empty() ? eval::default_haystack() : read_text_file(a.text_file, "text file");
-    const auto lengths = a.lengths.empty() ? std::vector<int64_t>{1024} : numbers<int64_t>(a.lengths, "--lengths");
-    if (a.windows != "seeded" && a.windows != "consecutive")
-      throw ParameterError("windows", "--windows must be seeded or consecutive, got '" + a.windows + "'");
-    const auto texts =
-        eval::kld_windows(*model, text, lengths, a.continuation, a.samples > 0 ? a.samples : 3, a.seed, a.windows == "consecutive");
-    appended = eval::run_kld_eval(*model, texts, s);
-  } else {
-    std::vector<eval::Sample> samples;
-    if (a.kind == "niah") {
-      eval::NiahOptions o;
-      if (!a.lengths.empty()) o.lengths = numbers<int64_t>(a.lengths, "--lengths");
-      if (!a.depths.empty()) o.depths = numbers<double>(a.depths, "--depths");
-      o.variant = a.variant;
-      o.n_needles = a.needles;
-      o.haystack_dir = a.haystack;
-      o.seed = a.seed;
-      samples = eval::niah_samples(o, tok);
-    } else if (a.kind == "ruler") {
-      eval::RulerOptions o;
-      o.samples_per_task = a.samples > 0 ? a.samples : o.samples_per_task;
-      o.seed = a.seed;
-      o.haystack_dir = a.haystack;
-      o.qa_file = a.qa_file;
-      std::vector<std::string> tasks = a.tasks.empty() ? std::vector<std::string>{} : split_list(a.tasks);
-      if (tasks.empty()) {
-        for (const auto& t : eval::ruler_task_names())
-          if (!a.qa_file.empty() || t.rfind("qa_", 0) != 0) tasks.push_back(t);
-        if (a.qa_file.empty()) std::fprintf(stderr, "[eval] qa_1 and qa_2 need --qa-file (SQuAD / HotpotQA JSON): running the other tasks\n");
-      }
-      const auto lengths = a.lengths.empty() ? std::vector<int64_t>{4096} : numbers<int64_t>(a.lengths, "--lengths");
-      for (int64_t len : lengths) {
-        o.length = len;
-        for (const auto& t : tasks) {
-          auto part = eval::ruler_samples(t, o, tok);
-          samples.insert(samples.end(), part.begin(), part.end());
-        }
-      }
-    } else {  // longbench
-      if (a.longbench_dir.empty()) throw Error("eval longbench needs --longbench-dir DIR (the official LongBench JSONL files)");
-      eval::LongBenchOptions o;
-      o.folder = a.longbench_dir;
-      o.limit = a.limit;
-      // Room for the longest official answer (512 tokens) and the chat template around the prompt.
-      const int64_t ctx = a.ctx_size > 0 ? a.ctx_size : model->config().n_ctx_train;
-      o.max_length = a.max_length > 0 ? a.max_length : ctx - 512 - 64;
-      if (o.max_length < 64) throw Error("--ctx-size " + std::to_string(ctx) + " leaves no room for LongBench prompts (need > 640)");
-      const auto datasets = a.datasets.empty() ? eval::longbench_dataset_names() : split_list(a.datasets);
-      for (const auto& d : datasets) {
-        auto part = eval::longbench_samples(d, o, tok);
-        samples.insert(samples.end(), part.begin(), part.end());
-      }
-    }
-    appended = eval::run_generation_eval(*model, samples, s);
-  }
+  eval::TaskOptions t;
+  if (!a.lengths.empty()) t.lengths = numbers<int64_t>(a.lengths, "--lengths");
+  if (!a.depths.empty()) t.depths = numbers<double>(a.depths, "--depths");
+  t.variant = a.variant;
+  t.needles = a.needles;
+  t.haystack_dir = a.haystack;
+  if (!a.tasks.empty()) t.tasks = split_list(a.tasks);
+  t.qa_file = a.qa_file;
+  t.samples = a.samples;
+  t.longbench_dir = a.longbench_dir;
+  if (!a.datasets.empty()) t.datasets = split_list(a.datasets);
+  t.limit = a.limit;
+  t.max_length = a.max_length;
+  t.text_file = a.text_file;
+  t.continuation = a.continuation;
+  t.windows = a.windows;
+  const int64_t appended = eval::evaluate(s, t);
   std::fprintf(stderr, "[eval] %lld new results in %s/results.jsonl\n", static_cast<long long>(appended), a.out.c_str());
   if (!a.no_report) {
     const auto files = eval::write_report(eval::read_results(a.out + "/results.jsonl"), a.out);

@@ -17,6 +17,7 @@ const std::map<std::string, std::string>& flags() {
       {"lengths", "--lengths"}, {"depths", "--depths"}, {"gate", "--gate"}, {"gate_threshold", "--gate-threshold"},
       {"query_aware", "--query-aware"}, {"every_chunk", "--compress-chunks"}, {"question", "-q"},
       {"continuation", "--continuation"}, {"samples", "--samples"}, {"resume", "resume (drop --no-resume)"},
+      {"windows", "--windows"}, {"grid_memory_mib", "--grid-memory"}, {"longbench_dir", "--longbench-dir"}, {"kind", "kind"},
   };
   return table;
 }
