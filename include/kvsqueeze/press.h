@@ -196,7 +196,8 @@ struct PressInfo {
   std::string merge_policy;
 };
 
-// Every registered press, sorted by name.
+// Every built-in press, sorted by name (those added by register_external_press are not listed:
+// they belong to whoever added them, e.g. Python objects).
 std::vector<PressInfo> list_presses();
 // Adds a press defined outside the library (a Python ScorerPress subclass, python/src): from then
 // on `info.name` is a press in expressions, alone or inside any wrapper, without options

@@ -304,7 +304,7 @@ bool expression_needs_question(const std::string& expression) { return !question
 
 std::vector<PressInfo> list_presses() {
   std::vector<PressInfo> out;
-  for (const auto& [name, entry] : all_entries()) out.push_back(entry.info);
+  for (const auto& [name, entry] : registry()) out.push_back(entry.info);
   return out;
 }
 

@@ -126,12 +126,16 @@ void HttpServer::routes() {
       std::string text;
       std::vector<TokenLogprob> tokens;
       JobEvent e;
+      // Every 0.2 s, events or not (a generating sequence sends one per token), the connection is
+      // looked at: a client gone frees the sequence at the next step; its final event follows.
       ConnectionProbe probe(req.remote_addr, req.remote_port, req.local_port);
+      auto next_probe = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
       for (;;) {
-        if (!job->pop(e, std::chrono::milliseconds(200))) {
-          if (!job->cancelled && probe.client_gone()) job->cancelled = true;  // freed at the next step; its final event follows
-          continue;
+        if (std::chrono::steady_clock::now() >= next_probe) {
+          if (!job->cancelled && probe.client_gone()) job->cancelled = true;
+          next_probe = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
         }
+        if (!job->pop(e, std::chrono::milliseconds(200))) continue;
         text += e.text;
         tokens.insert(tokens.end(), e.tokens.begin(), e.tokens.end());
         if (e.final) break;
