@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""The Python package's overhead per decoded token, against the CLI, in one run.
+
+For each context length C (--ctx), the same work three ways, alternating, --repeat rounds:
+  cli       build/kvsqueeze bench -m M --ctx C -n N -t T --json   (its decode_ms)
+  python    kvsqueeze.Engine: prefill_context(C random ids), then the wall time of
+            engine.generate([], max_tokens=N, ignore_eos=True) seen from Python
+  streaming the same with an on_text callback (a Python call per piece of text, as streaming does)
+The table gives ms per token (median over the rounds) and the overhead vs the CLI (target < 2%).
+Run it on an idle machine: it measures differences of a few percent.
+
+Usage: bench/bench_python_overhead.py [--model M] [--ctx 512,4096] [--n-gen 128] [--threads 2] [--repeat 3]
+                                      [--json OUT.json]
+Needs the package installed (pip install .) in the interpreter that runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_speed import DEFAULT_MODEL, REPO, cpu_description, log  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL)
+    p.add_argument("--kvsqueeze", default=os.path.join(REPO, "build", "kvsqueeze"))
+    p.add_argument("--ctx", default="512,4096")
+    p.add_argument("--n-gen", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", default=None)
+    return p.parse_args(argv)
+
+
+def cli_ms(a, ctx: int) -> float:
+    out = subprocess.run([a.kvsqueeze, "bench", "-m", a.model, "--ctx", str(ctx), "-n", str(a.n_gen), "-t", str(a.threads),
+                          "--json"], check=True, capture_output=True, text=True).stdout
+    data = json.loads(out)
+    row = (data["results"] if isinstance(data, dict) else data)[0]
+    return row["decode_ms"] / a.n_gen
+
+
+def python_ms(a, model, ctx: int, streaming: bool) -> float:
+    import kvsqueeze
+    engine = kvsqueeze.Engine(model, ctx_size=ctx + a.n_gen, threads=a.threads)
+    ids = np.random.default_rng(42).integers(0, model.n_vocab, ctx).tolist()
+    engine.prefill_context(ids, a.n_gen)
+    pieces = []
+    on_text = (lambda piece: pieces.append(piece) or True) if streaming else None
+    t0 = time.perf_counter()
+    engine.generate([], max_tokens=a.n_gen, ignore_eos=True, on_text=on_text)
+    return (time.perf_counter() - t0) * 1000.0 / a.n_gen
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    import kvsqueeze
+    model = kvsqueeze.Model.load(a.model)
+    rows = []
+    for ctx in [int(c) for c in a.ctx.split(",")]:
+        samples = {"cli": [], "python": [], "streaming": []}
+        for r in range(a.repeat):
+            order = ["cli", "python", "streaming"] if r % 2 == 0 else ["streaming", "python", "cli"]
+            for way in order:
+                ms = cli_ms(a, ctx) if way == "cli" else python_ms(a, model, ctx, way == "streaming")
+                samples[way].append(ms)
+                log(f"ctx {ctx} {way}: {ms:.3f} ms/token")
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        rows.append({"ctx": ctx, "ms_per_token": med, "samples": samples,
+                     "python_overhead": med["python"] / med["cli"] - 1.0, "streaming_overhead": med["streaming"] / med["cli"] - 1.0})
+    report = {"cpu": cpu_description(), "model": a.model, "threads": a.threads, "n_gen": a.n_gen, "rows": rows}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=1)
+    print(f"{report['cpu']}, {a.threads} threads, {os.path.basename(a.model)}, {a.n_gen} tokens, median of {a.repeat}\n")
+    print("| ctx | CLI ms/token | Python ms/token | overhead | streaming ms/token | overhead |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        m = r["ms_per_token"]
+        print(f"| {r['ctx']} | {m['cli']:.2f} | {m['python']:.2f} | {100 * r['python_overhead']:+.1f}% | {m['streaming']:.2f} | "
+              f"{100 * r['streaming_overhead']:+.1f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
