@@ -14,7 +14,16 @@ The servers run one at a time (the order flips every N), each with --threads thr
 come from each response's usage (stream_options.include_usage). The report gives kvsqueeze's
 aggregate decode tok/s at N as a multiple of its own at 1 stream and of llama-server's at N.
 
+Capacity (--capacity): how many concurrent document sessions a KV budget holds. For each ratio of
+--capacity-ratios, `kvsqueeze serve --kv-budget MiB --parallel 64 --cached-contexts 1` gets
+--sessions chat requests at once about one document of --doc-tokens tokens (its compressed context
+is reused: the first request prefills it, the others start from the copy), each a question of its
+own and --capacity-tokens tokens. /metrics is polled every 0.25 s: the peak of running sequences
+and of KV bytes held (never above the budget), and the aggregate decode tok/s of the streams.
+
 Usage:
+  bench/bench_serving.py --capacity [--kv-budget 256] [--doc-tokens 8192] [--capacity-ratios 0,0.5,0.75]
+                         [--sessions 16] [--capacity-tokens 32] [--capacity-press expected_attention]
   bench/bench_serving.py [--model M.gguf] [--kvsqueeze build/kvsqueeze] [--llamacpp-bin DIR]
                          [--streams 1,2,4,8,16] [--prompt-tokens 256] [--max-tokens 64] [--threads 2]
                          [--press none --ratio 0] [--skip-llamacpp] [--json OUT.json] [--markdown OUT.md]
@@ -35,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -55,6 +65,13 @@ def parse_args(argv):
     p.add_argument("--press", default="none", help="kvsqueeze's press for every request")
     p.add_argument("--ratio", type=float, default=0.0)
     p.add_argument("--skip-llamacpp", action="store_true")
+    p.add_argument("--capacity", action="store_true")
+    p.add_argument("--kv-budget", type=float, default=256.0)
+    p.add_argument("--doc-tokens", type=int, default=8192)
+    p.add_argument("--capacity-ratios", default="0,0.5,0.75")
+    p.add_argument("--sessions", type=int, default=16)
+    p.add_argument("--capacity-tokens", type=int, default=32)
+    p.add_argument("--capacity-press", default="expected_attention")
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None)
     a = p.parse_args(argv)
@@ -187,6 +204,74 @@ def run_level(server: Server, n: int, a) -> dict:
             "wall_s": round(end - start, 2)}
 
 
+def metrics_of(url: str) -> dict:
+    out = {}
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+    return out
+
+
+def one_chat(url: str, messages: list, max_tokens: int, extra: dict) -> dict:
+    import openai
+    c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
+    t0 = time.monotonic()
+    times, usage = [], None
+    for ch in c.chat.completions.create(model="m", messages=messages, max_tokens=max_tokens, temperature=0, stream=True,
+                                        stream_options={"include_usage": True}, extra_body={"ignore_eos": True, **extra}):
+        if ch.choices and ch.choices[0].delta.content:
+            times.append(time.monotonic())
+        if ch.usage is not None:
+            usage = ch.usage
+    return {"start": t0, "chunks": times, "tokens": usage.completion_tokens if usage else 0,
+            "cached": usage.prompt_tokens_details.cached_tokens if usage and usage.prompt_tokens_details else 0}
+
+
+def run_capacity(a) -> list[dict]:
+    doc = prompts(1, a.doc_tokens)[0]
+    rows = []
+    for ratio in [float(r) for r in a.capacity_ratios.split(",")]:
+        log(f"capacity at ratio {ratio}: {a.sessions} sessions, budget {a.kv_budget} MiB")
+        server = Server([a.kvsqueeze, "serve", "-m", a.model, "--port", "0", "--parallel", "64", "--threads", str(a.threads),
+                         "--ctx-size", str(a.doc_tokens + 512), "--kv-budget", str(a.kv_budget), "--cached-contexts", "1",
+                         "--queue", str(max(64, a.sessions))], None, "kvsqueeze serve")
+        try:
+            extra = {} if ratio == 0 else {"kv_press": a.capacity_press, "kv_ratio": ratio}
+            msgs = [[{"role": "system", "content": "Answer from the document."}, {"role": "user", "content": doc},
+                     {"role": "assistant", "content": "I have read it."}, {"role": "user", "content": f"Question {i}: what is said first?"}]
+                    for i in range(a.sessions)]
+            peak = {"running": 0.0, "held": 0.0}
+            done = threading.Event()
+
+            def poll():
+                while not done.is_set():
+                    m = metrics_of(server.url)
+                    peak["running"] = max(peak["running"], m.get("kvsqueeze_running_sequences", 0.0))
+                    peak["held"] = max(peak["held"], m.get("kvsqueeze_kv_bytes_held", 0.0))
+                    time.sleep(0.25)
+
+            poller = threading.Thread(target=poll)
+            poller.start()
+            t0 = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(a.sessions) as pool:
+                streams = list(pool.map(lambda m: one_chat(server.url, m, a.capacity_tokens, extra), msgs))
+            done.set()
+            poller.join()
+            m = metrics_of(server.url)
+        finally:
+            server.stop()
+        decode = sum((s["tokens"] - 1) / (s["chunks"][-1] - s["chunks"][0]) for s in streams if len(s["chunks"]) > 1)
+        row = {"ratio": ratio, "sessions": a.sessions, "peak_running": int(peak["running"]),
+               "peak_kv_held_mib": round(max(peak["held"], m.get("kvsqueeze_kv_bytes_held_peak", 0.0)) / 1048576, 1),
+               "budget_mib": a.kv_budget, "cached_tokens_served": sum(s["cached"] for s in streams),
+               "decode_tok_s": round(decode, 2), "wall_s": round(time.monotonic() - t0, 1)}
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
 def markdown(report: dict) -> str:
     rows = ["| streams | server | decode tok/s (aggregate) | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | "
             "kvsqueeze vs its 1 stream | kvsqueeze vs llama-server |", "|---|---|---|---|---|---|---|---|"]
@@ -220,6 +305,18 @@ def main(argv=None) -> int:
     if not a.skip_llamacpp and not os.path.exists(os.path.join(a.llamacpp_bin, "llama-server")):
         print(f"bench_serving.py: no llama-server in {a.llamacpp_bin} (bench/build_llamacpp.sh builds it)", file=sys.stderr)
         return 2
+    if a.capacity:
+        rows = run_capacity(a)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"cpu": cpu_description(), "model": a.model, "doc_tokens": a.doc_tokens, "press": a.capacity_press,
+                           "rows": rows}, f, indent=1)
+        print("| ratio | sessions sent | peak concurrent | peak KV held MiB / budget | aggregate decode tok/s | wall s |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['ratio']} | {r['sessions']} | {r['peak_running']} | {r['peak_kv_held_mib']} / {r['budget_mib']:.0f} | "
+                  f"{r['decode_tok_s']} | {r['wall_s']} |")
+        return 0
     report = {"config": {"model": a.model, "streams": a.streams, "prompt_tokens": a.prompt_tokens, "max_tokens": a.max_tokens,
                          "threads": a.threads, "press": a.press, "ratio": a.ratio, "cpu": cpu_description()},
               "results": []}
