@@ -31,7 +31,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_serving import Server, prompts  # noqa: E402
+from bench_serving import Server, metrics_of, prompts  # noqa: E402
 from bench_speed import DEFAULT_MODEL, REPO, BenchError, cpu_description, log  # noqa: E402
 
 PRESSES = ["none", "snapkv", "expected_attention", "knorm", "streaming_llm"]
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
             time.sleep(5)
             kib = rss_kib(server.proc.pid)
             try:
-                m = urllib_get(server.url + "/metrics")
+                m = metrics_of(server.url)
             except OSError:
                 m = {}
             # RSS holds the mapped weights (paged in as used) and the KV bytes (running sequences and
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         for t in threads:
             t.join()
         alive = server.proc.poll() is None and server.healthy()
-        metrics = urllib_get(server.url + "/metrics")
+        metrics = metrics_of(server.url)
     finally:
         server.stop()
     w0, w1 = 60 * a.warmup_minutes, 60 * (a.warmup_minutes + 1)
@@ -190,16 +190,6 @@ def main(argv=None) -> int:
     print(json.dumps(summary, indent=1))
     return 0 if not soak.errors and alive else 1
 
-
-def urllib_get(url: str) -> dict:
-    import urllib.request
-    out = {}
-    with urllib.request.urlopen(url, timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                out[name] = float(value)
-    return out
 
 
 if __name__ == "__main__":

@@ -233,11 +233,16 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero():
     s.proc.stderr.close()
 
 
-@pytest.mark.default_model
-def test_default_model_chat_and_compressed_completion():
-    model = os.environ.get("KVSQ_DEFAULT_MODEL") or subprocess.run(
+def default_model():
+    """The default model's path: KVSQ_DEFAULT_MODEL, or scripts/get_model.sh fetches it."""
+    return os.environ.get("KVSQ_DEFAULT_MODEL") or subprocess.run(
         [os.path.join(os.path.dirname(CLI), "..", "scripts", "get_model.sh"), "qwen2.5-0.5b-instruct"],
         check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.default_model
+def test_default_model_chat_and_compressed_completion():
+    model = default_model()
     s = Server(model, "--ctx-size", "2048")
     try:
         c = client(s)
@@ -258,11 +263,10 @@ def test_default_model_chat_and_compressed_completion():
         s.stop()
 
 
+@pytest.mark.default_model
 def test_default_model_non_streamed_disconnect_frees_the_sequence():
     # A non-streamed request writes nothing until it ends: the server must notice its client left.
-    model = os.environ.get("KVSQ_DEFAULT_MODEL") or subprocess.run(
-        [os.path.join(os.path.dirname(CLI), "..", "scripts", "get_model.sh"), "qwen2.5-0.5b-instruct"],
-        check=True, capture_output=True, text=True).stdout.strip()
+    model = default_model()
     s = Server(model, "--ctx-size", "2048")
     try:
         impatient = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=1.5)

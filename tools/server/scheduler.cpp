@@ -238,21 +238,18 @@ bool Scheduler::make_room(uint64_t bytes) {
 
 // One step of a sequence: a context chunk, a question chunk or one token, and the events it gives.
 void Scheduler::step_context(Sequence& s) {
-  Job& job = *s.job;
-  {
-    if (!s.engine->step_context()) return;
-    if (s.cache_context) {
-      // Keep the compressed context for later requests, if the budget has room for the copy.
-      if (make_room(s.engine->accounting().kv_bytes_used)) {
-        cache_.put(s.key, s.engine->snapshot_context());
-        make_room(0);  // the estimate was the kept slots; the copy's real size decides
-      }
+  if (!s.engine->step_context()) return;
+  if (s.cache_context) {
+    // Keep the compressed context for later requests, if the budget has room for the copy.
+    if (make_room(s.engine->accounting().kv_bytes_used)) {
+      cache_.put(s.key, s.engine->snapshot_context());
+      make_room(0);  // the estimate was the kept slots; the copy's real size decides
     }
-    s.engine->begin_generation(job.question_ids, generate_params(job, &s.text));
-    s.phase = Sequence::Phase::Generate;
-    // From here on the engine holds all it will need: its share is what it holds.
-    s.reserved = s.engine->accounting().kv_bytes_held;
   }
+  s.engine->begin_generation(s.job->question_ids, generate_params(*s.job, &s.text));
+  s.phase = Sequence::Phase::Generate;
+  // From here on the engine holds all it will need: its share is what it holds.
+  s.reserved = s.engine->accounting().kv_bytes_held;
 }
 
 bool Scheduler::generation_stepped(Sequence& s, bool more) {
