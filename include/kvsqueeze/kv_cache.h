@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kvsqueeze/device.h"
 #include "kvsqueeze/kv_run.h"
 
 namespace kvsqueeze {
@@ -85,6 +86,7 @@ class KvCache {
   int64_t window(int64_t layer) const;
   // The memory of the runs: a backend reaches its own device's rows through it.
   backend::KvStorage& storage() { return *storage_; }
+  Device device() const;  // where the runs' rows live
   const backend::KvStorage& storage() const { return *storage_; }
 
   // Appends n tokens to every head of `layer`: k is n rows of n_head_kv*head_dim_k floats,
@@ -168,5 +170,8 @@ class KvCache {
 // A deep copy with no slack (forking a compressed context: each question decodes from its own
 // copy when decoding-time compression would otherwise evict context slots for good).
 KvCache clone_cache(const KvCache& cache);
+// A copy of `cache`'s runs in `storage` (empty, of the same shape): moving a cache between
+// devices (a file loaded on the host into a GPU session, a GPU cache saved from the host).
+KvCache copy_cache(const KvCache& cache, std::unique_ptr<backend::KvStorage> storage);
 
 }  // namespace kvsqueeze

@@ -27,7 +27,7 @@ struct SessionOptions {
   // q.offset it adds to every score of a query); Auto centres quantized keys, whose blocks would
   // otherwise spend their range on the large constant channels of models such as Qwen2.5.
   KvTransform kv_centering = KvTransform::Auto;
-  Device device = Device::Cpu;  // where the forward pass runs (only the cpu backend is built)
+  Device device = default_device();  // where the forward pass runs: cuda when built and a GPU is present
 };
 
 class ForwardPass;

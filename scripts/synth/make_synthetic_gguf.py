@@ -3,7 +3,7 @@
 
 Usage:
   make_synthetic_gguf.py --arch {llama,mistral,qwen2,qwen3,gemma3}
-                         --shape {tiny,qwen2.5-0.5b,gemma3-270m}
+                         --shape {tiny,qwen2.5-0.5b,gemma3-270m,llama3.1-8b}
                          --type {F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K,mixed}
                          --seed N -o out.gguf
 
@@ -59,7 +59,7 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 DEFAULT_SPM_VOCAB = os.path.join(REPO, "..", "shared", "models", "stories260K.gguf")
 
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma3"]
-SHAPES = ["tiny", "qwen2.5-0.5b", "gemma3-270m"]
+SHAPES = ["tiny", "qwen2.5-0.5b", "gemma3-270m", "llama3.1-8b"]
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "mixed"]
 QK_K = 256
 
@@ -95,6 +95,9 @@ REALISTIC = {
     "gemma3-270m": dict(vocab="spm-synth", n_vocab=262144, n_embd=640, n_layer=18, n_head=4, n_head_kv=1,
                         head_dim=256, n_ff=2048, n_ctx=32768, eps=1e-6, rope_base=1000000.0, tied=True,
                         swa=512),
+    # Llama 3.1 8B's shape (GPU benchmarks): GQA 32/8, head_dim 128, a 128K byte-level BPE vocabulary.
+    "llama3.1-8b": dict(vocab="bpe", n_vocab=128256, n_embd=4096, n_layer=32, n_head=32, n_head_kv=8,
+                        head_dim=128, n_ff=14336, n_ctx=131072, eps=1e-5, rope_base=500000.0, tied=False),
 }
 
 

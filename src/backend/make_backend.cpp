@@ -5,6 +5,13 @@
 #include "backend/kv_storage.h"
 #include "kvsqueeze/error.h"
 
+#if KVSQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_kv_storage.h"
+#endif
+
 namespace kvsqueeze {
 
 const char* device_name(Device device) { return device == Device::Cuda ? "cuda" : "cpu"; }
@@ -15,16 +22,54 @@ Device parse_device(const std::string& name) {
   throw Error("unknown device '" + name + "' (valid: cpu, cuda)");
 }
 
+bool device_available(Device device) {
+  if (device == Device::Cpu) return true;
+#if KVSQ_HAVE_CUDA
+  static const bool found = [] {
+    int count = 0;
+    const bool ok = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+    cudaGetLastError();  // no driver or no device: not an error to carry on
+    return ok;
+  }();
+  return found;
+#else
+  return false;
+#endif
+}
+
+Device default_device() { return device_available(Device::Cuda) ? Device::Cuda : Device::Cpu; }
+
+bool device_built(Device device) {
+#if KVSQ_HAVE_CUDA
+  return true;
+#else
+  return device == Device::Cpu;
+#endif
+}
+
 namespace backend {
+namespace {
+[[noreturn]] void unavailable(Device device) {
+  if (!device_built(device))
+    throw Error(std::string("device '") + device_name(device) + "' is not available: this build has only the cpu backend");
+  throw Error(std::string("device '") + device_name(device) + "' is not available: no CUDA device was found");
+}
+}  // namespace
 
 std::unique_ptr<Backend> make_backend(Device device, const Model& model) {
   if (device == Device::Cpu) return std::make_unique<CpuBackend>(model);
-  throw Error(std::string("device '") + device_name(device) + "' is not available: this build has only the cpu backend");
+#if KVSQ_HAVE_CUDA
+  if (device_available(device)) return std::make_unique<cuda::CudaBackend>(model);
+#endif
+  unavailable(device);
 }
 
 std::unique_ptr<KvStorage> make_kv_storage(Device device, const KvCacheShape& shape) {
   if (device == Device::Cpu) return std::make_unique<CpuKvStorage>(shape);
-  throw Error(std::string("device '") + device_name(device) + "' is not available: this build has only the cpu backend");
+#if KVSQ_HAVE_CUDA
+  if (device_available(device)) return std::make_unique<cuda::CudaKvStorage>(shape);
+#endif
+  unavailable(device);
 }
 
 }  // namespace backend

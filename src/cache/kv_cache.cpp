@@ -149,6 +149,7 @@ void KvCache::append(int64_t layer, int64_t n, const float* k, const float* v, c
   storage_->append(layer, n, k, v, pos);
 }
 
+Device KvCache::device() const { return storage_->device(); }
 KvRun KvCache::run(int64_t layer, int64_t head) const { return storage_->host_run(layer, head); }
 int64_t KvCache::length(int64_t layer, int64_t head) const { return storage_->length(layer, head); }
 int64_t KvCache::capacity(int64_t layer, int64_t head) const { return storage_->capacity(layer, head); }
@@ -268,5 +269,12 @@ void KvCache::keep_key_channels(int64_t layer, int64_t head, std::span<const int
 std::span<const int32_t> KvCache::key_channels(int64_t layer, int64_t head) const { return storage_->key_channels(layer, head); }
 
 KvCache clone_cache(const KvCache& cache) { return KvCache(cache.storage().clone()); }
+
+KvCache copy_cache(const KvCache& cache, std::unique_ptr<backend::KvStorage> storage) {
+  KvCache copy(std::move(storage));
+  for (int64_t l = 0; l < cache.shape().n_layer; ++l)
+    for (int64_t h = 0; h < cache.shape().n_head_kv; ++h) copy.assign(l, h, cache.run(l, h));
+  return copy;
+}
 
 }  // namespace kvsqueeze

@@ -173,6 +173,7 @@ void Session::restore(KvCache cache, int32_t next_position, std::vector<float> l
         throw Error("cannot restore a cache holding position " + std::to_string(pos.back()) + " at next position " +
                     std::to_string(next_position));
     }
+  if (cache.storage().device() != cache_->storage().device()) cache = copy_cache(cache, backend_->kv_storage(cache.shape()));
   *cache_ = std::move(cache);
   next_pos_ = next_position;
   logits_ = std::move(last_logits);

@@ -18,6 +18,7 @@
 #include "bench_common.h"
 #include "bench_press_time.h"
 #include "commands.h"
+#include "device_flag.h"
 #include "kv_type_flags.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/engine.h"
@@ -37,6 +38,7 @@ struct BenchArgs {
   uint64_t seed = 42;
   double worker_ratio = 0.0;
   KvTypeFlags kv_types;
+  DeviceFlag device;
   SessionOptions kv;  // the cache types and transforms of kv_types, resolved by run()
   bool json = false;
   bool press_time = false, press_given = false;
@@ -230,6 +232,7 @@ int press_time(const BenchArgs& a, const Model& model) {
 
 int run(BenchArgs a) {
   a.kv_types.apply(a.kv);
+  a.device.apply(a.kv);
   if (a.n_decode < 1) throw Error("-n must be >= 1");
   if (!a.press_time && (!a.pt.press_opts.empty() || !a.pt.prompt_file.empty() || a.pt.random_ids || !a.pt.dump_ids.empty() || a.pt.repeat != 1 || a.pt.wait_idle_s != 0))
     throw Error("--press-opt, --prompt-file, --random-ids, --dump-ids, --repeat and --wait-idle belong to --press-time");
@@ -258,6 +261,7 @@ Runner add_bench(CLI::App& app) {
   sub->add_option("--chunk", a->chunk, "Prefill chunk size")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
   a->kv_types.add_to(*sub);
+  a->device.add_to(*sub);
   sub->add_option("--seed", a->seed, "Seed of the random prompt")->capture_default_str();
   sub->add_option("--worker-cache", a->worker_cache, "(internal) measure one ratio on a saved cache")->group("");
   sub->add_option("--worker-ratio", a->worker_ratio, "(internal)")->group("");

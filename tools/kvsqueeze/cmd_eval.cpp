@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "device_flag.h"
 #include "kv_type_flags.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/eval/evaluate.h"
@@ -24,6 +25,7 @@ struct EvalArgs {
   bool no_chat = false, no_resume = false, no_report = false, query_aware = false;
   CompressionPolicy policy;
   KvTypeFlags kv_types;
+  DeviceFlag device;
   std::string reference_kv_type;
   std::string windows = "seeded";
 };
@@ -85,6 +87,7 @@ int run(EvalArgs& a) {
   s.session.ctx_size = a.ctx_size;
   s.session.threads = a.threads;
   a.kv_types.apply(s.session);
+  a.device.apply(s.session);
   if (!a.reference_kv_type.empty()) s.reference_kv_type = parse_kv_type(a.reference_kv_type, "reference_kv_type");
   s.seed = a.seed;
   s.out_dir = a.out;
@@ -152,6 +155,7 @@ Runner add_eval(CLI::App& app) {
   sub->add_option("--ctx-size", a->ctx_size, "Context size (0: the model's trained context)")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
   a->kv_types.add_to(*sub);
+  a->device.add_to(*sub);
   sub->add_option("--reference-kv-type", a->reference_kv_type,
                   "kld/ppl: reference distributions from an uncompressed cache of this type (e.g. f16 for a quantized cache)");
   sub->add_flag("--no-chat", a->no_chat, "Do not wrap prompts in the model's chat template");

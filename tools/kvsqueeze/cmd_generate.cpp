@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "device_flag.h"
 #include "kv_type_flags.h"
 #include "text_file.h"
 #include "kvsqueeze/cache_file.h"
@@ -33,6 +34,7 @@ struct GenerateArgs {
   double ratio = 0.0;
   bool json = false, chat = false, query_aware = false;
   KvTypeFlags kv_types;
+  DeviceFlag device;
   SamplerOptions sampling;
 };
 
@@ -64,6 +66,7 @@ int run(GenerateArgs& a) {
   so.chunk = a.chunk;
   so.threads = a.threads;
   a.kv_types.apply(so);
+  a.device.apply(so);
   // A loaded cache brings its element types unless the flags ask for some (then they must agree).
   if (!a.load_cache.empty() && !a.kv_types.given()) {
     const KvCacheShape file = read_cache_info(a.load_cache).shape;
@@ -214,6 +217,7 @@ Runner add_generate(CLI::App& app) {
   sub->add_option("--ctx-size", a->ctx_size, "Context size in tokens (0: the model's trained context)")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
   a->kv_types.add_to(*sub);
+  a->device.add_to(*sub);
   sub->add_option("--save-cache", a->save_cache, "Save the cache of the prompt (the context with -q) to FILE");
   sub->add_option("--load-cache", a->load_cache,
                   "Start from a saved cache instead of evaluating the prompt (which must match its tokens)");

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "device_flag.h"
 #include "kv_type_flags.h"
 #include "http_server.h"
 #include "kvsqueeze/engine.h"
@@ -25,6 +26,7 @@ struct ServeArgs {
   int64_t ctx_size = 0, chunk = 512, max_tokens = 4096, max_prompt_tokens = 0;
   size_t queue = 64, cached_contexts = 64;
   KvTypeFlags kv_types;
+  DeviceFlag device;
 };
 
 int run(const ServeArgs& a) {
@@ -76,6 +78,7 @@ int run(const ServeArgs& a) {
     so.session.chunk = a.chunk;
     so.session.threads = a.threads;
     a.kv_types.apply(so.session);
+    a.device.apply(so.session);
     so.max_cached_contexts = a.cached_contexts;
     so.prompt_cache_dir = a.prompt_cache_dir;
     if (a.ctx_size < 0 || a.ctx_size > model->config().n_ctx_train)
@@ -135,6 +138,7 @@ Runner add_serve(CLI::App& app) {
   sub->add_option("--chunk", a->chunk, "Prefill chunk: the longest a running stream waits for a prompt")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "Threads (0: one per core)")->capture_default_str();
   a->kv_types.add_to(*sub);
+  a->device.add_to(*sub);
   sub->add_option("--alias", a->alias, "Model name in responses and /v1/models (default: the file's stem)");
   sub->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds requests in flight get after SIGTERM")->capture_default_str();
   return [a] { return run(*a); };
