@@ -4,7 +4,7 @@
 
 #include "kernels/cuda/elementwise.h"
 
-namespace kvsqueeze::kernels::cuda {
+namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR {
 namespace {
 
 constexpr int kThreads = 256;
@@ -99,45 +99,45 @@ __global__ void to_bf16_kernel(const float* x, int64_t n, __nv_bfloat16* out) {
 }  // namespace
 
 cudaError_t rms_norm_rows(const float* x, const float* w, float* out, int64_t rows, int64_t n, float eps, cudaStream_t stream) {
-  if (rows > 0) rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, out, n, eps);
-  return cudaGetLastError();
+  if (rows > 0) KVSQ_LAUNCH(rms_norm_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, x, w, out, n, eps);
+  return KVSQ_LAUNCH_ERROR();
 }
 
 cudaError_t rope_tables(const int32_t* pos, int64_t n, const float* inv_freq, int64_t d, float* cos, float* sin, cudaStream_t stream) {
   const int64_t count = n * (d / 2);
-  if (count > 0) rope_tables_kernel<<<blocks_for(count), kThreads, 0, stream>>>(pos, count, d / 2, inv_freq, cos, sin);
-  return cudaGetLastError();
+  if (count > 0) KVSQ_LAUNCH(rope_tables_kernel, blocks_for(count), kThreads, 0, stream, pos, count, d / 2, inv_freq, cos, sin);
+  return KVSQ_LAUNCH_ERROR();
 }
 
 cudaError_t rope_apply(float* x, int64_t n, int64_t heads, int64_t d, const float* cos, const float* sin, bool neox, cudaStream_t stream) {
   const int64_t count = n * heads * (d / 2);
-  if (count > 0) rope_apply_kernel<<<blocks_for(count), kThreads, 0, stream>>>(x, count, heads, d, cos, sin, neox);
-  return cudaGetLastError();
+  if (count > 0) KVSQ_LAUNCH(rope_apply_kernel, blocks_for(count), kThreads, 0, stream, x, count, heads, d, cos, sin, neox);
+  return KVSQ_LAUNCH_ERROR();
 }
 
 cudaError_t gated_activation(float* gate, const float* up, int64_t n, bool gelu_tanh, cudaStream_t stream) {
-  if (n > 0) gated_kernel<<<blocks_for(n), kThreads, 0, stream>>>(gate, up, n, gelu_tanh);
-  return cudaGetLastError();
+  if (n > 0) KVSQ_LAUNCH(gated_kernel, blocks_for(n), kThreads, 0, stream, gate, up, n, gelu_tanh);
+  return KVSQ_LAUNCH_ERROR();
 }
 
 cudaError_t add(float* x, const float* y, int64_t n, cudaStream_t stream) {
-  if (n > 0) add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, y, n);
-  return cudaGetLastError();
+  if (n > 0) KVSQ_LAUNCH(add_kernel, blocks_for(n), kThreads, 0, stream, x, y, n);
+  return KVSQ_LAUNCH_ERROR();
 }
 
 cudaError_t add_rows(float* x, const float* bias, int64_t n, int64_t width, cudaStream_t stream) {
-  if (n * width > 0) add_rows_kernel<<<blocks_for(n * width), kThreads, 0, stream>>>(x, bias, n * width, width);
-  return cudaGetLastError();
+  if (n * width > 0) KVSQ_LAUNCH(add_rows_kernel, blocks_for(n * width), kThreads, 0, stream, x, bias, n * width, width);
+  return KVSQ_LAUNCH_ERROR();
 }
 
 cudaError_t gather_rows(const float* x, const int64_t* rows, int64_t count, int64_t width, float* out, cudaStream_t stream) {
-  if (count * width > 0) gather_kernel<<<blocks_for(count * width), kThreads, 0, stream>>>(x, rows, count * width, width, out);
-  return cudaGetLastError();
+  if (count * width > 0) KVSQ_LAUNCH(gather_kernel, blocks_for(count * width), kThreads, 0, stream, x, rows, count * width, width, out);
+  return KVSQ_LAUNCH_ERROR();
 }
 
 cudaError_t f32_to_bf16(const float* x, int64_t n, uint16_t* out, cudaStream_t stream) {
-  if (n > 0) to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, n, reinterpret_cast<__nv_bfloat16*>(out));
-  return cudaGetLastError();
+  if (n > 0) KVSQ_LAUNCH(to_bf16_kernel, blocks_for(n), kThreads, 0, stream, x, n, reinterpret_cast<__nv_bfloat16*>(out));
+  return KVSQ_LAUNCH_ERROR();
 }
 
-}  // namespace kvsqueeze::kernels::cuda
+}  // namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR

@@ -4,9 +4,11 @@
 // CPU kernels (kernels/ops.cpp) so that both backends agree to float rounding.
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/launch.h"
+
 #include <cstdint>
 
-namespace kvsqueeze::kernels::cuda {
+namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR {
 
 // out row r = x row r / sqrt(mean(x row r ^ 2) + eps) * w (w may be null), rows of n floats; out may be x.
 cudaError_t rms_norm_rows(const float* x, const float* w, float* out, int64_t rows, int64_t n, float eps, cudaStream_t stream);
@@ -26,4 +28,4 @@ cudaError_t gather_rows(const float* x, const int64_t* rows, int64_t count, int6
 // bf16 (round to nearest even) of n floats.
 cudaError_t f32_to_bf16(const float* x, int64_t n, uint16_t* out, cudaStream_t stream);
 
-}  // namespace kvsqueeze::kernels::cuda
+}  // namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR

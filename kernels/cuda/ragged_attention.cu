@@ -1,10 +1,11 @@
 // Split-K attention over ragged runs (kernels/cuda/ragged_attention.h).
 #include <cfloat>
+#include <cstring>
 
 #include "kernels/cuda/ragged_attention.h"
 #include "kernels/cuda/row_elements.cuh"
 
-namespace kvsqueeze::kernels::cuda {
+namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR {
 namespace {
 
 constexpr int kThreads = 128;
@@ -39,6 +40,39 @@ __device__ float warp_sum(float v) {
   return v;
 }
 
+// Rows [0, n) of a tile (rows `row_bytes` apart, `width` elements each) into shared floats at
+// dst + j * stride, rows [n, tile) zero. 16-byte loads where the rows allow (f16/bf16 rows of a
+// multiple of 8 elements, f32 of 4), which decode needs to stream the cache at full bandwidth.
+__device__ void load_tile(const char* rows, size_t row_bytes, RowType type, int n, int tile, int width, float* dst, int stride) {
+  const int per_vec = type == RowType::F32 ? 4 : 8;
+  if (width % per_vec == 0 && row_bytes % 16 == 0) {
+    const int vecs = width / per_vec;
+    for (int e = threadIdx.x; e < tile * vecs; e += kThreads) {
+      const int j = e / vecs, c = (e % vecs) * per_vec;
+      float* out = dst + j * stride + c;
+      if (j >= n) {
+        for (int i = 0; i < per_vec; ++i) out[i] = 0.0f;
+        continue;
+      }
+      const uint4 raw = *reinterpret_cast<const uint4*>(rows + j * row_bytes + c * (type == RowType::F32 ? 4 : 2));
+      if (type == RowType::F32) {
+        float f[4];
+        memcpy(f, &raw, sizeof f);
+        for (int i = 0; i < 4; ++i) out[i] = f[i];
+      } else {
+        uint16_t bits[8];
+        memcpy(bits, &raw, sizeof bits);
+        for (int i = 0; i < 8; ++i) out[i] = bits_to_float(bits[i], type);
+      }
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < tile * width; e += kThreads) {
+    const int j = e / width, i = e % width;
+    dst[j * stride + i] = j < n ? load_element(rows + j * row_bytes, type, i) : 0.0f;
+  }
+}
+
 __device__ bool visible(int32_t key_pos, int32_t query_pos, int32_t window) {
   return key_pos <= query_pos && (window <= 0 || query_pos - key_pos < window);
 }
@@ -47,7 +81,7 @@ __device__ bool visible(int32_t key_pos, int32_t query_pos, int32_t window) {
 // the split's slots: max m, sum l of exp(s - m), and sum of exp(s - m) x value.
 __global__ void partial_kernel(AttentionArgs args, RunTable runs, Layout lay, const float* q, const int32_t* q_pos,
                                int64_t chunk, int splits, float* part_ml, float* part_acc) {
-  extern __shared__ float smem[];
+  KVSQ_DYNAMIC_SHARED(float, smem);
   const int64_t qi = blockIdx.x / runs.count;
   const int g = static_cast<int>(blockIdx.x % runs.count);
   const int split = static_cast<int>(blockIdx.y);
@@ -81,14 +115,8 @@ __global__ void partial_kernel(AttentionArgs args, RunTable runs, Layout lay, co
   for (int64_t t0 = begin; t0 < end; t0 += tile) {
     if (r.pos[t0] > qp) break;  // positions ascend: nothing further is visible
     const int n = static_cast<int>(min(static_cast<int64_t>(tile), end - t0));
-    for (int e = threadIdx.x; e < tile * ks; e += kThreads) {
-      const int j = e / ks, i = e % ks;
-      kt[j * (ks + 1) + i] = j < n ? load_element(static_cast<const char*>(r.k) + (t0 + j) * kb, runs.k_type, i) : 0.0f;
-    }
-    for (int e = threadIdx.x; e < tile * dv; e += kThreads) {
-      const int j = e / dv;
-      vt[e] = j < n ? load_element(static_cast<const char*>(r.v) + (t0 + j) * vb, runs.v_type, e % dv) : 0.0f;
-    }
+    load_tile(static_cast<const char*>(r.k) + t0 * kb, kb, runs.k_type, n, tile, ks, kt, ks + 1);
+    load_tile(static_cast<const char*>(r.v) + t0 * vb, vb, runs.v_type, n, tile, dv, vt, dv);
     __syncthreads();
     for (int e = threadIdx.x; e < group * tile; e += kThreads) {
       const int gi = e / tile, j = e % tile;
@@ -198,13 +226,13 @@ cudaError_t attention(const AttentionArgs& args, const RunTable& runs, const flo
   float* part_ml = scratch;
   float* part_acc = scratch + n_q * args.n_head * splits * 2;
   const dim3 grid(static_cast<unsigned>(n_q * runs.count), static_cast<unsigned>(splits));
-  partial_kernel<<<grid, kThreads, lay.total * sizeof(float), stream>>>(args, runs, lay, q, q_pos, chunk, static_cast<int>(splits),
+  KVSQ_LAUNCH(partial_kernel, grid, kThreads, lay.total * sizeof(float), stream, args, runs, lay, q, q_pos, chunk, static_cast<int>(splits),
                                                                           part_ml, part_acc);
-  const cudaError_t err = cudaGetLastError();
+  const cudaError_t err = KVSQ_LAUNCH_ERROR();
   if (err != cudaSuccess) return err;
-  combine_kernel<<<static_cast<unsigned>(n_q * args.n_head), kThreads, 0, stream>>>(static_cast<int>(splits), runs.head_dim_v,
+  KVSQ_LAUNCH(combine_kernel, static_cast<unsigned>(n_q * args.n_head), kThreads, 0, stream, static_cast<int>(splits), runs.head_dim_v,
                                                                                      part_ml, part_acc, out, lse);
-  return cudaGetLastError();
+  return KVSQ_LAUNCH_ERROR();
 }
 
-}  // namespace kvsqueeze::kernels::cuda
+}  // namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR

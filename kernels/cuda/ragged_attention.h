@@ -5,12 +5,14 @@
 // states are then combined per (query, head). Never materialises a score matrix.
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/launch.h"
+
 #include <cstddef>
 #include <cstdint>
 
 #include "kernels/cuda/ragged_runs.h"
 
-namespace kvsqueeze::kernels::cuda {
+namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR {
 
 struct AttentionArgs {
   int32_t n_head = 0;     // query heads; head h reads run h / (n_head / runs.count)
@@ -29,4 +31,4 @@ size_t attention_scratch_floats(int64_t n_q, int64_t n_head, int64_t splits, int
 cudaError_t attention(const AttentionArgs& args, const RunTable& runs, const float* q, const int32_t* q_pos, int64_t n_q,
                       int64_t max_len, int sm_count, float* out, float* lse, float* scratch, cudaStream_t stream);
 
-}  // namespace kvsqueeze::kernels::cuda
+}  // namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR

@@ -2,7 +2,7 @@
 #include "kernels/cuda/ragged_runs.h"
 #include "kernels/cuda/row_elements.cuh"
 
-namespace kvsqueeze::kernels::cuda {
+namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR {
 namespace {
 
 constexpr int kThreads = 128;
@@ -36,17 +36,17 @@ __global__ void gather_kernel(const uint16_t* src, const int32_t* idx, int64_t u
 
 cudaError_t append_rows(const RunTable& runs, const float* k, const float* v, const int32_t* pos, int64_t n, cudaStream_t stream) {
   if (runs.count <= 0 || runs.count > kMaxRuns) return cudaErrorInvalidValue;
-  if (n > 0) append_kernel<<<static_cast<unsigned>(n * runs.count), kThreads, 0, stream>>>(runs, k, v, pos);
-  return cudaGetLastError();
+  if (n > 0) KVSQ_LAUNCH(append_kernel, static_cast<unsigned>(n * runs.count), kThreads, 0, stream, runs, k, v, pos);
+  return KVSQ_LAUNCH_ERROR();
 }
 
 cudaError_t gather_rows_bytes(const void* src, const int32_t* idx, int64_t n, size_t row_bytes, void* dst, cudaStream_t stream) {
   if (row_bytes % 2 != 0) return cudaErrorInvalidValue;
   const int64_t row_units = static_cast<int64_t>(row_bytes / 2), units = n * row_units;
   if (units > 0)
-    gather_kernel<<<static_cast<unsigned>((units + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+    KVSQ_LAUNCH(gather_kernel, static_cast<unsigned>((units + kThreads - 1) / kThreads), kThreads, 0, stream, 
         static_cast<const uint16_t*>(src), idx, units, row_units, static_cast<uint16_t*>(dst));
-  return cudaGetLastError();
+  return KVSQ_LAUNCH_ERROR();
 }
 
-}  // namespace kvsqueeze::kernels::cuda
+}  // namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR

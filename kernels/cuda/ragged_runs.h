@@ -5,6 +5,8 @@
 // need no descriptor upload.
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/launch.h"
+
 #include <cstddef>
 #include <cstdint>
 
@@ -14,7 +16,7 @@
 #define KVSQ_HOST_DEVICE
 #endif
 
-namespace kvsqueeze::kernels::cuda {
+namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR {
 
 enum class RowType : int32_t { F32 = 0, F16 = 1, BF16 = 2 };
 
@@ -53,4 +55,4 @@ cudaError_t gather_rows_bytes(const void* src, const int32_t* idx, int64_t n, si
 // Bytes of one row of d elements of `type`.
 KVSQ_HOST_DEVICE constexpr size_t row_bytes(RowType type, int64_t d) { return static_cast<size_t>(d) * (type == RowType::F32 ? 4 : 2); }
 
-}  // namespace kvsqueeze::kernels::cuda
+}  // namespace kvsqueeze::kernels::cuda::inline KVSQ_CUDA_FLAVOR

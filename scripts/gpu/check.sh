@@ -9,8 +9,9 @@
 #
 #   scripts/gpu/check.sh              on the GPU machine (about 8 minutes)
 #   scripts/gpu/check.sh --rehearse   here, without a GPU: the same build from the carried
-#                                     dependencies and every step, the GPU side of the tests on
-#                                     the CPU backend, the benchmarks on tiny CPU runs
+#                                     dependencies and every step; the GPU tests run through the
+#                                     CUDA backend compiled for the CPU emulation of CUDA
+#                                     (tests/gpu/emulated_*), the benchmarks as tiny CPU runs
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -24,7 +25,11 @@ mkdir -p "$RESULTS" "$BUILD"
 LOG=$RESULTS/check.log
 exec > >(tee "$LOG") 2>&1
 START=$(date +%s)
+DEADLINE=$(( START + ${KVSQ_CHECK_SECONDS:-540} ))  # the whole check ends within 9 minutes
 step() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
+# A step's time limit: its own, or what is left before the deadline (later steps are cut first;
+# each writes its results as it goes).
+limit() { local left=$(( DEADLINE - $(date +%s) )); [ "$left" -lt "$1" ] && echo $(( left > 5 ? left : 5 )) || echo "$1"; }
 [ -d "$CARRY/debs" ] || { echo "missing .gpu-carry: run scripts/gpu/prepare_carry.sh where there is a network"; exit 1; }
 
 step "machine"
@@ -55,43 +60,41 @@ TESTS=$BUILD/tests/gpu/kvsq_gpu_tests
 BENCH=$BUILD/bench/gpu/kvsq_cuda_bench
 
 step "GPU tests: the CUDA backend against the CPU backend"
-if [ $REHEARSE = 1 ]; then export KVSQ_GPU_TESTS_ON_CPU=1; fi
-timeout 300 "$TESTS" --gtest_output=json:"$RESULTS/gpu_tests.json" | grep -v "^\[ RUN\|^\[       OK"
+if [ $REHEARSE = 1 ]; then export KVSQ_GPU_TESTS_EMULATED=1; fi
+timeout "$(limit 150)" "$TESTS" --gtest_output=json:"$RESULTS/gpu_tests.json" | grep -v "^\[ RUN\|^\[       OK"
 TESTS_RC=${PIPESTATUS[0]}
-unset KVSQ_GPU_TESTS_ON_CPU
+unset KVSQ_GPU_TESTS_EMULATED
 
 step "decode attention bandwidth vs the device's copy bandwidth"
 if [ $REHEARSE = 1 ]; then
   "$BENCH" kernels; echo "(rehearsal: exit $? expected 2, no device)"; : > "$RESULTS/bench_kernels.jsonl"
 else
-  timeout 120 "$BENCH" kernels | tee "$RESULTS/bench_kernels.jsonl"
+  timeout "$(limit 60)" "$BENCH" kernels | tee "$RESULTS/bench_kernels.jsonl"
 fi
 
-step "synthetic models"
 MODELS=$BUILD/models; mkdir -p "$MODELS"
 if [ $REHEARSE = 1 ]; then SHAPES=(tiny); else SHAPES=(qwen2.5-0.5b llama3.1-8b); fi
-for shape in "${SHAPES[@]}"; do
-  arch=qwen2; type=mixed
-  [ "$shape" = llama3.1-8b ] && { arch=llama; type=Q4_K; }
-  [ -f "$MODELS/$shape.gguf" ] || "$PY" scripts/synth/make_synthetic_gguf.py --arch $arch --shape "$shape" --type $type --seed 1 \
-    -o "$MODELS/$shape.gguf" > /dev/null || exit 1
-  ls -l "$MODELS/$shape.gguf"
-done
-
-step "engine speed: prefill and decode tok/s, ratios 0/0.5/0.75 (expected_attention)"
 : > "$RESULTS/bench_models.jsonl"; : > "$RESULTS/anchor.jsonl"
 for shape in "${SHAPES[@]}"; do
+  step "synthetic $shape model"
+  arch=qwen2; type=mixed
+  [ "$shape" = llama3.1-8b ] && { arch=llama; type=Q4_K; }
+  [ -f "$MODELS/$shape.gguf" ] || timeout "$(limit 90)" "$PY" scripts/synth/make_synthetic_gguf.py --arch $arch --shape "$shape" \
+    --type $type --seed 1 -o "$MODELS/$shape.gguf" > /dev/null || { echo "generation failed"; continue; }
+  ls -l "$MODELS/$shape.gguf"
+
+  step "engine speed, $shape: prefill and decode tok/s, ratios 0/0.5/0.75 (expected_attention)"
   if [ $REHEARSE = 1 ]; then
     "$BENCH" model "$MODELS/$shape.gguf" --device cpu --ctx 256,512 --decode 8 --chunk 128 --label "$shape" | tee -a "$RESULTS/bench_models.jsonl"
   else
-    timeout 240 "$BENCH" model "$MODELS/$shape.gguf" --device cuda --ctx 4096,32768 --label "$shape" | tee -a "$RESULTS/bench_models.jsonl"
+    timeout "$(limit 150)" "$BENCH" model "$MODELS/$shape.gguf" --device cuda --ctx 4096,32768 --label "$shape" | tee -a "$RESULTS/bench_models.jsonl"
   fi
-  step "anchor: PyTorch/transformers (SDPA) + kvpress, $shape"
+  step "anchor, $shape: PyTorch/transformers (SDPA) + kvpress"
   if [ $REHEARSE = 1 ]; then
     ${KVSQ_TORCH_PYTHON:-python3} bench/gpu/bench_torch_anchor.py --device cpu --shape "$shape" --contexts 256,512 --ratios 0,0.5,0.75 \
       --decode-tokens 8 | tee -a "$RESULTS/anchor.jsonl"
   else
-    timeout 240 "$PY" bench/gpu/bench_torch_anchor.py --device cuda --shape "$shape" --contexts 4096,32768 --ratios 0,0.5,0.75 \
+    timeout "$(limit 120)" "$PY" bench/gpu/bench_torch_anchor.py --device cuda --shape "$shape" --contexts 4096,32768 --ratios 0,0.5,0.75 \
       --decode-tokens 64 | tee -a "$RESULTS/anchor.jsonl"
   fi
 done

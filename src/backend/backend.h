@@ -5,6 +5,7 @@
 // creates (src/backend/kv_storage.h) and are reached through the KvCache that owns it.
 // Only src/backend/<device>/ knows how the memory is laid out or which kernels run on it.
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "kvsqueeze/attention_probabilities.h"
@@ -86,6 +87,16 @@ class Backend {
 
 // The backend of `device` for a loaded model; throws kvsqueeze::Error for a device this build lacks.
 std::unique_ptr<Backend> make_backend(Device device, const Model& model);
+
+// A device's backend as a factory. The CUDA backend is the built-in one for Device::Cuda when
+// this build has it; a test may put another in its place (the CUDA backend compiled for the CPU
+// emulation of CUDA, tests/gpu/), which then answers device_available and make_* for the device.
+struct BackendFactory {
+  std::function<bool()> available;
+  std::function<std::unique_ptr<Backend>(const Model&)> make;
+  std::function<std::unique_ptr<KvStorage>(const KvCacheShape&)> storage;
+};
+void override_backend(Device device, BackendFactory factory);
 
 }  // namespace backend
 }  // namespace kvsqueeze

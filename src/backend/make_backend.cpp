@@ -5,6 +5,8 @@
 #include "backend/kv_storage.h"
 #include "kvsqueeze/error.h"
 
+#include <utility>
+
 #if KVSQ_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
@@ -13,6 +15,13 @@
 #endif
 
 namespace kvsqueeze {
+namespace {
+// Set by backend::override_backend (tests); empty: the built-in backend.
+backend::BackendFactory& cuda_override() {
+  static backend::BackendFactory factory;
+  return factory;
+}
+}  // namespace
 
 const char* device_name(Device device) { return device == Device::Cuda ? "cuda" : "cpu"; }
 
@@ -24,6 +33,7 @@ Device parse_device(const std::string& name) {
 
 bool device_available(Device device) {
   if (device == Device::Cpu) return true;
+  if (cuda_override().available) return cuda_override().available();
 #if KVSQ_HAVE_CUDA
   static const bool found = [] {
     int count = 0;
@@ -56,8 +66,14 @@ namespace {
 }
 }  // namespace
 
+void override_backend(Device device, BackendFactory factory) {
+  if (device != Device::Cuda) throw Error("internal: only the cuda backend can be replaced");
+  cuda_override() = std::move(factory);
+}
+
 std::unique_ptr<Backend> make_backend(Device device, const Model& model) {
   if (device == Device::Cpu) return std::make_unique<CpuBackend>(model);
+  if (cuda_override().make) return cuda_override().make(model);
 #if KVSQ_HAVE_CUDA
   if (device_available(device)) return std::make_unique<cuda::CudaBackend>(model);
 #endif
@@ -66,6 +82,7 @@ std::unique_ptr<Backend> make_backend(Device device, const Model& model) {
 
 std::unique_ptr<KvStorage> make_kv_storage(Device device, const KvCacheShape& shape) {
   if (device == Device::Cpu) return std::make_unique<CpuKvStorage>(shape);
+  if (cuda_override().storage) return cuda_override().storage(shape);
 #if KVSQ_HAVE_CUDA
   if (device_available(device)) return std::make_unique<cuda::CudaKvStorage>(shape);
 #endif

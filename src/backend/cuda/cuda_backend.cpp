@@ -14,7 +14,7 @@
 #include "kvsqueeze/kv_cache.h"
 #include "model/model_weights.h"
 
-namespace kvsqueeze::backend::cuda {
+namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR {
 namespace kc = kernels::cuda;
 
 namespace {
@@ -183,4 +183,4 @@ void CudaBackend::logits(const Buffer& x, int64_t first, int64_t rows, float* ou
   to_host(out, logits, static_cast<size_t>(rows * V) * sizeof(float));
 }
 
-}  // namespace kvsqueeze::backend::cuda
+}  // namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR

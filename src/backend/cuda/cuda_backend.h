@@ -19,7 +19,7 @@ namespace kvsqueeze {
 struct ModelWeights;
 }
 
-namespace kvsqueeze::backend::cuda {
+namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR {
 
 class CudaBackend final : public Backend {
  public:
@@ -63,4 +63,4 @@ class CudaBackend final : public Backend {
   std::vector<float> host_rows_, host_q_, host_lse_;
 };
 
-}  // namespace kvsqueeze::backend::cuda
+}  // namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR

@@ -10,7 +10,7 @@
 #include "kernels/kv_rows.h"
 #include "kvsqueeze/error.h"
 
-namespace kvsqueeze::backend::cuda {
+namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR {
 namespace kc = kernels::cuda;
 
 namespace {
@@ -306,4 +306,4 @@ size_t CudaKvStorage::bytes_held() const {
   return total;
 }
 
-}  // namespace kvsqueeze::backend::cuda
+}  // namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR

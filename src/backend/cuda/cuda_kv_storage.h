@@ -12,7 +12,7 @@
 #include "backend/kv_storage.h"
 #include "kernels/cuda/ragged_runs.h"
 
-namespace kvsqueeze::backend::cuda {
+namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR {
 
 class CudaKvStorage final : public KvStorage {
  public:
@@ -75,4 +75,4 @@ class CudaKvStorage final : public KvStorage {
   DeviceBytes pos_scratch_;
 };
 
-}  // namespace kvsqueeze::backend::cuda
+}  // namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR

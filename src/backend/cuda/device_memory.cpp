@@ -4,7 +4,7 @@
 
 #include "kvsqueeze/error.h"
 
-namespace kvsqueeze::backend::cuda {
+namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR {
 
 void check(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
@@ -45,4 +45,4 @@ void device_copy(void* dst, const void* src, size_t bytes) {
   if (bytes > 0) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, nullptr), "copying on the device");
 }
 
-}  // namespace kvsqueeze::backend::cuda
+}  // namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR

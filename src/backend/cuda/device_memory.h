@@ -4,10 +4,15 @@
 // error into one kvsqueeze::Error.
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/launch.h"  // the namespace flavour: device, or emulated in tests
+#ifdef KVSQ_CUDA_EMULATE
+#include "kernels/cuda/emulated_runtime.h"
+#endif
+
 #include <cstddef>
 #include <utility>
 
-namespace kvsqueeze::backend::cuda {
+namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR {
 
 // Throws kvsqueeze::Error "CUDA error in WHAT: ..." unless err is cudaSuccess.
 void check(cudaError_t err, const char* what);
@@ -41,4 +46,4 @@ void to_device(void* dst, const void* src, size_t bytes);
 void to_host(void* dst, const void* src, size_t bytes);
 void device_copy(void* dst, const void* src, size_t bytes);
 
-}  // namespace kvsqueeze::backend::cuda
+}  // namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR

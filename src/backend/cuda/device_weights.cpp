@@ -8,7 +8,7 @@
 #include "kvsqueeze/error.h"
 #include "model/model_weights.h"
 
-namespace kvsqueeze::backend::cuda {
+namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR {
 namespace {
 
 const WeightMatrix& weight_matrix(const LayerWeights& L, Matrix m) {
@@ -93,4 +93,4 @@ std::shared_ptr<const DeviceWeights> DeviceWeights::of(const Model& model) {
   return fresh;
 }
 
-}  // namespace kvsqueeze::backend::cuda
+}  // namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR

@@ -10,7 +10,7 @@
 #include "backend/cuda/device_memory.h"
 #include "kvsqueeze/model.h"
 
-namespace kvsqueeze::backend::cuda {
+namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR {
 
 struct DeviceMatrix {  // rows x cols, row-major bf16
   DeviceBytes data;
@@ -34,4 +34,4 @@ struct DeviceWeights {
   static std::shared_ptr<const DeviceWeights> of(const Model& model);
 };
 
-}  // namespace kvsqueeze::backend::cuda
+}  // namespace kvsqueeze::backend::cuda::inline KVSQ_CUDA_FLAVOR
