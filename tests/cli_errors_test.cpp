@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
+#include "kvsqueeze/device.h"
 
 namespace {
 
@@ -72,6 +73,13 @@ TEST(CliErrors, UnknownPress) {
 
 TEST(CliErrors, RatioOutOfRange) {
   expect_clean_error(run_cli("generate -m " + kStories + " -p hi --ratio 1.5"), "--ratio must be in [0, 1)");
+}
+
+TEST(CliErrors, UnknownOrMissingDevice) {
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi -n 1 --device tpu"), "unknown device 'tpu' (valid: cpu, cuda)");
+  if (kvsqueeze::device_available(kvsqueeze::Device::Cuda)) return;  // a GPU machine runs it
+  expect_clean_error(run_cli("serve -m " + kStories + " --device cuda --port 0"), "device 'cuda' is not available");
+  expect_clean_error(run_cli("generate -m " + kStories + " -p hi -n 1 --device cuda"), "device 'cuda' is not available");
 }
 
 TEST(CliErrors, ContextLongerThanAllowed) {

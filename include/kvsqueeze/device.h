@@ -17,5 +17,8 @@ bool device_built(Device device);
 bool device_available(Device device);
 // cuda when this build has it and a GPU is present, else cpu.
 Device default_device();
+// Throws kvsqueeze::Error saying why unless device_available(device) (what a session on it would
+// throw; a server checks at start, before it makes any session).
+void require_device(Device device);
 
 }  // namespace kvsqueeze

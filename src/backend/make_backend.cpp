@@ -57,12 +57,18 @@ bool device_built(Device device) {
 #endif
 }
 
-namespace backend {
-namespace {
-[[noreturn]] void unavailable(Device device) {
+void require_device(Device device) {
+  if (device_available(device)) return;
   if (!device_built(device))
     throw Error(std::string("device '") + device_name(device) + "' is not available: this build has only the cpu backend");
   throw Error(std::string("device '") + device_name(device) + "' is not available: no CUDA device was found");
+}
+
+namespace backend {
+namespace {
+[[noreturn]] void unavailable(Device device) {
+  require_device(device);
+  throw Error("internal: no backend for an available device");
 }
 }  // namespace
 

@@ -6,6 +6,11 @@
 #include "commands.h"
 #include "kvsqueeze/press.h"
 
+// How every press runs on the CUDA backend today (docs/CUDA.md): the same for all of them.
+constexpr const char* kCudaPath =
+    "scores on the CPU from a host copy of the layer's runs (attention statistics from the GPU's log-sum-exps); "
+    "compaction (the kept slots) on the GPU";
+
 namespace kvsqueeze::cli {
 namespace {
 
@@ -29,7 +34,7 @@ int run(bool json) {
         opts.push_back(jo);
       }
       arr.push_back({{"name", p.name}, {"doc", p.doc}, {"options", opts}, {"wraps", p.inner == 0 ? "none" : p.inner < 0 ? "one or more presses" : std::to_string(p.inner) + " press(es)"},
-                     {"notes", p.notes}});
+                     {"notes", p.notes}, {"cuda", kCudaPath}});
     }
     std::cout << nlohmann::json{{"presses", arr}}.dump(2) << "\n";
     return 0;

@@ -52,6 +52,9 @@ int run(const ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
+  SessionOptions device_check;
+  a.device.apply(device_check);  // an unusable --device fails before the server listens
+
   server::Metrics metrics;
   server::HttpOptions ho;
   ho.host = a.host;

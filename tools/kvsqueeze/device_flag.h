@@ -12,7 +12,7 @@ struct DeviceFlag {
   std::string name;  // empty: the default device
 
   void add_to(CLI::App& sub);
-  // Sets options.device; throws kvsqueeze::Error for an unknown name.
+  // Sets options.device; throws kvsqueeze::Error for an unknown name or a device not available.
   void apply(SessionOptions& options) const;
 };
 
