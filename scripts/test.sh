@@ -12,7 +12,7 @@ JOBS="${KVSQ_JOBS:-$(nproc)}"
 KVSQ_CMAKE_ARGS="-DKVSQ_WERROR=ON" scripts/setup.sh
 # The same compiler cache as setup.sh for the sanitizer and fuzzing builds.
 export CCACHE_DIR="${CCACHE_DIR:-$KVSQ_CACHE/ccache}" CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
-LAUNCHER="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache"
+LAUNCHER="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache"
 export KVSQ_DEFAULT_MODEL="$(scripts/get_model.sh qwen2.5-0.5b-instruct)"
 export KVSQ_QWEN15_MODEL="$(scripts/get_model.sh qwen2.5-1.5b-instruct)"
 export KVSQ_GEMMA_MODEL="$(scripts/get_model.sh gemma3-270m)"
