@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "backend/cpu/cpu_kv_storage.h"
+#include "backend/layer_weights.h"
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -22,34 +23,6 @@ struct CpuBuffer final : Buffer {
 
 float* host(Buffer& b) { return static_cast<CpuBuffer&>(b).at; }
 const float* host(const Buffer& b) { return static_cast<const CpuBuffer&>(b).at; }
-
-const WeightMatrix& weight_matrix(const LayerWeights& L, Matrix m) {
-  switch (m) {
-    case Matrix::Q: return L.wq;
-    case Matrix::K: return L.wk;
-    case Matrix::V: return L.wv;
-    case Matrix::O: return L.wo;
-    case Matrix::Gate: return L.w_gate;
-    case Matrix::Up: return L.w_up;
-    case Matrix::Down: return L.w_down;
-  }
-  throw Error("internal: unknown weight matrix");
-}
-
-const std::vector<float>& weight_vector(const LayerWeights& L, Vector v) {
-  switch (v) {
-    case Vector::AttnNorm: return L.attn_norm;
-    case Vector::FfnNorm: return L.ffn_norm;
-    case Vector::QNorm: return L.q_norm;
-    case Vector::KNorm: return L.k_norm;
-    case Vector::PostAttnNorm: return L.post_attn_norm;
-    case Vector::PostFfwNorm: return L.post_ffw_norm;
-    case Vector::BiasQ: return L.bq;
-    case Vector::BiasK: return L.bk;
-    case Vector::BiasV: return L.bv;
-  }
-  throw Error("internal: unknown weight vector");
-}
 
 }  // namespace
 
