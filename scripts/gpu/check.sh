@@ -35,15 +35,29 @@ limit() { local left=$(( DEADLINE - $(date +%s) )); [ "$left" -lt "$1" ] && echo
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 nvcc --version | tail -1; cmake --version | head -1; ${CXX:-c++} --version | head -1; "$PY" --version
+command -v pkg-config ninja dpkg-deb || true
 
 step "carried dependencies (unpacked into a private root, never into /)"
 DEPS=$BUILD/deps
 if [ ! -d "$DEPS/usr" ]; then
-  for f in "$CARRY"/debs/*.deb; do dpkg-deb -x "$f" "$DEPS" || exit 1; done
+  mkdir -p "$DEPS"
+  for f in "$CARRY"/debs/*.deb; do
+    if command -v dpkg-deb >/dev/null; then dpkg-deb -x "$f" "$DEPS" || exit 1
+    else (cd "$DEPS" && ar p "$f" "$(ar t "$f" | grep '^data.tar')" | tar -xJ) || exit 1; fi
+  done
 fi
 LIBDIR=$DEPS/usr/lib/x86_64-linux-gnu
 export PKG_CONFIG_SYSROOT_DIR=$DEPS PKG_CONFIG_LIBDIR=$LIBDIR/pkgconfig:$DEPS/usr/share/pkgconfig
 export LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+EXTRA_CMAKE=()
+command -v pkg-config >/dev/null || EXTRA_CMAKE+=(-DPKG_CONFIG_EXECUTABLE="$DEPS/usr/bin/pkgconf")
+# cuBLAS: the toolkit's, else the one PyTorch's wheels bring.
+NVCC_ROOT=$(dirname "$(dirname "$(command -v nvcc)")")
+if ! ls "$NVCC_ROOT"/lib64/libcublas.so* "$NVCC_ROOT"/targets/x86_64-linux/lib/libcublas.so* >/dev/null 2>&1; then
+  CUBLAS=$(find / -name 'libcublas.so*' -not -path '*/proc/*' 2>/dev/null | sort | head -1)
+  echo "no cuBLAS beside nvcc; using $CUBLAS"
+  [ -n "$CUBLAS" ] && EXTRA_CMAKE+=(-DCUDA_cublas_LIBRARY="$CUBLAS" -DCMAKE_CXX_FLAGS="-I$(dirname "$(dirname "$CUBLAS")")/include")
+fi
 SITE=$BUILD/site
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$CARRY"/wheels/*.whl || exit 1
 export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
@@ -54,7 +68,7 @@ GENERATOR=(); command -v ninja >/dev/null && GENERATOR=(-G Ninja)
 cmake -S . -B "$BUILD" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DKVSQ_CUDA=ON -DKVSQ_BUILD_TOOLS=OFF \
   -DKVSQ_BUILD_TESTS=ON -DKVSQ_BUILD_BENCH=ON -DCMAKE_DISABLE_FIND_PACKAGE_GTest=ON -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON \
   -DKVSQ_GTEST_SOURCE_DIR="$DEPS/usr/src/googletest" -Dnlohmann_json_DIR="$DEPS/usr/share/cmake/nlohmann_json" \
-  ${KVSQ_CHECK_CMAKE_ARGS:-} > "$BUILD/configure.log" 2>&1 || { tail -30 "$BUILD/configure.log"; exit 1; }
+  "${EXTRA_CMAKE[@]}" ${KVSQ_CHECK_CMAKE_ARGS:-} > "$BUILD/configure.log" 2>&1 || { tail -30 "$BUILD/configure.log"; exit 1; }
 cmake --build "$BUILD" -j "$(nproc)" --target kvsq_gpu_tests kvsq_cuda_bench > "$BUILD/build.log" 2>&1 || { grep -B2 -A12 -m3 "error" "$BUILD/build.log"; exit 1; }
 TESTS=$BUILD/tests/gpu/kvsq_gpu_tests
 BENCH=$BUILD/bench/gpu/kvsq_cuda_bench

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/../.."
 mkdir -p .gpu-carry/debs .gpu-carry/shared/models
 [ -f .gpu-carry/.gitignore ] || echo '*' > .gpu-carry/.gitignore
 
-DEBS=(libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 nlohmann-json3-dev googletest)
+# pkgconf: in case the GPU machine has no pkg-config (CMake finds PCRE2 through it).
+DEBS=(libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 nlohmann-json3-dev googletest pkgconf pkgconf-bin libpkgconf3)
 missing=()
 for p in "${DEBS[@]}"; do ls .gpu-carry/debs/"${p}"_*.deb >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
