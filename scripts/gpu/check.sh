@@ -25,7 +25,7 @@ mkdir -p "$RESULTS" "$BUILD"
 LOG=$RESULTS/check.log
 exec > >(tee "$LOG") 2>&1
 START=$(date +%s)
-DEADLINE=$(( START + ${KVSQ_CHECK_SECONDS:-540} ))  # the whole check ends within 9 minutes
+DEADLINE=$(( START + ${KVSQ_CHECK_SECONDS:-470} ))  # the whole check ends within 8 minutes
 step() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
 # A step's time limit: its own, or what is left before the deadline (later steps are cut first;
 # each writes its results as it goes).
