@@ -56,7 +56,8 @@ except ImportError:  # pragma: no cover
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-DEFAULT_SPM_VOCAB = os.path.join(REPO, "..", "shared", "models", "stories260K.gguf")
+# ../shared beside the repository, or KVSQ_SHARED_DIR (a GPU machine gets it carried elsewhere).
+DEFAULT_SPM_VOCAB = os.path.join(os.environ.get("KVSQ_SHARED_DIR") or os.path.join(REPO, "..", "shared"), "models", "stories260K.gguf")
 
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma3"]
 SHAPES = ["tiny", "qwen2.5-0.5b", "gemma3-270m", "llama3.1-8b"]
@@ -457,7 +458,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spm-vocab", default=DEFAULT_SPM_VOCAB,
                     help="GGUF whose SentencePiece vocab the tiny llama/mistral/gemma3 models reuse "
-                         "(default: ../shared/models/stories260K.gguf next to the repository)")
+                         "(default: ../shared/models/stories260K.gguf next to the repository, or under $KVSQ_SHARED_DIR)")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
