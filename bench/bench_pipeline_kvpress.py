@@ -27,8 +27,8 @@ is, or its longest prefix (cut at whitespace) of at most --context-tokens tokens
 
 Run from the repository root with the torch venv (kvpress 0.5.5 and gguf on PYTHONPATH):
 
-  pip install --no-index --no-deps --target /tmp/kvsite .gpu-carry/wheels/*.whl   # once
-  PYTHONPATH=/tmp/kvsite ~/.cache/kvsqueeze/torch-venv/bin/python bench/bench_pipeline_kvpress.py \\
+  pip install --no-index --no-deps --target $KVSITE .gpu-carry/wheels/*.whl   # once, any folder
+  PYTHONPATH=$KVSITE ~/.cache/kvsqueeze/torch-venv/bin/python bench/bench_pipeline_kvpress.py \\
       --presses snapkv,expected_attention,knorm --ratio 0.5 --repeats 3 --threads 2 --json out.json
   ... --context-tokens 500 --repeats 1                     # a quick check
   ... --kvsqueeze-python PATH                              # the python that imports kvsqueeze
@@ -76,7 +76,7 @@ def default_model():
 
 def run_calls(call, presses, repeats, log):
     """One untimed warm-up call (the first press), then `repeats` rounds over the presses.
-    `call(name)` returns (answer, context tokens). Returns per press: times and the answer."""
+    `call(name)` returns the answer. Returns per press: the times and the answer."""
     res = {name: {"runs": []} for name in presses}
     t0 = time.perf_counter()
     call(presses[0])
@@ -84,13 +84,13 @@ def run_calls(call, presses, repeats, log):
     for rep in range(repeats):
         for name in presses:
             clock = Clock()
-            answer, n_ctx = call(name)
+            answer = call(name)
             wall_ms, cpu_ms, foreign = clock.stop()
             r = res[name]
             r["runs"].append({"s": wall_ms / 1e3, "cpu_s": cpu_ms / 1e3, "foreign_load": foreign})
             if "answer" in r and r["answer"] != answer:
                 r.setdefault("other_answers", []).append(answer)
-            r["answer"], r["context_tokens"] = answer, n_ctx
+            r["answer"] = answer
             log(f"{name} #{rep + 1}: {wall_ms / 1e3:.2f} s (cpu {cpu_ms / 1e3:.2f} s, foreign load "
                 f"{'?' if foreign is None else f'{foreign:.2f}'}): {answer!r}")
     for r in res.values():
@@ -118,16 +118,16 @@ def kvsqueeze_worker():
     engine = pipe.engine
 
     def call(name):
-        ans = pipe(spec["context"], question=spec["question"], press=presses[name],
-                   max_new_tokens=spec["max_new_tokens"])["answer"]
-        return ans, len(engine.context_ids(spec["context"]))
+        return pipe(spec["context"], question=spec["question"], press=presses[name],
+                    max_new_tokens=spec["max_new_tokens"])["answer"]
 
     res = run_calls(call, spec["presses"], spec["repeats"], log)
     meta = {"kvsqueeze": md.version("kvsqueeze"), "python": platform.python_version(), "load_s": load_s,
             "threads": spec["threads"], "kv_type": "f16",
-            "question_tokens": len(engine.question_ids(spec["context"], spec["question"])),
             "plans": {n: (p.plan() if p is not None else None) for n, p in presses.items()}}
-    print(json.dumps({"meta": meta, "results": res}))
+    ids = {"context": list(engine.context_ids(spec["context"])),
+           "question": list(engine.question_ids(spec["context"], spec["question"]))}
+    print(json.dumps({"meta": meta, "results": res, "ids": ids}))
 
 
 def run_kvsqueeze(args, spec):
@@ -187,6 +187,8 @@ def kvpress_side(args, spec, mlf, tok):
     torch.set_num_threads(spec["threads"])
     kvpress = anchor.import_kvpress()  # registers the pipeline
     from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # loading progress bars
     t0 = time.perf_counter()
     model = mlf.load_model(spec["model"], {})
     model.set_attn_implementation("sdpa")
@@ -195,14 +197,14 @@ def kvpress_side(args, spec, mlf, tok):
     log(f"model loaded in {load_s:.2f} s ({type(model).__name__}, float32, sdpa)")
     presses = {n: (anchor.adapt(getattr(kvpress, PRESSES[n])(compression_ratio=spec["ratio"])) if n != "none"
                    else None) for n in spec["presses"]}
-    n_ctx = n_context_tokens(tok, spec["context"])
 
     def call(name):
-        ans = pipe(spec["context"], question=spec["question"], press=presses[name],
-                   max_new_tokens=spec["max_new_tokens"])["answer"]
-        return ans, n_ctx
+        return pipe(spec["context"], question=spec["question"], press=presses[name],
+                    max_new_tokens=spec["max_new_tokens"])["answer"]
 
     res = run_calls(call, spec["presses"], spec["repeats"], log)
+    pre = pipe.preprocess(spec["context"], questions=[spec["question"]], answer_prefix="", max_context_length=10**9)
+    ids = {"context": pre["context_ids"][0].tolist(), "question": pre["questions_ids"][0][0].tolist()}
     import dataclasses
     meta = {"kvpress": md.version("kvpress"), "torch": torch.__version__, "transformers": md.version("transformers"),
             "gguf": md.version("gguf"), "python": platform.python_version(), "load_s": load_s,
@@ -211,7 +213,7 @@ def kvpress_side(args, spec, mlf, tok):
             "presses": {n: ({"class": type(p).__name__, **{k: v for k, v in dataclasses.asdict(p).items()
                                                           if isinstance(v, (int, float, str, bool, type(None)))}}
                             if p is not None else None) for n, p in presses.items()}}
-    return {"meta": meta, "results": res}
+    return {"meta": meta, "results": res, "ids": ids}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -270,6 +272,7 @@ def main():
     ap.add_argument("--json", metavar="OUT", help="write the configuration, machine, versions and every time")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = ap.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm loads: GGUF de-quantizing progress bar
 
     names = [p.strip() for p in args.presses.split(",") if p.strip()]
     for n in names:
@@ -294,18 +297,25 @@ def main():
     ours = run_kvsqueeze(args, spec)      # first, in its own process, before torch loads the model here
     theirs = kvpress_side(args, spec, mlf, tok)
 
+    # The same job: the same context and question token ids on both sides (chat template included).
+    same_ids = {k: ours["ids"][k] == theirs["ids"][k] for k in ("context", "question")}
+    n_ids = {side: {k: len(v) for k, v in d["ids"].items()} for side, d in (("kvsqueeze", ours), ("kvpress", theirs))}
     rows = []
     for n in names:
         o, t = ours["results"][n], theirs["results"][n]
         rows.append({"press": n if n == "none" else f"{n} @{args.ratio:g}", "name": n,
                      "kvsqueeze_cell": fmt_s(o), "kvpress_cell": fmt_s(t), "ratio": t["median_s"] / o["median_s"],
                      "kvsqueeze_answer": o["answer"], "kvpress_answer": t["answer"],
-                     "context_tokens": {"kvsqueeze": o["context_tokens"], "kvpress": t["context_tokens"]}})
+                     # answer lengths (HF tokenizer): how many tokens each side decoded, about
+                     "answer_tokens": {"kvsqueeze": len(tok.encode(o["answer"], add_special_tokens=False)),
+                                       "kvpress": len(tok.encode(t["answer"], add_special_tokens=False))}})
 
-    o0, t0 = ours["results"]["none"], theirs["results"]["none"]
     om, tm = ours["meta"], theirs["meta"]
-    print(f"model {os.path.basename(model)}; context: {os.path.relpath(DOC, REPO)}, {o0['context_tokens']} tokens "
-          f"(kvpress: {t0['context_tokens']}), question {question!r}, max_new_tokens {args.max_new_tokens}, greedy; "
+    same = "the same ids on both sides" if all(same_ids.values()) else \
+        f"ids DIFFER: {', '.join(k for k, v in same_ids.items() if not v)} (token counts {n_ids})"
+    print(f"model {os.path.basename(model)}; context: {os.path.relpath(DOC, REPO)}, {n_ids['kvsqueeze']['context']} "
+          f"tokens, question {question!r} ({n_ids['kvsqueeze']['question']} tokens with the template's tail): {same}; "
+          f"max_new_tokens {args.max_new_tokens}, greedy; "
           f"{args.threads} threads each; median (min) of {args.repeats} calls after one warm-up, seconds")
     print(f"kvsqueeze {om['kvsqueeze']} (Python {om['python']}, KV f16); kvpress {tm['kvpress']} on transformers "
           f"{tm['transformers']}, torch {tm['torch']} ({tm['hf_class']}, float32, sdpa, CPU)")
@@ -318,16 +328,18 @@ def main():
     for r in rows:
         print(f"{r['press']}:")
         print(f"  kvsqueeze: {r['kvsqueeze_answer']!r}")
-        print(f"  kvpress:   {r['kvpress_answer']!r}")
+        print(f"  kvpress:   {r['kvpress_answer']!r}" + ("  (the same)" if r["kvsqueeze_answer"] == r["kvpress_answer"] else ""))
 
     if args.json:
         out = {"benchmark": "bench/bench_pipeline_kvpress.py",
                "command": "bench/bench_pipeline_kvpress.py " + " ".join(sys.argv[1:]),
                "model": os.path.basename(model), "model_bytes": os.path.getsize(model),
                "document": os.path.relpath(DOC, REPO), "context_chars": len(context), "question": question,
+               "tokens": n_ids["kvsqueeze"], "same_ids": same_ids,
                "ratio": args.ratio, "threads": args.threads, "repeats": args.repeats,
                "max_new_tokens": args.max_new_tokens, "machine": machine(),
-               "kvsqueeze": ours, "kvpress": theirs,
+               "kvsqueeze": {k: v for k, v in ours.items() if k != "ids"},
+               "kvpress": {k: v for k, v in theirs.items() if k != "ids"},
                "rows": [{k: v for k, v in r.items() if not k.endswith("_cell")} |
                         {"kvsqueeze_median_s": ours["results"][r["name"]]["median_s"],
                          "kvsqueeze_min_s": ours["results"][r["name"]]["min_s"],
