@@ -239,7 +239,7 @@ def fmt_s(r):
 
 def print_table(rows, markdown):
     head = ["press", "kvsqueeze s", "kvpress s", "ratio kvpress/kvsqueeze"]
-    body = [[r["press"], r["kvsqueeze_cell"], r["kvpress_cell"], f"{r['ratio']:.1f}x"] for r in rows]
+    body = [[r["press"], r["kvsqueeze_cell"], r["kvpress_cell"], f"{r['ratio']:.2f}"] for r in rows]
     if markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "|".join(["---"] + ["---:"] * 3) + "|")
