@@ -151,10 +151,7 @@ def reference_loaders():
 
 def n_context_tokens(tok, context):
     """Tokens of the context as kvpress's pipeline builds it (chat template, cut before the question)."""
-    sep = "#" * (len(context) + 10)
-    text = tok.apply_chat_template([{"role": "user", "content": context + sep}], add_generation_prompt=True,
-                                   tokenize=False)
-    return len(tok.encode(text.split(sep)[0], add_special_tokens=False))
+    return reference_loaders().n_context_tokens(tok, context)
 
 
 def cut_document(tok, text, max_tokens):

@@ -175,6 +175,14 @@ def metadata_only_copy(src: str, dst: str, drop=()) -> None:
     w.close()
 
 
+def n_context_tokens(tok, context: str) -> int:
+    """Tokens of `context` as kvpress's pipeline builds it: the chat template, cut before the question."""
+    sep = "#" * (len(context) + 10)
+    text = tok.apply_chat_template([{"role": "user", "content": context + sep}], add_generation_prompt=True,
+                                   tokenize=False)
+    return len(tok.encode(text.split(sep)[0], add_special_tokens=False))
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
     try:

@@ -93,11 +93,7 @@ def fill(tok, build, pieces, target):
     return build(pieces[:lo])
 
 
-def n_context_tokens(tok, context):
-    sep = "#" * (len(context) + 10)
-    text = tok.apply_chat_template([{"role": "user", "content": context + sep}], add_generation_prompt=True,
-                                   tokenize=False)
-    return len(tok.encode(text.split(sep)[0], add_special_tokens=False))
+n_context_tokens = mlf.n_context_tokens
 
 
 def insert_at(pieces, needle, depth):
