@@ -9,7 +9,6 @@
 #include "kernels/attention.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/ragged_attention.h"
-#include "kernels/fp16.h"
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/kv_cache.h"
 #include "model/model_weights.h"
