@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "backend/kv_storage.h"
@@ -193,4 +195,55 @@ TEST(KvStorage, CacheDelegatesToItsStorage) {
   const KvCache copy = clone_cache(cache);  // pruned channels survive the copy
   EXPECT_EQ(copy.key_channels(0, 0).size(), 2u);
   EXPECT_EQ(copy.bytes_held(), cache.bytes_used());
+}
+
+// Rows lent with an owner (the Python package's zero-copy views) stay as they were while the
+// storage compacts, drops, truncates and re-appends, rewrites, prunes channels and assigns, and
+// after the storage is gone; the storage's own rows change as asked, and the copy it makes for a
+// lent run is never more than one run's capacity held anew.
+TEST(KvStorage, LentRowsOutliveEveryWrite) {
+  auto s = backend::make_kv_storage(Device::Cpu, shape_of(KvType::F32));
+  reserve_all(*s, 8);
+  append_positions(*s, 0, {0, 1, 2, 3, 4, 5});
+  const auto lent_copy = [](const LentRun& l) {
+    const auto* k = static_cast<const float*>(l.rows.k);
+    const auto* v = static_cast<const float*>(l.rows.v);
+    std::vector<float> out(k, k + l.rows.len * l.rows.k_stride);
+    out.insert(out.end(), v, v + l.rows.len * l.rows.v_stride);
+    for (int64_t i = 0; i < l.rows.len; ++i) out.push_back(static_cast<float>(l.rows.pos[i]));
+    return out;
+  };
+  using Write = std::function<void(KvStorage&)>;
+  const std::vector<std::pair<const char*, Write>> writes = {
+      {"compact", [](KvStorage& st) { st.compact(0, 1, std::vector<int32_t>{1, 3, 5}); }},
+      {"drop_front", [](KvStorage& st) { st.drop_front(0, 1, 2); }},
+      {"truncate+append", [](KvStorage& st) { st.truncate(0, 1, 2); st.truncate(0, 0, 2); append_positions(st, 0, {40, 41}); }},
+      {"rewrite_rows", [](KvStorage& st) { const std::vector<float> k(kDk, 7.f), v(kDv, 7.f); const int32_t p = 9; st.rewrite_rows(0, 1, 0, 1, k.data(), v.data(), &p); }},
+      {"keep_key_channels", [](KvStorage& st) { st.keep_key_channels(0, 1, std::vector<int32_t>{0, 2}); }},
+      {"assign", [](KvStorage& st) { const KvRun other = st.host_run(0, 0).slots(0, 1); st.assign(0, 1, other); }},
+  };
+  for (const auto& [name, write] : writes) {
+    SCOPED_TRACE(name);
+    auto st = s->clone();
+    reserve_all(*st, 8);
+    LentRun lent = st->lend(0, 1);
+    ASSERT_NE(lent.owner, nullptr);
+    EXPECT_EQ(lent.rows.k, st->host_run(0, 1).k);  // zero copy: the run's own memory
+    const std::vector<float> before = lent_copy(lent);
+    const size_t held = st->bytes_held();
+    write(*st);
+    EXPECT_EQ(lent_copy(lent), before);
+    EXPECT_NE(lent_copy({st->host_run(0, 1), nullptr}), before);  // while the storage's own rows changed
+    EXPECT_LE(st->bytes_held(), held);  // the reader's rows are its own, not the storage's
+    st.reset();                         // the storage gone, the lent rows are still there
+    EXPECT_EQ(lent_copy(lent), before);
+  }
+  // Without a reader the storage writes in place (no copy): the run keeps its memory.
+  auto st = s->clone();
+  reserve_all(*st, 8);
+  const void* k = st->host_run(0, 1).k;
+  { const LentRun released = st->lend(0, 1); }
+  st->compact(0, 1, std::vector<int32_t>{0, 2});
+  EXPECT_EQ(st->host_run(0, 1).k, k);
+  EXPECT_EQ(positions(*st, 0, 1), (std::vector<int32_t>{0, 2}));
 }

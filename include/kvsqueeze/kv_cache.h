@@ -102,6 +102,9 @@ class KvCache {
   // A host view of a run's stored rows, valid until the run changes (the CPU storage lends its
   // memory, a device storage a staged host copy; presses read through LayerView's accessors).
   KvRun run(int64_t layer, int64_t head) const;
+  // The same rows with an owner that keeps them alive and unchanged (kv_run.h): zero-copy readers
+  // (the Python package's numpy views).
+  LentRun lend(int64_t layer, int64_t head) const;
   int64_t length(int64_t layer, int64_t head) const;
   int64_t capacity(int64_t layer, int64_t head) const;
   std::span<const int32_t> positions(int64_t layer, int64_t head) const;

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 
 namespace kvsqueeze {
 
@@ -91,6 +92,15 @@ struct KvRun {
     if (recent_first != std::numeric_limits<int64_t>::max()) r.recent_first = recent_first - b;
     return r;
   }
+};
+
+// A run's rows lent with an owner that keeps their memory alive after the run changes or its cache
+// is gone: while an owner lives, the storage writes to a fresh copy instead of the lent memory
+// (copy on write). A null owner: this storage cannot lend (a device's staged host copy), and the
+// rows are valid only until the run changes, as KvCache::run's.
+struct LentRun {
+  KvRun rows;
+  std::shared_ptr<const void> owner;
 };
 
 }  // namespace kvsqueeze

@@ -11,7 +11,7 @@ The native engine (``Model``, ``Engine``) is exposed as well. See docs/PYTHON.md
 """
 
 from . import _core
-from ._core import CancelledError, ContextFullError, Engine, Model, ModelError, list_presses, validate_plan
+from ._core import CancelledError, ContextFullError, Engine, Model, ModelError, kernels_isa, list_presses, validate_plan
 from .cache import KVCache
 from .evaluate import evaluate
 from .decoding_presses import AdaSnapKVPress, CompressionRatioDecodingPress, DecodingPress, PrefillDecodingPress
@@ -27,7 +27,7 @@ DynamicCache = KVCache  # kvpress scripts pass transformers' DynamicCache() as c
 __all__ = [
     "AdaSnapKVPress", "BasePress", "CancelledError", "CompressionRatioDecodingPress", "ContextFullError",
     "DecodingPress", "DynamicCache", "Engine", "KVCache", "KVPressTextGenerationPipeline", "LLM", "LLMState", "Model",
-    "ModelError", "PrefillDecodingPress", "ScorerPress", "evaluate", "list_presses", "pipeline", "press_class", "validate_plan",
+    "ModelError", "PrefillDecodingPress", "ScorerPress", "evaluate", "kernels_isa", "list_presses", "pipeline", "press_class", "validate_plan",
     *sorted(PRESSES),
 ]
 __version__ = "0.1.0"

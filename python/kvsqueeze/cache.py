@@ -1,10 +1,15 @@
 """The KV cache of an engine, read from Python: per-head lengths, bytes held, and per layer and KV
 head the cached keys, values and positions as numpy arrays.
 
-The arrays are read-only *copies* (float32 keys and values, int32 positions): the engine compacts
-and reallocates its runs in place, so a zero-copy view could outlive the memory it points at.
+The arrays are read-only and, where the cache stores the rows as numpy can hold them (f16 -> float16,
+f32 -> float32 keys and values that are not rotated or centred; positions always), zero-copy views
+of the engine's own memory. A view keeps that memory alive: it stays valid and unchanged after the
+engine compresses, rolls back, moves on to another context or is deleted, because the engine
+writes to a fresh copy of a run while a view of it lives (copy on write). Other cache types
+(bf16, q8_0, q4_0, kivi2, rotated or centred keys) give float32 copies of the decoded rows.
 A KVCache reads from its engine lazily and refuses to read once the engine moved on (a new
-context, a later call), instead of returning another context's data."""
+context, a later call), instead of returning another context's data; arrays it gave out before
+stay as they were."""
 
 from __future__ import annotations
 
@@ -84,15 +89,17 @@ class KVCache:
         return array
 
     def keys(self, layer: int, head: int) -> np.ndarray:
-        """Cached (post-RoPE) keys of one KV head: slots x head_dim_k float32 (read-only copy)."""
+        """Cached (post-RoPE) keys of one KV head, slots x head_dim_k, read-only: a zero-copy view in the
+        cache's type (float16 for the default f16 cache), or a float32 copy for the other types."""
         return self._read("keys", layer, head)
 
     def values(self, layer: int, head: int) -> np.ndarray:
-        """Cached values of one KV head: slots x head_dim_v float32 (read-only copy)."""
+        """Cached values of one KV head, slots x head_dim_v, read-only (a view or a float32 copy, as
+        keys())."""
         return self._read("values", layer, head)
 
     def positions(self, layer: int, head: int) -> np.ndarray:
-        """Original positions of one KV head's slots, ascending (read-only copy)."""
+        """Original positions of one KV head's slots, ascending, int32 (a read-only zero-copy view)."""
         return self._read("positions", layer, head)
 
     def __repr__(self) -> str:

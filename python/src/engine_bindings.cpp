@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "bindings.h"
+#include "cache_views.h"
 #include "interruptible.h"
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/press.h"
@@ -45,14 +46,6 @@ class Busy {
  private:
   std::unique_lock<std::mutex> lock_;
 };
-
-void check_run(const KvCache& cache, int64_t layer, int64_t head) {
-  const KvCacheShape& s = cache.shape();
-  if (layer < 0 || layer >= s.n_layer)
-    throw ParameterError("layer", "`layer` must be in [0, " + std::to_string(s.n_layer) + "), got " + std::to_string(layer));
-  if (head < 0 || head >= s.n_head_kv)
-    throw ParameterError("head", "`head` must be in [0, " + std::to_string(s.n_head_kv) + "), got " + std::to_string(head));
-}
 
 nb::dict timings_dict(const Timings& t) {
   nb::dict d;
@@ -256,33 +249,16 @@ void bind_engine(nb::module_& m) {
            "kv_lengths (n_layer x n_head_kv slots kept), context_tokens, layer_compressions, slots_removed.")
       .def(
           "cache_keys",
-          [](PyEngine& e, int64_t layer, int64_t head) {
-            const KvCache& cache = e.engine->session().cache();
-            check_run(cache, layer, head);
-            const LayerStats none;
-            const LayerView view(e.engine->model(), layer, cache, none);
-            return owned_array(view.keys(head), {static_cast<size_t>(view.length(head)), static_cast<size_t>(view.head_dim_k())});
-          },
-          "layer"_a, "head"_a, "A copy of one KV head's cached keys (post-RoPE) as float32, slots x head_dim_k.")
+          [](PyEngine& e, int64_t layer, int64_t head) { return cache_array(e.engine->model(), e.engine->session().cache(), CachePart::Keys, layer, head); },
+          "layer"_a, "head"_a, cache_array_doc(CachePart::Keys))
       .def(
           "cache_values",
-          [](PyEngine& e, int64_t layer, int64_t head) {
-            const KvCache& cache = e.engine->session().cache();
-            check_run(cache, layer, head);
-            const LayerStats none;
-            const LayerView view(e.engine->model(), layer, cache, none);
-            return owned_array(view.values(head), {static_cast<size_t>(view.length(head)), static_cast<size_t>(view.head_dim_v())});
-          },
-          "layer"_a, "head"_a, "A copy of one KV head's cached values as float32, slots x head_dim_v.")
+          [](PyEngine& e, int64_t layer, int64_t head) { return cache_array(e.engine->model(), e.engine->session().cache(), CachePart::Values, layer, head); },
+          "layer"_a, "head"_a, cache_array_doc(CachePart::Values))
       .def(
           "cache_positions",
-          [](PyEngine& e, int64_t layer, int64_t head) {
-            const KvCache& cache = e.engine->session().cache();
-            check_run(cache, layer, head);
-            const auto pos = cache.positions(layer, head);
-            return owned_array(std::vector<int32_t>(pos.begin(), pos.end()), {pos.size()});
-          },
-          "layer"_a, "head"_a, "A copy of the original positions of one KV head's cached slots (ascending).");
+          [](PyEngine& e, int64_t layer, int64_t head) { return cache_array(e.engine->model(), e.engine->session().cache(), CachePart::Positions, layer, head); },
+          "layer"_a, "head"_a, cache_array_doc(CachePart::Positions));
 }
 
 }  // namespace kvsqueeze::python

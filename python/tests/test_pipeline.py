@@ -76,7 +76,7 @@ def test_cache_arrays(pipe, stories):
         k, v, pos = cache.keys(1, head), cache.values(1, head), cache.positions(1, head)
         n = cache.head_lens(1)[head]
         assert k.shape == (n, model.head_dim_k) and v.shape == (n, model.head_dim_v) and pos.shape == (n,)
-        assert k.dtype == np.float32 and pos.dtype == np.int32
+        assert k.dtype == np.float16 and pos.dtype == np.int32  # zero-copy views of the f16 cache
         assert (np.diff(pos) > 0).all() and np.isfinite(k).all()
         assert not k.flags.writeable
     with pytest.raises(ValueError, match="layer"):

@@ -66,6 +66,9 @@ class KvStorage {
   // A host view of a run's rows, valid until the run changes: host memory lends itself, a device
   // storage stages a host copy.
   virtual KvRun host_run(int64_t layer, int64_t head) const = 0;
+  // host_run's rows with an owner keeping them alive and unchanged (copy on write, kv_run.h);
+  // storages that cannot lend their memory return host_run with a null owner.
+  virtual LentRun lend(int64_t layer, int64_t head) const { return {host_run(layer, head), nullptr}; }
   // Bytes allocated: sum over runs of capacity x (K row + V row + position), plus for KIVI2
   // caches the key groups' parameters and the recent window.
   virtual size_t bytes_held() const = 0;

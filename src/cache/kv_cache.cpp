@@ -151,6 +151,7 @@ void KvCache::append(int64_t layer, int64_t n, const float* k, const float* v, c
 
 Device KvCache::device() const { return storage_->device(); }
 KvRun KvCache::run(int64_t layer, int64_t head) const { return storage_->host_run(layer, head); }
+LentRun KvCache::lend(int64_t layer, int64_t head) const { return storage_->lend(layer, head); }
 int64_t KvCache::length(int64_t layer, int64_t head) const { return storage_->length(layer, head); }
 int64_t KvCache::capacity(int64_t layer, int64_t head) const { return storage_->capacity(layer, head); }
 std::span<const int32_t> KvCache::positions(int64_t layer, int64_t head) const { return storage_->positions(layer, head); }

@@ -124,6 +124,13 @@ void CpuKvStorage::resize(Run& r, int64_t cap) const {
   r = std::move(next);
 }
 
+CpuKvStorage::Run& CpuKvStorage::writable(int64_t layer, int64_t head) {
+  Run& r = at(layer, head);
+  if (r.k.shared() || r.v.shared() || r.pos.shared() || r.k_groups.shared() || r.k_recent.shared() || r.v_recent.shared())
+    resize(r, r.cap);  // fresh buffers holding the same rows; the reader keeps the old ones
+  return r;
+}
+
 void CpuKvStorage::set_capacity(int64_t layer, int64_t head, int64_t cap) { resize(at(layer, head), cap); }
 
 // A key of head_dim_k floats as stored: a channel-pruned run keeps only its channels; a full
@@ -240,7 +247,9 @@ void CpuKvStorage::append(int64_t layer, int64_t n, const float* k, const float*
   const int64_t dk = shape().head_dim_k, dv = shape().head_dim_v, hkv = shape().n_head_kv;
   std::vector<float> k_scratch, v_scratch;
   for (int64_t h = 0; h < hkv; ++h) {
-    Run& r = at(layer, h);
+    // Plain runs only write past their length, which no lent view covers (every operation that
+    // shortens a run copies lent rows first); windowed runs rewrite their window in place.
+    Run& r = windowed() ? writable(layer, h) : at(layer, h);
     take_offset(r, k + h * dk, n, hkv * dk);
     for (int64_t t = 0; t < n; ++t) {
       const float* key = stored_key(r, k + (t * hkv + h) * dk, k_scratch);
@@ -258,7 +267,7 @@ void CpuKvStorage::append(int64_t layer, int64_t n, const float* k, const float*
 }
 
 void CpuKvStorage::compact(int64_t layer, int64_t head, std::span<const int32_t> keep) {
-  Run& r = at(layer, head);
+  Run& r = writable(layer, head);
   if (windowed()) return rebuild(r, read_stored(r), keep);
   const size_t kb = k_row_bytes(r), vb = v_row_bytes();
   int64_t out = 0;
@@ -274,7 +283,7 @@ void CpuKvStorage::compact(int64_t layer, int64_t head, std::span<const int32_t>
 }
 
 void CpuKvStorage::drop_front(int64_t layer, int64_t head, int64_t n) {
-  Run& r = at(layer, head);
+  Run& r = writable(layer, head);
   if (n <= 0) return;
   const int64_t keep = r.len - n;
   if (windowed()) {
@@ -289,7 +298,7 @@ void CpuKvStorage::drop_front(int64_t layer, int64_t head, int64_t n) {
 }
 
 void CpuKvStorage::truncate(int64_t layer, int64_t head, int64_t len) {
-  Run& r = at(layer, head);
+  Run& r = writable(layer, head);
   if (!windowed() || len >= r.recent_first) {
     r.len = len;
     return;
@@ -301,7 +310,7 @@ void CpuKvStorage::truncate(int64_t layer, int64_t head, int64_t len) {
 
 void CpuKvStorage::rewrite_rows(int64_t layer, int64_t head, int64_t first, int64_t n, const float* keys, const float* values,
                                 const int32_t* pos) {
-  Run& r = at(layer, head);
+  Run& r = writable(layer, head);
   std::vector<float> k_scratch, v_scratch;
   if (windowed()) {  // groups are quantized together: rewrite the stored rows, then regroup
     StoredRows rows = read_stored(r);
@@ -364,7 +373,7 @@ void CpuKvStorage::keep_key_channels(int64_t layer, int64_t head, std::span<cons
 }
 
 void CpuKvStorage::assign(int64_t layer, int64_t head, const KvRun& rows) {
-  Run& r = at(layer, head);
+  Run& r = writable(layer, head);
   r.len = 0;
   r.recent_first = 0;
   r.k_offset.assign(rows.k_offset, rows.k_offset ? rows.k_offset + shape().head_dim_k : rows.k_offset);
@@ -419,6 +428,22 @@ KvRun CpuKvStorage::view(const Run& r) const {
 }
 
 KvRun CpuKvStorage::host_run(int64_t layer, int64_t head) const { return view(at(layer, head)); }
+
+LentRun CpuKvStorage::lend(int64_t layer, int64_t head) const {
+  const Run& r = at(layer, head);
+  // The buffers, and copies of the small per-run vectors (the run may replace them in place).
+  struct Owners {
+    std::shared_ptr<const void> k, v, pos, k_groups, k_recent, v_recent;
+    std::vector<int32_t> k_channels;
+    std::vector<float> k_offset;
+  };
+  auto owners = std::make_shared<Owners>(
+      Owners{r.k.share(), r.v.share(), r.pos.share(), r.k_groups.share(), r.k_recent.share(), r.v_recent.share(), r.k_channels, r.k_offset});
+  KvRun rows = view(r);
+  rows.k_channels = owners->k_channels.empty() ? nullptr : owners->k_channels.data();
+  rows.k_offset = owners->k_offset.empty() ? nullptr : owners->k_offset.data();
+  return {rows, std::move(owners)};
+}
 
 size_t CpuKvStorage::bytes_held() const {
   size_t total = 0;

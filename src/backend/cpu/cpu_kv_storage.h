@@ -34,6 +34,7 @@ class CpuKvStorage final : public KvStorage {
   void assign(int64_t layer, int64_t head, const KvRun& rows) override;
 
   KvRun host_run(int64_t layer, int64_t head) const override;
+  LentRun lend(int64_t layer, int64_t head) const override;
   size_t bytes_held() const override;
 
  private:
@@ -63,6 +64,8 @@ class CpuKvStorage final : public KvStorage {
   const float* stored_value(const float* src, std::vector<float>& scratch) const;
   void take_offset(Run& r, const float* k, int64_t n, int64_t stride) const;
   void resize(Run& r, int64_t cap) const;
+  // Before a run's rows are written in place: rows lent to a reader (lend) are copied first.
+  Run& writable(int64_t layer, int64_t head);
   // Windowed runs: append one slot given as stored (k_stride and head_dim_v floats), quantizing
   // the window when it fills; and rebuild a run from stored rows (groups formed anew).
   void push_stored(Run& r, const float* k, const float* v, int32_t pos) const;
