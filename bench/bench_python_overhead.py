@@ -8,7 +8,9 @@ For each context length C (--ctx), the same work three ways, alternating, --repe
             engine's own decode time in that call (timings.decode_ms): wall / native - 1 is what
             the Python layer adds, native / cli - 1 what differs between the two processes' engines
   streaming the same with an on_text callback (a Python call per piece of text, as streaming does)
-The table gives ms per token (median over the rounds) and the overhead vs the CLI (target < 2%).
+The table gives ms per token (median over the rounds) and the overhead vs the CLI (target < 2%), as
+the ratio of the medians and as the median of each round's own ratio (the ways of one round run
+back to back, so a machine that speeds up or slows down between rounds cancels out of the latter).
 Run it on an idle machine: it measures differences of a few percent.
 
 Usage: bench/bench_python_overhead.py [--model M] [--ctx 512,4096] [--n-gen 128] [--threads 2] [--repeat 3]
@@ -85,6 +87,8 @@ def main(argv=None) -> int:
         med = {k: statistics.median(v) for k, v in samples.items()}
         rows.append({"ctx": ctx, "ms_per_token": med, "samples": samples,
                      "python_overhead": med["python"] / med["cli"] - 1.0, "streaming_overhead": med["streaming"] / med["cli"] - 1.0,
+                     "python_paired": statistics.median(p / c - 1.0 for p, c in zip(samples["python"], samples["cli"])),
+                     "streaming_paired": statistics.median(p / c - 1.0 for p, c in zip(samples["streaming"], samples["cli"])),
                      "python_layer": statistics.median(w / n - 1.0 for w, n in zip(samples["python"], samples["python_native"])),
                      "streaming_layer": statistics.median(w / n - 1.0 for w, n in zip(samples["streaming"], samples["streaming_native"]))})
     report = {"cpu": cpu_description(), "model": a.model, "threads": a.threads, "n_gen": a.n_gen, "rows": rows}
@@ -92,12 +96,14 @@ def main(argv=None) -> int:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=1)
     print(f"{report['cpu']}, {a.threads} threads, {os.path.basename(a.model)}, {a.n_gen} tokens, median of {a.repeat}\n")
-    print("| ctx | CLI ms/token | Python ms/token (vs CLI) | its engine's own | Python layer | streaming ms/token (vs CLI) | Python layer |")
-    print("|---|---|---|---|---|---|---|")
+    print("| ctx | CLI ms/token | Python ms/token (vs CLI) | per-round ratio | its engine's own | Python layer | "
+          "streaming ms/token (vs CLI) | per-round ratio | Python layer |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         m = r["ms_per_token"]
-        print(f"| {r['ctx']} | {m['cli']:.2f} | {m['python']:.2f} ({100 * r['python_overhead']:+.1f}%) | {m['python_native']:.2f} | "
-              f"{100 * r['python_layer']:+.2f}% | {m['streaming']:.2f} ({100 * r['streaming_overhead']:+.1f}%) | "
+        print(f"| {r['ctx']} | {m['cli']:.2f} | {m['python']:.2f} ({100 * r['python_overhead']:+.1f}%) | "
+              f"{100 * r['python_paired']:+.1f}% | {m['python_native']:.2f} | {100 * r['python_layer']:+.2f}% | "
+              f"{m['streaming']:.2f} ({100 * r['streaming_overhead']:+.1f}%) | {100 * r['streaming_paired']:+.1f}% | "
               f"{100 * r['streaming_layer']:+.2f}% |")
     return 0
 
