@@ -7,9 +7,11 @@ of the engine's own memory. A view keeps that memory alive: it stays valid and u
 engine compresses, rolls back, moves on to another context or is deleted, because the engine
 writes to a fresh copy of a run while a view of it lives (copy on write). Other cache types
 (bf16, q8_0, q4_0, kivi2, rotated or centred keys) give float32 copies of the decoded rows.
-A KVCache reads from its engine lazily and refuses to read once the engine moved on (a new
-context, a later call), instead of returning another context's data; arrays it gave out before
-stay as they were."""
+A KVCache passed as ``cache=`` holds the compressed context's runs themselves (a snapshot: no
+copy, the engine copies a run before writing it while the snapshot holds it), so it stays readable
+after later calls, like kvpress's cache object. ``LLM.cache`` and ``pipeline.last_cache`` read from
+their engine lazily instead and refuse to read once it moved on (a new context, a later call)
+rather than return another context's data; arrays given out before stay as they were."""
 
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ class KVCache:
     def __init__(self) -> None:
         self._engine = None
         self._epoch = None
+        self._snapshot = None
         self._accounting: dict | None = None
 
-    def _capture(self, engine, epoch) -> None:
+    def _capture(self, engine, epoch, snapshot: bool = False) -> None:
         self._engine, self._epoch = engine, epoch
         self._accounting = engine.accounting()
+        self._snapshot = engine.cache_snapshot() if snapshot else None
 
     def _check(self) -> None:
         if self._engine is None:
@@ -83,10 +87,10 @@ class KVCache:
         return 1.0 - float(lengths.sum()) / full if full else 0.0
 
     def _read(self, what: str, layer: int, head: int) -> np.ndarray:
+        if self._snapshot is not None:
+            return getattr(self._snapshot, what)(layer, head)
         self._check()
-        array = getattr(self._engine, "cache_" + what)(layer, head)
-        array.setflags(write=False)
-        return array
+        return getattr(self._engine, "cache_" + what)(layer, head)
 
     def keys(self, layer: int, head: int) -> np.ndarray:
         """Cached (post-RoPE) keys of one KV head, slots x head_dim_k, read-only: a zero-copy view in the

@@ -73,7 +73,7 @@ class KVPressTextGenerationPipeline:
         self.last_cache = KVCache()
         self.last_cache._capture(engine, engine._kvsq_epoch)
         if cache is not None:
-            cache._capture(engine, engine._kvsq_epoch)
+            cache._capture(engine, engine._kvsq_epoch, snapshot=True)
         answers = [engine.answer(ids, max_tokens=max_new_tokens, temperature=0.0, keep_context=True)["text"]
                    for ids in question_ids]
         return {"answer": answers[0]} if single else {"answers": answers}

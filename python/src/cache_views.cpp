@@ -1,29 +1,25 @@
 #include "cache_views.h"
 
-#include <memory>
+#include <limits>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "kvsqueeze/error.h"
-#include "kvsqueeze/press.h"
+#include "kvsqueeze/kv_run_decode.h"
 
 namespace nb = nanobind;
 
 namespace kvsqueeze::python {
 namespace {
 
-using ReadOnlyArray = nb::ndarray<nb::numpy, nb::ro>;
-
-void check_run(const KvCache& cache, int64_t layer, int64_t head) {
-  const KvCacheShape& s = cache.shape();
-  if (layer < 0 || layer >= s.n_layer)
-    throw ParameterError("layer", "`layer` must be in [0, " + std::to_string(s.n_layer) + "), got " + std::to_string(layer));
-  if (head < 0 || head >= s.n_head_kv)
-    throw ParameterError("head", "`head` must be in [0, " + std::to_string(s.n_head_kv) + "), got " + std::to_string(head));
+void check_run(int64_t n_layer, int64_t n_head_kv, int64_t layer, int64_t head) {
+  if (layer < 0 || layer >= n_layer)
+    throw ParameterError("layer", "`layer` must be in [0, " + std::to_string(n_layer) + "), got " + std::to_string(layer));
+  if (head < 0 || head >= n_head_kv)
+    throw ParameterError("head", "`head` must be in [0, " + std::to_string(n_head_kv) + "), got " + std::to_string(head));
 }
 
-// An array over `data`, alive while `owner` is (the capsule holds it).
+// An array over `data`, alive while `owner` is (the capsule holds it); cols 0: one dimension.
 ReadOnlyArray array_over(const void* data, std::shared_ptr<const void> owner, size_t rows, size_t cols, nb::dlpack::dtype dtype) {
   auto* held = new std::shared_ptr<const void>(std::move(owner));
   nb::capsule capsule(held, [](void* p) noexcept { delete static_cast<std::shared_ptr<const void>*>(p); });
@@ -32,51 +28,69 @@ ReadOnlyArray array_over(const void* data, std::shared_ptr<const void> owner, si
 }
 
 template <class T>
-ReadOnlyArray owned_copy(std::vector<T> data, size_t rows, size_t cols) {
-  auto held = std::make_shared<const std::vector<T>>(std::move(data));
-  return array_over(held->data(), held, rows, cols, nb::dtype<T>());
+ReadOnlyArray array_of(std::shared_ptr<const std::vector<T>> data, size_t rows, size_t cols) {
+  const T* p = data->data();
+  return array_over(p, std::move(data), rows, cols, nb::dtype<T>());
+}
+
+template <class T>
+std::shared_ptr<const std::vector<T>> held(std::vector<T> v) {
+  return std::make_shared<const std::vector<T>>(std::move(v));
 }
 
 constexpr nb::dlpack::dtype kFloat16{static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
 
-// The numpy type of rows stored as `type` exactly as the head's keys or values are: f16 and f32
-// rows that are not rotated, centred, channel-pruned or split by a KIVI2 recent window.
+// Rows stored as `type` exactly as the model's keys or values are, in one block numpy can view.
 bool plain_rows(KvType type, bool transformed, const KvRun& run) {
   return (type == KvType::F16 || type == KvType::F32) && !transformed && run.recent_first == std::numeric_limits<int64_t>::max();
 }
 
+nb::dlpack::dtype float_dtype(KvType type) { return type == KvType::F16 ? kFloat16 : nb::dtype<float>(); }
+
 }  // namespace
 
-ReadOnlyArray cache_array(const Model& model, const KvCache& cache, CachePart part, int64_t layer, int64_t head) {
-  check_run(cache, layer, head);
-  LentRun lent = cache.lend(layer, head);
-  const KvRun& run = lent.rows;
+RunArrays::RunArrays(const KvCache& cache, int64_t layer, int64_t head) {
+  check_run(cache.shape().n_layer, cache.shape().n_head_kv, layer, head);
+  head_dim_k_ = cache.shape().head_dim_k;
+  lent_ = cache.lend(layer, head);
+  if (lent_.owner) return;
+  const KvRun& run = lent_.rows;  // a staged copy, valid only until the run changes: decode it now
+  keys_ = held(run_keys_f32(run, head_dim_k_));
+  values_ = held(run_values_f32(run));
+  positions_ = held(std::vector<int32_t>(run.pos, run.pos + run.len));
+  lent_.rows = KvRun{.len = run.len, .v_stride = run.v_stride};
+}
+
+ReadOnlyArray RunArrays::get(CachePart part) const {
+  const KvRun& run = lent_.rows;
   const auto len = static_cast<size_t>(run.len);
-  if (lent.owner) {  // zero copy
-    switch (part) {
-      case CachePart::Positions: return array_over(run.pos, lent.owner, len, 0, nb::dtype<int32_t>());
-      case CachePart::Keys:
-        if (plain_rows(run.k_type, run.k_rotated || run.k_offset || run.k_channels, run))
-          return array_over(run.k, lent.owner, len, static_cast<size_t>(run.k_stride),
-                            run.k_type == KvType::F16 ? kFloat16 : nb::dtype<float>());
-        break;
-      case CachePart::Values:
-        if (plain_rows(run.v_type, run.v_rotated, run))
-          return array_over(run.v, lent.owner, len, static_cast<size_t>(run.v_stride),
-                            run.v_type == KvType::F16 ? kFloat16 : nb::dtype<float>());
-        break;
-    }
-  }
-  // Decoded (rotated back, offset added, pruned channels as zeros, dequantized) into float32.
-  const LayerStats none;
-  const LayerView view(model, layer, cache, none);
   switch (part) {
-    case CachePart::Keys: return owned_copy(view.keys(head), len, static_cast<size_t>(view.head_dim_k()));
-    case CachePart::Values: return owned_copy(view.values(head), len, static_cast<size_t>(view.head_dim_v()));
-    case CachePart::Positions: break;
+    case CachePart::Positions:
+      if (positions_) return array_of(positions_, len, 0);
+      return array_over(run.pos, lent_.owner, len, 0, nb::dtype<int32_t>());
+    case CachePart::Keys:
+      if (keys_) return array_of(keys_, len, static_cast<size_t>(head_dim_k_));
+      if (plain_rows(run.k_type, run.k_rotated || run.k_offset || run.k_channels, run))
+        return array_over(run.k, lent_.owner, len, static_cast<size_t>(run.k_stride), float_dtype(run.k_type));
+      return array_of(held(run_keys_f32(run, head_dim_k_)), len, static_cast<size_t>(head_dim_k_));
+    case CachePart::Values:
+      if (values_) return array_of(values_, len, static_cast<size_t>(run.v_stride));
+      if (plain_rows(run.v_type, run.v_rotated, run))
+        return array_over(run.v, lent_.owner, len, static_cast<size_t>(run.v_stride), float_dtype(run.v_type));
+      return array_of(held(run_values_f32(run)), len, static_cast<size_t>(run.v_stride));
   }
-  const auto pos = cache.positions(layer, head);
-  return owned_copy(std::vector<int32_t>(pos.begin(), pos.end()), len, 0);
+  return {};
+}
+
+CacheSnapshot::CacheSnapshot(const KvCache& cache) : n_layer_(cache.shape().n_layer), n_head_kv_(cache.shape().n_head_kv) {
+  runs_.reserve(static_cast<size_t>(n_layer_ * n_head_kv_));
+  for (int64_t l = 0; l < n_layer_; ++l)
+    for (int64_t h = 0; h < n_head_kv_; ++h) runs_.emplace_back(cache, l, h);
+}
+
+ReadOnlyArray CacheSnapshot::get(CachePart part, int64_t layer, int64_t head) const {
+  check_run(n_layer_, n_head_kv_, layer, head);
+  return runs_[static_cast<size_t>(layer * n_head_kv_ + head)].get(part);
 }
 
 const char* cache_array_doc(CachePart part) {

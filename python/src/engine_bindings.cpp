@@ -131,6 +131,14 @@ nb::dict run_generation(PyEngine& e, GenerateParams& params, nb::object on_text,
 }  // namespace
 
 void bind_engine(nb::module_& m) {
+  nb::class_<CacheSnapshot>(m, "CacheSnapshot", "The cache's runs at one moment (Engine.cache_snapshot()).")
+      .def("keys", [](const CacheSnapshot& c, int64_t l, int64_t h) { return c.get(CachePart::Keys, l, h); }, "layer"_a, "head"_a,
+           cache_array_doc(CachePart::Keys))
+      .def("values", [](const CacheSnapshot& c, int64_t l, int64_t h) { return c.get(CachePart::Values, l, h); }, "layer"_a,
+           "head"_a, cache_array_doc(CachePart::Values))
+      .def("positions", [](const CacheSnapshot& c, int64_t l, int64_t h) { return c.get(CachePart::Positions, l, h); },
+           "layer"_a, "head"_a, cache_array_doc(CachePart::Positions));
+
   nb::class_<PyEngine>(m, "Engine", nb::dynamic_attr(),
                        "One sequence on a shared Model: a compression plan, a context prefilled (and compressed) once, "
                        "questions answered from it, or plain generation. Use one Engine per thread.")
@@ -249,16 +257,24 @@ void bind_engine(nb::module_& m) {
            "kv_lengths (n_layer x n_head_kv slots kept), context_tokens, layer_compressions, slots_removed.")
       .def(
           "cache_keys",
-          [](PyEngine& e, int64_t layer, int64_t head) { return cache_array(e.engine->model(), e.engine->session().cache(), CachePart::Keys, layer, head); },
+          [](PyEngine& e, int64_t layer, int64_t head) { return RunArrays(e.engine->session().cache(), layer, head).get(CachePart::Keys); },
           "layer"_a, "head"_a, cache_array_doc(CachePart::Keys))
       .def(
           "cache_values",
-          [](PyEngine& e, int64_t layer, int64_t head) { return cache_array(e.engine->model(), e.engine->session().cache(), CachePart::Values, layer, head); },
+          [](PyEngine& e, int64_t layer, int64_t head) { return RunArrays(e.engine->session().cache(), layer, head).get(CachePart::Values); },
           "layer"_a, "head"_a, cache_array_doc(CachePart::Values))
       .def(
           "cache_positions",
-          [](PyEngine& e, int64_t layer, int64_t head) { return cache_array(e.engine->model(), e.engine->session().cache(), CachePart::Positions, layer, head); },
-          "layer"_a, "head"_a, cache_array_doc(CachePart::Positions));
+          [](PyEngine& e, int64_t layer, int64_t head) { return RunArrays(e.engine->session().cache(), layer, head).get(CachePart::Positions); },
+          "layer"_a, "head"_a, cache_array_doc(CachePart::Positions))
+      .def(
+          "cache_snapshot",
+          [](PyEngine& e) {
+            Busy busy(e);
+            return CacheSnapshot(e.engine->session().cache());
+          },
+          "Every run of the cache now, held: its arrays (as cache_keys/cache_values/cache_positions give them) stay "
+          "what they are while the engine goes on, which then writes to copies of the runs this holds.");
 }
 
 }  // namespace kvsqueeze::python

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "bindings.h"
 #include "kvsqueeze/error.h"
@@ -19,6 +20,18 @@ using namespace nb::literals;
 namespace kvsqueeze::python {
 namespace {
 
+// The registry's references to Python press objects: held for the life of the interpreter (an
+// engine may use a press any time) and dropped at its exit (atexit), so that nanobind finds no
+// leaked objects at shutdown; a press used after that is an error, not a dangling pointer.
+std::vector<PyObject*>& held_presses() {
+  static std::vector<PyObject*> held;
+  return held;
+}
+bool& interpreter_exiting() {
+  static bool exiting = false;
+  return exiting;
+}
+
 class PythonScorerPress final : public ScorerPress {
  public:
   // `press` is kept alive by the registry's reference for the life of the process.
@@ -28,6 +41,7 @@ class PythonScorerPress final : public ScorerPress {
 
   LayerScores score(const LayerView& v) override {
     nb::gil_scoped_acquire gil;
+    if (interpreter_exiting()) throw Error("the Python press " + name_ + " was used after the interpreter began to exit");
     const int64_t hkv = v.n_head_kv(), group = v.group(), dk = v.head_dim_k(), dv = v.head_dim_v();
     const auto& probs = v.stats.attention;
     LayerScores out(static_cast<size_t>(hkv));
@@ -87,11 +101,17 @@ void bind_python_presses(nb::module_& m) {
         const StatsRequest needs{.window_queries = window_queries, .column_sums = column_sums};
         PyObject* held = press.ptr();
         register_external_press({.name = name, .doc = doc}, [held, name, needs] { return std::make_unique<PythonScorerPress>(held, name, needs); });
-        press.inc_ref();  // the registry's reference, never dropped: the press outlives every engine that may use it
+        press.inc_ref();  // the registry's reference: the press outlives every engine that may use it
+        held_presses().push_back(held);
       },
       "press"_a, "name"_a, "doc"_a, "window_queries"_a, "column_sums"_a,
       "Registers a kvsqueeze.ScorerPress object under `name`, for use in press expressions (ScorerPress.expression() "
       "calls it once per object).");
+  nb::module_::import_("atexit").attr("register")(nb::cpp_function([] {
+    interpreter_exiting() = true;
+    for (PyObject* press : held_presses()) Py_DECREF(press);
+    held_presses().clear();
+  }));
 }
 
 }  // namespace kvsqueeze::python

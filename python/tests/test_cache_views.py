@@ -43,10 +43,10 @@ def test_views_are_the_cache_memory(model):
     assert engine.cache_keys(0, 1).shape == (len(engine.context_ids(CONTEXT)), model.head_dim_k)
 
 
-def answered(model):
+def answered(model, **engine_args):
     """An engine whose runs already have room for a question and its answer (the first answer grows
     them), so that later answers write into the same memory."""
-    engine = prefilled(model)
+    engine = prefilled(model, **engine_args)
     engine.answer(engine.question_ids(CONTEXT, "\nWho baked bread?"), max_tokens=4)
     return engine
 
@@ -93,3 +93,23 @@ def test_other_types_are_decoded_copies(model):
     assert not np.shares_memory(k, bf16.cache_keys(0, 0))
     np.testing.assert_allclose(k, f32.cache_keys(0, 0), rtol=8e-3, atol=1e-6)
     assert np.shares_memory(bf16.cache_positions(0, 0), bf16.cache_positions(0, 0))
+
+
+def test_snapshot_holds_every_run(model):
+    for kv_type in ("f16", "bf16"):  # views, and copies decoded from the held runs when asked
+        engine = answered(model, kv_type=kv_type)
+        snapshot = engine.cache_snapshot()
+        runs = [(layer, head) for layer in range(model.n_layer) for head in range(model.n_head_kv)]
+        saved = [(engine.cache_keys(*r), engine.cache_values(*r), engine.cache_positions(*r)) for r in runs]
+        saved = [tuple(a.copy() for a in arrays) for arrays in saved]
+        engine.answer(engine.question_ids(CONTEXT, "\nWho?"), max_tokens=2)
+        engine.set_plan("knorm", 0.5)
+        engine.prefill_context(engine.context_ids(CONTEXT + " The end."))
+        del engine
+        gc.collect()
+        for r, (k, v, p) in zip(runs, saved):
+            np.testing.assert_array_equal(snapshot.keys(*r), k)
+            np.testing.assert_array_equal(snapshot.values(*r), v)
+            np.testing.assert_array_equal(snapshot.positions(*r), p)
+        with pytest.raises(ValueError, match="head"):
+            snapshot.keys(0, model.n_head_kv)

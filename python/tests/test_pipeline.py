@@ -81,9 +81,11 @@ def test_cache_arrays(pipe, stories):
         assert not k.flags.writeable
     with pytest.raises(ValueError, match="layer"):
         cache.keys(model.n_layer, 0)
+    before, last = cache.keys(0, 0).copy(), pipe.last_cache
     pipe(CONTEXT, question="\nWho?", max_new_tokens=2)  # the engine moves on
-    with pytest.raises(RuntimeError, match="moved on"):
-        cache.keys(0, 0)
+    np.testing.assert_array_equal(cache.keys(0, 0), before)  # a cache= object holds its context's runs
+    with pytest.raises(RuntimeError, match="moved on"):  # last_cache reads from the engine lazily
+        last.keys(0, 0)
 
 
 def test_pipeline_argument_errors(pipe, stories):

@@ -20,13 +20,16 @@ print(f"{pipe.model.n_layer} layers x {pipe.model.n_head_kv} KV heads; {len(pipe
 # %% [markdown]
 # The same question from the full cache and from caches compressed by two presses at 0.5 (half
 # the slots removed). `KVCache()` passed as `cache=` (kvpress's argument) reads back what the
-# compressed context holds: bytes really allocated vs an uncompressed f16 cache.
+# compressed context holds: bytes really allocated (room reserved for the question and the answer
+# included) vs an uncompressed f16 cache of the context. The answers are the model's own, right or
+# wrong: a 0.5B model, greedy decoding.
 
 # %%
 for press in [None, SnapKVPress(compression_ratio=0.5), ExpectedAttentionPress(compression_ratio=0.5)]:
     cache = KVCache()
     answer = pipe(context, question=question, press=press, cache=cache, max_new_tokens=24)["answer"]
-    print(f"{type(press).__name__:24s} {cache.kv_bytes_held / 2**20:5.1f} of {cache.kv_bytes_full / 2**20:.1f} MiB  {answer!r}")
+    name = type(press).__name__ if press else "no press"
+    print(f"{name:24s} {cache.kv_bytes_held / 2**20:5.1f} of {cache.kv_bytes_full / 2**20:.1f} MiB  {answer!r}")
 
 # %% [markdown]
 # Several questions about one compressed context: the context is prefilled and compressed once,
