@@ -23,7 +23,7 @@ Usage:
                                [--baseline OLD/kvsqueeze]
                                [--skip-kvsqueeze | --skip-llamacpp]
                                [--wait-idle 60] [--max-foreign-load 0.25] [--retry-contended 2]
-                               [--json OUT.json] [--markdown OUT.md]
+                               [--bandwidth] [--json OUT.json] [--markdown OUT.md]
 
 The machine is shared: before every measurement the script waits (up to --wait-idle
 seconds) until the CPU time used by other processes drops below --max-foreign-load
@@ -31,6 +31,13 @@ cores; it records the foreign load seen *during* each measurement (from /proc/st
 the child's own CPU time) and re-measures a contended one up to --retry-contended times
 (keeping the least contended). Medians that still include a contended sample are
 flagged with '*'.
+
+--bandwidth adds the decode report: kvsqueeze measures the machine's read bandwidth in each of its
+runs (`kvsqueeze bench --bandwidth`) and the bytes a decoded token reads at each depth (every weight
+once, the LM head included, one embedding row, plus the f16 K/V in use); bound = bandwidth / bytes,
+and both engines' decode speeds are given as a share of it. llama.cpp reads the same GGUF and, at
+the same depth, the same f16 K/V (for Gemma 3 it too keeps only the window of sliding layers), so
+the same bound applies to it.
 
 --baseline OLD/kvsqueeze puts an earlier kvsqueeze build in llama.cpp's place (same commands
 as kvsqueeze, alternating the same way): a before/after comparison in one run, the ratio
@@ -193,9 +200,9 @@ def run_llamacpp(cmd: list[str], a) -> tuple[dict, dict, list[dict]]:
     return out, info, raw
 
 
-def kvsqueeze_cmd(binary: str, model: str, a, ctxs: list[int]) -> list[str]:
+def kvsqueeze_cmd(binary: str, model: str, a, ctxs: list[int], bandwidth: bool = False) -> list[str]:
     return [binary, "bench", "-m", model, "--ctx", ",".join(str(c) for c in ctxs), "-n", str(a.n_gen),
-            "--threads", str(a.threads), "--json"]
+            "--threads", str(a.threads), "--json"] + (["--bandwidth"] if bandwidth else [])
 
 
 def run_kvsqueeze(cmd: list[str], a) -> tuple[dict, dict, dict]:
@@ -353,7 +360,31 @@ def markdown(report: dict) -> str:
               "spread = (max - min) / median over the rounds; `*` = at least one round ran while other "
               "processes used more than "
               f"{meta['max_foreign_load']} cores (after retries). Ratio > 1 means kvsqueeze is faster."]
+    bound_rows = decode_bound_rows(report["models"])
+    if bound_rows:
+        parts += ["", "Decode against the memory-bandwidth bound (`--bandwidth`): bound = read bandwidth / bytes read per "
+                  "token (weights + f16 K/V in use), medians over the rounds.", "",
+                  "| " + " | ".join(BOUND_HEADER) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 6) + "|"]
+        parts += ["| " + " | ".join(r) + " |" for r in bound_rows]
     return "\n".join(parts) + "\n"
+
+
+BOUND_HEADER = ["model", "test", "MB/token", "GB/s", "bound tok/s", "llama.cpp tok/s", "llama.cpp % of bound", "kvsqueeze % of bound"]
+
+
+def decode_bound_rows(results: list[dict]) -> list[list[str]]:
+    rows = []
+    for m in results:
+        for t in m["tests"]:
+            b = t.get("bound")
+            if not b:
+                continue
+            l, k = t["llamacpp"], t["kvsqueeze"]
+            rows.append([m["name"], t["test"], f"{b['bytes_per_token'] / 1e6:.1f}", f"{b['gb_per_s']:.1f}",
+                         fmt(b["bound_tok_s"]), fmt(l["median"]) if l else "-",
+                         f"{100 * l['median'] / b['bound_tok_s']:.0f}%" if l else "-",
+                         f"{100 * k['median'] / b['bound_tok_s']:.0f}%" if k else "-"])
+    return rows
 
 
 def summarise(samples: list[float], loads: list[float | None], threshold: float) -> dict | None:
@@ -397,6 +428,8 @@ def parse_args(argv):
     p.add_argument("--retry-contended", type=int, default=2,
                    help="re-measure a run that was contended up to this many times (keeps the least contended)")
     p.add_argument("--timeout", type=float, default=900.0, help="per-command timeout in seconds")
+    p.add_argument("--bandwidth", action="store_true",
+                   help="measure the read bandwidth and report decode speeds as a share of the memory bound")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--markdown", metavar="OUT", help="write the table as Markdown")
     a = p.parse_args(argv)
@@ -519,6 +552,7 @@ def main(argv=None) -> int:
             samples = {e: {t: [] for t in tests} for e in ("llamacpp", "kvsqueeze")}
             loads = {e: {t: [] for t in tests} for e in ("llamacpp", "kvsqueeze")}
             raw = {"llamacpp": [], "kvsqueeze": []}
+            bounds = {t: [] for t in tests}  # per decode test: (bytes per token, GB/s, bound tok/s) per round
             for rnd in range(a.repeat):
                 order = ["kvsqueeze", "llamacpp"] if rnd % 2 == 0 else ["llamacpp", "kvsqueeze"]
                 for ctx in a.ctx:
@@ -531,9 +565,14 @@ def main(argv=None) -> int:
                         else:
                             if a.skip_kvsqueeze:
                                 continue
-                            units = [kvsqueeze_cmd(kvsq, model, a, [ctx])]
+                            units = [kvsqueeze_cmd(kvsq, model, a, [ctx], a.bandwidth)]
                         for cmd in units:
                             res, info, rec = measure(engine, cmd, a, f"{name}: round {rnd + 1}/{a.repeat}: ctx {ctx}")
+                            if engine == "kvsqueeze" and a.bandwidth:
+                                for r in rec["results"]:
+                                    bounds[f"tg{int(r['decode_tokens'])} @ d{int(r['ctx'])}"].append(
+                                        (r["weight_bytes_per_token"] + r["kv_bytes_per_token"], rec["bandwidth"]["gb_per_s"],
+                                         r["bound_tok_s"]))
                             raw[engine].append({"round": rnd + 1, "cmd": shlex.join(cmd), "load": info, "records": rec})
                             for t, v in res.items():
                                 if t in samples[engine]:
@@ -549,6 +588,10 @@ def main(argv=None) -> int:
                 k = summarise(samples["kvsqueeze"][t], loads["kvsqueeze"][t], a.max_foreign_load)
                 ratio = round(k["median"] / l["median"], 3) if l and k and l["median"] > 0 else None
                 entry["tests"].append({"test": t, "llamacpp": l, "kvsqueeze": k, "ratio": ratio})
+                if bounds[t]:
+                    entry["tests"][-1]["bound"] = {"bytes_per_token": statistics.median(b[0] for b in bounds[t]),
+                                                   "gb_per_s": statistics.median(b[1] for b in bounds[t]),
+                                                   "bound_tok_s": statistics.median(b[2] for b in bounds[t])}
             report["models"].append(entry)
     except BenchError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -561,6 +604,8 @@ def main(argv=None) -> int:
     print(f"{meta['cpu']}; {a.threads} threads; median of {a.repeat} rounds")
     print(f"llama.cpp: {meta['llamacpp_version']}")
     print(text_table(table_rows(report["models"])))
+    for r in decode_bound_rows(report["models"]):
+        print(f"{r[0]} {r[1]}: {r[2]} MB/token at {r[3]} GB/s -> bound {r[4]} tok/s; llama.cpp {r[6]}, kvsqueeze {r[7]} of it")
     if any(t[x] and t[x]["contended"] for m in report["models"] for t in m["tests"] for x in ("llamacpp", "kvsqueeze")):
         print(f"* at least one round ran while other processes used > {a.max_foreign_load} cores")
     if a.json:

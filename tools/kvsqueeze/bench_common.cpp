@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "kvsqueeze/error.h"
+#include "kvsqueeze/model.h"
 
 namespace kvsqueeze::cli {
 
@@ -59,6 +60,19 @@ size_t current_rss_bytes() {
   while (std::getline(status, line))
     if (line.rfind("VmRSS:", 0) == 0) return static_cast<size_t>(std::stoull(line.substr(6))) * 1024;
   return 0;
+}
+
+size_t weight_bytes_per_token(const Model& model) {
+  size_t total = 0;
+  for (const auto& t : model.gguf().tensors()) {
+    if (t.name != "token_embd.weight") {
+      total += t.n_bytes;
+      continue;
+    }
+    total += t.n_rows() > 0 ? t.n_bytes / static_cast<size_t>(t.n_rows()) : 0;  // the token's row
+    if (model.config().tied_embeddings) total += t.n_bytes;                     // and the LM head
+  }
+  return total;
 }
 
 }  // namespace kvsqueeze::cli

@@ -5,6 +5,10 @@
 //           each ratio then runs in a fresh process that loads the cache, compresses it with
 //           --press (default streaming_llm: 4 sinks + the most recent slots), frees the slack
 //           and decodes, so its decode time, bytes held and peak RSS belong to that ratio alone.
+//   Bandwidth: bench -m M --ctx 512,4096 --bandwidth
+//           the speed run, plus the machine's read bandwidth (1 thread and --threads) and, per
+//           context, the bytes a decoded token reads (weights + the K/V in use), the decode speed
+//           that bandwidth allows, and the share of it reached.
 //   Press time: bench -m M --ctx 8192 --press knorm,snapkv,tova --ratio 0.5 --press-time
 //           each press: the same context prefilled without and with the press; overhead and
 //           time inside the press's calls (bench_press_time.cpp). --dump-ids FILE writes the
@@ -20,6 +24,7 @@
 #include "commands.h"
 #include "device_flag.h"
 #include "kv_type_flags.h"
+#include "kvsqueeze/bandwidth.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
@@ -42,6 +47,7 @@ struct BenchArgs {
   SessionOptions kv;  // the cache types and transforms of kv_types, resolved by run()
   bool json = false;
   bool press_time = false, press_given = false;
+  bool bandwidth = false;
   PressTimeArgs pt;  // --press-time only options
 };
 
@@ -76,9 +82,21 @@ SessionOptions session_options(const BenchArgs& a, int64_t ctx_size) {
   return so;
 }
 
+// The machine's read bandwidth with one thread and with the kernels' threads (--bandwidth).
+nlohmann::json probe_bandwidth(bool print) {
+  const ReadBandwidth one = measure_read_bandwidth(size_t{1} << 30, 1), all = measure_read_bandwidth(size_t{1} << 30, kernels_threads());
+  if (print)
+    std::printf("read bandwidth  %.1f GB/s with 1 thread, %.1f GB/s with %d (fastest of %d passes over %.0f MiB)\n", one.gb_per_s,
+                all.gb_per_s, all.threads, all.passes, all.bytes / 1048576.0);
+  return {{"bytes", all.bytes}, {"passes", all.passes}, {"gb_per_s_1_thread", one.gb_per_s}, {"threads", all.threads},
+          {"gb_per_s", all.gb_per_s}};
+}
+
 int run_speed(const BenchArgs& a, const Model& model) {
   const ModelConfig& cfg = model.config();
   nlohmann::json results = nlohmann::json::array();
+  const nlohmann::json bandwidth = a.bandwidth ? probe_bandwidth(!a.json) : nlohmann::json();
+  const size_t weight_bytes = weight_bytes_per_token(model);
   for (int64_t ctx : parse_int_list(a.ctx_list, "--ctx")) {
     check_context(cfg, ctx, a.n_decode, ctx + a.n_decode);
     Engine engine(model, session_options(a, ctx + a.n_decode));
@@ -86,6 +104,7 @@ int run_speed(const BenchArgs& a, const Model& model) {
     GenerateParams greedy;
     greedy.max_tokens = a.n_decode;
     greedy.ignore_eos = true;  // a fixed number of decode steps
+    const size_t kv_before = engine.accounting().kv_bytes_used;
     const double decode_ms = engine.generate({}, greedy).timings.decode_ms;
     const Accounting held = engine.accounting();
     nlohmann::json r = {{"ctx", ctx},
@@ -97,15 +116,29 @@ int run_speed(const BenchArgs& a, const Model& model) {
                         {"kv_bytes_held", held.kv_bytes_held},
                         {"kv_bytes_full", held.kv_bytes_full},
                         {"peak_rss_bytes", peak_rss_bytes()}};
+    if (a.bandwidth) {  // the K/V a step reads: what the cache uses, averaged over the decoded steps
+      const double per_token = static_cast<double>(weight_bytes) + (kv_before + held.kv_bytes_used) / 2.0;
+      const double bound = bandwidth["gb_per_s"].get<double>() * 1e9 / per_token;
+      r["weight_bytes_per_token"] = weight_bytes;
+      r["kv_bytes_per_token"] = (kv_before + held.kv_bytes_used) / 2.0;
+      r["bound_tok_s"] = bound;
+      r["pct_of_bound"] = 100.0 * r["decode_tok_s"].get<double>() / bound;
+    }
     results.push_back(r);
     if (!a.json)
       std::printf("ctx %6lld  prefill %8.1f tok/s  decode %7.2f tok/s (%.2f ms/token)  kv held %.1f MiB\n", (long long)ctx,
                   r["prefill_tok_s"].get<double>(), r["decode_tok_s"].get<double>(), decode_ms / a.n_decode,
                   held.kv_bytes_held / 1048576.0);
+    if (!a.json && a.bandwidth)
+      std::printf("            reads %.1f MB/token (weights %.1f + K/V %.1f): bound %.1f tok/s, %.0f%% of it reached\n",
+                  (r["weight_bytes_per_token"].get<double>() + r["kv_bytes_per_token"].get<double>()) / 1e6,
+                  r["weight_bytes_per_token"].get<double>() / 1e6, r["kv_bytes_per_token"].get<double>() / 1e6,
+                  r["bound_tok_s"].get<double>(), r["pct_of_bound"].get<double>());
   }
   if (a.json) {
     nlohmann::json j = {{"model", a.model},     {"threads", kernels_threads()}, {"kernels", kernels_isa()},
                         {"kv_type", kv_label(a.kv)}, {"results", results}};
+    if (a.bandwidth) j["bandwidth"] = bandwidth;
     std::cout << j.dump() << "\n";
   }
   return 0;
@@ -238,6 +271,8 @@ int run(BenchArgs a) {
     throw Error("--press-opt, --prompt-file, --random-ids, --dump-ids, --repeat and --wait-idle belong to --press-time");
   auto model = Model::load(a.model);
   set_kernels_threads(a.threads);
+  if (a.bandwidth && (a.press_time || !a.ratio_list.empty()))
+    throw Error("--bandwidth goes with the speed benchmark, not with --ratio or --press-time");
   if (a.press_time) return press_time(a, *model);
   if (!a.worker_cache.empty()) return run_worker(a, *model);
   if (!a.ratio_list.empty()) return run_memory(a, *model);
@@ -266,6 +301,9 @@ Runner add_bench(CLI::App& app) {
   sub->add_option("--worker-cache", a->worker_cache, "(internal) measure one ratio on a saved cache")->group("");
   sub->add_option("--worker-ratio", a->worker_ratio, "(internal)")->group("");
   sub->add_flag("--json", a->json, "Print one JSON object");
+  sub->add_flag("--bandwidth", a->bandwidth,
+                "Also measure the machine's read bandwidth and, per context, the decode speed it allows (bytes read per "
+                "token: weights + K/V) and the share of it reached");
   sub->add_flag("--press-time", a->press_time,
                 "Per press: prefill time without and with the press (statistics, scoring, compaction), one --ctx and --ratio");
   sub->add_option("--press-opt", a->pt.press_opts, "(--press-time) KEY=VALUE press option, repeatable (as in generate)");
