@@ -67,7 +67,7 @@ CACHE = os.environ.get("KVSQ_CACHE") or os.path.join(os.path.expanduser("~"), ".
 DEFAULT_MODEL = os.path.join(CACHE, "models", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 DEFAULT_LLAMACPP_BIN = os.environ.get("LLAMACPP_BIN") or os.path.join(CACHE, "llama.cpp", "build", "bin")
 SYNTH_SCRIPT = os.path.join(REPO, "scripts", "synth", "make_synthetic_gguf.py")
-SYNTH_PYTHON = "/tmp/refenv/bin/python"
+SYNTH_PYTHON = os.environ.get("KVSQ_PYTHON") or os.path.join(CACHE, "venv", "bin", "python")  # scripts/setup.sh makes it (gguf, numpy)
 SYNTH_MODEL = os.path.join(CACHE, "models", "synth-qwen2.5-0.5b-mixed.gguf")
 SYNTH_ARGS = ["--arch", "qwen2", "--shape", "qwen2.5-0.5b", "--type", "mixed", "--seed", "0"]
 
@@ -532,7 +532,7 @@ def main(argv=None) -> int:
         "command": shlex.join(["bench/bench_speed.py", *(argv if argv is not None else sys.argv[1:])]),
         "llamacpp_cmds": [shlex.join(["llama-bench", *c[1:]]).replace(shlex.quote(models[0]), "MODEL")
                           for ctx in a.ctx for c in llamacpp_unit_cmds("llama-bench", models[0], a, ctx)],
-        "kvsqueeze_cmd": " ; ".join(shlex.join(["build/kvsqueeze", *kvsqueeze_cmd(kvsq, models[0], a, [c])[1:]])
+        "kvsqueeze_cmd": " ; ".join(shlex.join(["build/kvsqueeze", *kvsqueeze_cmd(kvsq, models[0], a, [c], a.bandwidth)[1:]])
                                     .replace(shlex.quote(models[0]), "MODEL") for c in a.ctx),
     }
     if a.baseline:
