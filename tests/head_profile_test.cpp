@@ -345,6 +345,52 @@ TEST_F(HeadProfileStories, GateCountsMatchTheAnswers) {
   }
 }
 
+// An interrupted profile resumes from its checkpoint: finished runs are read back, not run again,
+// and the profile is the same; a torn last line (an interrupted append) is run again; a run of
+// other settings is not taken.
+TEST_F(HeadProfileStories, ResumesFromItsCheckpoint) {
+  profile::ProfileOptions o = stories_options();
+  o.gate = "none";
+  o.lengths = {384};
+  const nlohmann::json plain = profile::profile_heads(*model_, o);
+  o.checkpoint = test_paths::scratch_dir() + "/" + test_paths::process_tag() + "profile.partial.jsonl";
+  std::filesystem::remove(o.checkpoint);
+  nlohmann::json first = profile::profile_heads(*model_, o);
+  const int64_t runs = first.at("_meta").at("runs").get<int64_t>();
+  EXPECT_EQ(first.at("_meta").at("resumed_runs"), 0);
+  // Tear one run's line in half (an interrupted append): a run whose key no other run shares (on this
+  // small model several depths can give the same prompt, hence the same key).
+  std::ifstream in(o.checkpoint);
+  std::vector<std::string> lines, keys;
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(line);
+    keys.push_back(nlohmann::json::parse(line).at("key").get<std::string>());
+  }
+  ASSERT_EQ(static_cast<int64_t>(lines.size()), runs);
+  in.close();
+  size_t torn = lines.size();
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (std::count(keys.begin(), keys.end(), keys[i]) == 1) torn = i;
+  ASSERT_LT(torn, lines.size());
+  {
+    std::ofstream out(o.checkpoint, std::ios::trunc);
+    for (size_t i = 0; i < lines.size(); ++i)
+      if (i != torn) out << lines[i] << "\n";
+    out << lines[torn].substr(0, lines[torn].size() / 2);
+  }
+  nlohmann::json resumed = profile::profile_heads(*model_, o);
+  EXPECT_EQ(resumed.at("_meta").at("resumed_runs"), runs - 1);
+  for (auto* j : {&first, &resumed}) j->at("_meta").erase("resumed_runs");
+  nlohmann::json expected = plain;
+  expected.at("_meta").erase("resumed_runs");
+  EXPECT_EQ(first, expected);
+  EXPECT_EQ(resumed, expected);
+  // Other settings (top_k) make other keys: nothing is taken.
+  o.top_k = 5;
+  EXPECT_EQ(profile::profile_heads(*model_, o).at("_meta").at("resumed_runs"), 0);
+  std::filesystem::remove(o.checkpoint);
+}
+
 TEST_F(HeadProfileStories, GateRejectsWrongAnswers) {
   // A reference no answer can match exactly: F1 = 1 is never reached, every run is rejected.
   profile::ProfileOptions o = stories_options();

@@ -116,6 +116,9 @@ struct ProfileOptions {
   bool chat = true;
   SessionOptions session;       // ctx_size 0: just enough for the longest prompt and its answer
   bool progress = true;         // a progress bar on stderr
+  // A JSONL file of finished runs, so that an interrupted profile resumes: runs found there (same
+  // model, prompt and settings) are not run again, each new run is appended as it finishes. "": none.
+  std::string checkpoint;
 };
 std::vector<double> default_depths();
 // Checks every option (and reads the needles and haystack); throws kvsqueeze::Error naming the bad one.

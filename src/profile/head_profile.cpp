@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "cache/hash64.h"
 #include "eval/task_text.h"
 #include "kvsqueeze/cache_file.h"
 #include "kvsqueeze/engine.h"
@@ -176,6 +177,47 @@ void validate(const ProfileOptions& o) {
   if (o.session.ctx_size < 0) throw Error("context size must be >= 0, got " + std::to_string(o.session.ctx_size));
 }
 
+// What identifies a run in a checkpoint: the model, the prompt's tokens and needle span, and every
+// setting that changes a run's result (not `metric`: every metric is stored).
+std::string run_key(const Model& model, const ProfileOptions& o, const Needle& needle, const RunSpec& s) {
+  Hash64 h;
+  h.update(s.prompt.ids.data(), s.prompt.ids.size() * sizeof(int32_t));
+  const nlohmann::json key = {{"model", fingerprint_hex(model.fingerprint())}, {"prompt", h.digest()},
+                              {"needle_span", {s.prompt.needle.begin, s.prompt.needle.end}},
+                              {"answer", needle.answer}, {"top_k", o.top_k}, {"gate", o.gate},
+                              {"gate_threshold", o.gate_threshold}, {"decode_steps", o.decode_steps},
+                              {"max_new_tokens", o.max_new_tokens}, {"k_type", kv_type_name(o.session.kv_type_k)},
+                              {"v_type", kv_type_name(o.session.kv_type_v)}};
+  return key.dump();
+}
+
+// The finished runs of a checkpoint file by key (a missing file: none; a torn last line, as an
+// interrupted append leaves it, is skipped).
+std::map<std::string, RunResult> read_checkpoint(const std::string& path) {
+  std::map<std::string, RunResult> done;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("key") || !j.contains("values")) continue;
+    RunResult r;
+    r.values = j["values"].get<std::vector<std::vector<double>>>();
+    r.answer = j.value("answer", "");
+    r.gate = j.value("gate_score", 0.0);
+    r.accepted = j.value("accepted", false);
+    done[j["key"].get<std::string>()] = std::move(r);
+  }
+  return done;
+}
+
+void append_checkpoint(const std::string& path, const std::string& key, const RunResult& r) {
+  std::ofstream out(path, std::ios::app);
+  out << nlohmann::json{{"key", key}, {"values", r.values}, {"answer", r.answer}, {"gate_score", r.gate}, {"accepted", r.accepted}}.dump()
+      << "\n";
+  out.flush();
+  if (!out) throw Error("cannot append to the checkpoint '" + path + "'");
+}
+
 nlohmann::json profile_heads(const Model& model, const ProfileOptions& options) {
   validate(options);
   const ModelConfig& cfg = model.config();
@@ -213,8 +255,18 @@ nlohmann::json profile_heads(const Model& model, const ProfileOptions& options) 
   int64_t accepted = 0;
   std::unique_ptr<eval::Progress> progress;
   if (options.progress) progress = std::make_unique<eval::Progress>("profile-heads", static_cast<int64_t>(specs.size()));
+  const std::map<std::string, RunResult> done =
+      options.checkpoint.empty() ? std::map<std::string, RunResult>() : read_checkpoint(options.checkpoint);
+  int64_t resumed = 0;
   for (const RunSpec& s : specs) {
-    const RunResult r = run_one(model, options, needles[s.needle], s.prompt, ctx_size);
+    const std::string key = options.checkpoint.empty() ? std::string() : run_key(model, options, needles[s.needle], s);
+    const auto found = done.find(key);
+    const bool reuse = found != done.end() && found->second.values.size() == names.size() &&
+                       std::all_of(found->second.values.begin(), found->second.values.end(),
+                                   [&](const std::vector<double>& v) { return v.size() == static_cast<size_t>(n_heads); });
+    const RunResult r = reuse ? found->second : run_one(model, options, needles[s.needle], s.prompt, ctx_size);
+    if (reuse) ++resumed;
+    else if (!options.checkpoint.empty()) append_checkpoint(options.checkpoint, key, r);
     runs.push_back({{"needle", s.needle},
                     {"length", s.length},
                     {"depth", s.depth},
@@ -288,6 +340,7 @@ nlohmann::json profile_heads(const Model& model, const ProfileOptions& options) 
                   {"n_head", cfg.n_head},
                   {"n_head_kv", cfg.n_head_kv},
                   {"runs", total},
+                  {"resumed_runs", resumed},
                   {"accepted", accepted},
                   {"rejected", total - accepted},
                   {"metrics", names},

@@ -104,9 +104,17 @@ int run(ProfileArgs& a) {
   if (model->config().n_head_kv < 1 || model->config().n_head % model->config().n_head_kv != 0)
     throw Error("model '" + a.model + "' has " + std::to_string(model->config().n_head) + " query heads, not a multiple of its " +
                 std::to_string(model->config().n_head_kv) + " KV heads");
+  const fs::path parent = fs::path(a.out).parent_path();
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  if (ec) throw Error("cannot create the folder of '" + a.out + "': " + ec.message());
+  o.checkpoint = a.out + ".partial.jsonl";  // finished runs, so that an interrupted profile resumes
   const nlohmann::json profile = profile::profile_heads(*model, o);
   const auto& meta = profile.at("_meta");
   for (const auto& f : profile::write_head_profile(profile, a.out)) std::fprintf(stderr, "[profile-heads] wrote %s\n", f.c_str());
+  if (meta.at("resumed_runs").get<int64_t>() > 0)
+    std::fprintf(stderr, "[profile-heads] %lld runs taken from %s\n", static_cast<long long>(meta.at("resumed_runs").get<int64_t>()),
+                 o.checkpoint.c_str());
+  fs::remove(o.checkpoint, ec);
   std::fprintf(stderr, "[profile-heads] %lld of %lld runs accepted by the gate\n",
                static_cast<long long>(meta.at("accepted").get<int64_t>()), static_cast<long long>(meta.at("runs").get<int64_t>()));
   return 0;
@@ -130,7 +138,10 @@ Runner add_profile_heads(CLI::App& app) {
       "HeadKV's retrieval scores over the answer's steps.\n"
       "Output: \"L-H\" keys (0-based layer and query head) hold the --metric of every accepted run; \"_all\" holds every\n"
       "metric, \"_kv_heads\" the mean of each KV head's query heads, \"_runs\" each run's answer and gate score, and\n"
-      "\"_meta\" the model, its hash, the gate and all settings. A heat map of the mean x100 goes to HEADS.png/.svg.");
+      "\"_meta\" the model, its hash, the gate and all settings. A heat map of the mean x100 goes to HEADS.png/.svg.\n"
+      "Each finished run is appended to HEADS.json.partial.jsonl; run again after an interruption, the same command\n"
+      "takes the runs found there (same model, prompt and settings) and runs only the rest; the file goes once\n"
+      "HEADS.json is written.");
   sub->add_option("-m,--model", a->model, "GGUF model file")->required();
   sub->add_option("-o,--output", a->out, "Output JSON file (written atomically; the heat map goes next to it)")->required();
   sub->add_option("--lengths", a->lengths, "Context lengths in tokens: a list (1024,2048) or MIN:MAX:N (linspace) [2048]");
