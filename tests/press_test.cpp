@@ -239,10 +239,13 @@ TEST(Presses, ObservedAttentionIsTheSameWithChunkedPrefill) {
     const double want = (cols[2][static_cast<size_t>(i)] + cols[3][static_cast<size_t>(i)]) / 2 / static_cast<double>(len - i);
     EXPECT_NEAR(whole.scores[4][1][static_cast<size_t>(i)], want, 1e-6);
   }
+  // Chunks of 7 tokens take other kernel tiles than the whole prompt, so sums run in another order
+  // and float32 rounding differs through the layers: up to 2.9e-6 on scores ~0.5 with the AVX-512
+  // kernels (under 2e-6 with AVX2). 1e-5 still catches any real difference in the column sums.
   for (size_t l = 0; l < whole.scores.size(); ++l)
     for (size_t h = 0; h < whole.scores[l].size(); ++h) {
       for (int64_t i = 0; i < len; ++i)
-        EXPECT_NEAR(whole.scores[l][h][static_cast<size_t>(i)], chunked.scores[l][h][static_cast<size_t>(i)], 2e-6);
+        EXPECT_NEAR(whole.scores[l][h][static_cast<size_t>(i)], chunked.scores[l][h][static_cast<size_t>(i)], 1e-5);
       EXPECT_EQ(whole.kept(static_cast<int64_t>(l), static_cast<int64_t>(h)), chunked.kept(static_cast<int64_t>(l), static_cast<int64_t>(h)));
     }
 }
