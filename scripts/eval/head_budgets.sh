@@ -11,7 +11,8 @@ OUT="${1:-docs/results/head_budgets}"
 STORIES="../shared/models/stories260K.gguf"
 mkdir -p "$OUT"
 HEADS="$OUT/qwen05.heads.json"
-# The head profile: DiliLazyKV's three needles at 3 lengths x 9 depths (81 runs, ~40 minutes on 2 AVX2 cores).
+# The head profile: DiliLazyKV's three needles at 3 lengths x 9 depths (81 runs, ~40 minutes on 2 AVX2 cores);
+# interrupted, it resumes from the runs kept in $HEADS.partial.jsonl.
 [ -f "$HEADS" ] || build/kvsqueeze profile-heads -m "$MODEL" -o "$HEADS" --lengths 1024,2048,3072 --depths 2:98:9 -q
 [ -f "$OUT/stories.heads.json" ] ||
   build/kvsqueeze profile-heads -m "$STORIES" -o "$OUT/stories.heads.json" --lengths 300,400,450 --depths 2:98:9 --gate none --max-new-tokens 16 -q
