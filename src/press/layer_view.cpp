@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "backend/host_math.h"
+#include "kvsqueeze/kv_run_decode.h"
 #include "kvsqueeze/press.h"
 #include "model/model_weights.h"
 
@@ -49,19 +50,9 @@ float LayerView::key_dot(int64_t h, int64_t slot, const float* q) const {
   return host::key_dot(runs_[static_cast<size_t>(h)], slot, head_dim_k(), q);
 }
 
-std::vector<float> LayerView::keys(int64_t h) const {
-  const int64_t d = head_dim_k(), len = length(h);
-  std::vector<float> out(static_cast<size_t>(len * d));
-  for (int64_t j = 0; j < len; ++j) key_row(h, j, out.data() + j * d);  // pruned channels read 0
-  return out;
-}
-
-std::vector<float> LayerView::values(int64_t h) const {
-  const int64_t d = head_dim_v(), len = length(h);
-  std::vector<float> out(static_cast<size_t>(len * d));
-  for (int64_t j = 0; j < len; ++j) value_row(h, j, out.data() + j * d);
-  return out;
-}
+// Every run's v_stride is head_dim_v, so the run decoders give exactly these rows.
+std::vector<float> LayerView::keys(int64_t h) const { return run_keys_f32(runs_[static_cast<size_t>(h)], head_dim_k()); }  // pruned channels read 0
+std::vector<float> LayerView::values(int64_t h) const { return run_values_f32(runs_[static_cast<size_t>(h)]); }
 
 std::span<const float> LayerView::inv_freq() const {
   const auto& w = model.weights();

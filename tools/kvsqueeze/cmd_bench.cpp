@@ -117,10 +117,10 @@ int run_speed(const BenchArgs& a, const Model& model) {
                         {"kv_bytes_full", held.kv_bytes_full},
                         {"peak_rss_bytes", peak_rss_bytes()}};
     if (a.bandwidth) {  // the K/V a step reads: what the cache uses, averaged over the decoded steps
-      const double per_token = static_cast<double>(weight_bytes) + (kv_before + held.kv_bytes_used) / 2.0;
-      const double bound = bandwidth["gb_per_s"].get<double>() * 1e9 / per_token;
+      const double kv_per_token = (kv_before + held.kv_bytes_used) / 2.0;
+      const double bound = bandwidth["gb_per_s"].get<double>() * 1e9 / (static_cast<double>(weight_bytes) + kv_per_token);
       r["weight_bytes_per_token"] = weight_bytes;
-      r["kv_bytes_per_token"] = (kv_before + held.kv_bytes_used) / 2.0;
+      r["kv_bytes_per_token"] = kv_per_token;
       r["bound_tok_s"] = bound;
       r["pct_of_bound"] = 100.0 * r["decode_tok_s"].get<double>() / bound;
     }
