@@ -54,6 +54,17 @@ SDIST="$WORK/sdist/llama_cpp_python-$VERSION.tar.gz"
 SRCROOT="$WORK/src/llama_cpp_python-$VERSION"
 SRC="$SRCROOT/vendor/llama.cpp"
 BUILD="$WORK/build-$VERSION"
+# On AMX CPUs GGML_NATIVE compiles ggml's AMX kernels, and GCC 12 miscompiles their tile set-up:
+# its _tile_loadconfig (amxtileintrin.h) tells the compiler that ldtilecfg reads 8 bytes of the
+# 64-byte configuration, so the stores of the tile shapes are dropped as dead and the first AMX
+# matmul faults. clang's builtin is right, so there llama.cpp is built with clang (kvsqueeze works
+# around the same GCC bug in kernels/matmul_amx.h). LLAMACPP_CC=gcc keeps the default compiler.
+COMPILER_ARGS=()
+if [[ "${LLAMACPP_CC:-auto}" != gcc ]] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null && command -v clang++ >/dev/null; then
+    COMPILER_ARGS=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++)
+    BUILD="$WORK/build-$VERSION-clang"
+    log "AMX CPU: building with clang (GCC 12 drops ggml's AMX tile configuration)"
+fi
 BIN="$BUILD/bin"
 
 # 1. download the sdist (once)
@@ -97,7 +108,7 @@ if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
     log "configuring (GGML_NATIVE=ON, Release, CPU backend only)"
     GEN=()
     command -v ninja >/dev/null && GEN=(-G Ninja)
-    cmake -S "$SRC" -B "$BUILD" "${GEN[@]}" \
+    cmake -S "$SRC" -B "$BUILD" "${GEN[@]}" "${COMPILER_ARGS[@]}" \
         -DCMAKE_BUILD_TYPE=Release \
         -DGGML_NATIVE=ON \
         -DLLAMA_CURL=OFF \

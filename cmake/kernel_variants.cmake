@@ -15,7 +15,7 @@ set(KVSQ_KERNEL_VARIANTS scalar)
 set(KVSQ_KERNEL_FLAGS_scalar "")
 if(CMAKE_SYSTEM_NAME STREQUAL "Linux" AND CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set(KVSQ_KERNEL_MULTIVERSION ON)
-  list(APPEND KVSQ_KERNEL_VARIANTS avx2 avx512)
+  list(APPEND KVSQ_KERNEL_VARIANTS avx2 avx512 amx)
   set(KVSQ_KERNEL_FLAGS_scalar -march=x86-64)
   # x86-64-v3: AVX2, FMA, F16C, BMI1/2, LZCNT, MOVBE (Haswell, Zen 1 and later). Tuned for Zen 3,
   # where the AVX2 kernels were written and measured: the tuning decides which plain-C++
@@ -26,6 +26,10 @@ if(CMAKE_SYSTEM_NAME STREQUAL "Linux" AND CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_
   set(KVSQ_KERNEL_FLAGS_avx2 -march=x86-64-v3 -mtune=znver3)
   # x86-64-v4 (AVX-512 F/BW/CD/DQ/VL) plus VNNI (Ice Lake, Zen 4 and later); no BF16 is used.
   set(KVSQ_KERNEL_FLAGS_avx512 -march=x86-64-v4 -mavx512vnni)
+  # The avx512 variant plus AMX int8 tiles (Sapphire Rapids and later) for the quantized prefill
+  # matmuls (kernels/matmul_amx.h); compilers never emit tile instructions on their own, so only
+  # that code differs.
+  set(KVSQ_KERNEL_FLAGS_amx -march=x86-64-v4 -mavx512vnni -mamx-tile -mamx-int8)
 else()
   set(KVSQ_KERNEL_MULTIVERSION OFF)
 endif()

@@ -9,6 +9,10 @@
 #if defined(KVSQ_HAVE_AVX2) || defined(KVSQ_HAVE_AVX512)
 #include <cpuid.h>
 #endif
+#if defined(KVSQ_HAVE_AMX)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/kernels_isa.h"
@@ -20,6 +24,9 @@ extern "C" const kvsqueeze::kernels::KernelOps kvsq_kernel_ops_avx2;
 #endif
 #if defined(KVSQ_HAVE_AVX512)
 extern "C" const kvsqueeze::kernels::KernelOps kvsq_kernel_ops_avx512;
+#endif
+#if defined(KVSQ_HAVE_AMX)
+extern "C" const kvsqueeze::kernels::KernelOps kvsq_kernel_ops_amx;
 #endif
 
 namespace kvsqueeze::kernels {
@@ -43,6 +50,18 @@ bool cpu_x86_64_v4_vnni() {
   return cpu_x86_64_v3() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+#endif
+#if defined(KVSQ_HAVE_AMX)
+// The avx512 variant's CPU plus AMX-TILE and AMX-INT8 (CPUID leaf 7 EDX bits 24, 25), and Linux's
+// permission to use the tile data state, which a process must ask for before its first tile
+// instruction (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; without it: SIGILL).
+bool cpu_amx_int8() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!cpu_x86_64_v4_vnni() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (!(d & (1u << 24)) || !(d & (1u << 25))) return false;
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 }
 #endif
 
@@ -69,17 +88,23 @@ Variant make(Isa isa) {
 #else
       return {isa, "avx512", "avx512_vnni", nullptr, false};
 #endif
+    case Isa::Amx:
+#if defined(KVSQ_HAVE_AMX)
+      return {isa, "amx", "avx512_amx", &kvsq_kernel_ops_amx, cpu_amx_int8()};
+#else
+      return {isa, "amx", "avx512_amx", nullptr, false};
+#endif
   }
   return make(Isa::Scalar);
 }
 
 const Variant& variant(Isa isa) {
-  static const Variant all[] = {make(Isa::Scalar), make(Isa::Avx2), make(Isa::Avx512)};
+  static const Variant all[] = {make(Isa::Scalar), make(Isa::Avx2), make(Isa::Avx512), make(Isa::Amx)};
   return all[static_cast<int>(isa)];
 }
 
 const Variant& best() {
-  for (int i = 2; i > 0; --i)
+  for (int i = 3; i > 0; --i)
     if (variant(static_cast<Isa>(i)).runs) return variant(static_cast<Isa>(i));
   return variant(Isa::Scalar);
 }
@@ -97,7 +122,7 @@ const Variant& choose() {
                  v.ops ? "this CPU does not support it" : "not compiled into this build", fallback.label);
     return fallback;
   }
-  std::fprintf(stderr, "kvsqueeze: KVSQ_ISA=%s is unknown (valid: scalar, avx2, avx512); using %s\n", env,
+  std::fprintf(stderr, "kvsqueeze: KVSQ_ISA=%s is unknown (valid: scalar, avx2, avx512, amx); using %s\n", env,
                fallback.label);
   return fallback;
 }

@@ -49,6 +49,13 @@
 
 #include "kernels/dequantize.h"
 #include "kernels/quant_blocks.h"
+#include "kernels/transpose16.h"
+
+// The `amx` variant: AMX int8 tiles for the quantized panel path (kernels/matmul_amx.h).
+#if defined(KVSQ_AVX512VNNI) && defined(__AMX_TILE__) && defined(__AMX_INT8__)
+#define KVSQ_AMX 1
+#include "kernels/matmul_amx.h"
+#endif
 
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 namespace detail {
@@ -718,38 +725,6 @@ void lane_tile_n(int nt, const uint8_t* P, const float* S, const float* M, int64
   }
 }
 
-// 16x16 transpose of 32-bit elements: row r = 64 bytes at src + r*ld; writes 16 vectors of
-// 64 bytes to dst, vector k holding element k of every row. 64 shuffles, no gathers.
-inline void transpose16x16(const uint8_t* src, size_t ld, uint8_t* dst) {
-  __m512i r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + static_cast<size_t>(i) * ld);
-  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: [a4L b4L a4L+1 b4L+1], [a4L+2 b4L+2 ...]
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int j = 0; j < 4; ++j) {  // r[4j+c] lane L = rows 4j..4j+3 at column 4L+c
-    r[4 * j + 0] = _mm512_unpacklo_epi64(t[4 * j], t[4 * j + 2]);
-    r[4 * j + 1] = _mm512_unpackhi_epi64(t[4 * j], t[4 * j + 2]);
-    r[4 * j + 2] = _mm512_unpacklo_epi64(t[4 * j + 1], t[4 * j + 3]);
-    r[4 * j + 3] = _mm512_unpackhi_epi64(t[4 * j + 1], t[4 * j + 3]);
-  }
-  for (int c = 0; c < 4; ++c) {  // 4x4 transpose of 128-bit lanes
-    const __m512i v0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44);
-    const __m512i v1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
-    const __m512i v2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
-    const __m512i v3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
-    _mm512_store_si512(dst + 64 * (0 + c), _mm512_shuffle_i32x4(v0, v2, 0x88));
-    _mm512_store_si512(dst + 64 * (4 + c), _mm512_shuffle_i32x4(v0, v2, 0xdd));
-    _mm512_store_si512(dst + 64 * (8 + c), _mm512_shuffle_i32x4(v1, v3, 0x88));
-    _mm512_store_si512(dst + 64 * (12 + c), _mm512_shuffle_i32x4(v1, v3, 0xdd));
-  }
-}
-
-// 16 rows of `width` 32-bit elements (width a multiple of 16, row stride ld bytes) -> dst[k][16].
-inline void transpose_rows16(const uint8_t* src, size_t ld, int64_t width, uint8_t* dst) {
-  for (int64_t c = 0; c < width; c += 16) transpose16x16(src + 4 * c, ld, dst + 64 * c);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Float weights.
 template <TensorType T>
@@ -1059,6 +1034,13 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   const bool panel = false;
   portable = true;
 #endif
+#if defined(KVSQ_AMX)
+  const bool amx = panel && T >= amx::kMinTokens;
+#else
+  const bool amx = false;
+#endif
+  // The AMX tiles read blocks of 16 tokens: the activations get zero tokens up to a multiple of 16.
+  const int64_t Tp = amx ? round_up(T, 16) : T;
   Acts a;
   a.kp = round_up(cols, 64);
   a.nsub = cols / k.sb;
@@ -1068,17 +1050,21 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
 #else
   const bool want_c64 = false;
 #endif
-  const size_t act_bytes = bytes_of<int8_t>(T * a.kp) + bytes_of<float>(T * a.nsp) +
-                           (k.asym ? bytes_of<float>(T * a.nsp) : bytes_of<int32_t>(T * a.nsp)) +
-                           (want_c64 ? bytes_of<int32_t>(T * a.kp / 64 * 16) : 0);
+  const size_t per_sub = k.asym ? bytes_of<float>(Tp * a.nsp) : bytes_of<int32_t>(Tp * a.nsp);
+  const size_t act_bytes = bytes_of<int8_t>(Tp * a.kp) + bytes_of<float>(Tp * a.nsp) + per_sub +
+                           (want_c64 ? bytes_of<int32_t>(T * a.kp / 64 * 16) : 0) +
+                           (amx ? 2 * bytes_of<float>(Tp * a.nsp) : 0);
   Carver ac{static_cast<uint8_t*>(tl_act.get(act_bytes))};
-  a.q = ac.take<int8_t>(T * a.kp);
-  a.dxs = ac.take<float>(T * a.nsp);
+  a.q = ac.take<int8_t>(Tp * a.kp);
+  a.dxs = ac.take<float>(Tp * a.nsp);
   if (k.asym)
-    a.X = ac.take<float>(T * a.nsp);
+    a.X = ac.take<float>(Tp * a.nsp);
   else
-    a.corr = ac.take<int32_t>(T * a.nsp);
+    a.corr = ac.take<int32_t>(Tp * a.nsp);
   if (want_c64) a.c64 = ac.take<int32_t>(T * a.kp / 64 * 16);
+  // For the AMX tiles, per block of 16 tokens: dx (and X) of every sub-block as [nsp][16].
+  [[maybe_unused]] float* dxT = amx ? ac.take<float>(Tp * a.nsp) : nullptr;
+  [[maybe_unused]] float* XT = amx && k.asym ? ac.take<float>(Tp * a.nsp) : nullptr;
 
   const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
   WorkQueue rows_q(rows, row_chunk(rows, nth));
@@ -1091,6 +1077,28 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
     int64_t tb, te;
     split(T, id, n, tb, te);
     for (int64_t t = tb; t < te; ++t) quantize_token(x + t * cols, cols, k, want_c64, a, t);
+#if defined(KVSQ_AMX)
+    if (amx) {
+      if (id == n - 1 && Tp > T) {  // zero tokens: no codes, no scale, no correction
+        std::memset(a.q + T * a.kp, 0, static_cast<size_t>((Tp - T) * a.kp));
+        std::fill(a.dxs + T * a.nsp, a.dxs + Tp * a.nsp, 0.0f);
+        if (k.asym)
+          std::fill(a.X + T * a.nsp, a.X + Tp * a.nsp, 0.0f);
+        else
+          std::fill(a.corr + T * a.nsp, a.corr + Tp * a.nsp, 0);
+      }
+#pragma omp barrier
+      int64_t bb, be;
+      split(Tp / 16, id, n, bb, be);
+      for (int64_t b = bb; b < be; ++b) {
+        auto src = [](const void* p) { return static_cast<const uint8_t*>(p); };
+        const size_t ld = 4 * static_cast<size_t>(a.nsp);
+        const int64_t o = 16 * b * a.nsp;
+        transpose_rows16(src(a.dxs + o), ld, a.nsp, reinterpret_cast<uint8_t*>(dxT + o));
+        if (k.asym) transpose_rows16(src(a.X + o), ld, a.nsp, reinterpret_cast<uint8_t*>(XT + o));
+      }
+    }
+#endif
 #pragma omp barrier
     if (!panel) {
       // Row dots: unpack one row, dot it with every token.
@@ -1170,6 +1178,14 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       uint8_t* ru = wc.take<uint8_t>(16 * a.kp);
       float* rs = wc.take<float>(16 * a.nsp);
       float* rm = wc.take<float>(16 * a.nsp);
+#if defined(KVSQ_AMX)
+      if (amx) {
+        if (k.sb == 16)
+          amx::configure<16>();
+        else
+          amx::configure<32>();
+      }
+#endif
       int64_t p0, pe;
       while (panels_q.get(p0, pe)) {
         const int np = static_cast<int>(pe - p0);
@@ -1191,12 +1207,37 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
           }
           // codes: 4-byte groups as 32-bit elements; kp/4 is a multiple of 16.
           transpose_rows16(ru, static_cast<size_t>(a.kp), a.kp / 4, P[g]);
+#if defined(KVSQ_AMX)
+          if (amx && !k.asym) amx::to_signed_codes(P[g], 16 * a.kp, k.off);
+#endif
           transpose_rows16(reinterpret_cast<const uint8_t*>(rs), 4 * static_cast<size_t>(a.nsp), a.nsp,
                            reinterpret_cast<uint8_t*>(S[g]));
           if (k.asym)
             transpose_rows16(reinterpret_cast<const uint8_t*>(rm), 4 * static_cast<size_t>(a.nsp), a.nsp,
                              reinterpret_cast<uint8_t*>(M[g]));
         }
+#if defined(KVSQ_AMX)
+        if (amx) {
+          for (int64_t t0 = 0; t0 < T; t0 += 16) {
+            const int nt = static_cast<int>(std::min<int64_t>(16, T - t0));
+            const int64_t o = t0 * a.nsp;
+            for (int g = 0; g < np; ++g) {
+              const int64_t r0 = (p0 + g) * 16;
+              const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
+              const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
+              float* yb = y + t0 * ldy + r0;
+              if (k.sb == 16)
+                amx::panel_tile<16, false>(P[g], S[g], M[g], a.nsub, a.tq(t0), a.kp, dxT + o, XT, yb, ldy, nt, rmask);
+              else if (k.asym)
+                amx::panel_tile<32, true>(P[g], S[g], M[g], a.nsub, a.tq(t0), a.kp, dxT + o, XT + o, yb, ldy, nt,
+                                          rmask);
+              else
+                amx::panel_tile<32, false>(P[g], S[g], M[g], a.nsub, a.tq(t0), a.kp, dxT + o, XT, yb, ldy, nt, rmask);
+            }
+          }
+          continue;
+        }
+#endif
         for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {
           const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
           for (int g = 0; g < np; ++g) {
@@ -1212,6 +1253,9 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
           }
         }
       }
+#if defined(KVSQ_AMX)
+      if (amx) amx::release();
+#endif
     }
 #endif
   }

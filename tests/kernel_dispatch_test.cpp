@@ -16,7 +16,7 @@ using namespace kvsqueeze;
 namespace {
 
 std::string best_label() {
-  for (auto isa : {kernels::Isa::Avx512, kernels::Isa::Avx2})
+  for (auto isa : {kernels::Isa::Amx, kernels::Isa::Avx512, kernels::Isa::Avx2})
     if (kernels::isa_runs(isa)) return kernels::isa_label(isa);
   return "scalar";
 }
@@ -67,7 +67,7 @@ TEST(KernelDispatch, UnknownOrUnsupportedIsaFallsBackWithOneLine) {
   const std::string args = "inspect --json " + test_paths::stories260k();
   auto r = run_with_isa("sse9", args);
   EXPECT_EQ(r.err_lines(), 1) << r.err;
-  EXPECT_NE(r.err.find("KVSQ_ISA=sse9 is unknown (valid: scalar, avx2, avx512); using " + best_label()), std::string::npos)
+  EXPECT_NE(r.err.find("KVSQ_ISA=sse9 is unknown (valid: scalar, avx2, avx512, amx); using " + best_label()), std::string::npos)
       << r.err;
   EXPECT_EQ(json_of(r)["kernels"], best_label());
   for (auto isa : kernels::kAllIsas) {

@@ -4,8 +4,8 @@
 
 namespace kvsqueeze {
 
-// "avx512_vnni", "avx2" or "scalar": the best variant this CPU runs, chosen at the first kernel
-// call, unless the environment variable KVSQ_ISA=scalar|avx2|avx512 asked for a lower one (a
+// "avx512_amx", "avx512_vnni", "avx2" or "scalar": the best variant this CPU runs, chosen at the
+// first kernel call, unless the environment variable KVSQ_ISA=scalar|avx2|avx512|amx asked for a lower one (a
 // value that is unknown or unsupported here prints one line to stderr and is ignored).
 std::string kernels_isa();
 // Threads the CPU kernels run on (the last session's `threads`, or the default), and setting

@@ -15,6 +15,6 @@ NB_MODULE(_core, m) {
   kvsqueeze::python::bind_python_presses(m);
   kvsqueeze::python::bind_evaluate(m);
   m.def("kernels_isa", &kvsqueeze::kernels_isa,
-        "The instruction set the numeric kernels use here: avx512_vnni, avx2 or scalar (chosen at run time; "
+        "The instruction set the numeric kernels use here: avx512_amx, avx512_vnni, avx2 or scalar (chosen at run time; "
         "the environment variable KVSQ_ISA=scalar|avx2|avx512 asks for a lower one).");
 }

@@ -9,7 +9,7 @@ import sys
 import kvsqueeze
 from conftest import CONTEXT
 
-LABELS = {"scalar": "scalar", "avx2": "avx2", "avx512": "avx512_vnni"}
+LABELS = {"scalar": "scalar", "avx2": "avx2", "avx512": "avx512_vnni", "amx": "avx512_amx"}
 PROBE = ("import kvsqueeze, sys; pipe = kvsqueeze.pipeline('kv-press-text-generation', model=sys.argv[1]); "
          "a = pipe(sys.argv[2], question='\\nWho baked bread?', press=kvsqueeze.SnapKVPress(0.5, window_size=8), max_new_tokens=12)"
          "['answer']; print(kvsqueeze.kernels_isa()); print(repr(a))")
@@ -24,7 +24,7 @@ def test_variant_follows_kvsq_isa():
 
 def test_every_variant_answers_alike(stories):
     runs = {}
-    for isa in ("scalar", "avx2", "avx512"):
+    for isa in LABELS:
         env = {**os.environ, "KVSQ_ISA": isa}
         out = subprocess.run([sys.executable, "-c", PROBE, stories, CONTEXT], env=env, capture_output=True, text=True, check=True)
         label, answer = out.stdout.splitlines()
