@@ -32,24 +32,6 @@ struct OnlineSoftmax {
 
 constexpr int64_t kValueBlock = 64;
 
-float max_of(const float* x, int64_t n) {
-  int64_t i = 0;
-  float m = kNegInf;
-#if defined(__AVX512F__)
-  __m512 acc = _mm512_set1_ps(kNegInf);
-  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(x + i));
-  m = _mm512_reduce_max_ps(acc);
-#elif defined(__AVX2__)
-  __m256 acc = _mm256_set1_ps(kNegInf);
-  for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + i));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  for (float v : lanes) m = std::max(m, v);
-#endif
-  for (; i < n; ++i) m = std::max(m, x[i]);
-  return m;
-}
-
 // o[0:d] += sum_j p[j] * v[j][0:d] for nb rows of v (fp32, row stride d).
 void accumulate_rows(float* o, const float* p, const float* v, int64_t nb, int64_t d) {
   int64_t c0 = 0;
@@ -171,7 +153,7 @@ void attend_block(const AttentionShape& s, const float* q_rows, int64_t q_ld, co
       }
       std::fill(row, row + a, kNegInf);
       std::fill(row + b, row + nt, kNegInf);
-      const float tile_max = *std::max_element(row + a, row + b);
+      const float tile_max = max_of(row + a, b - a);
       float& mr = m[static_cast<size_t>(r)];
       const float new_m = std::max(mr, tile_max);
       const float alpha = mr == kNegInf ? 0.0f : std::exp(mr - new_m);

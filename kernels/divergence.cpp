@@ -1,3 +1,4 @@
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 #include "kernels/divergence.h"
 
 #include <algorithm>
@@ -8,7 +9,7 @@
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 
 double log_sum_exp(const float* x, int64_t n) {
-  const float m = *std::max_element(x, x + n);
+  const float m = max_of(x, n);
   double sum = 0.0;
   int64_t i = 0;
 #if defined(__AVX512F__)

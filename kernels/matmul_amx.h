@@ -7,9 +7,8 @@
 // in fp32 in the same order:
 //   symmetric types:  y[t][r] = sum_j fma(float(Q_j[t]·(U_j[r] - off)), S[j][r] * dx[t][j], .)
 //   asymmetric types: y[t][r] = sum_j fma(float(Q_j[t]·U_j[r]), S[j][r] * dx[t][j], .) then fma(M[j][r], X[t][j], .)
-// (the VNNI kernel adds -off * sum Q_j[t] to the unsigned dot: the same integer), so a token's
-// result never depends on how many tokens share the call: batched decode, chunked prefill and a
-// lone token agree exactly.
+// (the VNNI kernel adds -off * sum Q_j[t] to the unsigned dot: the same integer), so moving from
+// the avx512 variant to this one changes no result (MatmulAmx.TilesGiveTheVnniPanelsNumbersBitForBit).
 // One TDPBSSD/TDPBSUD makes the dots of 16 tokens x 16 rows over one sub-block: A = 16 tokens' SB
 // codes straight from the quantized activations (stride kp), B = the panel's codes in the VNNI
 // lane layout [SB/4][16 rows][4] that the AVX-512 kernel uses (for symmetric types shifted by -off

@@ -1,3 +1,4 @@
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 #include "kernels/ops.h"
 
 #include "kernels/vec_math.h"
@@ -98,7 +99,7 @@ void scale_inplace(float* x, float s, int64_t n) {
 
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
-  const float m = *std::max_element(x, x + n);
+  const float m = max_of(x, n);
   const float inv = 1.0f / exp_shift_sum(x, n, m);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }

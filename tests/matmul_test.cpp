@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "kernels/dequantize.h"
+#include "kernels/dispatch.h"
 #include "kernels/fp16.h"
 #include "kernels/quant_blocks.h"
 #include "isa_variants.h"
@@ -215,6 +216,33 @@ TEST_P(MatmulTest, ThreadedAndPanelGroups) {
     for (int64_t tokens : {1, 3, 8, 13, 40}) check_case(t, {70, cols, tokens}, false, rng);
   }
   omp_set_num_threads(saved);
+}
+
+TEST(MatmulAmx, TilesGiveTheVnniPanelsNumbersBitForBit) {
+  // The AMX variant's tiles do the VNNI panel kernels' integer dots and fp32 steps in the same
+  // order (kernels/matmul_amx.h): same results to the bit, so switching the variant changes no answer.
+  namespace k = kvsqueeze::kernels;
+  if (!k::isa_runs(Isa::Amx) || !k::isa_runs(Isa::Avx512)) GTEST_SKIP() << "this CPU has no AMX-INT8";
+  for (TensorType t : kAllTypes) {
+    if (is_float(t)) continue;
+    std::mt19937 rng(31u + static_cast<unsigned>(t));
+    const int64_t cols = detail::block_layout(t).elems == 256 ? 512 : 384;
+    for (int64_t rows : {7, 70}) {
+      const auto data = random_weights(t, rows, cols, rng);
+      const WeightMatrix w{t, data.data(), rows, cols, data.size() / static_cast<size_t>(rows)};
+      for (int64_t tokens : {16, 17, 40, 300}) {
+        const auto x = random_acts(tokens * cols, rng);
+        std::vector<float> amx(static_cast<size_t>(tokens * rows)), vnni(amx.size());
+        k::force_isa(Isa::Amx);
+        matmul(w, x.data(), tokens, amx.data(), rows);
+        k::force_isa(Isa::Avx512);
+        matmul(w, x.data(), tokens, vnni.data(), rows);
+        k::reset_isa();
+        EXPECT_EQ(0, std::memcmp(amx.data(), vnni.data(), amx.size() * sizeof(float)))
+            << detail::type_label(t) << " rows=" << rows << " tokens=" << tokens;
+      }
+    }
+  }
 }
 
 TEST_P(MatmulTest, PortablePathMatches) {
