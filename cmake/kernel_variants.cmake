@@ -39,7 +39,7 @@ function(kvsq_add_kernel_variant target name sources)
   set(objects kvsq_kernels_${name})
   add_library(${objects} OBJECT ${sources})
   target_include_directories(${objects} PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR})
-  target_compile_definitions(${objects} PRIVATE KVSQ_VARIANT=${name})
+  target_compile_definitions(${objects} PRIVATE KVSQ_VARIANT=${name} KVSQ_VARIANT_IS_${name}=1)
   # After the directory's options (-march=native when KVSQ_NATIVE), so the variant's -march wins.
   target_compile_options(${objects} PRIVATE ${KVSQ_WARNINGS} ${KVSQ_KERNEL_FLAGS_${name}})
   target_link_libraries(${objects} PRIVATE OpenMP::OpenMP_CXX)

@@ -51,10 +51,14 @@
 #include "kernels/quant_blocks.h"
 #include "kernels/transpose16.h"
 
-// The `amx` variant: AMX int8 tiles for the quantized panel path (kernels/matmul_amx.h).
-#if defined(KVSQ_AVX512VNNI) && defined(__AMX_TILE__) && defined(__AMX_INT8__)
+// The `amx` variant: AMX int8 tiles for the quantized panel path (kernels/matmul_amx.h). GCC
+// spells the feature macros __AMX_TILE__/__AMX_INT8__, clang __AMXTILE__/__AMXINT8__.
+#if defined(KVSQ_AVX512VNNI) && (defined(__AMX_TILE__) || defined(__AMXTILE__)) && \
+    (defined(__AMX_INT8__) || defined(__AMXINT8__))
 #define KVSQ_AMX 1
 #include "kernels/matmul_amx.h"
+#elif defined(KVSQ_VARIANT_IS_amx)
+#error "the amx kernel variant is compiled without AMX-TILE/AMX-INT8 (compiler flags or feature macros)"
 #endif
 
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
