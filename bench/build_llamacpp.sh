@@ -58,12 +58,16 @@ BUILD="$WORK/build-$VERSION"
 # its _tile_loadconfig (amxtileintrin.h) tells the compiler that ldtilecfg reads 8 bytes of the
 # 64-byte configuration, so the stores of the tile shapes are dropped as dead and the first AMX
 # matmul faults. clang's builtin is right, so there llama.cpp is built with clang (kvsqueeze works
-# around the same GCC bug in kernels/matmul_amx.h). LLAMACPP_CC=gcc keeps the default compiler.
+# around the same GCC bug in kernels/matmul_amx.h). clang spells the feature macros __AMXINT8__ /
+# __AMXTILE__ while ggml tests GCC's __AMX_INT8__ / __AMX_TILE__, so those are defined too (else
+# ggml silently leaves its AMX code out). LLAMACPP_CC=gcc keeps the default compiler.
 COMPILER_ARGS=()
 if [[ "${LLAMACPP_CC:-auto}" != gcc ]] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null && command -v clang++ >/dev/null; then
-    COMPILER_ARGS=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++)
-    BUILD="$WORK/build-$VERSION-clang"
-    log "AMX CPU: building with clang (GCC 12 drops ggml's AMX tile configuration)"
+    AMX_MACROS="-D__AMX_TILE__=1 -D__AMX_INT8__=1"
+    COMPILER_ARGS=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+                   "-DCMAKE_C_FLAGS=$AMX_MACROS" "-DCMAKE_CXX_FLAGS=$AMX_MACROS")
+    BUILD="$WORK/build-$VERSION-clang-amx"
+    log "AMX CPU: building with clang and ggml's AMX kernels (GCC 12 drops their tile configuration)"
 fi
 BIN="$BUILD/bin"
 
@@ -150,7 +154,7 @@ BVER="$("$BIN/llama-completion" --version 2>&1 | grep -E 'version|built with' | 
     echo "llama-cpp-python sdist: $VERSION ($(basename "$SDIST"))"
     echo "llama.cpp commit:       $COMMIT ${COMMIT_DATE:-} ${COMMIT_SUBJ:+\"$COMMIT_SUBJ\"}"
     echo "llama.cpp --version:    $BVER"
-    echo "cmake flags:            -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF"
+    echo "cmake flags:            -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF ${COMPILER_ARGS[*]}"
     echo "compiler:               $(grep -m1 '^CMAKE_CXX_COMPILER:' "$BUILD/CMakeCache.txt" | cut -d= -f2) ($("$(grep -m1 '^CMAKE_CXX_COMPILER:' "$BUILD/CMakeCache.txt" | cut -d= -f2)" --version | head -1))"
     echo "bin:                    $BIN"
 } > "$WORK/build-info.txt"

@@ -19,6 +19,9 @@
 //     4-byte group of a token then advances 16 row-dots at once, and the fp32 scale work is
 //     amortized over a whole sub-block (8 vpdpbusd per cvt+mul+fma instead of 1). A tile is
 //     16 rows x 8 tokens in registers; groups of 4 panels reuse each token tile from L1.
+//   * AMX (the `amx` variant, 16+ tokens): the same panels, but one tile instruction makes the
+//     integer dots of 16 tokens x 16 rows over a sub-block; AVX-512 scales them in the same order,
+//     so the results equal the VNNI panels' bit for bit (kernels/matmul_amx.h).
 // Float weights (F32 F16 BF16) use fp32 FMA with fp32 activations: row dots (4 rows at a time for
 // one token) below 8 tokens, else the same 16-row transposed panels in fp32 with a 16x12 register
 // tile (an sgemm microkernel). BF16 could go twice as fast through vdpbf16ps with activations
