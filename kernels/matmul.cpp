@@ -1086,23 +1086,20 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
     for (int64_t t = tb; t < te; ++t) quantize_token(x + t * cols, cols, k, want_c64, a, t);
 #if defined(KVSQ_AMX)
     if (amx) {
-      if (id == n - 1 && Tp > T) {  // zero tokens: no codes, no scale, no correction
+      if (id == n - 1 && Tp > T) {  // zero tokens: no codes, no scale (the tiles read no corr)
         std::memset(a.q + T * a.kp, 0, static_cast<size_t>((Tp - T) * a.kp));
         std::fill(a.dxs + T * a.nsp, a.dxs + Tp * a.nsp, 0.0f);
-        if (k.asym)
-          std::fill(a.X + T * a.nsp, a.X + Tp * a.nsp, 0.0f);
-        else
-          std::fill(a.corr + T * a.nsp, a.corr + Tp * a.nsp, 0);
+        if (k.asym) std::fill(a.X + T * a.nsp, a.X + Tp * a.nsp, 0.0f);
       }
 #pragma omp barrier
       int64_t bb, be;
       split(Tp / 16, id, n, bb, be);
+      const size_t ld = 4 * static_cast<size_t>(a.nsp);
       for (int64_t b = bb; b < be; ++b) {
-        auto src = [](const void* p) { return static_cast<const uint8_t*>(p); };
-        const size_t ld = 4 * static_cast<size_t>(a.nsp);
         const int64_t o = 16 * b * a.nsp;
-        transpose_rows16(src(a.dxs + o), ld, a.nsp, reinterpret_cast<uint8_t*>(dxT + o));
-        if (k.asym) transpose_rows16(src(a.X + o), ld, a.nsp, reinterpret_cast<uint8_t*>(XT + o));
+        transpose_rows16(reinterpret_cast<const uint8_t*>(a.dxs + o), ld, a.nsp, reinterpret_cast<uint8_t*>(dxT + o));
+        if (k.asym)
+          transpose_rows16(reinterpret_cast<const uint8_t*>(a.X + o), ld, a.nsp, reinterpret_cast<uint8_t*>(XT + o));
       }
     }
 #endif

@@ -13,8 +13,9 @@
 // codes straight from the quantized activations (stride kp), B = the panel's codes in the VNNI
 // lane layout [SB/4][16 rows][4] that the AVX-512 kernel uses (for symmetric types shifted by -off
 // to signed bytes, which every such type's codes fit). A GGUF type scales every sub-block
-// separately, so each int32 tile is stored and scaled by AVX-512 (per token: cvt, mul, fma [, fma]);
-// the tile unit works on the next sub-block meanwhile.
+// separately, so each int32 tile is stored and scaled by AVX-512 (per token: cvt, mul, fma [, fma]).
+// The next sub-block's tile product is issued before that scaling, but on the Xeon measured
+// (docs/BENCHMARKS.md) the two barely overlap: the scaling bounds this kernel, not the tiles.
 // Tiles: 0/1 dots (16 tokens x 64 B), 2/3 activations (16 x SB B), 4/5 weights (SB/4 x 64 B).
 #include <immintrin.h>
 

@@ -8,9 +8,7 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#endif
 
-#if defined(__AVX512F__)
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail {
 
 // 16x16 transpose of 32-bit elements: row r = 64 bytes at src + r*ld; writes 16 vectors of
