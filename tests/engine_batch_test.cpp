@@ -1,4 +1,4 @@
-// Engine::step_generation(engines): the decode tokens of several sequences in one forward pass
+// Engine::step_generation(engines) / step_batch(engines): the decode tokens (and prompt chunks) of several sequences in one forward pass
 // (the server's continuous batching) must give every sequence exactly the tokens, text and cache it
 // gets alone, whatever its neighbours: other prompts, other presses, sequences that end early, one
 // that compresses while decoding (it steps alone), one with a quantized cache.
@@ -103,6 +103,119 @@ TEST(EngineBatch, StoriesBatchedDecodeEqualsEachSequenceAlone) {
   expect_batched_equals_alone(*model, mixed_cases(KvType::BF16), false);
 }
 
+// Engine::step_batch: sequences in every phase step together. Each joins a few steps after the
+// previous one, so context chunks, question chunks and decode tokens share passes; every sequence
+// must end with what it gets stepped alone.
+struct PhaseCase {
+  Case c;
+  std::string question;  // empty: continue the context itself
+};
+
+Completion stepped_alone(const Model& model, const PhaseCase& pc, const std::vector<int32_t>& ids,
+                         const std::vector<int32_t>& q, Accounting& acc) {
+  Engine e(model, options_for(pc.c));
+  e.set_plan(pc.c.plan);
+  GenerateParams p;
+  p.max_tokens = pc.c.max_tokens;
+  e.begin_context(ids, static_cast<int64_t>(q.size()) + p.max_tokens);
+  while (!e.step_context()) {
+  }
+  e.begin_generation(q, p);
+  while (e.step_generation()) {
+  }
+  acc = e.accounting();
+  return e.finish_generation();
+}
+
+void expect_phases_batched_equal_alone(const Model& model, const std::vector<PhaseCase>& cases, bool chat) {
+  struct Running {
+    std::unique_ptr<Engine> engine;
+    std::vector<int32_t> ids, question;
+    bool started = false, generating = false, done = false;
+  };
+  std::vector<Running> seqs;
+  std::vector<Completion> alone;
+  std::vector<Accounting> alone_acc;
+  for (const PhaseCase& pc : cases) {
+    Running r;
+    r.engine = std::make_unique<Engine>(model, options_for(pc.c));
+    r.engine->set_plan(pc.c.plan);
+    const std::string context = kText.substr(0, pc.c.chars);
+    r.ids = r.engine->context_ids(context, chat);
+    if (!pc.question.empty()) r.question = r.engine->question_ids(context, pc.question, chat);
+    alone_acc.emplace_back();
+    alone.push_back(stepped_alone(model, pc, r.ids, r.question, alone_acc.back()));
+    seqs.push_back(std::move(r));
+  }
+  int steps = 0, shared_chunk_steps = 0;
+  for (;;) {
+    std::vector<size_t> idx;
+    std::vector<Engine*> running;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      Running& r = seqs[i];
+      if (!r.started && steps >= 3 * static_cast<int>(i)) {
+        r.engine->begin_context(r.ids, static_cast<int64_t>(r.question.size()) + cases[i].c.max_tokens);
+        r.started = true;
+      }
+      if (r.started && !r.done) {
+        idx.push_back(i);
+        running.push_back(r.engine.get());
+      }
+    }
+    if (running.empty()) break;
+    const auto results = Engine::step_batch(running);
+    ASSERT_EQ(results.size(), running.size());
+    int chunks = 0, batched = 0;
+    for (size_t j = 0; j < running.size(); ++j) {
+      Running& r = seqs[idx[j]];
+      ASSERT_FALSE(results[j].error) << "step " << steps << " of engine " << idx[j];
+      batched += results[j].batched;
+      chunks += results[j].batched && results[j].chunk;
+      if (!r.generating) {
+        if (!results[j].more) {
+          GenerateParams p;
+          p.max_tokens = cases[idx[j]].c.max_tokens;
+          r.engine->begin_generation(r.question, p);
+          r.generating = true;
+        }
+      } else if (!results[j].more) {
+        r.done = true;
+      }
+    }
+    if (chunks > 0 && batched > chunks) ++shared_chunk_steps;  // a prompt chunk beside another sequence's token
+    ASSERT_LT(++steps, 2000);
+  }
+  EXPECT_GT(shared_chunk_steps, 0) << "no prompt chunk ever shared a pass with a decode token";
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i) + " press " + cases[i].c.plan.press);
+    const Completion got = seqs[i].engine->finish_generation();
+    EXPECT_EQ(got.tokens, alone[i].tokens);
+    EXPECT_EQ(got.text, alone[i].text);
+    EXPECT_EQ(got.stop_reason, alone[i].stop_reason);
+    EXPECT_FALSE(got.tokens.empty());
+    const Accounting acc = seqs[i].engine->accounting();
+    EXPECT_EQ(acc.kv_lengths, alone_acc[i].kv_lengths);
+    EXPECT_EQ(acc.kv_bytes_held, alone_acc[i].kv_bytes_held);
+  }
+}
+
+std::vector<PhaseCase> phase_cases(KvType other) {
+  auto cases = mixed_cases(other);
+  return {
+      {cases[0], ""},                           // no press: its context chunks join the pass
+      {cases[1], " Who baked the bread?"},      // snapkv: context alone, question chunks batched
+      {cases[2], ""},
+      {cases[3], " What did Max get?"},         // compresses while decoding: everything alone
+      {cases[4], " Where did Lily live?"},
+      {{kText.size(), {.press = "none"}, 12}, " Who was sick?"},  // both prompts batched
+  };
+}
+
+TEST(EngineBatch, StoriesPromptChunksBatchedWithDecodeEqualEachSequenceAlone) {
+  const auto model = Model::load(test_paths::stories260k());
+  expect_phases_batched_equal_alone(*model, phase_cases(KvType::BF16), false);
+}
+
 TEST(EngineBatch, SequencesOfOtherModelsAreAnError) {
   const auto a = Model::load(test_paths::stories260k());
   const auto b = Model::load(test_paths::stories260k());
@@ -130,6 +243,13 @@ TEST(EngineBatchDefaultModel, BatchedDecodeEqualsEachSequenceAlone) {
   if (path.empty()) GTEST_FAIL() << "the default model is missing: scripts/get_model.sh qwen2.5-0.5b-instruct";
   const auto model = Model::load(path);
   expect_batched_equals_alone(*model, mixed_cases(KvType::Q8_0), true);
+}
+
+TEST(EngineBatchDefaultModel, PromptChunksBatchedWithDecodeEqualEachSequenceAlone) {
+  const std::string path = test_paths::default_model();
+  if (path.empty()) GTEST_FAIL() << "the default model is missing: scripts/get_model.sh qwen2.5-0.5b-instruct";
+  const auto model = Model::load(path);
+  expect_phases_batched_equal_alone(*model, phase_cases(KvType::Q8_0), true);
 }
 
 }  // namespace

@@ -232,10 +232,19 @@ class Engine {
   // exception in results[i].error and ends (the others go on).
   struct BatchStep {
     bool more = false;
-    bool batched = false;  // its token went through the shared forward pass
+    bool batched = false;  // its step went through the shared forward pass
+    bool chunk = false;    // ... and was a prompt chunk (a context's or a question's), not a token
     std::exception_ptr error;
   };
   static std::vector<BatchStep> step_generation(const std::vector<Engine*>& engines);
+  // One step of each of several engines of the same model, whichever phase each is in: a context
+  // being prefilled (begin_context) advances one chunk as step_context() would, a generation one
+  // step as step_generation() would. Prompt chunks join the decode tokens in the shared forward
+  // pass when no press watches them: a question's chunks (unless the plan compresses while
+  // decoding) and the chunks of a context the plan does not compress; the rest step alone. For an
+  // engine in its context, results[i].more is true while the context is not ready yet (the
+  // opposite of step_context()'s result); otherwise as step_generation(engines).
+  static std::vector<BatchStep> step_batch(const std::vector<Engine*>& engines);
   // The tokens generated so far, and the logits the last one was sampled from (log-probabilities).
   const std::vector<int32_t>& generated_tokens() const;
   const std::vector<float>& last_token_logits() const;
@@ -256,6 +265,7 @@ class Engine {
   Session& session();
 
  private:
+  static std::vector<BatchStep> step_engines(const std::vector<Engine*>& engines, bool contexts);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvsqueeze/device.h"
@@ -60,6 +61,14 @@ class Session {
   // every i, without statistics and without calling layer hooks (batch only sessions whose press
   // does not act on this token). Every check is done before any work; on failure no cache changes.
   static void eval_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens);
+  // eval_batch where a session may instead give the next chunk of its pending evaluation
+  // (tokens[i] == kNextChunk; begin_eval without all_logits, no statistics requested): the chunks
+  // and the tokens go through one pass, so a server batches prompt chunks with decode tokens.
+  // Each chunk is the one eval_step() would run (the cancel flag is not consulted). Returns, per
+  // session, whether its evaluation is complete (always for a token). Checks come before any
+  // work; if the pass fails, the tokens leave no trace and the chunks' evaluations are cancelled.
+  static constexpr int32_t kNextChunk = -1;
+  static std::vector<bool> step_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens);
 
   int32_t next_position() const { return next_pos_; }
   // A flag checked between prefill chunks: when set, eval() drops the chunks it added and throws
@@ -106,6 +115,10 @@ class Session {
   int32_t next_pos_ = 0;
   std::vector<float> logits_;
   const std::atomic<bool>* cancel_ = nullptr;
+  // The [start, start + len) of pending_.tokens that the next eval_step() runs.
+  std::pair<int64_t, int64_t> next_chunk() const;
+  // Moves the pending evaluation past a chunk just run; true after its last one.
+  bool chunk_done(int64_t len);
   struct PendingEval {  // an evaluation between begin_eval and its last eval_step
     bool active = false;
     std::vector<int32_t> tokens;

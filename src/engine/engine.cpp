@@ -70,6 +70,32 @@ struct Engine::Impl {
                                            decoding ? presses.decode_press : nullptr, report.policy);
   }
 
+  // The last chunk of a stepped context ran (step_context or a batched step).
+  void context_stepped() {
+    stepping = Stepping::None;
+    context_ids = std::move(step_ids);
+    step_ids.clear();
+    context_ready();
+  }
+  // The last chunk of a stepped question ran: generation starts.
+  void question_stepped() {
+    decoder = std::make_unique<Decoder>(session, *step_sampler, step_control, step_max_tokens);
+    stepping = Stepping::Decode;
+  }
+  // What a batched step may do for this engine now: run its next prompt chunk in the shared pass
+  // (a context without a press, or a question not watched by a decoding press), evaluate one
+  // decode token there, or neither (it steps alone).
+  enum class BatchRole { Alone, Chunk, Token };
+  BatchRole batch_role(bool contexts) const {
+    const bool quiet = !runner || !runner->acts_now();  // no press observes this pass
+    switch (stepping) {
+      case Stepping::Context: return contexts && !runner && session.evaluating() ? BatchRole::Chunk : BatchRole::Alone;
+      case Stepping::Question: return quiet && session.evaluating() ? BatchRole::Chunk : BatchRole::Alone;
+      case Stepping::Decode: return quiet ? BatchRole::Token : BatchRole::Alone;
+      default: return BatchRole::Alone;
+    }
+  }
+
   void context_ready() {
     has_context = true;
     context_end = session.next_position();
@@ -458,12 +484,8 @@ bool Engine::step_context() {
     throw;
   }
   m.context_ms += ms_since(t0);
-  if (!done) return false;
-  m.stepping = Impl::Stepping::None;
-  m.context_ids = std::move(m.step_ids);
-  m.step_ids.clear();
-  m.context_ready();
-  return true;
+  if (done) m.context_stepped();
+  return done;
 }
 
 void Engine::begin_generation(const std::vector<int32_t>& question_ids, const GenerateParams& params) {
@@ -505,10 +527,7 @@ bool Engine::step_generation() {
         throw;
       }
       m.question_ms += ms_since(t0);
-      if (done) {
-        m.decoder = std::make_unique<Decoder>(m.session, *m.step_sampler, m.step_control, m.step_max_tokens);
-        m.stepping = Impl::Stepping::Decode;
-      }
+      if (done) m.question_stepped();
       return true;
     }
     case Impl::Stepping::Decode:
@@ -521,6 +540,15 @@ bool Engine::step_generation() {
 }
 
 std::vector<Engine::BatchStep> Engine::step_generation(const std::vector<Engine*>& engines) {
+  return step_engines(engines, false);
+}
+
+std::vector<Engine::BatchStep> Engine::step_batch(const std::vector<Engine*>& engines) {
+  return step_engines(engines, true);
+}
+
+std::vector<Engine::BatchStep> Engine::step_engines(const std::vector<Engine*>& engines, bool contexts) {
+  using Role = Impl::BatchRole;
   std::vector<BatchStep> results(engines.size());
   std::vector<size_t> batched;
   std::vector<Session*> sessions;
@@ -528,15 +556,18 @@ std::vector<Engine::BatchStep> Engine::step_generation(const std::vector<Engine*
   for (size_t i = 0; i < engines.size(); ++i) {
     Impl& m = *engines[i]->impl_;
     try {
-      const bool plain_decode = m.stepping == Impl::Stepping::Decode && (!m.runner || !m.runner->acts_now());
-      if (!plain_decode) {
-        results[i].more = engines[i]->step_generation();
+      const Role role = m.batch_role(contexts);
+      if (role == Role::Alone) {
+        results[i].more = m.stepping == Impl::Stepping::Context ? !engines[i]->step_context() : engines[i]->step_generation();
         continue;
       }
-      const int32_t id = m.decoder->next_token();
-      if (id < 0) {
-        m.stepping = Impl::Stepping::Done;
-        continue;
+      int32_t id = Session::kNextChunk;
+      if (role == Role::Token) {
+        id = m.decoder->next_token();
+        if (id < 0) {
+          m.stepping = Impl::Stepping::Done;
+          continue;
+        }
       }
       batched.push_back(i);
       sessions.push_back(&m.session);
@@ -546,20 +577,43 @@ std::vector<Engine::BatchStep> Engine::step_generation(const std::vector<Engine*
     }
   }
   if (batched.empty()) return results;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<bool> complete;
   try {
-    Session::eval_batch(sessions, tokens);
+    complete = Session::step_batch(sessions, tokens);
   } catch (...) {
     for (size_t i : batched) {
       results[i].error = std::current_exception();
-      engines[i]->impl_->stepping = Impl::Stepping::Done;
+      Impl& m = *engines[i]->impl_;
+      if (m.stepping == Impl::Stepping::Context) m.reset();  // no half context, as step_context
+      else m.stepping = Impl::Stepping::Done;
     }
     return results;
   }
-  for (size_t i : batched) {
+  const double ms = ms_since(t0);
+  for (size_t b = 0; b < batched.size(); ++b) {
+    const size_t i = batched[b];
     Impl& m = *engines[i]->impl_;
-    results[i].batched = true;
-    results[i].more = m.decoder->evaluated();
-    if (!results[i].more) m.stepping = Impl::Stepping::Done;
+    BatchStep& r = results[i];
+    r.batched = true;
+    r.chunk = tokens[b] == Session::kNextChunk;
+    try {
+      if (m.stepping == Impl::Stepping::Context) {
+        m.context_ms += ms;
+        if (complete[b]) m.context_stepped();
+        r.more = !complete[b];
+      } else if (m.stepping == Impl::Stepping::Question) {
+        m.question_ms += ms;
+        if (complete[b]) m.question_stepped();
+        r.more = true;
+      } else {
+        r.more = m.decoder->evaluated();
+        if (!r.more) m.stepping = Impl::Stepping::Done;
+      }
+    } catch (...) {
+      r.error = std::current_exception();
+      m.stepping = Impl::Stepping::Done;
+    }
   }
   return results;
 }

@@ -143,10 +143,13 @@ void ForwardPass::run_batch(const std::vector<Segment>& segments) {
   batch_tokens_.clear();
   batch_pos_.clear();
   batch_last_rows_.clear();
+  std::vector<float*> outputs;  // the segments that want logits (a prompt's last chunk, a decode token)
   for (const Segment& s : segments) {
     batch_tokens_.insert(batch_tokens_.end(), s.tokens, s.tokens + s.n);
     batch_pos_.insert(batch_pos_.end(), s.pos, s.pos + s.n);
+    if (!s.logits) continue;
     batch_last_rows_.push_back(static_cast<int64_t>(batch_tokens_.size()) - 1);
+    outputs.push_back(s.logits);
   }
   const int64_t n = static_cast<int64_t>(batch_tokens_.size());
   if (n == 0) return;
@@ -166,13 +169,14 @@ void ForwardPass::run_batch(const std::vector<Segment>& segments) {
     output_projection(l, n);
     ffn_block(l, n);
   }
-  // Every sequence's last row through the LM head together (it is read once too).
-  const int64_t count = static_cast<int64_t>(segments.size());
+  // Every wanted last row through the LM head together (it is read once too).
+  const int64_t count = static_cast<int64_t>(outputs.size());
+  if (count == 0) return;
   backend_.gather_rows(*x_, batch_last_rows_.data(), count, cfg_.n_embd, *h_);
   batch_logits_.resize(static_cast<size_t>(count * cfg_.n_vocab));
   backend_.logits(*h_, 0, count, batch_logits_.data());
   for (int64_t i = 0; i < count; ++i)
-    std::copy_n(batch_logits_.data() + i * cfg_.n_vocab, cfg_.n_vocab, segments[static_cast<size_t>(i)].logits);
+    std::copy_n(batch_logits_.data() + i * cfg_.n_vocab, cfg_.n_vocab, outputs[static_cast<size_t>(i)]);
 }
 
 }  // namespace kvsqueeze

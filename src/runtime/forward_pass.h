@@ -26,7 +26,7 @@ class ForwardPass {
     const int32_t* pos = nullptr;
     int64_t n = 0;
     KvCache* cache = nullptr;
-    float* logits = nullptr;
+    float* logits = nullptr;  // its last row's logits; null: none wanted (a prompt chunk before the last)
   };
   // Several sequences in one pass: the weights are read once for all their rows (one matmul over
   // the concatenated rows), attention runs per sequence over its own cache. No statistics and no

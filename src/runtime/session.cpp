@@ -68,15 +68,27 @@ void Session::begin_eval(const std::vector<int32_t>& tokens, std::vector<float>*
 
 void Session::eval_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens) {
   if (sessions.size() != tokens.size()) throw Error("eval_batch: one token per session");
-  if (sessions.empty()) return;
+  for (int32_t id : tokens)
+    if (id < 0) throw Error("token id " + std::to_string(id) + " is outside the vocabulary");
+  step_batch(sessions, tokens);
+}
+
+std::vector<bool> Session::step_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens) {
+  if (sessions.size() != tokens.size()) throw Error("step_batch: one entry per session");
+  if (sessions.empty()) return {};
   Session& lead = *sessions.front();
   for (size_t i = 0; i < sessions.size(); ++i) {
     const Session& s = *sessions[i];
     if (&s.model_ != &lead.model_) throw Error("eval_batch: every session must run the same model");
-    if (s.pending_.active) throw Error("eval_batch: a session is in the middle of an evaluation");
     if (s.forward_->stats_request().any()) throw Error("eval_batch: a session asks for statistics; evaluate it alone");
     for (size_t j = 0; j < i; ++j)
       if (sessions[j] == &s) throw Error("eval_batch: a session appears twice");
+    if (tokens[i] == kNextChunk) {
+      if (!s.pending_.active) throw Error("step_batch: a session has no evaluation in progress for its next chunk");
+      if (s.pending_.all_logits) throw Error("step_batch: an evaluation that keeps every token's logits runs alone");
+      continue;
+    }
+    if (s.pending_.active) throw Error("eval_batch: a session is in the middle of an evaluation");
     if (s.next_pos_ + 1 > s.options_.ctx_size)
       throw ContextFullError("context of " + std::to_string(s.next_pos_ + 1) + " tokens exceeds the context size " +
                              std::to_string(s.options_.ctx_size));
@@ -86,10 +98,22 @@ void Session::eval_batch(const std::vector<Session*>& sessions, const std::vecto
   if (!lead.batch_forward_) lead.batch_forward_ = std::make_unique<ForwardPass>(lead.model_, *lead.backend_);
   lead.backend_->set_threads(lead.options_.threads);
   const size_t V = static_cast<size_t>(lead.model_.config().n_vocab);
-  std::vector<ForwardPass::Segment> segments(sessions.size());
-  std::vector<int32_t> positions(sessions.size());
-  for (size_t i = 0; i < sessions.size(); ++i) {
+  const size_t count = sessions.size();
+  std::vector<ForwardPass::Segment> segments(count);
+  std::vector<int32_t> positions(count);
+  std::vector<int64_t> lengths(count, 1);
+  for (size_t i = 0; i < count; ++i) {
     Session& s = *sessions[i];
+    if (tokens[i] == kNextChunk) {
+      const auto [start, len] = s.next_chunk();
+      const bool last = start + len == static_cast<int64_t>(s.pending_.tokens.size());
+      const size_t at = static_cast<size_t>(start);
+      lengths[i] = len;
+      s.cache_->prepare_append(s.pending_.positions[at], len);
+      segments[i] = {.tokens = s.pending_.tokens.data() + at, .pos = s.pending_.positions.data() + at, .n = len,
+                     .cache = s.cache_.get(), .logits = last ? s.logits_.data() : nullptr};
+      continue;
+    }
     s.cache_->reserve(1);
     s.logits_.resize(V);
     positions[i] = s.next_pos_;
@@ -99,19 +123,46 @@ void Session::eval_batch(const std::vector<Session*>& sessions, const std::vecto
   try {
     lead.batch_forward_->run_batch(segments);
   } catch (...) {
-    for (Session* s : sessions) s->cache_->truncate_from_position(s->next_pos_);
+    for (size_t i = 0; i < count; ++i) {
+      if (tokens[i] == kNextChunk) sessions[i]->cancel_eval();
+      else sessions[i]->cache_->truncate_from_position(sessions[i]->next_pos_);
+    }
     throw;
   }
-  for (Session* s : sessions) ++s->next_pos_;
+  std::vector<bool> complete(count, true);
+  for (size_t i = 0; i < count; ++i) {
+    if (tokens[i] == kNextChunk) complete[i] = sessions[i]->chunk_done(lengths[i]);
+    else ++sessions[i]->next_pos_;
+  }
+  return complete;
 }
 
-bool Session::eval_step() {
-  if (!pending_.active) throw Error("no evaluation in progress: begin_eval first");
+std::pair<int64_t, int64_t> Session::next_chunk() const {
   const int64_t n = static_cast<int64_t>(pending_.tokens.size());
   const int64_t start = pending_.start;
   int64_t len = std::min(options_.chunk, n - start);
   if (n - start - len > 0 && n - start - len < pending_.tail) len = n - start - pending_.tail;
   if (len <= 0) len = n - start;
+  return {start, len};
+}
+
+bool Session::chunk_done(int64_t len) {
+  pending_.start += len;
+  const int64_t n = static_cast<int64_t>(pending_.tokens.size());
+  if (pending_.start < n) return false;
+  if (pending_.all_logits) {
+    const int64_t V = model_.config().n_vocab;
+    std::copy(pending_.all_logits->end() - V, pending_.all_logits->end(), logits_.begin());
+  }
+  next_pos_ += static_cast<int32_t>(n);
+  pending_ = {};
+  return true;
+}
+
+bool Session::eval_step() {
+  if (!pending_.active) throw Error("no evaluation in progress: begin_eval first");
+  const auto [start, len] = next_chunk();
+  const int64_t n = static_cast<int64_t>(pending_.tokens.size());
   if (start > 0 && cancel_ && cancel_->load(std::memory_order_relaxed)) {
     cancel_eval();
     throw CancelledError("cancelled during prefill after " + std::to_string(start) + " of " + std::to_string(n) + " tokens");
@@ -129,12 +180,7 @@ bool Session::eval_step() {
     cancel_eval();
     throw;
   }
-  pending_.start = start + len;
-  if (!last_chunk) return false;
-  if (all_logits) std::copy(all_logits->end() - V, all_logits->end(), logits_.begin());
-  next_pos_ += static_cast<int32_t>(n);
-  pending_ = {};
-  return true;
+  return chunk_done(len);
 }
 
 void Session::cancel_eval() {

@@ -100,6 +100,30 @@ def test_eight_concurrent_requests_equal_generate(server):
     assert passes > 0 and tokens / passes > 1.5, (passes, tokens)
 
 
+def test_a_prompt_is_prefilled_in_the_decode_steps_of_running_streams():
+    # A prompt that arrives while another stream decodes: its chunks (--chunk 16) go through the same
+    # forward passes as that stream's tokens, and both answers stay what generate gives.
+    s = Server(STORIES, "--parallel", "2", "--chunk", "16")
+    try:
+        c = client(s)
+        long_prompt = STORY * 2
+        for attempt in range(5):  # the first stream must still be decoding when the prompt comes
+            before = s.metrics()
+            stream = c.completions.create(model="m", prompt=STORY[:40], max_tokens=200, temperature=0, stream=True)
+            first = next(iter(stream)).choices[0].text
+            r = c.completions.create(model="m", prompt=long_prompt, max_tokens=12, temperature=0)
+            rest = "".join(ch.choices[0].text for ch in stream)
+            assert first + rest == generate_cli(STORIES, STORY[:40], 200)
+            assert r.choices[0].text == generate_cli(STORIES, long_prompt, 12)
+            after = s.metrics()
+            if after["kvsqueeze_batched_prompt_chunks_total"] > before["kvsqueeze_batched_prompt_chunks_total"]:
+                break
+        else:
+            pytest.fail("in 5 attempts no prompt chunk shared a forward pass with the running stream")
+    finally:
+        s.stop()
+
+
 def test_a_compressed_prefix_does_not_serve_a_longer_context(server):
     # Regression: a prompt that extends a cached compressed context must be compressed whole, as
     # generate does, not served from the prefix compressed on its own.

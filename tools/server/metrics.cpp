@@ -99,6 +99,9 @@ std::string Metrics::render() const {
        static_cast<double>(decode_batches.load()));
   line(out, "kvsqueeze_decode_batch_tokens_total", "counter", "Generated tokens evaluated in those passes (divided by the passes: the mean batch size).",
        static_cast<double>(decode_batch_tokens.load()));
+  line(out, "kvsqueeze_batched_prompt_chunks_total", "counter",
+       "Prompt chunks evaluated in a step's shared forward pass together with other sequences' chunks or tokens.",
+       static_cast<double>(batched_prompt_chunks.load()));
   time_to_first_token.render(out, "kvsqueeze_time_to_first_token_seconds", "From admission of a request to its first token.");
   inter_token.render(out, "kvsqueeze_inter_token_seconds", "Between consecutive tokens of a sequence.");
   return out;

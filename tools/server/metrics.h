@@ -36,6 +36,7 @@ struct Metrics {
   std::atomic<uint64_t> kv_bytes_held{0}, kv_bytes_full{0}, kv_bytes_cached{0}, kv_bytes_held_peak{0}, kv_budget_bytes{0};
   std::atomic<uint64_t> steps{0};
   std::atomic<uint64_t> decode_batches{0}, decode_batch_tokens{0};  // batched forward passes, their tokens
+  std::atomic<uint64_t> batched_prompt_chunks{0};  // prompt chunks that shared a pass with other sequences
   Histogram time_to_first_token{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
   Histogram inter_token{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
 

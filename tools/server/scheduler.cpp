@@ -237,8 +237,7 @@ bool Scheduler::make_room(uint64_t bytes) {
 }
 
 // One step of a sequence: a context chunk, a question chunk or one token, and the events it gives.
-void Scheduler::step_context(Sequence& s) {
-  if (!s.engine->step_context()) return;
+void Scheduler::context_ready(Sequence& s) {
   if (s.cache_context) {
     // Keep the compressed context for later requests, if the budget has room for the copy.
     if (make_room(s.engine->accounting().kv_bytes_used)) {

@@ -63,7 +63,7 @@ class Scheduler {
   void loop();
   void admit_locked();
   void step_all();  // step_batch.cpp
-  void step_context(Sequence& s);  // one chunk of its prompt; begins its generation after the last
+  void context_ready(Sequence& s);  // after its prompt's last chunk: keeps the context, begins generating
   // Sends what the sequence's generation step produced; true once it has ended (final event sent).
   bool generation_stepped(Sequence& s, bool more);
   void finish(Sequence& s);

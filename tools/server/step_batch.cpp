@@ -1,7 +1,7 @@
 // One scheduler step over every running sequence: the one place where the forward passes of a step
-// run. Sequences still in their prompt run its next chunk each; the generating ones step together
-// through Engine::step_generation(engines), which evaluates their tokens in one batched forward
-// pass (the weights read once per step for all of them).
+// run. Every sequence advances by one prompt chunk or one token through Engine::step_batch(engines),
+// which evaluates the decode tokens and the prompt chunks no press watches in one batched forward
+// pass (the weights read once per step for all of them); the others step alone.
 #include <algorithm>
 
 #include "scheduler.h"
@@ -26,7 +26,7 @@ void fail(Job& job, Metrics& metrics, std::exception_ptr error) {
 
 void Scheduler::step_all() {
   std::vector<bool> done(running_.size(), false);
-  std::vector<size_t> generating;
+  std::vector<size_t> stepping;
   std::vector<Engine*> engines;
   for (size_t i = 0; i < running_.size(); ++i) {
     Sequence& s = *running_[i];
@@ -34,32 +34,31 @@ void Scheduler::step_all() {
       s.job->push({.final = true, .finish_reason = "stop"});
       ++metrics_.requests_cancelled;
       done[i] = true;
-    } else if (s.phase == Sequence::Phase::Context) {
-      try {
-        step_context(s);
-      } catch (...) {
-        fail(*s.job, metrics_, std::current_exception());
-        done[i] = true;
-      }
     } else {
-      generating.push_back(i);
+      stepping.push_back(i);
       engines.push_back(s.engine.get());
     }
   }
-  const std::vector<Engine::BatchStep> results = Engine::step_generation(engines);
-  const auto batched = std::count_if(results.begin(), results.end(), [](const Engine::BatchStep& r) { return r.batched; });
-  if (batched > 0) {
+  const std::vector<Engine::BatchStep> results = Engine::step_batch(engines);
+  const auto tokens = std::count_if(results.begin(), results.end(), [](const Engine::BatchStep& r) { return r.batched && !r.chunk; });
+  const auto chunks = std::count_if(results.begin(), results.end(), [](const Engine::BatchStep& r) { return r.batched && r.chunk; });
+  if (tokens > 0) {
     ++metrics_.decode_batches;
-    metrics_.decode_batch_tokens += static_cast<uint64_t>(batched);
+    metrics_.decode_batch_tokens += static_cast<uint64_t>(tokens);
   }
-  for (size_t j = 0; j < generating.size(); ++j) {
-    Sequence& s = *running_[generating[j]];
+  if (chunks > 0 && chunks + tokens > 1) metrics_.batched_prompt_chunks += static_cast<uint64_t>(chunks);
+  for (size_t j = 0; j < stepping.size(); ++j) {
+    Sequence& s = *running_[stepping[j]];
     try {
       if (results[j].error) std::rethrow_exception(results[j].error);
-      done[generating[j]] = generation_stepped(s, results[j].more);
+      if (s.phase == Sequence::Phase::Context) {
+        if (!results[j].more) context_ready(s);
+      } else {
+        done[stepping[j]] = generation_stepped(s, results[j].more);
+      }
     } catch (...) {
       fail(*s.job, metrics_, std::current_exception());
-      done[generating[j]] = true;
+      done[stepping[j]] = true;
     }
   }
   size_t kept = 0;
