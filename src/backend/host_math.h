@@ -27,6 +27,8 @@ void get_row(const WeightMatrix& w, int64_t row, float* dst);
 void dequantize_row(TensorType type, const void* src, float* dst, int64_t n);
 
 double log_sum_exp(const float* x, int64_t n);
+// x = softmax(x) over n floats, in place (max-subtracted, vectorized).
+void softmax(float* x, int64_t n);
 // KL(p || q) of two logit rows given their log-sum-exps.
 double kl_divergence_logits(const float* p, double lse_p, const float* q, double lse_q, int64_t n);
 

@@ -16,6 +16,7 @@
 #include "kvsqueeze/error.h"
 #include "kvsqueeze/session.h"
 #include "press/global_presses.h"
+#include "press/pass_attention.h"
 #include "press/press_registry.h"
 
 namespace kvsqueeze {
@@ -74,34 +75,23 @@ void KvComposePress::finish(Session& session, const Budget& budget) {
     const auto style = host::rope_style(cfg.rope_neox);
     for (int64_t t = 0; t < n; ++t)
       for (int64_t hq = 0; hq < Hq; ++hq) host::rope_apply(q.data() + (t * Hq + hq) * dk, dk, cs.data() + t * half, sn.data() + t * half, style);
-    const int32_t window = kv.window(l);
     for (int64_t h = 0; h < Hkv; ++h) {
-      const int64_t run_len = view.length(h);
       const auto pos = view.positions(h);
-      std::vector<double> logit(static_cast<size_t>(run_len));
-      for (int64_t t = 0; t < n; ++t) {
-        const int32_t qp = st.positions[static_cast<size_t>(t)];
-        for (int64_t g = 0; g < G; ++g) {
-          const int64_t hq = h * G + g;
-          const float* qv = q.data() + (t * Hq + hq) * dk;
-          double mx = -INFINITY;
-          for (int64_t j = 0; j < run_len; ++j) {
-            const int32_t p = pos[static_cast<size_t>(j)];
-            const bool visible = p <= qp && (window == 0 || qp - p < window);
-            logit[static_cast<size_t>(j)] = visible ? static_cast<double>(cfg.attn_scale) * view.key_dot(h, j, qv) : -INFINITY;
-            mx = std::max(mx, logit[static_cast<size_t>(j)]);
-          }
-          double z = 0;
-          for (int64_t j = 0; j < run_len; ++j) z += std::exp(logit[static_cast<size_t>(j)] - mx);
-          for (int64_t j = 0; j < run_len; ++j) {
-            const int64_t c = pos[static_cast<size_t>(j)] - first_pos_;
-            if (c < 0 || c >= L) continue;
-            const double p = std::exp(logit[static_cast<size_t>(j)] - mx) / z;
-            double& dst = a[static_cast<size_t>(hq * L + c)];
-            dst = o_.task_max ? std::max(dst, p) : dst + p;
-          }
+      const std::vector<float> keys = view.keys(h);
+      // The context's slots: positions [first_pos_, first_pos_ + L) (ascending, a range of the run).
+      const int64_t lo = std::lower_bound(pos.begin(), pos.end(), first_pos_) - pos.begin();
+      const int64_t hi = std::lower_bound(pos.begin(), pos.end(), first_pos_ + static_cast<int32_t>(L)) - pos.begin();
+      std::vector<double> part(static_cast<size_t>(G * (hi - lo)), 0.0);
+      pass_attention({.q = q.data() + h * G * dk, .q_pos = st.positions.data(), .n = n, .q_stride = Hq * dk, .G = G,
+                      .head_dim = dk, .keys = keys.data(), .slot_pos = pos.data(), .m = view.length(h),
+                      .scale = cfg.attn_scale, .window = static_cast<int32_t>(kv.window(l)), .lo = lo, .hi = hi, .take_max = o_.task_max},
+                     part);
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t j = lo; j < hi; ++j) {
+          double& dst = a[static_cast<size_t>((h * G + g) * L + pos[static_cast<size_t>(j)] - first_pos_)];
+          const double p = part[static_cast<size_t>(g * (hi - lo) + j - lo)];
+          dst = o_.task_max ? std::max(dst, p) : dst + p;
         }
-      }
     }
   });
   session.eval(ids_);

@@ -16,6 +16,7 @@
 #include "kvsqueeze/session.h"
 #include "model/model_weights.h"
 #include "press/global_presses.h"
+#include "press/pass_attention.h"
 #include "press/press_registry.h"
 
 namespace kvsqueeze {
@@ -173,29 +174,34 @@ void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat
           }
         }
       }
-      auto& best = layer_scores[static_cast<size_t>(h)];
-      std::vector<double> logit(static_cast<size_t>(m));
-      for (int64_t t = 0; t < n; ++t) {
-        const int32_t qpos = st.positions[static_cast<size_t>(t)];
-        int64_t visible = rep_at;  // repeat slots up to the query itself
-        while (visible < m && pos[static_cast<size_t>(slots[static_cast<size_t>(visible)])] <= qpos) ++visible;
-        for (int64_t g = 0; g < G; ++g) {
-          const float* qv = q.data() + (t * Hq + h * G + g) * dk;
-          double mx = -INFINITY;
-          for (int64_t a = 0; a < visible; ++a) {
-            logit[static_cast<size_t>(a)] = static_cast<double>(cfg.attn_scale) * view.key_dot(h, slots[static_cast<size_t>(a)], qv);
-            mx = std::max(mx, logit[static_cast<size_t>(a)]);
-          }
-          double z = 0;
-          for (int64_t a = 0; a < visible; ++a) z += std::exp(logit[static_cast<size_t>(a)] - mx);
-          for (int64_t a = chunk_at; a < rep_at; ++a) {
-            double p = std::exp(logit[static_cast<size_t>(a)] - mx) / z;
-            if (o_.plus) p *= static_cast<double>(inv_hnorm[static_cast<size_t>(t)]) * wov[static_cast<size_t>(g * m + a)];
-            float& b = best[static_cast<size_t>(slots[static_cast<size_t>(a)])];
-            b = std::max(b, static_cast<float>(p));
-          }
-        }
+      // The slots' keys in a row, then every repeat query of every query head of the group.
+      const std::vector<float> all_keys = view.keys(h);
+      std::vector<float> keys(static_cast<size_t>(m * dk));
+      std::vector<int32_t> slot_pos(static_cast<size_t>(m));
+      for (int64_t a = 0; a < m; ++a) {
+        const int64_t j = slots[static_cast<size_t>(a)];
+        std::copy_n(all_keys.data() + j * dk, dk, keys.data() + a * dk);
+        slot_pos[static_cast<size_t>(a)] = pos[static_cast<size_t>(j)];
       }
+      std::vector<float> slot_factor;
+      if (o_.plus) {
+        slot_factor.resize(static_cast<size_t>(G * (rep_at - chunk_at)));
+        for (int64_t g = 0; g < G; ++g)
+          std::copy(wov.begin() + g * m + chunk_at, wov.begin() + g * m + rep_at, slot_factor.begin() + g * (rep_at - chunk_at));
+      }
+      std::vector<double> agg(static_cast<size_t>(G * (rep_at - chunk_at)), 0.0);
+      pass_attention({.q = q.data() + h * G * dk, .q_pos = st.positions.data(), .n = n, .q_stride = Hq * dk, .G = G,
+                      .head_dim = dk, .keys = keys.data(), .slot_pos = slot_pos.data(), .m = m, .scale = cfg.attn_scale,
+                      .lo = chunk_at, .hi = rep_at, .take_max = true,
+                      .row_factor = o_.plus ? inv_hnorm.data() : nullptr,
+                      .slot_factor = o_.plus ? slot_factor.data() : nullptr},
+                     agg);
+      auto& best = layer_scores[static_cast<size_t>(h)];
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t a = chunk_at; a < rep_at; ++a) {
+          float& b = best[static_cast<size_t>(slots[static_cast<size_t>(a)])];
+          b = std::max(b, static_cast<float>(agg[static_cast<size_t>(g * (rep_at - chunk_at) + a - chunk_at)]));
+        }
     }
   });
   session.eval(repeat);

@@ -25,6 +25,7 @@ void get_row(const WeightMatrix& w, int64_t row, float* dst) { kernels::get_row(
 void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) { kernels::dequantize_row(type, src, dst, n); }
 
 double log_sum_exp(const float* x, int64_t n) { return kernels::log_sum_exp(x, n); }
+void softmax(float* x, int64_t n) { kernels::softmax(x, n); }
 double kl_divergence_logits(const float* p, double lse_p, const float* q, double lse_q, int64_t n) {
   return kernels::kl_divergence_logits(p, lse_p, q, lse_q, n);
 }
