@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_speed import DEFAULT_MODEL, REPO, cpu_description, log  # noqa: E402
+from bench_speed import DEFAULT_MODEL, REPO, cpu_description, log, portable  # noqa: E402
 
 
 def parse_args(argv):
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                      "streaming_paired": statistics.median(p / c - 1.0 for p, c in zip(samples["streaming"], samples["cli"])),
                      "python_layer": statistics.median(w / n - 1.0 for w, n in zip(samples["python"], samples["python_native"])),
                      "streaming_layer": statistics.median(w / n - 1.0 for w, n in zip(samples["streaming"], samples["streaming_native"]))})
-    report = {"cpu": cpu_description(), "model": a.model, "threads": a.threads, "n_gen": a.n_gen, "rows": rows}
+    report = {"cpu": cpu_description(), "model": portable(a.model), "threads": a.threads, "n_gen": a.n_gen, "rows": rows}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -50,7 +50,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_speed import (DEFAULT_LLAMACPP_BIN, DEFAULT_MODEL, REPO, BenchError, cpu_description,  # noqa: E402
-                         llamacpp_version, log)
+                         llamacpp_version, log, portable)
 
 
 def parse_args(argv):
@@ -309,7 +309,7 @@ def main(argv=None) -> int:
         rows = run_capacity(a)
         if a.json:
             with open(a.json, "w") as f:
-                json.dump({"cpu": cpu_description(), "model": a.model, "doc_tokens": a.doc_tokens, "press": a.capacity_press,
+                json.dump({"cpu": cpu_description(), "model": portable(a.model), "doc_tokens": a.doc_tokens, "press": a.capacity_press,
                            "rows": rows}, f, indent=1)
         print("| ratio | sessions sent | peak concurrent | peak KV held MiB / budget | aggregate decode tok/s | wall s |")
         print("|---|---|---|---|---|---|")
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
             print(f"| {r['ratio']} | {r['sessions']} | {r['peak_running']} | {r['peak_kv_held_mib']} / {r['budget_mib']:.0f} | "
                   f"{r['decode_tok_s']} | {r['wall_s']} |")
         return 0
-    report = {"config": {"model": a.model, "streams": a.streams, "prompt_tokens": a.prompt_tokens, "max_tokens": a.max_tokens,
+    report = {"config": {"model": portable(a.model), "streams": a.streams, "prompt_tokens": a.prompt_tokens, "max_tokens": a.max_tokens,
                          "threads": a.threads, "press": a.press, "ratio": a.ratio, "cpu": cpu_description()},
               "results": []}
     if not a.skip_llamacpp:

@@ -59,6 +59,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -239,6 +240,16 @@ def run_kvsqueeze(cmd: list[str], a) -> tuple[dict, dict, dict]:
 # --------------------------------------------------------------------------------------------
 # metadata
 # --------------------------------------------------------------------------------------------
+def portable(text: str) -> str:
+    """`text` (a path or a command line) without this machine's directories, for committed results:
+    the repository becomes relative, the model cache MODELS/, the home folder HOME/, the temp folder OUT/."""
+    cache = os.environ.get("KVSQ_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kvsqueeze")
+    for prefix, name in ((REPO + os.sep, ""), (os.path.join(cache, "models") + os.sep, "MODELS/"),
+                         (os.path.expanduser("~") + os.sep, "HOME/"), (tempfile.gettempdir() + os.sep, "OUT/")):
+        text = text.replace(prefix, name)
+    return text
+
+
 def cpu_description() -> str:
     name = fam = mod = None
     try:
@@ -529,7 +540,7 @@ def main(argv=None) -> int:
         "threads": a.threads,
         "repeat": a.repeat,
         "max_foreign_load": a.max_foreign_load,
-        "command": shlex.join(["bench/bench_speed.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": portable(shlex.join(["bench/bench_speed.py", *(argv if argv is not None else sys.argv[1:])])),
         "llamacpp_cmds": [shlex.join(["llama-bench", *c[1:]]).replace(shlex.quote(models[0]), "MODEL")
                           for ctx in a.ctx for c in llamacpp_unit_cmds("llama-bench", models[0], a, ctx)],
         "kvsqueeze_cmd": " ; ".join(shlex.join(["build/kvsqueeze", *kvsqueeze_cmd(kvsq, models[0], a, [c], a.bandwidth)[1:]])
@@ -573,7 +584,7 @@ def main(argv=None) -> int:
                                     bounds[f"tg{int(r['decode_tokens'])} @ d{int(r['ctx'])}"].append(
                                         (r["weight_bytes_per_token"] + r["kv_bytes_per_token"], rec["bandwidth"]["gb_per_s"],
                                          r["bound_tok_s"]))
-                            raw[engine].append({"round": rnd + 1, "cmd": shlex.join(cmd), "load": info, "records": rec})
+                            raw[engine].append({"round": rnd + 1, "cmd": portable(shlex.join(cmd)), "load": info, "records": rec})
                             for t, v in res.items():
                                 if t in samples[engine]:
                                     samples[engine][t].append(v)

@@ -32,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_serving import Server, metrics_of, prompts  # noqa: E402
-from bench_speed import DEFAULT_MODEL, REPO, BenchError, cpu_description, log  # noqa: E402
+from bench_speed import DEFAULT_MODEL, REPO, BenchError, cpu_description, log, portable  # noqa: E402
 
 PRESSES = ["none", "snapkv", "expected_attention", "knorm", "streaming_llm"]
 KINDS = ["completion", "completion", "chat-doc", "chat-doc", "decoding", "disconnect", "bad"]
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     for t in threads:
         t.start()
     samples = []
-    report = {"config": {"model": a.model, "minutes": a.minutes, "parallel": a.parallel, "clients": a.clients,
+    report = {"config": {"model": portable(a.model), "minutes": a.minutes, "parallel": a.parallel, "clients": a.clients,
                          "threads": a.threads, "kv_budget_mib": a.kv_budget, "seed": a.seed, "cpu": cpu_description()}}
     try:
         while any(t.is_alive() for t in threads):

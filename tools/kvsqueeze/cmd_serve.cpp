@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "device_flag.h"
 #include "kv_type_flags.h"
+#include "heap_policy.h"
 #include "http_server.h"
 #include "kvsqueeze/engine.h"
 #include "kvsqueeze/error.h"
@@ -55,6 +56,7 @@ int run(const ServeArgs& a) {
   SessionOptions device_check;
   a.device.apply(device_check);  // an unusable --device fails before the server listens
 
+  server::configure_heap();
   server::Metrics metrics;
   server::HttpOptions ho;
   ho.host = a.host;

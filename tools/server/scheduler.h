@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "context_cache.h"
+#include "heap_policy.h"
 #include "job.h"
 #include "kvsqueeze/engine.h"
 #include "metrics.h"
@@ -90,6 +91,7 @@ class Scheduler {
   std::atomic<bool> draining_{false};
   std::atomic<bool> idle_{true};
   std::vector<std::unique_ptr<Sequence>> running_;  // scheduler thread only
+  HeapTrimmer trimmer_;                             // scheduler thread only
   std::thread thread_;
 };
 

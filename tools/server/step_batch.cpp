@@ -64,7 +64,9 @@ void Scheduler::step_all() {
   size_t kept = 0;
   for (size_t i = 0; i < running_.size(); ++i)
     if (!done[i]) running_[kept++] = std::move(running_[i]);
+  const bool ended = kept < running_.size();
   running_.resize(kept);
+  if (ended) trimmer_.request_ended();  // what the ended sequences held goes back to the system
   ++metrics_.steps;
 }
 
