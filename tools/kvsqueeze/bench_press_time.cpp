@@ -188,7 +188,7 @@ struct Sample {
 
 SessionOptions options_of(const PressTimeArgs& a) {
   SessionOptions so = a.kv;
-  so.ctx_size = a.ctx;
+  so.ctx_size = 0;  // the model's: the extra passes of kvzip / kvcompose run past the context
   so.chunk = a.chunk;
   so.threads = a.threads;
   return so;
