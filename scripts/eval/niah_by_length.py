@@ -3,7 +3,9 @@
 each length and over all cells, with the 95% interval of the overall mean (Student's t over cells).
 Reads an eval results.jsonl (default docs/results/niah/results.jsonl), prints a markdown table
 sorted by the overall mean at each ratio. Used for docs/RESULTS.md.
-  scripts/eval/niah_by_length.py [results.jsonl] [--ratios 0.5,0.25,0.75]"""
+With --found TEXT, a last column gives the share of cells whose answer contains TEXT (case-insensitive),
+a cruder but easier reading than ROUGE-L (the kvpress-style needle: --found "dolores park").
+  scripts/eval/niah_by_length.py [results.jsonl] [--ratios 0.5,0.25,0.75] [--found TEXT]"""
 import argparse
 import collections
 import json
@@ -21,16 +23,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("results", nargs="?", default="docs/results/niah/results.jsonl")
     p.add_argument("--ratios", default="0.5,0.25,0.75")
+    p.add_argument("--found", default=None)
     a = p.parse_args()
     cells = collections.defaultdict(dict)  # (press, ratio) -> {(length, depth): score}
+    found = collections.defaultdict(dict)  # (press, ratio) -> {(length, depth): answer contains --found}
     for line in open(a.results):
         r = json.loads(line)
         key = ("none", 0.0) if r["press"] == "none" else (r["press"], float(r["ratio"]))
         cells[key][(r["meta"]["length"], r["meta"]["depth"])] = 100.0 * r["score"]
+        if a.found:
+            found[key][(r["meta"]["length"], r["meta"]["depth"])] = a.found.lower() in r["prediction"].lower()
     lengths = sorted({length for c in cells.values() for length, _ in c})
-    head = "| press | ratio | " + " | ".join(f"{n // 1024}K" for n in lengths) + " | all | ±95% | n |"
+    head = "| press | ratio | " + " | ".join(f"{n // 1024}K" for n in lengths) + " | all | ±95% | n |" + (" found (%) |" if a.found else "")
     print(head)
-    print("|" + "---|" * 2 + "---:|" * (len(lengths) + 3))
+    print("|" + "---|" * 2 + "---:|" * (len(lengths) + 3 + (1 if a.found else 0)))
 
     def row(press, ratio):
         c = cells[(press, ratio)]
@@ -39,7 +45,8 @@ def main():
         vals = list(c.values())
         ci = t95(len(vals) - 1) * statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else float("nan")
         return ("| " + press.replace("head_scores=docs/results/head_budgets/qwen05.heads.json", "heads=qwen05") + f" | {ratio:g} | " +
-                " | ".join(f"{x:.1f}" for x in by_len) + f" | {statistics.mean(vals):.1f} | {ci:.1f} | {len(vals)} |")
+                " | ".join(f"{x:.1f}" for x in by_len) + f" | {statistics.mean(vals):.1f} | {ci:.1f} | {len(vals)} |" +
+                (f" {100.0 * sum(found[(press, ratio)].values()) / len(vals):.0f} |" if a.found else ""))
 
     print(row("none", 0.0))
     for ratio in [float(x) for x in a.ratios.split(",")]:
