@@ -108,6 +108,15 @@ constexpr size_t bytes_of(int64_t count) {
 thread_local Scratch tl_act;   // activations (caller thread)
 thread_local Scratch tl_work;  // per-thread unpack / panel buffers
 
+// Decode streams the weights once per token; the hardware prefetchers alone leave the cores
+// waiting on memory (measured: software prefetch this far ahead makes 1-token decode ~15% faster
+// on 2 threads). The row-dot paths read rows in order (4 at a time for one token): each fetches
+// the row kDecodePrefetchRows ahead of the one it reads.
+constexpr int64_t kDecodePrefetchRows = 12;
+inline void prefetch_bytes(const uint8_t* p, size_t n) {
+  for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Unpacking weights to (u, s, m). All unpackers write cols codes to u, cols/sb scales to s and,
 // for asymmetric types, cols/sb biases to m.
@@ -631,46 +640,46 @@ inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-// Decode kernel for one token: 4 unpacked rows (u + r*kp, s + r*nsp, m + r*nsp) at once, sharing
-// the activation loads and the final reduction; writes y[0..3].
-template <int SB, bool ASYM>
-void dot_rows4(const uint8_t* u, const float* s, const float* m, const Acts& a, float* y) {
+// Decode kernel for NT (1-3) tokens: 4 unpacked rows (u + r*kp, s + r*nsp, m + r*nsp) at once,
+// sharing the activation loads and the final reduction; writes y[t * ldy + 0..3]. Each token's
+// arithmetic is the same whatever NT, so a server's step of 2-3 sequences gives each the logits
+// it gets alone, to the bit.
+template <int SB, bool ASYM, int NT>
+void dot_rows4(const uint8_t* u, const float* s, const float* m, const Acts& a, int64_t t0, float* y, int64_t ldy) {
   constexpr int kCPG = SB == 32 ? 8 : 4;
   const int64_t nchunks = a.kp / 64, kp = a.kp, nsp = a.nsp;
-  const int8_t* q = a.tq(0);
-  const int32_t* c64 = ASYM ? nullptr : a.tc64(0);
-  const float* dxs = a.tdxs(0);
-  __m512 acc[4];
-  for (int r = 0; r < 4; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc[NT][4];
+  for (int t = 0; t < NT; ++t)
+    for (int r = 0; r < 4; ++r) acc[t][r] = _mm512_setzero_ps();
   for (int64_t g = 0, c0 = 0; c0 < nchunks; ++g, c0 += kCPG) {
-    const __m512 dx = _mm512_loadu_ps(dxs + 16 * g);
-    __m512 ss[4];
-    for (int r = 0; r < 4; ++r) ss[r] = _mm512_mul_ps(_mm512_loadu_ps(s + r * nsp + 16 * g), dx);
+    __m512 ss[NT][4];
+    for (int t = 0; t < NT; ++t) {
+      const __m512 dx = _mm512_loadu_ps(a.tdxs(t0 + t) + 16 * g);
+      for (int r = 0; r < 4; ++r) ss[t][r] = _mm512_mul_ps(_mm512_loadu_ps(s + r * nsp + 16 * g), dx);
+    }
     const int cn = static_cast<int>(std::min<int64_t>(kCPG, nchunks - c0));
     for (int c = 0; c < cn; ++c) {
       const int64_t ch = c0 + c;
-      const __m512i xv = _mm512_loadu_si512(q + 64 * ch);
-      const __m512i init = ASYM ? _mm512_setzero_si512() : _mm512_loadu_si512(c64 + 16 * ch);
       const __m512i idx = _mm512_load_si512(SB == 32 ? kPermIdx32[c] : kPermIdx16[c]);
-      for (int r = 0; r < 4; ++r) {
-        const __m512i isum = _mm512_dpbusd_epi32(init, _mm512_loadu_si512(u + r * kp + 64 * ch), xv);
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_permutexvar_ps(idx, ss[r]), acc[r]);
+      __m512i w[4];
+      for (int r = 0; r < 4; ++r) w[r] = _mm512_loadu_si512(u + r * kp + 64 * ch);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i xv = _mm512_loadu_si512(a.tq(t0 + t) + 64 * ch);
+        const __m512i init = ASYM ? _mm512_setzero_si512() : _mm512_loadu_si512(a.tc64(t0 + t) + 16 * ch);
+        for (int r = 0; r < 4; ++r) {
+          const __m512i isum = _mm512_dpbusd_epi32(init, w[r], xv);
+          acc[t][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_permutexvar_ps(idx, ss[t][r]), acc[t][r]);
+        }
       }
     }
     if constexpr (ASYM) {
-      const __m512 xv = _mm512_loadu_ps(a.tX(0) + 16 * g);
-      for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(m + r * nsp + 16 * g), xv, acc[r]);
+      for (int t = 0; t < NT; ++t) {
+        const __m512 xv = _mm512_loadu_ps(a.tX(t0 + t) + 16 * g);
+        for (int r = 0; r < 4; ++r) acc[t][r] = _mm512_fmadd_ps(_mm512_loadu_ps(m + r * nsp + 16 * g), xv, acc[t][r]);
+      }
     }
   }
-  _mm_storeu_ps(y, reduce4(acc[0], acc[1], acc[2], acc[3]));
-}
-
-// Decode streams the weights once per token; the hardware prefetchers alone leave the cores
-// waiting on memory (measured: software prefetch this far ahead makes 1-token decode ~10% faster
-// on 2 threads). Rows are read 4 at a time; fetch those 12 rows ahead.
-constexpr int64_t kDecodePrefetchRows = 12;
-inline void prefetch_bytes(const uint8_t* p, size_t n) {
-  for (size_t o = 0; o < n; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+  for (int t = 0; t < NT; ++t) _mm_storeu_ps(y + (t0 + t) * ldy, reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
 }
 
 // The 64 codes of blocks j and j + 1 of a Q4_0 / Q5_0 / Q8_0 row (only block j when `one`), as
@@ -703,46 +712,76 @@ inline __m512i codes64(const uint8_t* b, bool one) {
 // into a buffer and read again. Codes, scales and the order of every operation are those of
 // unpack_avx + dot_rows4<32, false> (checked: the default model's decode logprobs are unchanged
 // to the last bit), with the rows kDecodePrefetchRows ahead prefetched.
-template <TensorType T>
-void dot_rows4_direct(const uint8_t* row0, size_t row_bytes, int64_t cols, const Acts& a, float* y) {
+template <TensorType T, int NT>
+void dot_rows4_direct(const uint8_t* row0, size_t row_bytes, int64_t cols, const Acts& a, int64_t t0, float* y,
+                      int64_t ldy) {
   constexpr int64_t bytes = T == TensorType::Q8_0 ? 34 : static_cast<int64_t>(LegacyBlock<T>::bytes);
   const int64_t nchunks = a.kp / 64, nb = cols / 32;
-  const int8_t* q = a.tq(0);
-  const int32_t* c64 = a.tc64(0);
-  const float* dxs = a.tdxs(0);
   // Four rows read chunk by chunk are four interleaved streams, which the hardware prefetchers
-  // follow poorly: fetch the next four rows (the caller's next call) while these are computed.
+  // follow poorly: fetch the rows kDecodePrefetchRows ahead while these are computed.
   const uint8_t* next = row0 + kDecodePrefetchRows * row_bytes;
   const int64_t ahead = static_cast<int64_t>(4 * row_bytes);
-  __m512 acc[4];
-  for (int r = 0; r < 4; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc[NT][4];
+  for (int t = 0; t < NT; ++t)
+    for (int r = 0; r < 4; ++r) acc[t][r] = _mm512_setzero_ps();
   for (int64_t g = 0, c0 = 0; c0 < nchunks; ++g, c0 += 8) {
-    const __m512 dx = _mm512_loadu_ps(dxs + 16 * g);
+    __m512 dx[NT];
+    for (int t = 0; t < NT; ++t) dx[t] = _mm512_loadu_ps(a.tdxs(t0 + t) + 16 * g);
     const int cn = static_cast<int>(std::min<int64_t>(8, nchunks - c0));
     for (int c = 0; c < cn; ++c) {
       const int64_t ch = c0 + c, j = 2 * ch;
       for (int64_t p = ch * ahead / nchunks / 64 * 64; p < (ch + 1) * ahead / nchunks; p += 64)
         _mm_prefetch(reinterpret_cast<const char*>(next + p), _MM_HINT_T0);
-      const __m512i xv = _mm512_loadu_si512(q + 64 * ch);
-      const __m512i init = _mm512_loadu_si512(c64 + 16 * ch);
-      // dot_rows4 multiplies the 16 scales of the group by dx and spreads the chunk's two over
-      // its lanes; spreading first and multiplying the same pairs gives the same floats.
-      const __m512 dxc = _mm512_permutexvar_ps(_mm512_load_si512(kPermIdx32[c]), dx);
+      const __m512i idx = _mm512_load_si512(kPermIdx32[c]);
+      __m512i u[4];
+      __m512 sc[4];
       for (int r = 0; r < 4; ++r) {
         const uint8_t* b = row0 + r * row_bytes + j * bytes;
-        __m512i u = _mm512_setzero_si512();
-        __m512 sc = _mm512_setzero_ps();
+        u[r] = _mm512_setzero_si512();
+        sc[r] = _mm512_setzero_ps();
         if (j < nb) {
           const bool one = j + 1 >= nb;
-          u = codes64<T>(b, one);
-          sc = _mm512_insertf32x8(_mm512_set1_ps(load_f16(b)), _mm256_set1_ps(one ? 0.0f : load_f16(b + bytes)), 1);
+          u[r] = codes64<T>(b, one);
+          sc[r] = _mm512_insertf32x8(_mm512_set1_ps(load_f16(b)), _mm256_set1_ps(one ? 0.0f : load_f16(b + bytes)), 1);
         }
-        const __m512i isum = _mm512_dpbusd_epi32(init, u, xv);
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(sc, dxc), acc[r]);
+      }
+      for (int t = 0; t < NT; ++t) {
+        const __m512i xv = _mm512_loadu_si512(a.tq(t0 + t) + 64 * ch);
+        const __m512i init = _mm512_loadu_si512(a.tc64(t0 + t) + 16 * ch);
+        // dot_rows4 multiplies the 16 scales of the group by dx and spreads the chunk's two over
+        // its lanes; spreading first and multiplying the same pairs gives the same floats.
+        const __m512 dxc = _mm512_permutexvar_ps(idx, dx[t]);
+        for (int r = 0; r < 4; ++r) {
+          const __m512i isum = _mm512_dpbusd_epi32(init, u[r], xv);
+          acc[t][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(sc[r], dxc), acc[t][r]);
+        }
       }
     }
   }
-  _mm_storeu_ps(y, reduce4(acc[0], acc[1], acc[2], acc[3]));
+  for (int t = 0; t < NT; ++t) _mm_storeu_ps(y + (t0 + t) * ldy, reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
+}
+
+// dot_rows4 / dot_rows4_direct for any number of tokens, 3 at a time (the registers hold 3 x 4
+// accumulators): every token gets the arithmetic it gets alone.
+template <TensorType T>
+void dot_rows4_direct_tokens(int64_t n_tokens, const uint8_t* row0, size_t row_bytes, int64_t cols, const Acts& a,
+                             float* y, int64_t ldy) {
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += 3) {
+    const int64_t nt = std::min<int64_t>(3, n_tokens - t0);
+    if (nt == 1) dot_rows4_direct<T, 1>(row0, row_bytes, cols, a, t0, y, ldy);
+    else if (nt == 2) dot_rows4_direct<T, 2>(row0, row_bytes, cols, a, t0, y, ldy);
+    else dot_rows4_direct<T, 3>(row0, row_bytes, cols, a, t0, y, ldy);
+  }
+}
+template <int SB, bool ASYM>
+void dot_rows4_tokens(int64_t n_tokens, const uint8_t* u, const float* s, const float* m, const Acts& a, float* y,
+                      int64_t ldy) {
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += 3) {
+    const int64_t nt = std::min<int64_t>(3, n_tokens - t0);
+    if (nt == 1) dot_rows4<SB, ASYM, 1>(u, s, m, a, t0, y, ldy);
+    else if (nt == 2) dot_rows4<SB, ASYM, 2>(u, s, m, a, t0, y, ldy);
+    else dot_rows4<SB, ASYM, 3>(u, s, m, a, t0, y, ldy);
+  }
 }
 
 template <int SB, bool ASYM>
@@ -1053,13 +1092,17 @@ void float_rows_avx2(const WeightMatrix& w, const float* x, int64_t T, float* y,
 }
 #endif  // KVSQ_AVX2_QUANT
 
-// Token counts from which the panel (prefill) kernels are used instead of row dots. Measured
-// with bench/matmul_bench.cpp on Zen 5 (1 thread, CPU time): with 2 tokens the panel path is
-// already 5-15% faster for the 32-element sub-block types; Q6_K (16-element sub-blocks, more
-// fp32 work per vpdpbusd) breaks even at 4; fp32 panels pay off from about 8 tokens.
-// (Only the AVX-512 VNNI variant has panel kernels.)
-[[maybe_unused]] constexpr int64_t kQuantPanelMinTokens = 2;
-[[maybe_unused]] constexpr int64_t kQ6KPanelMinTokens = 4;
+// Token counts from which the panel (prefill) kernels are used instead of row dots. With the
+// weights in cache (bench/matmul_bench.cpp, Zen 5, 1 thread) panels win from 2 tokens for the
+// 32-element sub-block types and from 4 for Q6_K; but a server's decode step of 2-3 sequences
+// streams the weights from memory, where the row dots (prefetched, each row read once for all the
+// tokens) win: Qwen2.5-0.5B, 2 sequences, 27 ms per step with panels vs 15 ms with row dots
+// (`bench/bench_serving.py --streams 1,2,4,8`, 2026-12-07), even at 4. Below 8 tokens the row
+// dots also give each token the logits it gets alone, to the bit (dot_rows4_tokens), so that a
+// server's batch of up to 7 sequences decodes exactly as each would alone. fp32 panels pay off
+// from about 8 tokens. (Only the AVX-512 VNNI variant has panel kernels.)
+[[maybe_unused]] constexpr int64_t kQuantPanelMinTokens = 8;
+[[maybe_unused]] constexpr int64_t kQ6KPanelMinTokens = 8;
 [[maybe_unused]] constexpr int64_t kFloatPanelMinTokens = 8;
 
 void validate(const WeightMatrix& w, const char* what) {
@@ -1203,20 +1246,20 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       while (rows_q.get(rb, re)) {
         int64_t r = rb;
 #if defined(KVSQ_AVX512VNNI)
-        if (T == 1 && !portable) {
-          // Four rows at a time (the single-token decode case).
+        if (!portable) {
+          // Four rows at a time (decode: one sequence, or a server step of a few).
           for (; r + 4 <= re; r += 4) {
             const uint8_t* rows = w.data + static_cast<size_t>(r) * w.row_bytes;
             if (w.type == TensorType::Q5_0) {
-              dot_rows4_direct<TensorType::Q5_0>(rows, w.row_bytes, cols, a, y + r);
+              dot_rows4_direct_tokens<TensorType::Q5_0>(T, rows, w.row_bytes, cols, a, y + r, ldy);
               continue;
             }
             if (w.type == TensorType::Q8_0) {
-              dot_rows4_direct<TensorType::Q8_0>(rows, w.row_bytes, cols, a, y + r);
+              dot_rows4_direct_tokens<TensorType::Q8_0>(T, rows, w.row_bytes, cols, a, y + r, ldy);
               continue;
             }
             if (w.type == TensorType::Q4_0) {
-              dot_rows4_direct<TensorType::Q4_0>(rows, w.row_bytes, cols, a, y + r);
+              dot_rows4_direct_tokens<TensorType::Q4_0>(T, rows, w.row_bytes, cols, a, y + r, ldy);
               continue;
             }
             for (int i = 0; i < 4; ++i) {
@@ -1225,11 +1268,11 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
                      m4 + i * a.nsp);
             }
             if (k.sb == 16)
-              dot_rows4<16, false>(u4, s4, m4, a, y + r);
+              dot_rows4_tokens<16, false>(T, u4, s4, m4, a, y + r, ldy);
             else if (k.asym)
-              dot_rows4<32, true>(u4, s4, m4, a, y + r);
+              dot_rows4_tokens<32, true>(T, u4, s4, m4, a, y + r, ldy);
             else
-              dot_rows4<32, false>(u4, s4, m4, a, y + r);
+              dot_rows4_tokens<32, false>(T, u4, s4, m4, a, y + r, ldy);
           }
         }
 #endif
@@ -1240,6 +1283,7 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
             for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = dot_unpacked_scalar(u, s, m, k, a, t, cols);
             continue;
           }
+          prefetch_bytes(row + kDecodePrefetchRows * w.row_bytes, w.row_bytes);
           unpack(row, cols, u, s, m);
 #if defined(KVSQ_AVX512VNNI)
           if (k.sb == 16)
