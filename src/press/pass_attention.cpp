@@ -59,13 +59,14 @@ void pass_attention(const PassAttentionArgs& a, std::vector<double>& out) {
         host::softmax(row + vis_lo, vis_hi - vis_lo);
         const int64_t from = std::max(vis_lo, a.lo), to = std::min(vis_hi, a.hi);
         const double f = a.row_factor ? a.row_factor[t0 + t] : 1.0;
-        double* agg = mine.data() + g * width - a.lo;
-        const float* sf = a.slot_factor ? a.slot_factor + g * width - a.lo : nullptr;
+        double* agg = mine.data() + g * width;  // index j - lo
+        const float* sf = a.slot_factor ? a.slot_factor + g * width : nullptr;
         for (int64_t j = from; j < to; ++j) {
           double p = row[j];
           if (a.row_factor) p *= f;
-          if (sf) p *= sf[j];
-          agg[j] = a.take_max ? std::max(agg[j], p) : agg[j] + p;
+          if (sf) p *= sf[j - a.lo];
+          double& dst = agg[j - a.lo];
+          dst = a.take_max ? std::max(dst, p) : dst + p;
         }
       }
     }
