@@ -10,12 +10,13 @@
 //     where sum u*q is an unsigned-by-signed byte dot product (AVX-512 VNNI vpdpbusd) and the
 //     activation block sums come from the activation quantization. The offset correction is
 //     exact integer arithmetic.
-//   * Row-dot path (1 token; 1-3 tokens for Q6_K): rows are unpacked into an L1-resident buffer
-//     and dotted with each token, 2 sub-blocks per 512-bit vpdpbusd, the scale applied per
-//     sub-block in fp32. With one token, 4 rows go together (shared activation loads, one
-//     horizontal reduction for the 4); Q4_0/Q5_0/Q8_0 rows are then read in place, without the
+//   * Row-dot path (1-7 tokens: decode and a server's decode steps): rows are unpacked into an
+//     L1-resident buffer and dotted with each token, 2 sub-blocks per 512-bit vpdpbusd, the scale
+//     applied per sub-block in fp32. 4 rows go together, for up to 3 tokens at a time (shared
+//     activation loads, one horizontal reduction per token for the 4), so each token's result is
+//     the same whatever the other tokens; Q4_0/Q5_0/Q8_0 rows are read in place, without the
 //     buffer, and the rows 12 ahead are prefetched (decode waits on memory, not on arithmetic).
-//   * Panel path (2+ tokens; 4+ for Q6_K): panels of 16 rows are unpacked and transposed so that
+//   * Panel path (8+ tokens): panels of 16 rows are unpacked and transposed so that
 //     one 512-bit vector holds 4 consecutive codes of 16 rows; one vpdpbusd against a broadcast
 //     4-byte group of a token then advances 16 row-dots at once, and the fp32 scale work is
 //     amortized over a whole sub-block (8 vpdpbusd per cvt+mul+fma instead of 1). A tile is
@@ -230,6 +231,31 @@ inline __m256i nibbles_32(const uint8_t* qs16) {  // 16 packed bytes -> 32 codes
   return _mm256_and_si256(w, _mm256_set1_epi8(15));
 }
 
+// The 64 codes of two consecutive blocks of 32 at b (a legacy type or Q8_0; only the first when
+// `one`, the rest zero), as the row-dot and unpack paths both use them.
+template <TensorType T>
+inline __m512i codes64(const uint8_t* b, bool one) {
+  constexpr size_t bytes = T == TensorType::Q8_0 ? 34 : LegacyBlock<T>::bytes;
+  if constexpr (T == TensorType::Q8_0) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+    const __m256i hi = one ? _mm256_set1_epi8(-128) : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + bytes + 2));
+    const __m512i q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8(-128));
+    return q;
+  } else {
+    constexpr size_t qo = LegacyBlock<T>::qo;
+    const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo));
+    const __m128i qb = one ? _mm_setzero_si128() : _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + bytes + qo));
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(qa), qb, 1);
+    __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);  // A.q B.q A.q>>4 B.q>>4
+    w = _mm512_and_si512(_mm512_shuffle_i64x2(w, w, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(15));
+    if constexpr (LegacyBlock<T>::has_h) {
+      const uint64_t qh = load_u32(b + qo - 4) | (one ? 0 : static_cast<uint64_t>(load_u32(b + bytes + qo - 4)) << 32);
+      w = _mm512_mask_add_epi8(w, _cvtu64_mask64(qh), w, _mm512_set1_epi8(16));
+    }
+    return w;
+  }
+}
+
 template <TensorType T>
 void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) {
   if constexpr (LegacyBlock<T>::is) {
@@ -245,16 +271,7 @@ void unpack_avx(const uint8_t* b, int64_t cols, uint8_t* u, float* s, float* m) 
         m[i] = load_f16(b + 2);
         m[i + 1] = load_f16(b + bytes + 2);
       }
-      const __m256i v =
-          _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo))),
-                                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + bytes + qo)), 1);
-      __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);  // A.q B.q A.q>>4 B.q>>4
-      w = _mm512_and_si512(_mm512_shuffle_i64x2(w, w, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(15));
-      if constexpr (has_h) {
-        const uint64_t qh = load_u32(b + qo - 4) | (static_cast<uint64_t>(load_u32(b + bytes + qo - 4)) << 32);
-        w = _mm512_mask_add_epi8(w, _cvtu64_mask64(qh), w, _mm512_set1_epi8(16));
-      }
-      _mm512_storeu_si512(u, w);
+      _mm512_storeu_si512(u, codes64<T>(b, false));
     }
     for (; i < nb; ++i, b += bytes, u += 32) {
       s[i] = load_f16(b);
@@ -682,33 +699,8 @@ void dot_rows4(const uint8_t* u, const float* s, const float* m, const Acts& a, 
   for (int t = 0; t < NT; ++t) _mm_storeu_ps(y + (t0 + t) * ldy, reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
 }
 
-// The 64 codes of blocks j and j + 1 of a Q4_0 / Q5_0 / Q8_0 row (only block j when `one`), as
-// unpack_avx writes them (zeros past the row's last block).
-template <TensorType T>
-inline __m512i codes64(const uint8_t* b, bool one) {
-  constexpr size_t bytes = T == TensorType::Q8_0 ? 34 : LegacyBlock<T>::bytes;
-  if constexpr (T == TensorType::Q8_0) {
-    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-    const __m256i hi = one ? _mm256_set1_epi8(-128) : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + bytes + 2));
-    const __m512i q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8(-128));
-    return q;
-  } else {
-    constexpr size_t qo = LegacyBlock<T>::qo;
-    const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo));
-    const __m128i qb = one ? _mm_setzero_si128() : _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + bytes + qo));
-    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(qa), qb, 1);
-    __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);  // A.q B.q A.q>>4 B.q>>4
-    w = _mm512_and_si512(_mm512_shuffle_i64x2(w, w, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(15));
-    if constexpr (LegacyBlock<T>::has_h) {
-      const uint64_t qh = load_u32(b + qo - 4) | (one ? 0 : static_cast<uint64_t>(load_u32(b + bytes + qo - 4)) << 32);
-      w = _mm512_mask_add_epi8(w, _cvtu64_mask64(qh), w, _mm512_set1_epi8(16));
-    }
-    return w;
-  }
-}
-
-// Decode for one token straight from Q4_0 / Q5_0 / Q8_0 rows (the model's 896-wide matrices and
-// its embedding): 4 rows at row0 + i * row_bytes, their blocks read in place instead of unpacked
+// dot_rows4 straight from Q4_0 / Q5_0 / Q8_0 rows (Qwen2.5's 896-wide matrices and its embedding):
+// 4 rows at row0 + i * row_bytes, NT tokens from t0, the blocks read in place instead of unpacked
 // into a buffer and read again. Codes, scales and the order of every operation are those of
 // unpack_avx + dot_rows4<32, false> (checked: the default model's decode logprobs are unchanged
 // to the last bit), with the rows kDecodePrefetchRows ahead prefetched.
@@ -761,26 +753,16 @@ void dot_rows4_direct(const uint8_t* row0, size_t row_bytes, int64_t cols, const
   for (int t = 0; t < NT; ++t) _mm_storeu_ps(y + (t0 + t) * ldy, reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
 }
 
-// dot_rows4 / dot_rows4_direct for any number of tokens, 3 at a time (the registers hold 3 x 4
-// accumulators): every token gets the arithmetic it gets alone.
-template <TensorType T>
-void dot_rows4_direct_tokens(int64_t n_tokens, const uint8_t* row0, size_t row_bytes, int64_t cols, const Acts& a,
-                             float* y, int64_t ldy) {
+// Calls f(std::integral_constant<int, NT>{}, t0) for the tokens in groups of at most 3 (the
+// registers of dot_rows4 / dot_rows4_direct hold 3 x 4 accumulators): every token then gets the
+// arithmetic it gets alone.
+template <class F>
+void in_groups_of_3(int64_t n_tokens, F f) {
   for (int64_t t0 = 0; t0 < n_tokens; t0 += 3) {
     const int64_t nt = std::min<int64_t>(3, n_tokens - t0);
-    if (nt == 1) dot_rows4_direct<T, 1>(row0, row_bytes, cols, a, t0, y, ldy);
-    else if (nt == 2) dot_rows4_direct<T, 2>(row0, row_bytes, cols, a, t0, y, ldy);
-    else dot_rows4_direct<T, 3>(row0, row_bytes, cols, a, t0, y, ldy);
-  }
-}
-template <int SB, bool ASYM>
-void dot_rows4_tokens(int64_t n_tokens, const uint8_t* u, const float* s, const float* m, const Acts& a, float* y,
-                      int64_t ldy) {
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += 3) {
-    const int64_t nt = std::min<int64_t>(3, n_tokens - t0);
-    if (nt == 1) dot_rows4<SB, ASYM, 1>(u, s, m, a, t0, y, ldy);
-    else if (nt == 2) dot_rows4<SB, ASYM, 2>(u, s, m, a, t0, y, ldy);
-    else dot_rows4<SB, ASYM, 3>(u, s, m, a, t0, y, ldy);
+    if (nt == 1) f(std::integral_constant<int, 1>{}, t0);
+    else if (nt == 2) f(std::integral_constant<int, 2>{}, t0);
+    else f(std::integral_constant<int, 3>{}, t0);
   }
 }
 
@@ -1098,7 +1080,7 @@ void float_rows_avx2(const WeightMatrix& w, const float* x, int64_t T, float* y,
 // streams the weights from memory, where the row dots (prefetched, each row read once for all the
 // tokens) win: Qwen2.5-0.5B, 2 sequences, 27 ms per step with panels vs 15 ms with row dots
 // (`bench/bench_serving.py --streams 1,2,4,8`, 2026-12-07), even at 4. Below 8 tokens the row
-// dots also give each token the logits it gets alone, to the bit (dot_rows4_tokens), so that a
+// dots also give each token the logits it gets alone, to the bit (in_groups_of_3), so that a
 // server's batch of up to 7 sequences decodes exactly as each would alone. fp32 panels pay off
 // from about 8 tokens. (Only the AVX-512 VNNI variant has panel kernels.)
 [[maybe_unused]] constexpr int64_t kQuantPanelMinTokens = 8;
@@ -1250,29 +1232,24 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
           // Four rows at a time (decode: one sequence, or a server step of a few).
           for (; r + 4 <= re; r += 4) {
             const uint8_t* rows = w.data + static_cast<size_t>(r) * w.row_bytes;
-            if (w.type == TensorType::Q5_0) {
-              dot_rows4_direct_tokens<TensorType::Q5_0>(T, rows, w.row_bytes, cols, a, y + r, ldy);
-              continue;
-            }
-            if (w.type == TensorType::Q8_0) {
-              dot_rows4_direct_tokens<TensorType::Q8_0>(T, rows, w.row_bytes, cols, a, y + r, ldy);
-              continue;
-            }
-            if (w.type == TensorType::Q4_0) {
-              dot_rows4_direct_tokens<TensorType::Q4_0>(T, rows, w.row_bytes, cols, a, y + r, ldy);
-              continue;
-            }
-            for (int i = 0; i < 4; ++i) {
-              prefetch_bytes(rows + (kDecodePrefetchRows + i) * w.row_bytes, w.row_bytes);
-              unpack(w.data + static_cast<size_t>(r + i) * w.row_bytes, cols, u4 + i * a.kp, s4 + i * a.nsp,
-                     m4 + i * a.nsp);
-            }
-            if (k.sb == 16)
-              dot_rows4_tokens<16, false>(T, u4, s4, m4, a, y + r, ldy);
-            else if (k.asym)
-              dot_rows4_tokens<32, true>(T, u4, s4, m4, a, y + r, ldy);
-            else
-              dot_rows4_tokens<32, false>(T, u4, s4, m4, a, y + r, ldy);
+            const bool in_place = w.type == TensorType::Q4_0 || w.type == TensorType::Q5_0 || w.type == TensorType::Q8_0;
+            if (!in_place)
+              for (int i = 0; i < 4; ++i) {
+                prefetch_bytes(rows + (kDecodePrefetchRows + i) * w.row_bytes, w.row_bytes);
+                unpack(rows + i * w.row_bytes, cols, u4 + i * a.kp, s4 + i * a.nsp, m4 + i * a.nsp);
+              }
+            in_groups_of_3(T, [&](auto nt, int64_t t0) {
+              constexpr int NT = decltype(nt)::value;
+              switch (w.type) {
+                case TensorType::Q4_0: return dot_rows4_direct<TensorType::Q4_0, NT>(rows, w.row_bytes, cols, a, t0, y + r, ldy);
+                case TensorType::Q5_0: return dot_rows4_direct<TensorType::Q5_0, NT>(rows, w.row_bytes, cols, a, t0, y + r, ldy);
+                case TensorType::Q8_0: return dot_rows4_direct<TensorType::Q8_0, NT>(rows, w.row_bytes, cols, a, t0, y + r, ldy);
+                default: break;
+              }
+              if (k.sb == 16) dot_rows4<16, false, NT>(u4, s4, m4, a, t0, y + r, ldy);
+              else if (k.asym) dot_rows4<32, true, NT>(u4, s4, m4, a, t0, y + r, ldy);
+              else dot_rows4<32, false, NT>(u4, s4, m4, a, t0, y + r, ldy);
+            });
           }
         }
 #endif

@@ -156,51 +156,45 @@ void KvzipPress::score_pass(Session& session, const std::vector<int32_t>& repeat
       const int64_t rep_at = static_cast<int64_t>(slots.size());
       for (int64_t j = lb(rep0); j < view.length(h); ++j) slots.push_back(j);
       const int64_t m = static_cast<int64_t>(slots.size());
-      // KVzip+: ||W_o[q] v_j|| per query head of the group and slot.
+      const int64_t width = rep_at - chunk_at;  // the scored slots: the chunk's
+      // KVzip+: ||W_o[q] v_j|| per query head of the group and chunk slot (G x width).
       std::vector<float> wov;
       if (o_.plus) {
-        wov.assign(static_cast<size_t>(G * m), 0.0f);
-        std::vector<float> rows(static_cast<size_t>(m * Hq * dv), 0.0f), out(static_cast<size_t>(m * D));
+        wov.assign(static_cast<size_t>(G * width), 0.0f);
+        std::vector<float> rows(static_cast<size_t>(width * Hq * dv), 0.0f), out(static_cast<size_t>(width * D));
         for (int64_t g = 0; g < G; ++g) {
           const int64_t hq = h * G + g;
           std::fill(rows.begin(), rows.end(), 0.0f);
-          for (int64_t a = 0; a < m; ++a)
-            view.value_row(h, slots[static_cast<size_t>(a)], rows.data() + (a * Hq + hq) * dv);
-          host::matmul(wo, rows.data(), m, out.data());
-          for (int64_t a = 0; a < m; ++a) {
+          for (int64_t a = 0; a < width; ++a)
+            view.value_row(h, slots[static_cast<size_t>(chunk_at + a)], rows.data() + (a * Hq + hq) * dv);
+          host::matmul(wo, rows.data(), width, out.data());
+          for (int64_t a = 0; a < width; ++a) {
             double ss = 0;
             for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(out[static_cast<size_t>(a * D + i)]) * out[static_cast<size_t>(a * D + i)];
-            wov[static_cast<size_t>(g * m + a)] = static_cast<float>(std::sqrt(ss));
+            wov[static_cast<size_t>(g * width + a)] = static_cast<float>(std::sqrt(ss));
           }
         }
       }
       // The slots' keys in a row, then every repeat query of every query head of the group.
-      const std::vector<float> all_keys = view.keys(h);
       std::vector<float> keys(static_cast<size_t>(m * dk));
       std::vector<int32_t> slot_pos(static_cast<size_t>(m));
       for (int64_t a = 0; a < m; ++a) {
         const int64_t j = slots[static_cast<size_t>(a)];
-        std::copy_n(all_keys.data() + j * dk, dk, keys.data() + a * dk);
+        view.key_row(h, j, keys.data() + a * dk);
         slot_pos[static_cast<size_t>(a)] = pos[static_cast<size_t>(j)];
       }
-      std::vector<float> slot_factor;
-      if (o_.plus) {
-        slot_factor.resize(static_cast<size_t>(G * (rep_at - chunk_at)));
-        for (int64_t g = 0; g < G; ++g)
-          std::copy(wov.begin() + g * m + chunk_at, wov.begin() + g * m + rep_at, slot_factor.begin() + g * (rep_at - chunk_at));
-      }
-      std::vector<double> agg(static_cast<size_t>(G * (rep_at - chunk_at)), 0.0);
+      std::vector<double> agg(static_cast<size_t>(G * width), 0.0);
       pass_attention({.q = q.data() + h * G * dk, .q_pos = st.positions.data(), .n = n, .q_stride = Hq * dk, .G = G,
                       .head_dim = dk, .keys = keys.data(), .slot_pos = slot_pos.data(), .m = m, .scale = cfg.attn_scale,
                       .lo = chunk_at, .hi = rep_at, .take_max = true,
                       .row_factor = o_.plus ? inv_hnorm.data() : nullptr,
-                      .slot_factor = o_.plus ? slot_factor.data() : nullptr},
+                      .slot_factor = o_.plus ? wov.data() : nullptr},
                      agg);
       auto& best = layer_scores[static_cast<size_t>(h)];
       for (int64_t g = 0; g < G; ++g)
         for (int64_t a = chunk_at; a < rep_at; ++a) {
           float& b = best[static_cast<size_t>(slots[static_cast<size_t>(a)])];
-          b = std::max(b, static_cast<float>(agg[static_cast<size_t>(g * (rep_at - chunk_at) + a - chunk_at)]));
+          b = std::max(b, static_cast<float>(agg[static_cast<size_t>(g * width + a - chunk_at)]));
         }
     }
   });

@@ -236,7 +236,8 @@ bool Scheduler::make_room(uint64_t bytes) {
   return reserved_bytes() + bytes <= options_.kv_budget_bytes;
 }
 
-// One step of a sequence: a context chunk, a question chunk or one token, and the events it gives.
+// A sequence whose prompt's last chunk ran: keeps its context for later requests if asked and the
+// budget allows, then begins its generation.
 void Scheduler::context_ready(Sequence& s) {
   if (s.cache_context) {
     // Keep the compressed context for later requests, if the budget has room for the copy.
