@@ -573,6 +573,10 @@ TEST(EvalRuler, QaFileErrors) {
   write_file(dir / "shape.json", "{\"data\": [{\"paragraphs\": [{\"context\": \"x\"}]}]}");
   options.qa_file = (dir / "shape.json").string();
   expect_error([&] { ruler_samples("qa_1", options, tok); }, {"shape.json", "qas"});
+  // A HotpotQA question without documents is not answerable (it divided by zero, found by fuzzing).
+  write_file(dir / "no_documents.json", "[{\"_id\":\"h\",\"question\":\"Q?\",\"answer\":\"A\",\"context\":[]}]");
+  options.qa_file = (dir / "no_documents.json").string();
+  expect_error([&] { ruler_samples("qa_2", options, tok); }, {"no_documents.json", "no answerable question"});
   // A SQuAD file given for HotpotQA.
   options.qa_file = squad_file();
   expect_error([&] { ruler_samples("qa_2", options, tok); }, {"HotpotQA"});

@@ -89,6 +89,7 @@ QaSet read_hotpotqa(const nlohmann::json& root) {
     item.question = entry.at("question").get<std::string>();
     item.answers = {entry.at("answer").get<std::string>()};
     for (const auto& doc : entry.at("context")) item.gold.push_back(index.at(document(doc)));
+    if (item.gold.empty()) continue;  // no document to find the answer in
     set.items.push_back(std::move(item));
   }
   return set;
