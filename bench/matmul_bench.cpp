@@ -16,84 +16,26 @@
 #include <string>
 #include <vector>
 
-#include "kernels/fp16.h"
 #include "kernels/matmul.h"
-#include "kvsqueeze/tensor_type.h"
+#include "random_weights.h"
 
 using namespace kvsqueeze;
 using namespace kvsqueeze::kernels;
+using namespace kvsqueeze::bench;
 
 namespace {
 
-// Block layout and name from the shared type table.
-struct Layout {
-  int64_t elems;
-  size_t bytes;
-};
-Layout layout_of(TensorType t) {
-  const auto& info = tensor_type_info(t);
-  return {info.block_size, info.block_bytes};
-}
-std::string name_of(TensorType t) { return tensor_type_name(static_cast<uint32_t>(t)); }
-
-uint64_t g_state = 0x9e3779b97f4a7c15ull;
-uint64_t next_rand() {
-  g_state ^= g_state << 13;
-  g_state ^= g_state >> 7;
-  g_state ^= g_state << 17;
-  return g_state;
-}
-
-// Random weights with small finite scales (every fp16 field at its type's offsets).
-struct Weights {
-  std::vector<uint8_t> data;
-  WeightMatrix w;
-};
-const Weights& weights(TensorType t, int64_t rows, int64_t cols) {
-  static std::map<std::tuple<int, int64_t, int64_t>, std::unique_ptr<Weights>> cache;
+// One cached random matrix per shape (at most 4 kept: the LM head alone is 178 MB).
+const RandomWeights& weights(TensorType t, int64_t rows, int64_t cols) {
+  static std::map<std::tuple<int, int64_t, int64_t>, std::unique_ptr<RandomWeights>> cache;
   auto key = std::make_tuple(static_cast<int>(t), rows, cols);
   auto& slot = cache[key];
   if (slot) return *slot;
-  if (cache.size() > 3) {  // keep memory bounded (the LM head alone is 178 MB)
+  if (cache.size() > 3) {
     for (auto it = cache.begin(); it != cache.end();) it = it->first == key ? std::next(it) : cache.erase(it);
   }
-  slot = std::make_unique<Weights>();
-  const Layout l = layout_of(t);
-  const size_t row_bytes = static_cast<size_t>(cols / l.elems) * l.bytes;
-  auto& d = slot->data;
-  d.resize(row_bytes * static_cast<size_t>(rows));
-  for (size_t i = 0; i + 8 <= d.size(); i += 8) {
-    uint64_t v = next_rand();
-    std::memcpy(&d[i], &v, 8);
-  }
-  auto f16 = [&](size_t off, float v) {
-    uint16_t h = fp32_to_fp16(v);
-    std::memcpy(&d[off], &h, 2);
-  };
-  const size_t nb = d.size() / l.bytes;
-  for (size_t b = 0; b < nb; ++b) {
-    const size_t o = b * l.bytes;
-    const float s = 0.001f * static_cast<float>(next_rand() % 1000) / 1000.0f;
-    switch (t) {
-      case TensorType::F16: f16(o, s - 0.0005f); break;
-      case TensorType::BF16: d[o + 1] = static_cast<uint8_t>(0x3c + (d[o + 1] & 1)); break;
-      case TensorType::F32: {
-        float v = s - 0.0005f;
-        std::memcpy(&d[o], &v, 4);
-        break;
-      }
-      case TensorType::Q4_1:
-      case TensorType::Q5_1:
-      case TensorType::Q4_K:
-      case TensorType::Q5_K:
-        f16(o, s);
-        f16(o + 2, s);
-        break;
-      case TensorType::Q6_K: f16(o + 208, s); break;
-      default: f16(o, s); break;
-    }
-  }
-  slot->w = WeightMatrix{t, d.data(), rows, cols, row_bytes};
+  slot = std::make_unique<RandomWeights>();
+  fill_random_weights(*slot, t, rows, cols);
   return *slot;
 }
 

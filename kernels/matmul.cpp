@@ -66,6 +66,10 @@
 #error "the amx kernel variant is compiled without AMX-TILE/AMX-INT8 (compiler flags or feature macros)"
 #endif
 
+#if defined(KVSQ_AVX512VNNI)
+#include "kernels/matmul_packed.h"  // rows packed at load time (kernels/weight_packing.h)
+#endif
+
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 namespace detail {
 namespace {
@@ -114,6 +118,7 @@ thread_local Scratch tl_work;  // per-thread unpack / panel buffers
 // on 2 threads). The row-dot paths read rows in order (4 at a time for one token): each fetches
 // the row kDecodePrefetchRows ahead of the one it reads.
 constexpr int64_t kDecodePrefetchRows = 12;
+constexpr int64_t kPanelPrefetchRows = 4;  // the panel path unpacks a row at a time
 inline void prefetch_bytes(const uint8_t* p, size_t n) {
   for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
@@ -1138,12 +1143,27 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   QuantKind k{};
   quant_kind(w.type, k);
   const int64_t cols = w.cols, rows = w.rows;
-  const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
 #if defined(KVSQ_AVX512VNNI)
+  const bool is_packed = !portable && w.packed != nullptr && packed::supports(w.type);
+  const uint8_t* wdata = is_packed ? w.packed : w.data;
+  const UnpackFn unpack = portable ? nullptr
+                          : is_packed ? by_quant_type(w.type, [](auto type) -> UnpackFn {
+                                       constexpr TensorType t = decltype(type)::value;
+                                       if constexpr (t == TensorType::Q4_0 || t == TensorType::Q5_0 || t == TensorType::Q8_0)
+                                         return packed::unpack_row<t>;
+                                       return nullptr;
+                                     })
+                                   : unpacker(w.type);
   const bool panel = !portable && T >= (k.sb == 16 ? kQ6KPanelMinTokens : kQuantPanelMinTokens);
 #elif defined(KVSQ_AVX2_QUANT)
+  const bool is_packed = false;
+  const uint8_t* wdata = w.data;
+  const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
   const bool panel = false;
 #else
+  const bool is_packed = false;
+  const uint8_t* wdata = w.data;
+  const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
   const bool panel = false;
   portable = true;
 #endif
@@ -1163,10 +1183,17 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
 #else
   const bool want_c64 = false;
 #endif
+  // The packed row kernels read each token's codes interleaved (kernels/matmul_packed.h).
+  const bool row_packed = is_packed && !panel;
+#if defined(KVSQ_AVX512VNNI)
+  const int64_t qi_stride = row_packed ? packed::interleaved_bytes(cols / 32) : 0;
+#else
+  const int64_t qi_stride = 0;
+#endif
   const size_t per_sub = k.asym ? bytes_of<float>(Tp * a.nsp) : bytes_of<int32_t>(Tp * a.nsp);
   const size_t act_bytes = bytes_of<int8_t>(Tp * a.kp) + bytes_of<float>(Tp * a.nsp) + per_sub +
                            (want_c64 ? bytes_of<int32_t>(T * a.kp / 64 * 16) : 0) +
-                           (amx ? 2 * bytes_of<float>(Tp * a.nsp) : 0);
+                           (amx ? 2 * bytes_of<float>(Tp * a.nsp) : 0) + (row_packed ? bytes_of<int8_t>(T * qi_stride) : 0);
   Carver ac{static_cast<uint8_t*>(tl_act.get(act_bytes))};
   a.q = ac.take<int8_t>(Tp * a.kp);
   a.dxs = ac.take<float>(Tp * a.nsp);
@@ -1175,6 +1202,7 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   else
     a.corr = ac.take<int32_t>(Tp * a.nsp);
   if (want_c64) a.c64 = ac.take<int32_t>(T * a.kp / 64 * 16);
+  [[maybe_unused]] int8_t* qi = row_packed ? ac.take<int8_t>(T * qi_stride) : nullptr;
   // For the AMX tiles, per block of 16 tokens: dx (and X) of every sub-block as [nsp][16].
   [[maybe_unused]] float* dxT = amx ? ac.take<float>(Tp * a.nsp) : nullptr;
   [[maybe_unused]] float* XT = amx && k.asym ? ac.take<float>(Tp * a.nsp) : nullptr;
@@ -1189,7 +1217,12 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
     const int id = omp_get_thread_num(), n = omp_get_num_threads();
     int64_t tb, te;
     split(T, id, n, tb, te);
-    for (int64_t t = tb; t < te; ++t) quantize_token(x + t * cols, cols, k, want_c64, a, t);
+    for (int64_t t = tb; t < te; ++t) {
+      quantize_token(x + t * cols, cols, k, want_c64, a, t);
+#if defined(KVSQ_AVX512VNNI)
+      if (row_packed) packed::interleave_token(a.tq(t), cols / 32, qi + t * qi_stride);
+#endif
+    }
 #if defined(KVSQ_AMX)
     if (amx) {
       if (id == n - 1 && Tp > T) {  // zero tokens: no codes, no scale (the tiles read no corr)
@@ -1228,7 +1261,29 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
       while (rows_q.get(rb, re)) {
         int64_t r = rb;
 #if defined(KVSQ_AVX512VNNI)
-        if (!portable) {
+        if (row_packed) {
+          const packed::Acts pa{qi, qi_stride, a.dxs, a.corr, a.nsp};
+          for (; r + 4 <= re; r += 4) {
+            const uint8_t* rows = wdata + static_cast<size_t>(r) * w.row_bytes;
+            const uint8_t* next = rows + kDecodePrefetchRows * w.row_bytes;
+            for (int64_t t0 = 0; t0 < T; t0 += 4) {
+              const auto run = [&](auto nt) {
+                constexpr int NT = decltype(nt)::value;
+                switch (w.type) {
+                  case TensorType::Q4_0: return packed::dot_rows4<TensorType::Q4_0, NT>(rows, w.row_bytes, cols / 32, pa, t0, y + r, ldy, next);
+                  case TensorType::Q5_0: return packed::dot_rows4<TensorType::Q5_0, NT>(rows, w.row_bytes, cols / 32, pa, t0, y + r, ldy, next);
+                  default: return packed::dot_rows4<TensorType::Q8_0, NT>(rows, w.row_bytes, cols / 32, pa, t0, y + r, ldy, next);
+                }
+              };
+              switch (std::min<int64_t>(4, T - t0)) {
+                case 1: run(std::integral_constant<int, 1>{}); break;
+                case 2: run(std::integral_constant<int, 2>{}); break;
+                case 3: run(std::integral_constant<int, 3>{}); break;
+                default: run(std::integral_constant<int, 4>{}); break;
+              }
+            }
+          }
+        } else if (!portable) {
           // Four rows at a time (decode: one sequence, or a server step of a few).
           for (; r + 4 <= re; r += 4) {
             const uint8_t* rows = w.data + static_cast<size_t>(r) * w.row_bytes;
@@ -1253,8 +1308,8 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
           }
         }
 #endif
-        for (; r < re; ++r) {
-          const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+        for (; r < re; ++r) {  // the last rows of the matrix (packed or not, unpacked first)
+          const uint8_t* row = wdata + static_cast<size_t>(r) * w.row_bytes;
           if (portable) {
             unpack_scalar(w.type, row, cols, u, s, m);
             for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = dot_unpacked_scalar(u, s, m, k, a, t, cols);
@@ -1318,7 +1373,10 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
             float* s = rs + r * a.nsp;
             float* m = rm + r * a.nsp;
             if (r < nr) {
-              unpack(w.data + static_cast<size_t>(r0 + r) * w.row_bytes, cols, u, s, m);
+              // A few rows ahead: at 8-32 tokens the panels wait on memory, not on arithmetic.
+              if (r0 + r + kPanelPrefetchRows < rows)
+                prefetch_bytes(wdata + static_cast<size_t>(r0 + r + kPanelPrefetchRows) * w.row_bytes, w.row_bytes);
+              unpack(wdata + static_cast<size_t>(r0 + r) * w.row_bytes, cols, u, s, m);
               std::memset(u + cols, 0, static_cast<size_t>(a.kp - cols));
               for (int64_t j = a.nsub; j < a.nsp; ++j) s[j] = m[j] = 0.0f;
             } else {

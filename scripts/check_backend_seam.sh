@@ -15,7 +15,8 @@ dirs=(src include tools bench fuzz examples)
 #   bench/matmul_bench.cpp     micro-benchmarks of the matmul kernels themselves
 #   bench/attention_bench.cpp  micro-benchmarks of the attention kernel itself
 #   bench/gpu/cuda_bench.cpp   the CUDA attention kernel's bandwidth against the device's copy
-allowed='^(bench/matmul_bench\.cpp|bench/attention_bench\.cpp|bench/gpu/cuda_bench\.cpp):'
+#   bench/decode_step_bench.cpp, bench/random_weights.h   a decode step's matmul kernels, and their inputs
+allowed='^(bench/matmul_bench\.cpp|bench/attention_bench\.cpp|bench/gpu/cuda_bench\.cpp|bench/decode_step_bench\.cpp|bench/random_weights\.h):'
 
 hits=$(grep -rnE '#include[[:space:]]*"kernels/|kernels::' "${dirs[@]}" 2>/dev/null \
        | grep -vE '^src/backend/(cpu|cuda)/' | grep -vE "$allowed" || true)

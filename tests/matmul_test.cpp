@@ -23,6 +23,7 @@
 #include "kernels/dispatch.h"
 #include "kernels/fp16.h"
 #include "kernels/quant_blocks.h"
+#include "kernels/weight_packing.h"
 #include "isa_variants.h"
 #include "kvsqueeze/error.h"
 
@@ -123,7 +124,8 @@ struct Shape {
   int64_t rows, cols, tokens;
 };
 
-void check_case(TensorType t, const Shape& sh, bool portable, std::mt19937& rng) {
+// With `packed`, the weights also get their load-time packed copy (kernels/weight_packing.h).
+void check_case(TensorType t, const Shape& sh, bool portable, std::mt19937& rng, bool packed = false) {
   const int64_t rows = sh.rows, cols = sh.cols, T = sh.tokens;
   const auto data = random_weights(t, rows, cols, rng);
   const auto x = random_acts(T * cols, rng);
@@ -133,6 +135,11 @@ void check_case(TensorType t, const Shape& sh, bool portable, std::mt19937& rng)
   w.rows = rows;
   w.cols = cols;
   w.row_bytes = data.size() / static_cast<size_t>(rows);
+  std::vector<uint8_t> packed_copy(packed ? data.size() : 0);
+  if (packed) {
+    pack_weights(w, packed_copy.data());
+    w.packed = packed_copy.data();
+  }
   const int64_t ldy = rows + 3;  // exercise ldy != rows
   std::vector<float> y(static_cast<size_t>(T * ldy), -777.0f);
   if (portable)
@@ -142,7 +149,7 @@ void check_case(TensorType t, const Shape& sh, bool portable, std::mt19937& rng)
 
   std::vector<float> wr(static_cast<size_t>(cols));
   const std::string where = detail::type_label(t) + " rows=" + std::to_string(rows) + " cols=" + std::to_string(cols) +
-                            " tokens=" + std::to_string(T) + (portable ? " portable" : "");
+                            " tokens=" + std::to_string(T) + (portable ? " portable" : "") + (packed ? " packed" : "");
   int failures = 0;
   for (int64_t r = 0; r < rows; ++r) {
     dequantize_row(t, data.data() + static_cast<size_t>(r) * w.row_bytes, wr.data(), cols);
@@ -302,6 +309,77 @@ TEST_P(Matmul, ZeroTokensAndEmptyMatrices) {
   WeightMatrix nocols{TensorType::F32, buf.data(), 4, 0, 0};
   matmul(nocols, x.data(), 2, y.data());
   for (int i = 0; i < 8; ++i) EXPECT_EQ(y[static_cast<size_t>(i)], 0.0f);
+}
+
+const TensorType kPackable[] = {TensorType::Q4_0, TensorType::Q5_0, TensorType::Q8_0};
+// Block counts that leave the last group of 16 full, partial, odd and alone (896 = Qwen's width).
+const int64_t kPackedCols[] = {32, 96, 544, 896, 1056};
+
+TEST_P(Matmul, PackedRowsHoldTheSameWeights) {
+  std::mt19937 rng(77u);
+  for (TensorType t : kPackable)
+    for (int64_t cols : kPackedCols) {
+      const int64_t rows = 3;
+      const auto data = random_weights(t, rows, cols, rng);
+      const WeightMatrix w{t, data.data(), rows, cols, data.size() / rows};
+      std::vector<uint8_t> packed(data.size());
+      pack_weights(w, packed.data());
+      std::vector<float> ref(static_cast<size_t>(cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        dequantize_row(t, data.data() + static_cast<size_t>(r) * w.row_bytes, ref.data(), cols);
+        for (int64_t e = 0; e < cols; ++e)
+          ASSERT_EQ(ref[static_cast<size_t>(e)], packed_weight(t, packed.data() + static_cast<size_t>(r) * w.row_bytes, cols, e))
+              << detail::type_label(t) << " cols=" << cols << " r=" << r << " e=" << e;
+      }
+    }
+  const std::vector<uint8_t> q4k(144);
+  EXPECT_THROW(pack_weights(WeightMatrix{TensorType::Q4_K, q4k.data(), 1, 256, 144}, std::vector<uint8_t>(144).data()), Error);
+}
+
+TEST_P(Matmul, PackedRowsMatchReference) {
+  std::mt19937 rng(78u);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  for (TensorType t : kPackable)
+    for (int64_t cols : kPackedCols)
+      for (int64_t rows : {1, 7, 70})
+        for (int64_t tokens : {1, 2, 3, 4, 5, 8, 13, 16, 17, 40}) check_case(t, {rows, cols, tokens}, false, rng, true);
+  omp_set_num_threads(saved);
+}
+
+TEST_P(Matmul, PackedRowsGiveEachTokenItsOwnResultAndThePanelsTheirs) {
+  // Below the panel threshold (8 tokens) every token's result is what it gets alone, to the bit (a
+  // server's decode step of N sequences = N solo decodes); from it on, the packed rows unpack to
+  // exactly the GGUF rows' codes and scales, so the panels give the unpacked weights' numbers.
+  std::mt19937 rng(79u);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  for (TensorType t : kPackable)
+    for (int64_t cols : {96, 896, 1056}) {
+      const int64_t rows = 70;
+      const auto data = random_weights(t, rows, cols, rng);
+      WeightMatrix plain{t, data.data(), rows, cols, data.size() / rows};
+      std::vector<uint8_t> packed(data.size());
+      pack_weights(plain, packed.data());
+      WeightMatrix w = plain;
+      w.packed = packed.data();
+      for (int64_t tokens : {2, 3, 5, 7, 8, 15, 16, 40}) {
+        const auto x = random_acts(tokens * cols, rng);
+        std::vector<float> y(static_cast<size_t>(tokens * rows)), alone(static_cast<size_t>(rows)), unpacked(y.size());
+        matmul(w, x.data(), tokens, y.data());
+        const std::string where = detail::type_label(t) + " cols=" + std::to_string(cols) + " tokens=" + std::to_string(tokens);
+        if (tokens < 8) {
+          for (int64_t tk = 0; tk < tokens; ++tk) {
+            matmul(w, x.data() + tk * cols, 1, alone.data());
+            EXPECT_EQ(0, std::memcmp(alone.data(), y.data() + tk * rows, alone.size() * sizeof(float))) << where << " t=" << tk;
+          }
+        } else {
+          matmul(plain, x.data(), tokens, unpacked.data());
+          EXPECT_EQ(0, std::memcmp(unpacked.data(), y.data(), y.size() * sizeof(float))) << where;
+        }
+      }
+    }
+  omp_set_num_threads(saved);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Matmul, ::testing::ValuesIn(isa_variants::all()), isa_variants::name);

@@ -47,6 +47,9 @@ struct WeightMatrix {
   int64_t rows = 0;
   int64_t cols = 0;
   size_t row_bytes = 0;
+  // Optional: the same rows repacked at load time for the CPU kernels (kernels/weight_packing.h),
+  // which read it instead of `data` where they can; `data` stays valid for everything else.
+  const uint8_t* packed = nullptr;
 };
 
 }  // namespace kvsqueeze

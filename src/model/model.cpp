@@ -85,7 +85,7 @@ std::unique_ptr<Model> Model::load_file(const std::string& path) {
   m->path_ = path;
   m->file_ = GgufFile::open(path);
   m->config_ = read_model_config(*m->file_);
-  m->weights_ = std::make_unique<ModelWeights>(load_model_weights(*m->file_, m->config_));
+  m->weights_ = load_model_weights(*m->file_, m->config_);
   m->tokenizer_ = Tokenizer::from_gguf(*m->file_);
   if (m->tokenizer_->vocab_size() > m->config_.n_vocab)
     throw Error(path + ": tokenizer has " + std::to_string(m->tokenizer_->vocab_size()) + " tokens but token_embd.weight only " +

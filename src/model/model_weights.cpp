@@ -78,9 +78,10 @@ std::vector<float> rope_inv_freq(int64_t d, float base, float scale) {
 
 }  // namespace
 
-ModelWeights load_model_weights(const GgufFile& file, ModelConfig& c) {
+std::unique_ptr<ModelWeights> load_model_weights(const GgufFile& file, ModelConfig& c) {
   TensorLookup t(file, c);
-  ModelWeights w;
+  auto owned = std::make_unique<ModelWeights>();
+  ModelWeights& w = *owned;
   c.n_params = 0;
   const GgufTensorInfo* embd = t.find("token_embd.weight");
   if (!embd) throw Error(file.path() + ": missing tensor 'token_embd.weight'");
@@ -132,7 +133,7 @@ ModelWeights load_model_weights(const GgufFile& file, ModelConfig& c) {
     for (size_t i = 0; i < factors.size(); ++i) w.inv_freq_global[i] /= factors[i];
     (void)rf;
   }
-  return w;
+  return owned;
 }
 
 }  // namespace kvsqueeze

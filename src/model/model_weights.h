@@ -1,5 +1,8 @@
 #pragma once
 // Weight views into the mapped GGUF, validated against the config's shapes.
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kvsqueeze/tensor_type.h"
@@ -22,10 +25,14 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   std::vector<float> inv_freq_global;  // RoPE frequencies of full-attention layers
   std::vector<float> inv_freq_local;   // of sliding-window layers
+
+  // The CPU kernels' packed copies of the matrices (src/backend/cpu/packed_weights.h), made once.
+  std::once_flag packed_once;
+  std::vector<std::unique_ptr<uint8_t[]>> packed_storage;
 };
 
 // Builds the weight views; throws kvsqueeze::Error on a missing tensor or shape mismatch.
 // May set config.n_vocab, tied_embeddings and n_params.
-ModelWeights load_model_weights(const GgufFile& file, ModelConfig& config);
+std::unique_ptr<ModelWeights> load_model_weights(const GgufFile& file, ModelConfig& config);
 
 }  // namespace kvsqueeze

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "backend/cpu/cpu_kv_storage.h"
+#include "backend/cpu/packed_weights.h"
 #include "backend/layer_weights.h"
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
@@ -26,7 +27,7 @@ const float* host(const Buffer& b) { return static_cast<const CpuBuffer&>(b).at;
 
 }  // namespace
 
-CpuBackend::CpuBackend(const Model& model) : cfg_(model.config()), w_(model.weights()) {}
+CpuBackend::CpuBackend(const Model& model) : cfg_(model.config()), w_(model.weights()) { pack_cpu_weights(w_); }
 
 void CpuBackend::set_threads(int n) { kernels::set_num_threads(n); }
 

@@ -1,6 +1,7 @@
 #pragma once
 // The CPU backend: the forward pass's operations on host memory, by the SIMD kernels of
-// kernels/ (the instruction set chosen at run time). Weights are the mapped GGUF's bytes.
+// kernels/ (the instruction set chosen at run time). Weights are the mapped GGUF's bytes, or their
+// packed copies where the kernels read those faster (packed_weights.h).
 #include <vector>
 
 #include "backend/backend.h"

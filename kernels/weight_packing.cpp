@@ -1,0 +1,109 @@
+// Block-interleaved packing of Q4_0 / Q5_0 / Q8_0 rows (layout: kernels/weight_packing.h).
+#include "kernels/weight_packing.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "kernels/fp16.h"
+#include "kvsqueeze/error.h"
+
+namespace kvsqueeze::kernels {
+namespace {
+
+constexpr int64_t kGroup = 16;  // blocks per group: one 32-bit lane each in a 512-bit register
+
+size_t block_bytes(TensorType t) { return t == TensorType::Q8_0 ? 34 : t == TensorType::Q5_0 ? 22 : 18; }
+
+// The 32 codes of a GGUF block as the unsigned values the kernels use (Q8_0: q + 128).
+void block_codes(TensorType t, const uint8_t* b, uint8_t* q) {
+  if (t == TensorType::Q8_0) {
+    for (int i = 0; i < 32; ++i) q[i] = static_cast<uint8_t>(b[2 + i] ^ 0x80);
+    return;
+  }
+  const uint8_t* qs = b + (t == TensorType::Q5_0 ? 6 : 2);
+  for (int i = 0; i < 16; ++i) {
+    q[i] = qs[i] & 15;
+    q[i + 16] = qs[i] >> 4;
+  }
+  if (t == TensorType::Q5_0) {
+    uint32_t qh;
+    std::memcpy(&qh, b + 2, 4);
+    for (int i = 0; i < 32; ++i) q[i] = static_cast<uint8_t>(q[i] | ((qh >> i) & 1) << 4);
+  }
+}
+
+// Offsets inside a group of n blocks.
+struct GroupLayout {
+  size_t qh, codes;
+};
+GroupLayout group_layout(TensorType t, int64_t n) {
+  const size_t qh = static_cast<size_t>(2 * n);
+  return {qh, qh + (t == TensorType::Q5_0 ? static_cast<size_t>(4 * n) : 0)};
+}
+
+}  // namespace
+
+bool packable(TensorType t) { return t == TensorType::Q4_0 || t == TensorType::Q5_0 || t == TensorType::Q8_0; }
+
+bool packing_pays(TensorType t) { return t == TensorType::Q4_0 || t == TensorType::Q5_0; }
+
+void pack_weights(const WeightMatrix& w, uint8_t* out) {
+  if (!packable(w.type)) throw Error("pack_weights: " + std::string(tensor_type_name(static_cast<uint32_t>(w.type))) + " is not packable");
+  const size_t bb = block_bytes(w.type);
+  const int64_t nb = w.cols / 32;
+  if (w.cols % 32 != 0 || w.row_bytes != static_cast<size_t>(nb) * bb)
+    throw Error("pack_weights: rows must be whole blocks, back to back");
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* src = w.data + static_cast<size_t>(r) * w.row_bytes;
+    uint8_t* dst = out + static_cast<size_t>(r) * w.row_bytes;
+    std::memset(dst, 0, w.row_bytes);
+    for (int64_t g0 = 0; g0 < nb; g0 += kGroup) {
+      const int64_t n = std::min(kGroup, nb - g0);
+      uint8_t* grp = dst + static_cast<size_t>(g0) * bb;
+      const GroupLayout gl = group_layout(w.type, n);
+      for (int64_t l = 0; l < n; ++l) {
+        const uint8_t* b = src + static_cast<size_t>(g0 + l) * bb;
+        std::memcpy(grp + 2 * l, b, 2);  // scale
+        uint8_t q[32];
+        block_codes(w.type, b, q);
+        for (int c = 0; c < 8; ++c) {
+          const size_t at = static_cast<size_t>(c * 4 * n + 4 * l);  // chunk c, lane l
+          if (w.type == TensorType::Q8_0) {
+            std::memcpy(grp + gl.codes + at, q + 4 * c, 4);
+            continue;
+          }
+          uint8_t* pair = grp + gl.codes + static_cast<size_t>((c % 4) * 4 * n + 4 * l);
+          for (int j = 0; j < 4; ++j) {
+            pair[j] = static_cast<uint8_t>(pair[j] | (q[4 * c + j] & 15) << (c < 4 ? 0 : 4));
+            if (w.type == TensorType::Q5_0 && (q[4 * c + j] & 16))
+              grp[gl.qh + (at + j) / 8] = static_cast<uint8_t>(grp[gl.qh + (at + j) / 8] | 1 << ((at + j) % 8));
+          }
+        }
+      }
+    }
+  }
+}
+
+float packed_weight(TensorType t, const uint8_t* row, int64_t cols, int64_t e) {
+  const size_t bb = block_bytes(t);
+  const int64_t nb = cols / 32, blk = e / 32, i = e % 32;
+  const int64_t g0 = blk / kGroup * kGroup, n = std::min(kGroup, nb - g0), l = blk - g0;
+  const uint8_t* grp = row + static_cast<size_t>(g0) * bb;
+  const GroupLayout gl = group_layout(t, n);
+  uint16_t h;
+  std::memcpy(&h, grp + 2 * l, 2);
+  const float d = fp16_to_fp32(h);
+  const int64_t c = i / 4, lane_byte = 4 * l + i % 4;
+  if (t == TensorType::Q8_0) return d * static_cast<float>(grp[gl.codes + static_cast<size_t>(c * 4 * n + lane_byte)] - 128);
+  int q = (grp[gl.codes + static_cast<size_t>((c % 4) * 4 * n + lane_byte)] >> (c < 4 ? 0 : 4)) & 15;
+  if (t == TensorType::Q5_0) {
+    const size_t bit = static_cast<size_t>(c * 4 * n + lane_byte);
+    q |= ((grp[gl.qh + bit / 8] >> (bit % 8)) & 1) << 4;
+    return d * static_cast<float>(q - 16);
+  }
+  return d * static_cast<float>(q - 8);
+}
+
+}  // namespace kvsqueeze::kernels
