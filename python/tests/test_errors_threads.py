@@ -126,7 +126,11 @@ print("usable", len(out["tokens"]), flush=True)
 def test_ctrl_c_interrupts_a_long_prefill(default_model, tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text(open(os.path.join(os.path.dirname(__file__), "..", "..", "data", "haystack.txt")).read())
-    child = subprocess.Popen([sys.executable, "-c", CHILD, default_model, str(doc)], stdout=subprocess.PIPE, text=True)
+    # A job started in the background (`cmd &` without job control, as some CI runners do) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give the child the
+    # default disposition, as a terminal's Ctrl-C would find it.
+    child = subprocess.Popen([sys.executable, "-c", CHILD, default_model, str(doc)], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert child.stdout.readline().startswith("tokens")
     time.sleep(1.0)
     sent = time.monotonic()
