@@ -15,24 +15,6 @@ constexpr int64_t kGroup = 16;  // blocks per group: one 32-bit lane each in a 5
 
 size_t block_bytes(TensorType t) { return t == TensorType::Q8_0 ? 34 : t == TensorType::Q5_0 ? 22 : 18; }
 
-// The 32 codes of a GGUF block as the unsigned values the kernels use (Q8_0: q + 128).
-void block_codes(TensorType t, const uint8_t* b, uint8_t* q) {
-  if (t == TensorType::Q8_0) {
-    for (int i = 0; i < 32; ++i) q[i] = static_cast<uint8_t>(b[2 + i] ^ 0x80);
-    return;
-  }
-  const uint8_t* qs = b + (t == TensorType::Q5_0 ? 6 : 2);
-  for (int i = 0; i < 16; ++i) {
-    q[i] = qs[i] & 15;
-    q[i + 16] = qs[i] >> 4;
-  }
-  if (t == TensorType::Q5_0) {
-    uint32_t qh;
-    std::memcpy(&qh, b + 2, 4);
-    for (int i = 0; i < 32; ++i) q[i] = static_cast<uint8_t>(q[i] | ((qh >> i) & 1) << 4);
-  }
-}
-
 // Offsets inside a group of n blocks.
 struct GroupLayout {
   size_t qh, codes;
@@ -54,6 +36,9 @@ void pack_weights(const WeightMatrix& w, uint8_t* out) {
   const int64_t nb = w.cols / 32;
   if (w.cols % 32 != 0 || w.row_bytes != static_cast<size_t>(nb) * bb)
     throw Error("pack_weights: rows must be whole blocks, back to back");
+  // GGUF keeps element i of a Q4_0/Q5_0 block in the low nibble of qs[i % 16] and element i + 16 in
+  // the high one, which is exactly a packed pair (chunks p and p + 4 = elements 4p+j and 4p+16+j):
+  // every 4-byte word moves whole. Q5_0's fifth bits move 4 at a time, Q8_0's codes 4 bytes at a time.
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < w.rows; ++r) {
     const uint8_t* src = w.data + static_cast<size_t>(r) * w.row_bytes;
@@ -66,19 +51,23 @@ void pack_weights(const WeightMatrix& w, uint8_t* out) {
       for (int64_t l = 0; l < n; ++l) {
         const uint8_t* b = src + static_cast<size_t>(g0 + l) * bb;
         std::memcpy(grp + 2 * l, b, 2);  // scale
-        uint8_t q[32];
-        block_codes(w.type, b, q);
-        for (int c = 0; c < 8; ++c) {
-          const size_t at = static_cast<size_t>(c * 4 * n + 4 * l);  // chunk c, lane l
-          if (w.type == TensorType::Q8_0) {
-            std::memcpy(grp + gl.codes + at, q + 4 * c, 4);
-            continue;
+        if (w.type == TensorType::Q8_0) {
+          for (int c = 0; c < 8; ++c) {
+            uint32_t v;
+            std::memcpy(&v, b + 2 + 4 * c, 4);
+            v ^= 0x80808080u;  // int8 -> unsigned, q + 128
+            std::memcpy(grp + gl.codes + static_cast<size_t>(c * 4 * n + 4 * l), &v, 4);
           }
-          uint8_t* pair = grp + gl.codes + static_cast<size_t>((c % 4) * 4 * n + 4 * l);
-          for (int j = 0; j < 4; ++j) {
-            pair[j] = static_cast<uint8_t>(pair[j] | (q[4 * c + j] & 15) << (c < 4 ? 0 : 4));
-            if (w.type == TensorType::Q5_0 && (q[4 * c + j] & 16))
-              grp[gl.qh + (at + j) / 8] = static_cast<uint8_t>(grp[gl.qh + (at + j) / 8] | 1 << ((at + j) % 8));
+          continue;
+        }
+        const uint8_t* qs = b + (w.type == TensorType::Q5_0 ? 6 : 2);
+        for (int p = 0; p < 4; ++p) std::memcpy(grp + gl.codes + static_cast<size_t>(p * 4 * n + 4 * l), qs + 4 * p, 4);
+        if (w.type == TensorType::Q5_0) {
+          uint32_t qh;
+          std::memcpy(&qh, b + 2, 4);
+          for (int c = 0; c < 8; ++c) {  // bits 4c..4c+3 of the block -> bit 4n*c + 4l of the stream
+            const size_t bit = static_cast<size_t>(c * 4 * n + 4 * l);
+            grp[gl.qh + bit / 8] = static_cast<uint8_t>(grp[gl.qh + bit / 8] | ((qh >> (4 * c)) & 15) << (bit % 8));
           }
         }
       }
