@@ -55,6 +55,8 @@
 #include "kernels/dequantize.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/transpose16.h"
+#include "kernels/vec_math.h"
+#include "kernels/weight_packing.h"
 
 // The `amx` variant: AMX int8 tiles for the quantized panel path (kernels/matmul_amx.h). GCC
 // spells the feature macros __AMX_TILE__/__AMX_INT8__, clang __AMXTILE__/__AMXINT8__.
@@ -458,6 +460,17 @@ UnpackFn unpacker(TensorType t) {
   return unpack;
 }
 
+#if defined(KVSQ_AVX512VNNI)
+// The panel path's unpacker of rows packed at load time (kernels/weight_packing.h).
+UnpackFn packed_unpacker(TensorType t) {
+  return by_quant_type(t, [](auto type) -> UnpackFn {
+    constexpr TensorType tt = decltype(type)::value;
+    if constexpr (tt == TensorType::Q4_0 || tt == TensorType::Q5_0 || tt == TensorType::Q8_0) return packed::unpack_row<tt>;
+    return nullptr;
+  });
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Quantized activations for one call. Per token t:
 //   q   [kp]     int8 codes, zero padded to kp = cols rounded up to 64
@@ -655,13 +668,6 @@ void dot_row(const uint8_t* u, const float* s, const float* m, const Acts& a, in
     }
   }
   for (int t = 0; t < NT; ++t) y[(t0 + t) * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
-}
-
-// Horizontal sums of four vectors -> one 4-float vector.
-inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  auto half = [](__m512 v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); };
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(half(a), half(b)), _mm256_hadd_ps(half(c), half(d)));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
 // Decode kernel for NT (1-3) tokens: 4 unpacked rows (u + r*kp, s + r*nsp, m + r*nsp) at once,
@@ -1146,28 +1152,21 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   quant_kind(w.type, k);
   const int64_t cols = w.cols, rows = w.rows;
 #if defined(KVSQ_AVX512VNNI)
-  const bool is_packed = !portable && w.packed != nullptr && packed::supports(w.type);
+  const bool is_packed = !portable && w.packed != nullptr && packable(w.type);
   const uint8_t* wdata = is_packed ? w.packed : w.data;
-  const UnpackFn unpack = portable ? nullptr
-                          : is_packed ? by_quant_type(w.type, [](auto type) -> UnpackFn {
-                                       constexpr TensorType t = decltype(type)::value;
-                                       if constexpr (t == TensorType::Q4_0 || t == TensorType::Q5_0 || t == TensorType::Q8_0)
-                                         return packed::unpack_row<t>;
-                                       return nullptr;
-                                     })
-                                   : unpacker(w.type);
+  const UnpackFn unpack = portable ? nullptr : is_packed ? packed_unpacker(w.type) : unpacker(w.type);
   const bool panel = !portable && T >= (k.sb == 16 ? kQ6KPanelMinTokens : kQuantPanelMinTokens);
-#elif defined(KVSQ_AVX2_QUANT)
-  const bool is_packed = false;
-  const uint8_t* wdata = w.data;
-  const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
-  const bool panel = false;
+  // The packed row kernels read each token's codes interleaved (kernels/matmul_packed.h).
+  const bool row_packed = is_packed && !panel;
+  const int64_t qi_stride = row_packed ? packed::interleaved_bytes(cols / 32) : 0;
 #else
-  const bool is_packed = false;
-  const uint8_t* wdata = w.data;
+  const uint8_t* wdata = w.data;  // only the VNNI kernels read packed rows
   const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
-  const bool panel = false;
+  const bool panel = false, row_packed = false;
+  const int64_t qi_stride = 0;
+#if !defined(KVSQ_AVX2_QUANT)
   portable = true;
+#endif
 #endif
 #if defined(KVSQ_AMX)
   const bool amx = panel && T >= amx::kMinTokens;
@@ -1184,13 +1183,6 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   const bool want_c64 = !k.asym && !panel && !portable;  // the VNNI row-dot kernels' correction layout
 #else
   const bool want_c64 = false;
-#endif
-  // The packed row kernels read each token's codes interleaved (kernels/matmul_packed.h).
-  const bool row_packed = is_packed && !panel;
-#if defined(KVSQ_AVX512VNNI)
-  const int64_t qi_stride = row_packed ? packed::interleaved_bytes(cols / 32) : 0;
-#else
-  const int64_t qi_stride = 0;
 #endif
   const size_t per_sub = k.asym ? bytes_of<float>(Tp * a.nsp) : bytes_of<int32_t>(Tp * a.nsp);
   const size_t act_bytes = bytes_of<int8_t>(Tp * a.kp) + bytes_of<float>(Tp * a.nsp) + per_sub +

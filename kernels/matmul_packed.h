@@ -20,11 +20,13 @@
 #include <cstring>
 
 #include "kernels/variant.h"
+#include "kernels/vec_math.h"
+#include "kernels/weight_packing.h"
 #include "kvsqueeze/tensor_type.h"
 
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail::packed {
 
-constexpr int64_t kGroup = 16;                                  // blocks per group
+constexpr int64_t kGroup = kPackedGroupBlocks;  // blocks per group (kernels/weight_packing.h)
 constexpr int64_t group_count(int64_t nb) { return (nb + kGroup - 1) / kGroup; }
 constexpr int64_t interleaved_bytes(int64_t nb) { return group_count(nb) * 512; }  // one token's codes
 
@@ -32,8 +34,6 @@ template <TensorType T>
 constexpr int64_t block_bytes() { return T == TensorType::Q8_0 ? 34 : T == TensorType::Q5_0 ? 22 : 18; }
 template <TensorType T>
 constexpr int64_t codes_offset(int64_t n) { return (T == TensorType::Q5_0 ? 6 : 2) * n; }
-
-inline bool supports(TensorType t) { return t == TensorType::Q4_0 || t == TensorType::Q5_0 || t == TensorType::Q8_0; }
 
 // A token's int8 codes in natural order (q, nb blocks of 32, zero padded to a multiple of 64) ->
 // the packed order: group g, chunk c, lane l = elements 4c..4c+3 of block 16g + l.
@@ -76,13 +76,6 @@ inline void chunk_pair(const uint8_t* grp, int64_t n, __mmask16 lanes, int c, __
       hi = _mm512_mask_add_epi8(hi, bits(c + 4), hi, k16);
     }
   }
-}
-
-// Horizontal sums of four vectors -> one 4-float vector (same tree as matmul.cpp's reduce4).
-inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  auto half = [](__m512 v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); };
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(half(a), half(b)), _mm256_hadd_ps(half(c), half(d)));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
 // Token activations for the packed kernels: interleaved codes (qi_stride bytes per token) and,
@@ -141,7 +134,7 @@ void dot_rows4(const uint8_t* row0, size_t row_bytes, int64_t nb, const Acts& a,
       }
     }
   }
-  for (int t = 0; t < NT; ++t) _mm_storeu_ps(y + (t0 + t) * ldy, sum4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
+  for (int t = 0; t < NT; ++t) _mm_storeu_ps(y + (t0 + t) * ldy, reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
 }
 
 // One packed row in the unpacked form of the panel path: natural-order codes u[cols] and block

@@ -117,4 +117,14 @@ inline float exp_shift_sum(float* x, int64_t n, float shift) {
   return sum;
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// Horizontal sums of four vectors -> one 4-float vector (the row-dot kernels' final reduction:
+// one tree for every caller, so packed and unpacked rows reduce alike).
+inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  auto half = [](__m512 v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); };
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(half(a), half(b)), _mm256_hadd_ps(half(c), half(d)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+#endif
+
 }  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT

@@ -11,9 +11,7 @@
 namespace kvsqueeze::kernels {
 namespace {
 
-constexpr int64_t kGroup = 16;  // blocks per group: one 32-bit lane each in a 512-bit register
-
-size_t block_bytes(TensorType t) { return t == TensorType::Q8_0 ? 34 : t == TensorType::Q5_0 ? 22 : 18; }
+constexpr int64_t kGroup = kPackedGroupBlocks;
 
 // Offsets inside a group of n blocks.
 struct GroupLayout {
@@ -32,7 +30,7 @@ bool packing_pays(TensorType t) { return t == TensorType::Q4_0 || t == TensorTyp
 
 void pack_weights(const WeightMatrix& w, uint8_t* out) {
   if (!packable(w.type)) throw Error("pack_weights: " + std::string(tensor_type_name(static_cast<uint32_t>(w.type))) + " is not packable");
-  const size_t bb = block_bytes(w.type);
+  const size_t bb = tensor_type_info(w.type).block_bytes;
   const int64_t nb = w.cols / 32;
   if (w.cols % 32 != 0 || w.row_bytes != static_cast<size_t>(nb) * bb)
     throw Error("pack_weights: rows must be whole blocks, back to back");
@@ -78,7 +76,7 @@ void pack_weights(const WeightMatrix& w, uint8_t* out) {
 }
 
 float packed_weight(TensorType t, const uint8_t* row, int64_t cols, int64_t e) {
-  const size_t bb = block_bytes(t);
+  const size_t bb = tensor_type_info(t).block_bytes;
   const int64_t nb = cols / 32, blk = e / 32, i = e % 32;
   const int64_t g0 = blk / kGroup * kGroup, n = std::min(kGroup, nb - g0), l = blk - g0;
   const uint8_t* grp = row + static_cast<size_t>(g0) * bb;

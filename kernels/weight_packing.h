@@ -21,6 +21,8 @@
 
 namespace kvsqueeze::kernels {
 
+constexpr int64_t kPackedGroupBlocks = 16;  // blocks per group: one 32-bit lane each of a 512-bit register
+
 // Q4_0, Q5_0 and Q8_0.
 bool packable(TensorType t);
 // The types whose packed rows the kernels read faster (measured, bench/decode_step_bench.cpp):
@@ -32,7 +34,7 @@ bool packing_pays(TensorType t);
 // and w's rows exactly as long as its blocks (row_bytes = cols / 32 * block bytes).
 void pack_weights(const WeightMatrix& w, uint8_t* out);
 
-// Element e (0..cols) of a packed row, dequantized: for tests and the portable path.
+// Element e (0..cols) of a packed row, dequantized (the tests check the layout with it).
 float packed_weight(TensorType t, const uint8_t* packed_row, int64_t cols, int64_t e);
 
 }  // namespace kvsqueeze::kernels

@@ -39,7 +39,7 @@ void pack_cpu_weights(const ModelWeights& weights) {
   std::call_once(w.packed_once, [&w] {
     if (!wanted()) return;
     auto pack = [&w](WeightMatrix& m) {
-      if (!kernels::packing_pays(m.type) || m.packed || m.rows == 0) return;
+      if (!kernels::packing_pays(m.type) || m.rows == 0) return;
       const size_t bytes = static_cast<size_t>(m.rows) * m.row_bytes;
       std::unique_ptr<uint8_t[]> copy(new (std::nothrow) uint8_t[bytes]);
       if (!copy) throw Error("out of memory packing a " + std::to_string(bytes) + "-byte weight matrix");
