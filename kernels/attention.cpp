@@ -1,3 +1,4 @@
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 #include "kernels/attention.h"
 
 #include <omp.h>
@@ -75,37 +76,101 @@ void accumulate_rows(float* o, const float* p, const float* v, int64_t nb, int64
   }
 }
 
-// One query position for the G heads sharing a KV head, slots [lo, hi): each cached row is
-// converted once and used by all G heads, so decode reads the KV memory once per group.
+#if defined(__AVX512F__)
+// o[h * ldo + 0:16R] += sum_j p[h * ldp + j] * v[j][0:16R] for HP heads: each value row is
+// loaded once for all of them and their HP x R output vectors stay in registers, so the FMAs
+// are HP*R independent chains (one chain per output vector waits on the FMA latency).
+template <int R, int HP>
+void accumulate_heads(float* o, int64_t ldo, const float* p, int64_t ldp, const float* v, int64_t nb) {
+  constexpr int64_t d = 16 * R;
+  __m512 acc[HP][R];
+  for (int h = 0; h < HP; ++h)
+    for (int r = 0; r < R; ++r) acc[h][r] = _mm512_loadu_ps(o + h * ldo + 16 * r);
+  for (int64_t j = 0; j < nb; ++j) {
+    __m512 vj[R];
+    for (int r = 0; r < R; ++r) vj[r] = _mm512_loadu_ps(v + j * d + 16 * r);
+    for (int h = 0; h < HP; ++h) {
+      const __m512 pj = _mm512_set1_ps(p[h * ldp + j]);
+      for (int r = 0; r < R; ++r) acc[h][r] = _mm512_fmadd_ps(pj, vj[r], acc[h][r]);
+    }
+  }
+  for (int h = 0; h < HP; ++h)
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(o + h * ldo + 16 * r, acc[h][r]);
+}
+
+constexpr int kAccumulators = 24;  // of the 32 vector registers; the rest hold a value row
+
+// Heads [0, heads) in passes of at most kAccumulators / R heads, as even as possible.
+template <int R, int HP = 1>
+void accumulate_heads(int64_t heads, float* o, int64_t ldo, const float* p, int64_t ldp, const float* v, int64_t nb) {
+  constexpr int kMaxHeads = std::max(1, std::min(8, kAccumulators / R));
+  const int64_t passes = (heads + kMaxHeads - 1) / kMaxHeads;
+  const int64_t per_pass = (heads + passes - 1) / passes;
+  if constexpr (HP < kMaxHeads)
+    if (per_pass > HP) return accumulate_heads<R, HP + 1>(heads, o, ldo, p, ldp, v, nb);
+  for (int64_t h = 0; h < heads; h += HP) {
+    if (heads - h >= HP) accumulate_heads<R, HP>(o + h * ldo, ldo, p + h * ldp, ldp, v, nb);
+    else accumulate_heads<R, 1>(heads - h, o + h * ldo, ldo, p + h * ldp, ldp, v, nb);
+  }
+}
+#endif
+
+// o[g * d + 0:d] += sum_j p[g * ldp + j] * v[j][0:d] for G heads and nb value rows.
+void accumulate_group_rows(float* o, int64_t group, const float* p, int64_t ldp, const float* v, int64_t nb, int64_t d) {
+#if defined(__AVX512F__)
+  switch (d) {
+    case 16: return accumulate_heads<1>(group, o, d, p, ldp, v, nb);
+    case 32: return accumulate_heads<2>(group, o, d, p, ldp, v, nb);
+    case 64: return accumulate_heads<4>(group, o, d, p, ldp, v, nb);
+    case 128: return accumulate_heads<8>(group, o, d, p, ldp, v, nb);
+    case 256: return accumulate_heads<16>(group, o, d, p, ldp, v, nb);
+    default: break;
+  }
+#endif
+  for (int64_t g = 0; g < group; ++g) accumulate_rows(o + g * d, p + g * ldp, v, nb, d);
+}
+
+constexpr int64_t kDecodeTile = 256;  // keys scored at a time in decode: the scores stay in L1
+
+// One query position for the G heads sharing a KV head, slots [lo, hi), flash-decoding style:
+// per tile of keys, the G heads' scores in one product (each cached row converted once for the
+// group), an online softmax update, then the tile's values accumulated into all G outputs.
 // q_group: G consecutive head vectors; o: G x dv; st: G softmax states.
 void attend_group(const AttentionShape& s, const float* q_group, int64_t group, const KvRun& run, int64_t lo, int64_t hi,
                   std::vector<float>& scores, std::vector<float>& row, std::vector<float>& q_kept, float* o, OnlineSoftmax* st) {
-  const int64_t n = hi - lo, dk = s.head_dim_k, dv = s.head_dim_v;
+  const int64_t n = hi - lo, dk = s.head_dim_k, dv = s.head_dim_v, kd = run.k_stride;
   std::fill(o, o + group * dv, 0.0f);
   for (int64_t g = 0; g < group; ++g) st[g] = OnlineSoftmax{};
   if (n <= 0) return;
-  scores.resize(static_cast<size_t>(group * n));
-  row.resize(static_cast<size_t>(std::max(dk, dv)));
-  // Channel-pruned or rotated keys: the G query vectors as the keys are stored.
+  // The G query vectors scaled, and as the keys are stored (channel-pruned or rotated).
+  q_kept.resize(static_cast<size_t>(group * (kd + dk)));
+  float* scaled = q_kept.data() + group * kd;
+  for (int64_t i = 0; i < group * dk; ++i) scaled[i] = q_group[i] * s.scale;
+  const float* q = scaled;
   if (run.k_channels || run.k_rotated) {
-    q_kept.resize(static_cast<size_t>(group * run.k_stride));
-    for (int64_t g = 0; g < group; ++g) gather_query(run, q_group + g * dk, q_kept.data() + g * run.k_stride);
-    q_group = q_kept.data();
+    for (int64_t g = 0; g < group; ++g) gather_query(run, scaled + g * dk, q_kept.data() + g * kd);
+    q = q_kept.data();
   }
-  // Scores of all G heads in one product against the cached key rows (no per-key reductions).
-  key_scores(run, lo, n, q_group, group, scores.data(), n);
-  for (float& x : scores) x *= s.scale;
-  for (int64_t g = 0; g < group; ++g) {
-    float* sc = scores.data() + g * n;
-    st[g].m = max_of(sc, n);
-    st[g].l = exp_shift_sum(sc, n, st[g].m);
-  }
-  // Values in blocks converted to fp32 once; each head's output row stays in registers.
+  scores.resize(static_cast<size_t>(group * kDecodeTile));
   row.resize(static_cast<size_t>(kValueBlock * dv));
-  for (int64_t j0 = 0; j0 < n; j0 += kValueBlock) {
-    const int64_t nb = std::min(kValueBlock, n - j0);
-    stored_value_rows(run, lo + j0, nb, row.data());
-    for (int64_t g = 0; g < group; ++g) accumulate_rows(o + g * dv, scores.data() + g * n + j0, row.data(), nb, dv);
+  for (int64_t j0 = lo; j0 < hi; j0 += kDecodeTile) {
+    const int64_t nt = std::min(kDecodeTile, hi - j0);
+    decode_key_scores(run, j0, nt, q, group, scores.data(), nt);
+    for (int64_t g = 0; g < group; ++g) {
+      float* sc = scores.data() + g * nt;
+      const float new_m = std::max(st[g].m, max_of(sc, nt));
+      const float alpha = st[g].m == kNegInf ? 0.0f : std::exp(st[g].m - new_m);
+      st[g].l = st[g].l * alpha + exp_shift_sum(sc, nt, new_m);
+      st[g].m = new_m;
+      if (alpha != 1.0f)
+        for (int64_t i = 0; i < dv; ++i) o[g * dv + i] *= alpha;
+    }
+    // Values in blocks converted to fp32 once for all G heads.
+    for (int64_t b0 = 0; b0 < nt; b0 += kValueBlock) {
+      const int64_t nb = std::min(kValueBlock, nt - b0);
+      stored_value_rows(run, j0 + b0, nb, row.data());
+      accumulate_group_rows(o, group, scores.data() + b0, nt, row.data(), nb, dv);
+    }
   }
 }
 

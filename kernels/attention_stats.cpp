@@ -1,3 +1,4 @@
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 // Second pass over the attention scores for the statistics presses ask for: probabilities of
 // the last w queries, and per-slot column sums. Each uses the row's log-sum-exp from the main
 // pass, so p = exp(s - lse) is exact without re-normalising, and nothing L x L is stored.

@@ -1,3 +1,4 @@
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 // The public kernel functions as seen outside kernels/ (namespace kernels::baseline, see
 // kernels/variant.h): each calls the same function of the variant kernels/dispatch.cpp chose.
 #include "kernels/attention.h"

@@ -10,7 +10,9 @@
 #include "kernels/hadamard.h"
 #include "kernels/kivi_quantize.h"
 #include "kernels/kivi_rows.h"
+#include "kernels/kv_int_scores.h"
 #include "kernels/matmul.h"
+#include "kernels/transpose16.h"
 #include "kernels/variant.h"
 
 #if defined(__AVX512F__) || defined(__F16C__) || defined(__AVX2__)
@@ -241,10 +243,44 @@ inline WeightMatrix key_rows(const KvRun& run, int64_t first, int64_t n) {
 }
 
 #if defined(KVSQ_VARIANT_TU)
-// out[t * ldo + j] = q_t . k_j for nq queries and nt keys, both rows of d floats: eight keys at
-// a time per query, their eight sums reduced together.
+#if defined(__AVX512F__)
+// Scores of 16 keys (rows of d floats, d a multiple of 16) for NQ queries: each 16x16 block of
+// the keys is transposed, so a query channel is one broadcast FMA into a vector of 16 keys'
+// sums and no sum crosses lanes; the NQ accumulators are independent chains.
+template <int NQ>
+inline void scores_of_16_keys(const float* keys, int64_t d, const float* q, float* out, int64_t ldo) {
+  __m512 acc[NQ];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  for (int64_t c0 = 0; c0 < d; c0 += 16) {
+    __m512i kt[16];
+    for (int j = 0; j < 16; ++j) kt[j] = _mm512_castps_si512(_mm512_loadu_ps(keys + j * d + c0));
+    detail::transpose16x16(kt);
+    for (int c = 0; c < 16; ++c)
+      for (int t = 0; t < NQ; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[t * d + c0 + c]), _mm512_castsi512_ps(kt[c]), acc[t]);
+  }
+  for (int t = 0; t < NQ; ++t) _mm512_storeu_ps(out + t * ldo, acc[t]);
+}
+
+template <int NQ = 1>
+inline void scores_of_16_keys(int64_t nq, const float* keys, int64_t d, const float* q, float* out, int64_t ldo) {
+  if constexpr (NQ < 16)
+    if (nq != NQ) return scores_of_16_keys<NQ + 1>(nq, keys, d, q, out, ldo);
+  scores_of_16_keys<NQ>(keys, d, q, out, ldo);
+}
+#endif
+
+// out[t * ldo + j] = q_t . k_j for nq queries and nt keys, both rows of d floats. AVX-512:
+// sixteen keys at a time (transposed blocks); AVX2: eight keys at a time per query, their
+// eight sums reduced together.
 inline void group_scores(const float* keys, int64_t nt, int64_t d, const float* q, int64_t nq, float* out, int64_t ldo) {
   int64_t j = 0;
+#if defined(__AVX512F__)
+  if (d % 16 == 0) {
+    for (; j + 16 <= nt; j += 16)
+      for (int64_t t0 = 0; t0 < nq; t0 += 16)
+        scores_of_16_keys(std::min<int64_t>(16, nq - t0), keys + j * d, d, q + t0 * d, out + t0 * ldo + j, ldo);
+  }
+#endif
 #if defined(__AVX2__) && defined(__FMA__)
   if (d % 8 == 0)
     for (; j + 8 <= nt; j += 8) {
@@ -306,6 +342,22 @@ inline void key_scores(const KvRun& run, int64_t first, int64_t n, const float* 
     keys.row_bytes = static_cast<size_t>(d) * sizeof(float);
     matmul(keys, q, nq, out + j0, ldo);
   }
+}
+
+// key_scores for decode attention: q8_0/q4_0 keys scored in integers straight from the stored
+// blocks where the machine has VNNI (kv_int_scores.h: the queries rounded to 16 bits). The
+// presses' statistics keep key_scores, so their scores do not depend on the machine.
+inline void decode_key_scores(const KvRun& run, int64_t first, int64_t n, const float* q, int64_t nq, float* out, int64_t ldo) {
+#if defined(KVSQ_INT_KEY_SCORES)
+  if ((run.k_type == KvType::Q8_0 || run.k_type == KvType::Q4_0) && key_rows_plain(run, first, n)) {
+    const int64_t done = detail::int_key_scores(run.k_type == KvType::Q4_0, run.k_row(first),
+                                                kv_key_row_bytes(run.k_type, run.k_stride), n, run.k_stride, q, nq, out, ldo);
+    first += done;
+    n -= done;
+    out += done;
+  }
+#endif
+  if (n > 0) key_scores(run, first, n, q, nq, out, ldo);
 }
 #endif
 

@@ -11,11 +11,10 @@
 
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail {
 
-// 16x16 transpose of 32-bit elements: row r = 64 bytes at src + r*ld; writes 16 vectors of
-// 64 bytes to dst, vector k holding element k of every row. 64 shuffles, no gathers.
-inline void transpose16x16(const uint8_t* src, size_t ld, uint8_t* dst) {
-  __m512i r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + static_cast<size_t>(i) * ld);
+// 16x16 transpose of 32-bit elements held in registers, in place: afterwards r[k] holds element
+// k of every input row. 64 shuffles, no gathers.
+inline void transpose16x16(__m512i (&r)[16]) {
+  __m512i t[16];
   for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: [a4L b4L a4L+1 b4L+1], [a4L+2 b4L+2 ...]
     t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
@@ -31,11 +30,21 @@ inline void transpose16x16(const uint8_t* src, size_t ld, uint8_t* dst) {
     const __m512i v1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
     const __m512i v2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
     const __m512i v3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
-    _mm512_store_si512(dst + 64 * (0 + c), _mm512_shuffle_i32x4(v0, v2, 0x88));
-    _mm512_store_si512(dst + 64 * (4 + c), _mm512_shuffle_i32x4(v0, v2, 0xdd));
-    _mm512_store_si512(dst + 64 * (8 + c), _mm512_shuffle_i32x4(v1, v3, 0x88));
-    _mm512_store_si512(dst + 64 * (12 + c), _mm512_shuffle_i32x4(v1, v3, 0xdd));
+    t[0 + c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    t[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
+    t[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
   }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// The same from memory: row r = 64 bytes at src + r*ld; writes 16 vectors of 64 bytes to dst
+// (64-byte aligned), vector k holding element k of every row.
+inline void transpose16x16(const uint8_t* src, size_t ld, uint8_t* dst) {
+  __m512i r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + static_cast<size_t>(i) * ld);
+  transpose16x16(r);
+  for (int i = 0; i < 16; ++i) _mm512_store_si512(dst + 64 * i, r[i]);
 }
 
 // 16 rows of `width` 32-bit elements (width a multiple of 16, row stride ld bytes) -> dst[k][16].

@@ -1,3 +1,4 @@
+#include "kernels/gcc_intrinsics_warnings.h"  // first: before any intrinsics header
 // This variant's table of entry points: after the partial link (cmake/kernel_variants.cmake)
 // the only symbol a variant exports.
 #include "kernels/attention.h"

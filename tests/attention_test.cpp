@@ -169,7 +169,12 @@ TEST_P(AttentionKernel, MatchesNaiveSoftmaxAttentionAndStatistics) {
   std::vector<std::vector<double>> ref_p;
   reference(f, ref_out, ref_lse, ref_p);
   attention(s, f.q.data(), f.q_pos.data(), c.n_q, f.runs.data(), out.data(), lse.data());
-  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref_out[i], 2e-5 * (1 + std::fabs(ref_out[i]))) << i;
+  // Decode over q8_0/q4_0 keys may score in integers with the queries rounded to 16 bits
+  // (kernels/kv_int_scores.h): scores off by up to ~1e-4 relative, outputs and the log-sum-exp
+  // the probabilities below are normalised by as much.
+  const bool integer_scores = c.n_q < 8 && (c.type == KvType::Q8_0 || c.type == KvType::Q4_0);
+  const double out_tol = integer_scores ? 1e-4 : 2e-5;
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref_out[i], out_tol * (1 + std::fabs(ref_out[i]))) << i;
   for (size_t i = 0; i < lse.size(); ++i) ASSERT_NEAR(lse[i], ref_lse[i], 1e-4 * (1 + std::fabs(ref_lse[i]))) << i;
 
   ProbabilityRequest req;
@@ -184,7 +189,8 @@ TEST_P(AttentionKernel, MatchesNaiveSoftmaxAttentionAndStatistics) {
     for (int64_t r = 0; r < w; ++r)
       for (size_t j = 0; j < len; ++j)
         ASSERT_NEAR(probs.window[static_cast<size_t>(h)][static_cast<size_t>(r) * len + j],
-                    ref_p[static_cast<size_t>((c.n_q - w + r) * c.n_head + h)][j], 2e-6)
+                    ref_p[static_cast<size_t>((c.n_q - w + r) * c.n_head + h)][j],
+                    2e-6 + (integer_scores ? 1e-4 * ref_p[static_cast<size_t>((c.n_q - w + r) * c.n_head + h)][j] : 0.0))
             << "head " << h << " row " << r << " slot " << j;
     for (size_t j = 0; j < len; ++j) {
       double want = 0;
