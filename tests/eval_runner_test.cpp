@@ -257,6 +257,37 @@ TEST(EvalGeneration, AnswersEqualGenerateWithTheSamePress) {
   }
 }
 
+// A query-aware-only press (finch: its window_size is the question's length, set per question)
+// passes the grid's checks and answers as generate does with it.
+TEST(EvalGeneration, QueryAwarePressAnswersEqualGenerate) {
+  auto model = Model::load(test_paths::stories260k());
+  const std::string out = fresh_dir("gen_finch");
+  EvalSettings s = settings("niah", out);
+  s.presses = {"finch"};
+  s.ratios = {0.5};
+  s.query_aware = true;
+  s.session.chunk = 512;
+  Sample a;
+  a.task = "handmade";
+  a.id = "lily";
+  a.context = long_story(3);
+  a.question = " What did Lily kick?";
+  a.references = {"ball"};
+  a.metric = "string_match_all";
+  a.max_new_tokens = 12;
+  EXPECT_EQ(run_generation_eval(*model, {a}, s), 2);
+  const auto results = read_results(out + "/results.jsonl");
+  ASSERT_EQ(results.size(), 2u);
+  const auto& r = results[1];
+  ASSERT_EQ(r["press"], "finch");
+  const CliResult g = run_cli("generate -m " + test_paths::stories260k() + " -p \"" + a.context + "\" -q \"" + a.question +
+                              "\" -n 12 --json -t 1 --press finch --ratio 0.5");
+  ASSERT_EQ(g.status, 0) << g.err;
+  const auto j = nlohmann::json::parse(g.out);
+  EXPECT_EQ(r["prediction"].get<std::string>(), j["answers"][0]["text"].get<std::string>());
+  EXPECT_NEAR(r["achieved_ratio"].get<double>(), 0.5, 0.05);
+}
+
 TEST(EvalCli, BadInvocationsAreOneLineErrors) {
   const std::string m = " -m " + test_paths::stories260k();
   for (const std::string& args : {"eval nonsense -o /tmp/x" + m, "eval kld" + m, "eval kld -o " + fresh_dir("cli") + m + " --press snapk --ratio 0.5",

@@ -49,11 +49,14 @@ for stage in $STAGES; do
     ruler)
       RULER_TASKS="niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3"
       RULER_TASKS+=",niah_multivalue,niah_multiquery,vt,cwe,fwe"
-      run ruler --lengths 4096 --samples 5 --tasks "$RULER_TASKS" -o "$OUT/ruler"
-      run ruler --lengths 4096 --samples 5 --tasks qa_1 --qa-file data/qa/alice_squad.json -o "$OUT/ruler"
-      run ruler --lengths 4096 --samples 5 --tasks qa_2 --qa-file data/qa/alice_hotpotqa.json -o "$OUT/ruler"
-      # finch is query-aware: the question is part of its compressed prefill (its own prefill per cell).
-      build/kvsqueeze eval ruler -m "$MODEL" --press finch --ratio 0.5 --lengths 4096 --samples 5 --tasks "$RULER_TASKS" -o "$OUT/ruler" >/dev/null ;;
+      for tasks in "$RULER_TASKS" "qa_1 --qa-file data/qa/alice_squad.json" "qa_2 --qa-file data/qa/alice_hotpotqa.json"; do
+        # shellcheck disable=SC2086  # "TASK --qa-file FILE" splits into its arguments
+        run ruler --lengths 4096 --samples 5 --tasks $tasks -o "$OUT/ruler"
+        # finch is query-aware: the question is part of its compressed prefill (its own prefill per cell).
+        # shellcheck disable=SC2086
+        build/kvsqueeze eval ruler -m "$MODEL" --press finch --ratio 0.5 --query-aware --lengths 4096 --samples 5 \
+          --tasks $tasks -o "$OUT/ruler" >/dev/null
+      done ;;
     *) echo "unknown stage '$stage' (kld, niah, ruler)" >&2; exit 2 ;;
   esac
 done
