@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """RULER ranking table for docs/RESULTS.md, from a `kvsqueeze eval ruler` results.jsonl.
 
-Per press and ratio: the mean score over every (task, sample) cell x100, its 95% interval
-(Student's t over those cells), the means of the task families (single needle, multi-key,
+Per press and ratio: the mean over tasks of each task's mean score x100, its 95% interval (1.96
+standard errors of that mean, from each task's standard error over its samples: the tasks are
+fixed, the samples drawn; as `kvsqueeze eval`'s summary.md computes it), the means of the task families (single needle, multi-key,
 multi-value/query, variable tracking, common/frequent words, QA), and the kvpress leaderboard's
 RULER-4K figure for the same press and ratio where it publishes one (ALGORITHMS.md 8.5 (a),
 Llama-3.1-8B-Instruct). Only presses that have every task are ranked; the others are listed
@@ -46,22 +47,8 @@ LEADERBOARD = {
     ("kvzip", 0.5): 95.0, ("kvzip", 0.75): 95.0,
     ("chunkkv(snapkv)", 0.25): 84.7, ("chunkkv(snapkv)", 0.5): 72.8, ("chunkkv(snapkv)", 0.75): 56.6,
 }
-# Student's t, two-sided 95%, by degrees of freedom (larger df: the normal value).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       15: 2.131, 20: 2.086, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
-
-
-def t95(df: int) -> float:
-    if df <= 0:
-        return float("nan")
-    best = min((k for k in T95 if k >= df), default=None)
-    return T95[best] if best is not None else 1.960
-
-
-def interval(xs: list[float]) -> float:
-    if len(xs) < 2:
-        return float("nan")
-    return t95(len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
+def label(press: str) -> str:  # the head profile's path shortened as in RESULTS.md
+    return press.replace("head_scores=docs/results/head_budgets/qwen05.heads.json", "heads=qwen05")
 
 
 def load(path: str):
@@ -71,7 +58,7 @@ def load(path: str):
             continue
         r = json.loads(line)
         task = r["task"].split("/", 1)[-1]
-        cells[(r["press"], float(r["ratio"]))][task].append(100.0 * float(r["score"]))
+        cells[(label(r["press"]), float(r["ratio"]))][task].append(100.0 * float(r["score"]))
     return cells
 
 
@@ -88,18 +75,22 @@ def main() -> None:
         if len(by_task) < full:
             partial.append((press, ratio, len(by_task)))
             continue
-        scores = [s for t in tasks for s in by_task[t]]
+        task_means = [statistics.fmean(by_task[t]) for t in tasks]
+        se2 = [statistics.variance(by_task[t]) / len(by_task[t]) if len(by_task[t]) > 1 else float("nan") for t in tasks]
+        mean = statistics.fmean(task_means)
+        ci = 1.96 * math.sqrt(sum(se2)) / len(tasks)
+        n = sum(len(by_task[t]) for t in tasks)
         fam = {}
         for name, members in FAMILIES.items():
             xs = [s for t in members for s in by_task.get(t, [])]
             fam[name] = statistics.fmean(xs) if xs else float("nan")
-        rows.append((press, ratio, statistics.fmean(scores), interval(scores), len(scores), fam,
+        rows.append((press, ratio, mean, ci, n, fam,
                      LEADERBOARD.get((press, ratio))))
     if a.by_ratio:
         return by_ratio(rows)
     rows = [r for r in rows if r[1] in (0.0, 0.5)]
-    print(f"RULER at 4096 tokens, {full} tasks; score x100, mean over every (task, sample) cell; "
-          "±95%: Student's t over those cells.\n")
+    print(f"RULER at 4096 tokens, {full} tasks; score x100, mean of the task means; "
+          "±95%: 1.96 standard errors of it (from each task's samples).\n")
     head = "| rank | press | ratio | score | ±95% | n | " + " | ".join(FAMILIES) + " | kvpress leaderboard |"
     print(head)
     print("|" + "---:|" * 3 + "---:|" * 3 + "---:|" * len(FAMILIES) + "---:|")
