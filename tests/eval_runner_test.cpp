@@ -286,6 +286,11 @@ TEST(EvalGeneration, QueryAwarePressAnswersEqualGenerate) {
   const auto j = nlohmann::json::parse(g.out);
   EXPECT_EQ(r["prediction"].get<std::string>(), j["answers"][0]["text"].get<std::string>());
   EXPECT_NEAR(r["achieved_ratio"].get<double>(), 0.5, 0.05);
+  // Re-rotated keys are renumbered 0..kept-1; the full size still counts every token evaluated.
+  const auto& none = results[0];
+  const double per_token = none["kv_bytes_full"].get<double>() / none["context_tokens"].get<double>();
+  EXPECT_EQ(r["kv_bytes_full"].get<double>(), per_token * r["context_tokens"].get<double>());
+  EXPECT_LT(r["kv_bytes_held"].get<double>(), 0.6 * r["kv_bytes_full"].get<double>());
 }
 
 TEST(EvalCli, BadInvocationsAreOneLineErrors) {

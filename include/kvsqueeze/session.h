@@ -113,6 +113,9 @@ class Session {
   std::unique_ptr<ForwardPass> forward_;
   std::unique_ptr<ForwardPass> batch_forward_;  // eval_batch's (no statistics, no hook), made on first use
   int32_t next_pos_ = 0;
+  // Tokens evaluated before a renumbering (set_next_position below next_pos_, key re-rotation):
+  // they still count in kv_bytes_full, the uncompressed cache's size.
+  int64_t renumbered_away_ = 0;
   std::vector<float> logits_;
   const std::atomic<bool>* cancel_ = nullptr;
   // The [start, start + len) of pending_.tokens that the next eval_step() runs.

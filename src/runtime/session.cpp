@@ -222,6 +222,7 @@ void Session::restore(KvCache cache, int32_t next_position, std::vector<float> l
   if (cache.storage().device() != cache_->storage().device()) cache = copy_cache(cache, backend_->kv_storage(cache.shape()));
   *cache_ = std::move(cache);
   next_pos_ = next_position;
+  renumbered_away_ = 0;
   logits_ = std::move(last_logits);
 }
 
@@ -235,6 +236,7 @@ void Session::set_next_position(int32_t pos) {
       if (!p.empty() && p.back() >= pos)
         throw Error("cannot continue at position " + std::to_string(pos) + ": the cache holds position " + std::to_string(p.back()));
     }
+  renumbered_away_ = std::max<int64_t>(0, renumbered_away_ + next_pos_ - pos);
   next_pos_ = pos;
 }
 
@@ -255,10 +257,11 @@ void Session::rollback_to(int32_t pos) {
   cache_->truncate_from_position(pos);
   if (pos != next_pos_) logits_.clear();  // they belonged to a token now forgotten
   next_pos_ = pos;
+  if (pos == 0) renumbered_away_ = 0;  // everything forgotten, renumbered tokens included
 }
 
 size_t Session::kv_bytes_full() const {
-  return static_cast<size_t>(next_pos_) * static_cast<size_t>(model_.config().kv_bytes_per_token_f16());
+  return static_cast<size_t>(next_pos_ + renumbered_away_) * static_cast<size_t>(model_.config().kv_bytes_per_token_f16());
 }
 
 }  // namespace kvsqueeze
