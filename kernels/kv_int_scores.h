@@ -5,12 +5,9 @@
 // multiply-adds per instruction, twice the rate of f32 FMAs; each 32-element block's sum is
 // scaled once per key. The queries are not rounded to 8 bits as llama.cpp does: that error
 // would add to the keys'.
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 
-#include "kernels/fp16.h"
 #include "kernels/transpose16.h"
 #include "kernels/variant.h"
 

@@ -221,6 +221,9 @@ bool expression_needs_question(const std::string& expression);
 // The options telling the expression's query-aware presses the question's length
 // ("NAME.OPTION=N" for each), empty when none is query-aware. Throws for a malformed expression.
 std::vector<std::string> question_length_options(const std::string& expression, int64_t question_tokens);
+// make_press for checking an expression and reading its traits before any question exists: the
+// query-aware presses' question length, set per question when they run, gets a placeholder.
+std::unique_ptr<Press> make_press_for_checks(const std::string& expression, std::vector<std::string> options);
 
 // Takes the pipeline-level options out of `press_opts`: budget=N (slots kept per head, an
 // absolute budget instead of the ratio) and budget_bytes=B (bytes the compressible layers'

@@ -2,6 +2,7 @@
 // front end (CLI flags, Python arguments, HTTP fields), each naming the plan's field.
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "engine/plan_presses.h"
 #include "kvsqueeze/engine.h"
@@ -15,12 +16,11 @@ std::string number(double v) {
   return buf;
 }
 
-// A press built from an expression; errors keep their message and name the field they came from.
-// A query-aware press's question length is set per question: a placeholder validates the rest.
+// A press built from an expression (make_press_for_checks); errors keep their message and name
+// the field they came from.
 std::unique_ptr<Press> build(const std::string& field, const std::string& expression, std::vector<std::string> options) {
   try {
-    for (const auto& o : question_length_options(expression, 1)) options.push_back(o);
-    return make_press(expression, options);
+    return make_press_for_checks(expression, std::move(options));
   } catch (const ParameterError&) {
     throw;
   } catch (const Error& e) {

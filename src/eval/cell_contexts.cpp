@@ -29,8 +29,7 @@ double copy_bytes(const Model& model, const EvalSettings& s, const GridCell& cel
   if (cell.press == "none") return full;
   std::vector<std::string> opts = cell.options;
   const Budget budget = take_budget_options(cfg, s.session.kv_type_k, s.session.kv_type_v, cell.ratio, opts);
-  for (const auto& o : question_length_options(cell.press, 1)) opts.push_back(o);  // query-aware: set per question
-  return make_press(cell.press, opts)->traits().needs_all_layers ? full : full * (1.0 - budget.ratio);
+  return make_press_for_checks(cell.press, opts)->traits().needs_all_layers ? full : full * (1.0 - budget.ratio);
 }
 
 }  // namespace

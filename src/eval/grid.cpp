@@ -93,8 +93,7 @@ std::vector<GridCell> make_grid(const EvalSettings& s) {
     any.layer_sliding = {false};
     any.head_dim_k = any.head_dim_v = any.n_head_kv = 1;
     take_budget_options(any, KvType::F16, KvType::F16, 0.0, checked);
-    for (const auto& o : question_length_options(p, 1)) checked.push_back(o);  // query-aware: set per question
-    make_press(p, checked);  // throws for an unknown press or option, before anything runs
+    make_press_for_checks(p, checked);  // throws for an unknown press or option, before anything runs
     for (double r : fixed ? std::vector<double>{*fixed} : s.ratios) {
       // An init-capture, not p itself: clang before 16 cannot capture a structured binding.
       const bool listed =

@@ -302,6 +302,11 @@ std::vector<std::string> question_length_options(const std::string& expression, 
 
 bool expression_needs_question(const std::string& expression) { return !question_length_options(expression, 1).empty(); }
 
+std::unique_ptr<Press> make_press_for_checks(const std::string& expression, std::vector<std::string> options) {
+  for (auto& o : question_length_options(expression, 1)) options.push_back(std::move(o));
+  return make_press(expression, options);
+}
+
 std::vector<PressInfo> list_presses() {
   std::vector<PressInfo> out;
   for (const auto& [name, entry] : registry()) out.push_back(entry.info);
