@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/matmul.h"
@@ -67,7 +68,7 @@ const std::vector<std::unique_ptr<RandomWeights>>& step_weights(bool packed) {
   return all;
 }
 
-void bm_decode_step(benchmark::State& state, int64_t tokens, int threads, bool packed) {
+void bm_decode_step(benchmark::State& state, int64_t tokens, int threads, bool packed, kernels::MatmulPath path) {
   const auto& all = step_weights(packed);
   std::vector<float> x(static_cast<size_t>(tokens * 4864)), y(static_cast<size_t>(tokens * 151936));
   for (auto& v : x) v = static_cast<float>(static_cast<int64_t>(next_rand() % 2001) - 1000) / 1000.0f;
@@ -76,7 +77,7 @@ void bm_decode_step(benchmark::State& state, int64_t tokens, int threads, bool p
   size_t bytes = 0;
   for (const auto& w : all) bytes += w->data.size();
   auto step = [&] {
-    for (const auto& w : all) kernels::matmul(w->w, x.data(), tokens, y.data());
+    for (const auto& w : all) kernels::matmul(w->w, x.data(), tokens, y.data(), w->w.rows, path);
   };
   step();  // warm-up (scratch buffers)
   for (auto _ : state) {
@@ -89,12 +90,17 @@ void bm_decode_step(benchmark::State& state, int64_t tokens, int threads, bool p
 }
 
 int register_all() {
+  // by_count: the path matmul picks by the token count; rows: every token a one-token product (what a
+  // server's decode step of N sequences runs, so that each gets its own numbers); panels: the prompt path.
+  using P = kernels::MatmulPath;
   for (bool packed : {false, true})
-    for (int64_t tokens : {1, 2, 3, 4, 6, 8, 12, 16}) {
-      const std::string name = std::string("decode_step/qwen2.5-0.5b/") + (packed ? "packed" : "gguf") + "/t" +
-                               std::to_string(tokens) + "/th2";
-      benchmark::RegisterBenchmark(name.c_str(), bm_decode_step, tokens, 2, packed)->UseRealTime()->Unit(benchmark::kMillisecond);
-    }
+    for (int64_t tokens : {1, 2, 3, 4, 6, 8, 12, 16})
+      for (auto [path, label] : {std::pair{P::ByCount, "by_count"}, std::pair{P::Rows, "rows"}, std::pair{P::Panels, "panels"}}) {
+        if (path != P::ByCount && tokens < 4) continue;
+        const std::string name = std::string("decode_step/qwen2.5-0.5b/") + (packed ? "packed" : "gguf") + "/t" +
+                                 std::to_string(tokens) + "/" + label + "/th2";
+        benchmark::RegisterBenchmark(name.c_str(), bm_decode_step, tokens, 2, packed, path)->UseRealTime()->Unit(benchmark::kMillisecond);
+      }
   return 0;
 }
 const int registered = register_all();

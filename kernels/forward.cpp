@@ -12,8 +12,8 @@
 
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
 
-void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy) {
-  active_ops().matmul(w, x, n_tokens, y, ldy);
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, MatmulPath path) {
+  active_ops().matmul(w, x, n_tokens, y, ldy, path);
 }
 void set_exact_activations(bool exact) {  // a mode of every variant, so that switching keeps it
   for (Isa isa : kAllIsas)

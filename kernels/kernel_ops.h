@@ -13,7 +13,7 @@ namespace kvsqueeze::kernels {
 
 struct KernelOps {
   // matmul.h
-  void (*matmul)(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy);
+  void (*matmul)(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, MatmulPath path);
   void (*set_exact_activations)(bool exact);
   void (*get_row)(const WeightMatrix& w, int64_t row, float* dst);
   // dequantize.h

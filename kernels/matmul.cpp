@@ -1100,6 +1100,10 @@ void float_rows_avx2(const WeightMatrix& w, const float* x, int64_t T, float* y,
 [[maybe_unused]] constexpr int64_t kQ6KPanelMinTokens = 8;
 [[maybe_unused]] constexpr int64_t kFloatPanelMinTokens = 8;
 
+[[maybe_unused]] inline bool takes_panels(MatmulPath path, int64_t T, int64_t min_tokens) {
+  return path == MatmulPath::Panels || (path == MatmulPath::ByCount && T >= min_tokens);
+}
+
 void validate(const WeightMatrix& w, const char* what) {
   const auto layout = block_layout(w.type);
   if (layout.elems == 0) throw_unsupported(w.type, what);
@@ -1147,7 +1151,7 @@ inline int threads_for(double work) {
 }
 
 // ------------------------------------------------------------------------------------------------
-void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, int64_t ldy, bool portable) {
+void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, int64_t ldy, bool portable, MatmulPath path) {
   QuantKind k{};
   quant_kind(w.type, k);
   const int64_t cols = w.cols, rows = w.rows;
@@ -1155,11 +1159,12 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   const bool is_packed = !portable && w.packed != nullptr && packable(w.type);
   const uint8_t* wdata = is_packed ? w.packed : w.data;
   const UnpackFn unpack = portable ? nullptr : is_packed ? packed_unpacker(w.type) : unpacker(w.type);
-  const bool panel = !portable && T >= (k.sb == 16 ? kQ6KPanelMinTokens : kQuantPanelMinTokens);
+  const bool panel = !portable && takes_panels(path, T, k.sb == 16 ? kQ6KPanelMinTokens : kQuantPanelMinTokens);
   // The packed row kernels read each token's codes interleaved (kernels/matmul_packed.h).
   const bool row_packed = is_packed && !panel;
   const int64_t qi_stride = row_packed ? packed::interleaved_bytes(cols / 32) : 0;
 #else
+  (void)path;
   const uint8_t* wdata = w.data;  // only the VNNI kernels read packed rows
   const UnpackFn unpack = portable ? nullptr : unpacker(w.type);
   const bool panel = false, row_packed = false;
@@ -1434,14 +1439,16 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   }
 }
 
-void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, int64_t ldy, bool portable) {
+void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, int64_t ldy, bool portable, MatmulPath path) {
   const int64_t cols = w.cols, rows = w.rows;
 #if defined(KVSQ_AVX512VNNI)
-  const bool panel = !portable && T >= kFloatPanelMinTokens;
+  const bool panel = !portable && takes_panels(path, T, kFloatPanelMinTokens);
 #elif defined(KVSQ_AVX2_QUANT)
   const bool panel = false;
+  (void)path;
 #else
   const bool panel = false;
+  (void)path;
   portable = true;
 #endif
   const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
@@ -1461,15 +1468,21 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
         }
 #endif
 #if defined(KVSQ_AVX512VNNI)
-        if (T == 1 && !portable)
+        // Each token as in a one-token call (the 4 rows stay in L1 across the tokens), so that a
+        // decode step of several sequences gives each its own numbers.
+        if (!portable)
           for (; r + 4 <= re; r += 4) {
             const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
-            if (w.type == TensorType::F32)
-              float_dot_rows4<TensorType::F32>(row, w.row_bytes, x, cols, y + r);
-            else if (w.type == TensorType::F16)
-              float_dot_rows4<TensorType::F16>(row, w.row_bytes, x, cols, y + r);
-            else
-              float_dot_rows4<TensorType::BF16>(row, w.row_bytes, x, cols, y + r);
+            for (int64_t t = 0; t < T; ++t) {
+              const float* xt = x + t * cols;
+              float* yt = y + t * ldy + r;
+              if (w.type == TensorType::F32)
+                float_dot_rows4<TensorType::F32>(row, w.row_bytes, xt, cols, yt);
+              else if (w.type == TensorType::F16)
+                float_dot_rows4<TensorType::F16>(row, w.row_bytes, xt, cols, yt);
+              else
+                float_dot_rows4<TensorType::BF16>(row, w.row_bytes, xt, cols, yt);
+            }
           }
 #endif
         for (; r < re; ++r) {
@@ -1528,7 +1541,8 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
 
 std::atomic<bool> g_exact_activations{false};
 
-void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool portable) {
+void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool portable,
+                 MatmulPath path) {
   validate(w, "matmul");
   if (n_tokens < 0) throw Error("matmul: negative n_tokens " + std::to_string(n_tokens));
   if (ldy < w.rows && n_tokens > 1)
@@ -1568,25 +1582,25 @@ void matmul_impl(const WeightMatrix& w, const float* x, int64_t n_tokens, float*
     f.type = TensorType::F32;
     f.data = reinterpret_cast<const uint8_t*>(dense.data());
     f.row_bytes = static_cast<size_t>(w.cols) * sizeof(float);
-    matmul_float(f, x, n_tokens, y, ldy, portable);
+    matmul_float(f, x, n_tokens, y, ldy, portable, path);
   } else if (quant_kind(w.type, k))
-    matmul_quant(w, x, n_tokens, y, ldy, portable);
+    matmul_quant(w, x, n_tokens, y, ldy, portable, path);
   else
-    matmul_float(w, x, n_tokens, y, ldy, portable);
+    matmul_float(w, x, n_tokens, y, ldy, portable, path);
 }
 
 }  // namespace
 
 void matmul_portable(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy) {
-  matmul_impl(w, x, n_tokens, y, ldy, true);
+  matmul_impl(w, x, n_tokens, y, ldy, true, MatmulPath::ByCount);
 }
 
 }  // namespace detail
 
 void set_exact_activations(bool exact) { detail::g_exact_activations.store(exact); }
 
-void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy) {
-  detail::matmul_impl(w, x, n_tokens, y, ldy, false);
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, MatmulPath path) {
+  detail::matmul_impl(w, x, n_tokens, y, ldy, false, path);
 }
 
 void get_row(const WeightMatrix& w, int64_t row, float* dst) {

@@ -57,11 +57,14 @@ void rope_apply(float* x, int64_t d, const float* cos, const float* sin, RopeSty
 void silu_mul(float* gate, const float* up, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX512F__)
+  // The tail goes through the same vector formula (masked): an element's value must not depend on
+  // where it sits in the array, or a row of a batched step would differ from the row alone.
   const __m512 one = _mm512_set1_ps(1.0f);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 g = _mm512_loadu_ps(gate + i);
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
     const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g))));
-    _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_loadu_ps(up + i)));
+    _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_maskz_loadu_ps(m, up + i)));
   }
 #endif
   for (; i < n; ++i) {
@@ -76,11 +79,12 @@ void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
 #if defined(__AVX512F__)
   // 0.5 g (1 + tanh(y)) = g * sigmoid(2y), which needs one exp.
   const __m512 one = _mm512_set1_ps(1.0f), c = _mm512_set1_ps(-2.0f * kSqrt2OverPi), c3 = _mm512_set1_ps(0.044715f);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 g = _mm512_loadu_ps(gate + i);
+  for (; i < n; i += 16) {  // masked tail, as in silu_mul
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
     const __m512 inner = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(c3, g), _mm512_mul_ps(g, g), g));
     const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(inner)));
-    _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_loadu_ps(up + i)));
+    _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_maskz_loadu_ps(m, up + i)));
   }
 #endif
   for (; i < n; ++i) {

@@ -216,6 +216,58 @@ TEST(EngineBatch, StoriesPromptChunksBatchedWithDecodeEqualEachSequenceAlone) {
   expect_phases_batched_equal_alone(*model, phase_cases(KvType::BF16), false);
 }
 
+// A long decode (200 tokens) that a long prompt joins, in chunks of 16, at one step or another: the
+// decode must give the tokens it gives alone wherever the chunks land (the server's case; a
+// near-tie of this tiny model flips if the chunks' rows change the decode row's numbers).
+TEST(EngineBatch, LongDecodeEqualsAloneWhereverAPromptsChunksJoin) {
+  const auto model = Model::load(test_paths::stories260k());
+  SessionOptions o;
+  o.threads = 1;
+  o.chunk = 16;
+  GenerateParams p;
+  p.max_tokens = 200;
+  Engine alone(*model, o);
+  const auto ids = alone.context_ids(kText.substr(0, 40), false);
+  alone.prefill_context(ids, p.max_tokens);
+  const Completion want = alone.generate({}, p);
+  const auto long_ids = alone.context_ids(kText + " " + kText, false);
+  for (int join = 1; join <= 190; join += 9) {
+    SCOPED_TRACE("the prompt joins at step " + std::to_string(join));
+    Engine a(*model, o), b(*model, o);
+    a.begin_context(ids, p.max_tokens);
+    std::vector<Engine*> running{&a};
+    bool a_generating = false, b_started = false, b_generating = false, a_done = false;
+    for (int step = 0; !a_done; ++step) {
+      if (!b_started && step == join) {
+        b.begin_context(long_ids, 12);
+        running.push_back(&b);
+        b_started = true;
+      }
+      const auto results = Engine::step_batch(running);
+      std::vector<Engine*> next;
+      for (size_t i = 0; i < running.size(); ++i) {
+        ASSERT_FALSE(results[i].error);
+        Engine* e = running[i];
+        bool& generating = e == &a ? a_generating : b_generating;
+        if (!generating && !results[i].more) {
+          GenerateParams q;
+          q.max_tokens = e == &a ? 200 : 12;
+          e->begin_generation({}, q);
+          generating = true;
+          next.push_back(e);
+        } else if (results[i].more) {
+          next.push_back(e);
+        } else if (e == &a) {
+          a_done = true;
+        }
+      }
+      running = std::move(next);
+      ASSERT_LT(step, 1000);
+    }
+    EXPECT_EQ(a.finish_generation().tokens, want.tokens);
+  }
+}
+
 TEST(EngineBatch, SequencesOfOtherModelsAreAnError) {
   const auto a = Model::load(test_paths::stories260k());
   const auto b = Model::load(test_paths::stories260k());

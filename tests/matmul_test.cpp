@@ -225,6 +225,46 @@ TEST_P(MatmulTest, ThreadedAndPanelGroups) {
   omp_set_num_threads(saved);
 }
 
+TEST_P(MatmulTest, EachTokensNumbersDependOnlyOnItsPath) {
+  // What batched serving stands on (kernels::MatmulPath): through the row path every token gets,
+  // to the bit, what a one-token call gives it, however many tokens share the call; through the
+  // panels every token gets what any other panel call holding it gives. So a server step of N decode
+  // tokens plus a prompt chunk reproduces each sequence's own pass. Packed rows too where they exist.
+  const TensorType t = param();
+  std::mt19937 rng(4321u + static_cast<unsigned>(t));
+  const int64_t cols = is_float(t) ? 96 : detail::block_layout(t).elems == 256 ? 512 : 896, rows = 70;
+  const auto data = random_weights(t, rows, cols, rng);
+  WeightMatrix plain{t, data.data(), rows, cols, data.size() / rows};
+  std::vector<uint8_t> packed_copy;
+  std::vector<WeightMatrix> forms{plain};
+  if (packable(t)) {
+    packed_copy.resize(data.size());
+    pack_weights(plain, packed_copy.data());
+    forms.push_back(plain);
+    forms.back().packed = packed_copy.data();
+  }
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  for (const WeightMatrix& w : forms)
+    for (int64_t tokens : {2, 3, 5, 8, 13, 20, 40}) {
+      const std::string where = detail::type_label(t) + (w.packed ? " packed" : "") + " tokens=" + std::to_string(tokens);
+      const auto x = random_acts(tokens * cols, rng);
+      std::vector<float> all(static_cast<size_t>(tokens * rows)), part(all.size()), alone(static_cast<size_t>(rows));
+      matmul(w, x.data(), tokens, all.data(), rows, MatmulPath::Rows);
+      for (int64_t tk = 0; tk < tokens; ++tk) {
+        matmul(w, x.data() + tk * cols, 1, alone.data());
+        EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + tk * rows, alone.size() * sizeof(float))) << where << " row path t=" << tk;
+      }
+      matmul(w, x.data(), tokens, all.data(), rows, MatmulPath::Panels);
+      for (int64_t first : {tokens / 2, tokens - 1}) {  // a later chunk of the same tokens, down to one
+        matmul(w, x.data() + first * cols, tokens - first, part.data(), rows, MatmulPath::Panels);
+        EXPECT_EQ(0, std::memcmp(part.data(), all.data() + first * rows, static_cast<size_t>((tokens - first) * rows) * sizeof(float)))
+            << where << " panels from t=" << first;
+      }
+    }
+  omp_set_num_threads(saved);
+}
+
 TEST(MatmulAmx, TilesGiveTheVnniPanelsNumbersBitForBit) {
   // The AMX variant's tiles do the VNNI panel kernels' integer dots and fp32 steps in the same
   // order (kernels/matmul_amx.h): same results to the bit, so switching the variant changes no answer.

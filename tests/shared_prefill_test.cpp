@@ -150,7 +150,10 @@ TEST(SharedPrefill, StatisticsAreCutToWhatEachPressAskedFor) {
 
 TEST(SharedPrefill, ALongerQueryWindowOnlyMovesChunkBoundaries) {
   // snapkv's default window (64) exceeds the chunk (32): the shared prefill's last chunk grows to
-  // 64 rows, the uncompressed copy's does not. Same function, other rounding order.
+  // 64 rows, the uncompressed copy's does not. The weight products of prompt rows do not depend on
+  // the chunk (Backend::matmul), but attention over a prompt is computed in query blocks whose
+  // key ranges follow the chunks: fp32 rounding differences only (equal to the bit on AVX-512 here,
+  // not with the AVX2 kernels).
   auto model = Model::load(test_paths::stories260k());
   const auto ids = prompt_ids(*model, 150);
   const SessionOptions o{.chunk = 32, .threads = 1, .kv_type_k = KvType::F32, .kv_type_v = KvType::F32};
@@ -164,5 +167,4 @@ TEST(SharedPrefill, ALongerQueryWindowOnlyMovesChunkBoundaries) {
   float worst = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i])), scale = std::max(scale, std::abs(a[i]));
   EXPECT_LT(worst, 1e-4f * scale);
-  EXPECT_GT(worst, 0.0f);  // if this fails, the layouts agree now: fold this case into the exact test
 }

@@ -38,9 +38,9 @@ void ForwardPass::project_qkv(int64_t l, int64_t n) {
   const bool sliding = cfg_.layer_sliding[static_cast<size_t>(l)];
 
   b.rms_norm(*x_, n, D, l, Vector::AttnNorm, *h_);
-  b.matmul(l, Matrix::Q, *h_, n, *q_);
-  b.matmul(l, Matrix::K, *h_, n, *k_);
-  b.matmul(l, Matrix::V, *h_, n, *v_);
+  b.matmul(l, Matrix::Q, *h_, n, *q_, decode_rows_);
+  b.matmul(l, Matrix::K, *h_, n, *k_, decode_rows_);
+  b.matmul(l, Matrix::V, *h_, n, *v_, decode_rows_);
   b.add_bias(l, Vector::BiasQ, n, *q_);
   b.add_bias(l, Vector::BiasK, n, *k_);
   b.add_bias(l, Vector::BiasV, n, *v_);
@@ -87,7 +87,7 @@ void ForwardPass::attend(int64_t l, const int32_t* pos, int64_t n, KvCache& cach
 void ForwardPass::output_projection(int64_t l, int64_t n) {
   auto& b = backend_;
   const int64_t D = cfg_.n_embd;
-  b.matmul(l, Matrix::O, *att_, n, *proj_);
+  b.matmul(l, Matrix::O, *att_, n, *proj_, decode_rows_);
   if (cfg_.post_norms) b.rms_norm(*proj_, n, D, l, Vector::PostAttnNorm, *proj_);
   b.add(*x_, *proj_, n * D);
 }
@@ -111,10 +111,10 @@ void ForwardPass::ffn_block(int64_t l, int64_t n) {
   auto& b = backend_;
   const int64_t D = cfg_.n_embd, F = cfg_.n_ff;
   b.rms_norm(*x_, n, D, l, Vector::FfnNorm, *h_);
-  b.matmul(l, Matrix::Gate, *h_, n, *gate_);
-  b.matmul(l, Matrix::Up, *h_, n, *up_);
+  b.matmul(l, Matrix::Gate, *h_, n, *gate_, decode_rows_);
+  b.matmul(l, Matrix::Up, *h_, n, *up_, decode_rows_);
   b.gated_activation(*gate_, *up_, n * F);
-  b.matmul(l, Matrix::Down, *gate_, n, *proj_);
+  b.matmul(l, Matrix::Down, *gate_, n, *proj_, decode_rows_);
   if (cfg_.post_norms) b.rms_norm(*proj_, n, D, l, Vector::PostFfwNorm, *proj_);
   b.add(*x_, *proj_, n * D);
 }
@@ -123,6 +123,9 @@ void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCa
   ensure_scratch(n);
   stats_.resize(static_cast<size_t>(cfg_.n_layer));
   tokens_ = tokens;
+  // One token is a decode step; more are a prompt chunk (Backend::matmul computes the two kinds
+  // apart, so that a batched pass can give each sequence these same numbers).
+  decode_rows_ = n == 1 ? 1 : 0;
   // RoPE tables for this chunk's positions, shared by every head and layer.
   backend_.rope_tables(pos, n, false, *rope_cos_global_, *rope_sin_global_);
   backend_.rope_tables(pos, n, true, *rope_cos_local_, *rope_sin_local_);
@@ -135,7 +138,7 @@ void ForwardPass::run(const int32_t* tokens, const int32_t* pos, int64_t n, KvCa
   // before the last need none.
   if (!logits) return;
   const int64_t first = all_rows ? 0 : n - 1;
-  backend_.logits(*x_, first, n - first, logits);
+  backend_.logits(*x_, first, n - first, logits, n - first == 1 ? 1 : 0);
 }
 
 void ForwardPass::run_batch(const std::vector<Segment>& segments) {
@@ -143,8 +146,16 @@ void ForwardPass::run_batch(const std::vector<Segment>& segments) {
   batch_tokens_.clear();
   batch_pos_.clear();
   batch_last_rows_.clear();
+  // Decode tokens (one-token segments) first: the matmuls compute those rows as one-row products
+  // and the prompt chunks' rows as a chunk, each as its sequence's own pass would.
+  std::vector<Segment> ordered;
+  for (const Segment& s : segments)
+    if (s.n == 1) ordered.push_back(s);
+  decode_rows_ = static_cast<int64_t>(ordered.size());
+  for (const Segment& s : segments)
+    if (s.n != 1) ordered.push_back(s);
   std::vector<float*> outputs;  // the segments that want logits (a prompt's last chunk, a decode token)
-  for (const Segment& s : segments) {
+  for (const Segment& s : ordered) {
     batch_tokens_.insert(batch_tokens_.end(), s.tokens, s.tokens + s.n);
     batch_pos_.insert(batch_pos_.end(), s.pos, s.pos + s.n);
     if (!s.logits) continue;
@@ -162,7 +173,7 @@ void ForwardPass::run_batch(const std::vector<Segment>& segments) {
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     project_qkv(l, n);
     int64_t row = 0;
-    for (const Segment& s : segments) {
+    for (const Segment& s : ordered) {
       attend(l, s.pos, s.n, *s.cache, row);
       row += s.n;
     }
@@ -174,7 +185,7 @@ void ForwardPass::run_batch(const std::vector<Segment>& segments) {
   if (count == 0) return;
   backend_.gather_rows(*x_, batch_last_rows_.data(), count, cfg_.n_embd, *h_);
   batch_logits_.resize(static_cast<size_t>(count * cfg_.n_vocab));
-  backend_.logits(*h_, 0, count, batch_logits_.data());
+  backend_.logits(*h_, 0, count, batch_logits_.data(), count);  // each a last row, as alone
   for (int64_t i = 0; i < count; ++i)
     std::copy_n(batch_logits_.data() + i * cfg_.n_vocab, cfg_.n_vocab, outputs[static_cast<size_t>(i)]);
 }

@@ -63,6 +63,7 @@ class ForwardPass {
   LayerHook hook_;
   bool last_chunk_ = true;
   const int32_t* tokens_ = nullptr;  // of the chunk being run (for the token_ids statistic)
+  int64_t decode_rows_ = 0;          // leading rows of the pass that are decode tokens (Backend::matmul)
   std::vector<LayerStats> stats_;
   std::vector<int32_t> batch_tokens_, batch_pos_;  // run_batch's rows, concatenated
   std::vector<int64_t> batch_last_rows_;

@@ -26,7 +26,7 @@ class CpuBackend final : public Backend {
 
   void embed(const int32_t* ids, int64_t n, Buffer& x) override;
   void rms_norm(const Buffer& x, int64_t rows, int64_t width, int64_t layer, Vector w, Buffer& out) override;
-  void matmul(int64_t layer, Matrix m, const Buffer& x, int64_t n, Buffer& y) override;
+  void matmul(int64_t layer, Matrix m, const Buffer& x, int64_t n, Buffer& y, int64_t decode_rows) override;
   void add_bias(int64_t layer, Vector b, int64_t n, Buffer& x) override;
   void rope_tables(const int32_t* pos, int64_t n, bool sliding, Buffer& cos, Buffer& sin) override;
   void rope(Buffer& x, int64_t n, int64_t heads, const Buffer& cos, const Buffer& sin) override;
@@ -38,7 +38,7 @@ class CpuBackend final : public Backend {
   void attention(const AttentionShape& shape, const Buffer& q, const int32_t* pos, int64_t n, const KvCache& cache,
                  int64_t layer, Buffer& out, const ProbabilityRequest& request, Probabilities* probs) override;
 
-  void logits(const Buffer& x, int64_t first, int64_t rows, float* out) override;
+  void logits(const Buffer& x, int64_t first, int64_t rows, float* out, int64_t decode_rows) override;
 
  private:
   const ModelConfig& cfg_;

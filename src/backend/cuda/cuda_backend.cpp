@@ -108,7 +108,8 @@ void CudaBackend::gemm(const DeviceMatrix& w, const float* x, int64_t n, float* 
              "a weight GEMM");
 }
 
-void CudaBackend::matmul(int64_t layer, Matrix m, const Buffer& x, int64_t n, Buffer& y) {
+// cuBLAS picks its GEMM by shape: rows are not computed per kind here (see Backend::matmul).
+void CudaBackend::matmul(int64_t layer, Matrix m, const Buffer& x, int64_t n, Buffer& y, int64_t /*decode_rows*/) {
   gemm(weights_->matrix(layer, m), dev(x), n, dev(y));
 }
 
@@ -172,7 +173,7 @@ void CudaBackend::attention(const AttentionShape& shape, const Buffer& q, const 
   kernels::attention_probabilities(shape, host_q_.data(), pos, n, runs.data(), host_lse_.data(), request, *probs);
 }
 
-void CudaBackend::logits(const Buffer& x, int64_t first, int64_t rows, float* out) {
+void CudaBackend::logits(const Buffer& x, int64_t first, int64_t rows, float* out, int64_t /*decode_rows*/) {
   const int64_t D = cfg_.n_embd, V = weights_->output.rows;
   normed_.reserve(static_cast<size_t>(rows * (D + V)) * sizeof(float));
   float* normed = normed_.as<float>();
