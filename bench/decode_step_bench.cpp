@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/panel_packing.h"
 #include "kernels/weight_packing.h"
 #include "random_weights.h"
 
@@ -47,29 +48,39 @@ std::vector<Matrix> qwen05_step() {
   return m;
 }
 
-// The step's matrices; with `packed`, each with its load-time packed copy where the CPU backend
-// makes one (kernels::packing_pays).
-const std::vector<std::unique_ptr<RandomWeights>>& step_weights(bool packed) {
+// The step's matrices as the CPU backend holds them: gguf (the file's layout), packed (row-packed
+// copies where kernels::packing_pays) or panels (panel copies of Q4_0/Q5_0/Q8_0, kernels/panel_packing.h).
+enum class Layout { Gguf, Packed, Panels };
+const std::vector<std::unique_ptr<RandomWeights>>& step_weights(Layout layout) {
   static std::vector<std::unique_ptr<RandomWeights>> all;
-  static std::vector<std::vector<uint8_t>> copies;
+  static std::vector<std::vector<uint8_t>> packed_copies, panel_copies;
   if (all.empty())
     for (const Matrix& m : qwen05_step()) {
       all.push_back(std::make_unique<RandomWeights>());
       fill_random_weights(*all.back(), m.type, m.rows, m.cols);
     }
-  if (packed && copies.empty())
+  if (layout == Layout::Packed && packed_copies.empty())
     for (auto& w : all) {
       if (!kernels::packing_pays(w->w.type)) continue;
-      copies.emplace_back(w->data.size());
-      kernels::pack_weights(w->w, copies.back().data());
+      packed_copies.emplace_back(w->data.size());
+      kernels::pack_weights(w->w, packed_copies.back().data());
     }
-  size_t i = 0;
-  for (auto& w : all) w->w.packed = packed && kernels::packing_pays(w->w.type) ? copies[i++].data() : nullptr;
+  if (layout == Layout::Panels && panel_copies.empty())
+    for (auto& w : all) {
+      if (!kernels::panel_packable(w->w.type)) continue;
+      panel_copies.emplace_back(kernels::panel_packed_bytes(w->w));
+      kernels::pack_panels(w->w, panel_copies.back().data());
+    }
+  size_t i = 0, k = 0;
+  for (auto& w : all) {
+    w->w.packed = layout == Layout::Packed && kernels::packing_pays(w->w.type) ? packed_copies[i++].data() : nullptr;
+    w->w.panels = layout == Layout::Panels && kernels::panel_packable(w->w.type) ? panel_copies[k++].data() : nullptr;
+  }
   return all;
 }
 
-void bm_decode_step(benchmark::State& state, int64_t tokens, int threads, bool packed, kernels::MatmulPath path) {
-  const auto& all = step_weights(packed);
+void bm_decode_step(benchmark::State& state, int64_t tokens, int threads, Layout layout, kernels::MatmulPath path) {
+  const auto& all = step_weights(layout);
   std::vector<float> x(static_cast<size_t>(tokens * 4864)), y(static_cast<size_t>(tokens * 151936));
   for (auto& v : x) v = static_cast<float>(static_cast<int64_t>(next_rand() % 2001) - 1000) / 1000.0f;
   const int saved = omp_get_max_threads();
@@ -93,13 +104,13 @@ int register_all() {
   // by_count: the path matmul picks by the token count; rows: every token a one-token product (what a
   // server's decode step of N sequences runs, so that each gets its own numbers); panels: the prompt path.
   using P = kernels::MatmulPath;
-  for (bool packed : {false, true})
+  for (auto [layout, layout_name] : {std::pair{Layout::Gguf, "gguf"}, std::pair{Layout::Packed, "packed"}, std::pair{Layout::Panels, "panels"}})
     for (int64_t tokens : {1, 2, 3, 4, 6, 8, 12, 16})
       for (auto [path, label] : {std::pair{P::ByCount, "by_count"}, std::pair{P::Rows, "rows"}, std::pair{P::Panels, "panels"}}) {
-        if (path != P::ByCount && tokens < 4) continue;
-        const std::string name = std::string("decode_step/qwen2.5-0.5b/") + (packed ? "packed" : "gguf") + "/t" +
-                                 std::to_string(tokens) + "/" + label + "/th2";
-        benchmark::RegisterBenchmark(name.c_str(), bm_decode_step, tokens, 2, packed, path)->UseRealTime()->Unit(benchmark::kMillisecond);
+        if (path != P::ByCount && (tokens < 4 || layout == Layout::Panels)) continue;  // panel copies: one path
+        const std::string name = std::string("decode_step/qwen2.5-0.5b/") + layout_name + "/t" + std::to_string(tokens) +
+                                 "/" + label + "/th2";
+        benchmark::RegisterBenchmark(name.c_str(), bm_decode_step, tokens, 2, layout, path)->UseRealTime()->Unit(benchmark::kMillisecond);
       }
   return 0;
 }

@@ -70,6 +70,7 @@
 
 #if defined(KVSQ_AVX512VNNI)
 #include "kernels/matmul_packed.h"  // rows packed at load time (kernels/weight_packing.h)
+#include "kernels/matmul_panels.h"  // panels packed at load time (kernels/panel_packing.h)
 #endif
 
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT {
@@ -1150,12 +1151,81 @@ inline int threads_for(double work) {
   return std::max(1, maxt);
 }
 
+#if defined(KVSQ_AVX512VNNI)
+// From this many tokens a panel copy is expanded once per product into the unpacked panels' buffers
+// (Qwen2.5-0.5B prefill, Zen 5: re-expanding the codes for every tile of 8 tokens cost ~5%).
+constexpr int64_t kPanelExpandMinTokens = 16;
+
+// Weights packed in panels of 16 rows at load time (kernels/panel_packing.h): one kernel for every
+// token count, so a token gets the same numbers alone, in a decode batch or in a prompt chunk.
+void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float* x, int64_t T, float* y, int64_t ldy) {
+  const int64_t cols = w.cols, rows = w.rows;
+  Acts a;
+  a.kp = round_up(cols, 64);
+  a.nsub = cols / 32;
+  a.nsp = round_up(a.nsub, 16);
+  Carver ac{static_cast<uint8_t*>(
+      tl_act.get(bytes_of<int8_t>(T * a.kp) + bytes_of<float>(T * a.nsp) + bytes_of<int32_t>(T * a.nsp)))};
+  a.q = ac.take<int8_t>(T * a.kp);
+  a.dxs = ac.take<float>(T * a.nsp);
+  a.corr = ac.take<int32_t>(T * a.nsp);
+  const panels::Acts pa{a.q, a.kp, a.dxs, a.corr, a.nsp};
+  const size_t panel_bytes = static_cast<size_t>(a.nsub) * panel_block_bytes(w.type);
+  const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
+  WorkQueue panels_q((rows + 15) / 16, kPanelGroup);
+#pragma omp parallel num_threads(nth)
+  {
+    const int id = omp_get_thread_num(), n = omp_get_num_threads();
+    int64_t tb, te;
+    split(T, id, n, tb, te);
+    for (int64_t t = tb; t < te; ++t) quantize_token(x + t * cols, cols, k, false, a, t);
+#pragma omp barrier
+    int64_t p0, pe;
+    if (T < kPanelExpandMinTokens) {
+      while (panels_q.get(p0, pe))
+        for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {  // each panel's 16 x 8 tile, the group's panels from L1/L2
+          const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
+          for (int64_t p = p0; p < pe; ++p) {
+            const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * p));
+            panels::tile_any(w.type, nt, w.panels + static_cast<size_t>(p) * panel_bytes, a.nsub, pa, t0, y + 16 * p, ldy,
+                             static_cast<__mmask16>((1u << nr) - 1));
+          }
+        }
+    } else {
+      // Prompts: each panel expanded once into the unpacked panel path's buffers, then the same
+      // lane tiles over every token tile (the same numbers, as the tile above gives).
+      const size_t per_panel = bytes_of<uint8_t>(16 * a.kp) + bytes_of<float>(16 * a.nsp);
+      Carver wc{static_cast<uint8_t*>(tl_work.get(kPanelGroup * per_panel))};
+      uint8_t* P[kPanelGroup];
+      float* S[kPanelGroup];
+      for (int g = 0; g < kPanelGroup; ++g) {
+        P[g] = wc.take<uint8_t>(16 * a.kp);
+        S[g] = wc.take<float>(16 * a.nsp);
+      }
+      while (panels_q.get(p0, pe)) {
+        for (int64_t p = p0; p < pe; ++p)
+          panels::expand_panel_any(w.type, w.panels + static_cast<size_t>(p) * panel_bytes, a.nsub, P[p - p0], S[p - p0]);
+        for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {
+          const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
+          for (int64_t p = p0; p < pe; ++p) {
+            const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * p));
+            lane_tile_n<32, false>(nt, P[p - p0], S[p - p0], nullptr, a.nsub, a, t0, y + 16 * p, ldy,
+                                   static_cast<__mmask16>((1u << nr) - 1));
+          }
+        }
+      }
+    }
+  }
+}
+#endif
+
 // ------------------------------------------------------------------------------------------------
 void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, int64_t ldy, bool portable, MatmulPath path) {
   QuantKind k{};
   quant_kind(w.type, k);
   const int64_t cols = w.cols, rows = w.rows;
 #if defined(KVSQ_AVX512VNNI)
+  if (!portable && w.panels != nullptr && panel_packable(w.type)) return matmul_panel_packed(w, k, x, T, y, ldy);
   const bool is_packed = !portable && w.packed != nullptr && packable(w.type);
   const uint8_t* wdata = is_packed ? w.packed : w.data;
   const UnpackFn unpack = portable ? nullptr : is_packed ? packed_unpacker(w.type) : unpacker(w.type);

@@ -297,6 +297,17 @@ TEST(EngineBatchDefaultModel, BatchedDecodeEqualsEachSequenceAlone) {
   expect_batched_equals_alone(*model, mixed_cases(KvType::Q8_0), true);
 }
 
+TEST(EngineBatchDefaultModel, NineSequencesDecodeEqualEachAlone) {
+  // From 8 decode tokens a step's products could take the prompt kernels; they must not (Backend::
+  // matmul): nine sequences still decode exactly as each does alone.
+  const std::string path = test_paths::default_model();
+  if (path.empty()) GTEST_FAIL() << "the default model is missing: scripts/get_model.sh qwen2.5-0.5b-instruct";
+  const auto model = Model::load(path);
+  auto cases = mixed_cases(KvType::Q8_0);
+  for (size_t chars : {70, 110, 150, 180}) cases.push_back({chars, {.press = "none"}, 16});
+  expect_batched_equals_alone(*model, cases, true);
+}
+
 TEST(EngineBatchDefaultModel, PromptChunksBatchedWithDecodeEqualEachSequenceAlone) {
   const std::string path = test_paths::default_model();
   if (path.empty()) GTEST_FAIL() << "the default model is missing: scripts/get_model.sh qwen2.5-0.5b-instruct";

@@ -23,6 +23,7 @@
 #include "kernels/dispatch.h"
 #include "kernels/fp16.h"
 #include "kernels/quant_blocks.h"
+#include "kernels/panel_packing.h"
 #include "kernels/weight_packing.h"
 #include "isa_variants.h"
 #include "kvsqueeze/error.h"
@@ -237,17 +238,23 @@ TEST_P(MatmulTest, EachTokensNumbersDependOnlyOnItsPath) {
   WeightMatrix plain{t, data.data(), rows, cols, data.size() / rows};
   std::vector<uint8_t> packed_copy;
   std::vector<WeightMatrix> forms{plain};
+  std::vector<uint8_t> panel_copy;
   if (packable(t)) {
     packed_copy.resize(data.size());
     pack_weights(plain, packed_copy.data());
     forms.push_back(plain);
     forms.back().packed = packed_copy.data();
+    panel_copy.resize(panel_packed_bytes(plain));
+    pack_panels(plain, panel_copy.data());
+    forms.push_back(plain);
+    forms.back().panels = panel_copy.data();
   }
   const int saved = omp_get_max_threads();
   omp_set_num_threads(2);
   for (const WeightMatrix& w : forms)
     for (int64_t tokens : {2, 3, 5, 8, 13, 20, 40}) {
-      const std::string where = detail::type_label(t) + (w.packed ? " packed" : "") + " tokens=" + std::to_string(tokens);
+      const std::string where = detail::type_label(t) + (w.packed ? " packed" : w.panels ? " panels" : "") +
+                                " tokens=" + std::to_string(tokens);
       const auto x = random_acts(tokens * cols, rng);
       std::vector<float> all(static_cast<size_t>(tokens * rows)), part(all.size()), alone(static_cast<size_t>(rows));
       matmul(w, x.data(), tokens, all.data(), rows, MatmulPath::Rows);
@@ -374,6 +381,55 @@ TEST_P(Matmul, PackedRowsHoldTheSameWeights) {
     }
   const std::vector<uint8_t> q4k(144);
   EXPECT_THROW(pack_weights(WeightMatrix{TensorType::Q4_K, q4k.data(), 1, 256, 144}, std::vector<uint8_t>(144).data()), Error);
+}
+
+TEST_P(Matmul, PanelsHoldTheSameWeights) {
+  // Rows that fill panels of 16, leave the last one partial, or make one alone.
+  std::mt19937 rng(80u);
+  for (TensorType t : kPackable)
+    for (int64_t rows : {1, 16, 21})
+      for (int64_t cols : {32, 96, 896}) {
+        const auto data = random_weights(t, rows, cols, rng);
+        const WeightMatrix w{t, data.data(), rows, cols, data.size() / rows};
+        std::vector<uint8_t> panels(panel_packed_bytes(w));
+        pack_panels(w, panels.data());
+        std::vector<float> ref(static_cast<size_t>(cols));
+        for (int64_t r = 0; r < rows; ++r) {
+          dequantize_row(t, data.data() + static_cast<size_t>(r) * w.row_bytes, ref.data(), cols);
+          for (int64_t e = 0; e < cols; ++e)
+            ASSERT_EQ(ref[static_cast<size_t>(e)], panel_weight(t, panels.data(), cols, r, e))
+                << detail::type_label(t) << " rows=" << rows << " cols=" << cols << " r=" << r << " e=" << e;
+        }
+      }
+  const std::vector<uint8_t> q4k(144);
+  EXPECT_THROW(pack_panels(WeightMatrix{TensorType::Q4_K, q4k.data(), 1, 256, 144}, std::vector<uint8_t>(144).data()), Error);
+}
+
+TEST_P(Matmul, PanelCopiesGiveTheUnpackedPanelsNumbersBitForBit) {
+  // The panel kernel does the unpacked panels' integer dots and float steps in their order: the
+  // same numbers for every token count, one token included (decode and prompts share them).
+  std::mt19937 rng(81u);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  for (TensorType t : kPackable)
+    for (int64_t rows : {21, 70})
+      for (int64_t cols : {96, 896}) {
+        const auto data = random_weights(t, rows, cols, rng);
+        const WeightMatrix plain{t, data.data(), rows, cols, data.size() / rows};
+        std::vector<uint8_t> copy(panel_packed_bytes(plain));
+        pack_panels(plain, copy.data());
+        WeightMatrix w = plain;
+        w.panels = copy.data();
+        for (int64_t tokens : {1, 2, 5, 8, 13, 40}) {
+          const auto x = random_acts(tokens * cols, rng);
+          std::vector<float> got(static_cast<size_t>(tokens * rows)), want(got.size());
+          matmul(w, x.data(), tokens, got.data(), rows, MatmulPath::ByCount);
+          matmul(plain, x.data(), tokens, want.data(), rows, MatmulPath::Panels);
+          EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)))
+              << detail::type_label(t) << " rows=" << rows << " cols=" << cols << " tokens=" << tokens;
+        }
+      }
+  omp_set_num_threads(saved);
 }
 
 TEST_P(Matmul, PackedRowsMatchReference) {

@@ -50,6 +50,9 @@ struct WeightMatrix {
   // Optional: the same rows repacked at load time for the CPU kernels (kernels/weight_packing.h),
   // which read it instead of `data` where they can; `data` stays valid for everything else.
   const uint8_t* packed = nullptr;
+  // Optional: the same rows in panels of 16 for the CPU panel kernels (kernels/panel_packing.h),
+  // read instead of `data` and `packed` for every product where set.
+  const uint8_t* panels = nullptr;
 };
 
 }  // namespace kvsqueeze

@@ -57,10 +57,9 @@ class Backend {
   // out = RMS norm of `rows` rows of `width` floats of x, times vector `w` of `layer`. out may be x.
   virtual void rms_norm(const Buffer& x, int64_t rows, int64_t width, int64_t layer, Vector w, Buffer& out) = 0;
   // y (n rows) = x (n rows) times matrix `m` of `layer`, transposed (any GGUF weight type).
-  // The first `decode_rows` rows are decode tokens, the others prompt tokens, computed apart: a
-  // prompt row's numbers never depend on the rows beside it, and a decode row's do not either while
-  // there are fewer than 8 decode rows. So a batch of up to 7 decoding sequences plus prompt chunks
-  // gives each sequence, to the bit, what it gets alone (the CPU kernels; a GPU's GEMMs need not).
+  // The first `decode_rows` rows are decode tokens, the others prompt tokens, computed apart so that
+  // a row's numbers never depend on the rows beside it: a batch of decoding sequences and prompt
+  // chunks gives each sequence, to the bit, what it gets alone (the CPU kernels; a GPU's GEMMs need not).
   virtual void matmul(int64_t layer, Matrix m, const Buffer& x, int64_t n, Buffer& y, int64_t decode_rows) = 0;
   // Adds bias `b` of `layer` to each of x's n rows; nothing when the model has none.
   virtual void add_bias(int64_t layer, Vector b, int64_t n, Buffer& x) = 0;

@@ -67,13 +67,14 @@ void CpuBackend::rms_norm(const Buffer& x, int64_t rows, int64_t width, int64_t 
 }
 
 namespace {
-// Decode rows apart from prompt rows (kernels::MatmulPath): below 8 of them the row-dot path gives
-// each its one-row numbers; from 8 on the panels, 1.15x (8) to 1.65x (16) faster on a step of
-// Qwen2.5-0.5B (bench/decode_step_bench.cpp, rows vs by_count), sum in their own order. Prompt rows
-// always take the panels, so that where a prompt is cut into chunks does not matter either.
+// Decode rows apart from prompt rows (kernels::MatmulPath): decode rows each get their one-row
+// numbers whatever their count, prompt rows always take the panels, so that neither the neighbours
+// of a sequence nor where its prompt is cut into chunks changes a number. (Matrices with a panel copy,
+// Q4_0/Q5_0/Q8_0 on AVX-512, have one kernel for all; the others' row dots cost a server step of
+// 8+ sequences a little against their panels.)
 void matmul_by_kind(const WeightMatrix& w, const float* x, int64_t n, float* y, int64_t decode_rows) {
   const int64_t d = std::clamp<int64_t>(decode_rows, 0, n);
-  if (d > 0) kernels::matmul(w, x, d, y, w.rows, kernels::MatmulPath::ByCount);
+  if (d > 0) kernels::matmul(w, x, d, y, w.rows, kernels::MatmulPath::Rows);
   if (n > d) kernels::matmul(w, x + d * w.cols, n - d, y + d * w.rows, w.rows, kernels::MatmulPath::Panels);
 }
 }  // namespace

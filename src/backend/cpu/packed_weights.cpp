@@ -8,6 +8,7 @@
 #include <new>
 
 #include "kernels/dispatch.h"
+#include "kernels/panel_packing.h"
 #include "kernels/weight_packing.h"
 #include "kvsqueeze/error.h"
 #include "model/model_weights.h"
@@ -38,15 +39,27 @@ void pack_cpu_weights(const ModelWeights& weights) {
   ModelWeights& w = const_cast<ModelWeights&>(weights);
   std::call_once(w.packed_once, [&w] {
     if (!wanted()) return;
-    auto pack = [&w](WeightMatrix& m) {
-      if (!kernels::packing_pays(m.type) || m.rows == 0) return;
-      const size_t bytes = static_cast<size_t>(m.rows) * m.row_bytes;
+    // AVX-512 VNNI: Q4_0/Q5_0/Q8_0 in panels of 16 rows, read by one kernel for every token count
+    // (kernels/matmul_panels.h). The AMX variant keeps the row-packed copies (its tiles consume the
+    // unpacked panels; the panel copies are not measured there yet).
+    const char* env = std::getenv("KVSQ_PACK_WEIGHTS");
+    const bool panels = kernels::active_isa() == kernels::Isa::Avx512 && !(env && std::strcmp(env, "rows") == 0);
+    auto pack = [&w, panels](WeightMatrix& m) {
+      const bool as_panels = panels && kernels::panel_packable(m.type);
+      if (m.rows == 0 || !(as_panels || (!panels && kernels::packing_pays(m.type)))) return;
+      const size_t gguf_bytes = static_cast<size_t>(m.rows) * m.row_bytes;
+      const size_t bytes = as_panels ? kernels::panel_packed_bytes(m) : gguf_bytes;
       std::unique_ptr<uint8_t[]> copy(new (std::nothrow) uint8_t[bytes]);
       if (!copy) throw Error("out of memory packing a " + std::to_string(bytes) + "-byte weight matrix");
-      kernels::pack_weights(m, copy.get());
-      m.packed = copy.get();
+      if (as_panels) {
+        kernels::pack_panels(m, copy.get());
+        m.panels = copy.get();
+      } else {
+        kernels::pack_weights(m, copy.get());
+        m.packed = copy.get();
+      }
       w.packed_storage.push_back(std::move(copy));
-      release_pages(m.data, bytes);
+      release_pages(m.data, gguf_bytes);
     };
     for (LayerWeights& l : w.layers)
       for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pack(*m);

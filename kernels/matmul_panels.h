@@ -1,0 +1,138 @@
+#pragma once
+// Panel kernel over weights packed in panels of 16 rows at load time (layout: kernels/panel_packing.h),
+// included in kernels/matmul.cpp's AVX-512 VNNI variants. It is the lane tile of the unpacked panel
+// path (16 rows x up to 8 tokens in registers, one vpdpbusd per 4 codes of 16 rows and a token, the
+// float scale work once per block of 32 columns), but the codes come from the packed panel with a
+// shift and an AND (plus a masked add for Q5_0's fifth bit) instead of being unpacked and transposed
+// into a buffer for every product. The integer dots and float steps are the unpacked panels', in the
+// same order, so the results are theirs to the bit; and a token's result depends on nothing but its
+// own activations: the decode of one token and a batch of many give each token the same numbers.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/panel_packing.h"
+#include "kernels/variant.h"
+#include "kvsqueeze/tensor_type.h"
+
+namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail::panels {
+
+// A token's quantized activations as matmul makes them: int8 codes q (kp per token), per block of
+// 32 a scale dx and the offset correction corr = -offset * sum(q) (nsp per token).
+struct Acts {
+  const int8_t* q;
+  int64_t kp;
+  const float* dxs;
+  const int32_t* corr;
+  int64_t nsp;
+};
+
+// The 8 chunks (4 codes of each of 16 rows) of one block of a panel, as unsigned bytes.
+template <TensorType T>
+inline void expand_codes(const uint8_t* c8, __m512i (&w)[8]) {
+  if constexpr (T == TensorType::Q8_0) {
+    for (int c = 0; c < 8; ++c) w[c] = _mm512_loadu_si512(c8 + 64 * c);
+  } else {
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    for (int c = 0; c < 4; ++c) {
+      const __m512i b = _mm512_loadu_si512(c8 + 64 * c);
+      w[c] = _mm512_and_si512(b, low);
+      w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low);
+    }
+    if constexpr (T == TensorType::Q5_0) {
+      const __m512i fifth = _mm512_set1_epi8(16);
+      for (int c = 0; c < 8; ++c) {
+        __mmask64 m;
+        std::memcpy(&m, c8 + 256 + 8 * c, 8);
+        w[c] = _mm512_mask_add_epi8(w[c], m, w[c], fifth);
+      }
+    }
+  }
+}
+
+inline int32_t load_i32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// How far ahead the tile prefetches, in blocks (~6-9 KB).
+constexpr int64_t kPrefetchBlocks = 16;
+
+// y[t * ldy + r] for the panel's rows (rmask) and tokens t0..t0+NT-1.
+template <TensorType T, int NT>
+void tile(const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+  const size_t bb = panel_block_bytes(T);
+  __m512 fa[NT];
+  for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < nb; ++j) {
+    const uint8_t* blk = panel + static_cast<size_t>(j) * bb;
+    // The panels stream from memory: fetch the block kPrefetchBlocks ahead (into the next panel
+    // at the end of this one, which is usually this thread's next).
+    for (size_t o = 0; o < bb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks * bb + o), _MM_HINT_T0);
+    const __m512 sv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    __m512i w[8];
+    expand_codes<T>(blk + 32, w);
+    for (int t = 0; t < NT; ++t) {
+      const int8_t* q = a.q + (t0 + t) * a.kp + 32 * j;
+      // Two chains of 4 (integer sums are exact: the same value as one chain of 8).
+      __m512i i0 = _mm512_set1_epi32(a.corr[(t0 + t) * a.nsp + j]), i1 = _mm512_setzero_si512();
+      for (int c = 0; c < 8; c += 2) {
+        i0 = _mm512_dpbusd_epi32(i0, w[c], _mm512_set1_epi32(load_i32(q + 4 * c)));
+        i1 = _mm512_dpbusd_epi32(i1, w[c + 1], _mm512_set1_epi32(load_i32(q + 4 * c + 4)));
+      }
+      const __m512 dx = _mm512_set1_ps(a.dxs[(t0 + t) * a.nsp + j]);
+      fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), _mm512_mul_ps(sv, dx), fa[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, fa[t]);
+}
+
+template <TensorType T>
+void tile_n(int nt, const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+  switch (nt) {
+    case 8: return tile<T, 8>(panel, nb, a, t0, y, ldy, rmask);
+    case 7: return tile<T, 7>(panel, nb, a, t0, y, ldy, rmask);
+    case 6: return tile<T, 6>(panel, nb, a, t0, y, ldy, rmask);
+    case 5: return tile<T, 5>(panel, nb, a, t0, y, ldy, rmask);
+    case 4: return tile<T, 4>(panel, nb, a, t0, y, ldy, rmask);
+    case 3: return tile<T, 3>(panel, nb, a, t0, y, ldy, rmask);
+    case 2: return tile<T, 2>(panel, nb, a, t0, y, ldy, rmask);
+    default: return tile<T, 1>(panel, nb, a, t0, y, ldy, rmask);
+  }
+}
+
+// Block j of a panel as the unpacked panel path holds it: codes to P + 512 j (chunk c at 64 c), the
+// 16 scales as fp32 to S + 16 j. For prompts, where one expansion serves many token tiles.
+template <TensorType T>
+void expand_panel(const uint8_t* panel, int64_t nb, uint8_t* P, float* S) {
+  const size_t bb = panel_block_bytes(T);
+  for (int64_t j = 0; j < nb; ++j) {
+    const uint8_t* blk = panel + static_cast<size_t>(j) * bb;
+    for (size_t o = 0; o < bb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks * bb + o), _MM_HINT_T0);
+    __m512i w[8];
+    expand_codes<T>(blk + 32, w);
+    for (int c = 0; c < 8; ++c) _mm512_store_si512(P + 512 * j + 64 * c, w[c]);
+    _mm512_store_ps(S + 16 * j, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk))));
+  }
+}
+
+inline void expand_panel_any(TensorType type, const uint8_t* panel, int64_t nb, uint8_t* P, float* S) {
+  switch (type) {
+    case TensorType::Q4_0: return expand_panel<TensorType::Q4_0>(panel, nb, P, S);
+    case TensorType::Q5_0: return expand_panel<TensorType::Q5_0>(panel, nb, P, S);
+    default: return expand_panel<TensorType::Q8_0>(panel, nb, P, S);
+  }
+}
+
+inline void tile_any(TensorType type, int nt, const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y,
+                     int64_t ldy, __mmask16 rmask) {
+  switch (type) {
+    case TensorType::Q4_0: return tile_n<TensorType::Q4_0>(nt, panel, nb, a, t0, y, ldy, rmask);
+    case TensorType::Q5_0: return tile_n<TensorType::Q5_0>(nt, panel, nb, a, t0, y, ldy, rmask);
+    default: return tile_n<TensorType::Q8_0>(nt, panel, nb, a, t0, y, ldy, rmask);
+  }
+}
+
+}  // namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail::panels

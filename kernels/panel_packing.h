@@ -1,0 +1,37 @@
+#pragma once
+// A load-time copy of Q4_0 / Q5_0 / Q8_0 weights in panels of 16 rows, the order in which the
+// AVX-512 VNNI panel kernels consume them (kernels/matmul_panels.h): the codes of 16 rows come
+// already transposed, 4 consecutive codes of a row in each 32-bit lane, so that one vpdpbusd
+// advances the dot products of 16 rows at once, for a decode token as for a prompt's. The
+// unpacking and transposing the panels otherwise do for every product (a third of a server step
+// of 8 tokens) is done once. Same bytes per weight as the GGUF rows; knows nothing of models.
+//
+// Panel p holds rows 16p..16p+15 (the last one padded with zero rows); for each block j of 32
+// columns, in order, kPanelBlockBytes(type) bytes:
+//   f16 scale[16]                   the 16 rows' block scales
+//   codes: Q8_0      8 x 64 bytes   chunk c (0..7): byte 4r+i = q + 128 of row r, element 4c+i
+//          Q4_0/Q5_0 4 x 64 bytes   byte 4r+i of pair c (0..3): chunk c's 4-bit code low, chunk
+//                                   c+4's high (element 4c+i and 4(c+4)+i of row r)
+//   Q5_0 only: 8 x 64 bits          chunk c's fifth bits, bit 4r+i for row r, element 4c+i
+// A code is the GGUF value plus the type's offset (Q4_0 8, Q5_0 16, Q8_0 128): unsigned bytes.
+#include <cstddef>
+#include <cstdint>
+
+#include "kvsqueeze/tensor_type.h"
+
+namespace kvsqueeze::kernels {
+
+constexpr int64_t kPanelRows = 16;
+
+// Q4_0, Q5_0 and Q8_0.
+bool panel_packable(TensorType t);
+// Bytes of one block of 32 columns of a panel.
+size_t panel_block_bytes(TensorType t);
+// Bytes of w's panel copy: its rows rounded up to 16.
+size_t panel_packed_bytes(const WeightMatrix& w);
+// Writes w's panel copy to out (panel_packed_bytes(w) bytes). w's rows must be whole blocks, back to back.
+void pack_panels(const WeightMatrix& w, uint8_t* out);
+// Element (row, col) of a panel copy, dequantized (the tests check the layout with it).
+float panel_weight(TensorType t, const uint8_t* panels, int64_t cols, int64_t row, int64_t col);
+
+}  // namespace kvsqueeze::kernels
