@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -52,7 +53,17 @@ void pack_cpu_weights(const ModelWeights& weights) {
       std::unique_ptr<uint8_t[]> copy(new (std::nothrow) uint8_t[bytes]);
       if (!copy) throw Error("out of memory packing a " + std::to_string(bytes) + "-byte weight matrix");
       if (as_panels) {
-        kernels::pack_panels(m, copy.get());
+        // Slices of 4096 rows, each one's GGUF pages handed back once packed: the peak stays one
+        // slice above the steady state (the tied embedding / LM head alone is ~145 MB).
+        const int64_t slice = 4096;
+        for (int64_t r0 = 0; r0 < m.rows; r0 += slice) {
+          WeightMatrix part = m;
+          part.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+          part.rows = std::min(slice, m.rows - r0);
+          kernels::pack_panels(part, copy.get() + static_cast<size_t>(r0 / kernels::kPanelRows) * (m.cols / 32) *
+                                                      kernels::panel_block_bytes(m.type));
+          release_pages(part.data, static_cast<size_t>(part.rows) * m.row_bytes);
+        }
         m.panels = copy.get();
       } else {
         kernels::pack_weights(m, copy.get());
