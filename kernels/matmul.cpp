@@ -1168,9 +1168,13 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
       tl_act.get(bytes_of<int8_t>(T * a.kp) + bytes_of<float>(T * a.nsp) + bytes_of<int32_t>(T * a.nsp)))};
   a.q = ac.take<int8_t>(T * a.kp);
   a.dxs = ac.take<float>(T * a.nsp);
-  a.corr = ac.take<int32_t>(T * a.nsp);
-  const panels::Acts pa{a.q, a.kp, a.dxs, a.corr, a.nsp};
-  const size_t panel_bytes = static_cast<size_t>(a.nsub) * panel_block_bytes(w.type);
+  if (k.asym)
+    a.X = ac.take<float>(T * a.nsp);
+  else
+    a.corr = ac.take<int32_t>(T * a.nsp);
+  const panels::Acts pa{a.q, a.kp, a.dxs, a.corr, a.X, a.nsp};
+  const int64_t units = cols / panel_unit_cols(w.type);
+  const size_t panel_bytes = static_cast<size_t>(units) * panel_unit_bytes(w.type);
   const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
   WorkQueue panels_q((rows + 15) / 16, kPanelGroup);
 #pragma omp parallel num_threads(nth)
@@ -1187,30 +1191,34 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
           const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
           for (int64_t p = p0; p < pe; ++p) {
             const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * p));
-            panels::tile_any(w.type, nt, w.panels + static_cast<size_t>(p) * panel_bytes, a.nsub, pa, t0, y + 16 * p, ldy,
+            panels::tile_any(w.type, nt, w.panels + static_cast<size_t>(p) * panel_bytes, units, pa, t0, y + 16 * p, ldy,
                              static_cast<__mmask16>((1u << nr) - 1));
           }
         }
     } else {
       // Prompts: each panel expanded once into the unpacked panel path's buffers, then the same
       // lane tiles over every token tile (the same numbers, as the tile above gives).
-      const size_t per_panel = bytes_of<uint8_t>(16 * a.kp) + bytes_of<float>(16 * a.nsp);
+      const size_t per_panel = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);
       Carver wc{static_cast<uint8_t*>(tl_work.get(kPanelGroup * per_panel))};
       uint8_t* P[kPanelGroup];
       float* S[kPanelGroup];
+      float* M[kPanelGroup];
       for (int g = 0; g < kPanelGroup; ++g) {
         P[g] = wc.take<uint8_t>(16 * a.kp);
         S[g] = wc.take<float>(16 * a.nsp);
+        M[g] = wc.take<float>(16 * a.nsp);
       }
       while (panels_q.get(p0, pe)) {
         for (int64_t p = p0; p < pe; ++p)
-          panels::expand_panel_any(w.type, w.panels + static_cast<size_t>(p) * panel_bytes, a.nsub, P[p - p0], S[p - p0]);
+          panels::expand_panel_any(w.type, w.panels + static_cast<size_t>(p) * panel_bytes, units, P[p - p0], S[p - p0],
+                                   M[p - p0]);
         for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {
           const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
           for (int64_t p = p0; p < pe; ++p) {
             const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * p));
-            lane_tile_n<32, false>(nt, P[p - p0], S[p - p0], nullptr, a.nsub, a, t0, y + 16 * p, ldy,
-                                   static_cast<__mmask16>((1u << nr) - 1));
+            const auto rmask = static_cast<__mmask16>((1u << nr) - 1);
+            if (k.asym) lane_tile_n<32, true>(nt, P[p - p0], S[p - p0], M[p - p0], a.nsub, a, t0, y + 16 * p, ldy, rmask);
+            else lane_tile_n<32, false>(nt, P[p - p0], S[p - p0], M[p - p0], a.nsub, a, t0, y + 16 * p, ldy, rmask);
           }
         }
       }

@@ -19,12 +19,14 @@
 namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail::panels {
 
 // A token's quantized activations as matmul makes them: int8 codes q (kp per token), per block of
-// 32 a scale dx and the offset correction corr = -offset * sum(q) (nsp per token).
+// 32 a scale dx and either the offset correction corr = -offset * sum(q) (symmetric types) or
+// X = dx * sum(q) (Q4_K, whose mins multiply it) (nsp per token).
 struct Acts {
   const int8_t* q;
   int64_t kp;
   const float* dxs;
   const int32_t* corr;
+  const float* X;
   int64_t nsp;
 };
 
@@ -63,7 +65,7 @@ constexpr int64_t kPrefetchBlocks = 16;
 // y[t * ldy + r] for the panel's rows (rmask) and tokens t0..t0+NT-1.
 template <TensorType T, int NT>
 void tile(const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
-  const size_t bb = panel_block_bytes(T);
+  const size_t bb = panel_unit_bytes(T);
   __m512 fa[NT];
   for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
   for (int64_t j = 0; j < nb; ++j) {
@@ -89,25 +91,92 @@ void tile(const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y,
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, fa[t]);
 }
 
+// Q4_K: per super-block the rows' d and dmin, per block their 6-bit scale and min; the block's
+// scales d*sc and mins -(dmin*mn) are the unpacked panels' own (same fp32 products), then the lane
+// tile's steps for asymmetric types: fa += cvt(dot) * (s dx), fa += m X.
+template <int NT>
+void tile_q4_k(const uint8_t* panel, int64_t n_units, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+  constexpr size_t kBlock = 32 + 256;
+  const size_t ub = panel_unit_bytes(TensorType::Q4_K);
+  __m512 fa[NT];
+  for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
+  for (int64_t u = 0; u < n_units; ++u) {
+    const uint8_t* unit = panel + static_cast<size_t>(u) * ub;
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit)));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit + 32)));
+    for (int jj = 0; jj < 8; ++jj) {
+      const uint8_t* blk = unit + 64 + jj * kBlock;
+      for (size_t o = 0; o < kBlock; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + 2 * ub + o), _MM_HINT_T0);
+      const int64_t j = 8 * u + jj;
+      const __m512 sv = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)))));
+      const __m512 mv = _mm512_xor_ps(
+          _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16))))),
+          _mm512_set1_ps(-0.0f));
+      __m512i w[8];
+      expand_codes<TensorType::Q4_0>(blk + 32, w);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q = a.q + (t0 + t) * a.kp + 32 * j;
+        __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512();
+        for (int c = 0; c < 8; c += 2) {
+          i0 = _mm512_dpbusd_epi32(i0, w[c], _mm512_set1_epi32(load_i32(q + 4 * c)));
+          i1 = _mm512_dpbusd_epi32(i1, w[c + 1], _mm512_set1_epi32(load_i32(q + 4 * c + 4)));
+        }
+        const __m512 dx = _mm512_set1_ps(a.dxs[(t0 + t) * a.nsp + j]);
+        fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), _mm512_mul_ps(sv, dx), fa[t]);
+        fa[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.X[(t0 + t) * a.nsp + j]), fa[t]);
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, fa[t]);
+}
+
+template <TensorType T, int NT>
+void tile_of(const uint8_t* panel, int64_t units, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+  if constexpr (T == TensorType::Q4_K) tile_q4_k<NT>(panel, units, a, t0, y, ldy, rmask);
+  else tile<T, NT>(panel, units, a, t0, y, ldy, rmask);
+}
+
 template <TensorType T>
-void tile_n(int nt, const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+void tile_n(int nt, const uint8_t* panel, int64_t units, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
   switch (nt) {
-    case 8: return tile<T, 8>(panel, nb, a, t0, y, ldy, rmask);
-    case 7: return tile<T, 7>(panel, nb, a, t0, y, ldy, rmask);
-    case 6: return tile<T, 6>(panel, nb, a, t0, y, ldy, rmask);
-    case 5: return tile<T, 5>(panel, nb, a, t0, y, ldy, rmask);
-    case 4: return tile<T, 4>(panel, nb, a, t0, y, ldy, rmask);
-    case 3: return tile<T, 3>(panel, nb, a, t0, y, ldy, rmask);
-    case 2: return tile<T, 2>(panel, nb, a, t0, y, ldy, rmask);
-    default: return tile<T, 1>(panel, nb, a, t0, y, ldy, rmask);
+    case 8: return tile_of<T, 8>(panel, units, a, t0, y, ldy, rmask);
+    case 7: return tile_of<T, 7>(panel, units, a, t0, y, ldy, rmask);
+    case 6: return tile_of<T, 6>(panel, units, a, t0, y, ldy, rmask);
+    case 5: return tile_of<T, 5>(panel, units, a, t0, y, ldy, rmask);
+    case 4: return tile_of<T, 4>(panel, units, a, t0, y, ldy, rmask);
+    case 3: return tile_of<T, 3>(panel, units, a, t0, y, ldy, rmask);
+    case 2: return tile_of<T, 2>(panel, units, a, t0, y, ldy, rmask);
+    default: return tile_of<T, 1>(panel, units, a, t0, y, ldy, rmask);
   }
 }
 
-// Block j of a panel as the unpacked panel path holds it: codes to P + 512 j (chunk c at 64 c), the
-// 16 scales as fp32 to S + 16 j. For prompts, where one expansion serves many token tiles.
+// A panel as the unpacked panel path holds it: block j's codes at P + 512 j (chunk c at 64 c), its
+// 16 scales (and Q4_K's mins) as fp32 at S + 16 j (M + 16 j). For prompts, where one expansion
+// serves many token tiles.
 template <TensorType T>
-void expand_panel(const uint8_t* panel, int64_t nb, uint8_t* P, float* S) {
-  const size_t bb = panel_block_bytes(T);
+void expand_panel(const uint8_t* panel, int64_t units, uint8_t* P, float* S, float* M) {
+  const size_t bb = panel_unit_bytes(T);
+  if constexpr (T == TensorType::Q4_K) {
+    for (int64_t u = 0; u < units; ++u) {
+      const uint8_t* unit = panel + static_cast<size_t>(u) * bb;
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit)));
+      const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit + 32)));
+      for (int jj = 0; jj < 8; ++jj) {
+        const uint8_t* blk = unit + 64 + jj * (32 + 256);
+        const int64_t j = 8 * u + jj;
+        __m512i w[8];
+        expand_codes<TensorType::Q4_0>(blk + 32, w);
+        for (int c = 0; c < 8; ++c) _mm512_store_si512(P + 512 * j + 64 * c, w[c]);
+        _mm512_store_ps(S + 16 * j, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk))))));
+        _mm512_store_ps(M + 16 * j, _mm512_xor_ps(_mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                                                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16))))),
+                                                  _mm512_set1_ps(-0.0f)));
+      }
+    }
+    return;
+  }
+  const int64_t nb = units;
   for (int64_t j = 0; j < nb; ++j) {
     const uint8_t* blk = panel + static_cast<size_t>(j) * bb;
     for (size_t o = 0; o < bb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks * bb + o), _MM_HINT_T0);
@@ -118,11 +187,12 @@ void expand_panel(const uint8_t* panel, int64_t nb, uint8_t* P, float* S) {
   }
 }
 
-inline void expand_panel_any(TensorType type, const uint8_t* panel, int64_t nb, uint8_t* P, float* S) {
+inline void expand_panel_any(TensorType type, const uint8_t* panel, int64_t units, uint8_t* P, float* S, float* M) {
   switch (type) {
-    case TensorType::Q4_0: return expand_panel<TensorType::Q4_0>(panel, nb, P, S);
-    case TensorType::Q5_0: return expand_panel<TensorType::Q5_0>(panel, nb, P, S);
-    default: return expand_panel<TensorType::Q8_0>(panel, nb, P, S);
+    case TensorType::Q4_0: return expand_panel<TensorType::Q4_0>(panel, units, P, S, M);
+    case TensorType::Q5_0: return expand_panel<TensorType::Q5_0>(panel, units, P, S, M);
+    case TensorType::Q4_K: return expand_panel<TensorType::Q4_K>(panel, units, P, S, M);
+    default: return expand_panel<TensorType::Q8_0>(panel, units, P, S, M);
   }
 }
 
@@ -131,6 +201,7 @@ inline void tile_any(TensorType type, int nt, const uint8_t* panel, int64_t nb, 
   switch (type) {
     case TensorType::Q4_0: return tile_n<TensorType::Q4_0>(nt, panel, nb, a, t0, y, ldy, rmask);
     case TensorType::Q5_0: return tile_n<TensorType::Q5_0>(nt, panel, nb, a, t0, y, ldy, rmask);
+    case TensorType::Q4_K: return tile_n<TensorType::Q4_K>(nt, panel, nb, a, t0, y, ldy, rmask);
     default: return tile_n<TensorType::Q8_0>(nt, panel, nb, a, t0, y, ldy, rmask);
   }
 }

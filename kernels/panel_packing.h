@@ -1,5 +1,5 @@
 #pragma once
-// A load-time copy of Q4_0 / Q5_0 / Q8_0 weights in panels of 16 rows, the order in which the
+// A load-time copy of Q4_0 / Q5_0 / Q8_0 / Q4_K weights in panels of 16 rows, the order in which the
 // AVX-512 VNNI panel kernels consume them (kernels/matmul_panels.h): the codes of 16 rows come
 // already transposed, 4 consecutive codes of a row in each 32-bit lane, so that one vpdpbusd
 // advances the dot products of 16 rows at once, for a decode token as for a prompt's. The
@@ -14,6 +14,12 @@
 //                                   c+4's high (element 4c+i and 4(c+4)+i of row r)
 //   Q5_0 only: 8 x 64 bits          chunk c's fifth bits, bit 4r+i for row r, element 4c+i
 // A code is the GGUF value plus the type's offset (Q4_0 8, Q5_0 16, Q8_0 128): unsigned bytes.
+// Q4_K goes by super-blocks of 256 columns instead, panel_unit_bytes(Q4_K) bytes each:
+//   f16 d[16], f16 dmin[16]         the 16 rows' super-block scales
+//   then for each of its 8 blocks of 32 columns:
+//     u8 sc[16], u8 mn[16]          the rows' 6-bit block scale and min (w = d sc u - dmin mn)
+//     codes 4 x 64 bytes            as Q4_0's (the 4-bit values themselves, no offset)
+// The unpacked panels' scales d*sc and mins -(dmin*mn) are recomputed from them exactly.
 #include <cstddef>
 #include <cstdint>
 
@@ -23,10 +29,12 @@ namespace kvsqueeze::kernels {
 
 constexpr int64_t kPanelRows = 16;
 
-// Q4_0, Q5_0 and Q8_0.
+// Q4_0, Q5_0, Q8_0 and Q4_K.
 bool panel_packable(TensorType t);
-// Bytes of one block of 32 columns of a panel.
-size_t panel_block_bytes(TensorType t);
+// A panel is a run of units: blocks of 32 columns, or Q4_K's super-blocks of 256.
+int64_t panel_unit_cols(TensorType t);
+// Bytes of one unit of a panel.
+size_t panel_unit_bytes(TensorType t);
 // Bytes of w's panel copy: its rows rounded up to 16.
 size_t panel_packed_bytes(const WeightMatrix& w);
 // Writes w's panel copy to out (panel_packed_bytes(w) bytes). w's rows must be whole blocks, back to back.

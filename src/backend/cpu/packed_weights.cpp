@@ -60,8 +60,9 @@ void pack_cpu_weights(const ModelWeights& weights) {
           WeightMatrix part = m;
           part.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
           part.rows = std::min(slice, m.rows - r0);
-          kernels::pack_panels(part, copy.get() + static_cast<size_t>(r0 / kernels::kPanelRows) * (m.cols / 32) *
-                                                      kernels::panel_block_bytes(m.type));
+          kernels::pack_panels(part, copy.get() + static_cast<size_t>(r0 / kernels::kPanelRows) *
+                                                      static_cast<size_t>(m.cols / kernels::panel_unit_cols(m.type)) *
+                                                      kernels::panel_unit_bytes(m.type));
           release_pages(part.data, static_cast<size_t>(part.rows) * m.row_bytes);
         }
         m.panels = copy.get();
