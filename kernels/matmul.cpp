@@ -1152,6 +1152,23 @@ inline int threads_for(double work) {
 }
 
 #if defined(KVSQ_AVX512VNNI)
+// The unpacked panel path's buffers for a group of panels: codes P, scales S, biases M of each.
+struct PanelGroupBuffers {
+  uint8_t* P[kPanelGroup];
+  float* S[kPanelGroup];
+  float* M[kPanelGroup];
+  static size_t bytes(const Acts& a) {
+    return kPanelGroup * (bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp));
+  }
+  PanelGroupBuffers(Carver& wc, const Acts& a) {
+    for (int g = 0; g < kPanelGroup; ++g) {
+      P[g] = wc.take<uint8_t>(16 * a.kp);
+      S[g] = wc.take<float>(16 * a.nsp);
+      M[g] = wc.take<float>(16 * a.nsp);
+    }
+  }
+};
+
 // From this many tokens a panel copy is expanded once per product into the unpacked panels' buffers
 // (Qwen2.5-0.5B prefill, Zen 5: re-expanding the codes for every tile of 8 tokens cost ~5%).
 constexpr int64_t kPanelExpandMinTokens = 16;
@@ -1198,16 +1215,11 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
     } else {
       // Prompts: each panel expanded once into the unpacked panel path's buffers, then the same
       // lane tiles over every token tile (the same numbers, as the tile above gives).
-      const size_t per_panel = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);
-      Carver wc{static_cast<uint8_t*>(tl_work.get(kPanelGroup * per_panel))};
-      uint8_t* P[kPanelGroup];
-      float* S[kPanelGroup];
-      float* M[kPanelGroup];
-      for (int g = 0; g < kPanelGroup; ++g) {
-        P[g] = wc.take<uint8_t>(16 * a.kp);
-        S[g] = wc.take<float>(16 * a.nsp);
-        M[g] = wc.take<float>(16 * a.nsp);
-      }
+      Carver wc{static_cast<uint8_t*>(tl_work.get(PanelGroupBuffers::bytes(a)))};
+      const PanelGroupBuffers buf(wc, a);
+      const auto& P = buf.P;
+      const auto& S = buf.S;
+      const auto& M = buf.M;
       while (panels_q.get(p0, pe)) {
         for (int64_t p = p0; p < pe; ++p)
           panels::expand_panel_any(w.type, w.panels + static_cast<size_t>(p) * panel_bytes, units, P[p - p0], S[p - p0],
@@ -1417,17 +1429,12 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
 #if defined(KVSQ_AVX512VNNI)
     else {
       // Panels of 16 rows, in groups of kPanelGroup sharing each token tile.
-      const size_t panel_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);  // P, S, M
       const size_t rows_bytes = bytes_of<uint8_t>(16 * a.kp) + 2 * bytes_of<float>(16 * a.nsp);
-      Carver wc{static_cast<uint8_t*>(tl_work.get(kPanelGroup * panel_bytes + rows_bytes))};
-      uint8_t* P[kPanelGroup];
-      float* S[kPanelGroup];
-      float* M[kPanelGroup];
-      for (int g = 0; g < kPanelGroup; ++g) {
-        P[g] = wc.take<uint8_t>(16 * a.kp);
-        S[g] = wc.take<float>(16 * a.nsp);
-        M[g] = wc.take<float>(16 * a.nsp);
-      }
+      Carver wc{static_cast<uint8_t*>(tl_work.get(PanelGroupBuffers::bytes(a) + rows_bytes))};
+      const PanelGroupBuffers buf(wc, a);
+      const auto& P = buf.P;
+      const auto& S = buf.S;
+      const auto& M = buf.M;
       uint8_t* ru = wc.take<uint8_t>(16 * a.kp);
       float* rs = wc.take<float>(16 * a.nsp);
       float* rm = wc.take<float>(16 * a.nsp);
