@@ -492,6 +492,15 @@ struct Acts {
   const int32_t* tcorr(int64_t t) const { return corr + t * nsp; }
   const float* tX(int64_t t) const { return X + t * nsp; }
   const int32_t* tc64(int64_t t) const { return c64 + t * kp / 64 * 16; }
+  // Codes, scales and the per-block sums (X for asymmetric types, else corr) of n tokens.
+  void take(Carver& c, const QuantKind& k, int64_t n) {
+    q = c.take<int8_t>(n * kp);
+    dxs = c.take<float>(n * nsp);
+    if (k.asym)
+      X = c.take<float>(n * nsp);
+    else
+      corr = c.take<int32_t>(n * nsp);
+  }
 };
 
 // Quantizes token t of x (cols floats) into acts.
@@ -1183,12 +1192,7 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
   a.nsp = round_up(a.nsub, 16);
   Carver ac{static_cast<uint8_t*>(
       tl_act.get(bytes_of<int8_t>(T * a.kp) + bytes_of<float>(T * a.nsp) + bytes_of<int32_t>(T * a.nsp)))};
-  a.q = ac.take<int8_t>(T * a.kp);
-  a.dxs = ac.take<float>(T * a.nsp);
-  if (k.asym)
-    a.X = ac.take<float>(T * a.nsp);
-  else
-    a.corr = ac.take<int32_t>(T * a.nsp);
+  a.take(ac, k, T);
   const panels::Acts pa{a.q, a.kp, a.dxs, a.corr, a.X, a.nsp};
   const int64_t units = cols / panel_unit_cols(w.type);
   const size_t panel_bytes = static_cast<size_t>(units) * panel_unit_bytes(w.type);
@@ -1284,12 +1288,7 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
                            (want_c64 ? bytes_of<int32_t>(T * a.kp / 64 * 16) : 0) +
                            (amx ? 2 * bytes_of<float>(Tp * a.nsp) : 0) + (row_packed ? bytes_of<int8_t>(T * qi_stride) : 0);
   Carver ac{static_cast<uint8_t*>(tl_act.get(act_bytes))};
-  a.q = ac.take<int8_t>(Tp * a.kp);
-  a.dxs = ac.take<float>(Tp * a.nsp);
-  if (k.asym)
-    a.X = ac.take<float>(Tp * a.nsp);
-  else
-    a.corr = ac.take<int32_t>(Tp * a.nsp);
+  a.take(ac, k, Tp);
   if (want_c64) a.c64 = ac.take<int32_t>(T * a.kp / 64 * 16);
   [[maybe_unused]] int8_t* qi = row_packed ? ac.take<int8_t>(T * qi_stride) : nullptr;
   // For the AMX tiles, per block of 16 tokens: dx (and X) of every sub-block as [nsp][16].
