@@ -41,11 +41,18 @@ auto run_interruptible(std::atomic<bool>& cancel, F&& fn) -> decltype(fn()) {
   std::optional<R> result;
   std::exception_ptr error;
   std::thread worker([&] {
+    // One Python thread state for the whole run, made here (waiting for the GIL until the calling
+    // thread releases it below) and kept with the GIL released: a streaming callback's GIL
+    // acquisition then reuses it instead of creating and destroying one for every piece of text.
+    const PyGILState_STATE gil = PyGILState_Ensure();
+    PyThreadState* state = PyEval_SaveThread();
     try {
       result.emplace(fn());
     } catch (...) {
       error = std::current_exception();
     }
+    PyEval_RestoreThread(state);
+    PyGILState_Release(gil);
     std::lock_guard<std::mutex> lock(mu);
     done = true;
     cv.notify_all();
