@@ -62,6 +62,26 @@ inline int32_t load_i32(const int8_t* p) {
 // How far ahead the tile prefetches, in blocks (~6-9 KB).
 constexpr int64_t kPrefetchBlocks = 16;
 
+// The integer dot products of one block's 16 rows (codes w) with a token's 32 codes q, plus init:
+// two chains of 4 (integer sums are exact: the same value as one chain of 8).
+inline __m512i block_dot(const __m512i (&w)[8], const int8_t* q, __m512i init) {
+  __m512i i0 = init, i1 = _mm512_setzero_si512();
+  for (int c = 0; c < 8; c += 2) {
+    i0 = _mm512_dpbusd_epi32(i0, w[c], _mm512_set1_epi32(load_i32(q + 4 * c)));
+    i1 = _mm512_dpbusd_epi32(i1, w[c + 1], _mm512_set1_epi32(load_i32(q + 4 * c + 4)));
+  }
+  return _mm512_add_epi32(i0, i1);
+}
+
+// A Q4_K block's 16 scales d*sc and mins -(dmin*mn), as the unpacked panels compute them.
+inline void q4_k_scales(__m512 d, __m512 dmin, const uint8_t* blk, __m512& sv, __m512& mv) {
+  const auto bytes16 = [](const uint8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  };
+  sv = _mm512_mul_ps(d, bytes16(blk));
+  mv = _mm512_xor_ps(_mm512_mul_ps(dmin, bytes16(blk + 16)), _mm512_set1_ps(-0.0f));
+}
+
 // y[t * ldy + r] for the panel's rows (rmask) and tokens t0..t0+NT-1.
 template <TensorType T, int NT>
 void tile(const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
@@ -77,15 +97,9 @@ void tile(const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y,
     __m512i w[8];
     expand_codes<T>(blk + 32, w);
     for (int t = 0; t < NT; ++t) {
-      const int8_t* q = a.q + (t0 + t) * a.kp + 32 * j;
-      // Two chains of 4 (integer sums are exact: the same value as one chain of 8).
-      __m512i i0 = _mm512_set1_epi32(a.corr[(t0 + t) * a.nsp + j]), i1 = _mm512_setzero_si512();
-      for (int c = 0; c < 8; c += 2) {
-        i0 = _mm512_dpbusd_epi32(i0, w[c], _mm512_set1_epi32(load_i32(q + 4 * c)));
-        i1 = _mm512_dpbusd_epi32(i1, w[c + 1], _mm512_set1_epi32(load_i32(q + 4 * c + 4)));
-      }
+      const __m512i dot = block_dot(w, a.q + (t0 + t) * a.kp + 32 * j, _mm512_set1_epi32(a.corr[(t0 + t) * a.nsp + j]));
       const __m512 dx = _mm512_set1_ps(a.dxs[(t0 + t) * a.nsp + j]);
-      fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), _mm512_mul_ps(sv, dx), fa[t]);
+      fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(sv, dx), fa[t]);
     }
   }
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, fa[t]);
@@ -109,21 +123,14 @@ void tile_q4_k(const uint8_t* panel, int64_t n_units, const Acts& a, int64_t t0,
       for (size_t o = 0; o < kBlock; o += 64)
         _mm_prefetch(reinterpret_cast<const char*>(blk + 2 * ub + o), _MM_HINT_T0);
       const int64_t j = 8 * u + jj;
-      const __m512 sv = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)))));
-      const __m512 mv = _mm512_xor_ps(
-          _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16))))),
-          _mm512_set1_ps(-0.0f));
+      __m512 sv, mv;
+      q4_k_scales(d, dmin, blk, sv, mv);
       __m512i w[8];
       expand_codes<TensorType::Q4_0>(blk + 32, w);
       for (int t = 0; t < NT; ++t) {
-        const int8_t* q = a.q + (t0 + t) * a.kp + 32 * j;
-        __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512();
-        for (int c = 0; c < 8; c += 2) {
-          i0 = _mm512_dpbusd_epi32(i0, w[c], _mm512_set1_epi32(load_i32(q + 4 * c)));
-          i1 = _mm512_dpbusd_epi32(i1, w[c + 1], _mm512_set1_epi32(load_i32(q + 4 * c + 4)));
-        }
+        const __m512i dot = block_dot(w, a.q + (t0 + t) * a.kp + 32 * j, _mm512_setzero_si512());
         const __m512 dx = _mm512_set1_ps(a.dxs[(t0 + t) * a.nsp + j]);
-        fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), _mm512_mul_ps(sv, dx), fa[t]);
+        fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(sv, dx), fa[t]);
         fa[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.X[(t0 + t) * a.nsp + j]), fa[t]);
       }
     }
@@ -168,10 +175,10 @@ void expand_panel(const uint8_t* panel, int64_t units, uint8_t* P, float* S, flo
         __m512i w[8];
         expand_codes<TensorType::Q4_0>(blk + 32, w);
         for (int c = 0; c < 8; ++c) _mm512_store_si512(P + 512 * j + 64 * c, w[c]);
-        _mm512_store_ps(S + 16 * j, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk))))));
-        _mm512_store_ps(M + 16 * j, _mm512_xor_ps(_mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                                                                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16))))),
-                                                  _mm512_set1_ps(-0.0f)));
+        __m512 sv, mv;
+        q4_k_scales(d, dmin, blk, sv, mv);
+        _mm512_store_ps(S + 16 * j, sv);
+        _mm512_store_ps(M + 16 * j, mv);
       }
     }
     return;

@@ -61,7 +61,7 @@ void silu_mul(float* gate, const float* up, int64_t n) {
   // where it sits in the array, or a row of a batched step would differ from the row alone.
   const __m512 one = _mm512_set1_ps(1.0f);
   for (; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = first_lanes16(n - i);
     const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
     const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g))));
     _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_maskz_loadu_ps(m, up + i)));
@@ -80,7 +80,7 @@ void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
   // 0.5 g (1 + tanh(y)) = g * sigmoid(2y), which needs one exp.
   const __m512 one = _mm512_set1_ps(1.0f), c = _mm512_set1_ps(-2.0f * kSqrt2OverPi), c3 = _mm512_set1_ps(0.044715f);
   for (; i < n; i += 16) {  // masked tail, as in silu_mul
-    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = first_lanes16(n - i);
     const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
     const __m512 inner = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(c3, g), _mm512_mul_ps(g, g), g));
     const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(inner)));

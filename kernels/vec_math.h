@@ -81,6 +81,11 @@ inline float max_of(const float* x, int64_t n) {
   return m;
 }
 
+#if defined(__AVX512F__)
+// The first min(n, 16) lanes of a 16-lane vector (n >= 0): a tail's mask.
+inline __mmask16 first_lanes16(int64_t n) { return static_cast<__mmask16>((1u << std::min<int64_t>(n, 16)) - 1); }
+#endif
+
 // x[i] = exp(x[i] - shift); returns the sum of the results.
 inline float exp_shift_sum(float* x, int64_t n, float shift) {
   int64_t i = 0;
@@ -94,7 +99,7 @@ inline float exp_shift_sum(float* x, int64_t n, float shift) {
     acc = _mm512_add_ps(acc, e);
   }
   if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = first_lanes16(n - i);
     const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s));
     _mm512_mask_storeu_ps(x + i, m, e);
     acc = _mm512_mask_add_ps(acc, m, acc, e);
