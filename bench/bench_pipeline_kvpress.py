@@ -22,7 +22,9 @@ loading is not timed (reported apart). Each timed call also records its process 
 cores other processes used meanwhile ("foreign load"; above 0.25 the time is marked * in the table).
 
 Context: data/demo/alice_chapter1.txt (the demo's document, ~2.7K tokens with the chat template) as
-is, or its longest prefix (cut at whitespace) of at most --context-tokens tokens; the question: line
+is, or its longest prefix (cut at whitespace) of at most --context-tokens tokens; above the chapter's
+length (4K, 16K) the chapter is followed by the public-domain haystack text (data/haystack.txt) cut
+the same way, so the question's answer sits at the start of a long document; the question: line
 --question of data/demo/questions.txt (default 1: "What was the name of Alice's cat?").
 
 Run from the repository root with the torch venv (kvpress 0.5.5 and gguf on PYTHONPATH):
@@ -57,12 +59,13 @@ sys.path.insert(0, HERE)
 from bench_presses_kvpress import Clock  # noqa: E402  (wall, CPU and foreign load of a call)
 
 DOC = os.path.join(REPO, "data", "demo", "alice_chapter1.txt")
+FILLER = os.path.join(REPO, "data", "haystack.txt")  # appended when --context-tokens exceeds the chapter
 QUESTIONS = os.path.join(REPO, "data", "demo", "questions.txt")
 KVSQ_PYTHON = os.path.expanduser("~/.cache/kvsqueeze/venv/bin/python")
 # Press name -> class name; the same in kvsqueeze and kvpress.
 PRESSES = {"snapkv": "SnapKVPress", "expected_attention": "ExpectedAttentionPress", "knorm": "KnormPress",
            "tova": "TOVAPress", "streaming_llm": "StreamingLLMPress", "keydiff": "KeyDiffPress",
-           "random": "RandomPress"}
+           "random": "RandomPress", "kvzip": "KVzipPress"}
 CONTENDED = 0.25  # foreign load (cores) above which a call is marked contended
 
 
@@ -183,6 +186,15 @@ def kvpress_side(args, spec, mlf, tok):
 
     torch.set_num_threads(spec["threads"])
     kvpress = anchor.import_kvpress()  # registers the pipeline
+    # KVzipPress loads AutoTokenizer.from_pretrained(model.config.name_or_path), a hub name that does not
+    # exist for a GGUF-loaded model (and no hub here): hand it the tokenizer loaded from the same GGUF.
+    import kvpress.presses.kvzip_press as kvzip_module
+
+    class GgufTokenizer:
+        @staticmethod
+        def from_pretrained(*_args, **_kwargs):
+            return tok
+    kvzip_module.AutoTokenizer = GgufTokenizer
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # loading progress bars
@@ -234,6 +246,14 @@ def fmt_s(r):
     return f"{r['median_s']:.2f} ({r['min_s']:.2f}){mark}"
 
 
+def document_name(context):
+    """Which files the context came from (the chapter, and the filler text when it runs past it)."""
+    with open(DOC) as f:
+        chapter = f.read().rstrip()
+    name = os.path.relpath(DOC, REPO)
+    return name + (f" + {os.path.relpath(FILLER, REPO)}" if len(context) > len(chapter) else "")
+
+
 def print_table(rows, markdown):
     head = ["press", "kvsqueeze s", "kvpress s", "ratio kvpress/kvsqueeze"]
     body = [[r["press"], r["kvsqueeze_cell"], r["kvpress_cell"], f"{r['ratio']:.2f}"] for r in rows]
@@ -281,6 +301,9 @@ def main():
         question = [q.strip() for q in f if q.strip()][args.question - 1]
     with open(DOC) as f:
         document = f.read()
+    if args.context_tokens > 0:
+        with open(FILLER) as f:
+            document = document.rstrip() + "\n\n" + f.read()  # cut_document keeps what fits
 
     mlf = reference_loaders()
     tok = mlf.load_tokenizer(model)
@@ -288,7 +311,7 @@ def main():
     spec = {"model": model, "context": context, "question": question, "presses": names, "ratio": args.ratio,
             "threads": args.threads, "repeats": args.repeats, "max_new_tokens": args.max_new_tokens}
     print(f"[driver] {os.path.basename(model)}; context {n_context_tokens(tok, context)} tokens "
-          f"({len(context)} characters of {os.path.relpath(DOC, REPO)}); question {question!r}",
+          f"({len(context)} characters of {document_name(context)}); question {question!r}",
           file=sys.stderr, flush=True)
 
     ours = run_kvsqueeze(args, spec)      # first, in its own process, before torch loads the model here
@@ -310,7 +333,7 @@ def main():
     om, tm = ours["meta"], theirs["meta"]
     same = "the same ids on both sides" if all(same_ids.values()) else \
         f"ids DIFFER: {', '.join(k for k, v in same_ids.items() if not v)} (token counts {n_ids})"
-    print(f"model {os.path.basename(model)}; context: {os.path.relpath(DOC, REPO)}, {n_ids['kvsqueeze']['context']} "
+    print(f"model {os.path.basename(model)}; context: {document_name(context)}, {n_ids['kvsqueeze']['context']} "
           f"tokens, question {question!r} ({n_ids['kvsqueeze']['question']} tokens with the template's tail): {same}; "
           f"max_new_tokens {args.max_new_tokens}, greedy; "
           f"{args.threads} threads each; median (min) of {args.repeats} calls after one warm-up, seconds")
@@ -331,7 +354,7 @@ def main():
         out = {"benchmark": "bench/bench_pipeline_kvpress.py",
                "command": "bench/bench_pipeline_kvpress.py " + " ".join(sys.argv[1:]),
                "model": os.path.basename(model), "model_bytes": os.path.getsize(model),
-               "document": os.path.relpath(DOC, REPO), "context_chars": len(context), "question": question,
+               "document": document_name(context), "context_chars": len(context), "question": question,
                "tokens": n_ids["kvsqueeze"], "same_ids": same_ids,
                "ratio": args.ratio, "threads": args.threads, "repeats": args.repeats,
                "max_new_tokens": args.max_new_tokens, "machine": machine(),

@@ -1188,7 +1188,7 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
   const int64_t cols = w.cols, rows = w.rows;
   Acts a;
   a.kp = round_up(cols, 64);
-  a.nsub = cols / 32;
+  a.nsub = cols / k.sb;
   a.nsp = round_up(a.nsub, 16);
   Carver ac{static_cast<uint8_t*>(
       tl_act.get(bytes_of<int8_t>(T * a.kp) + bytes_of<float>(T * a.nsp) + bytes_of<int32_t>(T * a.nsp)))};
@@ -1234,6 +1234,7 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
             const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * p));
             const auto rmask = static_cast<__mmask16>((1u << nr) - 1);
             if (k.asym) lane_tile_n<32, true>(nt, P[p - p0], S[p - p0], M[p - p0], a.nsub, a, t0, y + 16 * p, ldy, rmask);
+            else if (k.sb == 16) lane_tile_n<16, false>(nt, P[p - p0], S[p - p0], M[p - p0], a.nsub, a, t0, y + 16 * p, ldy, rmask);
             else lane_tile_n<32, false>(nt, P[p - p0], S[p - p0], M[p - p0], a.nsub, a, t0, y + 16 * p, ldy, rmask);
           }
         }

@@ -138,9 +138,62 @@ void tile_q4_k(const uint8_t* panel, int64_t n_units, const Acts& a, int64_t t0,
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, fa[t]);
 }
 
+// Q6_K: a pair of sub-blocks' 8 chunks, the low 4 bits as Q4_0's codes and the top 2 bits moved
+// to bits 4-5 (a 16-bit shift keeps each byte's own bits where the mask 0x30 looks).
+inline void expand_codes_q6_k(const uint8_t* c8, __m512i (&w)[8]) {
+  expand_codes<TensorType::Q4_0>(c8, w);
+  const __m512i k30 = _mm512_set1_epi8(0x30);
+  for (int v = 0; v < 2; ++v) {
+    const __m512i h = _mm512_loadu_si512(c8 + 256 + 64 * v);
+    w[4 * v] = _mm512_or_si512(w[4 * v], _mm512_and_si512(_mm512_slli_epi16(h, 4), k30));
+    w[4 * v + 1] = _mm512_or_si512(w[4 * v + 1], _mm512_and_si512(_mm512_slli_epi16(h, 2), k30));
+    w[4 * v + 2] = _mm512_or_si512(w[4 * v + 2], _mm512_and_si512(h, k30));
+    w[4 * v + 3] = _mm512_or_si512(w[4 * v + 3], _mm512_and_si512(_mm512_srli_epi16(h, 2), k30));
+  }
+}
+
+// Sub-block j's 16 scales d*sc (the unpacked panels' fp32 product).
+inline __m512 q6_k_scales(__m512 d, const uint8_t* unit, int j) {
+  const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + 32 + 16 * j));
+  return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)));
+}
+
+// Q6_K: sub-blocks of 16 columns, symmetric (offset 32, in corr): per sub-block the lane tile's
+// steps for SB = 16, a single chain of 4 vpdpbusd from corr, then fa += cvt(dot) * (s dx).
+template <int NT>
+void tile_q6_k(const uint8_t* panel, int64_t n_units, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
+  constexpr size_t kPair = 256 + 128;
+  const size_t ub = panel_unit_bytes(TensorType::Q6_K);
+  __m512 fa[NT];
+  for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
+  for (int64_t u = 0; u < n_units; ++u) {
+    const uint8_t* unit = panel + static_cast<size_t>(u) * ub;
+    for (size_t o = 0; o < 288; o += 64) _mm_prefetch(reinterpret_cast<const char*>(unit + 2 * ub + o), _MM_HINT_T0);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit)));
+    for (int pr = 0; pr < 8; ++pr) {
+      const uint8_t* c8 = unit + 288 + pr * kPair;
+      for (size_t o = 0; o < kPair; o += 64) _mm_prefetch(reinterpret_cast<const char*>(c8 + 2 * ub + o), _MM_HINT_T0);
+      __m512i w[8];
+      expand_codes_q6_k(c8, w);
+      for (int half = 0; half < 2; ++half) {
+        const int64_t j = 16 * u + 2 * pr + half;
+        const __m512 sv = q6_k_scales(d, unit, static_cast<int>(2 * pr + half));
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* q = a.q + (t0 + t) * a.kp + 16 * j;
+          __m512i ia = _mm512_set1_epi32(a.corr[(t0 + t) * a.nsp + j]);
+          for (int g = 0; g < 4; ++g) ia = _mm512_dpbusd_epi32(ia, w[4 * half + g], _mm512_set1_epi32(load_i32(q + 4 * g)));
+          fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), _mm512_mul_ps(sv, _mm512_set1_ps(a.dxs[(t0 + t) * a.nsp + j])), fa[t]);
+        }
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, fa[t]);
+}
+
 template <TensorType T, int NT>
 void tile_of(const uint8_t* panel, int64_t units, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
   if constexpr (T == TensorType::Q4_K) tile_q4_k<NT>(panel, units, a, t0, y, ldy, rmask);
+  else if constexpr (T == TensorType::Q6_K) tile_q6_k<NT>(panel, units, a, t0, y, ldy, rmask);
   else tile<T, NT>(panel, units, a, t0, y, ldy, rmask);
 }
 
@@ -158,12 +211,25 @@ void tile_n(int nt, const uint8_t* panel, int64_t units, const Acts& a, int64_t 
   }
 }
 
-// A panel as the unpacked panel path holds it: block j's codes at P + 512 j (chunk c at 64 c), its
-// 16 scales (and Q4_K's mins) as fp32 at S + 16 j (M + 16 j). For prompts, where one expansion
-// serves many token tiles.
+// A panel as the unpacked panel path holds it: its codes' chunks of 4 columns in order (64 bytes
+// each: block j of 32 at P + 512 j), the 16 scales of sub-block j (and Q4_K's mins) as fp32 at
+// S + 16 j (M + 16 j). For prompts, where one expansion serves many token tiles.
 template <TensorType T>
 void expand_panel(const uint8_t* panel, int64_t units, uint8_t* P, float* S, float* M) {
   const size_t bb = panel_unit_bytes(T);
+  if constexpr (T == TensorType::Q6_K) {
+    for (int64_t u = 0; u < units; ++u) {
+      const uint8_t* unit = panel + static_cast<size_t>(u) * bb;
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit)));
+      for (int pr = 0; pr < 8; ++pr) {
+        __m512i w[8];
+        expand_codes_q6_k(unit + 288 + pr * (256 + 128), w);
+        for (int c = 0; c < 8; ++c) _mm512_store_si512(P + 512 * (8 * u + pr) + 64 * c, w[c]);
+      }
+      for (int j = 0; j < 16; ++j) _mm512_store_ps(S + 16 * (16 * u + j), q6_k_scales(d, unit, j));
+    }
+    return;
+  }
   if constexpr (T == TensorType::Q4_K) {
     for (int64_t u = 0; u < units; ++u) {
       const uint8_t* unit = panel + static_cast<size_t>(u) * bb;
@@ -199,6 +265,7 @@ inline void expand_panel_any(TensorType type, const uint8_t* panel, int64_t unit
     case TensorType::Q4_0: return expand_panel<TensorType::Q4_0>(panel, units, P, S, M);
     case TensorType::Q5_0: return expand_panel<TensorType::Q5_0>(panel, units, P, S, M);
     case TensorType::Q4_K: return expand_panel<TensorType::Q4_K>(panel, units, P, S, M);
+    case TensorType::Q6_K: return expand_panel<TensorType::Q6_K>(panel, units, P, S, M);
     default: return expand_panel<TensorType::Q8_0>(panel, units, P, S, M);
   }
 }
@@ -209,6 +276,7 @@ inline void tile_any(TensorType type, int nt, const uint8_t* panel, int64_t nb, 
     case TensorType::Q4_0: return tile_n<TensorType::Q4_0>(nt, panel, nb, a, t0, y, ldy, rmask);
     case TensorType::Q5_0: return tile_n<TensorType::Q5_0>(nt, panel, nb, a, t0, y, ldy, rmask);
     case TensorType::Q4_K: return tile_n<TensorType::Q4_K>(nt, panel, nb, a, t0, y, ldy, rmask);
+    case TensorType::Q6_K: return tile_n<TensorType::Q6_K>(nt, panel, nb, a, t0, y, ldy, rmask);
     default: return tile_n<TensorType::Q8_0>(nt, panel, nb, a, t0, y, ldy, rmask);
   }
 }

@@ -11,10 +11,11 @@
 namespace kvsqueeze::kernels {
 
 bool panel_packable(TensorType t) {
-  return t == TensorType::Q4_0 || t == TensorType::Q5_0 || t == TensorType::Q8_0 || t == TensorType::Q4_K;
+  return t == TensorType::Q4_0 || t == TensorType::Q5_0 || t == TensorType::Q8_0 || t == TensorType::Q4_K ||
+         t == TensorType::Q6_K;
 }
 
-int64_t panel_unit_cols(TensorType t) { return t == TensorType::Q4_K ? 256 : 32; }
+int64_t panel_unit_cols(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q6_K ? 256 : 32; }
 
 size_t panel_unit_bytes(TensorType t) {
   switch (t) {
@@ -22,6 +23,7 @@ size_t panel_unit_bytes(TensorType t) {
     case TensorType::Q5_0: return 32 + 256 + 64;
     case TensorType::Q4_0: return 32 + 256;
     case TensorType::Q4_K: return 64 + 8 * (32 + 256);
+    case TensorType::Q6_K: return 32 + 256 + 8 * (256 + 128);
     default: return 0;
   }
 }
@@ -80,6 +82,25 @@ void pack_row_q4_k(const uint8_t* row, int64_t cols, int64_t lane, uint8_t* pane
   }
 }
 
+void pack_row_q6_k(const uint8_t* row, int64_t cols, int64_t lane, uint8_t* panel) {
+  const size_t ub = panel_unit_bytes(TensorType::Q6_K);
+  for (int64_t i = 0; i < cols / 256; ++i) {
+    const uint8_t* b = row + static_cast<size_t>(i) * 210;
+    uint8_t* unit = panel + static_cast<size_t>(i) * ub;
+    std::memcpy(unit + 2 * lane, b + 208, 2);                                // d
+    for (int j = 0; j < 16; ++j) unit[32 + 16 * j + lane] = b[192 + j];      // sub-block scales
+    for (int pr = 0; pr < 8; ++pr) {
+      uint8_t* c8 = unit + 288 + static_cast<size_t>(pr) * 384;
+      for (int e = 0; e < 32; ++e) {
+        const auto v = static_cast<uint8_t>(detail::q6k_value(b, 32 * pr + e));
+        put_nibble(c8, lane, e, v);
+        const int c = e / 4, byte = static_cast<int>(4 * lane + e % 4);
+        c8[256 + 64 * (c / 4) + byte] = static_cast<uint8_t>(c8[256 + 64 * (c / 4) + byte] | (v >> 4) << (2 * (c % 4)));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void pack_panels(const WeightMatrix& w, uint8_t* out) {
@@ -99,6 +120,10 @@ void pack_panels(const WeightMatrix& w, uint8_t* out) {
     uint8_t* panel = out + static_cast<size_t>(p * nu) * ub;
     if (w.type == TensorType::Q4_K) {
       pack_row_q4_k(row, w.cols, lane, panel);
+      continue;
+    }
+    if (w.type == TensorType::Q6_K) {
+      pack_row_q6_k(row, w.cols, lane, panel);
       continue;
     }
     for (int64_t j = 0; j < nu; ++j) {
@@ -136,6 +161,14 @@ float panel_weight(TensorType t, const uint8_t* panels, int64_t cols, int64_t ro
     const float ds = d * static_cast<float>(blk[lane]), dm = dmin * static_cast<float>(blk[16 + lane]);
     const float scaled = ds * static_cast<float>(nibble(blk + 32));  // rounded before the subtraction, as dequantize does
     return scaled - dm;
+  }
+  if (t == TensorType::Q6_K) {
+    const int64_t j = (col % 256) / 16, pr = (col % 256) / 32;
+    const uint8_t* c8 = unit + 288 + static_cast<size_t>(pr) * 384;
+    std::memcpy(&h, unit + 2 * lane, 2);
+    const int high = (c8[256 + 64 * (c / 4) + byte] >> (2 * (c % 4))) & 3;
+    const float ds = fp16_to_fp32(h) * static_cast<float>(static_cast<int8_t>(unit[32 + 16 * j + lane]));
+    return ds * static_cast<float>((nibble(c8) | high << 4) - 32);
   }
   std::memcpy(&h, unit + 2 * lane, 2);
   const float d = fp16_to_fp32(h);

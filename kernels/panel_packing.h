@@ -1,5 +1,5 @@
 #pragma once
-// A load-time copy of Q4_0 / Q5_0 / Q8_0 / Q4_K weights in panels of 16 rows, the order in which the
+// A load-time copy of Q4_0 / Q5_0 / Q8_0 / Q4_K / Q6_K weights in panels of 16 rows, the order in which the
 // AVX-512 VNNI panel kernels consume them (kernels/matmul_panels.h): the codes of 16 rows come
 // already transposed, 4 consecutive codes of a row in each 32-bit lane, so that one vpdpbusd
 // advances the dot products of 16 rows at once, for a decode token as for a prompt's. The
@@ -20,6 +20,14 @@
 //     u8 sc[16], u8 mn[16]          the rows' 6-bit block scale and min (w = d sc u - dmin mn)
 //     codes 4 x 64 bytes            as Q4_0's (the 4-bit values themselves, no offset)
 // The unpacked panels' scales d*sc and mins -(dmin*mn) are recomputed from them exactly.
+// Q6_K goes by super-blocks of 256 columns too, panel_unit_bytes(Q6_K) bytes each:
+//   f16 d[16]                       the 16 rows' super-block scales
+//   i8 sc[16][16]                   sub-block j's (16 columns) signed scale of row r at 16 j + r
+//   then for each pair of sub-blocks (32 columns, chunks c = 0..7):
+//     codes 4 x 64 bytes            the low 4 bits of the 6-bit values, as Q4_0's
+//     highs 2 x 64 bytes            their top 2 bits: chunk c's in vector c / 4, byte 4r+i, bits
+//                                   2 (c % 4) and up
+// (w = d sc (u - 32): the same bytes as the GGUF rows, 210 per 256 weights.)
 #include <cstddef>
 #include <cstdint>
 
@@ -29,9 +37,9 @@ namespace kvsqueeze::kernels {
 
 constexpr int64_t kPanelRows = 16;
 
-// Q4_0, Q5_0, Q8_0 and Q4_K.
+// Q4_0, Q5_0, Q8_0, Q4_K and Q6_K.
 bool panel_packable(TensorType t);
-// A panel is a run of units: blocks of 32 columns, or Q4_K's super-blocks of 256.
+// A panel is a run of units: blocks of 32 columns, or Q4_K's and Q6_K's super-blocks of 256.
 int64_t panel_unit_cols(TensorType t);
 // Bytes of one unit of a panel.
 size_t panel_unit_bytes(TensorType t);

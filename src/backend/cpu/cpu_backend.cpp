@@ -70,7 +70,7 @@ namespace {
 // Decode rows apart from prompt rows (kernels::MatmulPath): decode rows each get their one-row
 // numbers whatever their count, prompt rows always take the panels, so that neither the neighbours
 // of a sequence nor where its prompt is cut into chunks changes a number. (Matrices with a panel copy,
-// Q4_0/Q5_0/Q8_0/Q4_K on AVX-512, have one kernel for all; the others' row dots cost a server step of
+// Q4_0/Q5_0/Q8_0/Q4_K/Q6_K on AVX-512, have one kernel for all; the others' row dots cost a server step of
 // 8+ sequences a little against their panels.)
 void matmul_by_kind(const WeightMatrix& w, const float* x, int64_t n, float* y, int64_t decode_rows) {
   const int64_t d = std::clamp<int64_t>(decode_rows, 0, n);

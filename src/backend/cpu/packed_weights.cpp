@@ -40,7 +40,7 @@ void pack_cpu_weights(const ModelWeights& weights) {
   ModelWeights& w = const_cast<ModelWeights&>(weights);
   std::call_once(w.packed_once, [&w] {
     if (!wanted()) return;
-    // AVX-512 VNNI: Q4_0/Q5_0/Q8_0/Q4_K in panels of 16 rows, read by one kernel for every token count
+    // AVX-512 VNNI: Q4_0/Q5_0/Q8_0/Q4_K/Q6_K in panels of 16 rows, read by one kernel for every token count
     // (kernels/matmul_panels.h). The AMX variant keeps the row-packed copies (its tiles consume the
     // unpacked panels; the panel copies are not measured there yet).
     const char* env = std::getenv("KVSQ_PACK_WEIGHTS");
