@@ -805,8 +805,16 @@ void dot_row_tokens(const uint8_t* u, const float* s, const float* m, const Acts
 // ---------------------------------------------------------------------------------------------
 // Prefill kernel: a packed panel of 16 rows against NT tokens.
 // Panel layout: P[kg][r][4] = codes 4kg..4kg+3 of row r (64 bytes per kg); S[j][r], M[j][r].
-constexpr int kLaneNT = 8;
+constexpr int kLaneNT = 6;  // tokens per lane tile: 2 panels x 6 tokens of accumulators fill the registers
 constexpr int kPanelGroup = 4;
+
+// Up to two panels of a lane tile: codes, scales, biases and the rows each stores.
+struct PanelRefs {
+  const uint8_t* P[2];
+  const float* S[2];
+  const float* M[2];
+  __mmask16 rmask[2];
+};
 
 inline int32_t load_i32(const int8_t* p) {
   int32_t v;
@@ -814,46 +822,73 @@ inline int32_t load_i32(const int8_t* p) {
   return v;
 }
 
-template <int SB, bool ASYM, int NT>
-void lane_tile(const uint8_t* P, const float* S, const float* M, int64_t nsub, const Acts& a, int64_t t0, float* y,
-               int64_t ldy, __mmask16 rmask) {
-  __m512 fa[NT];
-  for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
+// NP panels (1 or 2, rows y + 16 i of panel i) x NT tokens. Two panels share each broadcast token
+// group: 2 weight loads + NT broadcasts feed 2 NT vpdpbusd (one panel: 1 + NT loads for NT), which
+// takes the prompt product from load-bound to vpdpbusd-bound. Each panel's arithmetic for a token
+// is the one-panel tile's, in the same order: the same numbers whatever NP and NT.
+template <int SB, bool ASYM, int NT, int NP>
+void lane_tile(const PanelRefs& pr, int64_t nsub, const Acts& a, int64_t t0, float* y, int64_t ldy) {
+  __m512 fa[NP][NT];
+  for (int i = 0; i < NP; ++i)
+    for (int t = 0; t < NT; ++t) fa[i][t] = _mm512_setzero_ps();
   const int8_t* q[NT];
   for (int t = 0; t < NT; ++t) q[t] = a.tq(t0 + t);
   for (int64_t j = 0; j < nsub; ++j) {
-    __m512i ia[NT];
-    for (int t = 0; t < NT; ++t) ia[t] = ASYM ? _mm512_setzero_si512() : _mm512_set1_epi32(a.tcorr(t0 + t)[j]);
-    const uint8_t* pj = P + j * SB * 16;
+    __m512i ia[NP][NT];
+    for (int t = 0; t < NT; ++t) {
+      const __m512i init = ASYM ? _mm512_setzero_si512() : _mm512_set1_epi32(a.tcorr(t0 + t)[j]);
+      for (int i = 0; i < NP; ++i) ia[i][t] = init;
+    }
 #pragma GCC unroll 8
     for (int g = 0; g < SB / 4; ++g) {
-      const __m512i w = _mm512_load_si512(pj + 64 * g);
-      for (int t = 0; t < NT; ++t)
-        ia[t] = _mm512_dpbusd_epi32(ia[t], w, _mm512_set1_epi32(load_i32(q[t] + j * SB + 4 * g)));
+      __m512i w[NP];
+      for (int i = 0; i < NP; ++i) w[i] = _mm512_load_si512(pr.P[i] + j * SB * 16 + 64 * g);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i x4 = _mm512_set1_epi32(load_i32(q[t] + j * SB + 4 * g));
+        for (int i = 0; i < NP; ++i) ia[i][t] = _mm512_dpbusd_epi32(ia[i][t], w[i], x4);
+      }
     }
-    const __m512 sv = _mm512_load_ps(S + 16 * j);
-    for (int t = 0; t < NT; ++t)
-      fa[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), _mm512_mul_ps(sv, _mm512_set1_ps(a.tdxs(t0 + t)[j])), fa[t]);
-    if constexpr (ASYM) {
-      const __m512 mv = _mm512_load_ps(M + 16 * j);
-      for (int t = 0; t < NT; ++t) fa[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.tX(t0 + t)[j]), fa[t]);
+    for (int i = 0; i < NP; ++i) {
+      const __m512 sv = _mm512_load_ps(pr.S[i] + 16 * j);
+      for (int t = 0; t < NT; ++t)
+        fa[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i][t]), _mm512_mul_ps(sv, _mm512_set1_ps(a.tdxs(t0 + t)[j])), fa[i][t]);
+      if constexpr (ASYM) {
+        const __m512 mv = _mm512_load_ps(pr.M[i] + 16 * j);
+        for (int t = 0; t < NT; ++t) fa[i][t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.tX(t0 + t)[j]), fa[i][t]);
+      }
     }
   }
-  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy, rmask, fa[t]);
+  for (int i = 0; i < NP; ++i)
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy + 16 * i, pr.rmask[i], fa[i][t]);
 }
 
-template <int SB, bool ASYM>
-void lane_tile_n(int nt, const uint8_t* P, const float* S, const float* M, int64_t nsub, const Acts& a, int64_t t0,
-                 float* y, int64_t ldy, __mmask16 rmask) {
+template <int SB, bool ASYM, int NP>
+void lane_tile_n(int nt, const PanelRefs& pr, int64_t nsub, const Acts& a, int64_t t0, float* y, int64_t ldy) {
   switch (nt) {
-    case 8: lane_tile<SB, ASYM, 8>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
-    case 7: lane_tile<SB, ASYM, 7>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
-    case 6: lane_tile<SB, ASYM, 6>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
-    case 5: lane_tile<SB, ASYM, 5>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
-    case 4: lane_tile<SB, ASYM, 4>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
-    case 3: lane_tile<SB, ASYM, 3>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
-    case 2: lane_tile<SB, ASYM, 2>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
-    default: lane_tile<SB, ASYM, 1>(P, S, M, nsub, a, t0, y, ldy, rmask); break;
+    case 6: return lane_tile<SB, ASYM, 6, NP>(pr, nsub, a, t0, y, ldy);
+    case 5: return lane_tile<SB, ASYM, 5, NP>(pr, nsub, a, t0, y, ldy);
+    case 4: return lane_tile<SB, ASYM, 4, NP>(pr, nsub, a, t0, y, ldy);
+    case 3: return lane_tile<SB, ASYM, 3, NP>(pr, nsub, a, t0, y, ldy);
+    case 2: return lane_tile<SB, ASYM, 2, NP>(pr, nsub, a, t0, y, ldy);
+    default: return lane_tile<SB, ASYM, 1, NP>(pr, nsub, a, t0, y, ldy);
+  }
+}
+
+// The lane tiles of np consecutive panels (rows y, y + 16, ...) for tokens t0..t0+nt-1 (nt <= kLaneNT):
+// two panels at a time, the odd one alone.
+inline void lane_tiles(const QuantKind& k, int np, const uint8_t* const* P, const float* const* S, const float* const* M,
+                       const __mmask16* rmask, int nt, const Acts& a, int64_t t0, float* y, int64_t ldy) {
+  for (int i = 0; i < np; i += 2) {
+    const int n = std::min(2, np - i);
+    const PanelRefs pr{{P[i], n > 1 ? P[i + 1] : nullptr}, {S[i], n > 1 ? S[i + 1] : nullptr},
+                       {M[i], n > 1 ? M[i + 1] : nullptr}, {rmask[i], n > 1 ? rmask[i + 1] : __mmask16{0}}};
+    float* yi = y + 16 * i;
+    if (k.sb == 16)
+      n > 1 ? lane_tile_n<16, false, 2>(nt, pr, a.nsub, a, t0, yi, ldy) : lane_tile_n<16, false, 1>(nt, pr, a.nsub, a, t0, yi, ldy);
+    else if (k.asym)
+      n > 1 ? lane_tile_n<32, true, 2>(nt, pr, a.nsub, a, t0, yi, ldy) : lane_tile_n<32, true, 1>(nt, pr, a.nsub, a, t0, yi, ldy);
+    else
+      n > 1 ? lane_tile_n<32, false, 2>(nt, pr, a.nsub, a, t0, yi, ldy) : lane_tile_n<32, false, 1>(nt, pr, a.nsub, a, t0, yi, ldy);
   }
 }
 
@@ -1181,6 +1216,7 @@ struct PanelGroupBuffers {
 // From this many tokens a panel copy is expanded once per product into the unpacked panels' buffers
 // (Qwen2.5-0.5B prefill, Zen 5: re-expanding the codes for every tile of 8 tokens cost ~5%).
 constexpr int64_t kPanelExpandMinTokens = 16;
+constexpr int64_t kPanelCopyNT = 8;  // tokens per tile of panels::tile_any (a server step of 8 sequences: one tile)
 
 // Weights packed in panels of 16 rows at load time (kernels/panel_packing.h): one kernel for every
 // token count, so a token gets the same numbers alone, in a decode batch or in a prompt chunk.
@@ -1208,8 +1244,8 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
     int64_t p0, pe;
     if (T < kPanelExpandMinTokens) {
       while (panels_q.get(p0, pe))
-        for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {  // each panel's 16 x 8 tile, the group's panels from L1/L2
-          const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
+        for (int64_t t0 = 0; t0 < T; t0 += kPanelCopyNT) {  // each panel's 16 x 8 tile, the group's panels from L1/L2
+          const int nt = static_cast<int>(std::min<int64_t>(kPanelCopyNT, T - t0));
           for (int64_t p = p0; p < pe; ++p) {
             const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * p));
             panels::tile_any(w.type, nt, w.panels + static_cast<size_t>(p) * panel_bytes, units, pa, t0, y + 16 * p, ldy,
@@ -1228,16 +1264,12 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
         for (int64_t p = p0; p < pe; ++p)
           panels::expand_panel_any(w.type, w.panels + static_cast<size_t>(p) * panel_bytes, units, P[p - p0], S[p - p0],
                                    M[p - p0]);
-        for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {
-          const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
-          for (int64_t p = p0; p < pe; ++p) {
-            const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * p));
-            const auto rmask = static_cast<__mmask16>((1u << nr) - 1);
-            if (k.asym) lane_tile_n<32, true>(nt, P[p - p0], S[p - p0], M[p - p0], a.nsub, a, t0, y + 16 * p, ldy, rmask);
-            else if (k.sb == 16) lane_tile_n<16, false>(nt, P[p - p0], S[p - p0], M[p - p0], a.nsub, a, t0, y + 16 * p, ldy, rmask);
-            else lane_tile_n<32, false>(nt, P[p - p0], S[p - p0], M[p - p0], a.nsub, a, t0, y + 16 * p, ldy, rmask);
-          }
-        }
+        __mmask16 rmask[kPanelGroup];
+        for (int64_t p = p0; p < pe; ++p)
+          rmask[p - p0] = static_cast<__mmask16>((1u << std::min<int64_t>(16, rows - 16 * p)) - 1);
+        for (int64_t t0 = 0; t0 < T; t0 += kLaneNT)
+          lane_tiles(k, static_cast<int>(pe - p0), P, S, M, rmask, static_cast<int>(std::min<int64_t>(kLaneNT, T - t0)), a, t0,
+                     y + 16 * p0, ldy);
       }
     }
   }
@@ -1501,20 +1533,10 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
           continue;
         }
 #endif
-        for (int64_t t0 = 0; t0 < T; t0 += kLaneNT) {
-          const int nt = static_cast<int>(std::min<int64_t>(kLaneNT, T - t0));
-          for (int g = 0; g < np; ++g) {
-            const int64_t r0 = (p0 + g) * 16;
-            const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
-            const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
-            if (k.sb == 16)
-              lane_tile_n<16, false>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
-            else if (k.asym)
-              lane_tile_n<32, true>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
-            else
-              lane_tile_n<32, false>(nt, P[g], S[g], M[g], a.nsub, a, t0, y + r0, ldy, rmask);
-          }
-        }
+        __mmask16 rmask[kPanelGroup];
+        for (int g = 0; g < np; ++g) rmask[g] = static_cast<__mmask16>((1u << std::min<int64_t>(16, rows - (p0 + g) * 16)) - 1);
+        for (int64_t t0 = 0; t0 < T; t0 += kLaneNT)
+          lane_tiles(k, np, P, S, M, rmask, static_cast<int>(std::min<int64_t>(kLaneNT, T - t0)), a, t0, y + p0 * 16, ldy);
       }
 #if defined(KVSQ_AMX)
       if (amx) amx::release();
