@@ -53,6 +53,9 @@ inline void expand_codes(const uint8_t* c8, __m512i (&w)[8]) {
   }
 }
 
+// 16 f16 values at p, as fp32 (the rows' scales of a panel unit).
+inline __m512 f16x16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+
 inline int32_t load_i32(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -93,7 +96,7 @@ void tile(const uint8_t* panel, int64_t nb, const Acts& a, int64_t t0, float* y,
     // The panels stream from memory: fetch the block kPrefetchBlocks ahead (into the next panel
     // at the end of this one, which is usually this thread's next).
     for (size_t o = 0; o < bb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks * bb + o), _MM_HINT_T0);
-    const __m512 sv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    const __m512 sv = f16x16(blk);
     __m512i w[8];
     expand_codes<T>(blk + 32, w);
     for (int t = 0; t < NT; ++t) {
@@ -116,8 +119,8 @@ void tile_q4_k(const uint8_t* panel, int64_t n_units, const Acts& a, int64_t t0,
   for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
   for (int64_t u = 0; u < n_units; ++u) {
     const uint8_t* unit = panel + static_cast<size_t>(u) * ub;
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit)));
-    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit + 32)));
+    const __m512 d = f16x16(unit);
+    const __m512 dmin = f16x16(unit + 32);
     for (int jj = 0; jj < 8; ++jj) {
       const uint8_t* blk = unit + 64 + jj * kBlock;
       for (size_t o = 0; o < kBlock; o += 64)
@@ -169,7 +172,7 @@ void tile_q6_k(const uint8_t* panel, int64_t n_units, const Acts& a, int64_t t0,
   for (int64_t u = 0; u < n_units; ++u) {
     const uint8_t* unit = panel + static_cast<size_t>(u) * ub;
     for (size_t o = 0; o < 288; o += 64) _mm_prefetch(reinterpret_cast<const char*>(unit + 2 * ub + o), _MM_HINT_T0);
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit)));
+    const __m512 d = f16x16(unit);
     for (int pr = 0; pr < 8; ++pr) {
       const uint8_t* c8 = unit + 288 + pr * kPair;
       for (size_t o = 0; o < kPair; o += 64) _mm_prefetch(reinterpret_cast<const char*>(c8 + 2 * ub + o), _MM_HINT_T0);
@@ -220,7 +223,7 @@ void expand_panel(const uint8_t* panel, int64_t units, uint8_t* P, float* S, flo
   if constexpr (T == TensorType::Q6_K) {
     for (int64_t u = 0; u < units; ++u) {
       const uint8_t* unit = panel + static_cast<size_t>(u) * bb;
-      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit)));
+      const __m512 d = f16x16(unit);
       for (int pr = 0; pr < 8; ++pr) {
         __m512i w[8];
         expand_codes_q6_k(unit + 288 + pr * (256 + 128), w);
@@ -233,8 +236,8 @@ void expand_panel(const uint8_t* panel, int64_t units, uint8_t* P, float* S, flo
   if constexpr (T == TensorType::Q4_K) {
     for (int64_t u = 0; u < units; ++u) {
       const uint8_t* unit = panel + static_cast<size_t>(u) * bb;
-      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit)));
-      const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit + 32)));
+      const __m512 d = f16x16(unit);
+      const __m512 dmin = f16x16(unit + 32);
       for (int jj = 0; jj < 8; ++jj) {
         const uint8_t* blk = unit + 64 + jj * (32 + 256);
         const int64_t j = 8 * u + jj;
@@ -256,7 +259,7 @@ void expand_panel(const uint8_t* panel, int64_t units, uint8_t* P, float* S, flo
     __m512i w[8];
     expand_codes<T>(blk + 32, w);
     for (int c = 0; c < 8; ++c) _mm512_store_si512(P + 512 * j + 64 * c, w[c]);
-    _mm512_store_ps(S + 16 * j, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk))));
+    _mm512_store_ps(S + 16 * j, f16x16(blk));
   }
 }
 
