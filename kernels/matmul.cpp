@@ -876,20 +876,22 @@ void lane_tile_n(int nt, const PanelRefs& pr, int64_t nsub, const Acts& a, int64
 
 // The lane tiles of np consecutive panels (rows y, y + 16, ...) for tokens t0..t0+nt-1 (nt <= kLaneNT):
 // two panels at a time, the odd one alone.
+template <int SB, bool ASYM>
+void lane_tiles(int np, const uint8_t* const* P, const float* const* S, const float* const* M, const __mmask16* rmask,
+                int nt, const Acts& a, int64_t t0, float* y, int64_t ldy) {
+  int i = 0;
+  for (; i + 1 < np; i += 2) {
+    const PanelRefs pr{{P[i], P[i + 1]}, {S[i], S[i + 1]}, {M[i], M[i + 1]}, {rmask[i], rmask[i + 1]}};
+    lane_tile_n<SB, ASYM, 2>(nt, pr, a.nsub, a, t0, y + 16 * i, ldy);
+  }
+  if (i < np) lane_tile_n<SB, ASYM, 1>(nt, PanelRefs{{P[i]}, {S[i]}, {M[i]}, {rmask[i]}}, a.nsub, a, t0, y + 16 * i, ldy);
+}
+
 inline void lane_tiles(const QuantKind& k, int np, const uint8_t* const* P, const float* const* S, const float* const* M,
                        const __mmask16* rmask, int nt, const Acts& a, int64_t t0, float* y, int64_t ldy) {
-  for (int i = 0; i < np; i += 2) {
-    const int n = std::min(2, np - i);
-    const PanelRefs pr{{P[i], n > 1 ? P[i + 1] : nullptr}, {S[i], n > 1 ? S[i + 1] : nullptr},
-                       {M[i], n > 1 ? M[i + 1] : nullptr}, {rmask[i], n > 1 ? rmask[i + 1] : __mmask16{0}}};
-    float* yi = y + 16 * i;
-    if (k.sb == 16)
-      n > 1 ? lane_tile_n<16, false, 2>(nt, pr, a.nsub, a, t0, yi, ldy) : lane_tile_n<16, false, 1>(nt, pr, a.nsub, a, t0, yi, ldy);
-    else if (k.asym)
-      n > 1 ? lane_tile_n<32, true, 2>(nt, pr, a.nsub, a, t0, yi, ldy) : lane_tile_n<32, true, 1>(nt, pr, a.nsub, a, t0, yi, ldy);
-    else
-      n > 1 ? lane_tile_n<32, false, 2>(nt, pr, a.nsub, a, t0, yi, ldy) : lane_tile_n<32, false, 1>(nt, pr, a.nsub, a, t0, yi, ldy);
-  }
+  if (k.sb == 16) lane_tiles<16, false>(np, P, S, M, rmask, nt, a, t0, y, ldy);
+  else if (k.asym) lane_tiles<32, true>(np, P, S, M, rmask, nt, a, t0, y, ldy);
+  else lane_tiles<32, false>(np, P, S, M, rmask, nt, a, t0, y, ldy);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -165,17 +165,16 @@ inline __m512 q6_k_scales(__m512 d, const uint8_t* unit, int j) {
 // steps for SB = 16, a single chain of 4 vpdpbusd from corr, then fa += cvt(dot) * (s dx).
 template <int NT>
 void tile_q6_k(const uint8_t* panel, int64_t n_units, const Acts& a, int64_t t0, float* y, int64_t ldy, __mmask16 rmask) {
-  constexpr size_t kPair = 256 + 128;
   const size_t ub = panel_unit_bytes(TensorType::Q6_K);
   __m512 fa[NT];
   for (int t = 0; t < NT; ++t) fa[t] = _mm512_setzero_ps();
   for (int64_t u = 0; u < n_units; ++u) {
     const uint8_t* unit = panel + static_cast<size_t>(u) * ub;
-    for (size_t o = 0; o < 288; o += 64) _mm_prefetch(reinterpret_cast<const char*>(unit + 2 * ub + o), _MM_HINT_T0);
+    for (size_t o = 0; o < kQ6KPairsAt; o += 64) _mm_prefetch(reinterpret_cast<const char*>(unit + 2 * ub + o), _MM_HINT_T0);
     const __m512 d = f16x16(unit);
     for (int pr = 0; pr < 8; ++pr) {
-      const uint8_t* c8 = unit + 288 + pr * kPair;
-      for (size_t o = 0; o < kPair; o += 64) _mm_prefetch(reinterpret_cast<const char*>(c8 + 2 * ub + o), _MM_HINT_T0);
+      const uint8_t* c8 = unit + kQ6KPairsAt + pr * kQ6KPairBytes;
+      for (size_t o = 0; o < kQ6KPairBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(c8 + 2 * ub + o), _MM_HINT_T0);
       __m512i w[8];
       expand_codes_q6_k(c8, w);
       for (int half = 0; half < 2; ++half) {
@@ -226,7 +225,7 @@ void expand_panel(const uint8_t* panel, int64_t units, uint8_t* P, float* S, flo
       const __m512 d = f16x16(unit);
       for (int pr = 0; pr < 8; ++pr) {
         __m512i w[8];
-        expand_codes_q6_k(unit + 288 + pr * (256 + 128), w);
+        expand_codes_q6_k(unit + kQ6KPairsAt + pr * kQ6KPairBytes, w);
         for (int c = 0; c < 8; ++c) _mm512_store_si512(P + 512 * (8 * u + pr) + 64 * c, w[c]);
       }
       for (int j = 0; j < 16; ++j) _mm512_store_ps(S + 16 * (16 * u + j), q6_k_scales(d, unit, j));

@@ -23,7 +23,7 @@ size_t panel_unit_bytes(TensorType t) {
     case TensorType::Q5_0: return 32 + 256 + 64;
     case TensorType::Q4_0: return 32 + 256;
     case TensorType::Q4_K: return 64 + 8 * (32 + 256);
-    case TensorType::Q6_K: return 32 + 256 + 8 * (256 + 128);
+    case TensorType::Q6_K: return kQ6KPairsAt + 8 * kQ6KPairBytes;
     default: return 0;
   }
 }
@@ -39,11 +39,7 @@ namespace {
 // and the GGUF layouts keep consecutive codes in consecutive bytes (or nibbles, or 2-bit fields of
 // consecutive bytes), so each lane is a word of the row shifted and masked: ~0.1 s for the default
 // model's 400 MB, where a code at a time took ~1.4 s.
-inline uint32_t word(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
+using detail::load_u32;
 inline void put_word(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 
 constexpr uint32_t kLow4 = 0x0F0F0F0Fu;
@@ -52,7 +48,7 @@ constexpr uint32_t kLow4 = 0x0F0F0F0Fu;
 // of 4 codes at lo + 4c and at lo + 16 + 4c, each byte's code taken at bit `shift`.
 inline void put_nibble_pairs(uint8_t* c8, int64_t lane, const uint8_t* lo, int shift) {
   for (int c = 0; c < 4; ++c)
-    put_word(c8 + 64 * c + 4 * lane, ((word(lo + 4 * c) >> shift) & kLow4) | ((word(lo + 16 + 4 * c) >> shift) & kLow4) << 4);
+    put_word(c8 + 64 * c + 4 * lane, ((load_u32(lo + 4 * c) >> shift) & kLow4) | ((load_u32(lo + 16 + 4 * c) >> shift) & kLow4) << 4);
 }
 
 void pack_row_legacy(TensorType t, const uint8_t* row, int64_t nb, int64_t lane, uint8_t* panel) {
@@ -63,14 +59,14 @@ void pack_row_legacy(TensorType t, const uint8_t* row, int64_t nb, int64_t lane,
     std::memcpy(blk + 2 * lane, b, 2);  // the f16 scale
     uint8_t* c8 = blk + 32;
     if (t == TensorType::Q8_0) {  // codes q + 128: the sign bit flipped
-      for (int c = 0; c < 8; ++c) put_word(c8 + 64 * c + 4 * lane, word(b + 2 + 4 * c) ^ 0x80808080u);
+      for (int c = 0; c < 8; ++c) put_word(c8 + 64 * c + 4 * lane, load_u32(b + 2 + 4 * c) ^ 0x80808080u);
       continue;
     }
     // Q4_0/Q5_0: qs[i] holds element i low and i + 16 high, so its words are the nibble pairs as is.
     const uint8_t* qs = b + (t == TensorType::Q5_0 ? 6 : 2);
-    for (int c = 0; c < 4; ++c) put_word(c8 + 64 * c + 4 * lane, word(qs + 4 * c));
+    for (int c = 0; c < 4; ++c) put_word(c8 + 64 * c + 4 * lane, load_u32(qs + 4 * c));
     if (t == TensorType::Q5_0) {  // chunk c's fifth bits: bits 4 lane.. of its 64-bit mask
-      const uint32_t qh = word(b + 2);
+      const uint32_t qh = load_u32(b + 2);
       for (int c = 0; c < 8; ++c) {
         uint8_t& m = c8[256 + 8 * c + lane / 2];
         m = static_cast<uint8_t>(m | ((qh >> (4 * c)) & 15) << (4 * (lane % 2)));
@@ -108,12 +104,12 @@ void pack_row_q6_k(const uint8_t* row, int64_t cols, int64_t lane, uint8_t* pane
       // Columns 32 pr..: low 4 bits in ql[64 h + 32 (c4 & 1) + e] at bit 4 (c4 >> 1), top 2 bits in
       // qh[32 h + e] at bit 2 c4 (h = pr / 4, c4 = pr % 4; as detail::q6k_value).
       const int h = pr / 4, c4 = pr % 4;
-      uint8_t* c8 = unit + 288 + static_cast<size_t>(pr) * 384;
+      uint8_t* c8 = unit + kQ6KPairsAt + static_cast<size_t>(pr) * kQ6KPairBytes;
       put_nibble_pairs(c8, lane, b + 64 * h + 32 * (c4 & 1), 4 * (c4 >> 1));
       const uint8_t* qh = b + 128 + 32 * h;
       for (int v = 0; v < 2; ++v) {  // chunk 4 v + m's top bits at bit 2 m of vector v
         uint32_t highs = 0;
-        for (int m = 0; m < 4; ++m) highs |= ((word(qh + 16 * v + 4 * m) >> (2 * c4)) & 0x03030303u) << (2 * m);
+        for (int m = 0; m < 4; ++m) highs |= ((load_u32(qh + 16 * v + 4 * m) >> (2 * c4)) & 0x03030303u) << (2 * m);
         put_word(c8 + 256 + 64 * v + 4 * lane, highs);
       }
     }
@@ -161,7 +157,7 @@ float panel_weight(TensorType t, const uint8_t* panels, int64_t cols, int64_t ro
   }
   if (t == TensorType::Q6_K) {
     const int64_t j = (col % 256) / 16, pr = (col % 256) / 32;
-    const uint8_t* c8 = unit + 288 + static_cast<size_t>(pr) * 384;
+    const uint8_t* c8 = unit + kQ6KPairsAt + static_cast<size_t>(pr) * kQ6KPairBytes;
     std::memcpy(&h, unit + 2 * lane, 2);
     const int high = (c8[256 + 64 * (c / 4) + byte] >> (2 * (c % 4))) & 3;
     const float ds = fp16_to_fp32(h) * static_cast<float>(static_cast<int8_t>(unit[32 + 16 * j + lane]));

@@ -36,6 +36,9 @@
 namespace kvsqueeze::kernels {
 
 constexpr int64_t kPanelRows = 16;
+// Q6_K units: where the pairs of sub-blocks start (after d[16] and sc[16][16]) and their size.
+constexpr size_t kQ6KPairsAt = 32 + 256;
+constexpr size_t kQ6KPairBytes = 256 + 128;
 
 // Q4_0, Q5_0, Q8_0, Q4_K and Q6_K.
 bool panel_packable(TensorType t);

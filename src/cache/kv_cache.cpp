@@ -3,6 +3,7 @@
 #include "kvsqueeze/kv_cache.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "backend/kv_storage.h"
 #include "kvsqueeze/error.h"
@@ -87,6 +88,12 @@ KvCacheShape checked_shape(KvCacheShape shape) {
 // Extra slots a sliding-window run may hold beyond its window before old ones are dropped, so
 // that dropping (a memmove of the run) happens once per this many decode steps.
 constexpr int64_t kSlidingSlack = 64;
+
+// Capacity for `need` slots of a run holding `cap`: x1.5 (amortised O(1) appends), never above
+// `most` unless `need` is.
+int64_t grown_capacity(int64_t cap, int64_t need, int64_t most = std::numeric_limits<int64_t>::max()) {
+  return std::max(need, std::min(cap + cap / 2, most));
+}
 }  // namespace
 
 KvCache::KvCache(const KvCacheShape& shape, int64_t initial_capacity)
@@ -112,7 +119,7 @@ size_t KvCache::v_row_bytes() const { return kv_row_bytes(shape_.v_type, shape_.
 
 void KvCache::ensure_capacity(int64_t layer, int64_t head, int64_t needed) {
   const int64_t cap = capacity(layer, head);
-  if (needed > cap) storage_->set_capacity(layer, head, std::max(needed, cap + cap / 2));  // x1.5: amortised O(1) appends
+  if (needed > cap) storage_->set_capacity(layer, head, grown_capacity(cap, needed));
 }
 
 void KvCache::reserve(int64_t n_more) {
@@ -126,13 +133,14 @@ void KvCache::reserve(int64_t n_more) {
 void KvCache::prepare_append(int32_t next_pos, int64_t n) {
   for (int64_t l = 0; l < shape_.n_layer; ++l) {
     const int64_t w = window(l);
+    const int64_t most = w - 1 + std::max(n, kSlidingSlack);  // what a window run holds before dropping
     if (w > 0) {
       // The first new query sits at next_pos and sees positions > next_pos - w; a protected
       // rollback point keeps what a query there would see.
       int64_t len = 0;
       for (int64_t h = 0; h < shape_.n_head_kv; ++h) len = std::max(len, length(l, h));
       const int32_t query = std::min(next_pos, protected_query_);
-      if (len + n > w - 1 + std::max(n, kSlidingSlack)) drop_before_position(l, query - static_cast<int32_t>(w) + 1);
+      if (len + n > most) drop_before_position(l, query - static_cast<int32_t>(w) + 1);
     }
     for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
       const int64_t need = length(l, h) + n, cap = capacity(l, h);
@@ -140,8 +148,7 @@ void KvCache::prepare_append(int32_t next_pos, int64_t n) {
       // A sliding-window run grows by half its capacity, up to the most it holds before dropping,
       // rather than by each step's rows: one reallocation and copy per decode step made up 14% of
       // Gemma 3's decode while its windows filled (reserve() leaves windowed layers alone).
-      const int64_t most = w > 0 ? w - 1 + std::max(n, kSlidingSlack) : 0;
-      storage_->set_capacity(l, h, std::max(need, std::min(cap + cap / 2, most)));
+      storage_->set_capacity(l, h, grown_capacity(cap, need, w > 0 ? most : need));
     }
   }
 }
