@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 
+#include "kernels/huge_pages.h"
 #include "kernels/threading.h"
 #include "kvsqueeze/error.h"
 
@@ -33,8 +34,9 @@ ReadBandwidth measure_read_bandwidth(size_t bytes, int threads, int passes) {
   if (passes < 1) throw Error("the bandwidth probe needs at least one pass");
   if (threads <= 0) threads = kernels::num_threads();
   const size_t words = bytes / sizeof(uint64_t);
-  std::unique_ptr<uint64_t[]> buffer(new uint64_t[words]);
-  uint64_t* data = buffer.get();
+  // The same pages the packed weights get, so the bound is what the weights' reads can reach.
+  const std::shared_ptr<uint8_t> buffer = kernels::allocate_huge_pages(words * sizeof(uint64_t));
+  auto* data = reinterpret_cast<uint64_t*>(buffer.get());
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (size_t i = 0; i < words; ++i) data[i] = i;  // each thread touches the share it will read
 

@@ -26,9 +26,15 @@ void set_num_threads(int n) {
 
 int num_threads() { return omp_get_max_threads(); }
 
+void release_threads() {
+  if (omp_in_parallel()) return;  // only a thread outside any parallel region owns its team
+  omp_pause_resource_all(omp_pause_soft);
+}
+
 }  // namespace kvsqueeze::kernels
 
 namespace kvsqueeze {
 int kernels_threads() { return kernels::num_threads(); }
 void set_kernels_threads(int n) { kernels::set_num_threads(n); }
+void release_kernels_threads() { kernels::release_threads(); }
 }  // namespace kvsqueeze

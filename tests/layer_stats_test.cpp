@@ -68,6 +68,21 @@ TEST(LayerStats, RequestedStatisticsAreWellFormed) {
   }
 }
 
+// A long prefill computes the window probabilities once, for the last chunk, unless the
+// request asks for them after every chunk (presses compressing between chunks).
+TEST(LayerStats, WindowProbabilitiesComeWithTheLastChunkUnlessEveryChunkIsAsked) {
+  auto model = Model::load(test_paths::stories260k());
+  for (const bool every : {false, true}) {
+    Session s(*model, {.chunk = 4});
+    s.set_stats_request({.window_queries = 2, .window_every_chunk = every});
+    std::vector<std::pair<bool, bool>> seen;  // (last chunk, windows present) per layer call
+    s.set_layer_hook([&](const LayerStats& st, KvCache&) { seen.emplace_back(st.last_chunk, !st.attention.window.empty()); });
+    s.eval(kPrompt);
+    ASSERT_EQ(seen.size(), kPrompt.size() / 4 * static_cast<size_t>(model->config().n_layer));
+    for (const auto& [last, windows] : seen) EXPECT_EQ(windows, last || every) << "every_chunk " << every;
+  }
+}
+
 TEST(LayerStats, ValueNormsMatchTheCachedValues) {
   auto model = Model::load(test_paths::stories260k());
   Session s(*model, {.kv_type_k = KvType::F32, .kv_type_v = KvType::F32});

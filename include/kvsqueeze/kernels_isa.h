@@ -12,5 +12,10 @@ std::string kernels_isa();
 // them ahead of any session (0: one per core, or OMP_NUM_THREADS; throws when out of range).
 int kernels_threads();
 void set_kernels_threads(int n);
+// Ends the worker threads the calling thread's kernels started (they are started again by its
+// next kernel call). For a thread that is done with kernels for a while, while other threads
+// run them: OpenMP counts every idle team, and once it sees more threads than cores, every team's
+// workers stop spinning between parallel regions, which made decode 14% slower at 4K context.
+void release_kernels_threads();
 
 }  // namespace kvsqueeze

@@ -13,6 +13,10 @@ class KvCache;
 
 struct StatsRequest {
   int64_t window_queries = 0;       // attention probabilities of the chunk's last w queries (1: TOVA)
+  // ... of every prefill chunk's last w queries, not only the last chunk's (compressing after
+  // every chunk, or a press whose triggers() fires before the last chunk). Off, a long prefill
+  // computes the windows once: they cost as much as the chunk's attention again.
+  bool window_every_chunk = false;
   bool column_sums = false;         // per query head, the attention each slot received (H2O)
   int64_t pre_rope_query_rows = 0;  // pre-RoPE queries (after q_norm) of the chunk's last N tokens
   bool hidden_states = false;       // the normed attention inputs of the chunk's tokens

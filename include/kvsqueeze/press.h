@@ -142,7 +142,8 @@ class Press {
   // Presses with their own trigger (LagKV: once 2*lag slots past the compressed prefix are
   // uncompressed) say whether `view`'s layer should be compressed now, after a prefill chunk
   // or a decode step; the pipeline then calls compress() with the session's budget, which such
-  // a press interprets itself (LagKV keeps k of each scored partition).
+  // a press interprets itself (LagKV keeps k of each scored partition). Before the last chunk
+  // the view has window probabilities only if needs() sets window_every_chunk.
   virtual bool triggers(const LayerView& view) const { (void)view; return false; }
   // Presses with PressTraits::needs_all_layers compress every layer here, once the whole
   // context was evaluated.

@@ -113,7 +113,10 @@ engine = kvsqueeze.Engine(model, chunk=16, threads=1)
 ids = model.tokenize(open(sys.argv[2]).read())[:6000]
 print("tokens", len(ids), flush=True)
 try:
-    engine.prefill_context(ids)
+    if sys.argv[3] == "prefill":
+        engine.prefill_context(ids)
+    else:  # a long generation, streamed through a Python callback
+        engine.generate(ids[:64], max_tokens=5000, ignore_eos=True, on_text=lambda piece: True)
     print("finished", flush=True)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
@@ -123,13 +126,14 @@ print("usable", len(out["tokens"]), flush=True)
 
 
 @pytest.mark.default_model
-def test_ctrl_c_interrupts_a_long_prefill(default_model, tmp_path):
+@pytest.mark.parametrize("stage", ["prefill", "generate"])
+def test_ctrl_c_interrupts_a_long_prefill_or_generation(default_model, tmp_path, stage):
     doc = tmp_path / "doc.txt"
     doc.write_text(open(os.path.join(os.path.dirname(__file__), "..", "..", "data", "haystack.txt")).read())
     # A job started in the background (`cmd &` without job control, as some CI runners do) inherits
     # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give the child the
     # default disposition, as a terminal's Ctrl-C would find it.
-    child = subprocess.Popen([sys.executable, "-c", CHILD, default_model, str(doc)], stdout=subprocess.PIPE, text=True,
+    child = subprocess.Popen([sys.executable, "-c", CHILD, default_model, str(doc), stage], stdout=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert child.stdout.readline().startswith("tokens")
     time.sleep(1.0)

@@ -26,9 +26,10 @@ struct ModelWeights {
   std::vector<float> inv_freq_global;  // RoPE frequencies of full-attention layers
   std::vector<float> inv_freq_local;   // of sliding-window layers
 
-  // The CPU kernels' packed copies of the matrices (src/backend/cpu/packed_weights.h), made once.
+  // The CPU kernels' packed copies of the matrices (src/backend/cpu/packed_weights.h), made once,
+  // all in one huge-page arena.
   std::once_flag packed_once;
-  std::vector<std::unique_ptr<uint8_t[]>> packed_storage;
+  std::shared_ptr<uint8_t> packed_storage;
 };
 
 // Builds the weight views; throws kvsqueeze::Error on a missing tensor or shape mismatch.

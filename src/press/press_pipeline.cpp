@@ -63,7 +63,9 @@ void PressRunner::prefill(const std::vector<int32_t>& ids, int64_t slack) {
 
 void PressRunner::begin_prefill(const std::vector<int32_t>& ids) {
   decoding_ = false;
-  session_.set_stats_request(prefill_press_ ? prefill_press_->needs() : StatsRequest{});
+  StatsRequest request = prefill_press_ ? prefill_press_->needs() : StatsRequest{};
+  request.window_every_chunk = request.window_every_chunk || policy_.every_chunk;  // compressed after each chunk
+  session_.set_stats_request(request);
   // Presses scoring while the context is evaluated (global_topk) learn the budget first.
   if (prefill_press_ && prefill_press_->traits().needs_all_layers) prefill_press_->set_budget(budget_);
   session_.begin_eval(ids);

@@ -78,9 +78,11 @@ void ForwardPass::attend(int64_t l, const int32_t* pos, int64_t n, KvCache& cach
   shape.scale = cfg_.attn_scale;
   shape.window = sliding ? cfg_.sliding_window : 0;
   backend::ProbabilityRequest probs;
-  probs.window_rows = request_.window_queries;
+  probs.window_rows = last_chunk_ || request_.window_every_chunk ? request_.window_queries : 0;
   probs.column_sums = request_.column_sums;
-  b.attention(shape, *q, pos, n, cache, l, *att, probs, probs.any() ? &stats_[static_cast<size_t>(l)].attention : nullptr);
+  Probabilities& kept = stats_[static_cast<size_t>(l)].attention;
+  if (!probs.any()) kept = {};  // no earlier chunk's probabilities under this chunk's name
+  b.attention(shape, *q, pos, n, cache, l, *att, probs, probs.any() ? &kept : nullptr);
   if (request_.any() || hook_) collect_stats(l, pos, n, cache);
 }
 

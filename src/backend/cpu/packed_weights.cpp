@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <new>
+#include <utility>
+#include <vector>
 
 #include "kernels/dispatch.h"
+#include "kernels/huge_pages.h"
 #include "kernels/panel_packing.h"
 #include "kernels/weight_packing.h"
 #include "kvsqueeze/error.h"
@@ -45,37 +47,43 @@ void pack_cpu_weights(const ModelWeights& weights) {
     // unpacked panels; the panel copies are not measured there yet).
     const char* env = std::getenv("KVSQ_PACK_WEIGHTS");
     const bool panels = kernels::active_isa() == kernels::Isa::Avx512 && !(env && std::strcmp(env, "rows") == 0);
-    auto pack = [&w, panels](WeightMatrix& m) {
+    // Which matrices get a copy and its size; then one huge-page arena holds them all.
+    std::vector<std::pair<WeightMatrix*, size_t>> copies;
+    size_t total = 0;
+    auto plan = [&](WeightMatrix& m) {
       const bool as_panels = panels && kernels::panel_packable(m.type);
       if (m.rows == 0 || !(as_panels || (!panels && kernels::packing_pays(m.type)))) return;
-      const size_t gguf_bytes = static_cast<size_t>(m.rows) * m.row_bytes;
-      const size_t bytes = as_panels ? kernels::panel_packed_bytes(m) : gguf_bytes;
-      std::unique_ptr<uint8_t[]> copy(new (std::nothrow) uint8_t[bytes]);
-      if (!copy) throw Error("out of memory packing a " + std::to_string(bytes) + "-byte weight matrix");
-      if (as_panels) {
+      const size_t bytes = as_panels ? kernels::panel_packed_bytes(m) : static_cast<size_t>(m.rows) * m.row_bytes;
+      copies.emplace_back(&m, total);
+      total += (bytes + 63) / 64 * 64;
+    };
+    for (LayerWeights& l : w.layers)
+      for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) plan(*m);
+    plan(w.output);
+    if (copies.empty()) return;
+    w.packed_storage = kernels::allocate_huge_pages(total);
+    for (auto [m, offset] : copies) {
+      uint8_t* copy = w.packed_storage.get() + offset;
+      if (panels && kernels::panel_packable(m->type)) {
         // Slices of 4096 rows, each one's GGUF pages handed back once packed: the peak stays one
         // slice above the steady state (the tied embedding / LM head alone is ~145 MB).
         const int64_t slice = 4096;
-        for (int64_t r0 = 0; r0 < m.rows; r0 += slice) {
-          WeightMatrix part = m;
-          part.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
-          part.rows = std::min(slice, m.rows - r0);
-          kernels::pack_panels(part, copy.get() + static_cast<size_t>(r0 / kernels::kPanelRows) *
-                                                      static_cast<size_t>(m.cols / kernels::panel_unit_cols(m.type)) *
-                                                      kernels::panel_unit_bytes(m.type));
-          release_pages(part.data, static_cast<size_t>(part.rows) * m.row_bytes);
+        for (int64_t r0 = 0; r0 < m->rows; r0 += slice) {
+          WeightMatrix part = *m;
+          part.data = m->data + static_cast<size_t>(r0) * m->row_bytes;
+          part.rows = std::min(slice, m->rows - r0);
+          kernels::pack_panels(part, copy + static_cast<size_t>(r0 / kernels::kPanelRows) *
+                                                static_cast<size_t>(m->cols / kernels::panel_unit_cols(m->type)) *
+                                                kernels::panel_unit_bytes(m->type));
+          release_pages(part.data, static_cast<size_t>(part.rows) * m->row_bytes);
         }
-        m.panels = copy.get();
+        m->panels = copy;
       } else {
-        kernels::pack_weights(m, copy.get());
-        m.packed = copy.get();
-        release_pages(m.data, gguf_bytes);
+        kernels::pack_weights(*m, copy);
+        m->packed = copy;
+        release_pages(m->data, static_cast<size_t>(m->rows) * m->row_bytes);
       }
-      w.packed_storage.push_back(std::move(copy));
-    };
-    for (LayerWeights& l : w.layers)
-      for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pack(*m);
-    pack(w.output);
+    }
   });
 }
 
