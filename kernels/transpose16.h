@@ -13,7 +13,7 @@ namespace kvsqueeze::kernels::inline KVSQ_VARIANT::detail {
 
 // 16x16 transpose of 32-bit elements held in registers, in place: afterwards r[k] holds element
 // k of every input row. 64 shuffles, no gathers.
-inline void transpose16x16(__m512i (&r)[16]) {
+[[gnu::always_inline]] inline void transpose16x16(__m512i (&r)[16]) {
   __m512i t[16];
   for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: [a4L b4L a4L+1 b4L+1], [a4L+2 b4L+2 ...]
     t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
