@@ -1245,7 +1245,14 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
 #pragma omp barrier
     int64_t p0, pe;
     if (T < kPanelExpandMinTokens) {
-      while (panels_q.get(p0, pe))
+      // Decode steps read the weights from memory once: each thread takes one contiguous share of
+      // the panels, so that its reads are one stream the prefetchers follow (panels handed out
+      // by a queue interleave the threads every group: Qwen2.5-0.5B decode 97-106 -> 110-148
+      // tok/s on a Zen 5).
+      int64_t s0, s1;
+      split((rows + 15) / 16, id, n, s0, s1);
+      for (p0 = s0; p0 < s1; p0 += kPanelGroup) {
+        pe = std::min(s1, p0 + kPanelGroup);
         for (int64_t t0 = 0; t0 < T; t0 += kPanelCopyNT) {  // each panel's 16 x 8 tile, the group's panels from L1/L2
           const int nt = static_cast<int>(std::min<int64_t>(kPanelCopyNT, T - t0));
           for (int64_t p = p0; p < pe; ++p) {
@@ -1254,6 +1261,7 @@ void matmul_panel_packed(const WeightMatrix& w, const QuantKind& k, const float*
                              static_cast<__mmask16>((1u << nr) - 1));
           }
         }
+      }
     } else {
       // Prompts: each panel expanded once into the unpacked panel path's buffers, then the same
       // lane tiles over every token tile (the same numbers, as the tile above gives).
