@@ -1187,7 +1187,10 @@ struct WorkQueue {
   }
 };
 // Row chunk for the row-dot paths: about 8 chunks per thread, a multiple of 4, at least 16 rows.
-inline int64_t row_chunk(int64_t rows, int nth) {
+// A decode step (few tokens) reads the weights from memory once: one contiguous chunk per thread
+// then, so that each thread's reads are one stream for the prefetchers (as the panel path does).
+inline int64_t row_chunk(int64_t rows, int nth, int64_t tokens) {
+  if (tokens < 16) return std::max<int64_t>(4, round_up((rows + nth - 1) / nth, 4));
   return std::max<int64_t>(16, round_up(rows / (8 * static_cast<int64_t>(nth)) + 1, 4));
 }
 
@@ -1339,7 +1342,7 @@ void matmul_quant(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   [[maybe_unused]] float* XT = amx && k.asym ? ac.take<float>(Tp * a.nsp) : nullptr;
 
   const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
-  WorkQueue rows_q(rows, row_chunk(rows, nth));
+  WorkQueue rows_q(rows, row_chunk(rows, nth, T));
 #if defined(KVSQ_AVX512VNNI)
   WorkQueue panels_q((rows + 15) / 16, kPanelGroup);
 #endif
@@ -1569,7 +1572,7 @@ void matmul_float(const WeightMatrix& w, const float* x, int64_t T, float* y, in
   portable = true;
 #endif
   const int nth = threads_for(static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(T));
-  WorkQueue rows_q(rows, row_chunk(rows, nth));
+  WorkQueue rows_q(rows, row_chunk(rows, nth, T));
   WorkQueue panels_q((rows + 15) / 16, 1);
 #pragma omp parallel num_threads(nth)
   {
