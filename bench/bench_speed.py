@@ -584,12 +584,13 @@ def main(argv=None) -> int:
                                     bounds[f"tg{int(r['decode_tokens'])} @ d{int(r['ctx'])}"].append(
                                         (r["weight_bytes_per_token"] + r["kv_bytes_per_token"], rec["bandwidth"]["gb_per_s"],
                                          r["bound_tok_s"]))
-                            raw[engine].append({"round": rnd + 1, "cmd": portable(shlex.join(cmd)), "load": info, "records": rec})
+                            raw[engine].append({"round": rnd + 1, "cmd": portable(shlex.join(cmd)), "load": info,
+                                                "records": json.loads(portable(json.dumps(rec)))})  # their model paths too
                             for t, v in res.items():
                                 if t in samples[engine]:
                                     samples[engine][t].append(v)
                                     loads[engine][t].append(info.get("foreign_cores"))
-            entry = {"model": model, "name": name, "tests": [], "raw": raw}
+            entry = {"model": portable(model), "name": name, "tests": [], "raw": raw}
             for t in tests:
                 for engine, skip in (("llamacpp", a.skip_llamacpp), ("kvsqueeze", a.skip_kvsqueeze)):
                     if not skip and len(samples[engine][t]) != a.repeat:
