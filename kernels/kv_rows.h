@@ -244,16 +244,23 @@ inline WeightMatrix key_rows(const KvRun& run, int64_t first, int64_t n) {
 
 #if defined(KVSQ_VARIANT_TU)
 #if defined(__AVX512F__)
-// Scores of 16 keys (rows of d floats, d a multiple of 16) for NQ queries: each 16x16 block of
-// the keys is transposed, so a query channel is one broadcast FMA into a vector of 16 keys'
-// sums and no sum crosses lanes; the NQ accumulators are independent chains.
-template <int NQ>
-inline void scores_of_16_keys(const float* keys, int64_t d, const float* q, float* out, int64_t ldo) {
+// Channels c0..c0+15 of key row j as floats: float rows as stored; f16 rows converted in
+// registers (exact), so no float tile is written to L2 and read back.
+inline __m512 key_slice(const float* keys, int64_t d, int j, int64_t c0) { return _mm512_loadu_ps(keys + j * d + c0); }
+inline __m512 key_slice(const uint16_t* keys, int64_t d, int j, int64_t c0) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + j * d + c0)));
+}
+
+// Scores of 16 keys (rows of d floats or f16, d a multiple of 16) for NQ queries: each 16x16
+// block of the keys is transposed, so a query channel is one broadcast FMA into a vector of 16
+// keys' sums and no sum crosses lanes; the NQ accumulators are independent chains.
+template <int NQ, class Key>
+inline void scores_of_16_keys(const Key* keys, int64_t d, const float* q, float* out, int64_t ldo) {
   __m512 acc[NQ];
   for (auto& a : acc) a = _mm512_setzero_ps();
   for (int64_t c0 = 0; c0 < d; c0 += 16) {
     __m512i kt[16];
-    for (int j = 0; j < 16; ++j) kt[j] = _mm512_castps_si512(_mm512_loadu_ps(keys + j * d + c0));
+    for (int j = 0; j < 16; ++j) kt[j] = _mm512_castps_si512(key_slice(keys, d, j, c0));
     detail::transpose16x16(kt);
     for (int c = 0; c < 16; ++c)
       for (int t = 0; t < NQ; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[t * d + c0 + c]), _mm512_castsi512_ps(kt[c]), acc[t]);
@@ -261,36 +268,11 @@ inline void scores_of_16_keys(const float* keys, int64_t d, const float* q, floa
   for (int t = 0; t < NQ; ++t) _mm512_storeu_ps(out + t * ldo, acc[t]);
 }
 
-template <int NQ = 1>
-inline void scores_of_16_keys(int64_t nq, const float* keys, int64_t d, const float* q, float* out, int64_t ldo) {
+template <int NQ = 1, class Key>
+inline void scores_of_16_keys(int64_t nq, const Key* keys, int64_t d, const float* q, float* out, int64_t ldo) {
   if constexpr (NQ < 16)
     if (nq != NQ) return scores_of_16_keys<NQ + 1>(nq, keys, d, q, out, ldo);
   scores_of_16_keys<NQ>(keys, d, q, out, ldo);
-}
-
-// The same for 16 f16 key rows read where they are stored: each block converted in registers
-// right before its transpose, with no float tile written to L2 and read back (the same numbers:
-// the conversion is exact and the products are summed in the same order).
-template <int NQ>
-inline void f16_scores_of_16_keys(const uint16_t* keys, int64_t d, const float* q, float* out, int64_t ldo) {
-  __m512 acc[NQ];
-  for (auto& a : acc) a = _mm512_setzero_ps();
-  for (int64_t c0 = 0; c0 < d; c0 += 16) {
-    __m512i kt[16];
-    for (int j = 0; j < 16; ++j)
-      kt[j] = _mm512_castps_si512(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + j * d + c0))));
-    detail::transpose16x16(kt);
-    for (int c = 0; c < 16; ++c)
-      for (int t = 0; t < NQ; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[t * d + c0 + c]), _mm512_castsi512_ps(kt[c]), acc[t]);
-  }
-  for (int t = 0; t < NQ; ++t) _mm512_storeu_ps(out + t * ldo, acc[t]);
-}
-
-template <int NQ = 1>
-inline void f16_scores_of_16_keys(int64_t nq, const uint16_t* keys, int64_t d, const float* q, float* out, int64_t ldo) {
-  if constexpr (NQ < 16)
-    if (nq != NQ) return f16_scores_of_16_keys<NQ + 1>(nq, keys, d, q, out, ldo);
-  f16_scores_of_16_keys<NQ>(keys, d, q, out, ldo);
 }
 #endif
 
@@ -350,7 +332,7 @@ inline void key_scores(const KvRun& run, int64_t first, int64_t n, const float* 
     if (run.k_type == KvType::F16 && d % 16 == 0 && key_rows_plain(run, first, n)) {
       const auto* rows = reinterpret_cast<const uint16_t*>(run.k_row(first));
       int64_t j = 0;
-      for (; j + 16 <= n; j += 16) f16_scores_of_16_keys(nq, rows + j * d, d, q, out + j, ldo);
+      for (; j + 16 <= n; j += 16) scores_of_16_keys(nq, rows + j * d, d, q, out + j, ldo);
       first += j;
       n -= j;
       out += j;
