@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <utility>
 #include <vector>
 
 #include "kernels/dispatch.h"
@@ -48,13 +47,18 @@ void pack_cpu_weights(const ModelWeights& weights) {
     const char* env = std::getenv("KVSQ_PACK_WEIGHTS");
     const bool panels = kernels::active_isa() == kernels::Isa::Avx512 && !(env && std::strcmp(env, "rows") == 0);
     // Which matrices get a copy and its size; then one huge-page arena holds them all.
-    std::vector<std::pair<WeightMatrix*, size_t>> copies;
+    struct Copy {
+      WeightMatrix* m;
+      size_t offset;  // in the arena
+      bool as_panels;
+    };
+    std::vector<Copy> copies;
     size_t total = 0;
     auto plan = [&](WeightMatrix& m) {
       const bool as_panels = panels && kernels::panel_packable(m.type);
       if (m.rows == 0 || !(as_panels || (!panels && kernels::packing_pays(m.type)))) return;
       const size_t bytes = as_panels ? kernels::panel_packed_bytes(m) : static_cast<size_t>(m.rows) * m.row_bytes;
-      copies.emplace_back(&m, total);
+      copies.push_back({&m, total, as_panels});
       total += (bytes + 63) / 64 * 64;
     };
     for (LayerWeights& l : w.layers)
@@ -62,9 +66,9 @@ void pack_cpu_weights(const ModelWeights& weights) {
     plan(w.output);
     if (copies.empty()) return;
     w.packed_storage = kernels::allocate_huge_pages(total);
-    for (auto [m, offset] : copies) {
+    for (const auto& [m, offset, as_panels] : copies) {
       uint8_t* copy = w.packed_storage.get() + offset;
-      if (panels && kernels::panel_packable(m->type)) {
+      if (as_panels) {
         // Slices of 4096 rows, each one's GGUF pages handed back once packed: the peak stays one
         // slice above the steady state (the tied embedding / LM head alone is ~145 MB).
         const int64_t slice = 4096;
